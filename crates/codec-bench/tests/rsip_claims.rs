@@ -56,24 +56,17 @@ fn claim1_unknown_extension_method_is_rejected() {
 /// first ':' (`[2001` / port `db8::10]:5060`).
 #[test]
 fn claim2_tel_and_ipv6_request_uris_are_rejected() {
-    let tel = request(
-        "INVITE tel:+15551234567;phone-context=example.com SIP/2.0",
-        "",
-    );
+    let tel = request("INVITE tel:+15551234567;phone-context=example.com SIP/2.0", "");
     assert_eq!(
         parse(&tel),
-        Err(rsip::Error::ParseError(
-            "number too large to fit in target type".into()
-        ))
+        Err(rsip::Error::ParseError("number too large to fit in target type".into()))
     );
 
     for ruri in ["sip:[2001:db8::10]:5060", "sip:alice@[2001:db8::10]:5060"] {
         let v6 = request(&format!("INVITE {ruri} SIP/2.0"), "");
         assert_eq!(
             parse(&v6),
-            Err(rsip::Error::ParseError(
-                "invalid digit found in string".into()
-            )),
+            Err(rsip::Error::ParseError("invalid digit found in string".into())),
             "{ruri}"
         );
     }
@@ -95,10 +88,7 @@ fn claim2_tel_and_ipv6_request_uris_are_rejected() {
 #[test]
 fn claim3_folded_header_lines_are_rejected() {
     for fold in ["  world", "\tworld"] {
-        let input = request(
-            "INVITE sip:a@b SIP/2.0",
-            &format!("Subject: hello\r\n{fold}\r\n"),
-        );
+        let input = request("INVITE sip:a@b SIP/2.0", &format!("Subject: hello\r\n{fold}\r\n"));
         match parse(&input) {
             Err(rsip::Error::TokenizeError(m)) => {
                 let expected = format!("failed to tokenize headers: {fold}\r\nContent-Length: 0");
@@ -109,10 +99,7 @@ fn claim3_folded_header_lines_are_rejected() {
     }
 
     let sp_before_colon = request("INVITE sip:a@b SIP/2.0", "Subject : hi\r\n");
-    assert!(matches!(
-        parse(&sp_before_colon),
-        Err(rsip::Error::TokenizeError(_))
-    ));
+    assert!(matches!(parse(&sp_before_colon), Err(rsip::Error::TokenizeError(_))));
 }
 
 /// Claim 4: TRUE. The header-name match has no compact aliases; `v f t i m l` all land in
@@ -151,22 +138,10 @@ fn claim4_compact_forms_become_other_headers() {
             | Header::Contact(_)
             | Header::ContentLength(_)
     )));
-    assert_eq!(
-        msg.via_header(),
-        Err(rsip::Error::MissingHeader("Via".into()))
-    );
-    assert_eq!(
-        msg.from_header(),
-        Err(rsip::Error::MissingHeader("From".into()))
-    );
-    assert_eq!(
-        msg.to_header(),
-        Err(rsip::Error::MissingHeader("To".into()))
-    );
-    assert_eq!(
-        msg.call_id_header(),
-        Err(rsip::Error::MissingHeader("CallID".into()))
-    );
+    assert_eq!(msg.via_header(), Err(rsip::Error::MissingHeader("Via".into())));
+    assert_eq!(msg.from_header(), Err(rsip::Error::MissingHeader("From".into())));
+    assert_eq!(msg.to_header(), Err(rsip::Error::MissingHeader("To".into())));
+    assert_eq!(msg.call_id_header(), Err(rsip::Error::MissingHeader("CallID".into())));
     assert!(msg.contact_header().is_err());
 }
 
@@ -189,17 +164,11 @@ fn claim5_second_comma_separated_via_is_dropped_by_typed_access() {
         })
         .collect();
     assert_eq!(vias.len(), 1, "one untyped Via for the comma list");
-    assert_eq!(
-        vias[0].value(),
-        "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"
-    );
+    assert_eq!(vias[0].value(), "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2");
 
     let typed = vias[0].typed().expect("typed Via of a comma list is Ok");
     assert_eq!(typed.uri.host_with_port.to_string(), "a");
-    assert_eq!(
-        typed.branch().map(|b| b.to_string()),
-        Some("z9hG4bK1".into())
-    );
+    assert_eq!(typed.branch().map(|b| b.to_string()), Some("z9hG4bK1".into()));
     // Everything after the first value (", SIP/2.0/UDP b;branch=z9hG4bK2") is gone.
     assert_eq!(typed.params.len(), 1);
     assert!(!typed.to_string().contains("z9hG4bK2"));
@@ -227,10 +196,7 @@ fn claim5_second_comma_separated_via_is_dropped_by_typed_access() {
 #[test]
 fn claim6_quoted_contact_param_fails_typed_contact() {
     let contact = "<sip:a@192.0.2.1:5060>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>\";reg-id=1";
-    let input = request(
-        "REGISTER sip:a@b SIP/2.0",
-        &format!("Contact: {contact}\r\n"),
-    );
+    let input = request("REGISTER sip:a@b SIP/2.0", &format!("Contact: {contact}\r\n"));
     let msg = parse(&input).expect("parse time: accepted");
     let untyped = msg.contact_header().expect("Contact present");
     assert_eq!(untyped.value(), contact);
@@ -290,10 +256,7 @@ fn claim8_binary_body_exact_on_parse_lossy_on_serialise() {
     let encoded: Vec<u8> = msg.clone().into();
     let encoded_bytes: bytes::Bytes = msg.into();
     assert_eq!(encoded.as_slice(), encoded_bytes.as_ref());
-    assert!(
-        !encoded.ends_with(&binary),
-        "serialised body is not byte-exact"
-    );
+    assert!(!encoded.ends_with(&binary), "serialised body is not byte-exact");
     // 0x00 survives; 0xFF, 0xFE, 0x80 each become U+FFFD (EF BF BD).
     let lossy: &[u8] = &[0x00, 0xEF, 0xBF, 0xBD, 0xEF, 0xBF, 0xBD, 0xEF, 0xBF, 0xBD];
     assert!(encoded.ends_with(lossy));
@@ -333,11 +296,7 @@ fn claim9_rfc4475_corpus_counts() {
             }
         };
         let tally = by_verdict.entry(verdict.to_string()).or_default();
-        let list = if accepted {
-            &mut tally.accepted
-        } else {
-            &mut tally.rejected
-        };
+        let list = if accepted { &mut tally.accepted } else { &mut tally.rejected };
         list.push(name.to_string());
         if verdict == "valid" && section.starts_with("3.1.1.") {
             if accepted {
@@ -385,14 +344,7 @@ fn claim9_rfc4475_corpus_counts() {
     );
     assert_eq!(
         valid.rejected,
-        [
-            "wsinv.dat",
-            "intmeth.dat",
-            "esc01.dat",
-            "esc02.dat",
-            "longreq.dat",
-            "semiuri.dat",
-        ]
+        ["wsinv.dat", "intmeth.dat", "esc01.dat", "esc02.dat", "longreq.dat", "semiuri.dat",]
     );
     assert_eq!(valid_3_1_1.accepted.len(), 7);
     assert_eq!(valid_3_1_1.rejected.len(), 6);

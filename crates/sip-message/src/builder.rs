@@ -88,7 +88,11 @@ impl Message {
     /// Starts a new request: `METHOD uri SIP/2.0`.
     pub fn request(method: Method, uri: impl Into<Bytes>) -> MessageBuilder {
         MessageBuilder {
-            start: StartLine::Request { method, uri: Text::Owned(uri.into()), version: Text::Owned(SIP2) },
+            start: StartLine::Request {
+                method,
+                uri: Text::Owned(uri.into()),
+                version: Text::Owned(SIP2),
+            },
             headers: Vec::with_capacity(12),
             body: Bytes::new(),
             content_type: None,
@@ -98,7 +102,11 @@ impl Message {
     /// Starts a new response with `code` and `reason` (see [`default_reason`]).
     pub fn response(code: u16, reason: impl Into<Bytes>) -> MessageBuilder {
         MessageBuilder {
-            start: StartLine::Response { version: Text::Owned(SIP2), code, reason: Text::Owned(reason.into()) },
+            start: StartLine::Response {
+                version: Text::Owned(SIP2),
+                code,
+                reason: Text::Owned(reason.into()),
+            },
             headers: Vec::with_capacity(12),
             body: Bytes::new(),
             content_type: None,
@@ -192,10 +200,8 @@ impl MessageBuilder {
             self.headers.push(owned_header(HeaderName::ContentType, ct));
         }
         let len = itoa_buf(self.body.len() as u64);
-        self.headers.push(owned_header(
-            HeaderName::ContentLength,
-            Bytes::copy_from_slice(len.as_slice()),
-        ));
+        self.headers
+            .push(owned_header(HeaderName::ContentLength, Bytes::copy_from_slice(len.as_slice())));
         Message {
             buf: Bytes::new(),
             start: self.start,

@@ -10,6 +10,7 @@ use std::fmt;
 
 /// What the decoder produced.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // boxing would cost an allocation per message
 pub enum StreamItem {
     /// One complete message.
     Message(Message),
@@ -91,7 +92,8 @@ impl StreamDecoder {
             return Ok(Some(StreamItem::Pong));
         }
         let from = self.scanned.saturating_sub(3);
-        let Some(pos) = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n").map(|p| p + from) else {
+        let Some(pos) = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n").map(|p| p + from)
+        else {
             self.scanned = self.buf.len();
             if self.buf.len() > self.max_message {
                 return Err(FramingError::TooLarge);
@@ -110,7 +112,9 @@ impl StreamDecoder {
         }
         let frame = self.buf.split_to(total).freeze();
         self.scanned = 0;
-        Message::parse_inner(frame, true).map(|m| Some(StreamItem::Message(m))).map_err(FramingError::Parse)
+        Message::parse_inner(frame, true)
+            .map(|m| Some(StreamItem::Message(m)))
+            .map_err(FramingError::Parse)
     }
 }
 
@@ -125,7 +129,8 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
                 return Err(FramingError::BadContentLength);
             }
             let v = crate::scan::trim(&line[colon + 1..]);
-            let n = crate::scan::parse_u64(v, u64::from(u32::MAX)).ok_or(FramingError::BadContentLength)?;
+            let n = crate::scan::parse_u64(v, u64::from(u32::MAX))
+                .ok_or(FramingError::BadContentLength)?;
             found = Some(n as usize);
         }
     }
@@ -136,7 +141,8 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
 mod tests {
     use super::*;
 
-    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 4\r\n\r\nbody";
+    const MSG: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 4\r\n\r\nbody";
 
     #[test]
     fn byte_by_byte_and_keepalive() {

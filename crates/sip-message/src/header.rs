@@ -246,8 +246,17 @@ impl HeaderName {
         use HeaderName::*;
         matches!(
             self,
-            CallId | CSeq | From | To | MaxForwards | ContentLength | ContentType | Expires
-                | MinExpires | RSeq | RAck
+            CallId
+                | CSeq
+                | From
+                | To
+                | MaxForwards
+                | ContentLength
+                | ContentType
+                | Expires
+                | MinExpires
+                | RSeq
+                | RAck
         )
     }
 }

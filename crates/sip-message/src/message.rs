@@ -347,10 +347,7 @@ impl Message {
 
     /// Values of every header field called `name` (whole lines, not split).
     pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        self.headers
-            .iter()
-            .filter(move |h| h.name == name)
-            .map(move |h| h.value.get(&self.buf))
+        self.headers.iter().filter(move |h| h.name == name).map(move |h| h.value.get(&self.buf))
     }
 
     /// The value of the first header field called `name`.
@@ -452,13 +449,13 @@ impl Message {
 
     /// Every Via value, top first.
     pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, HeaderError>> + '_ {
-        self.values(HeaderName::Via)
-            .map(|v| Via::parse(v).map_err(|r| HeaderError::new("Via", r)))
+        self.values(HeaderName::Via).map(|v| Via::parse(v).map_err(|r| HeaderError::new("Via", r)))
     }
 
     /// The Contact header(s): `*` or a list of name-addrs.
     pub fn contacts(&self) -> Result<Contacts<'_>, HeaderError> {
-        Contacts::parse(self.values(HeaderName::Contact)).map_err(|r| HeaderError::new("Contact", r))
+        Contacts::parse(self.values(HeaderName::Contact))
+            .map_err(|r| HeaderError::new("Contact", r))
     }
 
     /// Route values, top first.

@@ -67,7 +67,10 @@ impl<'a> Params<'a> {
 
 /// Parses one parameter starting at `raw[i] == b';'`.
 /// Returns (index after it, name, value).
-fn param_at(raw: &[u8], i: usize) -> Result<(usize, &[u8], Option<&[u8]>), &'static str> {
+/// One parsed parameter: (index after it, name, value).
+type ParamAt<'a> = (usize, &'a [u8], Option<&'a [u8]>);
+
+fn param_at(raw: &[u8], i: usize) -> Result<ParamAt<'_>, &'static str> {
     let ns = skip_lws(raw, i + 1);
     let mut ne = ns;
     while ne < raw.len() && !is_lws(raw[ne]) && !matches!(raw[ne], b'=' | b';') {

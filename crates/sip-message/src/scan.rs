@@ -162,8 +162,7 @@ mod tests {
 
     #[test]
     fn comma_split_respects_quotes_and_angles() {
-        let v: Vec<&[u8]> =
-            CommaSplit::new(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z@w> ,x").collect();
+        let v: Vec<&[u8]> = CommaSplit::new(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z@w> ,x").collect();
         assert_eq!(v, vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"<sip:z@w>", b"x"]);
         let v: Vec<&[u8]> = CommaSplit::new(b"a,,b").collect();
         assert_eq!(v, vec![&b"a"[..], b"", b"b"]);

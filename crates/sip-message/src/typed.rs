@@ -14,10 +14,7 @@ pub struct CSeq {
     pub method: Method,
 }
 
-fn number_then_rest<'a>(
-    v: &'a [u8],
-    what: &'static str,
-) -> Result<(u64, &'a [u8]), HeaderError> {
+fn number_then_rest<'a>(v: &'a [u8], what: &'static str) -> Result<(u64, &'a [u8]), HeaderError> {
     let v = scan::trim(v);
     let de = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
     let n = scan::parse_u64(&v[..de], u64::from(u32::MAX))

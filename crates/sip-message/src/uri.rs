@@ -65,7 +65,10 @@ fn valid_host(h: &[u8]) -> bool {
 }
 
 /// Splits `host[:port]` starting at `s`; returns (host, port, rest).
-pub(crate) fn host_port(s: &[u8]) -> Result<(&[u8], Option<u16>, &[u8]), &'static str> {
+/// (host, port, rest) of a `host[:port]...` text.
+pub(crate) type HostPort<'a> = (&'a [u8], Option<u16>, &'a [u8]);
+
+pub(crate) fn host_port(s: &[u8]) -> Result<HostPort<'_>, &'static str> {
     let host_end = if s.first() == Some(&b'[') {
         s.iter().position(|&b| b == b']').ok_or("unterminated IPv6 reference")? + 1
     } else {
@@ -80,9 +83,7 @@ pub(crate) fn host_port(s: &[u8]) -> Result<(&[u8], Option<u16>, &[u8]), &'stati
     if rest.first() == Some(&b':') {
         let pe = rest[1..].iter().position(|&b| !b.is_ascii_digit()).map_or(rest.len(), |p| p + 1);
         let digits = &rest[1..pe];
-        port = Some(
-            crate::scan::parse_u64(digits, 65535).ok_or("invalid port")? as u16,
-        );
+        port = Some(crate::scan::parse_u64(digits, 65535).ok_or("invalid port")? as u16);
         rest = &rest[pe..];
     }
     Ok((host, port, rest))
@@ -208,7 +209,8 @@ impl<'a> Uri<'a> {
             .map(|&b| b as char)
             .collect();
         let body = out.strip_prefix('+').unwrap_or(&out);
-        if body.is_empty() || !body.bytes().all(|b| b.is_ascii_hexdigit() || b == b'*' || b == b'#') {
+        if body.is_empty() || !body.bytes().all(|b| b.is_ascii_hexdigit() || b == b'*' || b == b'#')
+        {
             return None;
         }
         Some(out)

@@ -168,7 +168,9 @@ pub fn validate(m: &Message, policy: &Policy) -> Verdict {
         return reject(501, format!("method {method} not implemented"));
     }
     match m.cseq() {
-        Ok(c) if c.method != method => return reject(400, "CSeq method does not match the request method"),
+        Ok(c) if c.method != method => {
+            return reject(400, "CSeq method does not match the request method")
+        }
         _ => {}
     }
     if !matches!(method, Method::Ack | Method::Cancel) {

@@ -83,7 +83,8 @@ impl<'a> Via<'a> {
     /// `true` when the branch starts with the RFC 3261 magic cookie and has
     /// something after it (RFC 4475 badbranch has only the cookie).
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch().is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE.as_bytes()))
+        self.branch()
+            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE.as_bytes()))
     }
 
     /// The `received` parameter.
@@ -94,7 +95,9 @@ impl<'a> Via<'a> {
     /// `None`: no rport; `Some(None)`: `rport` without value (the client asks
     /// for it, RFC 3581); `Some(Some(p))`: filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params.get("rport").map(|v| v.and_then(|p| scan::parse_u64(p, 65535)).map(|p| p as u16))
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|p| scan::parse_u64(p, 65535)).map(|p| p as u16))
     }
 
     /// `true` for a reliable transport (anything but UDP).

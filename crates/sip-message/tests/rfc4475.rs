@@ -63,7 +63,7 @@ pub const VERDICTS: &[(&str, &str)] = &[
     ("regaut01.dat", "accept"), // registrar answers 401
     ("multi01.dat", "400"),
     ("mcl01.dat", "400"),
-    ("bcast.dat", "accept"), // response: well formed; dropped as stray later
+    ("bcast.dat", "accept"),  // response: well formed; dropped as stray later
     ("zeromf.dat", "accept"), // 483 is the router's decision (OPTIONS to us: 200)
     ("cparam01.dat", "accept"),
     ("cparam02.dat", "accept"),
