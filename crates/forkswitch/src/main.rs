@@ -1,0 +1,96 @@
+//! # forkswitch
+//!
+//! The softswitch binary: reads the TOML configuration, sets up logging,
+//! binds the SIP transport and runs the event loop until SIGINT/SIGTERM.
+//! The protocol work lives in the library crates (`sip-message`,
+//! `sip-transport`, ...); this crate only wires them together.
+
+mod config;
+mod local;
+mod server;
+
+use clap::{Parser, Subcommand};
+use config::{Config, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// forkswitch: a SIP B2BUA with native call forking.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the softswitch.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/forkswitch.toml")]
+        config: PathBuf,
+        /// Log format (overrides the config file).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Human => b.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, log_format } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    tracing::error!(error = %e, "fatal");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

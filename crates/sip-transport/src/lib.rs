@@ -1,0 +1,370 @@
+//! # sip-transport: SIP over UDP and TCP
+//!
+//! The only forkswitch crate that touches SIP sockets. It binds UDP and TCP
+//! listeners (IPv4 and IPv6, made with socket2: SO_REUSEADDR, large buffers,
+//! optional SO_REUSEPORT with several UDP sockets), frames and parses what
+//! arrives, stamps `received`/`rport` on requests, and hands every message up
+//! as an [`Inbound`] carrying its [`Peer`] and receive time. Sending goes
+//! through [`SipTransport`]: UDP, or TCP with one connection per remote
+//! address, reused; responses follow RFC 3261 18.2.2 / RFC 3581.
+//!
+//! It never interprets a message beyond framing and Via stamping: what a
+//! request means is for the layers above.
+
+pub mod socket;
+mod tcp;
+pub mod via_stamp;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use sip_message::{ConnId, Message, Peer, Transport};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+pub use via_stamp::{response_target, stamp_received};
+
+/// RFC 3261 18.1.1: requests larger than this go over TCP when possible.
+pub const UDP_MTU_LIMIT: usize = 1300;
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// UDP addresses to listen on (port 0 picks a free port).
+    pub udp: Vec<SocketAddr>,
+    /// TCP addresses to listen on.
+    pub tcp: Vec<SocketAddr>,
+    /// UDP sockets per address (SO_REUSEPORT when > 1).
+    pub udp_sockets_per_addr: usize,
+    /// SO_RCVBUF in bytes.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF in bytes.
+    pub send_buffer: usize,
+    /// Largest message accepted on a stream (datagrams are bounded by UDP).
+    pub max_message: usize,
+    /// A TCP connection with no traffic for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Open TCP connections allowed per remote IP.
+    pub tcp_max_conns_per_ip: usize,
+    /// Timeout for opening an outbound TCP connection.
+    pub tcp_connect_timeout: Duration,
+    /// Stamp `rport` on every request, asked for or not (NAT traversal).
+    pub force_rport: bool,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            udp: vec![],
+            tcp: vec![],
+            udp_sockets_per_addr: 1,
+            recv_buffer: 4 << 20,
+            send_buffer: 4 << 20,
+            max_message: 65_535,
+            tcp_idle_timeout: Duration::from_secs(300),
+            tcp_max_conns_per_ip: 64,
+            tcp_connect_timeout: Duration::from_secs(5),
+            force_rport: true,
+        }
+    }
+}
+
+/// A message received from the network.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The parsed message (requests have their Via stamped).
+    pub message: Message,
+    /// Where it came from.
+    pub peer: Peer,
+    /// When the transport read it.
+    pub received_at: Instant,
+}
+
+/// A send that failed after [`SipTransport::send`] returned, reported with
+/// the caller's token (a transaction key, for instance).
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    /// The token given to `send`.
+    pub token: u64,
+    /// The destination.
+    pub peer: Peer,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counters, readable at any time.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Datagrams and stream messages received.
+    pub received: AtomicU64,
+    /// Received bytes that were not a SIP message (dropped).
+    pub unparsable: AtomicU64,
+    /// Messages dropped because the layer above was not keeping up.
+    pub overload_drops: AtomicU64,
+    /// Messages sent.
+    pub sent: AtomicU64,
+    /// Send errors.
+    pub send_errors: AtomicU64,
+}
+
+struct UdpEndpoint {
+    local: SocketAddr,
+    sockets: Vec<Arc<UdpSocket>>,
+}
+
+pub(crate) struct ConnEntry {
+    pub(crate) tx: mpsc::Sender<(Bytes, u64)>,
+    pub(crate) remote: SocketAddr,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: TransportConfig,
+    udp: Vec<UdpEndpoint>,
+    pub(crate) tcp_locals: Vec<SocketAddr>,
+    pub(crate) conns: DashMap<ConnId, ConnEntry>,
+    pub(crate) by_remote: DashMap<SocketAddr, ConnId>,
+    pub(crate) per_ip: DashMap<IpAddr, usize>,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) failures: mpsc::UnboundedSender<SendFailure>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) stats: Stats,
+}
+
+/// Handle to the running transport; cheap to clone.
+#[derive(Clone)]
+pub struct SipTransport {
+    inner: Arc<Inner>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl SipTransport {
+    /// Binds every listener in `cfg` and starts the receive tasks. Received
+    /// messages go to `inbound`; asynchronous send failures to `failures`.
+    pub async fn bind(
+        cfg: TransportConfig,
+        inbound: mpsc::Sender<Inbound>,
+        failures: mpsc::UnboundedSender<SendFailure>,
+    ) -> std::io::Result<SipTransport> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut udp = Vec::new();
+        for addr in &cfg.udp {
+            let n = cfg.udp_sockets_per_addr.max(1);
+            let first = socket::udp_socket(*addr, &cfg, n > 1)?;
+            let local = first.local_addr()?;
+            let mut sockets = vec![Arc::new(UdpSocket::from_std(first)?)];
+            for _ in 1..n {
+                let s = socket::udp_socket(local, &cfg, true)?;
+                sockets.push(Arc::new(UdpSocket::from_std(s)?));
+            }
+            udp.push(UdpEndpoint { local, sockets });
+        }
+        let mut listeners = Vec::new();
+        let mut tcp_locals = Vec::new();
+        for addr in &cfg.tcp {
+            let l = socket::tcp_listener(*addr, &cfg)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tcp_locals.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        let inner = Arc::new(Inner {
+            cfg,
+            udp,
+            tcp_locals,
+            conns: DashMap::new(),
+            by_remote: DashMap::new(),
+            per_ip: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            inbound,
+            failures,
+            shutdown: stop_rx,
+            stats: Stats::default(),
+        });
+        for ep in &inner.udp {
+            for s in &ep.sockets {
+                tokio::spawn(udp_recv_loop(inner.clone(), s.clone(), ep.local));
+            }
+        }
+        for l in listeners {
+            tokio::spawn(tcp::accept_loop(inner.clone(), l));
+        }
+        Ok(SipTransport { inner, stop: Arc::new(stop_tx) })
+    }
+
+    /// The bound addresses (with the real ports when 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        let mut v: Vec<_> = self.inner.udp.iter().map(|e| (Transport::Udp, e.local)).collect();
+        v.extend(self.inner.tcp_locals.iter().map(|a| (Transport::Tcp, *a)));
+        v
+    }
+
+    /// A local address for `transport` in the same family as `remote`.
+    pub fn local_for(&self, transport: Transport, remote: SocketAddr) -> Option<SocketAddr> {
+        self.local_addrs()
+            .into_iter()
+            .filter(|(t, _)| *t == transport)
+            .map(|(_, a)| a)
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Open TCP connections.
+    pub fn tcp_connections(&self) -> usize {
+        self.inner.conns.len()
+    }
+
+    /// Stops reading from every socket and closes TCP connections; sends
+    /// still work so that in-flight transactions can finish.
+    pub fn stop_receiving(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Sends a request (or an ACK/CANCEL). Over UDP a request larger than
+    /// [`UDP_MTU_LIMIT`] goes over TCP when this transport listens on TCP,
+    /// with its top Via rewritten, falling back to UDP if TCP fails.
+    pub fn send_request(&self, peer: &Peer, msg: &Message, token: u64) {
+        if peer.transport == Transport::Udp && !self.inner.tcp_locals.is_empty() {
+            let bytes = msg.to_bytes();
+            if bytes.len() > UDP_MTU_LIMIT {
+                if let Some(tcp_msg) = via_stamp::via_to_tcp(msg) {
+                    let tcp_peer = Peer { transport: Transport::Tcp, conn: None, ..*peer };
+                    tcp::send(&self.inner, &tcp_peer, tcp_msg.to_bytes(), token, Some(bytes));
+                    return;
+                }
+            }
+            self.send_udp(peer, bytes, token);
+            return;
+        }
+        self.send_bytes(peer, msg.to_bytes(), token);
+    }
+
+    /// Sends a response along RFC 3261 18.2.2 / RFC 3581 (see
+    /// [`response_target`]); `request_peer` is where the request came from.
+    pub fn send_response(&self, request_peer: &Peer, msg: &Message, token: u64) {
+        let target = response_target(msg, request_peer);
+        self.send_bytes(&target, msg.to_bytes(), token);
+    }
+
+    /// Sends raw bytes to `peer` as they are.
+    pub fn send_bytes(&self, peer: &Peer, bytes: Bytes, token: u64) {
+        match peer.transport {
+            Transport::Udp => self.send_udp(peer, bytes, token),
+            Transport::Tcp => tcp::send(&self.inner, peer, bytes, token, None),
+        }
+    }
+
+    fn send_udp(&self, peer: &Peer, bytes: Bytes, token: u64) {
+        udp_send(&self.inner, peer, bytes, token);
+    }
+}
+
+/// Sends one datagram from the socket bound to `peer.local` (or any of the
+/// same address family).
+pub(crate) fn udp_send(inner: &Arc<Inner>, peer: &Peer, bytes: Bytes, token: u64) {
+    {
+        let ep = inner
+            .udp
+            .iter()
+            .find(|e| e.local == peer.local)
+            .or_else(|| inner.udp.iter().find(|e| e.local.is_ipv4() == peer.remote.is_ipv4()));
+        let Some(ep) = ep else {
+            fail(inner, token, peer, "no UDP socket for this address family".into());
+            return;
+        };
+        let sock = &ep.sockets[0];
+        match sock.try_send_to(&bytes, peer.remote) {
+            Ok(_) => {
+                inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let sock = sock.clone();
+                let inner2 = inner.clone();
+                let peer = *peer;
+                tokio::spawn(async move {
+                    match sock.send_to(&bytes, peer.remote).await {
+                        Ok(_) => {
+                            inner2.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => fail(&inner2, token, &peer, e.to_string()),
+                    }
+                });
+            }
+            Err(e) => fail(inner, token, peer, e.to_string()),
+        }
+    }
+}
+
+pub(crate) fn fail(inner: &Inner, token: u64, peer: &Peer, reason: String) {
+    inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+    debug!(%peer, %reason, "send failed");
+    let _ = inner.failures.send(SendFailure { token, peer: *peer, reason });
+}
+
+/// Stamps a received request and wraps it for the layer above.
+pub(crate) fn prepare(inner: &Inner, mut message: Message, peer: Peer, now: Instant) -> Inbound {
+    inner.stats.received.fetch_add(1, Ordering::Relaxed);
+    if message.is_request() {
+        stamp_received(&mut message, peer.remote, inner.cfg.force_rport);
+    }
+    Inbound { message, peer, received_at: now }
+}
+
+const UDP_CHUNK: usize = 256 * 1024;
+
+async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
+    let mut shutdown = inner.shutdown.clone();
+    // Datagrams are read into one large buffer and split off as zero-copy
+    // `Bytes`; a new chunk is allocated when the free space gets small.
+    let mut buf = BytesMut::with_capacity(UDP_CHUNK);
+    loop {
+        if buf.capacity() - buf.len() < 65_536 {
+            buf = BytesMut::with_capacity(UDP_CHUNK);
+        }
+        let res = tokio::select! {
+            r = sock.recv_buf_from(&mut buf) => r,
+            _ = shutdown.changed() => return,
+        };
+        let (n, remote) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP port unreachable surfaces here on some systems.
+                debug!(error = %e, "udp recv error");
+                buf.clear();
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let data = buf.split_to(n).freeze();
+        if data.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | b'\0')) {
+            continue; // keep-alive datagram
+        }
+        let peer = Peer { transport: Transport::Udp, remote, local, conn: None };
+        let message = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                inner.stats.unparsable.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, error = %e, "dropped unparsable datagram");
+                continue;
+            }
+        };
+        match inner.inbound.try_send(prepare(&inner, message, peer, now)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Like a full socket buffer: UDP senders retransmit.
+                inner.stats.overload_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!("inbound channel closed; UDP receiver stops");
+                return;
+            }
+        }
+    }
+}
