@@ -256,12 +256,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError {
-                path: path.to_owned(),
-                line,
-                key: None,
-                reason: e.message().to_owned(),
-            }
+            ConfigError { path: path.to_owned(), line, key: None, reason: e.message().to_owned() }
         })?;
         cfg.check().map_err(|(table, key, reason)| ConfigError {
             path: path.to_owned(),

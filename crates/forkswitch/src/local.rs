@@ -53,7 +53,8 @@ pub fn new_tag() -> String {
 
 /// A response to `req` with `code`, a To tag and our Server header.
 pub fn response(req: &Message, code: u16, server: &str) -> sip_message::MessageBuilder {
-    let b = Message::response_to(req, code).header(HeaderName::Server, Bytes::from(server.to_owned()));
+    let b =
+        Message::response_to(req, code).header(HeaderName::Server, Bytes::from(server.to_owned()));
     if code == 100 {
         b
     } else {
@@ -67,7 +68,10 @@ pub fn rejection(req: &Message, r: &Rejection, server: &str) -> Message {
     if r.status == 400 {
         b = b.reason(Bytes::from(format!("Bad Request ({})", r.detail)));
     }
-    b = b.header(HeaderName::Warning, Bytes::from(format!("399 forkswitch \"{}\"", r.detail.replace('"', "'"))));
+    b = b.header(
+        HeaderName::Warning,
+        Bytes::from(format!("399 forkswitch \"{}\"", r.detail.replace('"', "'"))),
+    );
     if r.status == 420 {
         b = b.header(HeaderName::Unsupported, Bytes::from(r.unsupported.join(", ")));
     }

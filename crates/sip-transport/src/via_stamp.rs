@@ -83,7 +83,10 @@ pub fn response_target(resp: &Message, request_peer: &Peer) -> Peer {
                 (Some(ip), None) => SocketAddr::new(ip, 5060),
                 _ => request_peer.remote,
             };
-            Peer { remote: if request_peer.conn.is_some() { request_peer.remote } else { remote }, ..*request_peer }
+            Peer {
+                remote: if request_peer.conn.is_some() { request_peer.remote } else { remote },
+                ..*request_peer
+            }
         }
     }
 }

@@ -1,0 +1,251 @@
+//! Test harness: starts the real forkswitch binary on free ports (port 0,
+//! read back from its JSON "listening" log lines), talks to it over raw
+//! sockets and SIPp, and kills it by PID when dropped. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long any single expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct Server {
+    child: Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    lines: Receiver<serde_json::Value>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with("")
+    }
+
+    /// Starts the server with the default config's settings on port 0 plus
+    /// `extra` TOML appended.
+    pub fn start_with(extra: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("forkswitch.toml");
+        let text = format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{extra}"
+        );
+        std::fs::write(&cfg, text).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forkswitch"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--log-format", "json"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn forkswitch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            udp: "0.0.0.0:0".parse().expect("addr"),
+            tcp: "0.0.0.0:0".parse().expect("addr"),
+            lines: rx,
+            dir,
+        };
+        server.wait_log(
+            |v| v["message"] == "forkswitch ready",
+            WAIT,
+            |v, s| {
+                if v["message"] == "listening" {
+                    let addr: SocketAddr =
+                        v["addr"].as_str().expect("addr").parse().expect("addr parses");
+                    match v["transport"].as_str() {
+                        Some("UDP") => s.udp = addr,
+                        Some("TCP") => s.tcp = addr,
+                        _ => {}
+                    }
+                }
+            },
+        );
+        assert_ne!(server.udp.port(), 0, "server did not report its UDP port");
+        server
+    }
+
+    /// Reads log lines until `done` matches one (returned), calling `each` on
+    /// every line; panics after `timeout`.
+    pub fn wait_log(
+        &mut self,
+        done: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+        mut each: impl FnMut(&serde_json::Value, &mut Server),
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    each(&v, self);
+                    if done(&v) {
+                        return v;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for a log line"),
+                Err(RecvTimeoutError::Disconnected) => panic!("server exited early"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP socket on 127.0.0.1 with a bounded read timeout.
+pub fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s
+}
+
+/// Receives one datagram (panics on timeout).
+pub fn recv(s: &UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = s.recv_from(&mut buf).expect("no datagram within the wait");
+    buf.truncate(n);
+    buf
+}
+
+/// Status code of a response.
+pub fn status_of(resp: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(resp);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not a response: {text}"))
+}
+
+/// Call-ID of a message (first Call-ID / i header).
+pub fn call_id_of(msg: &[u8]) -> String {
+    let text = String::from_utf8_lossy(msg);
+    for line in text.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("call-id:").or_else(|| lower.strip_prefix("i:")) {
+            let start = line.len() - v.len();
+            return line[start..].trim().to_owned();
+        }
+    }
+    String::new()
+}
+
+/// An OPTIONS to the server from `local`.
+pub fn options(local: SocketAddr, server: SocketAddr, transport: &str, call_id: &str) -> String {
+    format!(
+        "OPTIONS sip:ping@{server} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch=z9hG4bK{call_id};rport\r\nMax-Forwards: 70\r\nFrom: <sip:t@{local}>;tag=1\r\nTo: <sip:ping@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A TCP connection with bounded timeouts.
+pub fn tcp_client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// Reads one SIP message (head + Content-Length body) from a stream.
+pub fn read_stream_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> Vec<u8> {
+    use std::io::Read;
+    loop {
+        if let Some(pos) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..pos]).to_ascii_lowercase();
+            let cl = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").or_else(|| l.strip_prefix("l:")))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let total = pos + 4 + cl;
+            if pending.len() >= total {
+                let msg = pending[..total].to_vec();
+                pending.drain(..total);
+                return msg;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).expect("read within the wait");
+        assert!(n > 0, "connection closed");
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Runs SIPp with `args` in `dir`, killing it after `timeout`.
+pub fn sipp(dir: &Path, args: &[String], timeout: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new("sipp")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp must be installed (apt-get install sip-tester)");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let mut out = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut out);
+            }
+            return (st, out);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sipp {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free local UDP port for a SIPp instance.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub fn scenario(name: &str) -> String {
+    repo_root().join("sipp-scenarios").join(name).to_string_lossy().into_owned()
+}
