@@ -1,0 +1,446 @@
+//! # records: what forkswitch remembers about calls
+//!
+//! The groupcall and call records, in the JSON shape of the VoIPBin API
+//! (`../shared/spec/README.md`): addresses, statuses that only move forward,
+//! nil UUIDs for "none", and `tm_*` timestamps written
+//! `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) with `9999-01-01 00:00:00.000000`
+//! meaning "not yet". Plain data: no I/O, no clock (times are passed in).
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use uuid::Uuid;
+
+/// The nil UUID, meaning "none" in every id field.
+pub const NIL: Uuid = Uuid::nil();
+
+/// A point in time, microsecond precision, UTC; or "not yet".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The "not happened yet" sentinel, `9999-01-01 00:00:00.000000`.
+    pub const NOT_YET: Timestamp = Timestamp(253_370_764_800_000_000);
+
+    /// From microseconds since the Unix epoch.
+    pub fn from_micros(us: i64) -> Timestamp {
+        Timestamp(us)
+    }
+
+    /// From a `SystemTime` (the caller reads the clock, not this crate).
+    pub fn from_system(t: std::time::SystemTime) -> Timestamp {
+        let us = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i64,
+            Err(e) => -(e.duration().as_micros() as i64),
+        };
+        Timestamp(us)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// `true` for the sentinel.
+    pub fn is_not_yet(self) -> bool {
+        self == Self::NOT_YET
+    }
+
+    /// Parses `YYYY-MM-DD HH:MM:SS.ffffff`.
+    pub fn parse(s: &str) -> Option<Timestamp> {
+        let dt = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+        Some(Timestamp(dt.and_utc().timestamp_micros()))
+    }
+}
+
+impl Default for Timestamp {
+    fn default() -> Self {
+        Self::NOT_YET
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match DateTime::<Utc>::from_timestamp_micros(self.0) {
+            Some(dt) => write!(f, "{}", dt.format("%Y-%m-%d %H:%M:%S%.6f")),
+            None => f.write_str("9999-01-01 00:00:00.000000"),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(Timestamp::NOT_YET);
+        }
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad timestamp {s:?}")))
+    }
+}
+
+/// What an [`Address`] points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressType {
+    /// A phone account `ext@domain`: every registered contact.
+    #[serde(alias = "extension")]
+    Endpoint,
+    /// An E.164 number, routed to a carrier.
+    Tel,
+    /// A SIP URI.
+    Sip,
+    /// A stored ring group (nested groupcall), by id or number.
+    Groupcall,
+}
+
+/// A party: caller, callee or destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// Kind of target.
+    #[serde(rename = "type")]
+    pub kind: AddressType,
+    /// `test11@test`, `+15551234567`, `sip:bob@example.com`, a group id.
+    pub target: String,
+    /// Display name of the target.
+    #[serde(default)]
+    pub target_name: String,
+    /// Display name (caller-ID name on a source).
+    #[serde(default)]
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl Address {
+    /// An address with only type and target.
+    pub fn new(kind: AddressType, target: impl Into<String>) -> Address {
+        Address {
+            kind,
+            target: target.into(),
+            target_name: String::new(),
+            name: String::new(),
+            detail: String::new(),
+        }
+    }
+}
+
+/// How destinations are rung. Empty means `ring_all`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingMethod {
+    /// All at once; the first answer wins.
+    #[default]
+    #[serde(alias = "")]
+    RingAll,
+    /// One after another.
+    Linear,
+}
+
+/// What happens when a destination answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMethod {
+    /// Every other leg is cancelled or hung up.
+    #[default]
+    #[serde(alias = "")]
+    HangupOthers,
+}
+
+/// Groupcall status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupcallStatus {
+    /// From creation until it ends (also while answered).
+    #[default]
+    Progressing,
+    /// A hangup was asked for; legs are going away.
+    Hangingup,
+    /// Every leg has ended.
+    Hangup,
+}
+
+/// A groupcall record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Groupcall {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub customer_id: Uuid,
+    /// The caller.
+    pub source: Address,
+    /// What to ring, in order.
+    pub destinations: Vec<Address>,
+    /// `ring_all` or `linear`.
+    pub ring_method: RingMethod,
+    /// `hangup_others`.
+    pub answer_method: AnswerMethod,
+    /// Status.
+    pub status: GroupcallStatus,
+    /// The leg that answered; nil until then; set once.
+    pub answer_call_id: Uuid,
+    /// The child groupcall the answer came through; nil otherwise.
+    pub answer_groupcall_id: Uuid,
+    /// One call per leg dialed by this groupcall.
+    pub call_ids: Vec<Uuid>,
+    /// Child groupcalls (endpoint and nested-group destinations).
+    pub groupcall_ids: Vec<Uuid>,
+    /// The inbound call served, if any.
+    pub master_call_id: Uuid,
+    /// The parent groupcall of a child.
+    pub master_groupcall_id: Uuid,
+    /// Created.
+    pub tm_create: Timestamp,
+    /// Last changed.
+    pub tm_update: Timestamp,
+    /// Deleted.
+    pub tm_delete: Timestamp,
+}
+
+/// Call status: only moves forward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    /// INVITE sent (or received), nothing back yet.
+    #[default]
+    Dialing,
+    /// 180/183 seen.
+    Ringing,
+    /// Answered.
+    Progressing,
+    /// Being cancelled (before answer).
+    Canceling,
+    /// Being hung up (after answer).
+    Terminating,
+    /// Over.
+    Hangup,
+}
+
+impl CallStatus {
+    /// `true` when moving from `self` to `next` is allowed (forward only:
+    /// dialing -> ringing -> progressing -> terminating -> hangup, or
+    /// canceling -> hangup from dialing/ringing).
+    pub fn can_become(self, next: CallStatus) -> bool {
+        use CallStatus::*;
+        match (self, next) {
+            (Hangup, _) => false,
+            (_, Hangup) => true,
+            (Dialing, Ringing | Progressing | Canceling | Terminating) => true,
+            (Ringing, Progressing | Canceling | Terminating) => true,
+            (Progressing, Terminating) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Call direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Into the switch.
+    #[default]
+    Incoming,
+    /// Out of the switch (a leg).
+    Outgoing,
+}
+
+/// Who ended a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HangupBy {
+    /// Not ended.
+    #[default]
+    #[serde(rename = "")]
+    None,
+    /// The switch (CANCEL as a loser, API hangup).
+    Local,
+    /// The far end.
+    Remote,
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HangupReason {
+    /// Not ended.
+    #[default]
+    #[serde(rename = "")]
+    None,
+    /// Normal end of a conversation.
+    Normal,
+    /// Failed (4xx/5xx other than busy, transport error).
+    Failed,
+    /// Busy (486/600).
+    Busy,
+    /// Cancelled.
+    Cancel,
+    /// A timer expired.
+    Timeout,
+    /// Rang without answer.
+    Noanswer,
+    /// Could not be dialed.
+    Dialout,
+}
+
+/// A call record: one per leg, and one per inbound call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub customer_id: Uuid,
+    /// The groupcall that dialed this leg; nil for an inbound call.
+    pub groupcall_id: Uuid,
+    /// From.
+    pub source: Address,
+    /// To.
+    pub destination: Address,
+    /// Direction.
+    pub direction: Direction,
+    /// Status.
+    pub status: CallStatus,
+    /// Who hung up.
+    pub hangup_by: HangupBy,
+    /// Why.
+    pub hangup_reason: HangupReason,
+    /// The SIP Call-ID of this leg on the wire.
+    pub sip_call_id: String,
+    /// First ringing.
+    pub tm_ringing: Timestamp,
+    /// Answered.
+    pub tm_progressing: Timestamp,
+    /// Ended.
+    pub tm_hangup: Timestamp,
+    /// Created.
+    pub tm_create: Timestamp,
+    /// Last changed.
+    pub tm_update: Timestamp,
+    /// Deleted.
+    pub tm_delete: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(Timestamp::NOT_YET.to_string(), "9999-01-01 00:00:00.000000");
+        assert_eq!(Timestamp::parse("9999-01-01 00:00:00.000000"), Some(Timestamp::NOT_YET));
+        let t = Timestamp::parse("2023-04-21 15:33:28.569053").expect("parse");
+        assert_eq!(t.to_string(), "2023-04-21 15:33:28.569053");
+    }
+
+    #[test]
+    fn seed_example_round_trips() {
+        let json = r#"{"id":"d8596b14-4d8e-4a86-afde-642b46d59ac7","customer_id":"5e4a0680-804e-11ec-8477-2fea5968d85b","source":{"type":"tel","target":"+15551234567","target_name":"","name":"","detail":""},"destinations":[{"type":"endpoint","target":"test11@test","target_name":"","name":"","detail":""},{"type":"extension","target":"test12@test"}],"ring_method":"","answer_method":"","status":"progressing","answer_call_id":"00000000-0000-0000-0000-000000000000","answer_groupcall_id":"00000000-0000-0000-0000-000000000000","call_ids":["3c77eb43-2098-4890-bb6c-5af0707ba4a6"],"groupcall_ids":[],"master_call_id":"00000000-0000-0000-0000-000000000000","master_groupcall_id":"00000000-0000-0000-0000-000000000000","tm_create":"2023-04-21 15:33:28.569053","tm_update":"9999-01-01 00:00:00.000000","tm_delete":"9999-01-01 00:00:00.000000"}"#;
+        let g: Groupcall = serde_json::from_str(json).expect("parse");
+        assert_eq!(g.ring_method, RingMethod::RingAll);
+        assert_eq!(g.destinations[1].kind, AddressType::Endpoint);
+        assert_eq!(g.answer_call_id, NIL);
+        assert!(g.tm_update.is_not_yet());
+        let out = serde_json::to_value(&g).expect("json");
+        assert_eq!(out["ring_method"], "ring_all");
+        assert_eq!(out["tm_create"], "2023-04-21 15:33:28.569053");
+        assert_eq!(out["destinations"][1]["type"], "endpoint");
+    }
+
+    #[test]
+    fn call_status_only_forward() {
+        use CallStatus::*;
+        assert!(Dialing.can_become(Ringing));
+        assert!(Ringing.can_become(Progressing));
+        assert!(!Progressing.can_become(Ringing));
+        assert!(!Hangup.can_become(Hangup));
+        assert!(Ringing.can_become(Canceling));
+        assert!(!Progressing.can_become(Canceling));
+    }
+}
+
+/// A customer: owns SIP domains, extensions, groupcalls; authenticates to the
+/// REST API with its API keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// API keys (`Authorization: Bearer KEY` or `?accesskey=KEY`).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// A SIP domain served by the switch (`test`), owned by one customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domain {
+    /// The domain name used in AORs (`test11@test`) and as digest realm.
+    pub name: String,
+    /// Other host names meaning the same domain (FQDN aliases).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Owner.
+    pub customer_id: Uuid,
+}
+
+/// A phone account: extension `name` in `domain`. Only password hashes are
+/// kept: HA1 = H(name ":" domain ":" password) for MD5 and SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    /// Extension name (the user part: `test11`).
+    pub name: String,
+    /// Domain name.
+    pub domain: String,
+    /// HA1 with MD5, lowercase hex; empty when not available.
+    #[serde(default)]
+    pub ha1_md5: String,
+    /// HA1 with SHA-256, lowercase hex; empty when not available.
+    #[serde(default)]
+    pub ha1_sha256: String,
+    /// Display name (caller-ID name).
+    #[serde(default)]
+    pub display_name: String,
+}
+
+impl Extension {
+    /// The address-of-record `name@domain`.
+    pub fn aor(&self) -> String {
+        format!("{}@{}", self.name, self.domain)
+    }
+}
+
+/// A registered contact of an address-of-record (RFC 3261 10.3), with where
+/// it really came from (NAT: source address and transport).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// `ext@domain`.
+    pub aor: String,
+    /// The Contact URI exactly as registered.
+    pub contact: String,
+    /// RFC 5626 `+sip.instance` (without `<>`), if given.
+    pub instance: Option<String>,
+    /// RFC 5626 `reg-id`, if given.
+    pub reg_id: Option<u32>,
+    /// q-value in thousandths (1000 = 1.0).
+    pub q: u16,
+    /// When the binding expires (wall clock).
+    pub expires_at: Timestamp,
+    /// Call-ID of the REGISTER that made or refreshed it.
+    pub call_id: String,
+    /// Its CSeq.
+    pub cseq: u32,
+    /// Transport it arrived over: `UDP` or `TCP`.
+    pub transport: String,
+    /// Source address of the REGISTER (where requests to this contact go).
+    pub source: std::net::SocketAddr,
+    /// Local address it arrived on.
+    pub local: std::net::SocketAddr,
+    /// User-Agent of the phone.
+    #[serde(default)]
+    pub user_agent: String,
+}
