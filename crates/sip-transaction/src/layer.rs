@@ -1,0 +1,426 @@
+//! [`TransactionLayer`]: every transaction of one process or shard, their
+//! matching indexes and one timer heap.
+
+use crate::key::{self, Matching};
+use crate::tx::{dur_ns, Kind, Out, Step, Timers, Tx, NEVER};
+use crate::types::{Config, Error, Event, Transmit, TxKey, TxState};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use sip_message::{Message, Method, Peer, MAGIC_COOKIE};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A slab slot; the generation makes stale keys and timer entries miss.
+#[derive(Debug)]
+struct Slot {
+    gen: u32,
+    tx: Option<Tx>,
+}
+
+/// A timer heap entry: (deadline, slot, generation). Entries whose
+/// transaction is gone or rescheduled are skipped when popped (lazy
+/// deletion) and purged when they outnumber the live transactions.
+type TimerEntry = Reverse<(u64, u32, u32)>;
+
+/// Every transaction of one server process (or shard), as one sans-IO state
+/// machine: feed it messages, TU calls and the time; poll it for messages
+/// to send, events for the TU and the next deadline.
+///
+/// ```
+/// use sip_transaction::{Config, TransactionLayer};
+/// let mut layer = TransactionLayer::new(Config::default());
+/// assert!(layer.new_branch().starts_with("z9hG4bK"));
+/// assert!(layer.is_empty() && layer.poll_timeout().is_none());
+/// ```
+#[derive(Debug)]
+pub struct TransactionLayer {
+    timers: Timers,
+    /// Instants are kept as nanoseconds since this one.
+    epoch: Option<Instant>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    server_index: HashMap<Arc<[u8]>, TxKey>,
+    client_index: HashMap<Arc<[u8]>, TxKey>,
+    heap: BinaryHeap<TimerEntry>,
+    out: Out,
+    scratch: Vec<u8>,
+    rng: StdRng,
+}
+
+const BRANCH_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const BRANCH_RANDOM_CHARS: usize = 22;
+
+impl TransactionLayer {
+    /// A layer with no transactions. The branch generator is seeded from
+    /// the operating system's randomness.
+    pub fn new(config: Config) -> Self {
+        let rng = StdRng::from_rng(rand::thread_rng()).unwrap_or_else(|_| StdRng::from_entropy());
+        TransactionLayer {
+            timers: Timers::new(&config),
+            epoch: None,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            server_index: HashMap::new(),
+            client_index: HashMap::new(),
+            heap: BinaryHeap::new(),
+            out: Out::default(),
+            scratch: Vec::with_capacity(128),
+            rng,
+        }
+    }
+
+    /// A new RFC 3261 branch: `z9hG4bK` and 22 random URL-safe characters
+    /// (132 bits), unique across restarts.
+    pub fn new_branch(&mut self) -> String {
+        let mut s = String::with_capacity(MAGIC_COOKIE.len() + BRANCH_RANDOM_CHARS);
+        s.push_str(MAGIC_COOKIE);
+        let (mut bits, mut left) = (0u64, 0u32);
+        for _ in 0..BRANCH_RANDOM_CHARS {
+            if left < 6 {
+                bits = self.rng.next_u64();
+                left = 64;
+            }
+            s.push(char::from(BRANCH_ALPHABET[(bits & 63) as usize]));
+            bits >>= 6;
+            left -= 6;
+        }
+        s
+    }
+
+    /// Live transactions.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// `true` when no transaction is live.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The state of a live transaction; `None` once it terminated.
+    pub fn state(&self, key: TxKey) -> Option<TxState> {
+        self.tx(key).map(|tx| tx.state)
+    }
+
+    /// An estimate of the bytes of state one live transaction costs beside
+    /// its message buffers: its slab slot (the inline parts of the stored
+    /// request and last response included), its index entry with the key
+    /// allocation (for a typical 64-byte key), and its timer heap entries
+    /// (one live, up to two stale before a purge).
+    pub fn state_bytes_per_transaction() -> usize {
+        use std::mem::size_of;
+        let slot = size_of::<Slot>();
+        // hashbrown: one control byte per bucket, load factor 7/8.
+        let index = (size_of::<(Arc<[u8]>, TxKey)>() + 1) * 8 / 7;
+        let key_alloc = 2 * size_of::<usize>() + 64;
+        let timers = 3 * size_of::<TimerEntry>();
+        slot + index + key_alloc + timers
+    }
+
+    // ----- inputs -----------------------------------------------------------
+
+    /// A message from the transport (already framed and validated): matched
+    /// to a transaction, or a new server transaction, or [`Event::Stray`].
+    pub fn handle_incoming(&mut self, now: Instant, message: Message, peer: Peer) {
+        let now = self.ns(now);
+        if message.is_request() {
+            self.incoming_request(now, message, peer);
+        } else {
+            self.incoming_response(now, message, peer);
+        }
+        self.prune();
+    }
+
+    /// Starts a client transaction and sends `request`. The TU built it with
+    /// a top Via whose branch came from [`TransactionLayer::new_branch`]. A
+    /// CANCEL ([`crate::cancel_for`]) shares its INVITE's branch: it is a
+    /// transaction of its own because the method differs.
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        request: Message,
+        peer: Peer,
+    ) -> Result<TxKey, Error> {
+        let method = request.method().ok_or(Error::NotARequest)?;
+        if *method == Method::Ack {
+            return Err(Error::AckIsNotATransaction);
+        }
+        let via = request.top_via().map_err(|_| Error::NoBranch)?;
+        let branch = via.branch().filter(|b| key::is_rfc3261(b)).ok_or(Error::NoBranch)?;
+        key::branch_key(&mut self.scratch, method.as_bytes(), &via, branch);
+        if self.client_index.contains_key(&self.scratch[..]) {
+            return Err(Error::DuplicateTransaction);
+        }
+        let index: Arc<[u8]> = Arc::from(&self.scratch[..]);
+        let now = self.ns(now);
+        let mut tx = Tx::client(request, peer, now, &self.timers, &mut self.out);
+        tx.index = Some(index.clone());
+        let key = self.insert(tx);
+        self.client_index.insert(index, key);
+        self.reschedule(key);
+        self.prune();
+        Ok(key)
+    }
+
+    /// Sends a response on a server transaction, to the peer its request
+    /// came from. In Accepted (after a 2xx) only further 2xx are taken: the
+    /// TU's own 2xx retransmissions (RFC 3261 13.3.1.4). To a non-INVITE
+    /// request (RFC 4320) a 408 or a provisional other than 100 is refused,
+    /// and a 100 over UDP before the layer's own 100 is due is dropped
+    /// (`Ok`, nothing sent).
+    ///
+    /// The TU must end every server transaction it is given: a request left
+    /// unanswered keeps its transaction until [`TransactionLayer::terminate`].
+    pub fn send_response(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        response: Message,
+    ) -> Result<(), Error> {
+        if response.is_request() {
+            return Err(Error::NotAResponse);
+        }
+        let now = self.ns(now);
+        let Some(tx) = Self::live_mut(&mut self.slots, key) else {
+            return Err(Error::UnknownTransaction);
+        };
+        let step = tx.send_response(response, now, &self.timers, &mut self.out)?;
+        self.apply(key, step);
+        self.prune();
+        Ok(())
+    }
+
+    /// The transport could not send a message of this transaction.
+    pub fn transport_error(&mut self, _now: Instant, key: TxKey) {
+        if let Some(tx) = Self::live_mut(&mut self.slots, key) {
+            let step = tx.on_transport_error(key, &mut self.out);
+            self.apply(key, step);
+            self.prune();
+        }
+    }
+
+    /// The TU gives up on a transaction: it is removed at once, with
+    /// [`Event::Terminated`] and nothing sent. For an INVITE client
+    /// transaction that got no final response 64*T1 after its CANCEL
+    /// (RFC 3261 9.1), or at shutdown. Unknown keys are ignored.
+    pub fn terminate(&mut self, key: TxKey) {
+        self.remove(key);
+        self.prune();
+    }
+
+    /// Fires every timer due at or before `now`, oldest first.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.epoch.is_none() {
+            return;
+        }
+        let now = self.ns(now);
+        while let Some(&Reverse((due, idx, gen))) = self.heap.peek() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            let key = TxKey::new(idx, gen);
+            let Some(tx) = Self::live_mut(&mut self.slots, key) else { continue };
+            if tx.sched != due {
+                continue;
+            }
+            tx.sched = NEVER;
+            let step = tx.on_timer(key, due, &self.timers, &mut self.out);
+            self.apply(key, step);
+        }
+        self.prune();
+    }
+
+    // ----- outputs ----------------------------------------------------------
+
+    /// The earliest deadline: call [`TransactionLayer::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let &Reverse((due, _, _)) = self.heap.peek()?;
+        self.epoch?.checked_add(Duration::from_nanos(due))
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// The next event for the TU.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    // ----- internals --------------------------------------------------------
+
+    fn ns(&mut self, now: Instant) -> u64 {
+        // An hour of slack below the first instant seen, so that an earlier
+        // instant passed later still orders correctly.
+        let epoch = *self
+            .epoch
+            .get_or_insert_with(|| now.checked_sub(Duration::from_secs(3600)).unwrap_or(now));
+        dur_ns(now.saturating_duration_since(epoch))
+    }
+
+    fn tx(&self, key: TxKey) -> Option<&Tx> {
+        self.slots.get(key.idx()).filter(|s| s.gen == key.gen())?.tx.as_ref()
+    }
+
+    fn live_mut(slots: &mut [Slot], key: TxKey) -> Option<&mut Tx> {
+        slots.get_mut(key.idx()).filter(|s| s.gen == key.gen())?.tx.as_mut()
+    }
+
+    fn insert(&mut self, tx: Tx) -> TxKey {
+        self.live += 1;
+        if let Some(idx) = self.free.pop() {
+            if let Some(slot) = self.slots.get_mut(idx as usize) {
+                slot.tx = Some(tx);
+                return TxKey::new(idx, slot.gen);
+            }
+        }
+        let idx = self.slots.len() as u32;
+        self.slots.push(Slot { gen: 0, tx: Some(tx) });
+        TxKey::new(idx, 0)
+    }
+
+    fn apply(&mut self, key: TxKey, step: Step) {
+        match step {
+            Step::Keep => self.reschedule(key),
+            Step::Terminate => self.remove(key),
+        }
+    }
+
+    fn reschedule(&mut self, key: TxKey) {
+        let Some(tx) = Self::live_mut(&mut self.slots, key) else { return };
+        let next = tx.next_deadline();
+        if next == tx.sched {
+            return;
+        }
+        tx.sched = next;
+        if next != NEVER {
+            self.heap.push(Reverse((next, key.idx() as u32, key.gen())));
+            if self.heap.len() > 2 * self.live + 1024 {
+                self.purge_timers();
+            }
+        }
+    }
+
+    fn entry_live(slots: &[Slot], &Reverse((due, idx, gen)): &TimerEntry) -> bool {
+        slots
+            .get(idx as usize)
+            .filter(|s| s.gen == gen)
+            .and_then(|s| s.tx.as_ref())
+            .is_some_and(|tx| tx.sched == due)
+    }
+
+    /// Drops every stale timer entry (amortised: runs when stale entries
+    /// outnumber live transactions).
+    fn purge_timers(&mut self) {
+        let mut v = std::mem::take(&mut self.heap).into_vec();
+        v.retain(|e| Self::entry_live(&self.slots, e));
+        self.heap = BinaryHeap::from(v);
+    }
+
+    /// Pops stale entries off the top so that `poll_timeout` is exact.
+    fn prune(&mut self) {
+        while let Some(top) = self.heap.peek() {
+            if Self::entry_live(&self.slots, top) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
+    fn remove(&mut self, key: TxKey) {
+        let Some(slot) = self.slots.get_mut(key.idx()).filter(|s| s.gen == key.gen()) else {
+            return;
+        };
+        let Some(tx) = slot.tx.take() else { return };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(key.idx() as u32);
+        self.live -= 1;
+        if let Some(index) = tx.index {
+            let map =
+                if tx.kind.is_client() { &mut self.client_index } else { &mut self.server_index };
+            if map.get(&index) == Some(&key) {
+                map.remove(&index);
+            }
+        }
+        self.out.events.push_back(Event::Terminated { key });
+    }
+
+    fn incoming_response(&mut self, now: u64, response: Message, peer: Peer) {
+        let found = key::response_key(&response, &mut self.scratch)
+            .and_then(|()| self.client_index.get(&self.scratch[..]).copied());
+        let Some(key) = found else {
+            self.out.events.push_back(Event::Stray { message: response, peer });
+            return;
+        };
+        if let Some(tx) = Self::live_mut(&mut self.slots, key) {
+            let step = tx.on_response(key, response, peer, now, &self.timers, &mut self.out);
+            self.apply(key, step);
+        }
+    }
+
+    fn incoming_request(&mut self, now: u64, request: Message, peer: Peer) {
+        let (ack, cancel) = match request.method() {
+            Some(Method::Ack) => (true, false),
+            Some(Method::Cancel) => (false, true),
+            _ => (false, false),
+        };
+        let Some(matching) = key::request_key(&request, false, &mut self.scratch) else {
+            self.out.events.push_back(Event::Stray { message: request, peer });
+            return;
+        };
+        let mut indexed = true;
+        if let Some(&key) = self.server_index.get(&self.scratch[..]) {
+            if let Some(tx) = Self::live_mut(&mut self.slots, key) {
+                if matching == Matching::Rfc2543 && tx.kind == Kind::InviteServer {
+                    // 17.2.3: an RFC 2543 ACK matches only with the To tag
+                    // of the response sent; an INVITE with its own To tag.
+                    if ack {
+                        let sent_tag = tx.last.as_ref().and_then(|r| r.to_tag());
+                        if request.to_tag() != sent_tag {
+                            self.out.events.push_back(Event::Stray { message: request, peer });
+                            return;
+                        }
+                    } else if tx.request.as_ref().is_some_and(|r| r.to_tag() != request.to_tag()) {
+                        indexed = false;
+                    }
+                }
+                if indexed {
+                    let step = tx.on_request(request, peer, now, &self.timers, &mut self.out);
+                    self.apply(key, step);
+                    return;
+                }
+            }
+        }
+        if ack {
+            self.out.events.push_back(Event::Stray { message: request, peer });
+            return;
+        }
+        let index: Option<Arc<[u8]>> = indexed.then(|| Arc::from(&self.scratch[..]));
+        let cancels = if cancel {
+            key::request_key(&request, true, &mut self.scratch)
+                .and_then(|_| self.server_index.get(&self.scratch[..]).copied())
+                .filter(|k| self.tx(*k).is_some_and(|tx| tx.kind == Kind::InviteServer))
+        } else {
+            None
+        };
+        let mut tx = Tx::server(request.clone(), peer, now, &self.timers);
+        tx.index = index.clone();
+        let key = self.insert(tx);
+        if let Some(index) = index {
+            self.server_index.insert(index, key);
+        }
+        self.reschedule(key);
+        self.out.events.push_back(if cancel {
+            Event::Cancel { key, request, peer, cancels }
+        } else {
+            Event::NewRequest { key, request, peer }
+        });
+    }
+}
