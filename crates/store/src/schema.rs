@@ -1,0 +1,202 @@
+//! The schema: ordered migrations, `PRAGMA user_version` = how many are applied.
+
+use crate::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Migration `i` (0-based) takes the database from `user_version` `i` to
+/// `i + 1`. Append only: never edit or reorder a released migration.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the tables.
+    "CREATE TABLE bindings (
+        aor TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        instance TEXT,
+        reg_id INTEGER,
+        q INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        transport TEXT NOT NULL,
+        source TEXT NOT NULL,
+        local TEXT NOT NULL,
+        user_agent TEXT NOT NULL,
+        PRIMARY KEY (aor, contact)
+    ) WITHOUT ROWID;
+    CREATE TABLE customers (
+        id TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        api_keys TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE domains (
+        name TEXT NOT NULL PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        aliases TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE extensions (
+        domain TEXT NOT NULL,
+        name TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        PRIMARY KEY (domain, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE groupcalls (
+        id TEXT NOT NULL PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        tm_create INTEGER NOT NULL,
+        tm_delete INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE calls (
+        id TEXT NOT NULL PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        tm_create INTEGER NOT NULL,
+        tm_delete INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );",
+    // 2: indexes for expiry and time-based paging.
+    "CREATE INDEX bindings_expires_at ON bindings (expires_at);
+    CREATE INDEX groupcalls_paging ON groupcalls (customer_id, tm_create DESC, id DESC);
+    CREATE INDEX calls_paging ON calls (customer_id, tm_create DESC, id DESC);",
+];
+
+/// The schema version of a database with every migration applied.
+#[cfg(test)]
+pub(crate) fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// The database's `user_version`.
+pub(crate) fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Applies migrations up to `target` (a count, at most `MIGRATIONS.len()`) in
+/// one transaction; returns how many were applied (0: nothing was written).
+pub(crate) fn migrate_to(conn: &mut Connection, target: usize) -> Result<usize, StoreError> {
+    let target = target.min(MIGRATIONS.len());
+    let known = MIGRATIONS.len();
+    let check = |found: i64| -> Result<usize, StoreError> {
+        usize::try_from(found)
+            .ok()
+            .filter(|v| *v <= known)
+            .ok_or(StoreError::SchemaTooNew { found, known })
+    };
+    // Fast path without taking the write lock.
+    if check(version(conn)?)? >= target {
+        return Ok(0);
+    }
+    // Another process may be migrating the same file: re-read under the lock.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = check(version(&tx)?)?;
+    if from >= target {
+        return Ok(0);
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(from) {
+        tracing::info!(version = i + 1, "store: applying schema migration");
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", target as i64)?;
+    tx.commit()?;
+    Ok(target - from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SqliteStore, Store};
+    use records::Customer;
+    use uuid::Uuid;
+
+    fn schema_version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA schema_version", [], |r| r.get(0)).expect("schema_version")
+    }
+
+    fn index_exists(conn: &Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='index' AND name=?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("sqlite_master")
+            == 1
+    }
+
+    #[test]
+    fn fresh_database_gets_every_migration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("db")).expect("open");
+        assert_eq!(version(&conn).expect("version"), 0);
+        assert_eq!(migrate_to(&mut conn, MIGRATIONS.len()).expect("migrate"), MIGRATIONS.len());
+        assert_eq!(version(&conn).expect("version"), current_version());
+    }
+
+    #[test]
+    fn open_at_current_version_is_a_no_op() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let customer = Customer { id: Uuid::new_v4(), name: "acme".into(), api_keys: vec![] };
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.upsert_customer(&customer);
+            s.flush().expect("flush");
+        }
+        let mut conn = Connection::open(&path).expect("open");
+        let before = schema_version(&conn);
+        assert_eq!(version(&conn).expect("version"), current_version());
+        assert_eq!(migrate_to(&mut conn, MIGRATIONS.len()).expect("migrate"), 0);
+        drop(conn);
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(s.customers().expect("customers"), vec![customer]);
+        drop(s);
+        let conn = Connection::open(&path).expect("open");
+        assert_eq!(schema_version(&conn), before, "no schema change on reopen");
+        assert_eq!(version(&conn).expect("version"), current_version());
+    }
+
+    #[test]
+    fn database_at_previous_version_upgrades() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let n = MIGRATIONS.len();
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            assert_eq!(migrate_to(&mut conn, n - 1).expect("migrate"), n - 1);
+            assert_eq!(version(&conn).expect("version"), current_version() - 1);
+            assert!(!index_exists(&conn, "calls_paging"));
+            conn.execute(
+                "INSERT INTO customers (id, name, api_keys) VALUES (?1, 'old', '[\"k\"]')",
+                [Uuid::nil().to_string()],
+            )
+            .expect("insert");
+        }
+        let s = SqliteStore::open(&path).expect("open upgrades");
+        let customers = s.customers().expect("customers");
+        assert_eq!(customers.len(), 1);
+        assert_eq!(customers[0].name, "old");
+        assert_eq!(customers[0].api_keys, vec!["k".to_string()]);
+        drop(s);
+        let conn = Connection::open(&path).expect("open");
+        assert_eq!(version(&conn).expect("version"), current_version());
+        assert!(index_exists(&conn, "calls_paging"));
+        assert!(index_exists(&conn, "groupcalls_paging"));
+    }
+
+    #[test]
+    fn newer_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.pragma_update(None, "user_version", current_version() + 1).expect("pragma");
+        }
+        match SqliteStore::open(&path) {
+            Err(StoreError::SchemaTooNew { found, known }) => {
+                assert_eq!(found, current_version() + 1);
+                assert_eq!(known, MIGRATIONS.len());
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a newer database"),
+        }
+    }
+}
