@@ -81,7 +81,6 @@ pub struct TimerConfig {
     pub t2_ms: u64,
     /// T4 (max message lifetime), ms.
     #[serde(default = "t4")]
-    #[allow(dead_code)]
     pub t4_ms: u64,
 }
 
@@ -297,6 +296,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Transaction timers derived from `[timers]`.
+    pub fn transaction(&self) -> sip_transaction::Config {
+        sip_transaction::Config {
+            t1: Duration::from_millis(self.timers.t1_ms),
+            t2: Duration::from_millis(self.timers.t2_ms),
+            t4: Duration::from_millis(self.timers.t4_ms),
+            ..Default::default()
+        }
     }
 
     /// Transport settings derived from `[sip]`.

@@ -1,52 +1,102 @@
-//! The running server: binds the transport, runs the SIP event loop, stops
-//! on SIGINT/SIGTERM after finishing in-flight work for a bounded time.
+//! The running server: the tokio shell around the sans-IO cores. It feeds
+//! what the transport receives and what time it is into the transaction
+//! layer, sends what the layer wants sent, answers the requests the layer
+//! hands up, and stops on SIGINT/SIGTERM after in-flight transactions finish
+//! (bounded by the grace time).
 
 use crate::config::Config;
 use crate::local::{self, LocalIdentity};
-use sip_message::{validate, Message, Method, Policy, Verdict};
+use sip_message::{validate, Message, Method, Peer, Policy, Verdict};
+use sip_transaction::{Event, TransactionLayer, TxKey};
 use sip_transport::{Inbound, SendFailure, SipTransport};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Depth of the transport -> core queue; beyond it UDP input is dropped.
 const INBOUND_QUEUE: usize = 65_536;
 
-/// The SIP core: everything the event loop owns.
+/// The SIP core: everything the event loop owns. One owner, no locks.
 pub struct Core {
     transport: SipTransport,
+    tx: TransactionLayer,
     policy: Policy,
     identity: LocalIdentity,
     server_header: String,
 }
 
 impl Core {
-    fn handle(&mut self, inb: Inbound) {
-        let Inbound { message, peer, .. } = inb;
+    /// A message from the network.
+    fn on_inbound(&mut self, inb: Inbound) {
+        let Inbound { message, peer, received_at } = inb;
         match validate(&message, &self.policy) {
-            Verdict::Drop(why) => {
-                debug!(%peer, %why, "dropped");
-            }
+            Verdict::Drop(why) => debug!(%peer, %why, "dropped"),
             Verdict::Reject(r) => {
+                // Malformed requests are answered statelessly: they may lack
+                // what a transaction is keyed on.
                 debug!(%peer, status = r.status, detail = %r.detail, "rejected");
                 let resp = local::rejection(&message, &r, &self.server_header);
                 self.transport.send_response(&peer, &resp, 0);
             }
             Verdict::Accept => {
-                if message.is_request() {
-                    self.request(message, peer);
-                } else {
-                    debug!(%peer, status = message.status(), "stray response dropped");
-                }
+                self.tx.handle_incoming(received_at, message, peer);
+                self.pump(received_at);
             }
         }
     }
 
-    fn request(&mut self, req: Message, peer: sip_message::Peer) {
-        let method = req.method().cloned().unwrap_or(Method::Ack);
-        if method == Method::Ack {
-            return;
+    /// Drains the transaction layer: events to handle, messages to send.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(ev) = self.tx.poll_event() {
+                busy = true;
+                self.on_event(now, ev);
+            }
+            while let Some(t) = self.tx.poll_transmit() {
+                busy = true;
+                if t.message.is_request() {
+                    self.transport.send_request(&t.peer, &t.message, 0);
+                } else {
+                    self.transport.send_response(&t.peer, &t.message, 0);
+                }
+            }
+            if !busy {
+                return;
+            }
         }
+    }
+
+    fn on_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
+            Event::Cancel { key, request, cancels, .. } => {
+                // Nothing of ours is pending long enough to be cancelled yet:
+                // every INVITE is answered at once.
+                let code = if cancels.is_some() { 200 } else { 481 };
+                let resp = local::response(&request, code, &self.server_header).build();
+                self.respond(now, key, resp);
+            }
+            Event::Stray { message, peer } => {
+                debug!(%peer, method = ?message.method(), status = ?message.status(), "stray message");
+            }
+            Event::Response { key, .. } => {
+                debug!(%key, "response for an unknown client transaction")
+            }
+            Event::Timeout { key } => debug!(%key, "transaction timeout"),
+            Event::TransportError { key } => debug!(%key, "transaction transport error"),
+            Event::Terminated { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, now: Instant, key: TxKey, resp: Message) {
+        if let Err(e) = self.tx.send_response(now, key, resp) {
+            warn!(%key, error = ?e, "could not send response");
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, key: TxKey, req: Message, _peer: Peer) {
+        let method = req.method().cloned().unwrap_or(Method::Ack);
         let to_us = match req.request_uri() {
             Some(Ok(u)) => self.identity.is_local(&u),
             _ => false,
@@ -57,13 +107,16 @@ impl Core {
             local::response(&req, 483, &self.server_header).build()
         } else {
             match method {
-                Method::Cancel | Method::Bye => {
-                    local::response(&req, 481, &self.server_header).build()
-                }
+                Method::Bye => local::response(&req, 481, &self.server_header).build(),
                 _ => local::response(&req, 404, &self.server_header).build(),
             }
         };
-        self.transport.send_response(&peer, &resp, 0);
+        self.respond(now, key, resp);
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        self.pump(now);
     }
 }
 
@@ -91,6 +144,14 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// Sleeps until the core's next deadline (forever when there is none).
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the server until a stop signal; returns when it has shut down.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -104,6 +165,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     let mut core = Core {
         transport: transport.clone(),
+        tx: TransactionLayer::new(cfg.transaction()),
         policy: local::policy(),
         identity: LocalIdentity {
             names: cfg.sip.aliases.clone(),
@@ -116,8 +178,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            Some(inb) = in_rx.recv() => core.handle(inb),
+            Some(inb) = in_rx.recv() => core.on_inbound(inb),
             Some(f) = fail_rx.recv() => debug!(peer = %f.peer, reason = %f.reason, "send failed"),
+            _ = until(core.tx.poll_timeout()) => core.on_timer(Instant::now()),
             sig = &mut stop => {
                 info!(signal = sig, "stopping: no new requests");
                 break;
@@ -125,15 +188,21 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         }
     }
     transport.stop_receiving();
-    // Finish what is already queued, for at most the grace time.
-    let grace = Duration::from_secs(cfg.shutdown.grace_secs);
-    let drain = async {
-        while let Ok(inb) = in_rx.try_recv() {
-            core.handle(inb);
+    // Finish what is queued and let live transactions run their course, for
+    // at most the grace time.
+    let grace_end = Instant::now() + Duration::from_secs(cfg.shutdown.grace_secs);
+    while let Ok(inb) = in_rx.try_recv() {
+        core.on_inbound(inb);
+    }
+    while !core.tx.is_empty() {
+        let next = core.tx.poll_timeout().map_or(grace_end, |d| d.min(grace_end));
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+        let now = Instant::now();
+        if now >= grace_end {
+            warn!(live_transactions = core.tx.len(), "grace time over with work left");
+            break;
         }
-    };
-    if tokio::time::timeout(grace, drain).await.is_err() {
-        warn!("grace time over with work left");
+        core.on_timer(now);
     }
     info!("stopped");
     Ok(())
