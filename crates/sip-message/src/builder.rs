@@ -2,9 +2,10 @@
 
 use crate::addr::NameAddr;
 use crate::header::HeaderName;
-use crate::message::{itoa_buf, Header, Message, StartLine, Text};
+use crate::message::{itoa_buf, Header, Message, Parts, StartLine, Text};
 use crate::method::Method;
 use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 
 const SIP2: Bytes = Bytes::from_static(b"SIP/2.0");
 
@@ -13,6 +14,7 @@ const SIP2: Bytes = Bytes::from_static(b"SIP/2.0");
 pub struct MessageBuilder {
     start: StartLine,
     headers: Vec<Header>,
+    owned: Vec<Bytes>,
     body: Bytes,
     content_type: Option<Bytes>,
 }
@@ -73,44 +75,56 @@ pub fn default_reason(code: u16) -> &'static str {
     }
 }
 
-fn owned_header(name: HeaderName, value: Bytes) -> Header {
-    Header {
-        name,
-        name_text: Text::Owned(Bytes::from_static(
-            name.canonical().unwrap_or("X-Unknown").as_bytes(),
-        )),
-        value: Text::Owned(value),
-        line: None,
+/// The owned-values vector of a new message, sized for a typical one.
+fn owned_with(a: Bytes, b: Bytes) -> Vec<Bytes> {
+    let mut v = Vec::with_capacity(16);
+    v.push(a);
+    v.push(b);
+    v
+}
+
+impl MessageBuilder {
+    fn new(start: StartLine, owned: Vec<Bytes>) -> Self {
+        MessageBuilder {
+            start,
+            headers: Vec::with_capacity(12),
+            owned,
+            body: Bytes::new(),
+            content_type: None,
+        }
+    }
+
+    fn own(&mut self, b: Bytes) -> Text {
+        self.owned.push(b);
+        Text::Owned((self.owned.len() - 1) as u32)
+    }
+
+    fn push(&mut self, name: HeaderName, value: Bytes) {
+        let value = self.own(value);
+        let name_text = if name == HeaderName::Other {
+            self.own(Bytes::from_static(b"X-Unknown"))
+        } else {
+            Text::Canonical
+        };
+        self.headers.push(Header { name, name_text, value, line: None });
     }
 }
 
 impl Message {
     /// Starts a new request: `METHOD uri SIP/2.0`.
     pub fn request(method: Method, uri: impl Into<Bytes>) -> MessageBuilder {
-        MessageBuilder {
-            start: StartLine::Request {
-                method,
-                uri: Text::Owned(uri.into()),
-                version: Text::Owned(SIP2),
-            },
-            headers: Vec::with_capacity(12),
-            body: Bytes::new(),
-            content_type: None,
-        }
+        MessageBuilder::new(
+            StartLine::Request { method, uri: Text::Owned(0), version: Text::Owned(1) },
+            owned_with(uri.into(), SIP2),
+        )
     }
 
     /// Starts a new response with `code` and `reason` (see [`default_reason`]).
     pub fn response(code: u16, reason: impl Into<Bytes>) -> MessageBuilder {
-        MessageBuilder {
-            start: StartLine::Response {
-                version: Text::Owned(SIP2),
-                code,
-                reason: Text::Owned(reason.into()),
-            },
-            headers: Vec::with_capacity(12),
-            body: Bytes::new(),
-            content_type: None,
-        }
+        MessageBuilder::new(
+            StartLine::Response { version: Text::Owned(0), code, reason: Text::Owned(1) },
+            owned_with(SIP2, reason.into()),
+        )
     }
 
     /// Starts a response to `req` per RFC 3261 8.2.6: Via (all values, in
@@ -118,7 +132,8 @@ impl Message {
     /// and Timestamp for a 100. Add a To tag with [`MessageBuilder::to_tag`].
     pub fn response_to(req: &Message, code: u16) -> MessageBuilder {
         let mut b = Message::response(code, default_reason(code));
-        for h in req.headers.iter() {
+        let p = &*req.p;
+        for h in p.headers.iter() {
             let keep = match h.name {
                 HeaderName::Via
                 | HeaderName::From
@@ -129,33 +144,28 @@ impl Message {
                 _ => false,
             };
             if keep {
-                b.headers.push(owned_header(h.name, header_value_bytes(req, h)));
+                b.push(h.name, p.text_bytes(&h.value, h.name));
             }
         }
         b
     }
 }
 
-fn header_value_bytes(m: &Message, h: &Header) -> Bytes {
-    match &h.value {
-        Text::Span(s, e) => m.buf.slice(*s as usize..*e as usize),
-        Text::Owned(b) => b.clone(),
-    }
-}
-
 impl MessageBuilder {
     /// Appends a header field.
     pub fn header(mut self, name: HeaderName, value: impl Into<Bytes>) -> Self {
-        self.headers.push(owned_header(name, value.into()));
+        self.push(name, value.into());
         self
     }
 
     /// Appends an extension header (`X-Foo: bar`), or a known one by name.
     pub fn header_named(mut self, name: &str, value: impl Into<Bytes>) -> Self {
+        let name_text = self.own(Bytes::copy_from_slice(name.as_bytes()));
+        let value = self.own(value.into());
         self.headers.push(Header {
             name: HeaderName::parse(name.as_bytes()),
-            name_text: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
-            value: Text::Owned(value.into()),
+            name_text,
+            value,
             line: None,
         });
         self
@@ -163,25 +173,27 @@ impl MessageBuilder {
 
     /// Replaces the reason phrase of a response.
     pub fn reason(mut self, text: impl Into<Bytes>) -> Self {
+        let t = self.own(text.into());
         if let StartLine::Response { reason, .. } = &mut self.start {
-            *reason = Text::Owned(text.into());
+            *reason = t;
         }
         self
     }
 
     /// Adds `;tag=TAG` to the To header when it has no tag yet.
     pub fn to_tag(mut self, tag: &str) -> Self {
-        if let Some(h) = self.headers.iter_mut().find(|h| h.name == HeaderName::To) {
-            if let Text::Owned(v) = &h.value {
-                let has_tag = NameAddr::parse(v).map(|a| a.tag().is_some()).unwrap_or(false);
-                if !has_tag {
-                    let mut nv = BytesMut::with_capacity(v.len() + 5 + tag.len());
-                    nv.put_slice(v);
-                    nv.put_slice(b";tag=");
-                    nv.put_slice(tag.as_bytes());
-                    h.value = Text::Owned(nv.freeze());
-                }
-            }
+        let Some(at) = self.headers.iter().position(|h| h.name == HeaderName::To) else {
+            return self;
+        };
+        let Text::Owned(i) = self.headers[at].value else { return self };
+        let Some(v) = self.owned.get(i as usize) else { return self };
+        let has_tag = NameAddr::parse(v).map(|a| a.tag().is_some()).unwrap_or(false);
+        if !has_tag {
+            let mut nv = BytesMut::with_capacity(v.len() + 5 + tag.len());
+            nv.put_slice(v);
+            nv.put_slice(b";tag=");
+            nv.put_slice(tag.as_bytes());
+            self.owned[i as usize] = nv.freeze();
         }
         self
     }
@@ -197,19 +209,23 @@ impl MessageBuilder {
     /// are appended last.
     pub fn build(mut self) -> Message {
         if let Some(ct) = self.content_type.take() {
-            self.headers.push(owned_header(HeaderName::ContentType, ct));
+            self.push(HeaderName::ContentType, ct);
         }
         let len = itoa_buf(self.body.len() as u64);
-        self.headers
-            .push(owned_header(HeaderName::ContentLength, Bytes::copy_from_slice(len.as_slice())));
+        self.push(HeaderName::ContentLength, Bytes::copy_from_slice(len.as_slice()));
+        let body = std::mem::take(&mut self.body);
+        let body = self.own(body);
         Message {
-            buf: Bytes::new(),
-            start: self.start,
-            start_raw: None,
-            headers: self.headers,
-            body: Text::Owned(self.body),
-            pristine: None,
-            defects: Vec::new(),
+            p: Arc::new(Parts {
+                buf: Bytes::new(),
+                owned: self.owned,
+                start: self.start,
+                start_raw: None,
+                headers: self.headers,
+                body,
+                pristine: None,
+                defects: Vec::new(),
+            }),
         }
     }
 }

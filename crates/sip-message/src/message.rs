@@ -14,33 +14,19 @@ use crate::typed::{CSeq, RAck};
 use crate::uri::Uri;
 use crate::via::Via;
 use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 
 /// Most header fields accepted in one message; more is a defect (bounded work).
 pub const MAX_HEADERS: usize = 256;
 
-/// Bytes of one message part: a range of the message buffer, or owned bytes.
-#[derive(Clone, Debug)]
+/// Bytes of one message part: a range of the message buffer, an index into
+/// the message's owned values (edits and built messages), or the canonical
+/// spelling of the header's name. 12 bytes, so a header entry stays small.
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Text {
     Span(u32, u32),
-    Owned(Bytes),
-}
-
-impl Text {
-    #[inline]
-    pub(crate) fn get<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
-        match self {
-            Text::Span(s, e) => &buf[*s as usize..*e as usize],
-            Text::Owned(b) => b,
-        }
-    }
-
-    #[inline]
-    fn to_bytes(&self, buf: &Bytes) -> Bytes {
-        match self {
-            Text::Span(s, e) => buf.slice(*s as usize..*e as usize),
-            Text::Owned(b) => b.clone(),
-        }
-    }
+    Owned(u32),
+    Canonical,
 }
 
 /// One header field line (possibly folded over several physical lines).
@@ -72,10 +58,19 @@ pub(crate) enum StartLine {
     Response { version: Text, code: u16, reason: Text },
 }
 
-/// A SIP request or response.
+/// A SIP request or response. Cloning is cheap (a reference count): the
+/// parts are shared and copied only when a clone is edited.
 #[derive(Clone, Debug)]
 pub struct Message {
+    pub(crate) p: Arc<Parts>,
+}
+
+/// The parts of a message, shared between clones.
+#[derive(Clone, Debug)]
+pub(crate) struct Parts {
     pub(crate) buf: Bytes,
+    /// Values that are not ranges of `buf` (edits, built messages).
+    pub(crate) owned: Vec<Bytes>,
     pub(crate) start: StartLine,
     /// Range of the start line as received; `None` once rebuilt.
     pub(crate) start_raw: Option<(u32, u32)>,
@@ -85,6 +80,43 @@ pub struct Message {
     pub(crate) pristine: Option<(u32, u32)>,
     /// Syntax problems found while framing; any makes a request a 400.
     pub(crate) defects: Vec<&'static str>,
+}
+
+impl Parts {
+    /// The bytes of `t`; `name` resolves [`Text::Canonical`].
+    #[inline]
+    pub(crate) fn text(&self, t: &Text, name: HeaderName) -> &[u8] {
+        match t {
+            Text::Span(s, e) => &self.buf[*s as usize..*e as usize],
+            Text::Owned(i) => self.owned.get(*i as usize).map_or(&[][..], |b| &b[..]),
+            Text::Canonical => name.canonical().unwrap_or("").as_bytes(),
+        }
+    }
+
+    /// The bytes of `t` as shared [`Bytes`] (no copy).
+    pub(crate) fn text_bytes(&self, t: &Text, name: HeaderName) -> Bytes {
+        match t {
+            Text::Span(s, e) => self.buf.slice(*s as usize..*e as usize),
+            Text::Owned(i) => self.owned.get(*i as usize).cloned().unwrap_or_default(),
+            Text::Canonical => Bytes::from_static(name.canonical().unwrap_or("").as_bytes()),
+        }
+    }
+
+    /// Stores an owned value and returns its [`Text`].
+    pub(crate) fn own(&mut self, b: Bytes) -> Text {
+        self.owned.push(b);
+        Text::Owned((self.owned.len() - 1) as u32)
+    }
+
+    #[inline]
+    pub(crate) fn value(&self, h: &Header) -> &[u8] {
+        self.text(&h.value, h.name)
+    }
+
+    #[inline]
+    pub(crate) fn name_of(&self, h: &Header) -> &[u8] {
+        self.text(&h.name_text, h.name)
+    }
 }
 
 #[inline]
@@ -231,7 +263,10 @@ impl Message {
         // Folded Content-Length values are re-read from the final span.
         if cl_count == 1 {
             if let Some(h) = headers.iter().find(|h| h.name == HeaderName::ContentLength) {
-                let v = scan::trim(h.value.get(b));
+                let v = match h.value {
+                    Text::Span(s, e) => scan::trim(&b[s as usize..e as usize]),
+                    _ => &[][..],
+                };
                 content_length = scan::parse_u64(v, u64::from(u32::MAX)).map(|n| n as usize);
             }
         }
@@ -255,13 +290,16 @@ impl Message {
         };
         let msg_end = body_start + body_len;
         Ok(Message {
-            start,
-            start_raw,
-            headers,
-            body: span(body_start, msg_end),
-            pristine: Some((msg_start as u32, msg_end as u32)),
-            defects,
-            buf,
+            p: Arc::new(Parts {
+                start,
+                start_raw,
+                headers,
+                body: span(body_start, msg_end),
+                pristine: Some((msg_start as u32, msg_end as u32)),
+                defects,
+                buf,
+                owned: Vec::new(),
+            }),
         })
     }
 
@@ -269,12 +307,12 @@ impl Message {
 
     /// `true` for a request.
     pub fn is_request(&self) -> bool {
-        matches!(self.start, StartLine::Request { .. })
+        matches!(self.p.start, StartLine::Request { .. })
     }
 
     /// The method of a request; `None` for a response.
     pub fn method(&self) -> Option<&Method> {
-        match &self.start {
+        match &self.p.start {
             StartLine::Request { method, .. } => Some(method),
             StartLine::Response { .. } => None,
         }
@@ -282,7 +320,7 @@ impl Message {
 
     /// The status code of a response; `None` for a request.
     pub fn status(&self) -> Option<u16> {
-        match &self.start {
+        match &self.p.start {
             StartLine::Response { code, .. } => Some(*code),
             StartLine::Request { .. } => None,
         }
@@ -290,17 +328,17 @@ impl Message {
 
     /// The reason phrase of a response (any bytes, possibly empty).
     pub fn reason_phrase(&self) -> &[u8] {
-        match &self.start {
-            StartLine::Response { reason, .. } => reason.get(&self.buf),
+        match &self.p.start {
+            StartLine::Response { reason, .. } => self.p.text(reason, HeaderName::Other),
             StartLine::Request { .. } => b"",
         }
     }
 
     /// The SIP-Version text (`SIP/2.0`).
     pub fn version(&self) -> &[u8] {
-        match &self.start {
+        match &self.p.start {
             StartLine::Request { version, .. } | StartLine::Response { version, .. } => {
-                version.get(&self.buf)
+                self.p.text(version, HeaderName::Other)
             }
         }
     }
@@ -312,8 +350,8 @@ impl Message {
 
     /// The Request-URI as received.
     pub fn request_uri_bytes(&self) -> Option<&[u8]> {
-        match &self.start {
-            StartLine::Request { uri, .. } => Some(uri.get(&self.buf)),
+        match &self.p.start {
+            StartLine::Request { uri, .. } => Some(self.p.text(uri, HeaderName::Other)),
             StartLine::Response { .. } => None,
         }
     }
@@ -326,28 +364,28 @@ impl Message {
 
     /// Syntax defects found while framing (empty for a well-formed message).
     pub fn defects(&self) -> &[&'static str] {
-        &self.defects
+        &self.p.defects
     }
 
     // ----- headers ----------------------------------------------------------
 
     /// Every header field in order.
     pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'_>> + '_ {
-        self.headers.iter().map(move |h| HeaderRef {
+        self.p.headers.iter().map(move |h| HeaderRef {
             name: h.name,
-            raw_name: h.name_text.get(&self.buf),
-            value: h.value.get(&self.buf),
+            raw_name: self.p.name_of(h),
+            value: self.p.value(h),
         })
     }
 
     /// Number of header fields.
     pub fn header_count(&self) -> usize {
-        self.headers.len()
+        self.p.headers.len()
     }
 
     /// Values of every header field called `name` (whole lines, not split).
     pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        self.headers.iter().filter(move |h| h.name == name).map(move |h| h.value.get(&self.buf))
+        self.p.headers.iter().filter(move |h| h.name == name).map(move |h| self.p.value(h))
     }
 
     /// The value of the first header field called `name`.
@@ -359,31 +397,33 @@ impl Message {
     /// case-insensitively.
     pub fn header_named(&self, name: &str) -> Option<&[u8]> {
         let known = HeaderName::parse(name.as_bytes());
-        self.headers
+        self.p
+            .headers
             .iter()
             .find(|h| {
                 if known == HeaderName::Other {
                     h.name == HeaderName::Other
-                        && h.name_text.get(&self.buf).eq_ignore_ascii_case(name.as_bytes())
+                        && self.p.name_of(h).eq_ignore_ascii_case(name.as_bytes())
                 } else {
                     h.name == known
                 }
             })
-            .map(|h| h.value.get(&self.buf))
+            .map(|h| self.p.value(h))
     }
 
     /// The first value of `name` as [`Bytes`] sharing the message buffer (no
     /// copy), for reuse in a new message.
     pub fn header_bytes(&self, name: HeaderName) -> Option<Bytes> {
-        self.headers.iter().find(|h| h.name == name).map(|h| h.value.to_bytes(&self.buf))
+        self.p.headers.iter().find(|h| h.name == name).map(|h| self.p.text_bytes(&h.value, h.name))
     }
 
     /// All values of `name` as [`Bytes`] (whole lines), in order, no copy.
     pub fn all_header_bytes(&self, name: HeaderName) -> impl Iterator<Item = Bytes> + '_ {
-        self.headers
+        self.p
+            .headers
             .iter()
             .filter(move |h| h.name == name)
-            .map(move |h| h.value.to_bytes(&self.buf))
+            .map(move |h| self.p.text_bytes(&h.value, h.name))
     }
 
     /// Every element of a list header across all its lines: `Via: a, b` and a
@@ -394,7 +434,7 @@ impl Message {
 
     /// Number of header fields called `name`.
     pub fn count(&self, name: HeaderName) -> usize {
-        self.headers.iter().filter(|h| h.name == name).count()
+        self.p.headers.iter().filter(|h| h.name == name).count()
     }
 
     fn single(&self, name: HeaderName, what: &'static str) -> Result<&[u8], HeaderError> {
@@ -561,47 +601,48 @@ impl Message {
 
     /// The body bytes (exactly Content-Length of them).
     pub fn body(&self) -> &[u8] {
-        self.body.get(&self.buf)
+        self.p.text(&self.p.body, HeaderName::Other)
     }
 
     /// The body as [`Bytes`] sharing the message buffer (no copy).
     pub fn body_bytes(&self) -> Bytes {
-        self.body.to_bytes(&self.buf)
+        self.p.text_bytes(&self.p.body, HeaderName::Other)
     }
 
     // ----- edits ------------------------------------------------------------
 
-    fn touched(&mut self) {
-        self.pristine = None;
+    /// The parts, for editing: shared parts are copied first, and the message
+    /// is no longer written back verbatim.
+    fn edit(&mut self) -> &mut Parts {
+        let p = Arc::make_mut(&mut self.p);
+        p.pristine = None;
+        p
     }
 
-    fn new_header(name: HeaderName, value: Bytes) -> Header {
-        Header {
-            name,
-            name_text: Text::Owned(Bytes::from_static(
-                name.canonical().unwrap_or("X-Unknown").as_bytes(),
-            )),
-            value: Text::Owned(value),
-            line: None,
-        }
+    fn new_header(p: &mut Parts, name: HeaderName, value: Bytes) -> Header {
+        let value = p.own(value);
+        let name_text = if name == HeaderName::Other {
+            p.own(Bytes::from_static(b"X-Unknown"))
+        } else {
+            Text::Canonical
+        };
+        Header { name, name_text, value, line: None }
     }
 
     /// Appends a header field.
     pub fn push_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.touched();
-        self.headers.push(Self::new_header(name, value.into()));
+        let p = self.edit();
+        let h = Self::new_header(p, name, value.into());
+        p.headers.push(h);
     }
 
     /// Appends an extension header field (`X-Foo: bar`).
     pub fn push_header_named(&mut self, name: &str, value: impl Into<Bytes>) {
-        self.touched();
+        let p = self.edit();
         let kind = HeaderName::parse(name.as_bytes());
-        self.headers.push(Header {
-            name: kind,
-            name_text: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
-            value: Text::Owned(value.into()),
-            line: None,
-        });
+        let name_text = p.own(Bytes::copy_from_slice(name.as_bytes()));
+        let value = p.own(value.into());
+        p.headers.push(Header { name: kind, name_text, value, line: None });
     }
 
     /// Inserts a header field before the first field called `before`, or at
@@ -612,43 +653,43 @@ impl Message {
         name: HeaderName,
         value: impl Into<Bytes>,
     ) {
-        self.touched();
-        let at = self.headers.iter().position(|h| h.name == before).unwrap_or(0);
-        self.headers.insert(at, Self::new_header(name, value.into()));
+        let p = self.edit();
+        let at = p.headers.iter().position(|h| h.name == before).unwrap_or(0);
+        let h = Self::new_header(p, name, value.into());
+        p.headers.insert(at, h);
     }
 
     /// Removes every header field called `name`; returns how many.
     pub fn remove_headers(&mut self, name: HeaderName) -> usize {
-        let before = self.headers.len();
-        self.headers.retain(|h| h.name != name);
-        let n = before - self.headers.len();
-        if n > 0 {
-            self.touched();
+        if !self.p.headers.iter().any(|h| h.name == name) {
+            return 0;
         }
-        n
+        let p = self.edit();
+        let before = p.headers.len();
+        p.headers.retain(|h| h.name != name);
+        before - p.headers.len()
     }
 
     /// Replaces every field called `name` by one with `value`, kept at the
     /// position of the first one (appended when absent).
     pub fn set_header(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.touched();
-        let value = value.into();
-        match self.headers.iter().position(|h| h.name == name) {
+        let p = self.edit();
+        let h = Self::new_header(p, name, value.into());
+        match p.headers.iter().position(|h| h.name == name) {
             Some(at) => {
-                self.headers[at] = Self::new_header(name, value);
+                p.headers[at] = h;
                 let mut k = 0;
-                self.headers.retain(|h| {
+                p.headers.retain(|h| {
                     k += 1;
                     k - 1 <= at || h.name != name
                 });
             }
-            None => self.headers.push(Self::new_header(name, value)),
+            None => p.headers.push(h),
         }
     }
 
     /// Replaces the body and its Content-Type; Content-Length follows.
     pub fn set_body(&mut self, content_type: Option<Bytes>, body: Bytes) {
-        self.touched();
         match content_type {
             Some(ct) => self.set_header(HeaderName::ContentType, ct),
             None => {
@@ -656,22 +697,26 @@ impl Message {
             }
         }
         self.set_header(HeaderName::ContentLength, body.len().to_string());
-        self.body = Text::Owned(body);
+        let p = self.edit();
+        p.body = p.own(body);
     }
 
     /// Replaces the topmost Via value with `value` (used to stamp
     /// `received`/`rport`, RFC 3261 18.2.1 and RFC 3581). The other values of
     /// a multi-value Via line are kept on their own line.
     pub fn replace_top_via(&mut self, value: Bytes) {
-        let Some(at) = self.headers.iter().position(|h| h.name == HeaderName::Via) else {
+        let Some(at) = self.p.headers.iter().position(|h| h.name == HeaderName::Via) else {
             return;
         };
-        self.touched();
-        let whole = self.headers[at].value.get(&self.buf);
-        let mut parts = CommaSplit::new(whole);
-        let _top = parts.next();
-        let rest: Vec<Bytes> = parts.map(Bytes::copy_from_slice).collect();
-        self.headers[at] = Self::new_header(HeaderName::Via, value);
+        let rest: Vec<Bytes> = {
+            let whole = self.p.value(&self.p.headers[at]);
+            let mut parts = CommaSplit::new(whole);
+            let _top = parts.next();
+            parts.map(Bytes::copy_from_slice).collect()
+        };
+        let p = self.edit();
+        let h = Self::new_header(p, HeaderName::Via, value);
+        p.headers[at] = h;
         if !rest.is_empty() {
             let mut joined = BytesMut::new();
             for (k, r) in rest.iter().enumerate() {
@@ -680,17 +725,22 @@ impl Message {
                 }
                 joined.put_slice(r);
             }
-            self.headers.insert(at + 1, Self::new_header(HeaderName::Via, joined.freeze()));
+            let h = Self::new_header(p, HeaderName::Via, joined.freeze());
+            p.headers.insert(at + 1, h);
         }
     }
 
     /// Replaces the Request-URI.
     pub fn set_request_uri(&mut self, new_uri: Bytes) {
-        if let StartLine::Request { uri, .. } = &mut self.start {
-            *uri = Text::Owned(new_uri);
-            self.start_raw = None;
-            self.pristine = None;
+        if !self.is_request() {
+            return;
         }
+        let p = self.edit();
+        let t = p.own(new_uri);
+        if let StartLine::Request { uri, .. } = &mut p.start {
+            *uri = t;
+        }
+        p.start_raw = None;
     }
 
     // ----- serialisation ----------------------------------------------------
@@ -698,48 +748,49 @@ impl Message {
     /// Writes the message in wire form. An unmodified parsed message is
     /// written byte for byte as received.
     pub fn write_to(&self, out: &mut BytesMut) {
-        if let Some((s, e)) = self.pristine {
-            out.extend_from_slice(&self.buf[s as usize..e as usize]);
+        let p = &*self.p;
+        if let Some((s, e)) = p.pristine {
+            out.extend_from_slice(&p.buf[s as usize..e as usize]);
             return;
         }
-        let buf: &[u8] = &self.buf;
-        match (self.start_raw, &self.start) {
-            (Some((s, e)), _) => out.extend_from_slice(&buf[s as usize..e as usize]),
+        let other = HeaderName::Other;
+        match (p.start_raw, &p.start) {
+            (Some((s, e)), _) => out.extend_from_slice(&p.buf[s as usize..e as usize]),
             (None, StartLine::Request { method, uri, version }) => {
                 out.extend_from_slice(method.as_bytes());
                 out.put_u8(b' ');
-                out.extend_from_slice(uri.get(buf));
+                out.extend_from_slice(p.text(uri, other));
                 out.put_u8(b' ');
-                out.extend_from_slice(version.get(buf));
+                out.extend_from_slice(p.text(version, other));
             }
             (None, StartLine::Response { version, code, reason }) => {
-                out.extend_from_slice(version.get(buf));
+                out.extend_from_slice(p.text(version, other));
                 out.put_u8(b' ');
                 out.extend_from_slice(itoa_buf(u64::from(*code)).as_slice());
                 out.put_u8(b' ');
-                out.extend_from_slice(reason.get(buf));
+                out.extend_from_slice(p.text(reason, other));
             }
         }
         out.extend_from_slice(b"\r\n");
-        for h in &self.headers {
+        for h in &p.headers {
             match h.line {
-                Some((s, e)) => out.extend_from_slice(&buf[s as usize..e as usize]),
+                Some((s, e)) => out.extend_from_slice(&p.buf[s as usize..e as usize]),
                 None => {
-                    out.extend_from_slice(h.name_text.get(buf));
+                    out.extend_from_slice(p.name_of(h));
                     out.extend_from_slice(b": ");
-                    out.extend_from_slice(h.value.get(buf));
+                    out.extend_from_slice(p.value(h));
                 }
             }
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(self.body.get(buf));
+        out.extend_from_slice(p.text(&p.body, other));
     }
 
     /// The message in wire form. Zero-copy for an unmodified parsed message.
     pub fn to_bytes(&self) -> Bytes {
-        if let Some((s, e)) = self.pristine {
-            return self.buf.slice(s as usize..e as usize);
+        if let Some((s, e)) = self.p.pristine {
+            return self.p.buf.slice(s as usize..e as usize);
         }
         let mut out = BytesMut::with_capacity(self.wire_len_hint());
         self.write_to(&mut out);
@@ -747,13 +798,9 @@ impl Message {
     }
 
     fn wire_len_hint(&self) -> usize {
-        let buf: &[u8] = &self.buf;
-        let hdrs: usize = self
-            .headers
-            .iter()
-            .map(|h| h.name_text.get(buf).len() + h.value.get(buf).len() + 4)
-            .sum();
-        64 + hdrs + self.body.get(buf).len()
+        let p = &*self.p;
+        let hdrs: usize = p.headers.iter().map(|h| p.name_of(h).len() + p.value(h).len() + 4).sum();
+        64 + hdrs + p.text(&p.body, HeaderName::Other).len()
     }
 }
 
@@ -864,7 +911,7 @@ impl PartialEq for Message {
             && self.request_uri_bytes() == other.request_uri_bytes()
             && self.reason_phrase() == other.reason_phrase()
             && self.version() == other.version()
-            && self.headers.len() == other.headers.len()
+            && self.p.headers.len() == other.p.headers.len()
             && self
                 .headers()
                 .zip(other.headers())

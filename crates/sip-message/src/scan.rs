@@ -93,31 +93,28 @@ impl<'a> Iterator for CommaSplit<'a> {
         let s = self.s;
         let start = self.pos;
         let mut i = start;
-        let mut in_angle = false;
-        while i < s.len() {
-            match s[i] {
-                b'"' => match quoted_end(s, i) {
-                    Some(e) => {
-                        i = e;
-                        continue;
-                    }
-                    None => {
-                        i = s.len();
-                        break;
-                    }
-                },
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => {
-                    self.pos = i + 1;
-                    return Some(trim(&s[start..i]));
+        while let Some(off) = memchr::memchr3(b',', b'"', b'<', &s[i..]) {
+            let j = i + off;
+            match s[j] {
+                b',' => {
+                    self.pos = j + 1;
+                    return Some(trim(&s[start..j]));
                 }
-                _ => {}
+                b'"' => match quoted_end(s, j) {
+                    Some(e) => i = e,
+                    None => break,
+                },
+                _ => match memchr::memchr(b'>', &s[j..]) {
+                    Some(g) => i = j + g + 1,
+                    None => break,
+                },
             }
-            i += 1;
+            if i >= s.len() {
+                break;
+            }
         }
         self.done = true;
-        Some(trim(&s[start..i.min(s.len())]))
+        Some(trim(&s[start..]))
     }
 }
 

@@ -1,0 +1,744 @@
+//! Server-side HTTP Digest authentication for SIP (RFC 3261 22, RFC 7616,
+//! RFC 8760; RFC 2617/2069 compatibility).
+//!
+//! - Challenges offer SHA-256 then MD5, both `qop="auth"`, sharing one nonce.
+//! - Nonces are stateless and self-verifying: 32 bytes in hex = issue time
+//!   (milliseconds since the first call) + 8 random bytes + HMAC-SHA256 of
+//!   both and the realm under a per-process secret (truncated to 16 bytes).
+//!   They live [`DigestConfig::nonce_lifetime`].
+//! - Replay: a nonce's `nc` must strictly increase. Only nonces that were
+//!   answered correctly are tracked, in a bounded table; when it is full the
+//!   oldest nonces are forgotten *and* refused from then on, so forgetting
+//!   never reopens a replay.
+//! - Credentials without `qop` (RFC 2069) are accepted only when
+//!   [`DigestConfig::accept_rfc2069`] is set, and then each nonce works once.
+//! - A correct response with an expired, unknown or reused nonce gives
+//!   [`Outcome::Stale`] (challenge again with `stale=true`): only someone who
+//!   knows the password can get it, and they cannot reuse the request.
+//! - Unknown users are checked against a dummy HA1 with the same work, so the
+//!   outcome ([`Outcome::Rejected`]) cannot tell them from a wrong password.
+
+use crate::util::{hex, sip_uri_eq, unescape_quoted, unhex_into};
+use hmac::{Hmac, Mac};
+use md5::{Digest as _, Md5};
+use rand::RngCore;
+use sha2::Sha256;
+use sip_message::{AuthParams, HeaderName, Message};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// A digest algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// `MD5` (also the meaning of an absent `algorithm`).
+    Md5,
+    /// `SHA-256` (RFC 7616, RFC 8760).
+    Sha256,
+}
+
+impl Algorithm {
+    /// The token written in `algorithm=`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    /// Parses an `algorithm` value (case-insensitive); `-sess` and other
+    /// variants are not supported.
+    pub fn from_token(t: &[u8]) -> Option<Algorithm> {
+        if t.eq_ignore_ascii_case(b"MD5") {
+            Some(Algorithm::Md5)
+        } else if t.eq_ignore_ascii_case(b"SHA-256") {
+            Some(Algorithm::Sha256)
+        } else {
+            None
+        }
+    }
+
+    /// Length of the hash in bytes.
+    pub fn hash_len(self) -> usize {
+        match self {
+            Algorithm::Md5 => 16,
+            Algorithm::Sha256 => 32,
+        }
+    }
+
+    fn hash(self, parts: &[&[u8]]) -> Vec<u8> {
+        match self {
+            Algorithm::Md5 => {
+                let mut h = Md5::new();
+                parts.iter().for_each(|p| h.update(p));
+                h.finalize().to_vec()
+            }
+            Algorithm::Sha256 => {
+                let mut h = Sha256::new();
+                parts.iter().for_each(|p| h.update(p));
+                h.finalize().to_vec()
+            }
+        }
+    }
+}
+
+/// The request-digest (`response=`) as lowercase hex.
+///
+/// With `qop` (`auth`): `H(HA1:nonce:nc:cnonce:qop:H(method:uri))`;
+/// without (RFC 2069): `H(HA1:nonce:H(method:uri))`. `ha1` is the stored
+/// lowercase hex HA1.
+#[allow(clippy::too_many_arguments)]
+pub fn response(
+    alg: Algorithm,
+    ha1: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+    qop: Option<&str>,
+    method: &str,
+    uri: &str,
+) -> String {
+    let q = qop.map(|q| (nc.as_bytes(), cnonce.as_bytes(), q.as_bytes()));
+    hex(&request_digest(
+        alg,
+        ha1.as_bytes(),
+        nonce.as_bytes(),
+        q,
+        method.as_bytes(),
+        uri.as_bytes(),
+    ))
+}
+
+fn request_digest(
+    alg: Algorithm,
+    ha1: &[u8],
+    nonce: &[u8],
+    qop: Option<(&[u8], &[u8], &[u8])>,
+    method: &[u8],
+    uri: &[u8],
+) -> Vec<u8> {
+    let ha2 = hex(&alg.hash(&[method, b":", uri]));
+    match qop {
+        Some((nc, cnonce, qop)) => {
+            alg.hash(&[ha1, b":", nonce, b":", nc, b":", cnonce, b":", qop, b":", ha2.as_bytes()])
+        }
+        None => alg.hash(&[ha1, b":", nonce, b":", ha2.as_bytes()]),
+    }
+}
+
+/// Digest settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// How long a nonce is good for (default 300 s).
+    pub nonce_lifetime: Duration,
+    /// Accept credentials without `qop` (RFC 2069); each nonce then works
+    /// once (default `true`).
+    pub accept_rfc2069: bool,
+    /// Most nonces tracked for replay protection (default 65 536).
+    pub max_tracked_nonces: usize,
+    /// Algorithms offered, one challenge each in this order, and accepted
+    /// (default SHA-256 then MD5). Leave one out when the stored HA1s lack
+    /// it: offering it per user would tell which users exist.
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            nonce_lifetime: Duration::from_secs(300),
+            accept_rfc2069: true,
+            max_tracked_nonces: 65_536,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+        }
+    }
+}
+
+/// The result of checking a request's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The credentials are good.
+    Authenticated {
+        /// The `username` (unescaped).
+        username: String,
+        /// The algorithm used.
+        algorithm: Algorithm,
+    },
+    /// No Digest credentials for this realm: send a challenge.
+    Missing,
+    /// The response was right but the nonce expired, is not ours any more,
+    /// or its `nc` was already used: challenge again with `stale=true`.
+    Stale,
+    /// Wrong password, unknown user, or a `uri` that is not the
+    /// Request-URI.
+    Rejected,
+    /// Credentials that cannot be checked (missing or bad parameters,
+    /// unsupported algorithm or qop).
+    Malformed(&'static str),
+}
+
+const NONCE_BYTES: usize = 32;
+
+struct NonceEntry {
+    issued_ms: u64,
+    /// Highest `nc` seen; `u32::MAX` once used without qop.
+    max_nc: u32,
+}
+
+struct NonceTable {
+    map: HashMap<[u8; 16], NonceEntry>,
+    /// Nonces issued at or before this were forgotten and are refused.
+    floor_ms: Option<u64>,
+}
+
+enum NonceState {
+    Fresh { key: [u8; 16], issued_ms: u64 },
+    Expired,
+    Invalid,
+}
+
+/// Issues challenges and verifies Digest credentials. Thread-safe.
+pub struct DigestAuth {
+    cfg: DigestConfig,
+    secret: [u8; 32],
+    dummy_md5: String,
+    dummy_sha256: String,
+    base: OnceLock<Instant>,
+    nonces: Mutex<NonceTable>,
+}
+
+impl std::fmt::Debug for DigestAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestAuth").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl DigestAuth {
+    /// With a random per-process secret.
+    pub fn new(cfg: DigestConfig) -> DigestAuth {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        DigestAuth::with_secret(cfg, secret)
+    }
+
+    /// With a given secret (several processes sharing nonces, tests).
+    pub fn with_secret(cfg: DigestConfig, secret: [u8; 32]) -> DigestAuth {
+        let dummy_md5 = hex(&Algorithm::Md5.hash(&[&secret, b"dummy-ha1"]));
+        let dummy_sha256 = hex(&Algorithm::Sha256.hash(&[&secret, b"dummy-ha1"]));
+        DigestAuth {
+            cfg,
+            secret,
+            dummy_md5,
+            dummy_sha256,
+            base: OnceLock::new(),
+            nonces: Mutex::new(NonceTable { map: HashMap::new(), floor_ms: None }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DigestConfig {
+        &self.cfg
+    }
+
+    fn now_ms(&self, now: Instant) -> u64 {
+        let base = *self.base.get_or_init(|| now);
+        u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lifetime_ms(&self) -> u64 {
+        u64::try_from(self.cfg.nonce_lifetime.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mac(&self, head: &[u8], realm: &str) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        // HMAC accepts keys of any length: new_from_slice cannot fail here.
+        if let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.secret) {
+            m.update(head);
+            m.update(realm.as_bytes());
+            let tag = m.finalize().into_bytes();
+            out.copy_from_slice(&tag[..16]);
+        }
+        out
+    }
+
+    /// A new nonce for `realm`.
+    pub fn nonce(&self, now: Instant, realm: &str) -> String {
+        let mut raw = [0u8; NONCE_BYTES];
+        raw[..8].copy_from_slice(&self.now_ms(now).to_be_bytes());
+        rand::thread_rng().fill_bytes(&mut raw[8..16]);
+        let mac = self.mac(&raw[..16], realm);
+        raw[16..].copy_from_slice(&mac);
+        hex(&raw)
+    }
+
+    /// The `WWW-Authenticate` (or `Proxy-Authenticate`) values to send, one
+    /// per configured algorithm (SHA-256 then MD5 by default), sharing one
+    /// fresh nonce.
+    pub fn challenges(&self, now: Instant, realm: &str, stale: bool) -> Vec<String> {
+        let nonce = self.nonce(now, realm);
+        let realm = realm.replace('\\', "\\\\").replace('"', "\\\"");
+        let stale = if stale { ", stale=true" } else { "" };
+        self.cfg
+            .algorithms
+            .iter()
+            .map(|alg| {
+                format!(
+                    "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+                    alg.token()
+                )
+            })
+            .collect()
+    }
+
+    fn check_nonce(&self, now: Instant, nonce: &[u8], realm: &str) -> NonceState {
+        let mut raw = [0u8; NONCE_BYTES];
+        if !unhex_into(nonce, &mut raw) {
+            return NonceState::Invalid;
+        }
+        let mac = self.mac(&raw[..16], realm);
+        if !bool::from(mac.ct_eq(&raw[16..])) {
+            return NonceState::Invalid;
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&raw[..8]);
+        let issued_ms = u64::from_be_bytes(ts);
+        let now_ms = self.now_ms(now);
+        if now_ms.saturating_sub(issued_ms) > self.lifetime_ms() {
+            return NonceState::Expired;
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&raw[..16]);
+        NonceState::Fresh { key, issued_ms }
+    }
+
+    /// Records a use of a fresh nonce; `false` for a replay (or a nonce
+    /// older than what the table still remembers).
+    fn record_use(&self, now: Instant, key: [u8; 16], issued_ms: u64, nc: Option<u32>) -> bool {
+        let now_ms = self.now_ms(now);
+        let lifetime = self.lifetime_ms();
+        let cap = self.cfg.max_tracked_nonces.max(1);
+        let mut t = self.nonces.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.floor_ms.is_some_and(|f| issued_ms <= f) {
+            return false;
+        }
+        if let Some(e) = t.map.get_mut(&key) {
+            return match nc {
+                Some(nc) if e.max_nc != u32::MAX && nc > e.max_nc => {
+                    e.max_nc = nc;
+                    true
+                }
+                _ => false,
+            };
+        }
+        if t.map.len() >= cap {
+            t.map.retain(|_, e| now_ms.saturating_sub(e.issued_ms) <= lifetime);
+        }
+        if t.map.len() >= cap {
+            // Forget the oldest eighth and refuse everything issued up to it.
+            let mut issued: Vec<u64> = t.map.values().map(|e| e.issued_ms).collect();
+            let k = (cap / 8).clamp(1, issued.len()) - 1;
+            let (_, &mut floor, _) = issued.select_nth_unstable(k);
+            t.map.retain(|_, e| e.issued_ms > floor);
+            t.floor_ms = Some(t.floor_ms.map_or(floor, |f| f.max(floor)));
+            if issued_ms <= floor {
+                return false;
+            }
+        }
+        t.map.insert(key, NonceEntry { issued_ms, max_nc: nc.unwrap_or(u32::MAX) });
+        true
+    }
+
+    /// Drops replay records of expired nonces.
+    pub fn sweep(&self, now: Instant) {
+        let now_ms = self.now_ms(now);
+        let lifetime = self.lifetime_ms();
+        let mut t = self.nonces.lock().unwrap_or_else(PoisonError::into_inner);
+        t.map.retain(|_, e| now_ms.saturating_sub(e.issued_ms) <= lifetime);
+    }
+
+    /// Nonces currently tracked for replay protection.
+    pub fn tracked_nonces(&self) -> usize {
+        self.nonces.lock().unwrap_or_else(PoisonError::into_inner).map.len()
+    }
+
+    /// Checks the Digest credentials of `req` for `realm` found in the
+    /// `header` fields (`Authorization` or `Proxy-Authorization`); the first
+    /// Digest value whose realm matches is used. `ha1_for(username, alg)`
+    /// gives the stored HA1 (hex) of a user, `None` when unknown.
+    pub fn verify_request<'h>(
+        &self,
+        now: Instant,
+        req: &Message,
+        header: HeaderName,
+        realm: &str,
+        ha1_for: impl FnOnce(&str, Algorithm) -> Option<&'h str>,
+    ) -> Outcome {
+        let (Some(method), Some(ruri)) = (req.method(), req.request_uri_bytes()) else {
+            return Outcome::Malformed("not a request");
+        };
+        let creds = req.header_values(header).filter_map(|v| AuthParams::parse(v).ok()).find(|a| {
+            a.is_digest()
+                && a.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm.as_bytes()))
+        });
+        match creds {
+            Some(c) => self.verify(now, method.as_bytes(), ruri, realm, &c, ha1_for),
+            None => Outcome::Missing,
+        }
+    }
+
+    /// Checks one set of Digest credentials (see [`DigestAuth::verify_request`]).
+    pub fn verify<'h>(
+        &self,
+        now: Instant,
+        method: &[u8],
+        request_uri: &[u8],
+        realm: &str,
+        creds: &AuthParams<'_>,
+        ha1_for: impl FnOnce(&str, Algorithm) -> Option<&'h str>,
+    ) -> Outcome {
+        if !creds.is_digest() {
+            return Outcome::Missing;
+        }
+        if !creds.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm.as_bytes())) {
+            return Outcome::Missing;
+        }
+        let (Some(user), Some(nonce), Some(uri), Some(resp)) =
+            (creds.get("username"), creds.get("nonce"), creds.get("uri"), creds.get("response"))
+        else {
+            return Outcome::Malformed("username, nonce, uri and response are required");
+        };
+        let alg = match creds.get("algorithm") {
+            None => Algorithm::Md5,
+            Some(a) => match Algorithm::from_token(a) {
+                Some(a) => a,
+                None => return Outcome::Malformed("unsupported algorithm"),
+            },
+        };
+        if !self.cfg.algorithms.contains(&alg) {
+            return Outcome::Malformed("algorithm not offered");
+        }
+        if creds.get("userhash").is_some_and(|u| u.eq_ignore_ascii_case(b"true")) {
+            return Outcome::Malformed("userhash is not supported");
+        }
+        let qop = match creds.get("qop") {
+            None if self.cfg.accept_rfc2069 => None,
+            None => return Outcome::Malformed("qop is required"),
+            Some(q) if q.eq_ignore_ascii_case(b"auth") => {
+                let (Some(nc), Some(cnonce)) = (creds.get("nc"), creds.get("cnonce")) else {
+                    return Outcome::Malformed("nc and cnonce are required with qop");
+                };
+                let n = std::str::from_utf8(nc)
+                    .ok()
+                    .filter(|s| s.len() == 8)
+                    .and_then(|s| u32::from_str_radix(s, 16).ok())
+                    .filter(|&n| n > 0);
+                let Some(n) = n else { return Outcome::Malformed("bad nc") };
+                if cnonce.is_empty() {
+                    return Outcome::Malformed("empty cnonce");
+                }
+                Some((n, nc, cnonce, q))
+            }
+            Some(_) => return Outcome::Malformed("unsupported qop"),
+        };
+        let username = String::from_utf8_lossy(&unescape_quoted(user)).into_owned();
+
+        // Same work for known and unknown users: a dummy HA1 stands in.
+        let stored = ha1_for(&username, alg).filter(|h| h.len() == alg.hash_len() * 2);
+        let known = stored.is_some();
+        let dummy = match alg {
+            Algorithm::Md5 => self.dummy_md5.as_str(),
+            Algorithm::Sha256 => self.dummy_sha256.as_str(),
+        };
+        let ha1 = stored.unwrap_or(dummy).to_ascii_lowercase();
+        let expected = request_digest(
+            alg,
+            ha1.as_bytes(),
+            nonce,
+            qop.map(|(_, nc, cnonce, q)| (nc, cnonce, q)),
+            method,
+            uri,
+        );
+        let mut given = [0u8; 32];
+        let given = &mut given[..alg.hash_len()];
+        let parsed = unhex_into(resp, given);
+        let matches = bool::from(expected.as_slice().ct_eq(given));
+        if !(matches & parsed & known) {
+            return Outcome::Rejected;
+        }
+        if !sip_uri_eq(uri, request_uri) {
+            return Outcome::Rejected;
+        }
+        match self.check_nonce(now, nonce, realm) {
+            NonceState::Fresh { key, issued_ms } => {
+                if !self.record_use(now, key, issued_ms, qop.map(|(n, ..)| n)) {
+                    return Outcome::Stale;
+                }
+            }
+            NonceState::Expired | NonceState::Invalid => return Outcome::Stale,
+        }
+        Outcome::Authenticated { username, algorithm: alg }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{ha1_md5, ha1_sha256};
+
+    const REALM: &str = "http-auth@example.org";
+    const NONCE: &str = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+    const CNONCE: &str = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+
+    #[test]
+    fn rfc7616_example_md5() {
+        let ha1 = ha1_md5("Mufasa", REALM, "Circle of Life");
+        let r = response(
+            Algorithm::Md5,
+            &ha1,
+            NONCE,
+            "00000001",
+            CNONCE,
+            Some("auth"),
+            "GET",
+            "/dir/index.html",
+        );
+        assert_eq!(r, "8ca523f5e9506fed4657c9700eebdbec");
+    }
+
+    #[test]
+    fn rfc7616_example_sha256() {
+        let ha1 = ha1_sha256("Mufasa", REALM, "Circle of Life");
+        let r = response(
+            Algorithm::Sha256,
+            &ha1,
+            NONCE,
+            "00000001",
+            CNONCE,
+            Some("auth"),
+            "GET",
+            "/dir/index.html",
+        );
+        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
+    }
+
+    #[test]
+    fn rfc2617_example_md5() {
+        // RFC 2617 3.5 (qop=auth, uppercase "Of").
+        let ha1 = ha1_md5("Mufasa", "testrealm@host.com", "Circle Of Life");
+        let r = response(
+            Algorithm::Md5,
+            &ha1,
+            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            "00000001",
+            "0a4f113b",
+            Some("auth"),
+            "GET",
+            "/dir/index.html",
+        );
+        assert_eq!(r, "6629fae49393a05397450978507c4ef1");
+    }
+
+    const SIP_REALM: &str = "test";
+    const RURI: &str = "sip:test";
+
+    fn auth(cfg: DigestConfig) -> DigestAuth {
+        DigestAuth::with_secret(cfg, [7u8; 32])
+    }
+
+    fn creds(alg: Algorithm, user: &str, pw: &str, nonce: &str, nc: u32, qop: bool) -> String {
+        let ha1 = match alg {
+            Algorithm::Md5 => ha1_md5(user, SIP_REALM, pw),
+            Algorithm::Sha256 => ha1_sha256(user, SIP_REALM, pw),
+        };
+        let nc = format!("{nc:08x}");
+        let q = qop.then_some("auth");
+        let r = response(alg, &ha1, nonce, &nc, "abc", q, "REGISTER", RURI);
+        let mut s = format!(
+            "Digest username=\"{user}\", realm=\"{SIP_REALM}\", nonce=\"{nonce}\", uri=\"{RURI}\", response=\"{r}\", algorithm={}",
+            alg.token()
+        );
+        if qop {
+            s.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"abc\""));
+        }
+        s
+    }
+
+    fn check(a: &DigestAuth, now: Instant, value: &str) -> Outcome {
+        let p = AuthParams::parse(value.as_bytes()).expect("credentials parse");
+        let md5 = ha1_md5("alice", SIP_REALM, "pw");
+        let sha = ha1_sha256("alice", SIP_REALM, "pw");
+        a.verify(now, b"REGISTER", RURI.as_bytes(), SIP_REALM, &p, |u, alg| {
+            (u == "alice").then_some(match alg {
+                Algorithm::Md5 => md5.as_str(),
+                Algorithm::Sha256 => sha.as_str(),
+            })
+        })
+    }
+
+    fn nonce_of(challenge: &str) -> String {
+        let p = AuthParams::parse(challenge.as_bytes()).expect("challenge parses");
+        String::from_utf8(p.get("nonce").expect("nonce").to_vec()).expect("utf8")
+    }
+
+    #[test]
+    fn challenges_sha256_first_shared_nonce() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let c = a.challenges(t0, SIP_REALM, false);
+        let [c1, c2] = c.as_slice() else { panic!("two challenges") };
+        assert!(c1.contains("algorithm=SHA-256") && c1.contains("qop=\"auth\""), "{c1}");
+        assert!(c2.contains("algorithm=MD5") && !c2.contains("stale"), "{c2}");
+        assert_eq!(nonce_of(c1), nonce_of(c2));
+        assert_eq!(nonce_of(c1).len(), 64);
+        let s = a.challenges(t0, SIP_REALM, true);
+        assert!(s.iter().all(|s| s.ends_with(", stale=true")));
+        let md5_only =
+            auth(DigestConfig { algorithms: vec![Algorithm::Md5], ..Default::default() });
+        let c = md5_only.challenges(t0, SIP_REALM, false);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("algorithm=MD5"));
+        let n = md5_only.nonce(t0, SIP_REALM);
+        let sha = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
+        assert_eq!(check(&md5_only, t0, &sha), Outcome::Malformed("algorithm not offered"));
+    }
+
+    #[test]
+    fn good_credentials_both_algorithms() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let n = a.nonce(t0, SIP_REALM);
+            let out = check(&a, t0, &creds(alg, "alice", "pw", &n, 1, true));
+            assert_eq!(out, Outcome::Authenticated { username: "alice".into(), algorithm: alg });
+        }
+    }
+
+    #[test]
+    fn nonce_expiry_gives_stale() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let n = a.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
+        assert_eq!(check(&a, t0 + Duration::from_secs(301), &c), Outcome::Stale);
+        // Expired and wrong password: rejected, not stale.
+        let c = creds(Algorithm::Sha256, "alice", "nope", &n, 1, true);
+        assert_eq!(check(&a, t0 + Duration::from_secs(301), &c), Outcome::Rejected);
+        // Within the lifetime it is fine.
+        let c = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
+        assert!(matches!(
+            check(&a, t0 + Duration::from_secs(299), &c),
+            Outcome::Authenticated { .. }
+        ));
+    }
+
+    #[test]
+    fn forged_or_foreign_nonce_is_stale_not_accepted() {
+        let a = auth(DigestConfig::default());
+        let other = DigestAuth::with_secret(DigestConfig::default(), [8u8; 32]);
+        let t0 = Instant::now();
+        let n = other.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
+        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        let c = creds(Algorithm::Md5, "alice", "pw", "abcdef", 1, true);
+        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        // A nonce made for another realm.
+        let n = a.nonce(t0, "elsewhere");
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
+        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+    }
+
+    #[test]
+    fn replayed_nc_rejected() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let n = a.nonce(t0, SIP_REALM);
+        let c1 = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
+        assert!(matches!(check(&a, t0, &c1), Outcome::Authenticated { .. }));
+        assert_eq!(check(&a, t0, &c1), Outcome::Stale);
+        let c2 = creds(Algorithm::Md5, "alice", "pw", &n, 2, true);
+        assert!(matches!(check(&a, t0, &c2), Outcome::Authenticated { .. }));
+        assert_eq!(check(&a, t0, &c1), Outcome::Stale);
+        let c5 = creds(Algorithm::Md5, "alice", "pw", &n, 5, true);
+        assert!(matches!(check(&a, t0, &c5), Outcome::Authenticated { .. }));
+        let c3 = creds(Algorithm::Md5, "alice", "pw", &n, 3, true);
+        assert_eq!(check(&a, t0, &c3), Outcome::Stale);
+        assert_eq!(a.tracked_nonces(), 1);
+        a.sweep(t0 + Duration::from_secs(301));
+        assert_eq!(a.tracked_nonces(), 0);
+    }
+
+    #[test]
+    fn rfc2069_single_use_or_refused() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let n = a.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, false);
+        assert!(matches!(check(&a, t0, &c), Outcome::Authenticated { .. }));
+        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        // Once used without qop, the nonce is spent for qop use as well.
+        let q = creds(Algorithm::Md5, "alice", "pw", &n, 9, true);
+        assert_eq!(check(&a, t0, &q), Outcome::Stale);
+
+        let strict = auth(DigestConfig { accept_rfc2069: false, ..DigestConfig::default() });
+        let n = strict.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, false);
+        assert_eq!(check(&strict, t0, &c), Outcome::Malformed("qop is required"));
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_look_the_same() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let n = a.nonce(t0, SIP_REALM);
+        let wrong = creds(Algorithm::Sha256, "alice", "guess", &n, 1, true);
+        let unknown = creds(Algorithm::Sha256, "mallory", "pw", &n, 1, true);
+        assert_eq!(check(&a, t0, &wrong), Outcome::Rejected);
+        assert_eq!(check(&a, t0, &unknown), Outcome::Rejected);
+        // A bogus response (not hex) is the same too.
+        let bad = wrong.replace("response=\"", "response=\"zz");
+        assert_eq!(check(&a, t0, &bad), Outcome::Rejected);
+    }
+
+    #[test]
+    fn uri_realm_and_params_checked() {
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let n = a.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
+        let p = AuthParams::parse(c.as_bytes()).expect("parse");
+        let out = a.verify(t0, b"REGISTER", b"sip:elsewhere", SIP_REALM, &p, |_, _| None);
+        assert_eq!(out, Outcome::Rejected);
+        let ha1 = ha1_md5("alice", SIP_REALM, "pw");
+        let out = a.verify(t0, b"REGISTER", b"sip:elsewhere", SIP_REALM, &p, |_, _| Some(&ha1));
+        assert_eq!(out, Outcome::Rejected, "uri must match the Request-URI");
+        let out = a.verify(t0, b"REGISTER", RURI.as_bytes(), "other", &p, |_, _| Some(&ha1));
+        assert_eq!(out, Outcome::Missing, "credentials for another realm are ignored");
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true).replace("MD5", "MD5-sess");
+        assert_eq!(check(&a, t0, &c), Outcome::Malformed("unsupported algorithm"));
+        let c =
+            creds(Algorithm::Md5, "alice", "pw", &n, 1, true).replace("qop=auth", "qop=auth-int");
+        assert_eq!(check(&a, t0, &c), Outcome::Malformed("unsupported qop"));
+        let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true).replace("nc=00000001", "nc=1");
+        assert_eq!(check(&a, t0, &c), Outcome::Malformed("bad nc"));
+    }
+
+    #[test]
+    fn bounded_nonce_table_never_reopens_replay() {
+        let a = auth(DigestConfig { max_tracked_nonces: 8, ..DigestConfig::default() });
+        let t0 = Instant::now();
+        let mut used = Vec::new();
+        for k in 0..20u64 {
+            let t = t0 + Duration::from_millis(k);
+            let n = a.nonce(t, SIP_REALM);
+            let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
+            assert!(matches!(check(&a, t, &c), Outcome::Authenticated { .. }), "nonce {k}");
+            used.push(c);
+            assert!(a.tracked_nonces() <= 8);
+        }
+        // Every used (nc=1) credential stays refused, remembered or not.
+        let t = t0 + Duration::from_millis(30);
+        for c in &used {
+            assert_eq!(check(&a, t, c), Outcome::Stale);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Banning sources that keep failing authentication.
+//!
+//! Failures are counted per source in a fixed window that starts at the
+//! first failure; reaching [`BanConfig::max_failures`] within
+//! [`BanConfig::window`] bans the source for [`BanConfig::ban_for`]. A
+//! source is an IPv4 address, or the /64 prefix of an IPv6 address (one
+//! host usually owns a whole /64); IPv4-mapped IPv6 counts as IPv4.
+//!
+//! Memory is bounded by [`BanConfig::max_tracked`]: when the table is full,
+//! finished entries are dropped first, then unbanned counters (never bans);
+//! when only bans are left, new failures go uncounted.
+//!
+//! Note that over UDP a source address can be forged, so a ban can be
+//! provoked against someone else's address; keep `ban_for` moderate.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// What to do with a REGISTER from a banned source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BanAction {
+    /// Answer 403 Forbidden.
+    #[default]
+    Reject,
+    /// Send nothing.
+    Drop,
+}
+
+/// Ban settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanConfig {
+    /// Failures that trigger a ban (default 10; 0 disables banning).
+    pub max_failures: u32,
+    /// The window they must fall in (default 60 s).
+    pub window: Duration,
+    /// How long a ban lasts (default 300 s).
+    pub ban_for: Duration,
+    /// Answer or drop while banned (default [`BanAction::Reject`]).
+    pub action: BanAction,
+    /// Most sources tracked at once (default 65 536).
+    pub max_tracked: usize,
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        BanConfig {
+            max_failures: 10,
+            window: Duration::from_secs(60),
+            ban_for: Duration::from_secs(300),
+            action: BanAction::Reject,
+            max_tracked: 65_536,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    window_start: Instant,
+    failures: u32,
+    banned_until: Option<Instant>,
+}
+
+impl Entry {
+    fn banned(&self, now: Instant) -> bool {
+        self.banned_until.is_some_and(|t| now < t)
+    }
+
+    fn finished(&self, now: Instant, window: Duration) -> bool {
+        !self.banned(now) && now.saturating_duration_since(self.window_start) >= window
+    }
+}
+
+/// The failure counter and ban list. Thread-safe.
+pub struct AuthLimiter {
+    cfg: BanConfig,
+    map: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+impl std::fmt::Debug for AuthLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLimiter").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+/// The key a source address is counted under.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl AuthLimiter {
+    /// An empty limiter.
+    pub fn new(cfg: BanConfig) -> AuthLimiter {
+        AuthLimiter { cfg, map: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BanConfig {
+        &self.cfg
+    }
+
+    /// `true` while `ip` is banned.
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        let key = source_key(ip);
+        self.lock().get(&key).is_some_and(|e| e.banned(now))
+    }
+
+    /// Counts a failed authentication from `ip`; `true` when `ip` is banned
+    /// (now or already).
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.cfg.max_failures == 0 {
+            return false;
+        }
+        let key = source_key(ip);
+        let mut m = self.lock();
+        if !m.contains_key(&key) && m.len() >= self.cfg.max_tracked.max(1) {
+            self.make_room(&mut m, now);
+            if m.len() >= self.cfg.max_tracked.max(1) {
+                return false;
+            }
+        }
+        let e =
+            m.entry(key).or_insert(Entry { window_start: now, failures: 0, banned_until: None });
+        if e.banned(now) {
+            return true;
+        }
+        if e.banned_until.is_some()
+            || now.saturating_duration_since(e.window_start) >= self.cfg.window
+        {
+            *e = Entry { window_start: now, failures: 0, banned_until: None };
+        }
+        e.failures = e.failures.saturating_add(1);
+        if e.failures >= self.cfg.max_failures {
+            let year = Duration::from_secs(365 * 86_400);
+            e.banned_until = now.checked_add(self.cfg.ban_for.min(year));
+            return true;
+        }
+        false
+    }
+
+    fn make_room(&self, m: &mut HashMap<IpAddr, Entry>, now: Instant) {
+        let window = self.cfg.window;
+        m.retain(|_, e| !e.finished(now, window));
+        let cap = self.cfg.max_tracked.max(1);
+        if m.len() < cap {
+            return;
+        }
+        // Free an eighth of the table from counters (bans are kept), so the
+        // next inserts are cheap again.
+        let mut to_free = (cap / 8).max(1);
+        m.retain(|_, e| {
+            if to_free > 0 && !e.banned(now) {
+                to_free -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Drops finished entries (ended bans, old windows).
+    pub fn sweep(&self, now: Instant) {
+        let window = self.cfg.window;
+        self.lock().retain(|_, e| !e.finished(now, window));
+    }
+
+    /// Sources tracked.
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn bans_after_n_failures_in_window() {
+        let l = AuthLimiter::new(BanConfig { max_failures: 3, ..BanConfig::default() });
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        assert!(!l.record_failure(a, t0));
+        assert!(!l.record_failure(a, t0 + Duration::from_secs(1)));
+        assert!(!l.is_banned(a, t0 + Duration::from_secs(1)));
+        assert!(l.record_failure(a, t0 + Duration::from_secs(2)));
+        assert!(l.is_banned(a, t0 + Duration::from_secs(3)));
+        assert!(!l.is_banned(ip("192.0.2.2"), t0));
+        assert!(l.is_banned(a, t0 + Duration::from_secs(301)));
+        assert!(!l.is_banned(a, t0 + Duration::from_secs(303)));
+        // After the ban, counting starts over.
+        assert!(!l.record_failure(a, t0 + Duration::from_secs(303)));
+    }
+
+    #[test]
+    fn window_resets() {
+        let l = AuthLimiter::new(BanConfig { max_failures: 3, ..BanConfig::default() });
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        l.record_failure(a, t0);
+        l.record_failure(a, t0 + Duration::from_secs(30));
+        assert!(!l.record_failure(a, t0 + Duration::from_secs(61)));
+        assert!(!l.record_failure(a, t0 + Duration::from_secs(62)));
+        assert!(l.record_failure(a, t0 + Duration::from_secs(63)));
+    }
+
+    #[test]
+    fn ipv6_by_prefix_and_mapped_v4() {
+        let l = AuthLimiter::new(BanConfig { max_failures: 2, ..BanConfig::default() });
+        let t0 = Instant::now();
+        l.record_failure(ip("2001:db8:1:2::1"), t0);
+        assert!(l.record_failure(ip("2001:db8:1:2::ffff"), t0));
+        assert!(l.is_banned(ip("2001:db8:1:2:aaaa::9"), t0));
+        assert!(!l.is_banned(ip("2001:db8:1:3::1"), t0));
+        l.record_failure(ip("::ffff:192.0.2.9"), t0);
+        assert!(l.record_failure(ip("192.0.2.9"), t0));
+    }
+
+    #[test]
+    fn bounded_and_bans_survive_pressure() {
+        let l = AuthLimiter::new(BanConfig {
+            max_failures: 2,
+            max_tracked: 16,
+            ..BanConfig::default()
+        });
+        let t0 = Instant::now();
+        let victim = ip("198.51.100.1");
+        l.record_failure(victim, t0);
+        assert!(l.record_failure(victim, t0));
+        for k in 0..1000u32 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + k));
+            l.record_failure(a, t0);
+            assert!(l.tracked() <= 16);
+        }
+        assert!(l.is_banned(victim, t0 + Duration::from_secs(1)));
+        l.sweep(t0 + Duration::from_secs(400));
+        assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn zero_disables() {
+        let l = AuthLimiter::new(BanConfig { max_failures: 0, ..BanConfig::default() });
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert!(!l.record_failure(ip("192.0.2.1"), t0));
+        }
+        assert_eq!(l.tracked(), 0);
+    }
+}

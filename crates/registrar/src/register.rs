@@ -1,0 +1,577 @@
+//! REGISTER processing (RFC 3261 10.3, RFC 5626 instance/reg-id).
+//!
+//! [`Registrar::handle`] takes a REGISTER and where it came from and returns
+//! the response, after authenticating it and updating the
+//! [`LocationStore`]. Order of checks:
+//!
+//! 1. a banned source gets 403 (or nothing, see [`BanAction`]);
+//! 2. malformed To/Call-ID/CSeq/Request-URI: 400 (416 for a non-SIP
+//!    Request-URI); unknown `Require` option tags: 420;
+//! 3. the To URI must be `sip:`/`sips:` with a served domain (name or
+//!    alias) as host, else **404**; a Request-URI host that names a
+//!    *different* served domain is also 404 (an IP address or any host we do
+//!    not serve is taken to mean us);
+//! 4. Digest authentication in realm = the domain name: no credentials
+//!    401 (two challenges); stale nonce 401 `stale=true`; wrong password
+//!    **and** unknown user 403, counted towards a ban; authenticated user
+//!    other than the To user 403 (not counted);
+//! 5. the bindings are updated atomically per AOR, and the 200 lists them.
+
+use crate::accounts::Accounts;
+use crate::digest::{Algorithm, DigestAuth, DigestConfig, Outcome};
+use crate::location::{by_q_desc, Change, Location, LocationStore};
+use crate::ratelimit::{AuthLimiter, BanAction, BanConfig};
+use crate::util::{hex, percent_decode, sip_uri_eq};
+use records::{Binding, Timestamp};
+use sip_message::{ConnId, Contacts, HeaderName, Message, Method, NameAddr, Peer};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Registrar settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// Shortest accepted non-zero expiry; shorter gets 423 (default 60).
+    pub min_expires: u32,
+    /// Longest granted expiry; longer is cut to this (default 7200).
+    pub max_expires: u32,
+    /// Expiry when the REGISTER gives none (default 3600).
+    pub default_expires: u32,
+    /// Nonce lifetime (default 300 s).
+    pub nonce_lifetime: Duration,
+    /// Most bindings per AOR (default 10): beyond it the bindings closest to
+    /// expiry are dropped; a REGISTER adding more than this many contacts at
+    /// once gets 403.
+    pub max_bindings_per_aor: usize,
+    /// Accept Digest credentials without qop, single-use nonce (default true).
+    pub accept_rfc2069: bool,
+    /// Most nonces tracked for replay protection (default 65 536).
+    pub max_tracked_nonces: usize,
+    /// Digest algorithms offered and accepted (default SHA-256, MD5).
+    pub algorithms: Vec<Algorithm>,
+    /// Failed-authentication bans.
+    pub ban: BanConfig,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            nonce_lifetime: Duration::from_secs(300),
+            max_bindings_per_aor: 10,
+            accept_rfc2069: true,
+            max_tracked_nonces: 65_536,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            ban: BanConfig::default(),
+        }
+    }
+}
+
+/// A response short of 200: code, reason and extra header fields.
+struct Reject {
+    code: u16,
+    reason: Option<&'static str>,
+    headers: Vec<(HeaderName, String)>,
+}
+
+impl Reject {
+    fn new(code: u16) -> Reject {
+        Reject { code, reason: None, headers: Vec::new() }
+    }
+
+    fn why(code: u16, reason: &'static str) -> Reject {
+        Reject { code, reason: Some(reason), headers: Vec::new() }
+    }
+}
+
+/// One Contact of a REGISTER, checked.
+struct NewContact {
+    uri: String,
+    instance: Option<String>,
+    reg_id: Option<u32>,
+    q: u16,
+    /// Granted seconds (0 removes).
+    expires: u32,
+}
+
+/// The REGISTER handler. Thread-safe; share it behind an `Arc`.
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    accounts: RwLock<Arc<Accounts>>,
+    location: Arc<LocationStore>,
+    digest: DigestAuth,
+    limiter: AuthLimiter,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("cfg", &self.cfg)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+fn digest_config(cfg: &RegistrarConfig) -> DigestConfig {
+    DigestConfig {
+        nonce_lifetime: cfg.nonce_lifetime,
+        accept_rfc2069: cfg.accept_rfc2069,
+        max_tracked_nonces: cfg.max_tracked_nonces,
+        algorithms: cfg.algorithms.clone(),
+    }
+}
+
+/// `q` in thousandths written as a qvalue (`500` gives `0.5`).
+fn qvalue(q: u16) -> String {
+    if q >= 1000 {
+        return "1".into();
+    }
+    let s = format!("0.{q:03}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Registrar {
+    /// A registrar with a random nonce secret.
+    pub fn new(cfg: RegistrarConfig, accounts: Accounts, location: Arc<LocationStore>) -> Self {
+        let digest = DigestAuth::new(digest_config(&cfg));
+        Self::with_digest(cfg, accounts, location, digest)
+    }
+
+    /// A registrar with a given nonce secret (tests, several processes).
+    pub fn with_secret(
+        cfg: RegistrarConfig,
+        accounts: Accounts,
+        location: Arc<LocationStore>,
+        secret: [u8; 32],
+    ) -> Self {
+        let digest = DigestAuth::with_secret(digest_config(&cfg), secret);
+        Self::with_digest(cfg, accounts, location, digest)
+    }
+
+    fn with_digest(
+        cfg: RegistrarConfig,
+        accounts: Accounts,
+        location: Arc<LocationStore>,
+        digest: DigestAuth,
+    ) -> Self {
+        let limiter = AuthLimiter::new(cfg.ban.clone());
+        Registrar { cfg, accounts: RwLock::new(Arc::new(accounts)), location, digest, limiter }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RegistrarConfig {
+        &self.cfg
+    }
+
+    /// The current account directory.
+    pub fn accounts(&self) -> Arc<Accounts> {
+        match self.accounts.read() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the account directory (accounts changed through the API).
+    pub fn set_accounts(&self, accounts: Accounts) {
+        let new = Arc::new(accounts);
+        match self.accounts.write() {
+            Ok(mut a) => *a = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
+    /// The location service it updates.
+    pub fn location(&self) -> &Arc<LocationStore> {
+        &self.location
+    }
+
+    /// The digest verifier (to authenticate other requests with the same
+    /// nonces).
+    pub fn digest(&self) -> &DigestAuth {
+        &self.digest
+    }
+
+    /// The failed-authentication limiter.
+    pub fn limiter(&self) -> &AuthLimiter {
+        &self.limiter
+    }
+
+    /// Periodic housekeeping: forgets old nonces and ban entries, and
+    /// removes expired bindings (returned).
+    pub fn sweep(&self, now: Instant, wall: Timestamp) -> Vec<(String, Binding)> {
+        self.digest.sweep(now);
+        self.limiter.sweep(now);
+        self.location.expire(wall)
+    }
+
+    /// Handles a REGISTER received from `peer`: returns the response to
+    /// send, or `None` when the request is to be dropped (banned source with
+    /// [`BanAction::Drop`]). `now` drives nonces and bans, `wall` binding
+    /// expiry.
+    pub fn handle(
+        &self,
+        now: Instant,
+        wall: Timestamp,
+        req: &Message,
+        peer: &Peer,
+    ) -> Option<Message> {
+        if self.limiter.is_banned(peer.remote.ip(), now) {
+            return match self.cfg.ban.action {
+                BanAction::Reject => Some(respond(req, Reject::new(403))),
+                BanAction::Drop => None,
+            };
+        }
+        Some(match self.process(now, wall, req, peer) {
+            Ok(m) => m,
+            Err(r) => respond(req, r),
+        })
+    }
+
+    fn process(
+        &self,
+        now: Instant,
+        wall: Timestamp,
+        req: &Message,
+        peer: &Peer,
+    ) -> Result<Message, Reject> {
+        if req.method() != Some(&Method::Register) {
+            let mut r = Reject::new(405);
+            r.headers.push((HeaderName::Allow, "REGISTER".into()));
+            return Err(r);
+        }
+        let to = req.to_header().map_err(|_| Reject::why(400, "Bad To"))?;
+        let call_id = req.call_id().map_err(|_| Reject::why(400, "Bad Call-ID"))?;
+        let cseq = req.cseq().map_err(|_| Reject::why(400, "Bad CSeq"))?;
+        if cseq.method != Method::Register {
+            return Err(Reject::why(400, "CSeq Method Mismatch"));
+        }
+        let ruri = match req.request_uri() {
+            Some(Ok(u)) => u,
+            _ => return Err(Reject::why(400, "Bad Request-URI")),
+        };
+        if !ruri.is_sip() {
+            return Err(Reject::new(416));
+        }
+        let unsupported: Vec<String> = req
+            .tokens(HeaderName::Require)
+            .filter(|t| !t.eq_ignore_ascii_case(b"outbound"))
+            .map(text)
+            .collect();
+        if !unsupported.is_empty() {
+            let mut r = Reject::new(420);
+            r.headers.push((HeaderName::Unsupported, unsupported.join(", ")));
+            return Err(r);
+        }
+
+        let accounts = self.accounts();
+        let domain = if to.uri.is_sip() {
+            std::str::from_utf8(to.uri.host).ok().and_then(|h| accounts.domain_for_host(h))
+        } else {
+            None
+        };
+        let Some(domain) = domain else { return Err(Reject::why(404, "Domain Not Served")) };
+        if let Some(d) =
+            std::str::from_utf8(ruri.host).ok().and_then(|h| accounts.domain_for_host(h))
+        {
+            if d.name != domain.name {
+                return Err(Reject::why(404, "Not Found"));
+            }
+        }
+        let to_user = match to.uri.user {
+            Some(u) => percent_decode(u).ok_or(Reject::why(400, "Bad To"))?,
+            None => String::new(),
+        };
+
+        // Authentication: the same answers for unknown users as for wrong
+        // passwords (no enumeration).
+        let realm = domain.name.as_str();
+        let outcome =
+            self.digest.verify_request(now, req, HeaderName::Authorization, realm, |u, alg| {
+                accounts.extension(u, realm).map(|e| match alg {
+                    Algorithm::Md5 => e.ha1_md5.as_str(),
+                    Algorithm::Sha256 => e.ha1_sha256.as_str(),
+                })
+            });
+        let username = match outcome {
+            Outcome::Authenticated { username, .. } => username,
+            Outcome::Missing | Outcome::Stale => {
+                let mut r = Reject::new(401);
+                for c in self.digest.challenges(now, realm, outcome == Outcome::Stale) {
+                    r.headers.push((HeaderName::WwwAuthenticate, c));
+                }
+                return Err(r);
+            }
+            Outcome::Rejected => {
+                self.limiter.record_failure(peer.remote.ip(), now);
+                return Err(Reject::new(403));
+            }
+            Outcome::Malformed(why) => {
+                self.limiter.record_failure(peer.remote.ip(), now);
+                return Err(Reject::why(400, why));
+            }
+        };
+        if username != to_user {
+            return Err(Reject::why(403, "Not Allowed To Register This AOR"));
+        }
+        let Some(ext) = accounts.extension(&to_user, realm) else {
+            return Err(Reject::new(403));
+        };
+        let aor = ext.aor();
+
+        // The bindings.
+        let contacts = req.contacts().map_err(|_| Reject::why(400, "Bad Contact"))?;
+        let expires_hdr = req.expires().map_err(|_| Reject::why(400, "Bad Expires"))?;
+        let call_id = text(call_id);
+        let outbound = req.supports("outbound");
+        let mut flows = false;
+        let update = match &contacts {
+            Contacts::Star => {
+                if expires_hdr != Some(0) {
+                    return Err(Reject::why(400, "Contact * Needs Expires: 0"));
+                }
+                None
+            }
+            Contacts::List(list) if list.is_empty() => Some(Vec::new()),
+            Contacts::List(list) => {
+                let mut v = Vec::with_capacity(list.len());
+                for c in list {
+                    let nc = self.check_contact(c, expires_hdr)?;
+                    flows |= nc.instance.is_some() && nc.reg_id.is_some() && nc.expires > 0;
+                    v.push(nc);
+                }
+                if v.iter().filter(|c| c.expires > 0).count() > self.cfg.max_bindings_per_aor {
+                    return Err(Reject::why(403, "Too Many Contacts"));
+                }
+                Some(v)
+            }
+        };
+        let cseq = cseq.seq;
+        let user_agent: String = req
+            .header(HeaderName::UserAgent)
+            .map(|u| text(u).chars().take(256).collect())
+            .unwrap_or_default();
+        let template = Binding {
+            aor: aor.clone(),
+            contact: String::new(),
+            instance: None,
+            reg_id: None,
+            q: 1000,
+            expires_at: wall,
+            call_id: call_id.clone(),
+            cseq,
+            transport: peer.transport.via_token().to_owned(),
+            source: peer.remote,
+            local: peer.local,
+            user_agent,
+        };
+        let conn = if peer.transport.is_reliable() { peer.conn } else { None };
+        let (after, ()) = self.location.update(&aor, |current| {
+            let changes = match &update {
+                None => remove_all(current, &call_id, cseq, wall)?,
+                Some(v) if v.is_empty() => Vec::new(),
+                Some(v) => self.plan(current, v, &template, conn, wall)?,
+            };
+            Ok((changes, ()))
+        })?;
+
+        let mut current: Vec<Location> =
+            after.into_iter().filter(|l| !l.is_expired(wall)).collect();
+        by_q_desc(&mut current);
+        let mut b = Message::response_to(req, 200).to_tag(&tag());
+        for l in &current {
+            b = b.header(HeaderName::Contact, contact_value(l, wall));
+        }
+        if flows && outbound {
+            b = b.header(HeaderName::Require, "outbound");
+        }
+        b = b.header(HeaderName::Date, http_date(wall));
+        Ok(b.build())
+    }
+
+    fn check_contact(&self, c: &NameAddr<'_>, hdr: Option<u32>) -> Result<NewContact, Reject> {
+        if !c.uri.is_sip() {
+            return Err(Reject::why(400, "Contact Must Be A SIP URI"));
+        }
+        let param = c.expires().map_err(|_| Reject::why(400, "Bad Contact Expires"))?;
+        let requested = param.or(hdr).unwrap_or(self.cfg.default_expires);
+        if requested > 0 && requested < self.cfg.min_expires && requested < 3600 {
+            let mut r = Reject::new(423);
+            r.headers.push((HeaderName::MinExpires, self.cfg.min_expires.to_string()));
+            return Err(r);
+        }
+        let q = c.q().map_err(|_| Reject::why(400, "Bad Contact q"))?.unwrap_or(1000);
+        let instance = c.instance().map(text).filter(|i| !i.is_empty());
+        let reg_id = if instance.is_some() { c.reg_id() } else { None };
+        Ok(NewContact {
+            uri: text(c.uri.raw),
+            instance,
+            reg_id,
+            q,
+            expires: requested.min(self.cfg.max_expires),
+        })
+    }
+
+    /// RFC 3261 10.3 step 7 with RFC 5626 flows: the changes for `new`
+    /// contacts against the `current` bindings, or the failure.
+    fn plan(
+        &self,
+        current: &[Location],
+        new: &[NewContact],
+        template: &Binding,
+        conn: Option<ConnId>,
+        wall: Timestamp,
+    ) -> Result<Vec<Change>, Reject> {
+        // (location, made by this request)
+        let mut work: Vec<(Location, bool)> = current.iter().map(|l| (l.clone(), false)).collect();
+        for c in new {
+            let mut keep = Vec::with_capacity(work.len());
+            for (l, touched) in work {
+                let b = &l.binding;
+                let same_flow = c.instance.as_deref().is_some_and(|i| {
+                    b.instance.as_deref().is_some_and(|j| i.eq_ignore_ascii_case(j))
+                        && b.reg_id == c.reg_id
+                });
+                let matched = same_flow || sip_uri_eq(b.contact.as_bytes(), c.uri.as_bytes());
+                if !matched {
+                    keep.push((l, touched));
+                    continue;
+                }
+                if !touched
+                    && !l.is_expired(wall)
+                    && b.call_id == template.call_id
+                    && template.cseq <= b.cseq
+                {
+                    return Err(Reject::why(500, "Out Of Order CSeq"));
+                }
+                // Matched: replaced below, or removed when expires is 0.
+            }
+            work = keep;
+            if c.expires > 0 {
+                let mut b = template.clone();
+                b.contact = c.uri.clone();
+                b.instance = c.instance.clone();
+                b.reg_id = c.reg_id;
+                b.q = c.q;
+                b.expires_at = Timestamp::from_micros(
+                    wall.micros().saturating_add(i64::from(c.expires) * 1_000_000),
+                );
+                work.push((Location { binding: b, conn }, true));
+            }
+        }
+        // Too many: drop the older bindings closest to expiry.
+        let max = self.cfg.max_bindings_per_aor;
+        while work.iter().filter(|(l, _)| !l.is_expired(wall)).count() > max {
+            let victim = work
+                .iter()
+                .enumerate()
+                .filter(|(_, (l, t))| !t && !l.is_expired(wall))
+                .min_by_key(|(_, (l, _))| l.binding.expires_at)
+                .map(|(i, _)| i);
+            match victim {
+                Some(i) => {
+                    work.remove(i);
+                }
+                None => break,
+            }
+        }
+        let mut changes = Vec::new();
+        for l in current {
+            if !work.iter().any(|(w, _)| w.binding.contact == l.binding.contact) {
+                changes.push(Change::Remove(l.binding.contact.clone()));
+            }
+        }
+        for (l, touched) in work {
+            if touched {
+                changes.push(Change::Upsert(l));
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// `Contact: *` with `Expires: 0`: remove everything, unless a binding from
+/// the same Call-ID has an equal or higher CSeq (RFC 3261 10.3 step 6).
+fn remove_all(
+    current: &[Location],
+    call_id: &str,
+    cseq: u32,
+    wall: Timestamp,
+) -> Result<Vec<Change>, Reject> {
+    if current
+        .iter()
+        .any(|l| !l.is_expired(wall) && l.binding.call_id == call_id && cseq <= l.binding.cseq)
+    {
+        return Err(Reject::why(500, "Out Of Order CSeq"));
+    }
+    Ok(current.iter().map(|l| Change::Remove(l.binding.contact.clone())).collect())
+}
+
+fn contact_value(l: &Location, wall: Timestamp) -> String {
+    let b = &l.binding;
+    let mut v = format!("<{}>;expires={}", b.contact, l.expires_in(wall));
+    if b.q < 1000 {
+        v.push_str(";q=");
+        v.push_str(&qvalue(b.q));
+    }
+    if let Some(i) = &b.instance {
+        v.push_str(";+sip.instance=\"<");
+        v.push_str(i);
+        v.push_str(">\"");
+        if let Some(r) = b.reg_id {
+            v.push_str(";reg-id=");
+            v.push_str(&r.to_string());
+        }
+    }
+    v
+}
+
+/// RFC 1123 date for the Date header.
+fn http_date(wall: Timestamp) -> String {
+    match chrono::DateTime::<chrono::Utc>::from_timestamp_micros(wall.micros()) {
+        Some(t) => t.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        None => "Thu, 01 Jan 1970 00:00:00 GMT".into(),
+    }
+}
+
+fn tag() -> String {
+    hex(&rand::random::<[u8; 6]>())
+}
+
+fn respond(req: &Message, r: Reject) -> Message {
+    let mut b = Message::response_to(req, r.code).to_tag(&tag());
+    if let Some(reason) = r.reason {
+        b = b.reason(reason);
+    }
+    for (n, v) in r.headers {
+        b = b.header(n, v);
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shareable_between_threads() {
+        fn check<T: Send + Sync>() {}
+        check::<Registrar>();
+        check::<LocationStore>();
+    }
+
+    #[test]
+    fn qvalues_and_dates() {
+        assert_eq!(qvalue(1000), "1");
+        assert_eq!(qvalue(500), "0.5");
+        assert_eq!(qvalue(250), "0.25");
+        assert_eq!(qvalue(5), "0.005");
+        assert_eq!(qvalue(0), "0");
+        let t = Timestamp::parse("2010-11-13 23:29:00.000000").expect("ts");
+        assert_eq!(http_date(t), "Sat, 13 Nov 2010 23:29:00 GMT");
+    }
+}
