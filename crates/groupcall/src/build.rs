@@ -1,0 +1,396 @@
+//! The fork's tree and its expansion from a [`GroupSpec`].
+
+use crate::{
+    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, LegId, LegTarget,
+};
+use records::{
+    Address, AddressType, AnswerMethod, Call, Groupcall, GroupcallStatus, RingMethod, Timestamp,
+    NIL,
+};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// One groupcall of the tree.
+pub(crate) struct GroupNode {
+    /// Its record (shown once `materialized`).
+    pub rec: Groupcall,
+    /// Parent group and the index of this group among its items.
+    pub parent: Option<(usize, usize)>,
+    /// `Reason` on CANCELs of this group's legs.
+    pub send_reason: bool,
+    /// Destinations, in order.
+    pub items: Vec<Item>,
+    /// The record exists (the root from the start; children once reached).
+    pub materialized: bool,
+    /// Its destinations are being or have been dialed.
+    pub started: bool,
+    /// Nothing more will be dialed.
+    pub closed: bool,
+    /// Status `hangup` emitted.
+    pub over: bool,
+    /// Inside its own start: item failures are only recorded.
+    pub starting: bool,
+    /// `linear`: the destination ringing now.
+    pub cursor: Option<usize>,
+    /// Final codes of its failed destinations, in the order received.
+    pub codes: Vec<u16>,
+}
+
+/// One destination of a group.
+pub(crate) struct Item {
+    pub kind: ItemKind,
+    pub ring_timeout: Option<Duration>,
+    pub state: ItemState,
+    pub deadline: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ItemKind {
+    /// A leg (index into the legs).
+    Leg(usize),
+    /// A child group (index into the groups).
+    Child(usize),
+    /// An endpoint with no registered contact: fails with 480 when reached.
+    Unreachable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ItemState {
+    Pending,
+    Active,
+    Failed(u16),
+    Answered,
+}
+
+/// Why the fork cancels a leg.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CancelCause {
+    CompletedElsewhere,
+    RingTimeout,
+    CallerCancel,
+    ApiHangup,
+    OverallTimeout,
+    Stop6xx,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LegPhase {
+    /// Not dialed.
+    Idle,
+    /// INVITE out, no final response.
+    Live,
+    /// The answer, bridged to the caller.
+    Winner,
+    /// CANCEL asked for; waiting for the leg to end.
+    Cancelling { cause: CancelCause, deadline: Option<Instant> },
+    /// BYE (or ACK+BYE) asked for; waiting for the leg to end.
+    Terminating { deadline: Option<Instant> },
+    /// Over.
+    Ended,
+}
+
+/// One leg.
+pub(crate) struct LegNode {
+    pub id: LegId,
+    pub group: usize,
+    pub call_id: Uuid,
+    pub target: LegTarget,
+    pub destination: Address,
+    pub phase: LegPhase,
+    /// Its call record, from the Dial on.
+    pub rec: Option<Call>,
+}
+
+/// The groups of a fork; the root always exists.
+pub(crate) struct Groups {
+    root: GroupNode,
+    rest: Vec<GroupNode>,
+}
+
+impl Groups {
+    pub fn root(&self) -> &GroupNode {
+        &self.root
+    }
+
+    pub fn get(&self, g: usize) -> Option<&GroupNode> {
+        match g.checked_sub(1) {
+            None => Some(&self.root),
+            Some(i) => self.rest.get(i),
+        }
+    }
+
+    pub fn get_mut(&mut self, g: usize) -> Option<&mut GroupNode> {
+        match g.checked_sub(1) {
+            None => Some(&mut self.root),
+            Some(i) => self.rest.get_mut(i),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rest.len() + 1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &GroupNode> {
+        std::iter::once(&self.root).chain(self.rest.iter())
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut GroupNode> {
+        std::iter::once(&mut self.root).chain(self.rest.iter_mut())
+    }
+}
+
+/// The expanded tree. Groups are numbered in pre-order: a child's index is
+/// always greater than its parent's.
+pub(crate) struct Tree {
+    pub groups: Groups,
+    pub legs: Vec<LegNode>,
+}
+
+fn group_record(
+    spec: &GroupSpec,
+    destinations: Vec<Address>,
+    ring_method: RingMethod,
+    answer_method: AnswerMethod,
+    master_groupcall_id: Uuid,
+    wall: Timestamp,
+) -> Groupcall {
+    Groupcall {
+        id: Uuid::new_v4(),
+        customer_id: spec.customer_id,
+        source: spec.source.clone(),
+        destinations,
+        ring_method,
+        answer_method,
+        status: GroupcallStatus::Progressing,
+        answer_call_id: NIL,
+        answer_groupcall_id: NIL,
+        call_ids: Vec::new(),
+        groupcall_ids: Vec::new(),
+        master_call_id: spec.master_call_id,
+        master_groupcall_id,
+        tm_create: wall,
+        tm_update: wall,
+        tm_delete: Timestamp::NOT_YET,
+    }
+}
+
+fn node(rec: Groupcall, parent: Option<(usize, usize)>, send_reason: bool) -> GroupNode {
+    GroupNode {
+        rec,
+        parent,
+        send_reason,
+        items: Vec::new(),
+        materialized: false,
+        started: false,
+        closed: false,
+        over: false,
+        starting: false,
+        cursor: None,
+        codes: Vec::new(),
+    }
+}
+
+fn item(kind: ItemKind, ring_timeout: Option<Duration>) -> Item {
+    Item { kind, ring_timeout, state: ItemState::Pending, deadline: None }
+}
+
+/// `sip:` prepended when the target has no `sip:`/`sips:` scheme.
+fn sip_uri(target: &str) -> String {
+    let lower = target.get(..5).unwrap_or(target).to_ascii_lowercase();
+    if lower.starts_with("sip:") || lower.starts_with("sips:") {
+        target.to_string()
+    } else {
+        format!("sip:{target}")
+    }
+}
+
+struct Builder<'a> {
+    spec: &'a GroupSpec,
+    dir: &'a dyn Directory,
+    cfg: &'a ForkConfig,
+    wall: Timestamp,
+    groups: Groups,
+    legs: Vec<LegNode>,
+}
+
+impl Builder<'_> {
+    fn group_id(&self, g: usize) -> Uuid {
+        self.groups.get(g).map_or(NIL, |n| n.rec.id)
+    }
+
+    fn push_child(&mut self, n: GroupNode) -> Result<usize, BuildError> {
+        if self.groups.rest.len() >= self.cfg.max_legs {
+            return Err(BuildError::TooManyGroups { limit: self.cfg.max_legs });
+        }
+        self.groups.rest.push(n);
+        Ok(self.groups.len() - 1)
+    }
+
+    fn add_leg(
+        &mut self,
+        group: usize,
+        target: LegTarget,
+        destination: Address,
+    ) -> Result<usize, BuildError> {
+        let too_many = BuildError::TooManyLegs { limit: self.cfg.max_legs };
+        if self.legs.len() >= self.cfg.max_legs {
+            return Err(too_many);
+        }
+        let id = u32::try_from(self.legs.len()).map_err(|_| too_many)?;
+        self.legs.push(LegNode {
+            id: LegId(id),
+            group,
+            call_id: Uuid::new_v4(),
+            target,
+            destination,
+            phase: LegPhase::Idle,
+            rec: None,
+        });
+        Ok(self.legs.len() - 1)
+    }
+
+    /// Fills the items of group `g` from `def`; `depth` is `g`'s depth and
+    /// `path` the ids of the stored groups from the root to `g`.
+    fn fill(
+        &mut self,
+        g: usize,
+        def: &GroupDef,
+        depth: usize,
+        path: &mut Vec<Uuid>,
+    ) -> Result<(), BuildError> {
+        let mut items = Vec::with_capacity(def.destinations.len());
+        for (i, d) in def.destinations.iter().enumerate() {
+            let timeout = Some(d.ring_timeout.unwrap_or(self.cfg.default_ring_timeout));
+            let target = &d.address.target;
+            let it = match d.address.kind {
+                AddressType::Sip => {
+                    let t = LegTarget::Sip { uri: sip_uri(target) };
+                    item(ItemKind::Leg(self.add_leg(g, t, d.address.clone())?), timeout)
+                }
+                AddressType::Tel => {
+                    let t = LegTarget::Tel { number: target.clone() };
+                    item(ItemKind::Leg(self.add_leg(g, t, d.address.clone())?), timeout)
+                }
+                AddressType::Endpoint => {
+                    let mut contacts = self.dir.contacts(target);
+                    if contacts.is_empty() {
+                        item(ItemKind::Unreachable, None)
+                    } else {
+                        if depth >= self.cfg.max_depth {
+                            return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
+                        }
+                        // Highest q first; stable, so equal q keep their order.
+                        contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
+                        let c = self.endpoint(g, i, &d.address, contacts, def.send_reason)?;
+                        item(ItemKind::Child(c), timeout)
+                    }
+                }
+                AddressType::Groupcall => {
+                    let child = self
+                        .dir
+                        .group(target)
+                        .ok_or_else(|| BuildError::UnknownGroup { key: target.clone() })?;
+                    if path.contains(&child.id) {
+                        return Err(BuildError::Loop { group: child.id });
+                    }
+                    if depth >= self.cfg.max_depth {
+                        return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
+                    }
+                    let rec = group_record(
+                        self.spec,
+                        child.destinations.iter().map(|d| d.address.clone()).collect(),
+                        child.ring_method,
+                        child.answer_method,
+                        self.group_id(g),
+                        self.wall,
+                    );
+                    let c = self.push_child(node(rec, Some((g, i)), child.send_reason))?;
+                    path.push(child.id);
+                    self.fill(c, &child, depth + 1, path)?;
+                    path.pop();
+                    item(ItemKind::Child(c), d.ring_timeout)
+                }
+            };
+            items.push(it);
+        }
+        if let Some(n) = self.groups.get_mut(g) {
+            n.items = items;
+        }
+        Ok(())
+    }
+
+    /// A child `ring_all` group over an endpoint's contacts; the endpoint's
+    /// ring timeout is on the parent's item, so the contacts have none.
+    fn endpoint(
+        &mut self,
+        parent: usize,
+        index: usize,
+        address: &Address,
+        contacts: Vec<ContactTarget>,
+        send_reason: bool,
+    ) -> Result<usize, BuildError> {
+        let rec = group_record(
+            self.spec,
+            contacts.iter().map(|c| Address::new(AddressType::Sip, c.uri.clone())).collect(),
+            RingMethod::RingAll,
+            AnswerMethod::HangupOthers,
+            self.group_id(parent),
+            self.wall,
+        );
+        let c = self.push_child(node(rec, Some((parent, index)), send_reason))?;
+        let mut items = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            let t = LegTarget::Contact { aor: address.target.clone(), contact };
+            items.push(item(ItemKind::Leg(self.add_leg(c, t, address.clone())?), None));
+        }
+        if let Some(n) = self.groups.get_mut(c) {
+            n.items = items;
+        }
+        Ok(c)
+    }
+}
+
+/// Expands the tree of `spec`; the root record is materialized.
+pub(crate) fn expand(
+    spec: &GroupSpec,
+    dir: &dyn Directory,
+    cfg: &ForkConfig,
+    wall: Timestamp,
+) -> Result<Tree, BuildError> {
+    let def = &spec.group;
+    let rec = group_record(
+        spec,
+        def.destinations.iter().map(|d| d.address.clone()).collect(),
+        def.ring_method,
+        def.answer_method,
+        NIL,
+        wall,
+    );
+    let mut root = node(rec, None, def.send_reason);
+    root.materialized = true;
+    let mut b = Builder {
+        spec,
+        dir,
+        cfg,
+        wall,
+        groups: Groups { root, rest: Vec::new() },
+        legs: Vec::new(),
+    };
+    let mut path = vec![def.id];
+    b.fill(0, def, 0, &mut path)?;
+    Ok(Tree { groups: b.groups, legs: b.legs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sip_uri;
+
+    #[test]
+    fn sip_scheme_added_once() {
+        assert_eq!(sip_uri("bob@example.com"), "sip:bob@example.com");
+        assert_eq!(sip_uri("sip:bob@example.com"), "sip:bob@example.com");
+        assert_eq!(sip_uri("SIPS:bob@example.com"), "SIPS:bob@example.com");
+        assert_eq!(sip_uri("sip"), "sip:sip");
+        assert_eq!(sip_uri("é"), "sip:é");
+    }
+}

@@ -1,0 +1,850 @@
+//! The fork state machine.
+
+use crate::best::{best_response, caller_response, normalize};
+use crate::build::{self, CancelCause, Groups, ItemKind, ItemState, LegNode, LegPhase};
+use crate::{
+    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, LegEvent, LegId, Now,
+    Record,
+};
+use records::{
+    Address, Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason,
+    RingMethod, Timestamp, NIL,
+};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How the caller's side was settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Nothing sent yet.
+    Pending,
+    /// `AnswerCaller` sent for this leg.
+    Answered(usize),
+    /// `RejectCaller` sent.
+    Rejected,
+}
+
+/// The forking engine for one served call. See the crate documentation.
+pub struct Fork {
+    cfg: ForkConfig,
+    groups: Groups,
+    legs: Vec<LegNode>,
+    customer_id: Uuid,
+    source: Address,
+    actions: VecDeque<Action>,
+    started: bool,
+    outcome: Outcome,
+    hangup_requested: bool,
+    overall_deadline: Option<Instant>,
+    ringing_relayed: bool,
+    early_media_relayed: bool,
+    caller_gone: bool,
+    finished: bool,
+}
+
+fn after(at: Instant, d: Duration) -> Option<Instant> {
+    at.checked_add(d)
+}
+
+/// Moves a call record forward to `next` when allowed, stamping the time.
+fn advance(rec: &mut Call, next: CallStatus, wall: Timestamp) {
+    if rec.status == next || !rec.status.can_become(next) {
+        return;
+    }
+    rec.status = next;
+    match next {
+        CallStatus::Ringing if rec.tm_ringing.is_not_yet() => rec.tm_ringing = wall,
+        CallStatus::Progressing => rec.tm_progressing = wall,
+        CallStatus::Hangup => rec.tm_hangup = wall,
+        _ => {}
+    }
+}
+
+/// Fills hangup_by / hangup_reason where still empty.
+fn blame(rec: &mut Call, by: HangupBy, reason: HangupReason) {
+    if rec.hangup_by == HangupBy::None {
+        rec.hangup_by = by;
+    }
+    if rec.hangup_reason == HangupReason::None {
+        rec.hangup_reason = reason;
+    }
+}
+
+impl Fork {
+    /// Expands the tree of `root` (endpoints through `dir.contacts`, nested
+    /// groups through `dir.group`) and makes the root groupcall record
+    /// (emitted as the first action). Nothing is dialed before
+    /// [`Fork::start`].
+    pub fn build(
+        root: GroupSpec,
+        dir: &dyn Directory,
+        cfg: ForkConfig,
+        now: Now,
+    ) -> Result<Fork, BuildError> {
+        let tree = build::expand(&root, dir, &cfg, now.wall)?;
+        let mut fork = Fork {
+            cfg,
+            groups: tree.groups,
+            legs: tree.legs,
+            customer_id: root.customer_id,
+            source: root.source,
+            actions: VecDeque::new(),
+            started: false,
+            outcome: Outcome::Pending,
+            hangup_requested: false,
+            overall_deadline: None,
+            ringing_relayed: false,
+            early_media_relayed: false,
+            caller_gone: false,
+            finished: false,
+        };
+        fork.emit_group(0);
+        Ok(fork)
+    }
+
+    /// Starts ringing: dials per the ring methods and arms the overall
+    /// timeout. Only the first call counts.
+    pub fn start(&mut self, now: Now) {
+        if self.started || self.finished || self.outcome != Outcome::Pending {
+            return;
+        }
+        self.started = true;
+        self.overall_deadline = after(now.at, self.cfg.overall_timeout);
+        self.start_group(now, 0);
+        self.settle(now);
+    }
+
+    /// What a leg did. Events of unknown, undialed or finished legs are
+    /// ignored.
+    pub fn leg_event(&mut self, now: Now, leg: LegId, ev: LegEvent) {
+        if self.finished {
+            return;
+        }
+        let l = leg.0 as usize;
+        let Some(phase) = self.legs.get(l).map(|n| n.phase) else { return };
+        match phase {
+            LegPhase::Idle | LegPhase::Ended => return,
+            LegPhase::Live => self.on_live(now, l, ev),
+            LegPhase::Winner => {
+                if matches!(ev, LegEvent::HungUp | LegEvent::Ended) {
+                    self.end_leg(now, l, HangupBy::Remote, HangupReason::Normal);
+                    if !self.caller_gone {
+                        self.caller_gone = true;
+                        self.actions.push_back(Action::ByeCaller);
+                    }
+                }
+            }
+            LegPhase::Cancelling { cause, .. } => match ev {
+                LegEvent::Answered => {
+                    if cause == CancelCause::RingTimeout && self.is_live() {
+                        // Cancelled for ring timeout, but it answered while
+                        // nothing else had: a connected call is preferred.
+                        self.win(now, l);
+                    } else {
+                        self.ack_and_bye(now, l);
+                    }
+                }
+                LegEvent::Failed { .. }
+                | LegEvent::Cancelled
+                | LegEvent::NoResponse
+                | LegEvent::HungUp
+                | LegEvent::Ended => self.end_leg(now, l, HangupBy::Local, HangupReason::Cancel),
+                LegEvent::Trying | LegEvent::Ringing | LegEvent::EarlyMedia => {}
+            },
+            LegPhase::Terminating { .. } => match ev {
+                LegEvent::Failed { .. }
+                | LegEvent::Cancelled
+                | LegEvent::NoResponse
+                | LegEvent::HungUp
+                | LegEvent::Ended => self.end_leg(now, l, HangupBy::Local, HangupReason::Normal),
+                _ => {}
+            },
+        }
+        self.settle(now);
+    }
+
+    /// The caller CANCELed before an answer: every leg is cancelled and the
+    /// caller gets 487. Ignored once the caller's side is settled.
+    pub fn caller_cancelled(&mut self, now: Now) {
+        if self.finished || self.outcome != Outcome::Pending {
+            return;
+        }
+        self.stop(now, CancelCause::CallerCancel, 487);
+        self.settle(now);
+    }
+
+    /// The caller sent BYE. After the answer the winner gets a BYE; before
+    /// it, this is a caller cancel.
+    pub fn caller_hung_up(&mut self, now: Now) {
+        if self.finished {
+            return;
+        }
+        match self.outcome {
+            Outcome::Pending => self.stop(now, CancelCause::CallerCancel, 487),
+            Outcome::Answered(w) => {
+                self.caller_gone = true;
+                self.bye(now, w);
+            }
+            Outcome::Rejected => {}
+        }
+        self.settle(now);
+    }
+
+    /// Hangup asked through the API: every live groupcall becomes
+    /// `hangingup`; ringing legs are cancelled and the caller gets 487, or
+    /// after the answer both sides get a BYE.
+    pub fn hangup(&mut self, now: Now) {
+        if self.finished || self.hangup_requested {
+            return;
+        }
+        self.hangup_requested = true;
+        for g in 0..self.groups.len() {
+            let Some(n) = self.groups.get_mut(g) else { continue };
+            if n.materialized && !n.over && n.rec.status < GroupcallStatus::Hangingup {
+                n.rec.status = GroupcallStatus::Hangingup;
+                self.touch_group(now, g);
+            }
+        }
+        match self.outcome {
+            Outcome::Pending => self.stop(now, CancelCause::ApiHangup, 487),
+            Outcome::Answered(w) => {
+                self.bye(now, w);
+                if !self.caller_gone {
+                    self.caller_gone = true;
+                    self.actions.push_back(Action::ByeCaller);
+                }
+            }
+            Outcome::Rejected => {}
+        }
+        self.settle(now);
+    }
+
+    /// Runs every timer due at `now`: overall timeout, ring timeouts, and
+    /// the wait for legs being cancelled or hung up.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.finished || !self.started {
+            return;
+        }
+        if self.is_live() && self.overall_deadline.is_some_and(|d| d <= now.at) {
+            self.stop(now, CancelCause::OverallTimeout, 480);
+        }
+        if self.is_live() {
+            // Parents come before children, so a group's own timeout wins
+            // over its children's at the same instant.
+            let mut due = Vec::new();
+            for (g, n) in self.groups.iter().enumerate() {
+                if !n.started || n.closed {
+                    continue;
+                }
+                for (i, it) in n.items.iter().enumerate() {
+                    if it.state == ItemState::Active && it.deadline.is_some_and(|d| d <= now.at) {
+                        due.push((g, i));
+                    }
+                }
+            }
+            for (g, i) in due {
+                if !self.is_live() {
+                    break;
+                }
+                self.ring_timeout(now, g, i);
+            }
+        }
+        for l in 0..self.legs.len() {
+            let deadline = match self.legs.get(l).map(|n| n.phase) {
+                Some(
+                    LegPhase::Cancelling { deadline, .. } | LegPhase::Terminating { deadline },
+                ) => deadline,
+                _ => None,
+            };
+            if deadline.is_some_and(|d| d <= now.at) {
+                self.end_leg(now, l, HangupBy::Local, HangupReason::Timeout);
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The next instant [`Fork::handle_timeout`] must be called at, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let mut next: Option<Instant> = None;
+        let mut take = |d: Option<Instant>| {
+            if let Some(d) = d {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        };
+        if self.is_live() {
+            take(self.overall_deadline);
+            for n in self.groups.iter().filter(|n| n.started && !n.closed) {
+                for it in n.items.iter().filter(|it| it.state == ItemState::Active) {
+                    take(it.deadline);
+                }
+            }
+        }
+        for leg in &self.legs {
+            if let LegPhase::Cancelling { deadline, .. } | LegPhase::Terminating { deadline } =
+                leg.phase
+            {
+                take(deadline);
+            }
+        }
+        next
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The root groupcall record.
+    pub fn root(&self) -> &Groupcall {
+        &self.groups.root().rec
+    }
+
+    /// A groupcall record of this fork (children exist once reached).
+    pub fn groupcall(&self, id: Uuid) -> Option<&Groupcall> {
+        self.groups.iter().find(|n| n.materialized && n.rec.id == id).map(|n| &n.rec)
+    }
+
+    /// A leg's call record (legs have one once dialed).
+    pub fn call(&self, id: Uuid) -> Option<&Call> {
+        self.legs.iter().filter_map(|n| n.rec.as_ref()).find(|c| c.id == id)
+    }
+
+    /// The call record id of a dialed leg.
+    pub fn leg_call_id(&self, leg: LegId) -> Option<Uuid> {
+        self.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
+    }
+
+    /// `true` once [`Action::Finished`] was emitted.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    // ---- internals ----
+
+    /// Started, and the caller's side not settled yet.
+    fn is_live(&self) -> bool {
+        self.started && !self.finished && self.outcome == Outcome::Pending
+    }
+
+    fn emit_group(&mut self, g: usize) {
+        if let Some(n) = self.groups.get(g).filter(|n| n.materialized) {
+            self.actions.push_back(Action::RecordChanged(Record::Groupcall(n.rec.clone())));
+        }
+    }
+
+    fn touch_group(&mut self, now: Now, g: usize) {
+        if let Some(n) = self.groups.get_mut(g) {
+            n.rec.tm_update = now.wall;
+        }
+        self.emit_group(g);
+    }
+
+    /// Applies `f` to a leg's call record; emits it when it changed.
+    fn update_call(&mut self, now: Now, l: usize, f: impl FnOnce(&mut Call)) {
+        let Some(rec) = self.legs.get_mut(l).and_then(|n| n.rec.as_mut()) else { return };
+        let before = rec.clone();
+        f(rec);
+        if *rec != before {
+            rec.tm_update = now.wall;
+            let rec = rec.clone();
+            self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
+        }
+    }
+
+    fn set_phase(&mut self, l: usize, phase: LegPhase) {
+        if let Some(n) = self.legs.get_mut(l) {
+            n.phase = phase;
+        }
+    }
+
+    fn leg_id(&self, l: usize) -> Option<LegId> {
+        self.legs.get(l).map(|n| n.id)
+    }
+
+    fn start_group(&mut self, now: Now, g: usize) {
+        let Some(n) = self.groups.get_mut(g) else { return };
+        if n.started {
+            return;
+        }
+        n.started = true;
+        let newly = !n.materialized;
+        if newly {
+            n.materialized = true;
+            n.rec.tm_create = now.wall;
+            n.rec.tm_update = now.wall;
+        }
+        let (parent, id, method, count) = (n.parent, n.rec.id, n.rec.ring_method, n.items.len());
+        if newly {
+            self.emit_group(g);
+            if let Some((p, _)) = parent {
+                if let Some(pn) = self.groups.get_mut(p) {
+                    pn.rec.groupcall_ids.push(id);
+                }
+                self.touch_group(now, p);
+            }
+        }
+        match method {
+            RingMethod::RingAll => {
+                self.set_starting(g, true);
+                for i in 0..count {
+                    if !self.is_live() {
+                        break;
+                    }
+                    self.start_item(now, g, i);
+                }
+                self.set_starting(g, false);
+                self.check_ring_all(now, g);
+            }
+            RingMethod::Linear => self.next_linear(now, g),
+        }
+    }
+
+    fn set_starting(&mut self, g: usize, on: bool) {
+        if let Some(n) = self.groups.get_mut(g) {
+            n.starting = on;
+        }
+    }
+
+    fn start_item(&mut self, now: Now, g: usize, i: usize) {
+        let Some(it) = self.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) else { return };
+        if it.state != ItemState::Pending {
+            return;
+        }
+        it.state = ItemState::Active;
+        it.deadline = it.ring_timeout.and_then(|d| after(now.at, d));
+        match it.kind {
+            ItemKind::Leg(l) => self.dial(now, l),
+            ItemKind::Child(c) => self.start_group(now, c),
+            ItemKind::Unreachable => self.item_failed(now, g, i, 480),
+        }
+    }
+
+    /// `linear`: dials the next destination, skipping those failing at
+    /// once; the group fails past the last one.
+    fn next_linear(&mut self, now: Now, g: usize) {
+        loop {
+            if !self.is_live() {
+                return;
+            }
+            let Some(n) = self.groups.get_mut(g) else { return };
+            if n.closed {
+                return;
+            }
+            let next = n.cursor.map_or(0, |c| c + 1);
+            n.cursor = Some(next);
+            if next >= n.items.len() {
+                self.group_failed(now, g);
+                return;
+            }
+            n.starting = true;
+            self.start_item(now, g, next);
+            let Some(n) = self.groups.get_mut(g) else { return };
+            n.starting = false;
+            if !matches!(n.items.get(next).map(|it| it.state), Some(ItemState::Failed(_))) {
+                return;
+            }
+        }
+    }
+
+    fn check_ring_all(&mut self, now: Now, g: usize) {
+        if !self.is_live() {
+            return;
+        }
+        let Some(n) = self.groups.get(g) else { return };
+        if n.closed || n.starting {
+            return;
+        }
+        if n.items.iter().all(|it| matches!(it.state, ItemState::Failed(_))) {
+            self.group_failed(now, g);
+        }
+    }
+
+    fn dial(&mut self, now: Now, l: usize) {
+        let Some(leg) = self.legs.get_mut(l) else { return };
+        if leg.phase != LegPhase::Idle {
+            return;
+        }
+        leg.phase = LegPhase::Live;
+        let g = leg.group;
+        let groupcall_id = self.groups.get(g).map_or(NIL, |n| n.rec.id);
+        let rec = Call {
+            id: leg.call_id,
+            customer_id: self.customer_id,
+            groupcall_id,
+            source: self.source.clone(),
+            destination: leg.destination.clone(),
+            direction: Direction::Outgoing,
+            status: CallStatus::Dialing,
+            hangup_by: HangupBy::None,
+            hangup_reason: HangupReason::None,
+            sip_call_id: String::new(),
+            tm_ringing: Timestamp::NOT_YET,
+            tm_progressing: Timestamp::NOT_YET,
+            tm_hangup: Timestamp::NOT_YET,
+            tm_create: now.wall,
+            tm_update: now.wall,
+            tm_delete: Timestamp::NOT_YET,
+        };
+        let (id, call_id, target) = (leg.id, leg.call_id, leg.target.clone());
+        leg.rec = Some(rec.clone());
+        self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
+        if let Some(n) = self.groups.get_mut(g) {
+            n.rec.call_ids.push(call_id);
+        }
+        self.touch_group(now, g);
+        self.actions.push_back(Action::Dial { leg: id, call_id, target });
+    }
+
+    fn on_live(&mut self, now: Now, l: usize, ev: LegEvent) {
+        let wall = now.wall;
+        match ev {
+            LegEvent::Trying => {}
+            LegEvent::Ringing => {
+                self.update_call(now, l, |r| advance(r, CallStatus::Ringing, wall));
+                if self.is_live() && !self.ringing_relayed {
+                    self.ringing_relayed = true;
+                    self.actions.push_back(Action::RelayRinging);
+                }
+            }
+            LegEvent::EarlyMedia => {
+                self.update_call(now, l, |r| advance(r, CallStatus::Ringing, wall));
+                if self.is_live() && !self.early_media_relayed {
+                    // The caller is alerted by the 183 itself.
+                    self.early_media_relayed = true;
+                    self.ringing_relayed = true;
+                    if let Some(leg) = self.leg_id(l) {
+                        self.actions.push_back(Action::RelayEarlyMedia { leg });
+                    }
+                }
+            }
+            LegEvent::Answered => {
+                if self.is_live() {
+                    self.win(now, l);
+                } else {
+                    self.ack_and_bye(now, l);
+                }
+            }
+            LegEvent::Failed { code } => {
+                let reason = if matches!(code, 486 | 600) {
+                    HangupReason::Busy
+                } else {
+                    HangupReason::Failed
+                };
+                self.leg_failed(now, l, HangupBy::Remote, reason, normalize(code));
+            }
+            LegEvent::NoResponse => {
+                self.leg_failed(now, l, HangupBy::Local, HangupReason::Timeout, 408)
+            }
+            // Not expected before a CANCEL or an answer: the far end gave up.
+            LegEvent::Cancelled => {
+                self.leg_failed(now, l, HangupBy::Remote, HangupReason::Failed, 487)
+            }
+            LegEvent::HungUp | LegEvent::Ended => {
+                self.leg_failed(now, l, HangupBy::Remote, HangupReason::Failed, 480)
+            }
+        }
+    }
+
+    fn leg_failed(&mut self, now: Now, l: usize, by: HangupBy, reason: HangupReason, code: u16) {
+        self.end_leg(now, l, by, reason);
+        if let Some((g, i)) = self.item_of_leg(l) {
+            self.item_failed(now, g, i, code);
+        }
+    }
+
+    fn item_of_leg(&self, l: usize) -> Option<(usize, usize)> {
+        let g = self.legs.get(l)?.group;
+        let i = self.groups.get(g)?.items.iter().position(|it| it.kind == ItemKind::Leg(l))?;
+        Some((g, i))
+    }
+
+    fn end_leg(&mut self, now: Now, l: usize, by: HangupBy, reason: HangupReason) {
+        self.set_phase(l, LegPhase::Ended);
+        let wall = now.wall;
+        self.update_call(now, l, |r| {
+            advance(r, CallStatus::Hangup, wall);
+            blame(r, by, reason);
+        });
+    }
+
+    /// A destination failed with `code`: record it, then move the group on.
+    fn item_failed(&mut self, now: Now, g: usize, i: usize, code: u16) {
+        let Some(n) = self.groups.get_mut(g) else { return };
+        let Some(it) = n.items.get_mut(i) else { return };
+        if matches!(it.state, ItemState::Failed(_) | ItemState::Answered) {
+            return;
+        }
+        it.state = ItemState::Failed(code);
+        it.deadline = None;
+        n.codes.push(code);
+        let (closed, starting, method, cursor) =
+            (n.closed, n.starting, n.rec.ring_method, n.cursor);
+        if closed || !self.is_live() {
+            return;
+        }
+        if code >= 600 && self.cfg.stop_on_6xx {
+            self.stop(now, CancelCause::Stop6xx, code);
+            return;
+        }
+        if starting {
+            return;
+        }
+        match method {
+            RingMethod::RingAll => self.check_ring_all(now, g),
+            RingMethod::Linear if cursor == Some(i) => self.next_linear(now, g),
+            RingMethod::Linear => {}
+        }
+    }
+
+    /// Every destination of `g` failed: report its best code upward, or
+    /// reject the caller at the root.
+    fn group_failed(&mut self, now: Now, g: usize) {
+        let Some(n) = self.groups.get_mut(g) else { return };
+        if n.closed {
+            return;
+        }
+        n.closed = true;
+        // No destination at all counts as "nobody available".
+        let best = best_response(&n.codes).unwrap_or(480);
+        match n.parent {
+            Some((p, i)) => self.item_failed(now, p, i, best),
+            None => self.reject(caller_response(best)),
+        }
+    }
+
+    /// The ring timeout of destination `i` of `g` expired.
+    fn ring_timeout(&mut self, now: Now, g: usize, i: usize) {
+        let Some(n) = self.groups.get(g) else { return };
+        let Some(it) = n.items.get(i) else { return };
+        if n.closed || it.state != ItemState::Active {
+            return;
+        }
+        match it.kind {
+            ItemKind::Leg(l) => self.cancel_leg(now, l, CancelCause::RingTimeout),
+            ItemKind::Child(c) => self.cancel_subtree(now, c, CancelCause::RingTimeout),
+            ItemKind::Unreachable => {}
+        }
+        self.item_failed(now, g, i, 480);
+    }
+
+    fn in_subtree(&self, mut g: usize, top: usize) -> bool {
+        // Parents have smaller indices, so this walk ends.
+        loop {
+            if g == top {
+                return true;
+            }
+            match self.groups.get(g).and_then(|n| n.parent) {
+                Some((p, _)) if p < g => g = p,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Closes group `top` and its descendants and cancels their live legs.
+    fn cancel_subtree(&mut self, now: Now, top: usize, cause: CancelCause) {
+        for g in top..self.groups.len() {
+            if !self.in_subtree(g, top) {
+                continue;
+            }
+            if let Some(n) = self.groups.get_mut(g) {
+                n.closed = true;
+                n.items.iter_mut().for_each(|it| it.deadline = None);
+            }
+        }
+        for l in 0..self.legs.len() {
+            let g = self.legs.get(l).map_or(usize::MAX, |n| n.group);
+            if self.in_subtree(g, top) {
+                self.cancel_leg(now, l, cause);
+            }
+        }
+    }
+
+    /// CANCELs a live leg.
+    fn cancel_leg(&mut self, now: Now, l: usize, cause: CancelCause) {
+        let Some(leg) = self.legs.get_mut(l) else { return };
+        if leg.phase != LegPhase::Live {
+            return;
+        }
+        leg.phase =
+            LegPhase::Cancelling { cause, deadline: after(now.at, self.cfg.leg_cleanup_timeout) };
+        let (id, g) = (leg.id, leg.group);
+        let send_reason = self.groups.get(g).map(|n| n.send_reason) != Some(false);
+        let reason = (cause == CancelCause::CompletedElsewhere && send_reason)
+            .then_some(CancelReason::CompletedElsewhere);
+        let why = match cause {
+            CancelCause::RingTimeout => HangupReason::Noanswer,
+            CancelCause::OverallTimeout => HangupReason::Timeout,
+            CancelCause::CompletedElsewhere
+            | CancelCause::CallerCancel
+            | CancelCause::ApiHangup
+            | CancelCause::Stop6xx => HangupReason::Cancel,
+        };
+        let wall = now.wall;
+        self.update_call(now, l, |r| {
+            advance(r, CallStatus::Canceling, wall);
+            r.hangup_by = HangupBy::Local;
+            r.hangup_reason = why;
+        });
+        self.actions.push_back(Action::Cancel { leg: id, reason });
+    }
+
+    /// A 2xx that is not the answer: ACK and BYE it.
+    fn ack_and_bye(&mut self, now: Now, l: usize) {
+        let Some(id) = self.leg_id(l) else { return };
+        self.set_phase(
+            l,
+            LegPhase::Terminating { deadline: after(now.at, self.cfg.leg_cleanup_timeout) },
+        );
+        let wall = now.wall;
+        self.update_call(now, l, |r| {
+            advance(r, CallStatus::Terminating, wall);
+            blame(r, HangupBy::Local, HangupReason::Cancel);
+        });
+        self.actions.push_back(Action::AckAndBye { leg: id });
+    }
+
+    /// BYEs the winner (caller hung up, or API hangup).
+    fn bye(&mut self, now: Now, l: usize) {
+        if self.legs.get(l).map(|n| n.phase) != Some(LegPhase::Winner) {
+            return;
+        }
+        let Some(id) = self.leg_id(l) else { return };
+        self.set_phase(
+            l,
+            LegPhase::Terminating { deadline: after(now.at, self.cfg.leg_cleanup_timeout) },
+        );
+        let wall = now.wall;
+        self.update_call(now, l, |r| {
+            advance(r, CallStatus::Terminating, wall);
+            blame(r, HangupBy::Local, HangupReason::Normal);
+        });
+        self.actions.push_back(Action::Bye { leg: id });
+    }
+
+    /// Leg `l` is the answer: set it on every level, answer the caller,
+    /// cancel everything else.
+    fn win(&mut self, now: Now, l: usize) {
+        let Some(leg) = self.legs.get_mut(l) else { return };
+        leg.phase = LegPhase::Winner;
+        let (id, call_id, first_group) = (leg.id, leg.call_id, leg.group);
+        self.outcome = Outcome::Answered(l);
+        self.overall_deadline = None;
+        let wall = now.wall;
+        self.update_call(now, l, |r| {
+            advance(r, CallStatus::Progressing, wall);
+            // Also when it stays `canceling` (a late answer after a ring
+            // timeout): it is talking now.
+            r.tm_progressing = wall;
+            r.hangup_by = HangupBy::None;
+            r.hangup_reason = HangupReason::None;
+        });
+        if let Some((g, i)) = self.item_of_leg(l) {
+            self.mark_answered(g, i);
+        }
+        let mut g = first_group;
+        let mut via = NIL;
+        while let Some(n) = self.groups.get_mut(g) {
+            if n.rec.answer_call_id == NIL {
+                n.rec.answer_call_id = call_id;
+                n.rec.answer_groupcall_id = via;
+            }
+            let (gid, parent) = (n.rec.id, n.parent);
+            self.touch_group(now, g);
+            match parent {
+                Some((p, i)) if p < g => {
+                    self.mark_answered(p, i);
+                    via = gid;
+                    g = p;
+                }
+                _ => break,
+            }
+        }
+        self.actions.push_back(Action::AnswerCaller { leg: id });
+        self.close_all();
+        for other in 0..self.legs.len() {
+            if other != l {
+                self.cancel_leg(now, other, CancelCause::CompletedElsewhere);
+            }
+        }
+    }
+
+    fn mark_answered(&mut self, g: usize, i: usize) {
+        if let Some(it) = self.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
+            it.state = ItemState::Answered;
+            it.deadline = None;
+        }
+    }
+
+    fn close_all(&mut self) {
+        for n in self.groups.iter_mut() {
+            n.closed = true;
+            n.items.iter_mut().for_each(|it| it.deadline = None);
+        }
+    }
+
+    /// Cancels every live leg and rejects the caller with `code`.
+    fn stop(&mut self, now: Now, cause: CancelCause, code: u16) {
+        for l in 0..self.legs.len() {
+            self.cancel_leg(now, l, cause);
+        }
+        self.reject(code);
+    }
+
+    fn reject(&mut self, code: u16) {
+        if self.outcome != Outcome::Pending {
+            return;
+        }
+        self.outcome = Outcome::Rejected;
+        self.overall_deadline = None;
+        self.caller_gone = true;
+        self.close_all();
+        self.actions.push_back(Action::RejectCaller { code });
+    }
+
+    /// Ends every groupcall whose legs and children are all over (children
+    /// first), then the fork once the root is over.
+    fn settle(&mut self, now: Now) {
+        for g in (0..self.groups.len()).rev() {
+            let Some(n) = self.groups.get(g) else { continue };
+            if !n.materialized || n.over || !n.closed {
+                continue;
+            }
+            let legs_over = self
+                .legs
+                .iter()
+                .filter(|leg| leg.group == g)
+                .all(|leg| matches!(leg.phase, LegPhase::Idle | LegPhase::Ended));
+            let children_over = self
+                .groups
+                .iter()
+                .filter(|c| c.parent.is_some_and(|(p, _)| p == g))
+                .all(|c| !c.materialized || c.over);
+            if legs_over && children_over {
+                if let Some(n) = self.groups.get_mut(g) {
+                    n.over = true;
+                    n.rec.status = GroupcallStatus::Hangup;
+                }
+                self.touch_group(now, g);
+            }
+        }
+        if self.groups.root().over && self.outcome != Outcome::Pending && !self.finished {
+            self.finished = true;
+            self.actions.push_back(Action::Finished);
+        }
+    }
+}
+
+impl std::fmt::Debug for Fork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fork")
+            .field("root", &self.root().id)
+            .field("legs", &self.legs.len())
+            .field("outcome", &self.outcome)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}

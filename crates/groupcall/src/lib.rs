@@ -1,0 +1,335 @@
+//! # groupcall: the call forking engine of forkswitch
+//!
+//! One [`Fork`] serves one call that rings a groupcall: it expands the
+//! groupcall into a tree (endpoints become child groupcalls over their
+//! registered contacts, stored ring groups become nested child groupcalls),
+//! decides which legs to dial and when (`ring_all`, `linear`), relays
+//! ringing and early media to the caller once, picks the first answer
+//! (set once, on every level), cancels every other leg at every level
+//! (`hangup_others`, with `Reason: SIP;cause=200;text="Call completed
+//! elsewhere"`), or picks the best failure per RFC 3261 section 16.7 step 6.
+//! Every change to a groupcall or call record is emitted for the store.
+//!
+//! It is sans-IO, in the style of str0m and quinn-proto: `&mut self`
+//! methods take inputs stamped with the time ([`Now`]), and outputs are
+//! polled ([`Fork::poll_action`], [`Fork::poll_timeout`]). It never reads a
+//! clock, never touches a socket, never parses or builds a SIP message and
+//! never spawns a task: the B2BUA turns each [`Action`] into SIP and reports
+//! what each leg did as a [`LegEvent`].
+//!
+//! Main types: [`Fork`] (the state machine), [`GroupSpec`] and [`GroupDef`]
+//! (what to ring), [`Directory`] (contacts and stored groups, provided by the
+//! B2BUA), [`ForkConfig`], [`LegEvent`] (inputs), [`Action`] (outputs).
+#![deny(missing_docs)]
+
+use records::{Address, AnswerMethod, Call, Groupcall, RingMethod, Timestamp};
+use std::fmt;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+mod best;
+mod build;
+mod engine;
+
+pub use best::{best_response, caller_response};
+pub use engine::Fork;
+
+/// The current time, given with every input: a monotonic instant for
+/// deadlines and a wall-clock timestamp for the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub at: Instant,
+    /// Wall-clock time, written in `tm_*` fields.
+    pub wall: Timestamp,
+}
+
+/// Limits and timers of a fork.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkConfig {
+    /// How long a destination rings when its [`Destination::ring_timeout`]
+    /// is not set (legs and endpoints; nested groups have no default).
+    pub default_ring_timeout: Duration,
+    /// From [`Fork::start`] until the caller is rejected with 480.
+    pub overall_timeout: Duration,
+    /// Most legs (contacts, SIP and tel destinations) a fork may hold; also
+    /// the most child groupcalls.
+    pub max_legs: usize,
+    /// A 6xx from any leg stops the whole fork (RFC 3261 16.7 step 5).
+    pub stop_on_6xx: bool,
+    /// Deepest nesting of child groupcalls (the root is depth 0).
+    pub max_depth: usize,
+    /// After a `CANCEL` or `BYE` is asked for, how long to wait for the
+    /// leg to report its end before the fork considers it over anyway
+    /// (64*T1 by default), so that [`Action::Finished`] always comes.
+    pub leg_cleanup_timeout: Duration,
+}
+
+impl Default for ForkConfig {
+    fn default() -> Self {
+        ForkConfig {
+            default_ring_timeout: Duration::from_secs(30),
+            overall_timeout: Duration::from_secs(120),
+            max_legs: 64,
+            stop_on_6xx: true,
+            max_depth: 8,
+            leg_cleanup_timeout: Duration::from_secs(32),
+        }
+    }
+}
+
+/// One destination of a group, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// What to ring.
+    pub address: Address,
+    /// How long it rings; `None` uses [`ForkConfig::default_ring_timeout`]
+    /// (for a nested `groupcall` destination, `None` means no limit of its
+    /// own).
+    pub ring_timeout: Option<Duration>,
+}
+
+impl Destination {
+    /// A destination with the default ring timeout.
+    pub fn new(address: Address) -> Destination {
+        Destination { address, ring_timeout: None }
+    }
+}
+
+/// A ring group: the root of a fork, or a stored group nested in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDef {
+    /// Identity of the group (a stored group's id); loops are found by it.
+    pub id: Uuid,
+    /// `ring_all` or `linear`.
+    pub ring_method: RingMethod,
+    /// `hangup_others`.
+    pub answer_method: AnswerMethod,
+    /// What to ring, in order.
+    pub destinations: Vec<Destination>,
+    /// Send `Reason: SIP;cause=200;text="Call completed elsewhere"` on the
+    /// CANCELs of this group's legs when another leg answered.
+    pub send_reason: bool,
+}
+
+impl GroupDef {
+    /// A group with `hangup_others` and `send_reason` on.
+    pub fn new(id: Uuid, ring_method: RingMethod, destinations: Vec<Destination>) -> GroupDef {
+        GroupDef {
+            id,
+            ring_method,
+            answer_method: AnswerMethod::HangupOthers,
+            destinations,
+            send_reason: true,
+        }
+    }
+}
+
+/// What a fork serves: the root group, its owner and its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// Owner of every record made.
+    pub customer_id: Uuid,
+    /// The caller: `source` of every groupcall and leg.
+    pub source: Address,
+    /// The inbound call served (nil for a click-to-call).
+    pub master_call_id: Uuid,
+    /// The root group.
+    pub group: GroupDef,
+}
+
+/// A registered contact of an address-of-record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ContactTarget {
+    /// Contact URI, where the INVITE goes.
+    pub uri: String,
+    /// Opaque key of the binding, for the B2BUA (flow, NAT source...).
+    pub binding_key: String,
+    /// q-value in thousandths; higher is dialed first.
+    pub q: u16,
+}
+
+/// Lookups the B2BUA provides while a fork is built.
+pub trait Directory {
+    /// Registered contacts of an `endpoint` AOR (`test11@test`).
+    fn contacts(&self, aor: &str) -> Vec<ContactTarget>;
+    /// A stored ring group, by id or number.
+    fn group(&self, key: &str) -> Option<GroupDef>;
+}
+
+/// Where a leg goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LegTarget {
+    /// A registered contact of an endpoint.
+    Contact {
+        /// The endpoint's AOR.
+        aor: String,
+        /// The contact.
+        contact: ContactTarget,
+    },
+    /// A SIP URI (`sip:` added when the destination left it out).
+    Sip {
+        /// The URI.
+        uri: String,
+    },
+    /// A PSTN number, for the carrier routing.
+    Tel {
+        /// E.164 number.
+        number: String,
+    },
+}
+
+/// A leg of a fork, stable for the fork's life.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct LegId(pub u32);
+
+/// What a leg did, as reported by the B2BUA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LegEvent {
+    /// 100 Trying.
+    Trying,
+    /// 180, or 183 without SDP.
+    Ringing,
+    /// 183 with SDP.
+    EarlyMedia,
+    /// 2xx to the INVITE.
+    Answered,
+    /// A 3xx-6xx final response (3xx are not followed: counted as 480).
+    Failed {
+        /// Status code.
+        code: u16,
+    },
+    /// No response (Timer B) or a transport error.
+    NoResponse,
+    /// 487 after our CANCEL.
+    Cancelled,
+    /// BYE from the leg.
+    HungUp,
+    /// The leg's dialog is over after our BYE (its 2xx, an error or a
+    /// timeout).
+    Ended,
+}
+
+/// Why a leg is cancelled, when the CANCEL should say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    /// Another leg answered.
+    CompletedElsewhere,
+}
+
+impl CancelReason {
+    /// The `Reason` header value (RFC 3326) to put on the CANCEL.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            CancelReason::CompletedElsewhere => r#"SIP;cause=200;text="Call completed elsewhere""#,
+        }
+    }
+}
+
+/// A record that changed, for the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A groupcall (the root or a child).
+    Groupcall(Groupcall),
+    /// A leg's call record.
+    Call(Call),
+}
+
+/// What the B2BUA must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // moved once from the queue to the caller
+pub enum Action {
+    /// Send an INVITE for this leg.
+    Dial {
+        /// The leg.
+        leg: LegId,
+        /// Its call record id.
+        call_id: Uuid,
+        /// Where to.
+        target: LegTarget,
+    },
+    /// CANCEL the leg (once it has had a provisional response).
+    Cancel {
+        /// The leg.
+        leg: LegId,
+        /// `Reason` to send; `None` sends none.
+        reason: Option<CancelReason>,
+    },
+    /// A 2xx that must not become the answer: ACK it, then BYE.
+    AckAndBye {
+        /// The leg.
+        leg: LegId,
+    },
+    /// BYE an answered leg.
+    Bye {
+        /// The leg.
+        leg: LegId,
+    },
+    /// Send 180 Ringing to the caller (at most once).
+    RelayRinging,
+    /// Relay this leg's 183 with SDP to the caller (the first such leg only).
+    RelayEarlyMedia {
+        /// The leg.
+        leg: LegId,
+    },
+    /// Answer the caller with this leg's answer and bridge them.
+    AnswerCaller {
+        /// The winning leg.
+        leg: LegId,
+    },
+    /// Final failure response to the caller.
+    RejectCaller {
+        /// Status code.
+        code: u16,
+    },
+    /// The answered leg is gone: BYE the caller.
+    ByeCaller,
+    /// A record changed; store it.
+    RecordChanged(Record),
+    /// Every leg and every groupcall of the fork is over; nothing follows.
+    Finished,
+}
+
+/// Why a fork cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// A group contains itself, directly or through others.
+    Loop {
+        /// The group met again.
+        group: Uuid,
+    },
+    /// More legs than [`ForkConfig::max_legs`].
+    TooManyLegs {
+        /// The limit.
+        limit: usize,
+    },
+    /// More child groupcalls than [`ForkConfig::max_legs`].
+    TooManyGroups {
+        /// The limit.
+        limit: usize,
+    },
+    /// Nesting deeper than [`ForkConfig::max_depth`].
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// A `groupcall` destination the [`Directory`] does not know.
+    UnknownGroup {
+        /// The id or number asked for.
+        key: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Loop { group } => write!(f, "ring group {group} contains itself"),
+            BuildError::TooManyLegs { limit } => write!(f, "more than {limit} legs"),
+            BuildError::TooManyGroups { limit } => write!(f, "more than {limit} child groupcalls"),
+            BuildError::TooDeep { limit } => write!(f, "groups nested deeper than {limit}"),
+            BuildError::UnknownGroup { key } => write!(f, "unknown ring group {key:?}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

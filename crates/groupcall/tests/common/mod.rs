@@ -1,0 +1,313 @@
+//! Test harness: a fake directory, virtual time, and an invariant checker
+//! that sees every action a fork emits.
+#![allow(dead_code)]
+
+use groupcall::{
+    Action, BuildError, ContactTarget, Destination, Directory, Fork, ForkConfig, GroupDef,
+    GroupSpec, LegEvent, LegId, Now, Record,
+};
+use records::{
+    Address, AddressType, Call, CallStatus, Groupcall, GroupcallStatus, RingMethod, Timestamp, NIL,
+};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Wall clock of virtual time zero (2023-11-14).
+pub const WALL0: i64 = 1_700_000_000_000_000;
+
+#[derive(Default, Clone)]
+pub struct Dir {
+    pub contacts: HashMap<String, Vec<ContactTarget>>,
+    pub groups: HashMap<String, GroupDef>,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        Dir::default()
+    }
+
+    /// An endpoint `aor` with `n` contacts `sip:<user>@10.0.0.<i>`, q 1.0 down.
+    pub fn endpoint(mut self, aor: &str, n: usize) -> Dir {
+        let user = aor.split('@').next().unwrap_or(aor);
+        let list = (0..n)
+            .map(|i| ContactTarget {
+                uri: format!("sip:{user}@10.0.0.{}", i + 1),
+                binding_key: format!("{aor}#{i}"),
+                q: 1000 - i as u16,
+            })
+            .collect();
+        self.contacts.insert(aor.to_string(), list);
+        self
+    }
+
+    /// A stored group, reachable by `number` and by its id.
+    pub fn group(mut self, number: &str, def: GroupDef) -> Dir {
+        self.groups.insert(def.id.to_string(), def.clone());
+        self.groups.insert(number.to_string(), def);
+        self
+    }
+}
+
+impl Directory for Dir {
+    fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
+        self.contacts.get(aor).cloned().unwrap_or_default()
+    }
+    fn group(&self, key: &str) -> Option<GroupDef> {
+        self.groups.get(key).cloned()
+    }
+}
+
+pub fn sip(t: &str) -> Destination {
+    Destination::new(Address::new(AddressType::Sip, t))
+}
+pub fn tel(t: &str) -> Destination {
+    Destination::new(Address::new(AddressType::Tel, t))
+}
+pub fn ep(t: &str) -> Destination {
+    Destination::new(Address::new(AddressType::Endpoint, t))
+}
+pub fn grp(t: &str) -> Destination {
+    Destination::new(Address::new(AddressType::Groupcall, t))
+}
+pub fn timed(mut d: Destination, secs: u64) -> Destination {
+    d.ring_timeout = Some(Duration::from_secs(secs));
+    d
+}
+pub fn ring_all(dests: Vec<Destination>) -> GroupDef {
+    GroupDef::new(Uuid::new_v4(), RingMethod::RingAll, dests)
+}
+pub fn linear(dests: Vec<Destination>) -> GroupDef {
+    GroupDef::new(Uuid::new_v4(), RingMethod::Linear, dests)
+}
+
+pub fn spec(group: GroupDef) -> GroupSpec {
+    GroupSpec {
+        customer_id: Uuid::from_u128(0xC0FFEE),
+        source: Address::new(AddressType::Tel, "+15551234567"),
+        master_call_id: Uuid::from_u128(0xCA11),
+        group,
+    }
+}
+
+/// Only the signalling actions (no record changes).
+pub fn ops(v: &[Action]) -> Vec<Action> {
+    v.iter().filter(|a| !matches!(a, Action::RecordChanged(_))).cloned().collect()
+}
+
+/// Sees every action; panics on a broken invariant.
+#[derive(Default)]
+pub struct Checker {
+    pub calls: HashMap<Uuid, Call>,
+    pub groups: HashMap<Uuid, Groupcall>,
+    pub dialed: HashMap<LegId, Uuid>,
+    pub answers: Vec<LegId>,
+    pub rejects: Vec<u16>,
+    pub ringing: usize,
+    pub early: usize,
+    pub finished: usize,
+}
+
+impl Checker {
+    pub fn see(&mut self, a: &Action) {
+        assert_eq!(self.finished, 0, "action after Finished: {a:?}");
+        match a {
+            Action::Dial { leg, call_id, .. } => {
+                assert!(self.dialed.insert(*leg, *call_id).is_none(), "{leg:?} dialed twice");
+                assert!(self.answers.is_empty() && self.rejects.is_empty(), "dial after final");
+                assert!(self.calls.contains_key(call_id), "Dial before its call record");
+            }
+            Action::Cancel { leg, .. } | Action::AckAndBye { leg } | Action::Bye { leg } => {
+                assert!(self.dialed.contains_key(leg), "{a:?} for an undialed leg");
+            }
+            Action::RelayEarlyMedia { leg } => {
+                assert!(self.dialed.contains_key(leg));
+                self.early += 1;
+                assert_eq!(self.early, 1, "early media relayed twice");
+            }
+            Action::RelayRinging => {
+                self.ringing += 1;
+                assert_eq!(self.ringing, 1, "ringing relayed twice");
+                assert_eq!(self.early, 0, "ringing relayed after early media");
+            }
+            Action::AnswerCaller { leg } => {
+                assert!(self.dialed.contains_key(leg));
+                assert!(self.answers.is_empty() && self.rejects.is_empty(), "second final");
+                self.answers.push(*leg);
+            }
+            Action::RejectCaller { code } => {
+                assert!(self.answers.is_empty() && self.rejects.is_empty(), "second final");
+                assert!((400..700).contains(code), "bad final {code}");
+                self.rejects.push(*code);
+            }
+            Action::ByeCaller => assert_eq!(self.answers.len(), 1, "ByeCaller without answer"),
+            Action::RecordChanged(Record::Call(c)) => {
+                match self.calls.get(&c.id) {
+                    Some(p) => {
+                        assert!(
+                            p.status == c.status || p.status.can_become(c.status),
+                            "call {} went {:?} -> {:?}",
+                            c.id,
+                            p.status,
+                            c.status
+                        );
+                        assert!(c.tm_update >= p.tm_update);
+                        if !p.tm_progressing.is_not_yet() {
+                            assert_eq!(p.tm_progressing, c.tm_progressing);
+                        }
+                    }
+                    None => assert_eq!(c.status, CallStatus::Dialing),
+                }
+                if c.status == CallStatus::Hangup {
+                    assert!(!c.tm_hangup.is_not_yet());
+                    assert_ne!(c.hangup_reason, records::HangupReason::None, "{c:?}");
+                    assert_ne!(c.hangup_by, records::HangupBy::None, "{c:?}");
+                }
+                self.calls.insert(c.id, c.clone());
+            }
+            Action::RecordChanged(Record::Groupcall(g)) => {
+                if let Some(p) = self.groups.get(&g.id) {
+                    assert!(g.status >= p.status, "groupcall status went back");
+                    if p.answer_call_id != NIL {
+                        assert_eq!(g.answer_call_id, p.answer_call_id, "answer_call_id changed");
+                        assert_eq!(g.answer_groupcall_id, p.answer_groupcall_id);
+                    }
+                    assert!(g.call_ids.starts_with(&p.call_ids));
+                    assert!(g.groupcall_ids.starts_with(&p.groupcall_ids));
+                    assert!(g.tm_update >= p.tm_update);
+                }
+                self.groups.insert(g.id, g.clone());
+            }
+            Action::Finished => self.finished += 1,
+        }
+    }
+
+    /// At the end: one final, every record over, the answer consistent.
+    pub fn at_finish(&self, fork: &Fork) {
+        assert_eq!(self.finished, 1, "Finished not seen exactly once");
+        assert!(fork.is_finished());
+        assert_eq!(self.answers.len() + self.rejects.len(), 1, "exactly one final");
+        for c in self.calls.values() {
+            assert_eq!(c.status, CallStatus::Hangup, "{c:?}");
+        }
+        for g in self.groups.values() {
+            assert_eq!(g.status, GroupcallStatus::Hangup, "{g:?}");
+        }
+        let root = fork.root();
+        match self.answers.first() {
+            Some(leg) => assert_eq!(Some(&root.answer_call_id), self.dialed.get(leg)),
+            None => assert_eq!(root.answer_call_id, NIL),
+        }
+    }
+}
+
+/// A fork on virtual time.
+pub struct H {
+    pub fork: Fork,
+    pub t0: Instant,
+    pub ms: u64,
+    pub check: Checker,
+    pub log: Vec<Action>,
+}
+
+impl H {
+    pub fn build(group: GroupDef, dir: &Dir, cfg: ForkConfig) -> Result<H, BuildError> {
+        let t0 = Instant::now();
+        let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
+        let fork = Fork::build(spec(group), dir, cfg, now)?;
+        let mut h = H { fork, t0, ms: 0, check: Checker::default(), log: Vec::new() };
+        h.drain();
+        Ok(h)
+    }
+
+    /// Built and started at time 0; returns the signalling actions.
+    pub fn started(group: GroupDef, dir: &Dir, cfg: ForkConfig) -> (H, Vec<Action>) {
+        let mut h = H::build(group, dir, cfg).expect("build");
+        let a = h.start();
+        (h, a)
+    }
+
+    pub fn now(&self) -> Now {
+        Now {
+            at: self.t0 + Duration::from_millis(self.ms),
+            wall: Timestamp::from_micros(WALL0 + self.ms as i64 * 1000),
+        }
+    }
+
+    pub fn wall(secs: u64) -> Timestamp {
+        Timestamp::from_micros(WALL0 + secs as i64 * 1_000_000)
+    }
+
+    pub fn at(&mut self, secs: u64) -> &mut H {
+        let ms = secs * 1000;
+        assert!(ms >= self.ms, "time goes forward");
+        self.ms = ms;
+        self
+    }
+
+    /// Every action since the last call (records included).
+    pub fn drain(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        while let Some(a) = self.fork.poll_action() {
+            self.check.see(&a);
+            self.log.push(a.clone());
+            out.push(a);
+        }
+        out
+    }
+
+    pub fn start(&mut self) -> Vec<Action> {
+        let now = self.now();
+        self.fork.start(now);
+        ops(&self.drain())
+    }
+
+    pub fn ev(&mut self, leg: u32, e: LegEvent) -> Vec<Action> {
+        let now = self.now();
+        self.fork.leg_event(now, LegId(leg), e);
+        ops(&self.drain())
+    }
+
+    pub fn caller_cancel(&mut self) -> Vec<Action> {
+        let now = self.now();
+        self.fork.caller_cancelled(now);
+        ops(&self.drain())
+    }
+
+    pub fn caller_bye(&mut self) -> Vec<Action> {
+        let now = self.now();
+        self.fork.caller_hung_up(now);
+        ops(&self.drain())
+    }
+
+    pub fn hangup(&mut self) -> Vec<Action> {
+        let now = self.now();
+        self.fork.hangup(now);
+        ops(&self.drain())
+    }
+
+    /// Jumps to the next deadline and runs it; returns (seconds, actions).
+    pub fn tick(&mut self) -> (u64, Vec<Action>) {
+        let d = self.fork.poll_timeout().expect("a deadline");
+        let ms = d.duration_since(self.t0).as_millis() as u64;
+        assert!(ms >= self.ms);
+        self.ms = ms;
+        let now = self.now();
+        self.fork.handle_timeout(now);
+        (ms / 1000, ops(&self.drain()))
+    }
+
+    /// The deadline, in seconds from time 0.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.fork.poll_timeout().map(|d| d.duration_since(self.t0).as_secs())
+    }
+
+    pub fn call(&self, leg: u32) -> Call {
+        let id = self.fork.leg_call_id(LegId(leg)).expect("dialed");
+        self.fork.call(id).expect("record").clone()
+    }
+
+    pub fn finish(&self) {
+        self.check.at_finish(&self.fork);
+    }
+}
