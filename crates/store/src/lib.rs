@@ -6,9 +6,11 @@
 //!
 //! - [`SqliteStore`]: an embedded SQLite database file (WAL mode). Writes are
 //!   queued to one background writer thread that owns the write connection
-//!   and batches them into one transaction (up to [`Options::max_batch`] ops,
-//!   or [`Options::max_delay`] after the first op of a batch, or at a
-//!   [`Store::flush`], whichever first). Reads use a second connection.
+//!   and batches them into one transaction: by default group commit (whatever
+//!   queued while the previous commit ran, up to [`Options::max_batch`] ops),
+//!   or, with a non-zero [`Options::max_delay`], waiting that long for a batch
+//!   to fill; a [`Store::flush`] commits at once. Reads use a second
+//!   connection.
 //! - [`MemoryStore`]: everything in maps, nothing on disk; for tests and for
 //!   running without a database file.
 //!

@@ -21,7 +21,9 @@ pub struct Options {
     /// Most writes in one transaction. Default 1000.
     pub max_batch: usize,
     /// Longest a write waits for its batch to fill, from the batch's first
-    /// write. Default 50 ms.
+    /// write. Default 0: group commit — the writer commits whatever is queued
+    /// as soon as it is free, so batches grow only under load and a write is
+    /// durable about one commit after it was queued.
     pub max_delay: Duration,
     /// SQLite `busy_timeout` of both connections. Default 5 s.
     pub busy_timeout: Duration,
@@ -35,7 +37,7 @@ impl Default for Options {
         Options {
             queue_bound: 1_000_000,
             max_batch: 1000,
-            max_delay: Duration::from_millis(50),
+            max_delay: Duration::ZERO,
             busy_timeout: Duration::from_secs(5),
             full_sync: false,
         }
@@ -457,7 +459,22 @@ impl Writer {
                 Ok(Msg::Flush(done)) => flushes.push(done),
                 Err(_) => break,
             }
-            if flushes.is_empty() {
+            if flushes.is_empty() && self.opts.max_delay.is_zero() {
+                while batch.len() < self.opts.max_batch.max(1) {
+                    match self.rx.try_recv() {
+                        Ok(Msg::Op(op)) => batch.push(op),
+                        Ok(Msg::Flush(done)) => {
+                            flushes.push(done);
+                            break;
+                        }
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+            } else if flushes.is_empty() {
                 let deadline = Instant::now() + self.opts.max_delay;
                 while batch.len() < self.opts.max_batch.max(1) {
                     let left = deadline.saturating_duration_since(Instant::now());

@@ -342,8 +342,10 @@ fn sqlite_batches_many_writes_per_transaction() {
     eprintln!("10000 upserts + flush: {took:?}, {} transactions", stats.batches);
     assert_eq!(stats.written, 10_000);
     assert_eq!((stats.failed, stats.dropped, stats.queued), (0, 0, 0));
-    // 1000 ops per batch at most: at least 10, and far fewer than 10,000.
-    assert!((10..=100).contains(&stats.batches), "{stats:?}");
+    // 1000 ops per batch at most: at least 10. Group commit batches whatever
+    // queued while the previous commit ran: on average at least 10 ops per
+    // transaction even on a slow machine.
+    assert!((10..=1000).contains(&stats.batches), "{stats:?}");
 }
 
 #[test]
