@@ -27,6 +27,177 @@ pub struct Config {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Where records live.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// REGISTER handling.
+    #[serde(default)]
+    pub registrar: RegistrarSection,
+    /// Customers (owners of domains, API keys).
+    #[serde(default)]
+    pub customers: Vec<CustomerConfig>,
+    /// SIP domains served.
+    #[serde(default)]
+    pub domains: Vec<DomainConfig>,
+    /// Phone accounts.
+    #[serde(default)]
+    pub extensions: Vec<ExtensionConfig>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// SQLite file; empty keeps everything in memory (lost on restart).
+    #[serde(default = "db_path")]
+    pub path: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { path: db_path() }
+    }
+}
+
+fn db_path() -> String {
+    "forkswitch.db".into()
+}
+
+/// `[registrar]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarSection {
+    /// Shortest non-zero expiry accepted (shorter gets 423).
+    #[serde(default = "min_exp")]
+    pub min_expires: u32,
+    /// Longest expiry granted.
+    #[serde(default = "max_exp")]
+    pub max_expires: u32,
+    /// Expiry when the phone gives none.
+    #[serde(default = "def_exp")]
+    pub default_expires: u32,
+    /// How long a digest nonce is good for.
+    #[serde(default = "nonce_secs")]
+    pub nonce_lifetime_secs: u64,
+    /// Most contacts per address-of-record.
+    #[serde(default = "max_bind")]
+    pub max_bindings_per_aor: usize,
+    /// Digest algorithms offered: "SHA-256", "MD5".
+    #[serde(default = "algs")]
+    pub algorithms: Vec<String>,
+    /// Failed authentications from one IP before it is banned (0: never).
+    #[serde(default = "ban_fail")]
+    pub ban_max_failures: u32,
+    /// Window those failures must fall in.
+    #[serde(default = "ban_window")]
+    pub ban_window_secs: u64,
+    /// Ban length.
+    #[serde(default = "ban_secs")]
+    pub ban_secs: u64,
+    /// While banned: "reject" (403) or "drop".
+    #[serde(default = "ban_action")]
+    pub ban_action: String,
+    /// OPTIONS keep-alive to UDP contacts every this many seconds (0: off).
+    #[serde(default)]
+    pub keepalive_interval_secs: u64,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        RegistrarSection {
+            min_expires: min_exp(),
+            max_expires: max_exp(),
+            default_expires: def_exp(),
+            nonce_lifetime_secs: nonce_secs(),
+            max_bindings_per_aor: max_bind(),
+            algorithms: algs(),
+            ban_max_failures: ban_fail(),
+            ban_window_secs: ban_window(),
+            ban_secs: ban_secs(),
+            ban_action: ban_action(),
+            keepalive_interval_secs: 0,
+        }
+    }
+}
+
+fn min_exp() -> u32 {
+    60
+}
+fn max_exp() -> u32 {
+    7200
+}
+fn def_exp() -> u32 {
+    3600
+}
+fn nonce_secs() -> u64 {
+    300
+}
+fn max_bind() -> usize {
+    10
+}
+fn algs() -> Vec<String> {
+    vec!["MD5".into(), "SHA-256".into()]
+}
+fn ban_fail() -> u32 {
+    10
+}
+fn ban_window() -> u64 {
+    60
+}
+fn ban_secs() -> u64 {
+    300
+}
+fn ban_action() -> String {
+    "reject".into()
+}
+
+/// `[[customers]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerConfig {
+    /// UUID.
+    pub id: uuid::Uuid,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// API keys for the REST API.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// `[[domains]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// Domain name (the part after `@`, and the digest realm).
+    pub name: String,
+    /// Other host names for it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Owning customer's id.
+    pub customer_id: uuid::Uuid,
+}
+
+/// `[[extensions]]`: give `password`, or `ha1_md5` and/or `ha1_sha256`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionConfig {
+    /// Extension name (user part).
+    pub name: String,
+    /// Domain name.
+    pub domain: String,
+    /// Plain-text password (only its hashes are stored).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// MD5(name:domain:password), hex.
+    #[serde(default)]
+    pub ha1_md5: Option<String>,
+    /// SHA-256(name:domain:password), hex.
+    #[serde(default)]
+    pub ha1_sha256: Option<String>,
+    /// Caller-ID name.
+    #[serde(default)]
+    pub display_name: String,
 }
 
 /// `[sip]`
@@ -285,6 +456,61 @@ impl Config {
         if self.timers.t2_ms < self.timers.t1_ms {
             return Err(("timers", "t2_ms", "must not be smaller than t1_ms".into()));
         }
+        for d in &self.domains {
+            if !self.customers.iter().any(|c| c.id == d.customer_id) {
+                return Err((
+                    "domains",
+                    "customer_id",
+                    format!(
+                        "domain {:?} names customer {} which is not in [[customers]]",
+                        d.name, d.customer_id
+                    ),
+                ));
+            }
+        }
+        for e in &self.extensions {
+            if !self.domains.iter().any(|d| d.name.eq_ignore_ascii_case(&e.domain)) {
+                return Err((
+                    "extensions",
+                    "domain",
+                    format!(
+                        "extension {:?} is in domain {:?}, which is not in [[domains]]",
+                        e.name, e.domain
+                    ),
+                ));
+            }
+            if e.password.is_none() && e.ha1_md5.is_none() && e.ha1_sha256.is_none() {
+                return Err((
+                    "extensions",
+                    "password",
+                    format!("extension {:?} needs password, ha1_md5 or ha1_sha256", e.name),
+                ));
+            }
+            for h in [&e.ha1_md5, &e.ha1_sha256].into_iter().flatten() {
+                if !h.bytes().all(|b| b.is_ascii_hexdigit()) || !(h.len() == 32 || h.len() == 64) {
+                    return Err((
+                        "extensions",
+                        "ha1_md5",
+                        format!("extension {:?}: HA1 must be hex", e.name),
+                    ));
+                }
+            }
+        }
+        for a in &self.registrar.algorithms {
+            if !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256") {
+                return Err((
+                    "registrar",
+                    "algorithms",
+                    format!("unknown algorithm {a:?}; use SHA-256 or MD5"),
+                ));
+            }
+        }
+        if !matches!(self.registrar.ban_action.as_str(), "reject" | "drop") {
+            return Err(("registrar", "ban_action", "must be \"reject\" or \"drop\"".into()));
+        }
+        if self.registrar.min_expires > self.registrar.max_expires {
+            return Err(("registrar", "min_expires", "must not exceed max_expires".into()));
+        }
         if self.log.level.parse::<tracing_subscriber::filter::LevelFilter>().is_err() {
             return Err((
                 "log",
@@ -296,6 +522,90 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Registrar settings derived from `[registrar]`.
+    pub fn registrar(&self) -> registrar::RegistrarConfig {
+        let r = &self.registrar;
+        registrar::RegistrarConfig {
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+            nonce_lifetime: Duration::from_secs(r.nonce_lifetime_secs),
+            max_bindings_per_aor: r.max_bindings_per_aor,
+            algorithms: r
+                .algorithms
+                .iter()
+                .map(|a| {
+                    if a.eq_ignore_ascii_case("MD5") {
+                        registrar::Algorithm::Md5
+                    } else {
+                        registrar::Algorithm::Sha256
+                    }
+                })
+                .collect(),
+            ban: registrar::BanConfig {
+                max_failures: r.ban_max_failures,
+                window: Duration::from_secs(r.ban_window_secs),
+                ban_for: Duration::from_secs(r.ban_secs),
+                action: if r.ban_action == "drop" {
+                    registrar::BanAction::Drop
+                } else {
+                    registrar::BanAction::Reject
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Accounts from the config, with passwords turned into HA1 hashes.
+    pub fn accounts(
+        &self,
+    ) -> (Vec<records::Customer>, Vec<records::Domain>, Vec<records::Extension>) {
+        let customers = self
+            .customers
+            .iter()
+            .map(|c| records::Customer {
+                id: c.id,
+                name: c.name.clone(),
+                api_keys: c.api_keys.clone(),
+            })
+            .collect();
+        let domains = self
+            .domains
+            .iter()
+            .map(|d| records::Domain {
+                name: d.name.clone(),
+                aliases: d.aliases.clone(),
+                customer_id: d.customer_id,
+            })
+            .collect();
+        let extensions = self
+            .extensions
+            .iter()
+            .map(|e| {
+                let mut x = match &e.password {
+                    Some(pw) => registrar::extension_with_password(&e.name, &e.domain, pw),
+                    None => records::Extension {
+                        name: e.name.clone(),
+                        domain: e.domain.clone(),
+                        ha1_md5: String::new(),
+                        ha1_sha256: String::new(),
+                        display_name: String::new(),
+                    },
+                };
+                if let Some(h) = &e.ha1_md5 {
+                    x.ha1_md5 = h.to_ascii_lowercase();
+                }
+                if let Some(h) = &e.ha1_sha256 {
+                    x.ha1_sha256 = h.to_ascii_lowercase();
+                }
+                x.display_name = e.display_name.clone();
+                x
+            })
+            .collect();
+        (customers, domains, extensions)
     }
 
     /// Transaction timers derived from `[timers]`.

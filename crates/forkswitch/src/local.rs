@@ -94,6 +94,21 @@ pub fn options_ok(req: &Message, server: &str) -> Message {
         .build()
 }
 
+/// An OPTIONS keep-alive to a registered UDP contact (sent statelessly).
+pub fn keepalive_options(peer: &sip_message::Peer, branch: &str, server: &str) -> Message {
+    let local = peer.local;
+    let remote = peer.remote;
+    Message::request(Method::Options, Bytes::from(format!("sip:{remote}")))
+        .header(HeaderName::Via, Bytes::from(format!("SIP/2.0/UDP {local};branch={branch};rport")))
+        .header(HeaderName::MaxForwards, "70")
+        .header(HeaderName::From, Bytes::from(format!("<sip:keepalive@{local}>;tag={}", new_tag())))
+        .header(HeaderName::To, Bytes::from(format!("<sip:{remote}>")))
+        .header(HeaderName::CallId, Bytes::from(format!("{}@forkswitch", new_tag())))
+        .header(HeaderName::CSeq, "1 OPTIONS")
+        .header(HeaderName::UserAgent, Bytes::from(server.to_owned()))
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,14 @@
 
 use crate::config::Config;
 use crate::local::{self, LocalIdentity};
+use records::{Binding, Timestamp};
+use registrar::{Accounts, BindingPersistence, LocationStore, Registrar};
 use sip_message::{validate, Message, Method, Peer, Policy, Verdict};
 use sip_transaction::{Event, TransactionLayer, TxKey};
 use sip_transport::{Inbound, SendFailure, SipTransport};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use store::Store;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -23,6 +27,54 @@ pub struct Core {
     policy: Policy,
     identity: LocalIdentity,
     server_header: String,
+    registrar: Registrar,
+}
+
+/// Bindings written through to the store (queued, batched off the hot path).
+struct StoreBindings(Arc<dyn Store>);
+
+impl BindingPersistence for StoreBindings {
+    fn upsert(&self, b: &Binding) {
+        self.0.upsert_binding(b);
+    }
+    fn remove(&self, aor: &str, contact: &str) {
+        self.0.remove_binding(aor, contact);
+    }
+}
+
+/// Wall-clock time for records (the shell reads clocks; the cores don't).
+fn wall() -> Timestamp {
+    Timestamp::from_system(SystemTime::now())
+}
+
+/// Opens the configured store: SQLite, or memory when no path is set.
+fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+    if cfg.database.path.is_empty() {
+        return Ok(Arc::new(store::MemoryStore::new()));
+    }
+    store::SqliteStore::open(std::path::Path::new(&cfg.database.path))
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
+}
+
+/// Accounts: what the store has, overlaid with the config file's (the config
+/// wins and is written back, so the store always holds the latest).
+fn load_accounts(cfg: &Config, db: &dyn Store) -> Result<Accounts, String> {
+    let (customers, domains, extensions) = cfg.accounts();
+    for c in &customers {
+        db.upsert_customer(c);
+    }
+    for d in &domains {
+        db.upsert_domain(d);
+    }
+    for e in &extensions {
+        db.upsert_extension(e);
+    }
+    db.flush().map_err(|e| format!("cannot write accounts: {e}"))?;
+    let customers = db.customers().map_err(|e| e.to_string())?;
+    let domains = db.domains().map_err(|e| e.to_string())?;
+    let extensions = db.extensions().map_err(|e| e.to_string())?;
+    Ok(Accounts::new(customers, domains, extensions))
 }
 
 impl Core {
@@ -101,6 +153,13 @@ impl Core {
             Some(Ok(u)) => self.identity.is_local(&u),
             _ => false,
         };
+        if method == Method::Register {
+            match self.registrar.handle(now, wall(), &req, &_peer) {
+                Some(resp) => self.respond(now, key, resp),
+                None => self.tx.terminate(key),
+            }
+            return;
+        }
         let resp = if method == Method::Options && to_us {
             local::options_ok(&req, &self.server_header)
         } else if req.max_forwards().ok().flatten() == Some(0) {
@@ -112,6 +171,16 @@ impl Core {
             }
         };
         self.respond(now, key, resp);
+    }
+
+    /// OPTIONS to every UDP contact, keeping NAT pinholes open. Sent
+    /// outside transactions: the answers are strays and are dropped.
+    fn keepalive(&mut self) {
+        for peer in self.registrar.location().udp_targets(wall()) {
+            let branch = self.tx.new_branch();
+            let ping = local::keepalive_options(&peer, &branch, &self.server_header);
+            self.transport.send_request(&peer, &ping, 0);
+        }
     }
 
     fn on_timer(&mut self, now: Instant) {
@@ -154,6 +223,20 @@ async fn until(deadline: Option<Instant>) {
 
 /// Runs the server until a stop signal; returns when it has shut down.
 pub async fn run(cfg: Config) -> Result<(), String> {
+    let db = open_store(&cfg)?;
+    let accounts = load_accounts(&cfg, db.as_ref())?;
+    let location = Arc::new(LocationStore::new(Some(Arc::new(StoreBindings(db.clone())))));
+    let bindings = db.load_bindings(wall()).map_err(|e| format!("cannot load bindings: {e}"))?;
+    let loaded = bindings.len();
+    location.load(bindings);
+    info!(
+        bindings = loaded,
+        extensions = accounts.extensions().count(),
+        domains = accounts.domains().len(),
+        database = %cfg.database.path,
+        "location loaded"
+    );
+    let registrar = Registrar::new(cfg.registrar(), accounts, location.clone());
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<SendFailure>();
     let transport = SipTransport::bind(cfg.transport(), in_tx, fail_tx)
@@ -172,7 +255,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             addrs: addrs.iter().map(|(_, a)| *a).collect(),
         },
         server_header: cfg.sip.user_agent.clone(),
+        registrar,
     };
+    let keepalive_every = Duration::from_secs(cfg.registrar.keepalive_interval_secs.max(1));
+    let mut keepalive = tokio::time::interval(keepalive_every);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keepalive_on = cfg.registrar.keepalive_interval_secs > 0;
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -181,6 +271,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             Some(inb) = in_rx.recv() => core.on_inbound(inb),
             Some(f) = fail_rx.recv() => debug!(peer = %f.peer, reason = %f.reason, "send failed"),
             _ = until(core.tx.poll_timeout()) => core.on_timer(Instant::now()),
+            _ = keepalive.tick(), if keepalive_on => core.keepalive(),
+            _ = sweep.tick() => {
+                let gone = core.registrar.sweep(Instant::now(), wall());
+                if !gone.is_empty() {
+                    debug!(expired = gone.len(), "bindings expired");
+                }
+            }
             sig = &mut stop => {
                 info!(signal = sig, "stopping: no new requests");
                 break;
@@ -203,6 +300,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             break;
         }
         core.on_timer(now);
+    }
+    if let Err(e) = db.flush() {
+        warn!(error = %e, "store flush at shutdown failed");
     }
     info!("stopped");
     Ok(())

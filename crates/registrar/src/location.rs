@@ -115,6 +115,21 @@ impl LocationStore {
         v
     }
 
+    /// Where every unexpired UDP binding is reached (source address, local
+    /// address): the targets of NAT keep-alive pings. Deduplicated.
+    pub fn udp_targets(&self, wall: Timestamp) -> Vec<Peer> {
+        let mut out: Vec<Peer> = Vec::new();
+        for entry in self.map.iter() {
+            for l in entry.value().iter().filter(|l| !l.is_expired(wall)) {
+                let t = l.target();
+                if t.transport == Transport::Udp && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
     fn apply_locked(&self, aor: &str, list: &mut Vec<Location>, changes: Vec<Change>) {
         for c in changes {
             match c {

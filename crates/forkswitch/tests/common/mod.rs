@@ -23,6 +23,9 @@ pub struct Server {
     pub tcp: SocketAddr,
     lines: Receiver<serde_json::Value>,
     pub dir: tempfile::TempDir,
+    config: PathBuf,
+    /// The "location loaded" line of the last start.
+    pub loaded: serde_json::Value,
 }
 
 impl Server {
@@ -31,42 +34,36 @@ impl Server {
     }
 
     /// Starts the server with the default config's settings on port 0 plus
-    /// `extra` TOML appended.
+    /// `extra` TOML appended. It runs in a temporary directory that holds its
+    /// config and database.
     pub fn start_with(extra: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("forkswitch.toml");
+        let db = if extra.contains("[database]") {
+            String::new()
+        } else {
+            "[database]\npath = \"forkswitch.db\"\n".to_owned()
+        };
         let text = format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{extra}"
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{extra}"
         );
         std::fs::write(&cfg, text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_forkswitch"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--log-format", "json"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn forkswitch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+        let (child, lines) = spawn(&cfg, dir.path());
         let mut server = Server {
             child,
             udp: "0.0.0.0:0".parse().expect("addr"),
             tcp: "0.0.0.0:0".parse().expect("addr"),
-            lines: rx,
+            lines,
             dir,
+            config: cfg,
+            loaded: serde_json::Value::Null,
         };
-        server.wait_log(
+        server.await_ready();
+        server
+    }
+
+    fn await_ready(&mut self) {
+        self.wait_log(
             |v| v["message"] == "forkswitch ready",
             WAIT,
             |v, s| {
@@ -79,10 +76,23 @@ impl Server {
                         _ => {}
                     }
                 }
+                if v["message"] == "location loaded" {
+                    s.loaded = v.clone();
+                }
             },
         );
-        assert_ne!(server.udp.port(), 0, "server did not report its UDP port");
-        server
+        assert_ne!(self.udp.port(), 0, "server did not report its UDP port");
+    }
+
+    /// Kills the server with SIGKILL (no shutdown work at all) and starts it
+    /// again on the same config and database (new ports).
+    pub fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, lines) = spawn(&self.config, self.dir.path());
+        self.child = child;
+        self.lines = lines;
+        self.await_ready();
     }
 
     /// Reads log lines until `done` matches one (returned), calling `each` on
@@ -126,6 +136,31 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn spawn(cfg: &Path, dir: &Path) -> (Child, Receiver<serde_json::Value>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forkswitch"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args(["--log-format", "json"])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn forkswitch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (child, rx)
 }
 
 impl Drop for Server {

@@ -1,0 +1,198 @@
+//! Phones register: SIPp with digest auth over UDP and TCP, refresh and
+//! unregister, 1,000 extensions that survive `kill -9`, and answers that do
+//! not tell unknown users from wrong passwords.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+
+/// Accounts TOML: domain `test` with `names`, password `pw-<name>`.
+fn accounts(names: &[String]) -> String {
+    let mut t = format!(
+        "[registrar]\nalgorithms = [\"MD5\", \"SHA-256\"]\n[[customers]]\nid = \"{CUSTOMER}\"\nname = \"t\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n"
+    );
+    for n in names {
+        t.push_str(&format!(
+            "[[extensions]]\nname = \"{n}\"\ndomain = \"test\"\npassword = \"pw-{n}\"\n"
+        ));
+    }
+    t
+}
+
+fn users_csv(dir: &std::path::Path, file: &str, names: &[String]) -> String {
+    let mut csv = String::from("SEQUENTIAL\n");
+    for n in names {
+        csv.push_str(&format!("{n};test;[authentication username={n} password=pw-{n}]\n"));
+    }
+    let p = dir.join(file);
+    std::fs::write(&p, csv).expect("csv");
+    p.to_string_lossy().into_owned()
+}
+
+fn sipp_args(
+    scenario_file: &str,
+    csv: &str,
+    target: SocketAddr,
+    transport: &str,
+    calls: usize,
+) -> Vec<String> {
+    let calls = calls.to_string();
+    let port = free_udp_port().to_string();
+    let target = target.to_string();
+    [
+        "-sf",
+        &scenario(scenario_file),
+        "-inf",
+        csv,
+        &target,
+        "-m",
+        &calls,
+        "-r",
+        "500",
+        "-l",
+        "200",
+        "-t",
+        transport,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-timeout",
+        "60s",
+        "-timeout_error",
+        "-nostdin",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn sipp_register_over_udp_and_tcp_then_cycle() {
+    // Separate users for the two scenarios: the cycle checks that its own
+    // binding is gone, which other bindings of the same user would hide.
+    let reg: Vec<String> = (1..=3).map(|i| format!("r{i}")).collect();
+    let cyc: Vec<String> = (1..=3).map(|i| format!("c{i}")).collect();
+    let server = Server::start_with(&accounts(&[reg.clone(), cyc.clone()].concat()));
+    let reg_csv = users_csv(server.dir.path(), "reg.csv", &reg);
+    let cyc_csv = users_csv(server.dir.path(), "cyc.csv", &cyc);
+    for (t, addr) in [("u1", server.udp), ("t1", server.tcp)] {
+        let (st, err) =
+            sipp(server.dir.path(), &sipp_args("register.xml", &reg_csv, addr, t, 3), WAIT * 3);
+        assert!(st.success(), "register over {t}: {st:?} {err}");
+        let (st, err) = sipp(
+            server.dir.path(),
+            &sipp_args("register_cycle.xml", &cyc_csv, addr, t, 3),
+            WAIT * 3,
+        );
+        assert!(st.success(), "register cycle over {t}: {st:?} {err}");
+    }
+}
+
+/// REGISTER for `user` with a digest answer to the first challenge; returns
+/// the final response text.
+fn register(
+    c: &UdpSocket,
+    server: SocketAddr,
+    user: &str,
+    password: &str,
+    contact: bool,
+) -> String {
+    let local = c.local_addr().expect("addr");
+    let call_id = format!("reg-{user}-{}", rand_suffix());
+    let uri = format!("sip:{server}");
+    let build = |cseq: u32, auth: Option<String>| {
+        let mut m = format!(
+            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@test>;tag=f{cseq}\r\nTo: <sip:{user}@test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+        );
+        if contact {
+            m.push_str(&format!("Contact: <sip:{user}@{local}>\r\nExpires: 600\r\n"));
+        }
+        if let Some(a) = auth {
+            m.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        m
+    };
+    c.send_to(build(1, None).as_bytes(), server).expect("send");
+    let challenge = String::from_utf8_lossy(&recv(c)).into_owned();
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let www = challenge
+        .split("\r\n")
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
+        .expect("an MD5 challenge");
+    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let ha1 = registrar::ha1_md5(user, "test", password);
+    let response = registrar::digest::response(
+        registrar::Algorithm::Md5,
+        &ha1,
+        nonce,
+        "00000001",
+        "abc123",
+        Some("auth"),
+        "REGISTER",
+        &uri,
+    );
+    let auth = format!(
+        "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc123\""
+    );
+    c.send_to(build(2, Some(auth)).as_bytes(), server).expect("send");
+    String::from_utf8_lossy(&recv(c)).into_owned()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[test]
+fn thousand_extensions_survive_kill9() {
+    let names: Vec<String> = (0..1000).map(|i| format!("u{i:04}")).collect();
+    let mut server = Server::start_with(&accounts(&names));
+    let csv = users_csv(server.dir.path(), "users.csv", &names);
+    let (st, err) =
+        sipp(server.dir.path(), &sipp_args("register.xml", &csv, server.udp, "u1", 1000), WAIT * 6);
+    assert!(st.success(), "{st:?} {err}");
+    // Writes are queued off the hot path; wait until the database holds them
+    // all (observed, not assumed), then pull the plug.
+    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("open db");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = records::Timestamp::from_system(std::time::SystemTime::now());
+        let n = store::Store::load_bindings(&db, now).expect("read").len();
+        if n == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} bindings durable");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(db);
+    server.kill9_and_restart();
+    assert_eq!(server.loaded["bindings"], 1000, "{:?}", server.loaded);
+    // The restarted server knows where u0500 is: a REGISTER without Contact
+    // (a query) lists the binding SIPp made.
+    let c = udp_client();
+    let resp = register(&c, server.udp, "u0500", "pw-u0500", false);
+    assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    assert!(resp.contains("Contact: <sip:u0500@127.0.0.1:"), "{resp}");
+}
+
+#[test]
+fn unknown_user_and_wrong_password_get_the_same_answer() {
+    let names = vec!["alice".to_owned()];
+    let server = Server::start_with(&accounts(&names));
+    let c = udp_client();
+    let ok = register(&c, server.udp, "alice", "pw-alice", true);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("expires=600"), "{ok}");
+    let wrong = register(&c, server.udp, "alice", "nope", true);
+    let unknown = register(&c, server.udp, "mallory", "nope", true);
+    let first_line = |s: &str| s.lines().next().unwrap_or("").to_owned();
+    assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
+    assert_eq!(first_line(&wrong), first_line(&unknown));
+}
