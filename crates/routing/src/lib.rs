@@ -1,0 +1,539 @@
+//! # routing: where a call goes
+//!
+//! Pure decisions, no I/O: given who is calling (an authenticated extension,
+//! a carrier recognised by its source address, or nobody known) and the
+//! Request-URI user, the [`RouteTable`] answers an extension, a ring group, a
+//! list of carrier targets for an E.164 number, or a refusal. It also holds
+//! the ring groups (`[[groups]]`) that the fork engine expands, and the
+//! carriers' failover order (`[[routes]]`: longest prefix, then priority).
+//!
+//! Carrier addresses are IP:port here; DNS (RFC 3263) belongs to the I/O
+//! shell that resolves a [`CarrierTarget`] before dialing.
+
+use groupcall::{Destination, GroupDef};
+use ipnet::IpNet;
+use records::{Address, AddressType, AnswerMethod, RingMethod};
+use serde::Deserialize;
+use sip_message::Transport;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// `[[carriers]]`: a trunk to (and from) the PSTN.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Carrier {
+    /// Name used by routes.
+    pub name: String,
+    /// Where to send calls: `IP:port`.
+    pub address: SocketAddr,
+    /// `udp` or `tcp`.
+    #[serde(default = "udp")]
+    pub transport: String,
+    /// Leading characters removed from the number before sending (`+`).
+    #[serde(default)]
+    pub strip: String,
+    /// Prepended after stripping (`00`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Host part of the Request-URI sent to the carrier (default: its IP).
+    #[serde(default)]
+    pub domain: String,
+    /// Extra headers on every INVITE to this carrier.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Digest credentials to answer the carrier's 401/407.
+    #[serde(default)]
+    pub username: String,
+    /// Password for `username`.
+    #[serde(default)]
+    pub password: String,
+    /// Source networks its inbound calls come from (`192.0.2.0/24`).
+    #[serde(default)]
+    pub inbound_sources: Vec<IpNet>,
+    /// SIP domain whose extensions and groups inbound calls from this carrier
+    /// are routed in.
+    #[serde(default)]
+    pub inbound_domain: String,
+}
+
+fn udp() -> String {
+    "udp".into()
+}
+
+/// `[[routes]]`: numbers starting with `prefix` go to `carriers`, in order.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// E.164 prefix including `+` (`+1`, `+4420`); empty matches everything.
+    #[serde(default)]
+    pub prefix: String,
+    /// Carrier names in priority order (failover order).
+    pub carriers: Vec<String>,
+}
+
+/// One destination of a configured group.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDestination {
+    /// `endpoint`, `tel`, `sip` or `groupcall`.
+    #[serde(rename = "type")]
+    pub kind: AddressType,
+    /// `test11@test`, `+15551234567`, `sip:x@192.0.2.1:5070`, a group number.
+    pub target: String,
+    /// Ring timeout for this destination (linear: then the next one).
+    #[serde(default)]
+    pub ring_timeout_secs: Option<u64>,
+}
+
+/// `[[groups]]`: a ring group reachable by number.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Number dialed to reach it (Request-URI user), e.g. `800`.
+    pub number: String,
+    /// Domain it belongs to.
+    pub domain: String,
+    /// Stable id (generated from the number and domain when absent).
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// `ring_all` (default) or `linear`.
+    #[serde(default)]
+    pub ring_method: RingMethod,
+    /// `hangup_others`.
+    #[serde(default)]
+    pub answer_method: AnswerMethod,
+    /// What to ring, in order.
+    pub destinations: Vec<GroupDestination>,
+    /// Send `Reason: SIP;cause=200;text="Call completed elsewhere"` on the
+    /// CANCELs of losing legs (some phones display it wrongly: switch off).
+    #[serde(default = "yes")]
+    pub send_reason: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Group {
+    /// The id: configured, or derived from `number@domain` (stable across
+    /// restarts).
+    pub fn id(&self) -> Uuid {
+        self.id.unwrap_or_else(|| {
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{}@{}", self.number, self.domain).as_bytes(),
+            )
+        })
+    }
+
+    /// The fork engine's definition of this group.
+    pub fn def(&self, default_ring_timeout: Option<Duration>) -> GroupDef {
+        let mut g = GroupDef::new(
+            self.id(),
+            self.ring_method,
+            self.destinations
+                .iter()
+                .map(|d| {
+                    let mut dest = Destination::new(Address::new(d.kind, d.target.clone()));
+                    dest.ring_timeout =
+                        d.ring_timeout_secs.map(Duration::from_secs).or(default_ring_timeout);
+                    dest
+                })
+                .collect(),
+        );
+        g.answer_method = self.answer_method;
+        g.send_reason = self.send_reason;
+        g
+    }
+}
+
+/// Who is calling, as established by the server (digest auth or source IP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// An extension that passed digest authentication.
+    Extension {
+        /// `name@domain`.
+        aor: String,
+        /// Its domain.
+        domain: String,
+    },
+    /// A configured carrier, recognised by source address.
+    Carrier {
+        /// Carrier name.
+        name: String,
+    },
+    /// Nobody we know: must authenticate first.
+    Unknown,
+}
+
+/// Where a carrier call goes: the Request-URI and the next hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarrierTarget {
+    /// Carrier name.
+    pub carrier: String,
+    /// Request-URI (`sip:0015551234567@carrier`).
+    pub request_uri: String,
+    /// Next hop.
+    pub address: SocketAddr,
+    /// Transport.
+    pub transport: Transport,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Credentials for the carrier's challenge (empty: none).
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// The routing decision for an inbound INVITE.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Ring every registered contact of this AOR.
+    Extension {
+        /// `name@domain`.
+        aor: String,
+    },
+    /// Ring this group.
+    Group(Box<Group>),
+    /// An E.164 number to carriers, in failover order.
+    Tel {
+        /// The number as dialed (`+15551234567`).
+        number: String,
+        /// Carriers in order.
+        targets: Vec<CarrierTarget>,
+    },
+    /// 404: no such extension, group or route.
+    NotFound,
+    /// 403: not allowed (a carrier calling out to the PSTN, no toll fraud).
+    Forbidden,
+    /// 407: authenticate first.
+    AuthRequired,
+}
+
+/// Carriers, routes and groups.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    carriers: Vec<Carrier>,
+    routes: Vec<Route>,
+    groups: Vec<Group>,
+    by_number: HashMap<(String, String), usize>,
+    by_id: HashMap<Uuid, usize>,
+}
+
+/// A problem in the routing configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteError {
+    /// `carriers`, `routes` or `groups`.
+    pub table: &'static str,
+    /// The field.
+    pub key: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// `true` for an E.164 number: `+` and 2 to 15 digits.
+pub fn is_e164(s: &str) -> bool {
+    let Some(d) = s.strip_prefix('+') else { return false };
+    (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl RouteTable {
+    /// Builds and checks the table: routes name existing carriers, group
+    /// numbers are unique per domain, carrier transports are known.
+    pub fn new(
+        carriers: Vec<Carrier>,
+        mut routes: Vec<Route>,
+        groups: Vec<Group>,
+    ) -> Result<Self, RouteError> {
+        for c in &carriers {
+            if Transport::from_token(c.transport.as_bytes()).is_none() {
+                return Err(RouteError {
+                    table: "carriers",
+                    key: "transport",
+                    reason: format!("carrier {:?}: transport must be udp or tcp", c.name),
+                });
+            }
+        }
+        for r in &routes {
+            if !(r.prefix.is_empty() || r.prefix.starts_with('+')) {
+                return Err(RouteError {
+                    table: "routes",
+                    key: "prefix",
+                    reason: format!("prefix {:?} must start with + (E.164)", r.prefix),
+                });
+            }
+            if r.carriers.is_empty() {
+                return Err(RouteError {
+                    table: "routes",
+                    key: "carriers",
+                    reason: format!("route {:?} has no carriers", r.prefix),
+                });
+            }
+            for name in &r.carriers {
+                if !carriers.iter().any(|c| &c.name == name) {
+                    return Err(RouteError {
+                        table: "routes",
+                        key: "carriers",
+                        reason: format!("route {:?} names unknown carrier {name:?}", r.prefix),
+                    });
+                }
+            }
+        }
+        // Longest prefix first.
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        let mut by_number = HashMap::new();
+        let mut by_id = HashMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            if g.destinations.is_empty() {
+                return Err(RouteError {
+                    table: "groups",
+                    key: "destinations",
+                    reason: format!("group {:?} has no destinations", g.number),
+                });
+            }
+            if by_number.insert((g.number.clone(), g.domain.to_ascii_lowercase()), i).is_some() {
+                return Err(RouteError {
+                    table: "groups",
+                    key: "number",
+                    reason: format!(
+                        "group number {:?} used twice in domain {:?}",
+                        g.number, g.domain
+                    ),
+                });
+            }
+            by_id.insert(g.id(), i);
+        }
+        Ok(RouteTable { carriers, routes, groups, by_number, by_id })
+    }
+
+    /// The carrier whose inbound sources contain `ip`.
+    pub fn carrier_for_source(&self, ip: IpAddr) -> Option<&Carrier> {
+        self.carriers.iter().find(|c| c.inbound_sources.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// A carrier by name.
+    pub fn carrier(&self, name: &str) -> Option<&Carrier> {
+        self.carriers.iter().find(|c| c.name == name)
+    }
+
+    /// A group by number in a domain, or by id (for nested destinations).
+    pub fn group(&self, key: &str, domain: &str) -> Option<&Group> {
+        if let Some(i) = self.by_number.get(&(key.to_owned(), domain.to_ascii_lowercase())) {
+            return self.groups.get(*i);
+        }
+        // A nested destination may name a group of any domain by number@domain.
+        if let Some((num, dom)) = key.split_once('@') {
+            if let Some(i) = self.by_number.get(&(num.to_owned(), dom.to_ascii_lowercase())) {
+                return self.groups.get(*i);
+            }
+        }
+        Uuid::parse_str(key)
+            .ok()
+            .and_then(|id| self.by_id.get(&id))
+            .and_then(|i| self.groups.get(*i))
+    }
+
+    /// Carrier targets for an E.164 number: the longest matching prefix's
+    /// carriers, in priority order, with each carrier's number rewriting.
+    pub fn tel_targets(&self, number: &str) -> Vec<CarrierTarget> {
+        let Some(route) = self.routes.iter().find(|r| number.starts_with(&r.prefix)) else {
+            return Vec::new();
+        };
+        route
+            .carriers
+            .iter()
+            .filter_map(|name| self.carrier(name))
+            .map(|c| {
+                let stripped = number.strip_prefix(c.strip.as_str()).unwrap_or(number);
+                let host =
+                    if c.domain.is_empty() { c.address.to_string() } else { c.domain.clone() };
+                CarrierTarget {
+                    carrier: c.name.clone(),
+                    request_uri: format!("sip:{}{}@{}", c.prefix, stripped, host),
+                    address: c.address,
+                    transport: Transport::from_token(c.transport.as_bytes())
+                        .unwrap_or(Transport::Udp),
+                    headers: c.headers.clone(),
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Routes an inbound call. `user` is the Request-URI user part;
+    /// `extension_exists(name, domain)` asks the account directory.
+    pub fn route(
+        &self,
+        caller: &Caller,
+        user: &str,
+        extension_exists: impl Fn(&str, &str) -> bool,
+    ) -> Decision {
+        let domain = match caller {
+            Caller::Unknown => return Decision::AuthRequired,
+            Caller::Extension { domain, .. } => domain.clone(),
+            Caller::Carrier { name } => {
+                self.carrier(name).map(|c| c.inbound_domain.clone()).unwrap_or_default()
+            }
+        };
+        if let Some(g) = self.group(user, &domain) {
+            return Decision::Group(Box::new(g.clone()));
+        }
+        if !domain.is_empty() && extension_exists(user, &domain) {
+            return Decision::Extension { aor: format!("{user}@{domain}") };
+        }
+        if is_e164(user) {
+            return match caller {
+                // No open relay: only our own authenticated extensions reach
+                // the PSTN.
+                Caller::Carrier { .. } => Decision::Forbidden,
+                _ => {
+                    let targets = self.tel_targets(user);
+                    if targets.is_empty() {
+                        Decision::NotFound
+                    } else {
+                        Decision::Tel { number: user.to_owned(), targets }
+                    }
+                }
+            };
+        }
+        Decision::NotFound
+    }
+
+    /// Every configured group.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Cfg {
+        #[serde(default)]
+        carriers: Vec<Carrier>,
+        #[serde(default)]
+        routes: Vec<Route>,
+        #[serde(default)]
+        groups: Vec<Group>,
+    }
+
+    fn table() -> RouteTable {
+        let c: Cfg = toml::from_str(
+            r#"
+            [[carriers]]
+            name = "a"
+            address = "192.0.2.10:5060"
+            strip = "+"
+            prefix = "00"
+            inbound_sources = ["192.0.2.0/24"]
+            inbound_domain = "test"
+            [[carriers]]
+            name = "b"
+            address = "192.0.2.20:5060"
+            transport = "tcp"
+            [[routes]]
+            prefix = "+1"
+            carriers = ["a", "b"]
+            [[routes]]
+            prefix = "+1555"
+            carriers = ["b"]
+            [[groups]]
+            number = "800"
+            domain = "test"
+            ring_method = "linear"
+            destinations = [
+              { type = "endpoint", target = "test11@test", ring_timeout_secs = 10 },
+              { type = "tel", target = "+15551234567" },
+            ]
+            "#,
+        )
+        .expect("toml");
+        RouteTable::new(c.carriers, c.routes, c.groups).expect("table")
+    }
+
+    #[test]
+    fn decisions() {
+        let t = table();
+        let ext = Caller::Extension { aor: "test12@test".into(), domain: "test".into() };
+        let exists = |n: &str, d: &str| n == "test11" && d == "test";
+        assert_eq!(
+            t.route(&ext, "test11", exists),
+            Decision::Extension { aor: "test11@test".into() }
+        );
+        assert!(matches!(t.route(&ext, "800", exists), Decision::Group(g) if g.number == "800"));
+        assert_eq!(t.route(&ext, "999", exists), Decision::NotFound);
+        assert_eq!(t.route(&Caller::Unknown, "test11", exists), Decision::AuthRequired);
+        let carrier = Caller::Carrier { name: "a".into() };
+        assert_eq!(
+            t.route(&carrier, "test11", exists),
+            Decision::Extension { aor: "test11@test".into() }
+        );
+        assert_eq!(t.route(&carrier, "+15551234567", exists), Decision::Forbidden);
+        match t.route(&ext, "+12125550000", exists) {
+            Decision::Tel { targets, .. } => {
+                assert_eq!(targets.len(), 2);
+                assert_eq!(targets[0].request_uri, "sip:0012125550000@192.0.2.10:5060");
+                assert_eq!(targets[1].transport, Transport::Tcp);
+            }
+            d => panic!("{d:?}"),
+        }
+        // Longest prefix wins.
+        match t.route(&ext, "+15551234567", exists) {
+            Decision::Tel { targets, .. } => assert_eq!(targets[0].carrier, "b"),
+            d => panic!("{d:?}"),
+        }
+        assert_eq!(t.route(&ext, "+4420123456", exists), Decision::NotFound);
+    }
+
+    #[test]
+    fn carrier_by_source_and_groups() {
+        let t = table();
+        assert_eq!(
+            t.carrier_for_source("192.0.2.77".parse().expect("ip")).map(|c| c.name.as_str()),
+            Some("a")
+        );
+        assert!(t.carrier_for_source("198.51.100.1".parse().expect("ip")).is_none());
+        let g = t.group("800", "TEST").expect("group");
+        assert_eq!(t.group(&g.id().to_string(), "other").map(|g| g.number.as_str()), Some("800"));
+        let def = g.def(Some(Duration::from_secs(30)));
+        assert_eq!(def.destinations[0].ring_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(def.destinations[1].ring_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn bad_tables() {
+        let c = |name: &str| Carrier {
+            name: name.into(),
+            address: "192.0.2.1:5060".parse().expect("addr"),
+            transport: "udp".into(),
+            strip: String::new(),
+            prefix: String::new(),
+            domain: String::new(),
+            headers: vec![],
+            username: String::new(),
+            password: String::new(),
+            inbound_sources: vec![],
+            inbound_domain: String::new(),
+        };
+        let r = RouteTable::new(
+            vec![c("a")],
+            vec![Route { prefix: "+1".into(), carriers: vec!["x".into()] }],
+            vec![],
+        );
+        assert_eq!(r.expect_err("unknown carrier").key, "carriers");
+        let r = RouteTable::new(
+            vec![c("a")],
+            vec![Route { prefix: "1".into(), carriers: vec!["a".into()] }],
+            vec![],
+        );
+        assert_eq!(r.expect_err("prefix").key, "prefix");
+        assert!(is_e164("+15551234567"));
+        assert!(!is_e164("15551234567"));
+        assert!(!is_e164("+1555abc"));
+    }
+}
