@@ -282,7 +282,7 @@ impl RouteTable {
             }
         }
         // Longest prefix first.
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let mut by_number = HashMap::new();
         let mut by_id = HashMap::new();
         for (i, g) in groups.iter().enumerate() {

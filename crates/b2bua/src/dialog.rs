@@ -1,0 +1,350 @@
+//! Dialog state (RFC 3261 section 12) and the messages built from it.
+
+use crate::{B2buaConfig, LocalContact};
+use bytes::{BufMut, Bytes, BytesMut};
+use sip_message::{HeaderName, Message, MessageBuilder, Method, NameAddr, Peer, Transport, Uri};
+use std::net::{IpAddr, SocketAddr};
+
+/// Most Record-Route values kept in a route set.
+const MAX_ROUTES: usize = 16;
+
+/// A message body and its Content-Type, shared with the message it came
+/// from.
+#[derive(Clone, Debug)]
+pub(crate) struct Body {
+    pub(crate) ctype: Bytes,
+    pub(crate) bytes: Bytes,
+}
+
+impl Body {
+    /// The body of `m`, if it has one.
+    pub(crate) fn of(m: &Message) -> Option<Body> {
+        if m.body().is_empty() {
+            return None;
+        }
+        let ctype = m
+            .header_bytes(HeaderName::ContentType)
+            .unwrap_or_else(|| Bytes::from_static(b"application/sdp"));
+        Some(Body { ctype, bytes: m.body_bytes() })
+    }
+}
+
+/// One side of a dialog we are a party of.
+#[derive(Clone, Debug)]
+pub(crate) struct Dialog {
+    pub(crate) call_id: Bytes,
+    pub(crate) local_tag: Bytes,
+    pub(crate) remote_tag: Bytes,
+    /// From of our requests (with our tag).
+    pub(crate) local: Bytes,
+    /// To of our requests (with the remote tag).
+    pub(crate) remote: Bytes,
+    pub(crate) local_seq: u32,
+    pub(crate) remote_seq: Option<u32>,
+    pub(crate) remote_target: Bytes,
+    /// Route values, in the order they go into our requests.
+    pub(crate) route_set: Vec<Bytes>,
+    /// The peer the dialog was set up with: where requests go when the
+    /// remote target or first route is not an IP address.
+    pub(crate) peer: Peer,
+}
+
+impl Dialog {
+    /// The UAC side of the dialog a response with a To tag makes (12.1.2).
+    /// `local_seq` is the INVITE's CSeq.
+    pub(crate) fn uac(
+        call_id: Bytes,
+        local_tag: Bytes,
+        local: Bytes,
+        local_seq: u32,
+        peer: Peer,
+        fallback_target: &Bytes,
+        resp: &Message,
+    ) -> Dialog {
+        Dialog {
+            call_id,
+            local_tag,
+            remote_tag: Bytes::copy_from_slice(resp.to_tag().unwrap_or_default()),
+            local,
+            remote: resp.header_bytes(HeaderName::To).unwrap_or_default(),
+            local_seq,
+            remote_seq: None,
+            remote_target: contact_uri(resp).unwrap_or_else(|| fallback_target.clone()),
+            route_set: record_route(resp, true),
+            peer,
+        }
+    }
+
+    /// A target refresh: the Contact of `m` becomes the remote target.
+    pub(crate) fn refresh_target(&mut self, m: &Message) {
+        if let Some(t) = contact_uri(m) {
+            self.remote_target = t;
+        }
+    }
+
+    /// Request-URI and Route values per 12.2.1.1 (loose and strict routing).
+    fn routing(&self) -> (Bytes, Vec<Bytes>) {
+        let Some(first) = self.route_set.first() else {
+            return (self.remote_target.clone(), Vec::new());
+        };
+        match NameAddr::parse(first) {
+            Ok(na) if !na.uri.params.has("lr") => {
+                let ruri = Bytes::copy_from_slice(na.uri.raw);
+                let mut routes: Vec<Bytes> = self.route_set.iter().skip(1).cloned().collect();
+                routes.push(bracketed(&self.remote_target));
+                (ruri, routes)
+            }
+            _ => (self.remote_target.clone(), self.route_set.clone()),
+        }
+    }
+
+    /// Where requests of this dialog go: the first route or the remote
+    /// target when its host is an IP address, else the dialog's peer.
+    pub(crate) fn destination(&self, locals: &[LocalContact]) -> Peer {
+        let next = match self.route_set.first() {
+            Some(r) => NameAddr::parse(r).ok().map(|na| na.uri),
+            None => Uri::parse(&self.remote_target).ok(),
+        };
+        next.and_then(|u| uri_peer(&u, &self.peer, locals)).unwrap_or(self.peer)
+    }
+}
+
+/// The peer a URI with an IP address host designates.
+fn uri_peer(u: &Uri<'_>, base: &Peer, locals: &[LocalContact]) -> Option<Peer> {
+    if !u.is_sip() {
+        return None;
+    }
+    let host = std::str::from_utf8(u.host).ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let transport = match u.transport() {
+        Some(t) => Transport::from_token(t)?,
+        None => base.transport,
+    };
+    let remote = SocketAddr::new(ip, u.port.unwrap_or(5060));
+    let local = if transport == base.transport {
+        base.local
+    } else {
+        locals.iter().find(|l| l.transport == transport).map_or(base.local, |l| l.addr)
+    };
+    let conn = if transport == base.transport && remote == base.remote { base.conn } else { None };
+    Some(Peer { transport, remote, local, conn })
+}
+
+/// `<uri>` unless already bracketed.
+fn bracketed(uri: &Bytes) -> Bytes {
+    if uri.first() == Some(&b'<') {
+        return uri.clone();
+    }
+    let mut b = BytesMut::with_capacity(uri.len() + 2);
+    b.put_u8(b'<');
+    b.put_slice(uri);
+    b.put_u8(b'>');
+    b.freeze()
+}
+
+/// A name-addr for From/To: a bare addr-spec is put in angle brackets so
+/// that a tag added after it is a header parameter.
+pub(crate) fn name_addr(v: &str) -> String {
+    let v = v.trim();
+    if v.contains('<') {
+        v.to_owned()
+    } else {
+        format!("<{v}>")
+    }
+}
+
+/// `value;tag=tag`.
+pub(crate) fn with_tag(value: &[u8], tag: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(value.len() + 5 + tag.len());
+    b.put_slice(value);
+    b.put_slice(b";tag=");
+    b.put_slice(tag);
+    b.freeze()
+}
+
+/// The URI of the first Contact.
+pub(crate) fn contact_uri(m: &Message) -> Option<Bytes> {
+    let c = m.contacts().ok()?;
+    c.list().first().map(|na| Bytes::copy_from_slice(na.uri.raw))
+}
+
+/// Record-Route values (at most [`MAX_ROUTES`]), reversed for a UAC.
+pub(crate) fn record_route(m: &Message, reverse: bool) -> Vec<Bytes> {
+    let mut v: Vec<Bytes> =
+        m.values(HeaderName::RecordRoute).take(MAX_ROUTES).map(Bytes::copy_from_slice).collect();
+    if reverse {
+        v.reverse();
+    }
+    v
+}
+
+/// The dialog index key: Call-ID and local tag, length-prefixed.
+pub(crate) fn dialog_key(call_id: &[u8], local_tag: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + call_id.len() + local_tag.len());
+    k.extend_from_slice(&(call_id.len() as u32).to_le_bytes());
+    k.extend_from_slice(call_id);
+    k.extend_from_slice(local_tag);
+    k
+}
+
+/// Our advertised address for the transport of `peer`.
+pub(crate) fn our_addr(locals: &[LocalContact], peer: &Peer) -> SocketAddr {
+    let same_family = |l: &&LocalContact| l.addr.is_ipv4() == peer.remote.is_ipv4();
+    locals
+        .iter()
+        .filter(|l| l.transport == peer.transport)
+        .find(same_family)
+        .or_else(|| locals.iter().find(|l| l.transport == peer.transport))
+        .map_or(peer.local, |l| l.addr)
+}
+
+/// Our Contact value for messages sent to `peer`.
+pub(crate) fn contact_value(locals: &[LocalContact], peer: &Peer) -> Bytes {
+    let addr = our_addr(locals, peer);
+    Bytes::from(match peer.transport {
+        Transport::Udp => format!("<sip:{addr}>"),
+        Transport::Tcp => format!("<sip:{addr};transport=tcp>"),
+    })
+}
+
+/// Our Via value for a request sent to `peer`.
+pub(crate) fn via_value(locals: &[LocalContact], peer: &Peer, branch: &str) -> String {
+    format!("SIP/2.0/{} {};branch={branch};rport", peer.transport, our_addr(locals, peer))
+}
+
+/// Max-Forwards for a request caused by `incoming` (if any).
+pub(crate) fn max_forwards(cfg: &B2buaConfig, incoming: Option<u8>) -> u8 {
+    match incoming {
+        Some(n) => cfg.max_forwards.min(n.saturating_sub(1)),
+        None => cfg.max_forwards,
+    }
+}
+
+/// A request inside dialog `d` with CSeq `seq`: start line, Via, Max-Forwards,
+/// Route, From, To, Call-ID, CSeq (and User-Agent); and where to send it.
+pub(crate) fn request_in(
+    d: &Dialog,
+    method: Method,
+    seq: u32,
+    branch: &str,
+    locals: &[LocalContact],
+    cfg: &B2buaConfig,
+    mf: u8,
+) -> (MessageBuilder, Peer) {
+    let dest = d.destination(locals);
+    let (ruri, routes) = d.routing();
+    let cseq = format!("{seq} {}", String::from_utf8_lossy(method.as_bytes()));
+    let mut b = Message::request(method, ruri)
+        .header(HeaderName::Via, via_value(locals, &dest, branch))
+        .header(HeaderName::MaxForwards, mf.to_string());
+    for r in routes {
+        b = b.header(HeaderName::Route, r);
+    }
+    b = b
+        .header(HeaderName::From, d.local.clone())
+        .header(HeaderName::To, d.remote.clone())
+        .header(HeaderName::CallId, d.call_id.clone())
+        .header(HeaderName::CSeq, cseq);
+    if !cfg.user_agent.is_empty() {
+        b = b.header(HeaderName::UserAgent, cfg.user_agent.clone());
+    }
+    (b, dest)
+}
+
+/// `true` for a header name we may write: a non-empty token.
+pub(crate) fn safe_name(n: &str) -> bool {
+    !n.is_empty() && sip_message::scan::is_token_str(n.as_bytes())
+}
+
+/// `true` for a header value that cannot break the message framing.
+pub(crate) fn safe_value(v: &str) -> bool {
+    !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Dialog {
+        Dialog {
+            call_id: Bytes::from_static(b"c1"),
+            local_tag: Bytes::from_static(b"l"),
+            remote_tag: Bytes::from_static(b"r"),
+            local: Bytes::from_static(b"<sip:a@x>;tag=l"),
+            remote: Bytes::from_static(b"<sip:b@y>;tag=r"),
+            local_seq: 1,
+            remote_seq: None,
+            remote_target: Bytes::from_static(b"sip:b@192.0.2.5:5070"),
+            route_set: Vec::new(),
+            peer: Peer {
+                transport: Transport::Udp,
+                remote: "192.0.2.9:5060".parse().unwrap(),
+                local: "192.0.2.1:5060".parse().unwrap(),
+                conn: None,
+            },
+        }
+    }
+
+    fn locals() -> Vec<LocalContact> {
+        vec![LocalContact { transport: Transport::Tcp, addr: "203.0.113.1:5070".parse().unwrap() }]
+    }
+
+    #[test]
+    fn loose_strict_and_no_routing() {
+        let mut d = base();
+        assert_eq!(d.routing(), (Bytes::from_static(b"sip:b@192.0.2.5:5070"), vec![]));
+        assert_eq!(d.destination(&[]).remote, "192.0.2.5:5070".parse().unwrap());
+        d.route_set = vec![Bytes::from_static(b"<sip:198.51.100.7;lr>")];
+        let (ruri, routes) = d.routing();
+        assert_eq!(ruri, Bytes::from_static(b"sip:b@192.0.2.5:5070"));
+        assert_eq!(routes, vec![Bytes::from_static(b"<sip:198.51.100.7;lr>")]);
+        assert_eq!(d.destination(&[]).remote, "198.51.100.7:5060".parse().unwrap());
+        // A strict router takes the Request-URI; the target goes last.
+        d.route_set = vec![
+            Bytes::from_static(b"<sip:198.51.100.8>"),
+            Bytes::from_static(b"<sip:p2.example;lr>"),
+        ];
+        let (ruri, routes) = d.routing();
+        assert_eq!(ruri, Bytes::from_static(b"sip:198.51.100.8"));
+        assert_eq!(
+            routes,
+            vec![
+                Bytes::from_static(b"<sip:p2.example;lr>"),
+                Bytes::from_static(b"<sip:b@192.0.2.5:5070>")
+            ]
+        );
+        assert_eq!(d.destination(&[]).remote, "198.51.100.8:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn destination_falls_back_to_the_dialog_peer() {
+        let mut d = base();
+        d.remote_target = Bytes::from_static(b"sip:bob@host.example");
+        assert_eq!(d.destination(&[]), d.peer);
+        d.remote_target = Bytes::from_static(b"sip:bob@[2001:db8::5]:5080;transport=tcp");
+        let p = d.destination(&locals());
+        assert_eq!(p.transport, Transport::Tcp);
+        assert_eq!(p.remote, "[2001:db8::5]:5080".parse().unwrap());
+        assert_eq!(p.local, "203.0.113.1:5070".parse().unwrap());
+        d.remote_target = Bytes::from_static(b"sip:bob@192.0.2.5;transport=tls");
+        assert_eq!(d.destination(&[]), d.peer, "no TLS here: the dialog's peer");
+        d.remote_target = Bytes::from_static(b"tel:+15551234");
+        assert_eq!(d.destination(&[]), d.peer);
+    }
+
+    #[test]
+    fn small_helpers() {
+        assert_eq!(name_addr("sip:a@b;user=phone"), "<sip:a@b;user=phone>");
+        assert_eq!(name_addr("\"A\" <sip:a@b>"), "\"A\" <sip:a@b>");
+        assert_eq!(&with_tag(b"<sip:a@b>", b"t1")[..], b"<sip:a@b>;tag=t1");
+        assert_ne!(dialog_key(b"ab", b"c"), dialog_key(b"a", b"bc"));
+        assert!(!safe_value("a\r\nb") && safe_value("a b"));
+        assert!(!safe_name("Bad Name") && safe_name("X-Ok"));
+        let cfg = B2buaConfig::default();
+        assert_eq!(max_forwards(&cfg, Some(70)), 69);
+        assert_eq!(max_forwards(&cfg, Some(0)), 0);
+        assert_eq!(max_forwards(&cfg, Some(200)), 70);
+        assert_eq!(max_forwards(&cfg, None), 70);
+    }
+}
