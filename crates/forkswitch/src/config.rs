@@ -42,6 +42,61 @@ pub struct Config {
     /// Phone accounts.
     #[serde(default)]
     pub extensions: Vec<ExtensionConfig>,
+    /// Call and fork settings.
+    #[serde(default)]
+    pub calls: CallsConfig,
+    /// PSTN trunks.
+    #[serde(default)]
+    pub carriers: Vec<routing::Carrier>,
+    /// E.164 prefix routes to carriers.
+    #[serde(default)]
+    pub routes: Vec<routing::Route>,
+    /// Ring groups.
+    #[serde(default)]
+    pub groups: Vec<routing::Group>,
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Ring time of a destination that sets none (linear: then the next).
+    #[serde(default = "ring_secs")]
+    pub default_ring_timeout_secs: u64,
+    /// Longest a groupcall rings before the caller gets 480.
+    #[serde(default = "overall_secs")]
+    pub overall_timeout_secs: u64,
+    /// Most legs one call may fork into.
+    #[serde(default = "max_legs")]
+    pub max_legs: usize,
+    /// A 6xx from one leg ends the whole fork (RFC 3261 16.7).
+    #[serde(default = "yes")]
+    pub stop_on_6xx: bool,
+    /// Send reliable 180/183 (RFC 3262) to callers that support 100rel.
+    #[serde(default)]
+    pub send_100rel_to_caller: bool,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            default_ring_timeout_secs: ring_secs(),
+            overall_timeout_secs: overall_secs(),
+            max_legs: max_legs(),
+            stop_on_6xx: true,
+            send_100rel_to_caller: false,
+        }
+    }
+}
+
+fn ring_secs() -> u64 {
+    30
+}
+fn overall_secs() -> u64 {
+    120
+}
+fn max_legs() -> usize {
+    64
 }
 
 /// `[database]`
@@ -511,6 +566,28 @@ impl Config {
         if self.registrar.min_expires > self.registrar.max_expires {
             return Err(("registrar", "min_expires", "must not exceed max_expires".into()));
         }
+        if let Err(e) = self.route_table() {
+            return Err((e.table, e.key, e.reason));
+        }
+        for g in &self.groups {
+            if !self.domains.iter().any(|d| d.name.eq_ignore_ascii_case(&g.domain)) {
+                return Err((
+                    "groups",
+                    "domain",
+                    format!(
+                        "group {:?} is in domain {:?}, which is not in [[domains]]",
+                        g.number, g.domain
+                    ),
+                ));
+            }
+        }
+        if self.calls.max_legs == 0 || self.calls.overall_timeout_secs == 0 {
+            return Err((
+                "calls",
+                "max_legs",
+                "max_legs and overall_timeout_secs must be positive".into(),
+            ));
+        }
         if self.log.level.parse::<tracing_subscriber::filter::LevelFilter>().is_err() {
             return Err((
                 "log",
@@ -606,6 +683,34 @@ impl Config {
             })
             .collect();
         (customers, domains, extensions)
+    }
+
+    /// The routing table from `[[carriers]]`, `[[routes]]`, `[[groups]]`.
+    pub fn route_table(&self) -> Result<routing::RouteTable, routing::RouteError> {
+        routing::RouteTable::new(self.carriers.clone(), self.routes.clone(), self.groups.clone())
+    }
+
+    /// Fork engine settings from `[calls]`.
+    pub fn fork(&self) -> groupcall::ForkConfig {
+        groupcall::ForkConfig {
+            default_ring_timeout: Duration::from_secs(self.calls.default_ring_timeout_secs),
+            overall_timeout: Duration::from_secs(self.calls.overall_timeout_secs),
+            max_legs: self.calls.max_legs,
+            stop_on_6xx: self.calls.stop_on_6xx,
+            leg_cleanup_timeout: Duration::from_millis(self.timers.t1_ms * 64),
+            ..Default::default()
+        }
+    }
+
+    /// B2BUA settings.
+    pub fn b2bua(&self) -> b2bua::B2buaConfig {
+        b2bua::B2buaConfig {
+            user_agent: self.sip.user_agent.clone(),
+            t1: Duration::from_millis(self.timers.t1_ms),
+            t2: Duration::from_millis(self.timers.t2_ms),
+            max_forwards: 70,
+            send_100rel_to_caller: self.calls.send_100rel_to_caller,
+        }
     }
 
     /// Transaction timers derived from `[timers]`.

@@ -5,6 +5,7 @@
 //! The protocol work lives in the library crates (`sip-message`,
 //! `sip-transport`, ...); this crate only wires them together.
 
+mod calls;
 mod config;
 mod local;
 mod server;

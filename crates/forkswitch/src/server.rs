@@ -4,10 +4,16 @@
 //! hands up, and stops on SIGINT/SIGTERM after in-flight transactions finish
 //! (bounded by the grace time).
 
+use crate::calls::{Calls, Dir, NewCall};
 use crate::config::Config;
 use crate::local::{self, LocalIdentity};
+use groupcall::{Destination, GroupDef};
+use records::{Address, AddressType, RingMethod, NIL};
 use records::{Binding, Timestamp};
 use registrar::{Accounts, BindingPersistence, LocationStore, Registrar};
+use registrar::{Algorithm, Outcome};
+use routing::{Caller, Decision, RouteTable};
+use sip_message::HeaderName;
 use sip_message::{validate, Message, Method, Peer, Policy, Verdict};
 use sip_transaction::{Event, TransactionLayer, TxKey};
 use sip_transport::{Inbound, SendFailure, SipTransport};
@@ -16,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use store::Store;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use uuid::Uuid;
 
 /// Depth of the transport -> core queue; beyond it UDP input is dropped.
 const INBOUND_QUEUE: usize = 65_536;
@@ -28,6 +35,8 @@ pub struct Core {
     identity: LocalIdentity,
     server_header: String,
     registrar: Registrar,
+    calls: Calls,
+    routes: RouteTable,
 }
 
 /// Bindings written through to the store (queued, batched off the hot path).
@@ -105,6 +114,19 @@ impl Core {
                 busy = true;
                 self.on_event(now, ev);
             }
+            if self.calls.drive(&mut self.tx, now, wall(), &self.routes) {
+                busy = true;
+            }
+            // ACKs for 2xx and 2xx retransmissions go outside transactions,
+            // and before the transaction layer's output (ACK before BYE).
+            while let Some(st) = self.calls.mgr.poll_stateless() {
+                busy = true;
+                if st.message.is_request() {
+                    self.transport.send_request(&st.peer, &st.message, 0);
+                } else {
+                    self.transport.send_response(&st.peer, &st.message, 0);
+                }
+            }
             while let Some(t) = self.tx.poll_transmit() {
                 busy = true;
                 if t.message.is_request() {
@@ -120,6 +142,7 @@ impl Core {
     }
 
     fn on_event(&mut self, now: Instant, ev: Event) {
+        let Some(ev) = self.calls.mgr.handle_event(&mut self.tx, now, ev) else { return };
         match ev {
             Event::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
             Event::Cancel { key, request, cancels, .. } => {
@@ -153,6 +176,10 @@ impl Core {
             Some(Ok(u)) => self.identity.is_local(&u),
             _ => false,
         };
+        if method == Method::Invite {
+            self.invite(now, key, req, _peer);
+            return;
+        }
         if method == Method::Register {
             match self.registrar.handle(now, wall(), &req, &_peer) {
                 Some(resp) => self.respond(now, key, resp),
@@ -185,7 +212,165 @@ impl Core {
 
     fn on_timer(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
+        self.calls.handle_timeout(&mut self.tx, now, wall(), &self.routes);
         self.pump(now);
+    }
+
+    /// The earliest deadline of the transaction layer and the calls.
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.tx.poll_timeout(), self.calls.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Who is calling: a carrier by source address, else an extension that
+    /// passes digest authentication (407 challenge). `Err` is the response.
+    fn identify(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        peer: &Peer,
+    ) -> Result<(Caller, String), Message> {
+        if let Some(c) = self.routes.carrier_for_source(peer.remote.ip()) {
+            return Ok((Caller::Carrier { name: c.name.clone() }, c.inbound_domain.clone()));
+        }
+        let accounts = self.registrar.accounts();
+        let from = req
+            .from_header()
+            .map_err(|_| local::response(req, 400, &self.server_header).build())?;
+        let from_user =
+            from.uri.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
+        let from_host = String::from_utf8_lossy(from.uri.host).into_owned();
+        let Some(domain) = accounts.domain_for_host(&from_host) else {
+            return Err(local::response(req, 403, &self.server_header).build());
+        };
+        let realm = domain.name.clone();
+        let outcome = self.registrar.digest().verify_request(
+            now,
+            req,
+            HeaderName::ProxyAuthorization,
+            &realm,
+            |user, alg| {
+                accounts
+                    .extension(user, &realm)
+                    .map(|e| match alg {
+                        Algorithm::Md5 => e.ha1_md5.as_str(),
+                        Algorithm::Sha256 => e.ha1_sha256.as_str(),
+                    })
+                    .filter(|h| !h.is_empty())
+            },
+        );
+        let challenge = |stale: bool, core: &Core| {
+            let mut b = local::response(req, 407, &core.server_header);
+            for ch in core.registrar.digest().challenges(now, &realm, stale) {
+                b = b.header(HeaderName::ProxyAuthenticate, bytes::Bytes::from(ch));
+            }
+            b.build()
+        };
+        match outcome {
+            Outcome::Authenticated { username, .. } if username == from_user => Ok((
+                Caller::Extension { aor: format!("{username}@{realm}"), domain: realm.clone() },
+                realm,
+            )),
+            Outcome::Authenticated { .. } => {
+                Err(local::response(req, 403, &self.server_header).build())
+            }
+            Outcome::Missing => Err(challenge(false, self)),
+            Outcome::Stale => Err(challenge(true, self)),
+            Outcome::Rejected => Err(local::response(req, 403, &self.server_header).build()),
+            Outcome::Malformed(_) => Err(local::response(req, 400, &self.server_header).build()),
+        }
+    }
+
+    /// A new INVITE outside any dialog: identify, route, fork.
+    fn invite(&mut self, now: Instant, key: TxKey, req: Message, peer: Peer) {
+        if req.max_forwards().ok().flatten() == Some(0) {
+            let resp = local::response(&req, 483, &self.server_header).build();
+            self.respond(now, key, resp);
+            return;
+        }
+        let (caller, domain) = match self.identify(now, &req, &peer) {
+            Ok(c) => c,
+            Err(resp) => {
+                self.respond(now, key, resp);
+                return;
+            }
+        };
+        let user = match req.request_uri() {
+            Some(Ok(u)) => match u.scheme {
+                sip_message::Scheme::Tel => u.phone_digits().unwrap_or_default(),
+                _ => u.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default(),
+            },
+            _ => String::new(),
+        };
+        let accounts = self.registrar.accounts();
+        let decision = self.routes.route(&caller, &user, |n, d| accounts.extension(n, d).is_some());
+        let (group, dest) = match decision {
+            Decision::Extension { aor } => (
+                GroupDef::new(
+                    Uuid::new_v4(),
+                    RingMethod::RingAll,
+                    vec![Destination::new(Address::new(AddressType::Endpoint, aor.clone()))],
+                ),
+                Address::new(AddressType::Endpoint, aor),
+            ),
+            Decision::Group(g) => (
+                g.def(None),
+                Address::new(AddressType::Groupcall, format!("{}@{}", g.number, g.domain)),
+            ),
+            Decision::Tel { number, .. } => (
+                GroupDef::new(
+                    Uuid::new_v4(),
+                    RingMethod::RingAll,
+                    vec![Destination::new(Address::new(AddressType::Tel, number.clone()))],
+                ),
+                Address::new(AddressType::Tel, number),
+            ),
+            Decision::NotFound | Decision::AuthRequired => {
+                let resp = local::response(&req, 404, &self.server_header).build();
+                self.respond(now, key, resp);
+                return;
+            }
+            Decision::Forbidden => {
+                let resp = local::response(&req, 403, &self.server_header).build();
+                self.respond(now, key, resp);
+                return;
+            }
+        };
+        let customer_id = accounts.domain_for_host(&domain).map_or(NIL, |d| d.customer_id);
+        let from = req.from_header().ok();
+        let display =
+            from.and_then(|f| f.display_name()).map(|d| String::from_utf8_lossy(d).into_owned());
+        let from_user = from
+            .and_then(|f| f.uri.user)
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_default();
+        let source = match &caller {
+            Caller::Extension { aor, .. } => {
+                let mut a = Address::new(AddressType::Endpoint, aor.clone());
+                a.name = display.clone().unwrap_or_default();
+                a
+            }
+            _ => Address::new(AddressType::Tel, from_user.clone()),
+        };
+        let host = peer.local;
+        let from_hdr = match &display {
+            Some(d) => format!("\"{}\" <sip:{from_user}@{host}>", d.replace('"', "")),
+            None => format!("<sip:{from_user}@{host}>"),
+        };
+        let wall_now = wall();
+        let location = self.registrar.location().clone();
+        let dir =
+            Dir { location: &location, routes: &self.routes, domain: &domain, wall: wall_now };
+        let new = NewCall { customer_id, source, destination: dest, group, from: from_hdr };
+        let req_for_reject = req.clone();
+        if let Err(code) =
+            self.calls.start(&mut self.tx, now, wall_now, key, req, peer, new, &dir, &self.routes)
+        {
+            let resp = local::response(&req_for_reject, code, &self.server_header).build();
+            self.respond(now, key, resp);
+        }
     }
 }
 
@@ -237,6 +422,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         "location loaded"
     );
     let registrar = Registrar::new(cfg.registrar(), accounts, location.clone());
+    let routes = cfg.route_table().map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<SendFailure>();
     let transport = SipTransport::bind(cfg.transport(), in_tx, fail_tx)
@@ -256,6 +442,19 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         },
         server_header: cfg.sip.user_agent.clone(),
         registrar,
+        calls: Calls::new(
+            b2bua::CallManager::new(
+                cfg.b2bua(),
+                addrs
+                    .iter()
+                    .map(|(t, a)| b2bua::LocalContact { transport: *t, addr: *a })
+                    .collect(),
+            ),
+            cfg.fork(),
+            db.clone(),
+            addrs.clone(),
+        ),
+        routes,
     };
     let keepalive_every = Duration::from_secs(cfg.registrar.keepalive_interval_secs.max(1));
     let mut keepalive = tokio::time::interval(keepalive_every);
@@ -270,7 +469,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         tokio::select! {
             Some(inb) = in_rx.recv() => core.on_inbound(inb),
             Some(f) = fail_rx.recv() => debug!(peer = %f.peer, reason = %f.reason, "send failed"),
-            _ = until(core.tx.poll_timeout()) => core.on_timer(Instant::now()),
+            _ = until(core.next_deadline()) => core.on_timer(Instant::now()),
             _ = keepalive.tick(), if keepalive_on => core.keepalive(),
             _ = sweep.tick() => {
                 let gone = core.registrar.sweep(Instant::now(), wall());
@@ -291,8 +490,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     while let Ok(inb) = in_rx.try_recv() {
         core.on_inbound(inb);
     }
-    while !core.tx.is_empty() {
-        let next = core.tx.poll_timeout().map_or(grace_end, |d| d.min(grace_end));
+    while !core.tx.is_empty() || core.calls.len() > 0 {
+        let next = core.next_deadline().map_or(grace_end, |d| d.min(grace_end));
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
         let now = Instant::now();
         if now >= grace_end {

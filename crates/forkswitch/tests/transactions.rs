@@ -61,7 +61,7 @@ fn final_response_retransmitted_on_timer_g_until_ack() {
     c.send_to(invite(local, server.udp, branch).as_bytes(), server.udp).expect("send");
     let first = recv(&c);
     let t0 = Instant::now();
-    assert_eq!(status_of(&first), 404);
+    assert!(status_of(&first) >= 400, "a final error response");
     let mut arrivals = Vec::new();
     for _ in 0..5 {
         let again = recv(&c);

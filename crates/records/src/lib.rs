@@ -154,7 +154,9 @@ pub enum AnswerMethod {
 }
 
 /// Groupcall status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupcallStatus {
     /// From creation until it ends (also while answered).
@@ -204,7 +206,9 @@ pub struct Groupcall {
 }
 
 /// Call status: only moves forward.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CallStatus {
     /// INVITE sent (or received), nothing back yet.
