@@ -199,12 +199,13 @@ pub(crate) fn our_addr(locals: &[LocalContact], peer: &Peer) -> SocketAddr {
         .map_or(peer.local, |l| l.addr)
 }
 
-/// Our Contact value for messages sent to `peer`.
+/// Our Contact value for messages sent to `peer`. It carries a user part:
+/// some UAs (SIPp among them) cannot take a remote target without one.
 pub(crate) fn contact_value(locals: &[LocalContact], peer: &Peer) -> Bytes {
     let addr = our_addr(locals, peer);
     Bytes::from(match peer.transport {
-        Transport::Udp => format!("<sip:{addr}>"),
-        Transport::Tcp => format!("<sip:{addr};transport=tcp>"),
+        Transport::Udp => format!("<sip:forkswitch@{addr}>"),
+        Transport::Tcp => format!("<sip:forkswitch@{addr};transport=tcp>"),
     })
 }
 

@@ -88,7 +88,7 @@ fn each_leg_is_its_own_dialog_and_nothing_of_the_caller_leaks() {
         let cseq = m.cseq().unwrap();
         assert_eq!((cseq.seq, cseq.method), (1, Method::Invite));
         assert_eq!(m.max_forwards().unwrap(), Some(69));
-        assert_eq!(contact_of(m), "sip:203.0.113.1:5060");
+        assert_eq!(contact_of(m), "sip:forkswitch@203.0.113.1:5060");
         assert_eq!(m.body(), SDP_CALLER.as_bytes());
         assert_eq!(m.content_type(), Some(&b"application/sdp"[..]));
         // The caller's SDP is shared, not copied.
@@ -159,7 +159,7 @@ fn ringing_and_early_media_are_relayed_to_the_caller() {
     assert!(!tag.is_empty());
     assert_eq!(r180.vias().count(), 2);
     assert_eq!(r180.call_id().unwrap(), CALLER_CALL_ID.as_bytes());
-    assert_eq!(contact_of(r180), "sip:203.0.113.1:5060");
+    assert_eq!(contact_of(r180), "sip:forkswitch@203.0.113.1:5060");
     assert!(r180.body().is_empty());
     assert!(!out[0].text().contains("btag") && !out[0].text().contains("192.0.2.21"));
 
@@ -253,7 +253,7 @@ fn answer_acks_the_contact_bridges_retransmits_and_caller_bye_ends_it() {
     let ok = out[0].msg.clone();
     assert_eq!(out[0].peer, caller_peer());
     assert_eq!(ok.body(), SDP_BOB.as_bytes());
-    assert_eq!(contact_of(&ok), "sip:203.0.113.1:5060");
+    assert_eq!(contact_of(&ok), "sip:forkswitch@203.0.113.1:5060");
     assert_eq!(ok.vias().count(), 2);
     assert_eq!(ok.call_id().unwrap(), CALLER_CALL_ID.as_bytes());
     assert_eq!(ok.from_tag(), Some(&b"atag"[..]));
@@ -529,7 +529,7 @@ fn re_invites_are_relayed_both_ways_with_acks_per_leg() {
     assert_eq!(reinv.to_tag(), Some(&b"btag"[..]));
     assert_eq!(reinv.from_tag(), inv_a.from_tag());
     assert_eq!(reinv.body(), sdp2.as_bytes());
-    assert_eq!(contact_of(&reinv), "sip:203.0.113.1:5060");
+    assert_eq!(contact_of(&reinv), "sip:forkswitch@203.0.113.1:5060");
     assert!(!out[0].text().contains("atag"));
     w.feed(answer(&reinv, 200, None, Some(BOB_CONTACT), Some(&bob2)), bob_peer());
     let out = w.take();
@@ -542,7 +542,7 @@ fn re_invites_are_relayed_both_ways_with_acks_per_leg() {
     assert_eq!(out[1].peer, caller_peer());
     assert_eq!(ok2.body(), bob2.as_bytes());
     assert_eq!(ok2.cseq().unwrap().seq, 11);
-    assert_eq!(contact_of(&ok2), "sip:203.0.113.1:5060");
+    assert_eq!(contact_of(&ok2), "sip:forkswitch@203.0.113.1:5060");
     w.at(1500);
     assert_eq!(names(&w.take()), ["200 INVITE*"]);
     w.feed(caller_ack(&ok2, 11, None), caller_peer());
@@ -613,7 +613,7 @@ fn info_and_update_are_relayed_with_their_answers() {
     w.feed(callee_request(&inv_a, "btag", Method::Update, 3, "z9hG4bKupd", Some(&bob2)), peer_a());
     let upd = one_to(&w.take(), "UPDATE", caller_peer()).msg.clone();
     assert_eq!(upd.body(), bob2.as_bytes());
-    assert_eq!(contact_of(&upd), "sip:203.0.113.1:5060");
+    assert_eq!(contact_of(&upd), "sip:forkswitch@203.0.113.1:5060");
     w.feed(
         answer(&upd, 200, None, Some("<sip:alice@192.0.2.10:5060>"), Some(&caller2)),
         caller_peer(),
@@ -622,7 +622,7 @@ fn info_and_update_are_relayed_with_their_answers() {
     assert_eq!(names(&out), ["200 UPDATE"]);
     assert_eq!(out[0].peer, peer_a());
     assert_eq!(out[0].msg.body(), caller2.as_bytes());
-    assert_eq!(contact_of(&out[0].msg), "sip:203.0.113.1:5060");
+    assert_eq!(contact_of(&out[0].msg), "sip:forkswitch@203.0.113.1:5060");
 
     // A failure is relayed with its code.
     w.feed(caller_request(&ok, Method::Info, 12, "z9hG4bKinfo2", None), caller_peer());
@@ -889,7 +889,7 @@ fn reliable_provisionals_to_a_caller_that_supports_100rel() {
 #[test]
 fn in_dialog_requests_for_unknown_dialogs_get_481_and_others_are_given_back() {
     let mut w = World::new(cfg());
-    let bye = Message::request(Method::Bye, "sip:203.0.113.1:5060")
+    let bye = Message::request(Method::Bye, "sip:forkswitch@203.0.113.1:5060")
         .header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKnone")
         .header(HeaderName::MaxForwards, "70")
         .header(HeaderName::From, "<sip:x@x.example>;tag=x1")
@@ -901,7 +901,7 @@ fn in_dialog_requests_for_unknown_dialogs_get_481_and_others_are_given_back() {
     assert_eq!(names(&w.take()), ["481 BYE"]);
     assert!(w.given_back.is_empty());
     // Out-of-dialog requests are not ours.
-    let opts = Message::request(Method::Options, "sip:203.0.113.1:5060")
+    let opts = Message::request(Method::Options, "sip:forkswitch@203.0.113.1:5060")
         .header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKopts")
         .header(HeaderName::MaxForwards, "70")
         .header(HeaderName::From, "<sip:x@x.example>;tag=x1")
@@ -1038,7 +1038,7 @@ fn over_tcp_the_2xx_is_not_retransmitted_but_the_ack_is_still_awaited() {
     let out = w.take();
     let ok = one(&out, "200 INVITE");
     assert_eq!(ok.peer, tcp);
-    assert_eq!(contact_of(&ok.msg), "sip:203.0.113.1:5060;transport=tcp");
+    assert_eq!(contact_of(&ok.msg), "sip:forkswitch@203.0.113.1:5060;transport=tcp");
     w.at(31_999);
     assert!(w.take().iter().all(|s| s.name() != "200 INVITE*"));
     w.at(32_000);
