@@ -19,6 +19,17 @@
 //!   outcome ([`Outcome::Rejected`]) cannot tell them from a wrong password.
 
 use crate::util::{hex, sip_uri_eq, unescape_quoted, unhex_into};
+
+/// `true` when both are SIP URIs naming the same host and port (the user
+/// part and parameters aside): the digest `uri` SIPp and some phones send.
+fn same_host_port(a: &[u8], b: &[u8]) -> bool {
+    match (sip_message::Uri::parse(a), sip_message::Uri::parse(b)) {
+        (Ok(x), Ok(y)) => {
+            x.is_sip() && y.is_sip() && x.host.eq_ignore_ascii_case(y.host) && x.port == y.port
+        }
+        _ => false,
+    }
+}
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
 use rand::RngCore;
@@ -465,7 +476,7 @@ impl DigestAuth {
         if !(matches & parsed & known) {
             return Outcome::Rejected;
         }
-        if !sip_uri_eq(uri, request_uri) {
+        if !sip_uri_eq(uri, request_uri) && !same_host_port(uri, request_uri) {
             return Outcome::Rejected;
         }
         match self.check_nonce(now, nonce, realm) {
@@ -697,6 +708,32 @@ mod tests {
         // A bogus response (not hex) is the same too.
         let bad = wrong.replace("response=\"", "response=\"zz");
         assert_eq!(check(&a, t0, &bad), Outcome::Rejected);
+    }
+
+    #[test]
+    fn digest_uri_naming_the_same_host_and_port_is_accepted() {
+        // SIPp (and some phones) put `sip:<server>` in `uri` for every
+        // request; the credentials still only fit requests to this host.
+        let a = auth(DigestConfig::default());
+        let t0 = Instant::now();
+        let n = a.nonce(t0, SIP_REALM);
+        let ha1 = ha1_md5("alice", SIP_REALM, "pw");
+        let uri = "sip:192.0.2.5:5070";
+        let r = response(Algorithm::Md5, &ha1, &n, "00000001", "abc", Some("auth"), "INVITE", uri);
+        let c = format!(
+            "Digest username=\"alice\", realm=\"{SIP_REALM}\", nonce=\"{n}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\""
+        );
+        let p = AuthParams::parse(c.as_bytes()).expect("parse");
+        let same =
+            a.verify(t0, b"INVITE", b"sip:+15551234567@192.0.2.5:5070", SIP_REALM, &p, |_, _| {
+                Some(&ha1)
+            });
+        assert!(matches!(same, Outcome::Authenticated { .. }), "{same:?}");
+        let other =
+            a.verify(t0, b"INVITE", b"sip:+15551234567@192.0.2.6:5070", SIP_REALM, &p, |_, _| {
+                Some(&ha1)
+            });
+        assert_eq!(other, Outcome::Rejected);
     }
 
     #[test]

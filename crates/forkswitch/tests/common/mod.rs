@@ -284,3 +284,107 @@ pub fn free_udp_port() -> u16 {
 pub fn scenario(name: &str) -> String {
     repo_root().join("sipp-scenarios").join(name).to_string_lossy().into_owned()
 }
+
+/// A SIPp instance playing a phone (UAS) for one call.
+pub struct Phone {
+    child: Child,
+    pub port: u16,
+    pub name: String,
+}
+
+impl Phone {
+    /// Starts `scenario` on a free port; returns once SIPp holds the port.
+    pub fn start(dir: &Path, scenario_file: &str, extra: &[&str]) -> Phone {
+        let port = free_udp_port();
+        let mut args: Vec<String> = [
+            "-sf",
+            &scenario(scenario_file),
+            "-p",
+            &port.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("sipp")
+            .args(&args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sipp must be installed (apt-get install sip-tester)");
+        // Ready when the port is taken (observed, bounded).
+        let deadline = Instant::now() + WAIT;
+        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            assert!(Instant::now() < deadline, "sipp {scenario_file} did not bind {port}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Phone { child, port, name: scenario_file.to_owned() }
+    }
+
+    /// `sip:user@127.0.0.1:port`
+    pub fn uri(&self, user: &str) -> String {
+        format!("sip:{user}@127.0.0.1:{}", self.port)
+    }
+
+    /// Waits (bounded) for SIPp to end and asserts its call succeeded.
+    pub fn assert_ok(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                assert!(st.success(), "phone {} on {} failed: {st:?} {err}", self.name, self.port);
+                return;
+            }
+            assert!(Instant::now() < deadline, "phone {} did not finish", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a SIPp caller scenario against `target` for one call.
+pub fn caller(dir: &Path, target: SocketAddr, service: &str, scenario_file: &str, extra: &[&str]) {
+    let mut args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file),
+        &target.to_string(),
+        "-s",
+        service,
+        "-m",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &free_udp_port().to_string(),
+        "-timeout",
+        "30s",
+        "-timeout_error",
+        "-nostdin",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (st, err) = sipp(dir, &args, Duration::from_secs(40));
+    assert!(st.success(), "caller {scenario_file} failed: {st:?} {err}");
+}

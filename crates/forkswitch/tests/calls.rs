@@ -1,0 +1,278 @@
+//! Calls through groupcalls, driven by SIPp on loopback, one SIPp UAS per
+//! destination: ring_all, linear, nested, double answer, caller CANCEL, all
+//! busy, 6xx, carrier failover, early media, re-INVITE and BYE from either
+//! side; and the groupcall/call records.
+
+mod common;
+
+use common::*;
+use records::{CallStatus, GroupcallStatus, NIL};
+use std::time::{Duration, Instant};
+
+const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+
+/// Config: domain `test`; 127.0.0.1 is a trusted carrier source (so SIPp
+/// callers need no digest), plus `groups`.
+fn trusted(groups: &str) -> String {
+    format!(
+        "[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+         [[carriers]]\nname = \"loopback\"\naddress = \"127.0.0.1:9\"\ninbound_sources = [\"127.0.0.1/32\"]\ninbound_domain = \"test\"\n\
+         {groups}"
+    )
+}
+
+fn group(number: &str, method: &str, dests: &[(&str, String, Option<u64>)]) -> String {
+    let d: Vec<String> = dests
+        .iter()
+        .map(|(kind, target, t)| match t {
+            Some(t) => {
+                format!("{{ type = \"{kind}\", target = \"{target}\", ring_timeout_secs = {t} }}")
+            }
+            None => format!("{{ type = \"{kind}\", target = \"{target}\" }}"),
+        })
+        .collect();
+    format!(
+        "[[groups]]\nnumber = \"{number}\"\ndomain = \"test\"\nring_method = \"{method}\"\ndestinations = [{}]\n",
+        d.join(", ")
+    )
+}
+
+/// Waits (bounded) until the store holds a finished root groupcall, and
+/// returns it with its calls.
+fn finished_groupcall(server: &Server) -> (records::Groupcall, Vec<records::Call>) {
+    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
+    let customer = uuid::Uuid::parse_str(CUSTOMER).expect("uuid");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let gcs = store::Store::list_groupcalls(&db, customer, 100, None).expect("list");
+        if let Some(root) =
+            gcs.iter().find(|g| g.master_groupcall_id == NIL && g.status == GroupcallStatus::Hangup)
+        {
+            let calls: Vec<records::Call> = root
+                .call_ids
+                .iter()
+                .filter_map(|id| store::Store::call(&db, *id).ok().flatten())
+                .collect();
+            if calls.len() == root.call_ids.len()
+                && calls.iter().all(|c| c.status == CallStatus::Hangup)
+            {
+                return (root.clone(), calls);
+            }
+        }
+        assert!(Instant::now() < deadline, "no finished groupcall in the store: {gcs:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ring_all_first_answer_wins_others_cancelled_with_reason() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_answer.xml", &["-d", "20"]);
+    let b = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let c = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "800",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None), ("sip", c.uri("c"), None)],
+    )));
+    caller(server.dir.path(), server.udp, "800", "uac.xml", &[]);
+    a.assert_ok();
+    b.assert_ok();
+    c.assert_ok();
+    let (root, calls) = finished_groupcall(&server);
+    assert_eq!(root.call_ids.len(), 3);
+    assert_ne!(root.answer_call_id, NIL);
+    assert_eq!(calls.iter().filter(|c| c.id == root.answer_call_id).count(), 1);
+    let answered = calls.iter().find(|c| c.id == root.answer_call_id).expect("answered call");
+    assert!(!answered.tm_progressing.is_not_yet());
+    let cancelled =
+        calls.iter().filter(|c| c.hangup_reason == records::HangupReason::Cancel).count();
+    assert_eq!(cancelled, 2, "{calls:?}");
+}
+
+#[test]
+fn linear_busy_then_ring_timeout_then_answer() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_reject_486.xml", &[]);
+    let b = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
+    let c = Phone::start(dir.path(), "uas_answer.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "801",
+        "linear",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), Some(1)), ("sip", c.uri("c"), None)],
+    )));
+    let t0 = Instant::now();
+    caller(server.dir.path(), server.udp, "801", "uac.xml", &[]);
+    assert!(t0.elapsed() >= Duration::from_secs(1), "the second destination rang for its timeout");
+    a.assert_ok();
+    b.assert_ok();
+    c.assert_ok();
+    let (root, calls) = finished_groupcall(&server);
+    assert_eq!(root.call_ids.len(), 3);
+    assert_eq!(calls[0].hangup_reason, records::HangupReason::Busy);
+    assert_eq!(calls[1].hangup_reason, records::HangupReason::Noanswer);
+    assert_eq!(root.answer_call_id, calls[2].id);
+}
+
+#[test]
+fn nested_group_answer_deep_cancels_every_level() {
+    let dir = tempfile::tempdir().expect("dir");
+    let inner_answer = Phone::start(dir.path(), "uas_answer.xml", &["-d", "50"]);
+    let inner_ring = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let outer_ring = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let cfg = format!(
+        "{}{}",
+        group(
+            "802",
+            "ring_all",
+            &[("groupcall", "803".into(), None), ("sip", outer_ring.uri("o"), None)]
+        ),
+        group(
+            "803",
+            "ring_all",
+            &[("sip", inner_answer.uri("ia"), None), ("sip", inner_ring.uri("ir"), None)]
+        )
+    );
+    let server = Server::start_with(&trusted(&cfg));
+    caller(server.dir.path(), server.udp, "802", "uac.xml", &[]);
+    inner_answer.assert_ok();
+    inner_ring.assert_ok();
+    outer_ring.assert_ok();
+    let (root, _) = finished_groupcall(&server);
+    assert_ne!(root.answer_groupcall_id, NIL, "the answer came through the child");
+    assert_eq!(root.groupcall_ids.len(), 1);
+}
+
+#[test]
+fn two_phones_answering_at_once_exactly_one_bridged() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Both answer at once with no provisional: nothing can be CANCELed, so
+    // the second 200 reaches the switch after the first won.
+    let a = Phone::start(dir.path(), "uas_answer_now.xml", &[]);
+    let b = Phone::start(dir.path(), "uas_answer_now.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "804",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
+    )));
+    caller(server.dir.path(), server.udp, "804", "uac.xml", &[]);
+    // Both phones complete: the loser was ACKed then BYEd (or its 200
+    // crossed our CANCEL), the winner got the caller's BYE.
+    a.assert_ok();
+    b.assert_ok();
+    let (root, calls) = finished_groupcall(&server);
+    assert_ne!(root.answer_call_id, NIL);
+    // Exactly one is the answer; the other (its CANCEL pending, its 200
+    // ACKed and BYEd on arrival) was ended by us.
+    assert_eq!(calls.len(), 2);
+    let winner = calls.iter().find(|c| c.id == root.answer_call_id).expect("winner");
+    assert!(!winner.tm_progressing.is_not_yet());
+    let loser = calls.iter().find(|c| c.id != root.answer_call_id).expect("loser");
+    assert_eq!(loser.hangup_by, records::HangupBy::Local, "{loser:?}");
+}
+
+#[test]
+fn caller_cancel_while_ringing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
+    let b = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "805",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
+    )));
+    caller(server.dir.path(), server.udp, "805", "uac_cancel.xml", &[]);
+    a.assert_ok();
+    b.assert_ok();
+    let (root, _) = finished_groupcall(&server);
+    assert_eq!(root.answer_call_id, NIL);
+}
+
+#[test]
+fn all_busy_caller_gets_486() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_reject_486.xml", &[]);
+    let b = Phone::start(dir.path(), "uas_reject_486.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "806",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
+    )));
+    caller(server.dir.path(), server.udp, "806", "uac_expect_486.xml", &[]);
+    a.assert_ok();
+    b.assert_ok();
+}
+
+#[test]
+fn decline_603_stops_the_fork() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_reject_603.xml", &[]);
+    let b = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "807",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
+    )));
+    caller(server.dir.path(), server.udp, "807", "uac_expect_603.xml", &[]);
+    a.assert_ok();
+    b.assert_ok();
+}
+
+#[test]
+fn early_media_from_two_legs_only_first_relayed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_early_answer.xml", &["-d", "300"]);
+    let b = Phone::start(dir.path(), "uas_early_cancel.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "808",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
+    )));
+    // uac.xml takes at most one 183: a second relayed one would fail it.
+    caller(server.dir.path(), server.udp, "808", "uac.xml", &[]);
+    a.assert_ok();
+    b.assert_ok();
+}
+
+#[test]
+fn reinvite_from_caller_and_bye_from_callee() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_answer_reinvite.xml", &[]);
+    let server =
+        Server::start_with(&trusted(&group("809", "ring_all", &[("sip", a.uri("a"), None)])));
+    caller(server.dir.path(), server.udp, "809", "uac_reinvite.xml", &[]);
+    a.assert_ok();
+    let b = Phone::start(dir.path(), "uas_answer_bye.xml", &[]);
+    let server2 =
+        Server::start_with(&trusted(&group("810", "ring_all", &[("sip", b.uri("b"), None)])));
+    caller(server2.dir.path(), server2.udp, "810", "uac_wait_bye.xml", &[]);
+    b.assert_ok();
+}
+
+#[test]
+fn tel_route_fails_over_from_503_carrier_to_the_next() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = Phone::start(dir.path(), "uas_reject_503.xml", &[]);
+    let good = Phone::start(dir.path(), "uas_answer.xml", &[]);
+    // An authenticated extension calls a PSTN number (no trusted source
+    // here: carriers may not call out).
+    let cfg = format!(
+        "[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+         [[extensions]]\nname = \"test12\"\ndomain = \"test\"\npassword = \"pw12\"\n\
+         [registrar]\nalgorithms = [\"MD5\"]\n\
+         [[carriers]]\nname = \"first\"\naddress = \"127.0.0.1:{}\"\n\
+         [[carriers]]\nname = \"second\"\naddress = \"127.0.0.1:{}\"\n\
+         [[routes]]\nprefix = \"+1\"\ncarriers = [\"first\", \"second\"]\n",
+        bad.port, good.port
+    );
+    let server = Server::start_with(&cfg);
+    caller(
+        server.dir.path(),
+        server.udp,
+        "+15551234567",
+        "uac_auth.xml",
+        &["-set", "ext", "test12", "-set", "domain", "test", "-au", "test12", "-ap", "pw12"],
+    );
+    bad.assert_ok();
+    good.assert_ok();
+}
