@@ -276,3 +276,107 @@ fn tel_route_fails_over_from_503_carrier_to_the_next() {
     bad.assert_ok();
     good.assert_ok();
 }
+
+#[test]
+fn endpoint_destinations_ring_registered_phones_and_missing_ones_fail_480() {
+    let cfg = format!(
+        "{}[[extensions]]\nname = \"e1\"\ndomain = \"test\"\npassword = \"pw-e1\"\n\
+         [[extensions]]\nname = \"e2\"\ndomain = \"test\"\npassword = \"pw-e2\"\n\
+         [registrar]\nalgorithms = [\"MD5\"]\n",
+        trusted(&group(
+            "811",
+            "ring_all",
+            &[("endpoint", "e1@test".into(), None), ("endpoint", "e2@test".into(), None)]
+        ))
+    );
+    let server = Server::start_with(&cfg);
+    // e1 registers from the port its phone (SIPp) will then listen on; e2
+    // never registers.
+    let port = {
+        let sock = udp_client();
+        let resp = register_from(&sock, server.udp, "e1", "pw-e1");
+        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+        sock.local_addr().expect("addr").port()
+    };
+    let phone = Phone::start_on(server.dir.path(), "uas_answer.xml", &[], port);
+    caller(server.dir.path(), server.udp, "811", "uac.xml", &[]);
+    phone.assert_ok();
+    let (root, _) = finished_groupcall(&server);
+    assert_eq!(root.groupcall_ids.len(), 1, "e1 became a child groupcall; e2 had no contact");
+    assert_ne!(root.answer_groupcall_id, NIL);
+    // Dialing the extension directly rings its contacts too.
+    let phone = Phone::start_on(server.dir.path(), "uas_answer.xml", &[], port);
+    caller(server.dir.path(), server.udp, "e1", "uac.xml", &[]);
+    phone.assert_ok();
+}
+
+#[test]
+fn lost_first_invite_is_recovered_by_retransmission() {
+    // A phone on a raw socket that "loses" the first INVITE: it answers only
+    // the retransmission (RFC 3261 Timer A, 500 ms later).
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(WAIT)).expect("timeout");
+    let port = sock.local_addr().expect("addr").port();
+    let phone = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = sock.recv_from(&mut buf).expect("first INVITE");
+        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(first.starts_with("INVITE "), "{first}");
+        let t_first = Instant::now();
+        let (n, from) = sock.recv_from(&mut buf).expect("retransmitted INVITE");
+        let again = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(again, first, "a retransmission is the same request");
+        let waited = t_first.elapsed();
+        let header = |name: &str| -> String {
+            again
+                .split("\r\n")
+                .find(|l| {
+                    l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=lossy\r\n{}\r\n{}\r\nContact: <sip:p@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            header("Via"),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq"),
+            sdp.len()
+        );
+        sock.send_to(ok.as_bytes(), from).expect("send 200");
+        // ACK, then the BYE when the caller hangs up.
+        loop {
+            let (n, from) = sock.recv_from(&mut buf).expect("ACK or BYE");
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.starts_with("BYE ") {
+                let h = |name: &str| -> String {
+                    m.split("\r\n").find(|l| l.starts_with(name)).unwrap_or_default().to_owned()
+                };
+                let resp = format!(
+                    "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{}\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+                    h("Via:"),
+                    h("From:"),
+                    h("To:"),
+                    h("Call-ID:"),
+                    h("CSeq:")
+                );
+                sock.send_to(resp.as_bytes(), from).expect("send");
+                return waited;
+            }
+        }
+    });
+    let server = Server::start_with(&trusted(&group(
+        "812",
+        "ring_all",
+        &[("sip", format!("sip:p@127.0.0.1:{port}"), None)],
+    )));
+    caller(server.dir.path(), server.udp, "812", "uac.xml", &[]);
+    let waited = phone.join().expect("phone thread");
+    assert!(
+        waited >= Duration::from_millis(400) && waited <= Duration::from_millis(1500),
+        "retransmission after {waited:?} (Timer A = T1 = 500 ms)"
+    );
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
@@ -93,63 +93,6 @@ fn sipp_register_over_udp_and_tcp_then_cycle() {
     }
 }
 
-/// REGISTER for `user` with a digest answer to the first challenge; returns
-/// the final response text.
-fn register(
-    c: &UdpSocket,
-    server: SocketAddr,
-    user: &str,
-    password: &str,
-    contact: bool,
-) -> String {
-    let local = c.local_addr().expect("addr");
-    let call_id = format!("reg-{user}-{}", rand_suffix());
-    let uri = format!("sip:{server}");
-    let build = |cseq: u32, auth: Option<String>| {
-        let mut m = format!(
-            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@test>;tag=f{cseq}\r\nTo: <sip:{user}@test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
-        );
-        if contact {
-            m.push_str(&format!("Contact: <sip:{user}@{local}>\r\nExpires: 600\r\n"));
-        }
-        if let Some(a) = auth {
-            m.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        m.push_str("Content-Length: 0\r\n\r\n");
-        m
-    };
-    c.send_to(build(1, None).as_bytes(), server).expect("send");
-    let challenge = String::from_utf8_lossy(&recv(c)).into_owned();
-    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let www = challenge
-        .split("\r\n")
-        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
-        .expect("an MD5 challenge");
-    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
-    let ha1 = registrar::ha1_md5(user, "test", password);
-    let response = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "abc123",
-        Some("auth"),
-        "REGISTER",
-        &uri,
-    );
-    let auth = format!(
-        "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc123\""
-    );
-    c.send_to(build(2, Some(auth)).as_bytes(), server).expect("send");
-    String::from_utf8_lossy(&recv(c)).into_owned()
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 #[test]
 fn thousand_extensions_survive_kill9() {
     let names: Vec<String> = (0..1000).map(|i| format!("u{i:04}")).collect();
@@ -177,7 +120,7 @@ fn thousand_extensions_survive_kill9() {
     // The restarted server knows where u0500 is: a REGISTER without Contact
     // (a query) lists the binding SIPp made.
     let c = udp_client();
-    let resp = register(&c, server.udp, "u0500", "pw-u0500", false);
+    let resp = register_as(&c, server.udp, "u0500", "pw-u0500", false);
     assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
     assert!(resp.contains("Contact: <sip:u0500@127.0.0.1:"), "{resp}");
 }
@@ -187,11 +130,11 @@ fn unknown_user_and_wrong_password_get_the_same_answer() {
     let names = vec!["alice".to_owned()];
     let server = Server::start_with(&accounts(&names));
     let c = udp_client();
-    let ok = register(&c, server.udp, "alice", "pw-alice", true);
+    let ok = register_as(&c, server.udp, "alice", "pw-alice", true);
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert!(ok.contains("expires=600"), "{ok}");
-    let wrong = register(&c, server.udp, "alice", "nope", true);
-    let unknown = register(&c, server.udp, "mallory", "nope", true);
+    let wrong = register_as(&c, server.udp, "alice", "nope", true);
+    let unknown = register_as(&c, server.udp, "mallory", "nope", true);
     let first_line = |s: &str| s.lines().next().unwrap_or("").to_owned();
     assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
     assert_eq!(first_line(&wrong), first_line(&unknown));

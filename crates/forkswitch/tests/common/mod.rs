@@ -295,7 +295,11 @@ pub struct Phone {
 impl Phone {
     /// Starts `scenario` on a free port; returns once SIPp holds the port.
     pub fn start(dir: &Path, scenario_file: &str, extra: &[&str]) -> Phone {
-        let port = free_udp_port();
+        Self::start_on(dir, scenario_file, extra, free_udp_port())
+    }
+
+    /// Starts `scenario` on `port`.
+    pub fn start_on(dir: &Path, scenario_file: &str, extra: &[&str], port: u16) -> Phone {
         let mut args: Vec<String> = [
             "-sf",
             &scenario(scenario_file),
@@ -387,4 +391,63 @@ pub fn caller(dir: &Path, target: SocketAddr, service: &str, scenario_file: &str
     args.extend(extra.iter().map(|s| s.to_string()));
     let (st, err) = sipp(dir, &args, Duration::from_secs(40));
     assert!(st.success(), "caller {scenario_file} failed: {st:?} {err}");
+}
+
+/// REGISTERs `user@test` (password `password`, MD5 digest) from `sock`, with
+/// a Contact at the socket's own address; returns the final response.
+pub fn register_from(sock: &UdpSocket, server: SocketAddr, user: &str, password: &str) -> String {
+    register_as(sock, server, user, password, true)
+}
+
+/// REGISTER with a digest answer to the first challenge; without `contact`
+/// it is a query (the 200 lists the bindings). Returns the final response.
+pub fn register_as(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    user: &str,
+    password: &str,
+    contact: bool,
+) -> String {
+    let local = sock.local_addr().expect("addr");
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let call_id = format!("reg-{user}-{}-{n}", local.port());
+    let uri = format!("sip:{server}");
+    let build = |cseq: u32, auth: Option<String>| {
+        let mut m = format!(
+            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@test>;tag=f{cseq}\r\nTo: <sip:{user}@test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+        );
+        if contact {
+            m.push_str(&format!("Contact: <sip:{user}@{local}>\r\nExpires: 600\r\n"));
+        }
+        if let Some(a) = auth {
+            m.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        m
+    };
+    sock.send_to(build(1, None).as_bytes(), server).expect("send");
+    let challenge = String::from_utf8_lossy(&recv(sock)).into_owned();
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let www = challenge
+        .split("\r\n")
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
+        .expect("an MD5 challenge");
+    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let ha1 = registrar::ha1_md5(user, "test", password);
+    let response = registrar::digest::response(
+        registrar::Algorithm::Md5,
+        &ha1,
+        nonce,
+        "00000001",
+        "abc123",
+        Some("auth"),
+        "REGISTER",
+        &uri,
+    );
+    let auth = format!(
+        "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc123\""
+    );
+    sock.send_to(build(2, Some(auth)).as_bytes(), server).expect("send");
+    String::from_utf8_lossy(&recv(sock)).into_owned()
 }
