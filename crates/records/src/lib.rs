@@ -6,7 +6,7 @@
 //! `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) with `9999-01-01 00:00:00.000000`
 //! meaning "not yet". Plain data: no I/O, no clock (times are passed in).
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use uuid::Uuid;
@@ -59,12 +59,38 @@ impl Default for Timestamp {
     }
 }
 
+/// (year, month, day) of a day count since 1970-01-01 (proleptic
+/// Gregorian; H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match DateTime::<Utc>::from_timestamp_micros(self.0) {
-            Some(dt) => write!(f, "{}", dt.format("%Y-%m-%d %H:%M:%S%.6f")),
-            None => f.write_str("9999-01-01 00:00:00.000000"),
+        // Written by hand: records are formatted on every change, and
+        // chrono's format-string interpretation showed in profiles.
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        if !(0..=9999).contains(&y) {
+            return f.write_str("9999-01-01 00:00:00.000000");
         }
+        write!(
+            f,
+            "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60
+        )
     }
 }
 
@@ -339,6 +365,19 @@ mod tests {
         assert_eq!(Timestamp::parse("9999-01-01 00:00:00.000000"), Some(Timestamp::NOT_YET));
         let t = Timestamp::parse("2023-04-21 15:33:28.569053").expect("parse");
         assert_eq!(t.to_string(), "2023-04-21 15:33:28.569053");
+    }
+
+    #[test]
+    fn formatting_agrees_with_chrono() {
+        for us in [0i64, 1, 951_782_400_000_000, 1_682_091_208_569_053, 4_102_444_799_999_999, -1] {
+            let t = Timestamp::from_micros(us);
+            let want = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us)
+                .expect("in range")
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string();
+            assert_eq!(t.to_string(), want, "{us}");
+            assert_eq!(Timestamp::parse(&want), Some(t));
+        }
     }
 
     #[test]

@@ -56,6 +56,25 @@ enum Op {
     DeleteExtension { name: String, domain: String },
 }
 
+/// Drops every groupcall or call upsert that a later upsert of the same
+/// record in `batch` supersedes; everything else keeps its order.
+fn coalesce(batch: Vec<Op>) -> Vec<Op> {
+    use std::collections::HashSet;
+    let mut seen: HashSet<(u8, uuid::Uuid)> = HashSet::new();
+    let mut keep = vec![true; batch.len()];
+    for (i, op) in batch.iter().enumerate().rev() {
+        let key = match op {
+            Op::UpsertGroupcall(g) => (0u8, g.id),
+            Op::UpsertCall(c) => (1u8, c.id),
+            _ => continue,
+        };
+        if !seen.insert(key) {
+            keep[i] = false;
+        }
+    }
+    batch.into_iter().zip(keep).filter_map(|(op, k)| k.then_some(op)).collect()
+}
+
 /// What the writer thread receives.
 enum Msg {
     Op(Op),
@@ -493,6 +512,11 @@ impl Writer {
                 }
             }
             self.counters.queued.fetch_sub(batch.len() as u64, Relaxed);
+            // A record changes many times in a call; only its last state in
+            // a batch needs writing. Superseded writes count as written.
+            let before = batch.len();
+            let batch = coalesce(batch);
+            self.counters.written.fetch_add((before - batch.len()) as u64, Relaxed);
             failed_since_flush += self.commit(&batch);
             for done in flushes {
                 // The flusher may have given up waiting; nothing to do then.

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Forking benchmark: SIPp UAC -> forkswitch (release) -> ring group of 3 SIPp
+# UAS: one answers after 20 ms, two ring and get CANCELed (with Reason).
+#
+#   bash tests/bench/fork3.sh [RATES] [SECONDS_PER_STEP] [HELD_CALLS]
+#   e.g. bash tests/bench/fork3.sh "500 1000 1500 2000 2500 3000" 5 10000
+#
+# For each rate: `rate=R ok=X failed=Y retrans=Z server_cpu_pct=C
+# server_cpu_ms_per_call=P rss_kb=M udp_rcvbuf_errors=E`, where retrans
+# counts retransmissions seen by every SIPp instance. Then RSS growth per
+# answered call with HELD_CALLS calls up at once, and last
+# `fork3_clean_cps=N`: the highest rate with 0 failed, 0 retransmissions
+# and no UDP drops. The 4 SIPp instances share the machine's 2 cores with
+# the server. Traffic stays on 127.0.0.1; only processes started here are
+# stopped.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RATES=${1:-"500 1000 1500 2000 2500 3000"}
+SECS=${2:-5}
+HELD=${3:-10000}
+cargo build --release -p forkswitch >/dev/null 2>&1
+BIN=$PWD/target/release/forkswitch
+SCN=$PWD/sipp-scenarios
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}" ${FS_PID:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+cd "$WORK"
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P1=$(free_port); P2=$(free_port); P3=$(free_port); PS=$(free_port)
+CUST=5e4a0680-804e-11ec-8477-2fea5968d85b
+cat > fs.toml <<TOML
+[sip]
+udp = ["127.0.0.1:$PS"]
+recv_buffer_bytes = 16777216
+send_buffer_bytes = 16777216
+[log]
+level = "info"
+[database]
+path = "fs.db"
+[[customers]]
+id = "$CUST"
+[[domains]]
+name = "test"
+customer_id = "$CUST"
+[[carriers]]
+name = "bench"
+address = "127.0.0.1:9"
+inbound_sources = ["127.0.0.1/32"]
+inbound_domain = "test"
+[[groups]]
+number = "800"
+domain = "test"
+destinations = [
+  { type = "sip", target = "sip:a@127.0.0.1:$P1" },
+  { type = "sip", target = "sip:b@127.0.0.1:$P2" },
+  { type = "sip", target = "sip:c@127.0.0.1:$P3" },
+]
+TOML
+"$BIN" run --config fs.toml --log-format json > fs.log 2>&1 &
+FS_PID=$!
+for _ in $(seq 1 100); do grep -q "forkswitch ready" fs.log && break; sleep 0.1; done
+grep -q "forkswitch ready" fs.log || { cat fs.log; exit 1; }
+
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14+$15}' /proc/$FS_PID/stat; }
+rss_kb() { awk '/VmRSS/{print $2}' /proc/$FS_PID/status; }
+rcvbuf_errors() { awk '/^Udp:/{n++} /^Udp:/&&n==2{print $6}' /proc/net/snmp; }
+# last value of a column of a SIPp -trace_stat file
+stat_col() { python3 - "$1" "$2" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))
+h = rows[0]; print(rows[-1][h.index(sys.argv[2])] if len(rows) > 1 else 0)
+PY
+}
+SIPP_COMMON=(-i 127.0.0.1 -buff_size 4194304 -nostdin -trace_stat -fd 1)
+
+run_step() {
+    local rate=$1 calls=$2 hold=$3 tag=$4
+    local uas=()
+    sipp -sf "$SCN/uas_answer.xml" -d 20 -p "$P1" -m "$calls" "${SIPP_COMMON[@]}" -stf "a_$tag.csv" -timeout $((SECS*4+hold/1000+30))s >/dev/null 2>&1 & uas+=($!)
+    sipp -sf "$SCN/uas_ring_cancel_reason.xml" -p "$P2" -m "$calls" "${SIPP_COMMON[@]}" -stf "b_$tag.csv" -timeout $((SECS*4+hold/1000+30))s >/dev/null 2>&1 & uas+=($!)
+    sipp -sf "$SCN/uas_ring_cancel_reason.xml" -p "$P3" -m "$calls" "${SIPP_COMMON[@]}" -stf "c_$tag.csv" -timeout $((SECS*4+hold/1000+30))s >/dev/null 2>&1 & uas+=($!)
+    PIDS+=("${uas[@]}")
+    sleep 0.5
+    local c0 e0 t0
+    c0=$(cpu_ticks); e0=$(rcvbuf_errors); t0=$(date +%s.%N)
+    sipp -sf "$SCN/uac_hold.xml" -s 800 "127.0.0.1:$PS" -d "$hold" -r "$rate" -m "$calls" -l $((calls+10)) \
+        -p 0 "${SIPP_COMMON[@]}" -stf "uac_$tag.csv" -timeout $((SECS*4+hold/1000+30))s >/dev/null 2>&1 &
+    UAC_PID=$!; PIDS+=("$UAC_PID")
+    if [ "${5:-}" = "held" ]; then return; fi
+    wait "$UAC_PID" || true
+    for p in "${uas[@]}"; do wait "$p" || true; done
+    local c1 e1 t1 ok failed retr cpu_ms secs
+    c1=$(cpu_ticks); e1=$(rcvbuf_errors); t1=$(date +%s.%N)
+    ok=$(stat_col "uac_$tag.csv" "SuccessfulCall(C)")
+    failed=$(( $(stat_col "uac_$tag.csv" "FailedCall(C)") + $(stat_col "a_$tag.csv" "FailedCall(C)") + $(stat_col "b_$tag.csv" "FailedCall(C)") + $(stat_col "c_$tag.csv" "FailedCall(C)") ))
+    retr=$(( $(stat_col "uac_$tag.csv" "Retransmissions(C)") + $(stat_col "a_$tag.csv" "Retransmissions(C)") + $(stat_col "b_$tag.csv" "Retransmissions(C)") + $(stat_col "c_$tag.csv" "Retransmissions(C)") ))
+    cpu_ms=$(( (c1-c0)*1000/HZ ))
+    secs=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+    echo "rate=$rate ok=$ok failed=$failed retrans=$retr server_cpu_pct=$(python3 -c "print(round(100*$cpu_ms/1000/($t1-$t0)))") server_cpu_ms_per_call=$(python3 -c "print(round($cpu_ms/max($ok,1),3))") rss_kb=$(rss_kb) udp_rcvbuf_errors=$((e1-e0)) secs=$secs"
+    if [ "$failed" = 0 ] && [ "$retr" = 0 ] && [ $((e1-e0)) = 0 ] && [ "$ok" = "$calls" ]; then CLEAN=$rate; fi
+}
+
+CLEAN=0
+for r in $RATES; do run_step "$r" $((r*SECS)) 0 "r$r"; done
+
+# Held calls: RSS growth per answered call with HELD calls up at once.
+RSS0=$(rss_kb)
+HOLD_MS=$(( HELD*1000/500 + 20000 ))
+run_step 500 "$HELD" "$HOLD_MS" held held
+sleep $(( HELD/500 + 5 ))
+RSS1=$(rss_kb)
+echo "held_calls=$HELD rss_kb_before=$RSS0 rss_kb_held=$RSS1 rss_bytes_per_held_call=$(( (RSS1-RSS0)*1024/HELD ))"
+echo "fork3_clean_cps=$CLEAN"
