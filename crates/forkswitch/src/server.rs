@@ -460,6 +460,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut keepalive = tokio::time::interval(keepalive_every);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let keepalive_on = cfg.registrar.keepalive_interval_secs > 0;
+    let mut stats = tokio::time::interval(Duration::from_secs(10));
+    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
@@ -471,6 +473,18 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             Some(f) = fail_rx.recv() => debug!(peer = %f.peer, reason = %f.reason, "send failed"),
             _ = until(core.next_deadline()) => core.on_timer(Instant::now()),
             _ = keepalive.tick(), if keepalive_on => core.keepalive(),
+            _ = stats.tick() => {
+                let t = core.transport.stats();
+                info!(
+                    calls = core.calls.len(),
+                    b2bua_calls = core.calls.mgr.len(),
+                    transactions = core.tx.len(),
+                    bindings = core.registrar.location().len(),
+                    received = t.received.load(std::sync::atomic::Ordering::Relaxed),
+                    overload_drops = t.overload_drops.load(std::sync::atomic::Ordering::Relaxed),
+                    "stats"
+                );
+            }
             _ = sweep.tick() => {
                 let gone = core.registrar.sweep(Instant::now(), wall());
                 if !gone.is_empty() {

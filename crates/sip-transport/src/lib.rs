@@ -15,7 +15,7 @@ pub mod socket;
 mod tcp;
 pub mod via_stamp;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use sip_message::{ConnId, Message, Peer, Transport};
 use std::net::{IpAddr, SocketAddr};
@@ -317,19 +317,17 @@ pub(crate) fn prepare(inner: &Inner, mut message: Message, peer: Peer, now: Inst
     Inbound { message, peer, received_at: now }
 }
 
-const UDP_CHUNK: usize = 256 * 1024;
-
 async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
     let mut shutdown = inner.shutdown.clone();
-    // Datagrams are read into one large buffer and split off as zero-copy
-    // `Bytes`; a new chunk is allocated when the free space gets small.
-    let mut buf = BytesMut::with_capacity(UDP_CHUNK);
+    // One receive buffer; each datagram is then copied into a buffer of its
+    // own size. Deliberate: slicing datagrams out of a shared chunk would
+    // let one message kept by a transaction (up to 32 s) pin the whole
+    // chunk. The copy (~700 bytes) is what the parse of a message costs
+    // anyway; parsing and everything after it are zero-copy.
+    let mut buf = vec![0u8; 65_536];
     loop {
-        if buf.capacity() - buf.len() < 65_536 {
-            buf = BytesMut::with_capacity(UDP_CHUNK);
-        }
         let res = tokio::select! {
-            r = sock.recv_buf_from(&mut buf) => r,
+            r = sock.recv_from(&mut buf) => r,
             _ = shutdown.changed() => return,
         };
         let (n, remote) = match res {
@@ -337,12 +335,11 @@ async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAdd
             Err(e) => {
                 // ICMP port unreachable surfaces here on some systems.
                 debug!(error = %e, "udp recv error");
-                buf.clear();
                 continue;
             }
         };
         let now = Instant::now();
-        let data = buf.split_to(n).freeze();
+        let data = Bytes::copy_from_slice(&buf[..n]);
         if data.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | b'\0')) {
             continue; // keep-alive datagram
         }
