@@ -58,10 +58,14 @@ destinations = [
   { type = "sip", target = "sip:c@127.0.0.1:$P3" },
 ]
 TOML
-"$BIN" run --config fs.toml --log-format json > fs.log 2>&1 &
-FS_PID=$!
-for _ in $(seq 1 100); do grep -q "forkswitch ready" fs.log && break; sleep 0.1; done
-grep -q "forkswitch ready" fs.log || { cat fs.log; exit 1; }
+start_server() {
+    rm -f fs.db fs.db-wal fs.db-shm
+    "$BIN" run --config fs.toml --log-format json > fs.log 2>&1 &
+    FS_PID=$!
+    for _ in $(seq 1 100); do grep -q "forkswitch ready" fs.log && break; sleep 0.1; done
+    grep -q "forkswitch ready" fs.log || { cat fs.log; exit 1; }
+}
+start_server
 
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' /proc/$FS_PID/stat; }
@@ -91,7 +95,14 @@ run_step() {
     UAC_PID=$!; PIDS+=("$UAC_PID")
     if [ "${5:-}" = "held" ]; then return; fi
     wait "$UAC_PID" || true
-    for p in "${uas[@]}"; do wait "$p" || true; done
+    # The phones end by themselves once they saw every call; calls that
+    # failed never reach them, so stop waiting after a few seconds.
+    for _ in $(seq 1 50); do
+        alive=0; for p in "${uas[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break; sleep 0.1
+    done
+    for p in "${uas[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    sleep 1.2  # let -fd 1 flush the last statistics line
     local c1 e1 t1 ok failed retr cpu_ms secs
     c1=$(cpu_ticks); e1=$(rcvbuf_errors); t1=$(date +%s.%N)
     ok=$(stat_col "uac_$tag.csv" "SuccessfulCall(C)")
@@ -106,11 +117,19 @@ run_step() {
 CLEAN=0
 for r in $RATES; do run_step "$r" $((r*SECS)) 0 "r$r"; done
 
-# Held calls: RSS growth per answered call with HELD calls up at once.
+# Held calls, on a fresh server: RSS growth per answered call with HELD
+# calls up at once, right after the ramp (the calls' transactions are still
+# in their RFC wait states) and once those have ended (Timer L/M, 32 s).
+kill "$FS_PID"; wait "$FS_PID" 2>/dev/null || true
+start_server
+sleep 1
 RSS0=$(rss_kb)
-HOLD_MS=$(( HELD*1000/500 + 20000 ))
+RAMP=$(( HELD/500 ))
+HOLD_MS=$(( (RAMP + 50) * 1000 ))
 run_step 500 "$HELD" "$HOLD_MS" held held
-sleep $(( HELD/500 + 5 ))
+sleep $(( RAMP + 2 ))
 RSS1=$(rss_kb)
-echo "held_calls=$HELD rss_kb_before=$RSS0 rss_kb_held=$RSS1 rss_bytes_per_held_call=$(( (RSS1-RSS0)*1024/HELD ))"
+sleep 36
+RSS2=$(rss_kb)
+echo "held_calls=$HELD rss_kb_fresh=$RSS0 rss_kb_after_ramp=$RSS1 rss_kb_transactions_drained=$RSS2 rss_bytes_per_held_call_after_ramp=$(( (RSS1-RSS0)*1024/HELD )) rss_bytes_per_held_call=$(( (RSS2-RSS0)*1024/HELD ))"
 echo "fork3_clean_cps=$CLEAN"

@@ -5,6 +5,11 @@
 //! The protocol work lives in the library crates (`sip-message`,
 //! `sip-transport`, ...); this crate only wires them together.
 
+/// mimalloc: measured faster than glibc malloc on the call path, and it
+/// returns freed memory (transactions linger 32 s, then go) to the system.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod calls;
 mod config;
 mod local;
