@@ -136,6 +136,8 @@ impl Env {
             pending: None,
             seen: 0,
             forks: Vec::new(),
+            credentials: target.credentials,
+            auth_tries: 0,
         });
         self.own(call, key, Role::LegInvite(l));
         self.index_dialog(&call_id, &tag, call.id, Side::Leg(l));
@@ -154,9 +156,58 @@ impl Env {
         match resp.status() {
             Some(code @ 100..=199) => self.leg_provisional(tx, now, call, l, code, resp),
             Some(200..=299) => self.leg_2xx(tx, now, call, l, resp),
+            Some(401 | 407) if self.leg_authenticate(tx, now, call, l, resp) => {}
             Some(code) => self.leg_final(call, l, code),
             None => {}
         }
+    }
+
+    /// Answers a callee's 401/407 with credentials: the same INVITE (Call-ID,
+    /// From tag, body) with CSeq + 1, a new branch and the digest header.
+    /// At most twice per leg (a second challenge may be a stale nonce).
+    /// `false` when there is nothing to answer with.
+    fn leg_authenticate(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: &mut Call,
+        l: u32,
+        resp: &Message,
+    ) -> bool {
+        let Some(leg) = call.legs.get_mut(l as usize) else { return false };
+        if leg.invite_over() || leg.auth_tries >= 2 || !matches!(leg.cancel, Cancel::None) {
+            return false;
+        }
+        let Some((user, pass)) = leg.credentials.clone() else { return false };
+        let proxy = resp.status() == Some(407);
+        let (challenge_name, answer_name) = if proxy {
+            (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization)
+        } else {
+            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+        };
+        let uri = String::from_utf8_lossy(&leg.request_uri).into_owned();
+        let cnonce = String::from_utf8_lossy(&self.token(16)).into_owned();
+        let Some(answer) = resp
+            .header_values(challenge_name)
+            .find_map(|ch| crate::auth::answer(ch, "INVITE", &uri, &user, &pass, &cnonce))
+        else {
+            return false;
+        };
+        let seq = leg.invite_seq + 1;
+        let branch = tx.new_branch();
+        let mut invite = leg.invite.clone();
+        invite.replace_top_via(Bytes::from(dialog::via_value(&self.locals, &leg.peer, &branch)));
+        invite.set_header(HeaderName::CSeq, format!("{seq} INVITE"));
+        invite.remove_headers(HeaderName::Authorization);
+        invite.remove_headers(HeaderName::ProxyAuthorization);
+        invite.insert_header_before(HeaderName::CSeq, answer_name, answer);
+        let Ok(key) = tx.send_request(now, invite.clone(), leg.peer) else { return false };
+        leg.invite = invite;
+        leg.invite_key = key;
+        leg.invite_seq = seq;
+        leg.auth_tries += 1;
+        self.own(call, key, Role::LegInvite(l));
+        true
     }
 
     fn leg_provisional(

@@ -43,6 +43,7 @@
 //! [`CallEvent`], [`Stateless`], [`CallRef`], [`LegRef`].
 #![deny(missing_docs)]
 
+mod auth;
 mod caller;
 mod dialog;
 mod env;
@@ -133,6 +134,10 @@ pub struct DialTarget {
     pub from: String,
     /// Where to send the INVITE (resolved): transport, remote, local, conn.
     pub next_hop: Peer,
+    /// Digest credentials (username, password) to answer the callee's own
+    /// 401/407 with (a carrier trunk that authenticates us); `None`: a
+    /// 401/407 is a failure like any other.
+    pub credentials: Option<(String, String)>,
     /// Extra header fields; a name that is not a token or a value with CR
     /// or LF is skipped.
     pub extra_headers: Vec<(String, String)>,

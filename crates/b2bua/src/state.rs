@@ -219,6 +219,9 @@ pub(crate) struct Leg {
     pub(crate) seen: u8,
     /// Second forks ACKed and BYEd: their tag and ACK.
     pub(crate) forks: Vec<(Bytes, Stored)>,
+    /// Credentials for the callee's 401/407, and how often they were used.
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) auth_tries: u8,
 }
 
 impl Leg {

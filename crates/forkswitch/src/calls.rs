@@ -419,6 +419,7 @@ fn dial_carrier(
         to: format!("<{}>", t.request_uri),
         from: from.to_owned(),
         next_hop: Peer { transport: t.transport, remote: t.address, local, conn: None },
+        credentials: (!t.username.is_empty()).then(|| (t.username.clone(), t.password.clone())),
         extra_headers: t.headers.clone(),
     };
     mgr.dial(tx, at, cref, target).map_err(|e| {
@@ -456,6 +457,7 @@ fn apply(
                                 to: format!("<sip:{aor}>"),
                                 from: s.from.clone(),
                                 next_hop,
+                                credentials: None,
                                 extra_headers: vec![],
                             },
                         )
@@ -476,6 +478,7 @@ fn apply(
                                 to: format!("<{uri}>"),
                                 from: s.from.clone(),
                                 next_hop,
+                                credentials: None,
                                 extra_headers: vec![],
                             },
                         )

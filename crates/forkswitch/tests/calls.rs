@@ -380,3 +380,27 @@ fn lost_first_invite_is_recovered_by_retransmission() {
         "retransmission after {waited:?} (Timer A = T1 = 500 ms)"
     );
 }
+
+#[test]
+fn carrier_that_challenges_gets_our_credentials() {
+    let dir = tempfile::tempdir().expect("dir");
+    let carrier = Phone::start(dir.path(), "uas_carrier_auth.xml", &[]);
+    let cfg = format!(
+        "[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+         [[extensions]]\nname = \"test12\"\ndomain = \"test\"\npassword = \"pw12\"\n\
+         [registrar]\nalgorithms = [\"MD5\"]\n\
+         [[carriers]]\nname = \"trunk\"\naddress = \"127.0.0.1:{}\"\nusername = \"trunkuser\"\npassword = \"trunkpass\"\n\
+         [[routes]]\nprefix = \"+\"\ncarriers = [\"trunk\"]\n",
+        carrier.port
+    );
+    let server = Server::start_with(&cfg);
+    // The carrier answers 403 to a wrong answer, which would fail the caller.
+    caller(
+        server.dir.path(),
+        server.udp,
+        "+4930123456",
+        "uac_auth.xml",
+        &["-set", "ext", "test12", "-set", "domain", "test", "-au", "test12", "-ap", "pw12"],
+    );
+    carrier.assert_ok();
+}

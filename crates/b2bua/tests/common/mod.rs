@@ -59,6 +59,7 @@ pub fn target(user: &str, p: Peer) -> DialTarget {
         to: format!("<sip:{user}@b.example>"),
         from: "\"Alice\" <sip:alice@a.example>".to_owned(),
         next_hop: p,
+        credentials: None,
         extra_headers: vec![("X-Leg".to_owned(), user.to_owned())],
     }
 }
