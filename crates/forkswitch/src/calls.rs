@@ -1,8 +1,10 @@
 //! Calls: one fork engine ([`groupcall::Fork`]) per inbound call, driving the
 //! B2BUA's legs ([`b2bua::CallManager`]); leg events go back into the fork,
 //! fork actions become SIP, record changes go to the store. Carrier failover
-//! for `tel` legs lives here too: a leg that gets no answer from a carrier,
-//! 408 or 5xx is re-dialed to the next carrier before the fork hears of it.
+//! for `tel` legs and RFC 3263 failover for DNS targets live here too: a leg
+//! has an ordered list of targets, and one that gets no answer, 408 or 5xx
+//! is re-dialed to the next before the fork hears of it. Host names are
+//! handed to the I/O shell to resolve ([`Calls::take_resolves`]).
 
 use b2bua::{CallEvent, CallManager, CallRef, DialTarget, LegRef};
 use groupcall::{
@@ -81,11 +83,29 @@ pub struct NewCall {
     pub from: String,
 }
 
+/// A host name to resolve (RFC 3263) before a leg can be dialed.
+#[derive(Clone, Debug)]
+pub struct Resolve {
+    /// The call.
+    pub call: CallRef,
+    /// The fork's leg.
+    pub leg: LegId,
+    /// The Request-URI to send once resolved.
+    pub uri: String,
+    /// Host to look up.
+    pub host: String,
+    /// Port, when the URI gives one.
+    pub port: Option<u16>,
+    /// Transport, when the URI gives one.
+    pub transport: Option<Transport>,
+}
+
 struct Served {
     fork: Fork,
     to_leg: HashMap<LegId, LegRef>,
     from_leg: HashMap<LegRef, LegId>,
-    tel: HashMap<LegId, (Vec<CarrierTarget>, usize)>,
+    /// Ordered targets of a leg and the one being tried.
+    alts: HashMap<LegId, (Vec<DialTarget>, usize)>,
     inbound: Call,
     from: String,
     mgr_ended: bool,
@@ -100,6 +120,7 @@ pub struct Calls {
     fork_cfg: groupcall::ForkConfig,
     store: Arc<dyn Store>,
     locals: Vec<(Transport, SocketAddr)>,
+    resolves: Vec<Resolve>,
 }
 
 fn now_of(at: Instant, wall: Timestamp) -> Now {
@@ -114,7 +135,15 @@ impl Calls {
         store: Arc<dyn Store>,
         locals: Vec<(Transport, SocketAddr)>,
     ) -> Self {
-        Calls { mgr, calls: HashMap::new(), timers: BinaryHeap::new(), fork_cfg, store, locals }
+        Calls {
+            mgr,
+            calls: HashMap::new(),
+            timers: BinaryHeap::new(),
+            fork_cfg,
+            store,
+            locals,
+            resolves: Vec::new(),
+        }
     }
 
     /// Live calls.
@@ -180,7 +209,7 @@ impl Calls {
                 fork,
                 to_leg: HashMap::new(),
                 from_leg: HashMap::new(),
-                tel: HashMap::new(),
+                alts: HashMap::new(),
                 inbound,
                 from: call.from,
                 mgr_ended: false,
@@ -242,33 +271,11 @@ impl Calls {
                 let Some(&id) = s.from_leg.get(&leg) else { return };
                 let failover = matches!(ev, CallEvent::LegNoResponse { .. })
                     || matches!(ev, CallEvent::LegFailed { code, .. } if code == 408 || (500..600).contains(&code));
-                if failover {
-                    if let Some((targets, idx)) = s.tel.get_mut(&id) {
-                        if *idx + 1 < targets.len() {
-                            *idx += 1;
-                            let target = targets[*idx].clone();
-                            debug!(carrier = %target.carrier, "carrier failover");
-                            let from = s.from.clone();
-                            match dial_carrier(
-                                &mut self.mgr,
-                                tx,
-                                at,
-                                cref,
-                                &target,
-                                &from,
-                                &self.locals,
-                            ) {
-                                Ok(new_leg) => {
-                                    s.from_leg.insert(new_leg, id);
-                                    s.to_leg.insert(id, new_leg);
-                                    return;
-                                }
-                                Err(code) => s.fork.leg_event(now, id, LegEvent::Failed { code }),
-                            }
-                            self.run_fork(tx, at, wall, cref, routes);
-                            return;
-                        }
-                    }
+                if failover && s.alts.get(&id).is_some_and(|(t, i)| i + 1 < t.len()) {
+                    debug!(leg = id.0, "failover to the next target");
+                    dial_next(&mut self.mgr, tx, at, cref, s, id, now);
+                    self.run_fork(tx, at, wall, cref, routes);
+                    return;
                 }
                 let lev = match ev {
                     CallEvent::LegTrying { .. } => LegEvent::Trying,
@@ -297,11 +304,24 @@ impl Calls {
         cref: CallRef,
         routes: &RouteTable,
     ) {
-        let Calls { mgr, calls, store, locals, timers, .. } = self;
+        let Calls { mgr, calls, store, locals, timers, resolves, .. } = self;
         let Some(s) = calls.get_mut(&cref) else { return };
         let now = now_of(at, wall);
         while let Some(action) = s.fork.poll_action() {
-            apply(mgr, tx, at, wall, cref, s, action, store.as_ref(), locals, routes, now);
+            apply(
+                mgr,
+                tx,
+                at,
+                wall,
+                cref,
+                s,
+                action,
+                store.as_ref(),
+                locals,
+                routes,
+                now,
+                resolves,
+            );
         }
         if let Some(t) = s.fork.poll_timeout() {
             timers.push(Reverse((t, cref)));
@@ -309,6 +329,49 @@ impl Calls {
         if s.fork.is_finished() && s.mgr_ended {
             calls.remove(&cref);
         }
+    }
+
+    /// Host names waiting to be resolved; the shell resolves them and calls
+    /// [`Calls::resolved`].
+    pub fn take_resolves(&mut self) -> Vec<Resolve> {
+        std::mem::take(&mut self.resolves)
+    }
+
+    /// The targets for a [`Resolve`] (empty when the name did not resolve):
+    /// the leg dials the first, and fails over along the rest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolved(
+        &mut self,
+        tx: &mut TransactionLayer,
+        at: Instant,
+        wall: Timestamp,
+        routes: &RouteTable,
+        r: Resolve,
+        targets: Vec<(Transport, SocketAddr)>,
+    ) {
+        let Some(s) = self.calls.get_mut(&r.call) else { return };
+        let now = now_of(at, wall);
+        let list: Vec<DialTarget> = targets
+            .into_iter()
+            .filter_map(|(t, addr)| {
+                let local = local_for(&self.locals, t, addr)?;
+                Some(DialTarget {
+                    request_uri: r.uri.clone(),
+                    to: format!("<{}>", r.uri),
+                    from: s.from.clone(),
+                    next_hop: Peer { transport: t, remote: addr, local, conn: None },
+                    credentials: None,
+                    extra_headers: vec![],
+                })
+            })
+            .collect();
+        if list.is_empty() {
+            warn!(host = %r.host, "no SIP server found for the host (RFC 3263)");
+            s.fork.leg_event(now, r.leg, LegEvent::Failed { code: 503 });
+        } else {
+            start_leg(&mut self.mgr, tx, at, r.call, s, r.leg, list, now);
+        }
+        self.run_fork(tx, at, wall, r.call, routes);
     }
 
     /// Fires fork timers that are due, and the B2BUA's.
@@ -392,40 +455,84 @@ fn local_for(
         .map(|(_, a)| *a)
 }
 
-/// Where a `sip:` URI is sent: its host must be an IP (DNS is not done yet).
-fn sip_next_hop(uri: &str, locals: &[(Transport, SocketAddr)]) -> Option<Peer> {
-    let u = Uri::parse(uri.as_bytes()).ok()?;
-    let host = std::str::from_utf8(u.host).ok()?;
+/// A `sip:` URI with an IP host needs no lookup: its one target.
+fn sip_ip_target(uri: &Uri<'_>, locals: &[(Transport, SocketAddr)]) -> Option<Peer> {
+    let host = std::str::from_utf8(uri.host).ok()?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let ip: IpAddr = host.parse().ok()?;
-    let transport = u.transport().and_then(Transport::from_token).unwrap_or(Transport::Udp);
-    let remote = SocketAddr::new(ip, u.port.unwrap_or(5060));
+    let transport = uri.transport().and_then(Transport::from_token).unwrap_or(Transport::Udp);
+    let remote = SocketAddr::new(ip, uri.port.unwrap_or(5060));
     let local = local_for(locals, transport, remote)?;
     Some(Peer { transport, remote, local, conn: None })
 }
 
-fn dial_carrier(
-    mgr: &mut CallManager,
-    tx: &mut TransactionLayer,
-    at: Instant,
-    cref: CallRef,
+/// A carrier target as a dial target.
+fn carrier_target(
     t: &CarrierTarget,
     from: &str,
     locals: &[(Transport, SocketAddr)],
-) -> Result<LegRef, u16> {
-    let local = local_for(locals, t.transport, t.address).ok_or(503u16)?;
-    let target = DialTarget {
+) -> Option<DialTarget> {
+    let local = local_for(locals, t.transport, t.address)?;
+    Some(DialTarget {
         request_uri: t.request_uri.clone(),
         to: format!("<{}>", t.request_uri),
         from: from.to_owned(),
         next_hop: Peer { transport: t.transport, remote: t.address, local, conn: None },
         credentials: (!t.username.is_empty()).then(|| (t.username.clone(), t.password.clone())),
         extra_headers: t.headers.clone(),
-    };
-    mgr.dial(tx, at, cref, target).map_err(|e| {
-        warn!(error = ?e, "dial to carrier failed");
-        500
     })
+}
+
+/// Dials the first workable target of `list` for the fork's `leg`, keeping
+/// the rest for failover; the fork hears of a failure when none works.
+#[allow(clippy::too_many_arguments)]
+fn start_leg(
+    mgr: &mut CallManager,
+    tx: &mut TransactionLayer,
+    at: Instant,
+    cref: CallRef,
+    s: &mut Served,
+    leg: LegId,
+    list: Vec<DialTarget>,
+    now: Now,
+) {
+    s.alts.insert(leg, (list, 0));
+    let mut idx = 0;
+    loop {
+        let Some(target) = s.alts.get(&leg).and_then(|(l, _)| l.get(idx)).cloned() else {
+            s.fork.leg_event(now, leg, LegEvent::Failed { code: 503 });
+            return;
+        };
+        if let Some(a) = s.alts.get_mut(&leg) {
+            a.1 = idx;
+        }
+        match mgr.dial(tx, at, cref, target) {
+            Ok(lr) => {
+                s.to_leg.insert(leg, lr);
+                s.from_leg.insert(lr, leg);
+                return;
+            }
+            Err(e) => {
+                warn!(error = ?e, "dial failed; trying the next target");
+                idx += 1;
+            }
+        }
+    }
+}
+
+/// Moves `leg` on to its next target.
+fn dial_next(
+    mgr: &mut CallManager,
+    tx: &mut TransactionLayer,
+    at: Instant,
+    cref: CallRef,
+    s: &mut Served,
+    leg: LegId,
+    now: Now,
+) {
+    let Some((list, idx)) = s.alts.remove(&leg) else { return };
+    let rest: Vec<DialTarget> = list.into_iter().skip(idx + 1).collect();
+    start_leg(mgr, tx, at, cref, s, leg, rest, now);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -441,74 +548,56 @@ fn apply(
     locals: &[(Transport, SocketAddr)],
     routes: &RouteTable,
     now: Now,
+    resolves: &mut Vec<Resolve>,
 ) {
     let leg_ref = |s: &Served, leg: LegId| s.to_leg.get(&leg).copied();
     let result = match action {
         Action::Dial { leg, target, .. } => {
-            let dialed = match &target {
+            let single = |uri: &str, next_hop: Peer, to: String, from: &str| DialTarget {
+                request_uri: uri.to_owned(),
+                to,
+                from: from.to_owned(),
+                next_hop,
+                credentials: None,
+                extra_headers: vec![],
+            };
+            match &target {
                 LegTarget::Contact { aor, contact } => match peer_from_key(&contact.binding_key) {
-                    Some(next_hop) => mgr
-                        .dial(
-                            tx,
-                            at,
-                            cref,
-                            DialTarget {
-                                request_uri: contact.uri.clone(),
-                                to: format!("<sip:{aor}>"),
-                                from: s.from.clone(),
-                                next_hop,
-                                credentials: None,
-                                extra_headers: vec![],
-                            },
-                        )
-                        .map_err(|e| {
-                            warn!(error = ?e, "dial failed");
-                            500
-                        }),
-                    None => Err(480),
-                },
-                LegTarget::Sip { uri } => match sip_next_hop(uri, locals) {
-                    Some(next_hop) => mgr
-                        .dial(
-                            tx,
-                            at,
-                            cref,
-                            DialTarget {
-                                request_uri: uri.clone(),
-                                to: format!("<{uri}>"),
-                                from: s.from.clone(),
-                                next_hop,
-                                credentials: None,
-                                extra_headers: vec![],
-                            },
-                        )
-                        .map_err(|e| {
-                            warn!(error = ?e, "dial failed");
-                            500
-                        }),
-                    None => {
-                        warn!(%uri, "cannot resolve SIP destination (IP addresses only)");
-                        Err(503)
+                    Some(hop) => {
+                        let t = single(&contact.uri, hop, format!("<sip:{aor}>"), &s.from);
+                        start_leg(mgr, tx, at, cref, s, leg, vec![t], now);
                     }
+                    None => s.fork.leg_event(now, leg, LegEvent::Failed { code: 480 }),
+                },
+                LegTarget::Sip { uri } => match Uri::parse(uri.as_bytes()) {
+                    Ok(u) => match sip_ip_target(&u, locals) {
+                        Some(hop) => {
+                            let t = single(uri, hop, format!("<{uri}>"), &s.from);
+                            start_leg(mgr, tx, at, cref, s, leg, vec![t], now);
+                        }
+                        None => resolves.push(Resolve {
+                            call: cref,
+                            leg,
+                            uri: uri.clone(),
+                            host: String::from_utf8_lossy(u.host).into_owned(),
+                            port: u.port,
+                            transport: u.transport().and_then(Transport::from_token),
+                        }),
+                    },
+                    Err(_) => s.fork.leg_event(now, leg, LegEvent::Failed { code: 416 }),
                 },
                 LegTarget::Tel { number } => {
-                    let targets = routes.tel_targets(number);
-                    match targets.first() {
-                        Some(first) => {
-                            let r = dial_carrier(mgr, tx, at, cref, first, &s.from, locals);
-                            s.tel.insert(leg, (targets, 0));
-                            r
-                        }
-                        None => Err(404),
+                    let list: Vec<DialTarget> = routes
+                        .tel_targets(number)
+                        .iter()
+                        .filter_map(|t| carrier_target(t, &s.from, locals))
+                        .collect();
+                    if list.is_empty() {
+                        s.fork.leg_event(now, leg, LegEvent::Failed { code: 404 });
+                    } else {
+                        start_leg(mgr, tx, at, cref, s, leg, list, now);
                     }
                 }
-            };
-            match dialed {
-                Ok(lr) => {
-                    s.to_leg.insert(leg, lr);
-                    s.from_leg.insert(lr, leg);
-                }
-                Err(code) => s.fork.leg_event(now, leg, LegEvent::Failed { code }),
             }
             Ok(())
         }

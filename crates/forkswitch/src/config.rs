@@ -45,6 +45,9 @@ pub struct Config {
     /// Call and fork settings.
     #[serde(default)]
     pub calls: CallsConfig,
+    /// DNS for SIP destinations (RFC 3263).
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// PSTN trunks.
     #[serde(default)]
     pub carriers: Vec<routing::Carrier>,
@@ -54,6 +57,18 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<routing::Group>,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers (`IP:port`); empty uses the system's resolv.conf.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
+    /// Per-query timeout in milliseconds (default 2000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[calls]`

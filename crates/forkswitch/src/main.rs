@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod calls;
 mod config;
+mod dns;
 mod local;
 mod server;
 

@@ -4,8 +4,9 @@
 //! hands up, and stops on SIGINT/SIGTERM after in-flight transactions finish
 //! (bounded by the grace time).
 
-use crate::calls::{Calls, Dir, NewCall};
+use crate::calls::{Calls, Dir, NewCall, Resolve};
 use crate::config::Config;
+use crate::dns::SipResolver;
 use crate::local::{self, LocalIdentity};
 use groupcall::{Destination, GroupDef};
 use records::{Address, AddressType, RingMethod, NIL};
@@ -37,6 +38,8 @@ pub struct Core {
     registrar: Registrar,
     calls: Calls,
     routes: RouteTable,
+    resolver: SipResolver,
+    resolved: mpsc::UnboundedSender<(Resolve, Vec<(sip_message::Transport, std::net::SocketAddr)>)>,
 }
 
 /// Bindings written through to the store (queued, batched off the hot path).
@@ -127,6 +130,15 @@ impl Core {
                     self.transport.send_response(&st.peer, &st.message, 0);
                 }
             }
+            for r in self.calls.take_resolves() {
+                busy = true;
+                let resolver = self.resolver.clone();
+                let done = self.resolved.clone();
+                tokio::spawn(async move {
+                    let targets = resolver.targets(&r.host, r.port, r.transport).await;
+                    let _ = done.send((r, targets));
+                });
+            }
             while let Some(t) = self.tx.poll_transmit() {
                 busy = true;
                 if t.message.is_request() {
@@ -208,6 +220,17 @@ impl Core {
             let ping = local::keepalive_options(&peer, &branch, &self.server_header);
             self.transport.send_request(&peer, &ping, 0);
         }
+    }
+
+    /// A DNS lookup finished: dial the leg that waited for it.
+    fn on_resolved(
+        &mut self,
+        r: Resolve,
+        targets: Vec<(sip_message::Transport, std::net::SocketAddr)>,
+    ) {
+        let now = Instant::now();
+        self.calls.resolved(&mut self.tx, now, wall(), &self.routes, r, targets);
+        self.pump(now);
     }
 
     fn on_timer(&mut self, now: Instant) {
@@ -423,6 +446,30 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     );
     let registrar = Registrar::new(cfg.registrar(), accounts, location.clone());
     let routes = cfg.route_table().map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
+    let resolver = SipResolver::new(
+        &cfg.dns.servers,
+        Duration::from_millis(cfg.dns.timeout_ms.unwrap_or(2000)),
+        !cfg.sip.tcp.is_empty(),
+    )?;
+    let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
+    let (carrier_tx, mut carrier_rx) = mpsc::unbounded_channel::<(String, std::net::SocketAddr)>();
+    // Carriers given by DNS name: resolved (RFC 3263) now and every 5
+    // minutes, off the SIP path; the first target found is used.
+    let carrier_resolver = resolver.clone();
+    let resolve_carriers = move |routes: &RouteTable| {
+        for (name, host, port, transport) in routes.carriers_to_resolve() {
+            let resolver = carrier_resolver.clone();
+            let done = carrier_tx.clone();
+            tokio::spawn(async move {
+                match resolver.targets(&host, port, Some(transport)).await.first() {
+                    Some((_, addr)) => {
+                        let _ = done.send((name, *addr));
+                    }
+                    None => warn!(carrier = %name, %host, "carrier host name did not resolve"),
+                }
+            });
+        }
+    };
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<SendFailure>();
     let transport = SipTransport::bind(cfg.transport(), in_tx, fail_tx)
@@ -455,11 +502,15 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             addrs.clone(),
         ),
         routes,
+        resolver,
+        resolved: resolved_tx,
     };
     let keepalive_every = Duration::from_secs(cfg.registrar.keepalive_interval_secs.max(1));
     let mut keepalive = tokio::time::interval(keepalive_every);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let keepalive_on = cfg.registrar.keepalive_interval_secs > 0;
+    let mut carrier_dns = tokio::time::interval(Duration::from_secs(300));
+    carrier_dns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -471,6 +522,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         tokio::select! {
             Some(inb) = in_rx.recv() => core.on_inbound(inb),
             Some(f) = fail_rx.recv() => debug!(peer = %f.peer, reason = %f.reason, "send failed"),
+            Some((r, targets)) = resolved_rx.recv() => core.on_resolved(r, targets),
+            _ = carrier_dns.tick() => resolve_carriers(&core.routes),
+            Some((name, addr)) = carrier_rx.recv() => {
+                debug!(carrier = %name, %addr, "carrier resolved");
+                core.routes.set_carrier_address(&name, addr);
+            }
             _ = until(core.next_deadline()) => core.on_timer(Instant::now()),
             _ = keepalive.tick(), if keepalive_on => core.keepalive(),
             _ = stats.tick() => {

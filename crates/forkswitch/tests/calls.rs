@@ -404,3 +404,111 @@ fn carrier_that_challenges_gets_our_credentials() {
     );
     carrier.assert_ok();
 }
+
+/// A tiny authoritative DNS server on loopback for the tests: answers SRV
+/// for `_sip._udp.pbx.test` (priority 10 -> node1, 20 -> node2) and A for
+/// the nodes; everything else gets an empty answer. Returns its address.
+fn fake_dns(port1: u16, port2: u16) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::{A, SRV};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = sock.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let Ok(req) = Message::from_vec(&buf[..n]) else { continue };
+            let Some(q) = req.queries().first().cloned() else { continue };
+            let mut resp = Message::new();
+            resp.set_id(req.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(req.op_code())
+                .set_recursion_desired(req.recursion_desired())
+                .set_recursion_available(true)
+                .set_authoritative(true);
+            resp.add_query(q.clone());
+            let name = q.name().to_utf8().to_ascii_lowercase();
+            let node = |n: &str| Name::from_ascii(n).expect("name");
+            match (name.as_str(), q.query_type()) {
+                ("_sip._udp.pbx.test.", RecordType::SRV) => {
+                    for (prio, port, target) in
+                        [(10, port1, "node1.pbx.test."), (20, port2, "node2.pbx.test.")]
+                    {
+                        resp.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::SRV(SRV::new(prio, 0, port, node(target))),
+                        ));
+                    }
+                }
+                ("node1.pbx.test." | "node2.pbx.test.", RecordType::A) => {
+                    resp.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(A(std::net::Ipv4Addr::LOCALHOST)),
+                    ));
+                }
+                _ => {}
+            }
+            if let Ok(bytes) = resp.to_vec() {
+                let _ = sock.send_to(&bytes, from);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn sip_destination_by_dns_srv_fails_over_on_503() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = Phone::start(dir.path(), "uas_reject_503.xml", &[]);
+    let second = Phone::start(dir.path(), "uas_answer.xml", &[]);
+    let dns = fake_dns(first.port, second.port);
+    let cfg = format!(
+        "[dns]\nservers = [\"{dns}\"]\n{}",
+        trusted(&group("813", "ring_all", &[("sip", "sip:pbx@pbx.test".into(), None)]))
+    );
+    let server = Server::start_with(&cfg);
+    caller(server.dir.path(), server.udp, "813", "uac.xml", &[]);
+    first.assert_ok();
+    second.assert_ok();
+}
+
+#[test]
+fn sip_destination_by_host_name_and_port() {
+    let dir = tempfile::tempdir().expect("dir");
+    let phone = Phone::start(dir.path(), "uas_answer.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "814",
+        "ring_all",
+        &[("sip", format!("sip:a@localhost:{}", phone.port), None)],
+    )));
+    caller(server.dir.path(), server.udp, "814", "uac.xml", &[]);
+    phone.assert_ok();
+}
+
+#[test]
+fn carrier_addressed_by_dns_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let carrier = Phone::start(dir.path(), "uas_answer.xml", &[]);
+    let dns = fake_dns(carrier.port, carrier.port);
+    let cfg = format!(
+        "[dns]\nservers = [\"{dns}\"]\n\
+         [[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+         [[extensions]]\nname = \"test12\"\ndomain = \"test\"\npassword = \"pw12\"\n\
+         [registrar]\nalgorithms = [\"MD5\"]\n\
+         [[carriers]]\nname = \"named\"\naddress = \"node1.pbx.test:{}\"\n\
+         [[routes]]\nprefix = \"+49\"\ncarriers = [\"named\"]\n",
+        carrier.port
+    );
+    let mut server = Server::start_with(&cfg);
+    server.wait_log(|v| v["message"] == "carrier resolved", WAIT, |_, _| {});
+    caller(
+        server.dir.path(),
+        server.udp,
+        "+4930123456",
+        "uac_auth.xml",
+        &["-set", "ext", "test12", "-set", "domain", "test", "-au", "test12", "-ap", "pw12"],
+    );
+    carrier.assert_ok();
+}

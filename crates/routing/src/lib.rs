@@ -26,8 +26,10 @@ use uuid::Uuid;
 pub struct Carrier {
     /// Name used by routes.
     pub name: String,
-    /// Where to send calls: `IP:port`.
-    pub address: SocketAddr,
+    /// Where to send calls: `IP:port`, or a DNS name (`sip.carrier.example`
+    /// or `sip.carrier.example:5060`) that the server resolves (RFC 3263)
+    /// at start and every few minutes.
+    pub address: String,
     /// `udp` or `tcp`.
     #[serde(default = "udp")]
     pub transport: String,
@@ -56,6 +58,19 @@ pub struct Carrier {
     /// are routed in.
     #[serde(default)]
     pub inbound_domain: String,
+}
+
+impl Carrier {
+    /// Host and port of `address` (`host`, `host:port`, `IP:port`).
+    pub fn host_port(&self) -> (String, Option<u16>) {
+        if let Ok(a) = self.address.parse::<SocketAddr>() {
+            return (a.ip().to_string(), Some(a.port()));
+        }
+        match self.address.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().ok()),
+            None => (self.address.clone(), None),
+        }
+    }
 }
 
 fn udp() -> String {
@@ -175,7 +190,7 @@ pub struct CarrierTarget {
     pub carrier: String,
     /// Request-URI (`sip:0015551234567@carrier`).
     pub request_uri: String,
-    /// Next hop.
+    /// Next hop (resolved).
     pub address: SocketAddr,
     /// Transport.
     pub transport: Transport,
@@ -216,6 +231,9 @@ pub enum Decision {
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     carriers: Vec<Carrier>,
+    /// Current address of each carrier (IP literals at once, DNS names
+    /// once resolved).
+    resolved: HashMap<String, SocketAddr>,
     routes: Vec<Route>,
     groups: Vec<Group>,
     by_number: HashMap<(String, String), usize>,
@@ -247,7 +265,30 @@ impl RouteTable {
         mut routes: Vec<Route>,
         groups: Vec<Group>,
     ) -> Result<Self, RouteError> {
+        let mut resolved = HashMap::new();
         for c in &carriers {
+            match c.address.parse::<SocketAddr>() {
+                Ok(a) => {
+                    resolved.insert(c.name.clone(), a);
+                }
+                Err(_) => {
+                    let (host, port) = c.host_port();
+                    let ok_host = !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                    if !ok_host || (c.address.contains(':') && port.is_none()) {
+                        return Err(RouteError {
+                            table: "carriers",
+                            key: "address",
+                            reason: format!(
+                                "carrier {:?}: address {:?} is neither IP:port nor host[:port]",
+                                c.name, c.address
+                            ),
+                        });
+                    }
+                }
+            }
             if Transport::from_token(c.transport.as_bytes()).is_none() {
                 return Err(RouteError {
                     table: "carriers",
@@ -305,12 +346,30 @@ impl RouteTable {
             }
             by_id.insert(g.id(), i);
         }
-        Ok(RouteTable { carriers, routes, groups, by_number, by_id })
+        Ok(RouteTable { carriers, resolved, routes, groups, by_number, by_id })
     }
 
     /// The carrier whose inbound sources contain `ip`.
     pub fn carrier_for_source(&self, ip: IpAddr) -> Option<&Carrier> {
         self.carriers.iter().find(|c| c.inbound_sources.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Carriers whose address is a DNS name: (name, host, port, transport).
+    pub fn carriers_to_resolve(&self) -> Vec<(String, String, Option<u16>, Transport)> {
+        self.carriers
+            .iter()
+            .filter(|c| c.address.parse::<SocketAddr>().is_err())
+            .map(|c| {
+                let (h, p) = c.host_port();
+                let t = Transport::from_token(c.transport.as_bytes()).unwrap_or(Transport::Udp);
+                (c.name.clone(), h, p, t)
+            })
+            .collect()
+    }
+
+    /// Records where a DNS-named carrier currently is.
+    pub fn set_carrier_address(&mut self, name: &str, addr: SocketAddr) {
+        self.resolved.insert(name.to_owned(), addr);
     }
 
     /// A carrier by name.
@@ -345,14 +404,15 @@ impl RouteTable {
             .carriers
             .iter()
             .filter_map(|name| self.carrier(name))
-            .map(|c| {
+            .filter_map(|c| self.resolved.get(&c.name).map(|a| (c, *a)))
+            .map(|(c, address)| {
                 let stripped = number.strip_prefix(c.strip.as_str()).unwrap_or(number);
                 let host =
                     if c.domain.is_empty() { c.address.to_string() } else { c.domain.clone() };
                 CarrierTarget {
                     carrier: c.name.clone(),
                     request_uri: format!("sip:{}{}@{}", c.prefix, stripped, host),
-                    address: c.address,
+                    address,
                     transport: Transport::from_token(c.transport.as_bytes())
                         .unwrap_or(Transport::Udp),
                     headers: c.headers.clone(),
@@ -506,10 +566,27 @@ mod tests {
     }
 
     #[test]
+    fn carriers_by_dns_name() {
+        let mut c: Cfg = toml::from_str(
+            "[[carriers]]\nname = \"d\"\naddress = \"sip.carrier.example\"\n[[routes]]\nprefix = \"+44\"\ncarriers = [\"d\"]\n",
+        )
+        .expect("toml");
+        let mut t = RouteTable::new(c.carriers.clone(), c.routes.clone(), vec![]).expect("table");
+        assert_eq!(t.carriers_to_resolve()[0].1, "sip.carrier.example");
+        assert!(t.tel_targets("+441234").is_empty(), "not resolved yet");
+        t.set_carrier_address("d", "192.0.2.55:5060".parse().expect("addr"));
+        let tt = t.tel_targets("+441234");
+        assert_eq!(tt[0].address, "192.0.2.55:5060".parse().expect("addr"));
+        assert_eq!(tt[0].request_uri, "sip:+441234@sip.carrier.example");
+        c.carriers[0].address = "bad host:x".into();
+        assert!(RouteTable::new(c.carriers, c.routes, vec![]).is_err());
+    }
+
+    #[test]
     fn bad_tables() {
         let c = |name: &str| Carrier {
             name: name.into(),
-            address: "192.0.2.1:5060".parse().expect("addr"),
+            address: "192.0.2.1:5060".into(),
             transport: "udp".into(),
             strip: String::new(),
             prefix: String::new(),
