@@ -257,14 +257,14 @@ impl Calls {
             CallEvent::CallerCancelled { .. } => s.fork.caller_cancelled(now),
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 s.fork.caller_hung_up(now);
-                set_inbound(
+                record_inbound(
                     &mut s.inbound,
+                    self.store.as_ref(),
                     wall,
                     CallStatus::Hangup,
                     HangupBy::Remote,
                     HangupReason::Normal,
                 );
-                self.store.upsert_call(&s.inbound);
             }
             ev => {
                 let Some(leg) = ev.leg() else { return };
@@ -419,8 +419,11 @@ impl Calls {
     }
 }
 
-fn set_inbound(
+/// Moves the inbound call record forward (never back) and writes it to the
+/// store when it changed.
+fn record_inbound(
     c: &mut Call,
+    store: &dyn Store,
     wall: Timestamp,
     status: CallStatus,
     by: HangupBy,
@@ -441,6 +444,7 @@ fn set_inbound(
         }
         _ => {}
     }
+    store.upsert_call(c);
 }
 
 fn local_for(
@@ -614,20 +618,21 @@ fn apply(
             None => Ok(()),
         },
         Action::RelayRinging => {
-            set_inbound(
+            record_inbound(
                 &mut s.inbound,
+                store,
                 wall,
                 CallStatus::Ringing,
                 HangupBy::None,
                 HangupReason::None,
             );
-            store.upsert_call(&s.inbound);
             mgr.ring_caller(tx, at, cref)
         }
         Action::RelayEarlyMedia { leg } => match leg_ref(s, leg) {
             Some(lr) => {
-                set_inbound(
+                record_inbound(
                     &mut s.inbound,
+                    store,
                     wall,
                     CallStatus::Ringing,
                     HangupBy::None,
@@ -639,14 +644,14 @@ fn apply(
         },
         Action::AnswerCaller { leg } => match leg_ref(s, leg) {
             Some(lr) => {
-                set_inbound(
+                record_inbound(
                     &mut s.inbound,
+                    store,
                     wall,
                     CallStatus::Progressing,
                     HangupBy::None,
                     HangupReason::None,
                 );
-                store.upsert_call(&s.inbound);
                 mgr.answer_caller(tx, at, cref, lr)
             }
             None => Ok(()),
@@ -659,19 +664,18 @@ fn apply(
                 _ => HangupReason::Failed,
             };
             let by = if code == 487 { HangupBy::Remote } else { HangupBy::Local };
-            set_inbound(&mut s.inbound, wall, CallStatus::Hangup, by, reason);
-            store.upsert_call(&s.inbound);
+            record_inbound(&mut s.inbound, store, wall, CallStatus::Hangup, by, reason);
             mgr.reject_caller(tx, at, cref, code)
         }
         Action::ByeCaller => {
-            set_inbound(
+            record_inbound(
                 &mut s.inbound,
+                store,
                 wall,
                 CallStatus::Hangup,
                 HangupBy::Local,
                 HangupReason::Normal,
             );
-            store.upsert_call(&s.inbound);
             mgr.bye_caller(tx, at, cref)
         }
         Action::RecordChanged(Record::Groupcall(g)) => {
@@ -684,14 +688,14 @@ fn apply(
         }
         Action::Finished => {
             if s.inbound.status != CallStatus::Hangup {
-                set_inbound(
+                record_inbound(
                     &mut s.inbound,
+                    store,
                     wall,
                     CallStatus::Hangup,
                     HangupBy::Remote,
                     HangupReason::Normal,
                 );
-                store.upsert_call(&s.inbound);
             }
             Ok(())
         }
