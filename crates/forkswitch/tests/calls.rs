@@ -512,3 +512,18 @@ fn carrier_addressed_by_dns_name() {
     );
     carrier.assert_ok();
 }
+
+#[test]
+fn caller_over_tcp_forks_to_udp_phones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = Phone::start(dir.path(), "uas_answer.xml", &["-d", "20"]);
+    let b = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let server = Server::start_with(&trusted(&group(
+        "815",
+        "ring_all",
+        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
+    )));
+    caller(server.dir.path(), server.tcp, "815", "uac.xml", &["-t", "t1"]);
+    a.assert_ok();
+    b.assert_ok();
+}

@@ -366,7 +366,8 @@ impl Drop for Phone {
     }
 }
 
-/// Runs a SIPp caller scenario against `target` for one call.
+/// Runs a SIPp caller scenario against `target` for one call (UDP unless
+/// `extra` says `-t t1`).
 pub fn caller(dir: &Path, target: SocketAddr, service: &str, scenario_file: &str, extra: &[&str]) {
     let mut args: Vec<String> = [
         "-sf",
