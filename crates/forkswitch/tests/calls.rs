@@ -527,3 +527,101 @@ fn caller_over_tcp_forks_to_udp_phones() {
     a.assert_ok();
     b.assert_ok();
 }
+
+/// A phone on one TCP connection: REGISTERs (digest) over it, then answers
+/// the INVITE that must come back over the same connection (it has no
+/// listening socket at all, like a phone behind NAT).
+#[test]
+fn tcp_registered_phone_is_called_over_its_connection() {
+    use std::io::Write;
+    let cfg = format!(
+        "{}[[extensions]]\nname = \"t1\"\ndomain = \"test\"\npassword = \"pw-t1\"\n[registrar]\nalgorithms = [\"MD5\"]\n",
+        trusted(&group("816", "ring_all", &[("endpoint", "t1@test".into(), None)]))
+    );
+    let server = Server::start_with(&cfg);
+    let mut conn = tcp_client(server.tcp);
+    let local = conn.local_addr().expect("addr");
+    let mut pending = Vec::new();
+    let register = |cseq: u32, auth: Option<String>| {
+        let mut m = format!(
+            "REGISTER sip:{} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:t1@test>;tag=tr\r\nTo: <sip:t1@test>\r\nCall-ID: tcp-reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:t1@{local};transport=tcp>\r\nExpires: 600\r\n",
+            server.tcp
+        );
+        if let Some(a) = auth {
+            m.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        m
+    };
+    conn.write_all(register(1, None).as_bytes()).expect("write");
+    let challenge =
+        String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce")
+        .to_owned();
+    let uri = format!("sip:{}", server.tcp);
+    let ha1 = registrar::ha1_md5("t1", "test", "pw-t1");
+    let resp = registrar::digest::response(
+        registrar::Algorithm::Md5,
+        &ha1,
+        &nonce,
+        "00000001",
+        "c1",
+        Some("auth"),
+        "REGISTER",
+        &uri,
+    );
+    let auth = format!(
+        "Digest username=\"t1\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\""
+    );
+    conn.write_all(register(2, Some(auth)).as_bytes()).expect("write");
+    let ok = String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+
+    // The call: a SIPp caller (UDP) dials 816; the phone answers on its
+    // TCP connection.
+    let dir = server.dir.path().to_owned();
+    let target = server.udp;
+    let call = std::thread::spawn(move || caller(&dir, target, "816", "uac.xml", &[]));
+    let invite =
+        String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
+    assert!(invite.starts_with("INVITE sip:t1@"), "{invite}");
+    let header = |m: &str, name: &str| -> String {
+        m.split("\r\n")
+            .find(|l| {
+                l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let sdp = "v=0\r\no=t1 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7002 RTP/AVP 0\r\n";
+    let answer = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=tcpphone\r\n{}\r\n{}\r\nContact: <sip:t1@{local};transport=tcp>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(&invite, "Via"),
+        header(&invite, "From"),
+        header(&invite, "To"),
+        header(&invite, "Call-ID"),
+        header(&invite, "CSeq"),
+        sdp.len()
+    );
+    conn.write_all(answer.as_bytes()).expect("write");
+    // ACK, then the caller's BYE, both over the same connection.
+    let ack = String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
+    assert!(ack.starts_with("ACK "), "{ack}");
+    let bye = String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
+    assert!(bye.starts_with("BYE "), "{bye}");
+    let bye_ok = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{}\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+        header(&bye, "Via"),
+        header(&bye, "From"),
+        header(&bye, "To"),
+        header(&bye, "Call-ID"),
+        header(&bye, "CSeq")
+    );
+    conn.write_all(bye_ok.as_bytes()).expect("write");
+    call.join().expect("caller");
+}
