@@ -625,3 +625,13 @@ fn tcp_registered_phone_is_called_over_its_connection() {
     conn.write_all(bye_ok.as_bytes()).expect("write");
     call.join().expect("caller");
 }
+
+#[test]
+fn reinvite_from_the_callee_side_reaches_the_caller() {
+    let dir = tempfile::tempdir().expect("dir");
+    let phone = Phone::start(dir.path(), "uas_answer_reinvite_caller.xml", &[]);
+    let server =
+        Server::start_with(&trusted(&group("817", "ring_all", &[("sip", phone.uri("p"), None)])));
+    caller(server.dir.path(), server.udp, "817", "uac_accept_reinvite.xml", &[]);
+    phone.assert_ok();
+}
