@@ -635,3 +635,13 @@ fn reinvite_from_the_callee_side_reaches_the_caller() {
     caller(server.dir.path(), server.udp, "817", "uac_accept_reinvite.xml", &[]);
     phone.assert_ok();
 }
+
+#[test]
+fn reliable_provisional_from_a_leg_is_pracked_by_the_switch() {
+    let dir = tempfile::tempdir().expect("dir");
+    let phone = Phone::start(dir.path(), "uas_prack.xml", &[]);
+    let server =
+        Server::start_with(&trusted(&group("818", "ring_all", &[("sip", phone.uri("p"), None)])));
+    caller(server.dir.path(), server.udp, "818", "uac.xml", &[]);
+    phone.assert_ok();
+}

@@ -139,3 +139,18 @@ fn unknown_user_and_wrong_password_get_the_same_answer() {
     assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
     assert_eq!(first_line(&wrong), first_line(&unknown));
 }
+
+#[test]
+fn udp_bindings_get_keepalive_options() {
+    let names = vec!["nat".to_owned()];
+    let cfg =
+        accounts(&names).replacen("[registrar]\n", "[registrar]\nkeepalive_interval_secs = 1\n", 1);
+    let server = Server::start_with(&cfg);
+    let c = udp_client();
+    let ok = register_as(&c, server.udp, "nat", "pw-nat", true);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    // Within a few intervals an OPTIONS arrives at the phone's NAT address.
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let ping = String::from_utf8_lossy(&recv(&c)).into_owned();
+    assert!(ping.starts_with("OPTIONS sip:127.0.0.1:"), "{ping}");
+}
