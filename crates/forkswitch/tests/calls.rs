@@ -64,21 +64,41 @@ fn finished_groupcall(server: &Server) -> (records::Groupcall, Vec<records::Call
     }
 }
 
+/// Starts one SIPp phone per `(scenario, args)`, a server whose group
+/// `number` (`method`) rings them as `sip:` destinations in that order,
+/// places one call with `caller_scenario`, and asserts every phone's call
+/// succeeded. Returns the server, for its records.
+fn fork_call(
+    number: &str,
+    method: &str,
+    phones: &[(&str, &[&str])],
+    caller_scenario: &str,
+) -> Server {
+    let dir = tempfile::tempdir().expect("dir");
+    let started: Vec<Phone> =
+        phones.iter().map(|(scn, args)| Phone::start(dir.path(), scn, args)).collect();
+    let dests: Vec<(&str, String, Option<u64>)> =
+        started.iter().enumerate().map(|(i, p)| ("sip", p.uri(&format!("p{i}")), None)).collect();
+    let server = Server::start_with(&trusted(&group(number, method, &dests)));
+    caller(server.dir.path(), server.udp, number, caller_scenario, &[]);
+    for p in started {
+        p.assert_ok();
+    }
+    server
+}
+
 #[test]
 fn ring_all_first_answer_wins_others_cancelled_with_reason() {
-    let dir = tempfile::tempdir().expect("dir");
-    let a = Phone::start(dir.path(), "uas_answer.xml", &["-d", "20"]);
-    let b = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
-    let c = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
-    let server = Server::start_with(&trusted(&group(
+    let server = fork_call(
         "800",
         "ring_all",
-        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None), ("sip", c.uri("c"), None)],
-    )));
-    caller(server.dir.path(), server.udp, "800", "uac.xml", &[]);
-    a.assert_ok();
-    b.assert_ok();
-    c.assert_ok();
+        &[
+            ("uas_answer.xml", &["-d", "20"]),
+            ("uas_ring_cancel_reason.xml", &[]),
+            ("uas_ring_cancel_reason.xml", &[]),
+        ],
+        "uac.xml",
+    );
     let (root, calls) = finished_groupcall(&server);
     assert_eq!(root.call_ids.len(), 3);
     assert_ne!(root.answer_call_id, NIL);
@@ -145,21 +165,15 @@ fn nested_group_answer_deep_cancels_every_level() {
 
 #[test]
 fn two_phones_answering_at_once_exactly_one_bridged() {
-    let dir = tempfile::tempdir().expect("dir");
     // Both answer at once with no provisional: nothing can be CANCELed, so
-    // the second 200 reaches the switch after the first won.
-    let a = Phone::start(dir.path(), "uas_answer_now.xml", &[]);
-    let b = Phone::start(dir.path(), "uas_answer_now.xml", &[]);
-    let server = Server::start_with(&trusted(&group(
+    // the second 200 reaches the switch after the first won. Both phones
+    // complete: the loser was ACKed then BYEd, the winner got the BYE.
+    let server = fork_call(
         "804",
         "ring_all",
-        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
-    )));
-    caller(server.dir.path(), server.udp, "804", "uac.xml", &[]);
-    // Both phones complete: the loser was ACKed then BYEd (or its 200
-    // crossed our CANCEL), the winner got the caller's BYE.
-    a.assert_ok();
-    b.assert_ok();
+        &[("uas_answer_now.xml", &[]), ("uas_answer_now.xml", &[])],
+        "uac.xml",
+    );
     let (root, calls) = finished_groupcall(&server);
     assert_ne!(root.answer_call_id, NIL);
     // Exactly one is the answer; the other (its CANCEL pending, its 200
@@ -173,65 +187,45 @@ fn two_phones_answering_at_once_exactly_one_bridged() {
 
 #[test]
 fn caller_cancel_while_ringing() {
-    let dir = tempfile::tempdir().expect("dir");
-    let a = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
-    let b = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
-    let server = Server::start_with(&trusted(&group(
+    let server = fork_call(
         "805",
         "ring_all",
-        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
-    )));
-    caller(server.dir.path(), server.udp, "805", "uac_cancel.xml", &[]);
-    a.assert_ok();
-    b.assert_ok();
+        &[("uas_ring_cancel.xml", &[]), ("uas_ring_cancel.xml", &[])],
+        "uac_cancel.xml",
+    );
     let (root, _) = finished_groupcall(&server);
     assert_eq!(root.answer_call_id, NIL);
 }
 
 #[test]
 fn all_busy_caller_gets_486() {
-    let dir = tempfile::tempdir().expect("dir");
-    let a = Phone::start(dir.path(), "uas_reject_486.xml", &[]);
-    let b = Phone::start(dir.path(), "uas_reject_486.xml", &[]);
-    let server = Server::start_with(&trusted(&group(
+    fork_call(
         "806",
         "ring_all",
-        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
-    )));
-    caller(server.dir.path(), server.udp, "806", "uac_expect_486.xml", &[]);
-    a.assert_ok();
-    b.assert_ok();
+        &[("uas_reject_486.xml", &[]), ("uas_reject_486.xml", &[])],
+        "uac_expect_486.xml",
+    );
 }
 
 #[test]
 fn decline_603_stops_the_fork() {
-    let dir = tempfile::tempdir().expect("dir");
-    let a = Phone::start(dir.path(), "uas_reject_603.xml", &[]);
-    let b = Phone::start(dir.path(), "uas_ring_cancel.xml", &[]);
-    let server = Server::start_with(&trusted(&group(
+    fork_call(
         "807",
         "ring_all",
-        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
-    )));
-    caller(server.dir.path(), server.udp, "807", "uac_expect_603.xml", &[]);
-    a.assert_ok();
-    b.assert_ok();
+        &[("uas_reject_603.xml", &[]), ("uas_ring_cancel.xml", &[])],
+        "uac_expect_603.xml",
+    );
 }
 
 #[test]
 fn early_media_from_two_legs_only_first_relayed() {
-    let dir = tempfile::tempdir().expect("dir");
-    let a = Phone::start(dir.path(), "uas_early_answer.xml", &["-d", "300"]);
-    let b = Phone::start(dir.path(), "uas_early_cancel.xml", &[]);
-    let server = Server::start_with(&trusted(&group(
+    // uac.xml takes at most one 183: a second relayed one would fail it.
+    fork_call(
         "808",
         "ring_all",
-        &[("sip", a.uri("a"), None), ("sip", b.uri("b"), None)],
-    )));
-    // uac.xml takes at most one 183: a second relayed one would fail it.
-    caller(server.dir.path(), server.udp, "808", "uac.xml", &[]);
-    a.assert_ok();
-    b.assert_ok();
+        &[("uas_early_answer.xml", &["-d", "300"]), ("uas_early_cancel.xml", &[])],
+        "uac.xml",
+    );
 }
 
 #[test]
@@ -628,20 +622,15 @@ fn tcp_registered_phone_is_called_over_its_connection() {
 
 #[test]
 fn reinvite_from_the_callee_side_reaches_the_caller() {
-    let dir = tempfile::tempdir().expect("dir");
-    let phone = Phone::start(dir.path(), "uas_answer_reinvite_caller.xml", &[]);
-    let server =
-        Server::start_with(&trusted(&group("817", "ring_all", &[("sip", phone.uri("p"), None)])));
-    caller(server.dir.path(), server.udp, "817", "uac_accept_reinvite.xml", &[]);
-    phone.assert_ok();
+    fork_call(
+        "817",
+        "ring_all",
+        &[("uas_answer_reinvite_caller.xml", &[])],
+        "uac_accept_reinvite.xml",
+    );
 }
 
 #[test]
 fn reliable_provisional_from_a_leg_is_pracked_by_the_switch() {
-    let dir = tempfile::tempdir().expect("dir");
-    let phone = Phone::start(dir.path(), "uas_prack.xml", &[]);
-    let server =
-        Server::start_with(&trusted(&group("818", "ring_all", &[("sip", phone.uri("p"), None)])));
-    caller(server.dir.path(), server.udp, "818", "uac.xml", &[]);
-    phone.assert_ok();
+    fork_call("818", "ring_all", &[("uas_prack.xml", &[])], "uac.xml");
 }
