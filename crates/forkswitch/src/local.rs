@@ -75,10 +75,7 @@ pub fn rejection(req: &Message, r: &Rejection, server: &str) -> Message {
     if r.status == 420 {
         b = b.header(HeaderName::Unsupported, Bytes::from(r.unsupported.join(", ")));
     }
-    if r.status == 505 {
-        b = b.header(HeaderName::Allow, ALLOW);
-    }
-    if r.status == 501 {
+    if matches!(r.status, 501 | 505) {
         b = b.header(HeaderName::Allow, ALLOW);
     }
     b.build()

@@ -158,8 +158,9 @@ impl Core {
         match ev {
             Event::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
             Event::Cancel { key, request, cancels, .. } => {
-                // Nothing of ours is pending long enough to be cancelled yet:
-                // every INVITE is answered at once.
+                // CANCELs of calls we serve were taken by the call manager;
+                // this one matched none. If it matched an INVITE transaction
+                // we answered at once (404, 407...), it is simply confirmed.
                 let code = if cancels.is_some() { 200 } else { 481 };
                 let resp = local::response(&request, code, &self.server_header).build();
                 self.respond(now, key, resp);
@@ -182,18 +183,18 @@ impl Core {
         }
     }
 
-    fn on_request(&mut self, now: Instant, key: TxKey, req: Message, _peer: Peer) {
+    fn on_request(&mut self, now: Instant, key: TxKey, req: Message, peer: Peer) {
         let method = req.method().cloned().unwrap_or(Method::Ack);
         let to_us = match req.request_uri() {
             Some(Ok(u)) => self.identity.is_local(&u),
             _ => false,
         };
         if method == Method::Invite {
-            self.invite(now, key, req, _peer);
+            self.invite(now, key, req, peer);
             return;
         }
         if method == Method::Register {
-            match self.registrar.handle(now, wall(), &req, &_peer) {
+            match self.registrar.handle(now, wall(), &req, &peer) {
                 Some(resp) => self.respond(now, key, resp),
                 None => self.tx.terminate(key),
             }

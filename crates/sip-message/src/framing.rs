@@ -112,9 +112,7 @@ impl StreamDecoder {
         }
         let frame = self.buf.split_to(total).freeze();
         self.scanned = 0;
-        Message::parse_inner(frame, true)
-            .map(|m| Some(StreamItem::Message(m)))
-            .map_err(FramingError::Parse)
+        Message::parse(frame).map(|m| Some(StreamItem::Message(m))).map_err(FramingError::Parse)
     }
 }
 

@@ -208,57 +208,6 @@ impl HeaderName {
             Other => return None,
         })
     }
-
-    /// `true` for headers whose value is a comma-separated list (RFC 3261
-    /// 7.3.1), so that `Via: a, b` is two Vias.
-    pub fn is_list(self) -> bool {
-        use HeaderName::*;
-        matches!(
-            self,
-            Accept
-                | AcceptEncoding
-                | AcceptLanguage
-                | AlertInfo
-                | Allow
-                | AllowEvents
-                | CallInfo
-                | Contact
-                | ContentEncoding
-                | ContentLanguage
-                | InReplyTo
-                | PAssertedIdentity
-                | Path
-                | ProxyRequire
-                | Reason
-                | RecordRoute
-                | Require
-                | Route
-                | Supported
-                | Unsupported
-                | Via
-                | Warning
-        )
-    }
-
-    /// `true` for headers that may appear at most once (RFC 3261 table 2 and
-    /// 20.x): a second one makes the request malformed (RFC 4475 multi01).
-    pub fn is_single(self) -> bool {
-        use HeaderName::*;
-        matches!(
-            self,
-            CallId
-                | CSeq
-                | From
-                | To
-                | MaxForwards
-                | ContentLength
-                | ContentType
-                | Expires
-                | MinExpires
-                | RSeq
-                | RAck
-        )
-    }
 }
 
 #[cfg(test)]

@@ -153,12 +153,6 @@ impl Message {
     /// Fails only when no start line can be recognised; every other syntax
     /// problem is kept as a defect that [`crate::validate`] turns into a 400.
     pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
-        Self::parse_inner(buf, false)
-    }
-
-    /// Parses one complete message framed by a stream decoder: the buffer
-    /// holds exactly one message and its Content-Length.
-    pub(crate) fn parse_inner(buf: Bytes, _stream: bool) -> Result<Message, ParseError> {
         let b: &[u8] = &buf;
         if b.len() > u32::MAX as usize {
             return Err(ParseError::TooLarge);

@@ -137,12 +137,6 @@ pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
     Some(v)
 }
 
-/// Case-insensitive ASCII comparison.
-#[inline]
-pub fn eq_ic(a: &[u8], b: &[u8]) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
-
 /// Content of a quoted string without the quotes (escapes kept as received);
 /// other values are returned unchanged.
 pub fn unquote(v: &[u8]) -> &[u8] {

@@ -69,6 +69,8 @@ fn reject(status: u16, detail: impl Into<String>) -> Verdict {
 /// Header-level checks shared by requests and responses. Returns the first
 /// problem found.
 fn check_headers(m: &Message) -> Result<(), String> {
+    // Headers that may appear at most once (RFC 3261 table 2; RFC 4475
+    // multi01). RSeq and RAck are checked by their accessors below.
     for name in [
         HeaderName::CallId,
         HeaderName::CSeq,

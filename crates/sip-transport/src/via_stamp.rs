@@ -1,7 +1,7 @@
 //! Pure helpers for RFC 3261 18.2 and RFC 3581: stamping `received`/`rport`
 //! on a received request, and choosing where a response goes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use sip_message::{HeaderName, Message, Peer, Transport};
 use std::net::{IpAddr, SocketAddr};
 
@@ -63,31 +63,16 @@ pub fn stamp_received(msg: &mut Message, src: SocketAddr, force_rport: bool) -> 
 pub fn response_target(resp: &Message, request_peer: &Peer) -> Peer {
     let Ok(via) = resp.top_via() else { return *request_peer };
     let ip = via.received().and_then(host_ip).or_else(|| host_ip(via.host));
+    // rport when filled in, else the sent-by port, else 5060.
     let port = match via.rport() {
-        Some(Some(p)) => Some(p),
-        _ => via.port,
+        Some(Some(p)) => p,
+        _ => via.port.unwrap_or(5060),
     };
-    match request_peer.transport {
-        Transport::Udp => {
-            let Some(ip) = ip else { return *request_peer };
-            let port = match via.rport() {
-                Some(Some(p)) => p,
-                _ => via.port.unwrap_or(5060),
-            };
-            Peer { remote: SocketAddr::new(ip, port), ..*request_peer }
-        }
-        Transport::Tcp => {
-            // Keep the connection; remote is the fallback if it has closed.
-            let remote = match (ip, port) {
-                (Some(ip), Some(p)) => SocketAddr::new(ip, p),
-                (Some(ip), None) => SocketAddr::new(ip, 5060),
-                _ => request_peer.remote,
-            };
-            Peer {
-                remote: if request_peer.conn.is_some() { request_peer.remote } else { remote },
-                ..*request_peer
-            }
-        }
+    match (request_peer.transport, ip) {
+        (_, None) => *request_peer,
+        // Keep an open connection; the address is the fallback once closed.
+        (Transport::Tcp, Some(_)) if request_peer.conn.is_some() => *request_peer,
+        (_, Some(ip)) => Peer { remote: SocketAddr::new(ip, port), ..*request_peer },
     }
 }
 
@@ -107,14 +92,10 @@ pub fn via_to_tcp(msg: &Message) -> Option<Message> {
     Some(m)
 }
 
-/// `Bytes` of a message ready for the wire.
-pub fn wire(msg: &Message) -> Bytes {
-    msg.to_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn req(via: &str) -> Message {
         Message::parse(Bytes::from(format!(
