@@ -2,7 +2,7 @@
 //! the 2xx retransmission until the ACK (13.3.1.4), CANCEL, and our BYE.
 
 use crate::dialog::{self, Body};
-use crate::env::{after, Env, ALLOW};
+use crate::env::{after, Env};
 use crate::state::{Call, CallerState, Held, Pending2xx, Role, Side, Unacked, MAX_REL_QUEUE};
 use crate::{B2buaError, CallEvent};
 use sip_message::{HeaderName, Message, Peer};
@@ -18,7 +18,7 @@ impl Env {
         if code < 300 {
             b = b
                 .header(HeaderName::Contact, dialog::contact_value(&self.locals, &c.peer))
-                .header(HeaderName::Allow, ALLOW);
+                .header(HeaderName::Allow, self.allow.clone());
         }
         b
     }

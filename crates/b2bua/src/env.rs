@@ -12,9 +12,6 @@ use sip_transaction::{TransactionLayer, TxKey};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// What we allow (and relay) inside our dialogs.
-pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, PRACK, UPDATE, INFO, OPTIONS, MESSAGE";
-
 const TOKEN_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Headers of a relayed request or response that describe its body or are
@@ -38,6 +35,8 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
 
 pub(crate) struct Env {
     pub(crate) cfg: B2buaConfig,
+    /// `cfg.methods` as an `Allow` value.
+    pub(crate) allow: Bytes,
     pub(crate) locals: Vec<LocalContact>,
     pub(crate) rng: StdRng,
     pub(crate) owned: HashMap<TxKey, Owner>,
@@ -46,7 +45,22 @@ pub(crate) struct Env {
     pub(crate) stateless: VecDeque<Stateless>,
 }
 
+/// The `Allow` value listing `methods`.
+pub(crate) fn allow_value(methods: &[Method]) -> Bytes {
+    let names: Vec<String> =
+        methods.iter().map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned()).collect();
+    Bytes::from(names.join(", "))
+}
+
 impl Env {
+    /// `true` when an in-dialog request of `method` is relayed.
+    pub(crate) fn relays(&self, method: &Method) -> bool {
+        matches!(
+            method,
+            Method::Invite | Method::Update | Method::Info | Method::Options | Method::Message
+        ) && self.cfg.methods.contains(method)
+    }
+
     /// `n` random alphanumerics.
     pub(crate) fn token(&mut self, n: usize) -> Bytes {
         let v: Vec<u8> =
@@ -94,7 +108,7 @@ impl Env {
     ) {
         let mut b = self.response(req, code);
         if code == 405 {
-            b = b.header(HeaderName::Allow, ALLOW);
+            b = b.header(HeaderName::Allow, self.allow.clone());
         }
         if code == 500 || code == 491 {
             b = b.header(HeaderName::RetryAfter, "1");

@@ -1,7 +1,7 @@
 //! Outbound legs: the INVITE, its responses (PRACK, ACK, forks), CANCEL.
 
 use crate::dialog::{self, Body, Dialog};
-use crate::env::{after, Env, ALLOW};
+use crate::env::{after, Env};
 use crate::state::{
     Call, CallerState, Cancel, Early, Leg, Role, Side, Stored, MAX_EARLY, MAX_FORKS, MAX_LEGS,
     SEEN_EARLY_MEDIA, SEEN_RINGING, SEEN_TRYING,
@@ -88,7 +88,7 @@ impl Env {
             .header(HeaderName::CallId, call_id.clone())
             .header(HeaderName::CSeq, "1 INVITE")
             .header(HeaderName::Contact, dialog::contact_value(&self.locals, &peer))
-            .header(HeaderName::Allow, ALLOW);
+            .header(HeaderName::Allow, self.allow.clone());
         if call.caller.offer.is_some() {
             // We PRACK reliable provisionals ourselves. With a delayed
             // offer the leg's offer must come in the 2xx, so no 100rel.

@@ -1,5 +1,6 @@
 //! [`CallManager`]: every call of a process (or shard), its indexes and
-//! its timer heap.
+//! its timers (a [`TimerQueue`] of its own when it runs alone, or its
+//! owner's one queue when embedded in the switch core).
 
 use crate::dialog::{self, Body, Dialog};
 use crate::env::{after, Env};
@@ -13,9 +14,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sip_message::{HeaderName, Message, Method, Peer};
 use sip_transaction::{Event, TransactionLayer, TxKey};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
+use timer_queue::TimerQueue;
+
+/// Where the calls' timers live.
+#[derive(Debug)]
+enum Schedule {
+    /// A queue of its own: `handle_timeout` at `poll_timeout`.
+    Own(TimerQueue<Instant, CallRef>),
+    /// The owner's queue: new deadlines from `poll_timer`, fired by
+    /// `handle_call_timer`.
+    Owner(VecDeque<(Instant, CallRef)>),
+}
 
 /// Every B2BUA call of a process or shard, as one sans-IO state machine.
 ///
@@ -28,15 +39,21 @@ use std::time::Instant;
 /// layer's `poll_transmit` ones (an ACK must precede the BYE that follows
 /// it), and read [`CallManager::poll_event`].
 ///
+/// Timers: made with [`CallManager::new`] it keeps its own queue (call
+/// [`CallManager::handle_timeout`] at [`CallManager::poll_timeout`]); made
+/// with [`CallManager::with_owner_timers`] it hands every new deadline of a
+/// call to its owner ([`CallManager::poll_timer`]) and the owner calls
+/// [`CallManager::handle_call_timer`] when it is due.
+///
 /// ```
 /// use b2bua::{B2buaConfig, CallManager};
-/// let cm = CallManager::new(B2buaConfig::default(), Vec::new());
+/// let cm = CallManager::new(B2buaConfig::default(), Vec::new(), 7);
 /// assert!(cm.is_empty() && cm.poll_timeout().is_none());
 /// ```
 pub struct CallManager {
     env: Env,
     calls: HashMap<CallRef, Call>,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    schedule: Schedule,
     next_call: u64,
 }
 
@@ -50,23 +67,39 @@ impl std::fmt::Debug for CallManager {
 }
 
 impl CallManager {
-    /// A manager with no calls. `locals` gives our address per transport
-    /// (Via sent-by and Contact); without one, a message's local socket
-    /// address is used.
-    pub fn new(cfg: B2buaConfig, locals: Vec<LocalContact>) -> Self {
-        let rng = StdRng::from_rng(rand::thread_rng()).unwrap_or_else(|_| StdRng::from_entropy());
+    /// A manager with no calls and a timer queue of its own. `locals` gives
+    /// our address per transport (Via sent-by and Contact); without one, a
+    /// message's local socket address is used. Tags, Call-IDs and RSeq
+    /// numbers come from a generator seeded with `seed` (a process gives a
+    /// fresh one from the OS; a test a fixed one, and replays exactly).
+    pub fn new(cfg: B2buaConfig, locals: Vec<LocalContact>, seed: u64) -> Self {
+        Self::with_schedule(cfg, locals, seed, Schedule::Own(TimerQueue::new()))
+    }
+
+    /// Like [`CallManager::new`], with the timers in the owner's queue.
+    pub fn with_owner_timers(cfg: B2buaConfig, locals: Vec<LocalContact>, seed: u64) -> Self {
+        Self::with_schedule(cfg, locals, seed, Schedule::Owner(VecDeque::new()))
+    }
+
+    fn with_schedule(
+        cfg: B2buaConfig,
+        locals: Vec<LocalContact>,
+        seed: u64,
+        schedule: Schedule,
+    ) -> Self {
         CallManager {
             env: Env {
+                allow: crate::env::allow_value(&cfg.methods),
                 cfg,
                 locals,
-                rng,
+                rng: StdRng::seed_from_u64(seed),
                 owned: HashMap::new(),
                 dialogs: HashMap::new(),
                 events: VecDeque::new(),
                 stateless: VecDeque::new(),
             },
             calls: HashMap::new(),
-            heap: BinaryHeap::new(),
+            schedule,
             next_call: 1,
         }
     }
@@ -396,28 +429,59 @@ impl CallManager {
     }
 
     /// Runs the timers due at `now`: 2xx and reliable provisional
-    /// retransmissions, the ACK and PRACK give-ups, the CANCEL give-up.
+    /// retransmissions, the ACK and PRACK give-ups, the CANCEL give-up (a
+    /// manager made with [`CallManager::new`]; otherwise nothing).
     pub fn handle_timeout(&mut self, tx: &mut TransactionLayer, now: Instant) {
-        while let Some(&Reverse((due, id))) = self.heap.peek() {
-            if due > now {
-                break;
-            }
-            self.heap.pop();
-            let c = CallRef(id);
-            let Some(call) = self.calls.get_mut(&c) else { continue };
-            if call.sched != Some(due) {
-                continue;
-            }
-            call.sched = None;
-            self.env.call_timers(tx, now, call);
-            self.settle(c);
+        loop {
+            let Schedule::Own(q) = &mut self.schedule else { return };
+            let Some((due, c)) = q.pop_due(now) else { break };
+            self.fire(tx, now, c, due);
         }
         self.prune();
     }
 
+    /// Runs the timers of `call` due at `now` (with owner timers, when the
+    /// owner's queue reaches a deadline [`CallManager::poll_timer`] gave).
+    /// A stale deadline does nothing.
+    pub fn handle_call_timer(&mut self, tx: &mut TransactionLayer, now: Instant, call: CallRef) {
+        let due = match self.calls.get(&call).and_then(|c| c.sched) {
+            Some(d) if d <= now => d,
+            _ => return,
+        };
+        self.fire(tx, now, call, due);
+    }
+
+    fn fire(&mut self, tx: &mut TransactionLayer, now: Instant, c: CallRef, due: Instant) {
+        let Some(call) = self.calls.get_mut(&c) else { return };
+        if call.sched != Some(due) {
+            return;
+        }
+        call.sched = None;
+        self.env.call_timers(tx, now, call);
+        self.settle(c);
+    }
+
     /// The earliest deadline: call [`CallManager::handle_timeout`] then.
+    /// Always `None` with owner timers.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        match &self.schedule {
+            Schedule::Own(q) => q.peek().map(|(t, _)| t),
+            Schedule::Owner(_) => None,
+        }
+    }
+
+    /// With owner timers: the next new deadline of a call, to file in the
+    /// owner's queue (an earlier one of the same call becomes stale).
+    pub fn poll_timer(&mut self) -> Option<(Instant, CallRef)> {
+        match &mut self.schedule {
+            Schedule::Owner(q) => q.pop_front(),
+            Schedule::Own(_) => None,
+        }
+    }
+
+    /// `true` when `at` is `call`'s current deadline.
+    pub fn timer_is_current(&self, at: Instant, call: CallRef) -> bool {
+        self.calls.get(&call).is_some_and(|c| c.sched == Some(at))
     }
 
     /// The next event.
@@ -541,26 +605,24 @@ impl CallManager {
             if next != call.sched {
                 call.sched = next;
                 if let Some(t) = next {
-                    self.heap.push(Reverse((t, id.0)));
+                    match &mut self.schedule {
+                        Schedule::Own(q) => q.push(t, id),
+                        Schedule::Owner(q) => q.push_back((t, id)),
+                    }
                 }
             }
         }
         self.prune();
     }
 
-    /// Pops stale heap entries so that `poll_timeout` is exact.
+    /// Keeps an own queue exact at the top and free of bloat.
     fn prune(&mut self) {
-        while let Some(&Reverse((t, id))) = self.heap.peek() {
-            if self.calls.get(&CallRef(id)).is_some_and(|c| c.sched == Some(t)) {
-                break;
-            }
-            self.heap.pop();
-        }
-        if self.heap.len() > 2 * self.calls.len() + 1024 {
+        if let Schedule::Own(q) = &mut self.schedule {
             let calls = &self.calls;
-            self.heap.retain(|Reverse((t, id))| {
-                calls.get(&CallRef(*id)).is_some_and(|c| c.sched == Some(*t))
-            });
+            let current =
+                |t: Instant, c: CallRef| calls.get(&c).is_some_and(|c| c.sched == Some(t));
+            q.prune(current);
+            q.purge_if_bloated(calls.len(), current);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Requests inside our dialogs: BYE, PRACK, and the relay of re-INVITE,
-//! UPDATE, INFO, OPTIONS and MESSAGE between the bridged sides.
+//! UPDATE, INFO, OPTIONS and MESSAGE (those the owner supports) between the
+//! bridged sides.
 
 use crate::dialog::{self, Body};
 use crate::env::Env;
@@ -109,14 +110,10 @@ impl Env {
                 self.caller_prack(tx, now, call, key, &req)
             }
             (Method::Prack, _) => self.reply(tx, now, key, &req, 481),
-            (
-                Method::Invite | Method::Update | Method::Info | Method::Options | Method::Message,
-                DialogState::Confirmed,
-            ) => self.relay(tx, now, call, side, key, req, peer),
-            (
-                Method::Invite | Method::Update | Method::Info | Method::Options | Method::Message,
-                _,
-            ) => self.reply(tx, now, key, &req, refusal(&method)),
+            (m, DialogState::Confirmed) if self.relays(m) => {
+                self.relay(tx, now, call, side, key, req, peer)
+            }
+            (m, _) if self.relays(m) => self.reply(tx, now, key, &req, refusal(&method)),
             _ => self.reply(tx, now, key, &req, 405),
         }
     }

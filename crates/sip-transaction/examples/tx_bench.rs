@@ -41,8 +41,8 @@ impl Bench {
         let c = "192.0.2.1:5060".parse().unwrap();
         let s = "192.0.2.2:5060".parse().unwrap();
         Bench {
-            client: TransactionLayer::new(Config::default()),
-            server: TransactionLayer::new(Config::default()),
+            client: TransactionLayer::new(Config::default(), 1),
+            server: TransactionLayer::new(Config::default(), 2),
             to_server: Peer { transport, remote: s, local: c, conn: None },
             to_client: Peer { transport, remote: c, local: s, conn: None },
             reparse,

@@ -1,5 +1,7 @@
 //! [`TransactionLayer`]: every transaction of one process or shard, their
-//! matching indexes and one timer heap.
+//! matching indexes, and their timers: in a [`TimerQueue`] of the layer's
+//! own when it runs alone, or in its owner's (the switch core's one timer
+//! queue) when it is embedded.
 
 use crate::key::{self, Matching};
 use crate::tx::{dur_ns, Kind, Out, Step, Timers, Tx, NEVER};
@@ -7,10 +9,10 @@ use crate::types::{Config, Error, Event, Transmit, TxKey, TxState};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sip_message::{Message, Method, Peer, MAGIC_COOKIE};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timer_queue::TimerQueue;
 
 /// A slab slot; the generation makes stale keys and timer entries miss.
 #[derive(Debug)]
@@ -19,18 +21,32 @@ struct Slot {
     tx: Option<Tx>,
 }
 
-/// A timer heap entry: (deadline, slot, generation). Entries whose
-/// transaction is gone or rescheduled are skipped when popped (lazy
-/// deletion) and purged when they outnumber the live transactions.
-type TimerEntry = Reverse<(u64, u32, u32)>;
+/// Where the layer's timers live.
+#[derive(Debug)]
+enum Schedule {
+    /// In a queue of its own (nanoseconds since the epoch): the layer runs
+    /// alone and is driven by `handle_timeout` at `poll_timeout`.
+    Own(TimerQueue<u64, TxKey>),
+    /// In the owner's queue: new deadlines are handed out by `poll_timer`
+    /// and fired one transaction at a time by `handle_timer`.
+    Owner(VecDeque<(Instant, TxKey)>),
+}
 
 /// Every transaction of one server process (or shard), as one sans-IO state
 /// machine: feed it messages, TU calls and the time; poll it for messages
 /// to send, events for the TU and the next deadline.
 ///
+/// Timers run in one of two ways, chosen at construction:
+/// - [`TransactionLayer::new`]: the layer keeps its own timer queue; call
+///   [`TransactionLayer::handle_timeout`] at [`TransactionLayer::poll_timeout`];
+/// - [`TransactionLayer::with_owner_timers`]: an owner with a timer queue of
+///   its own (the switch core) takes every new deadline from
+///   [`TransactionLayer::poll_timer`] and calls
+///   [`TransactionLayer::handle_timer`] for it when it is due.
+///
 /// ```
 /// use sip_transaction::{Config, TransactionLayer};
-/// let mut layer = TransactionLayer::new(Config::default());
+/// let mut layer = TransactionLayer::new(Config::default(), 7);
 /// assert!(layer.new_branch().starts_with("z9hG4bK"));
 /// assert!(layer.is_empty() && layer.poll_timeout().is_none());
 /// ```
@@ -44,7 +60,7 @@ pub struct TransactionLayer {
     live: usize,
     server_index: HashMap<Arc<[u8]>, TxKey>,
     client_index: HashMap<Arc<[u8]>, TxKey>,
-    heap: BinaryHeap<TimerEntry>,
+    schedule: Schedule,
     out: Out,
     scratch: Vec<u8>,
     rng: StdRng,
@@ -55,10 +71,21 @@ const BRANCH_ALPHABET: &[u8; 64] =
 const BRANCH_RANDOM_CHARS: usize = 22;
 
 impl TransactionLayer {
-    /// A layer with no transactions. The branch generator is seeded from
-    /// the operating system's randomness.
-    pub fn new(config: Config) -> Self {
-        let rng = StdRng::from_rng(rand::thread_rng()).unwrap_or_else(|_| StdRng::from_entropy());
+    /// A layer with no transactions and a timer queue of its own. Branches
+    /// come from a generator seeded with `seed`: give every process a
+    /// different one (from the OS) so that branches stay unique across
+    /// restarts; a test gives a fixed one and replays exactly.
+    pub fn new(config: Config, seed: u64) -> Self {
+        Self::with_schedule(config, seed, Schedule::Own(TimerQueue::new()))
+    }
+
+    /// Like [`TransactionLayer::new`], but the timers go to the owner's
+    /// queue: see [`TransactionLayer::poll_timer`].
+    pub fn with_owner_timers(config: Config, seed: u64) -> Self {
+        Self::with_schedule(config, seed, Schedule::Owner(VecDeque::new()))
+    }
+
+    fn with_schedule(config: Config, seed: u64, schedule: Schedule) -> Self {
         TransactionLayer {
             timers: Timers::new(&config),
             epoch: None,
@@ -67,10 +94,10 @@ impl TransactionLayer {
             live: 0,
             server_index: HashMap::new(),
             client_index: HashMap::new(),
-            heap: BinaryHeap::new(),
+            schedule,
             out: Out::default(),
             scratch: Vec::with_capacity(128),
-            rng,
+            rng: StdRng::seed_from_u64(seed),
         }
     }
 
@@ -118,7 +145,7 @@ impl TransactionLayer {
         // hashbrown: one control byte per bucket, load factor 7/8.
         let index = (size_of::<(Arc<[u8]>, TxKey)>() + 1) * 8 / 7;
         let key_alloc = 2 * size_of::<usize>() + 64;
-        let timers = 3 * size_of::<TimerEntry>();
+        let timers = 3 * TimerQueue::<u64, TxKey>::entry_size();
         slot + index + key_alloc + timers
     }
 
@@ -158,9 +185,13 @@ impl TransactionLayer {
         }
         let index: Arc<[u8]> = Arc::from(&self.scratch[..]);
         let now = self.ns(now);
-        let mut tx = Tx::client(request, peer, now, &self.timers, &mut self.out);
+        let mut tx = Tx::client(request, peer, now, &self.timers);
         tx.index = Some(index.clone());
         let key = self.insert(tx);
+        self.out.key = key;
+        if let Some(tx) = Self::live_mut(&mut self.slots, key) {
+            tx.send_request(&mut self.out);
+        }
         self.client_index.insert(index, key);
         self.reschedule(key);
         self.prune();
@@ -189,6 +220,7 @@ impl TransactionLayer {
         let Some(tx) = Self::live_mut(&mut self.slots, key) else {
             return Err(Error::UnknownTransaction);
         };
+        self.out.key = key;
         let step = tx.send_response(response, now, &self.timers, &mut self.out)?;
         self.apply(key, step);
         self.prune();
@@ -198,6 +230,7 @@ impl TransactionLayer {
     /// The transport could not send a message of this transaction.
     pub fn transport_error(&mut self, _now: Instant, key: TxKey) {
         if let Some(tx) = Self::live_mut(&mut self.slots, key) {
+            self.out.key = key;
             let step = tx.on_transport_error(key, &mut self.out);
             self.apply(key, step);
             self.prune();
@@ -213,35 +246,59 @@ impl TransactionLayer {
         self.prune();
     }
 
-    /// Fires every timer due at or before `now`, oldest first.
+    /// Fires every timer due at or before `now`, oldest first (a layer made
+    /// with [`TransactionLayer::new`]; with owner timers it does nothing).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.epoch.is_none() {
             return;
         }
         let now = self.ns(now);
-        while let Some(&Reverse((due, idx, gen))) = self.heap.peek() {
-            if due > now {
-                break;
-            }
-            self.heap.pop();
-            let key = TxKey::new(idx, gen);
-            let Some(tx) = Self::live_mut(&mut self.slots, key) else { continue };
-            if tx.sched != due {
-                continue;
-            }
-            tx.sched = NEVER;
-            let step = tx.on_timer(key, due, &self.timers, &mut self.out);
-            self.apply(key, step);
+        loop {
+            let Schedule::Own(q) = &mut self.schedule else { return };
+            let Some((due, key)) = q.pop_due(now) else { break };
+            self.fire(key, due);
         }
         self.prune();
+    }
+
+    /// Fires the timers of transaction `key` that are due at `now` (a layer
+    /// made with [`TransactionLayer::with_owner_timers`], when the owner's
+    /// queue reaches a deadline [`TransactionLayer::poll_timer`] gave).
+    /// Stale deadlines (the transaction rescheduled or ended) do nothing.
+    pub fn handle_timer(&mut self, now: Instant, key: TxKey) {
+        let now = self.ns(now);
+        let due = match self.tx(key) {
+            Some(tx) if tx.sched <= now => tx.sched,
+            _ => return,
+        };
+        self.fire(key, due);
     }
 
     // ----- outputs ----------------------------------------------------------
 
     /// The earliest deadline: call [`TransactionLayer::handle_timeout`] then.
+    /// Always `None` with owner timers.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let &Reverse((due, _, _)) = self.heap.peek()?;
+        let Schedule::Own(q) = &self.schedule else { return None };
+        let (due, _) = q.peek()?;
         self.epoch?.checked_add(Duration::from_nanos(due))
+    }
+
+    /// With owner timers: the next new deadline of a transaction, to file in
+    /// the owner's queue. An earlier deadline of the same key becomes stale
+    /// ([`TransactionLayer::timer_is_current`] says so).
+    pub fn poll_timer(&mut self) -> Option<(Instant, TxKey)> {
+        match &mut self.schedule {
+            Schedule::Owner(q) => q.pop_front(),
+            Schedule::Own(_) => None,
+        }
+    }
+
+    /// `true` when `at` is transaction `key`'s current deadline (for the
+    /// owner's queue to drop stale entries).
+    pub fn timer_is_current(&self, at: Instant, key: TxKey) -> bool {
+        let (Some(epoch), Some(tx)) = (self.epoch, self.tx(key)) else { return false };
+        tx.sched != NEVER && dur_ns(at.saturating_duration_since(epoch)) == tx.sched
     }
 
     /// The next message to send.
@@ -293,6 +350,18 @@ impl TransactionLayer {
         }
     }
 
+    /// Runs the timers of `key` due at `due` (its current deadline).
+    fn fire(&mut self, key: TxKey, due: u64) {
+        let Some(tx) = Self::live_mut(&mut self.slots, key) else { return };
+        if tx.sched != due {
+            return;
+        }
+        tx.sched = NEVER;
+        self.out.key = key;
+        let step = tx.on_timer(key, due, &self.timers, &mut self.out);
+        self.apply(key, step);
+    }
+
     fn reschedule(&mut self, key: TxKey) {
         let Some(tx) = Self::live_mut(&mut self.slots, key) else { return };
         let next = tx.next_deadline();
@@ -300,37 +369,38 @@ impl TransactionLayer {
             return;
         }
         tx.sched = next;
-        if next != NEVER {
-            self.heap.push(Reverse((next, key.idx() as u32, key.gen())));
-            if self.heap.len() > 2 * self.live + 1024 {
-                self.purge_timers();
+        if next == NEVER {
+            return;
+        }
+        match &mut self.schedule {
+            Schedule::Own(q) => {
+                q.push(next, key);
+                let slots = &self.slots;
+                q.purge_if_bloated(self.live, |due, k| Self::entry_live(slots, due, k));
+            }
+            Schedule::Owner(q) => {
+                if let Some(at) = self.epoch.and_then(|e| e.checked_add(Duration::from_nanos(next)))
+                {
+                    q.push_back((at, key));
+                }
             }
         }
     }
 
-    fn entry_live(slots: &[Slot], &Reverse((due, idx, gen)): &TimerEntry) -> bool {
+    fn entry_live(slots: &[Slot], due: u64, key: TxKey) -> bool {
         slots
-            .get(idx as usize)
-            .filter(|s| s.gen == gen)
+            .get(key.idx())
+            .filter(|s| s.gen == key.gen())
             .and_then(|s| s.tx.as_ref())
             .is_some_and(|tx| tx.sched == due)
     }
 
-    /// Drops every stale timer entry (amortised: runs when stale entries
-    /// outnumber live transactions).
-    fn purge_timers(&mut self) {
-        let mut v = std::mem::take(&mut self.heap).into_vec();
-        v.retain(|e| Self::entry_live(&self.slots, e));
-        self.heap = BinaryHeap::from(v);
-    }
-
-    /// Pops stale entries off the top so that `poll_timeout` is exact.
+    /// Pops stale entries off the top of an own queue so that
+    /// `poll_timeout` is exact.
     fn prune(&mut self) {
-        while let Some(top) = self.heap.peek() {
-            if Self::entry_live(&self.slots, top) {
-                break;
-            }
-            self.heap.pop();
+        if let Schedule::Own(q) = &mut self.schedule {
+            let slots = &self.slots;
+            q.prune(|due, k| Self::entry_live(slots, due, k));
         }
     }
 
@@ -360,6 +430,7 @@ impl TransactionLayer {
             return;
         };
         if let Some(tx) = Self::live_mut(&mut self.slots, key) {
+            self.out.key = key;
             let step = tx.on_response(key, response, peer, now, &self.timers, &mut self.out);
             self.apply(key, step);
         }
@@ -392,6 +463,7 @@ impl TransactionLayer {
                     }
                 }
                 if indexed {
+                    self.out.key = key;
                     let step = tx.on_request(request, peer, now, &self.timers, &mut self.out);
                     self.apply(key, step);
                     return;

@@ -80,10 +80,18 @@ impl Timers {
 }
 
 /// The layer's output queues.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Out {
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
+    /// The transaction being driven: the key of what it transmits.
+    pub(crate) key: TxKey,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out { transmits: VecDeque::new(), events: VecDeque::new(), key: TxKey::new(0, 0) }
+    }
 }
 
 fn at(now: u64, d: u64) -> u64 {
@@ -116,11 +124,11 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
-    /// A client transaction; sends the request.
-    pub(crate) fn client(request: Message, peer: Peer, now: u64, t: &Timers, out: &mut Out) -> Tx {
+    /// A client transaction; the layer sends the request once it has a key
+    /// ([`Tx::send_request`]).
+    pub(crate) fn client(request: Message, peer: Peer, now: u64, t: &Timers) -> Tx {
         let invite = request.method() == Some(&Method::Invite);
         let reliable = peer.transport.is_reliable();
-        out.transmits.push_back(Transmit { peer, message: request.clone() });
         Tx {
             kind: if invite { Kind::InviteClient } else { Kind::NonInviteClient },
             state: if invite { TxState::Calling } else { TxState::Trying },
@@ -161,7 +169,14 @@ impl Tx {
     }
 
     fn send(&self, message: Message, out: &mut Out) {
-        out.transmits.push_back(Transmit { peer: self.peer, message });
+        out.transmits.push_back(Transmit { peer: self.peer, message, key: out.key });
+    }
+
+    /// Sends the request of a new client transaction.
+    pub(crate) fn send_request(&self, out: &mut Out) {
+        if let Some(r) = &self.request {
+            self.send(r.clone(), out);
+        }
     }
 
     fn resend_last(&self, out: &mut Out) {

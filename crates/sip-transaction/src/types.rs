@@ -69,6 +69,9 @@ pub struct Transmit {
     pub peer: Peer,
     /// What to send.
     pub message: Message,
+    /// The transaction it belongs to: report a failure to send it with
+    /// [`crate::TransactionLayer::transport_error`].
+    pub key: TxKey,
 }
 
 /// Something the transaction user (TU) must learn about.

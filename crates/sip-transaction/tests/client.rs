@@ -9,7 +9,7 @@ use sip_transaction::{cancel_for, Config, Error, Event, TransactionLayer, TxStat
 use std::time::{Duration, Instant};
 
 fn layer() -> TransactionLayer {
-    TransactionLayer::new(Config::default())
+    TransactionLayer::new(Config::default(), 1)
 }
 
 fn retrans_times(log: &[(u64, String)], what: &str) -> Vec<u64> {
@@ -328,7 +328,7 @@ fn custom_timers_are_honoured() {
         t4: Duration::from_millis(1000),
         trying_delay: Duration::from_millis(50),
     };
-    let (mut l, t0) = (TransactionLayer::new(cfg), Instant::now());
+    let (mut l, t0) = (TransactionLayer::new(cfg, 1), Instant::now());
     l.send_request(t0, request(Method::Options, "z9hG4bKn7"), udp()).unwrap();
     transmits(&mut l);
     let log = run_until(&mut l, t0, ms(t0, 10_000));

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 fn layer() -> TransactionLayer {
-    TransactionLayer::new(Config::default())
+    TransactionLayer::new(Config::default(), rand::random()) // each layer a restart: a fresh seed
 }
 
 fn answer(req: &Message, code: u16) -> Message {

@@ -9,7 +9,7 @@ use sip_transaction::{Config, Error, TransactionLayer, TxKey, TxState};
 use std::time::{Duration, Instant};
 
 fn layer() -> TransactionLayer {
-    TransactionLayer::new(Config::default())
+    TransactionLayer::new(Config::default(), 1)
 }
 
 fn answer(req: &Message, code: u16) -> Message {
@@ -278,7 +278,7 @@ fn non_invite_100_delay_follows_t1_and_t2() {
     // E reaches T2 after 1.5 s.
     let cfg =
         Config { t1: Duration::from_millis(100), t2: Duration::from_secs(1), ..Config::default() };
-    let (mut l, t0) = (TransactionLayer::new(cfg), Instant::now());
+    let (mut l, t0) = (TransactionLayer::new(cfg, 1), Instant::now());
     l.handle_incoming(t0, wire(&request(Method::Options, "z9hG4bKt9")), udp());
     new_key(&mut l);
     assert_eq!(l.poll_timeout(), Some(ms(t0, 1500)));

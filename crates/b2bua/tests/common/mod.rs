@@ -234,8 +234,8 @@ impl World {
     pub fn new(cfg: B2buaConfig) -> World {
         let t0 = Instant::now();
         World {
-            tx: TransactionLayer::new(Config::default()),
-            cm: CallManager::new(cfg, locals()),
+            tx: TransactionLayer::new(Config::default(), 11),
+            cm: CallManager::new(cfg, locals(), 12),
             t0,
             now: t0,
             out: Vec::new(),
