@@ -436,4 +436,79 @@ mod tests {
         store.connection_closed(4);
         assert_eq!(store.locations("a@test", at(0))[0].conn, None);
     }
+
+    fn tcp(b: Binding, conn: ConnId) -> Change {
+        Change::Upsert(Location { binding: b, conn: Some(conn), closed: false })
+    }
+
+    #[test]
+    fn connection_closed_marks_bindings_and_reachable_skips_them() {
+        let mut store = LocationStore::new();
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@1", 1000, 100), 4)]);
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@2", 500, 100), 5)]);
+        store.apply("b@test", vec![tcp(binding("b@test", "sip:b@1", 1000, 100), 4)]);
+        take(&mut store);
+        assert_eq!(store.reachable("a@test", at(0)).len(), 2);
+
+        assert_eq!(store.connection_closed(4), 2, "a@1 and b@1 were over connection 4");
+        assert_eq!(store.connection_closed(4), 0, "nothing is over it any more");
+        assert_eq!(store.connection_closed(99), 0);
+        assert!(take(&mut store).is_empty(), "closing is not persisted");
+
+        // Still registered (listed by locations, counted), but not reachable.
+        let all = store.locations("a@test", at(0));
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].binding.contact.as_str(), all[0].closed), ("sip:a@1", true));
+        assert_eq!(all[0].conn, None);
+        assert_eq!(all[0].target().conn, None);
+        assert_eq!((all[1].binding.contact.as_str(), all[1].closed), ("sip:a@2", false));
+        assert_eq!(all[1].conn, Some(5));
+        let r = store.reachable("a@test", at(0));
+        let contacts: Vec<&str> = r.iter().map(|l| l.binding.contact.as_str()).collect();
+        assert_eq!(contacts, ["sip:a@2"]);
+        assert!(store.reachable("b@test", at(0)).is_empty());
+        assert_eq!(store.locations("b@test", at(0)).len(), 1);
+        assert_eq!(store.len(), 3);
+        // Expired bindings are not reachable either.
+        assert!(store.reachable("a@test", at(100)).is_empty());
+    }
+
+    #[test]
+    fn re_registration_clears_closed() {
+        let mut store = LocationStore::new();
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@1", 1000, 100), 4)]);
+        store.connection_closed(4);
+        assert!(store.reachable("a@test", at(0)).is_empty());
+        // The phone registers again over a new connection.
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@1", 1000, 200), 8)]);
+        let r = store.reachable("a@test", at(0));
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].conn, r[0].closed), (Some(8), false));
+        assert_eq!(store.len(), 1, "the same contact was replaced");
+        assert_eq!(
+            take(&mut store),
+            vec!["upsert a@test sip:a@1 100000000", "upsert a@test sip:a@1 200000000"]
+        );
+    }
+
+    #[test]
+    fn aors_lists_everything_and_expire_is_in_aor_order() {
+        let mut store = LocationStore::new();
+        for aor in ["c@test", "a@test", "b@test"] {
+            store.apply(aor, vec![tcp(binding(aor, "sip:x@1", 1000, 10), 1)]);
+            store.apply(aor, vec![tcp(binding(aor, "sip:x@2", 1000, 100), 1)]);
+        }
+        let mut listed: Vec<(&str, usize)> = store.aors().map(|(a, l)| (a, l.len())).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, [("a@test", 2), ("b@test", 2), ("c@test", 2)]);
+        take(&mut store);
+        let gone: Vec<String> =
+            store.expire(at(10)).into_iter().map(|(a, b)| format!("{a} {}", b.contact)).collect();
+        assert_eq!(gone, ["a@test sip:x@1", "b@test sip:x@1", "c@test sip:x@1"]);
+        assert_eq!(
+            take(&mut store),
+            vec!["remove a@test sip:x@1", "remove b@test sip:x@1", "remove c@test sip:x@1"]
+        );
+        assert_eq!(store.len(), 3);
+    }
 }

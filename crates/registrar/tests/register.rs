@@ -665,3 +665,96 @@ fn bad_requests() {
     reg.contacts = vec!["<sip:test11@192.0.2.10:5060>;q=2".into()];
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(400));
 }
+
+#[test]
+fn closed_flow_is_unreachable_until_it_registers_again() {
+    let mut e = env();
+    let inst = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1";
+    let tcp = |port, conn| Peer { transport: Transport::Tcp, conn: Some(conn), ..peer(port) };
+    let mut reg = Reg::new("test11");
+    reg.contacts = vec![format!("<sip:test11@192.0.2.10:40000;transport=tcp;ob>;{inst}")];
+    reg.extra = vec!["Supported: outbound".into()];
+    assert_eq!(e.register(0, &reg, tcp(40000, 5)).status(), Some(200));
+    let wall = e.at(1).1;
+    assert_eq!(e.reg.location().reachable("test11@test", wall).len(), 1);
+    e.rec.take();
+
+    // The flow fails: the binding stays registered but cannot be reached.
+    assert_eq!(e.reg.location_mut().connection_closed(5), 1);
+    assert!(e.rec.take().is_empty(), "nothing to persist");
+    assert_eq!(e.reg.poll_change(), None);
+    let l = e.reg.location().locations("test11@test", wall);
+    assert_eq!(l.len(), 1);
+    assert!(l[0].closed);
+    assert_eq!(l[0].conn, None);
+    assert!(e.reg.location().reachable("test11@test", wall).is_empty());
+
+    // The phone opens a new flow and registers again (same instance/reg-id,
+    // new port): a fresh binding, reachable over the new connection.
+    let mut again = reg.clone();
+    again.cseq = 10;
+    again.contacts = vec![format!("<sip:test11@192.0.2.10:40002;transport=tcp;ob>;{inst}")];
+    let r = e.register(2, &again, tcp(40002, 6));
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(contacts(&r).len(), 1);
+    let wall = e.at(3).1;
+    let r = e.reg.location().reachable("test11@test", wall);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].closed, r[0].conn), (false, Some(6)));
+    assert_eq!(r[0].binding.source.port(), 40002);
+    assert_eq!(
+        e.rec.take(),
+        [
+            "remove test11@test sip:test11@192.0.2.10:40000;transport=tcp;ob",
+            "upsert test11@test sip:test11@192.0.2.10:40002;transport=tcp;ob",
+        ]
+    );
+
+    // Refreshing the same contact over a new connection clears `closed` too.
+    assert_eq!(e.reg.location_mut().connection_closed(6), 1);
+    assert!(e.reg.location().reachable("test11@test", wall).is_empty());
+    let mut refresh = again.clone();
+    refresh.cseq = 20;
+    assert_eq!(e.register(4, &refresh, tcp(40002, 7)).status(), Some(200));
+    let r = e.reg.location().reachable("test11@test", e.at(5).1);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].closed, r[0].conn), (false, Some(7)));
+}
+
+#[test]
+fn owner_api_accounts_and_location() {
+    let mut e = env();
+    assert_eq!(e.register(0, &Reg::new("test11"), peer(5060)).status(), Some(200));
+    e.rec.take();
+    assert!(e.reg.accounts().extension("test12", "test").is_some());
+    // Accounts replaced: test12 is gone, its REGISTER is challenged then 403.
+    let cid = Uuid::from_u128(1);
+    e.reg.set_accounts(Accounts::new(
+        vec![Customer { id: cid, name: "c".into(), api_keys: vec![] }],
+        vec![Domain { name: "test".into(), aliases: vec![], customer_id: cid }],
+        vec![extension_with_password("test11", "test", "secret11")],
+    ));
+    assert!(e.reg.accounts().extension("test12", "test").is_none());
+    assert_eq!(e.register(1, &Reg::new("test12"), peer(5061)).status(), Some(403));
+    let aors: Vec<(String, usize)> =
+        e.reg.location().aors().map(|(a, l)| (a.to_owned(), l.len())).collect();
+    assert_eq!(aors, [("test11@test".to_owned(), 1)]);
+    // Removing the AOR through the owner's handle queues the removal.
+    assert_eq!(e.reg.location_mut().remove_aor("test11@test").len(), 1);
+    assert_eq!(
+        e.reg.poll_change(),
+        Some(BindingChange::Remove {
+            aor: "test11@test".into(),
+            contact: "sip:test11@192.0.2.10:5060".into()
+        })
+    );
+    assert_eq!(e.reg.poll_change(), None);
+    // Limiter and digest are reachable for other requests.
+    let ip = peer(5060).remote.ip();
+    let now = e.at(2).0;
+    assert!(!e.reg.limiter_mut().record_failure(ip, now));
+    assert!(!e.reg.limiter().is_banned(ip, now));
+    let n = e.reg.digest_mut().nonce(now, "test");
+    assert_eq!(n.len(), 64);
+    assert_eq!(e.reg.digest().tracked_nonces(), 1, "the nonce test11 registered with");
+}
