@@ -801,4 +801,44 @@ mod tests {
             assert_eq!(check(&mut a, t, c), Outcome::Stale);
         }
     }
+
+    #[test]
+    fn same_seed_same_nonces_different_seed_different_nonces() {
+        let t0 = Instant::now();
+        let run = |mut a: DigestAuth| -> Vec<String> {
+            let mut v = vec![a.nonce(t0, SIP_REALM), a.nonce(t0, SIP_REALM)];
+            v.extend(a.challenges(t0 + Duration::from_millis(1500), SIP_REALM, false));
+            v
+        };
+        let a = run(DigestAuth::new(DigestConfig::default(), 42));
+        assert_eq!(a, run(DigestAuth::new(DigestConfig::default(), 42)));
+        assert_ne!(a[0], a[1], "each nonce has fresh random bytes");
+        let b = run(DigestAuth::new(DigestConfig::default(), 43));
+        for (x, y) in a.iter().zip(&b) {
+            assert_ne!(x, y);
+        }
+        // The same issue time: only the random bytes and the MAC differ.
+        assert_eq!(a[0][..16], b[0][..16]);
+        // With a given secret, deterministic as well.
+        let s = run(auth(DigestConfig::default()));
+        assert_eq!(s, run(auth(DigestConfig::default())));
+        assert_ne!(s[0], run(DigestAuth::with_secret(DigestConfig::default(), [8u8; 32]))[0]);
+    }
+
+    #[test]
+    fn seeded_nonces_verify_only_with_the_same_seed() {
+        let t0 = Instant::now();
+        let mut a = DigestAuth::new(DigestConfig::default(), 42);
+        let mut twin = DigestAuth::new(DigestConfig::default(), 42);
+        let mut other = DigestAuth::new(DigestConfig::default(), 43);
+        let n = a.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
+        assert!(matches!(check(&mut a, t0, &c), Outcome::Authenticated { .. }));
+        // Same seed, same secret: the twin accepts it (its own replay table).
+        twin.nonce(t0, SIP_REALM);
+        assert!(matches!(check(&mut twin, t0, &c), Outcome::Authenticated { .. }));
+        // Another seed is another secret.
+        other.nonce(t0, SIP_REALM);
+        assert_eq!(check(&mut other, t0, &c), Outcome::Stale);
+    }
 }

@@ -60,6 +60,12 @@ fn env_with(cfg: RegistrarConfig) -> Env {
     Env { reg, rec, t0: Instant::now(), wall0: Timestamp::from_micros(1_700_000_000_000_000) }
 }
 
+fn env_seeded(seed: u64) -> Env {
+    let reg = Registrar::new(RegistrarConfig::default(), accounts(), seed);
+    let rec = Recorder::default();
+    Env { reg, rec, t0: Instant::now(), wall0: Timestamp::from_micros(1_700_000_000_000_000) }
+}
+
 fn env() -> Env {
     env_with(RegistrarConfig::default())
 }
@@ -664,6 +670,75 @@ fn bad_requests() {
     let mut reg = Reg::new("test11");
     reg.contacts = vec!["<sip:test11@192.0.2.10:5060>;q=2".into()];
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(400));
+}
+
+/// The same conversation with a registrar: the challenge, the registration
+/// answering it, and a second challenge later; every response as bytes.
+fn conversation(e: &mut Env) -> Vec<Vec<u8>> {
+    let reg = Reg::new("test11");
+    let (now, wall) = e.at(0);
+    let c = e.reg.handle(now, wall, &reg.msg(None), &peer(5060)).expect("answered");
+    let nonce = challenge_nonce(&wire(c.clone()), Algorithm::Sha256);
+    let a = authorization(Algorithm::Sha256, "test11", "secret11", &nonce, 1, "sip:test");
+    let mut r2 = reg.clone();
+    r2.cseq = 2;
+    let ok = e.reg.handle(now, wall, &r2.msg(Some(&a)), &peer(5060)).expect("answered");
+    assert_eq!(ok.status(), Some(200));
+    let (now, wall) = e.at(7);
+    let again = e.reg.handle(now, wall, &reg.msg(None), &peer(5060)).expect("answered");
+    [c, ok, again].into_iter().map(|m| m.to_bytes().to_vec()).collect()
+}
+
+#[test]
+fn same_seed_gives_byte_identical_answers() {
+    let (mut a, mut b) = (env_seeded(2024), env_seeded(2024));
+    // Different base instants: only the times relative to the first one count.
+    b.t0 += Duration::from_secs(1000);
+    let x = conversation(&mut a);
+    let y = conversation(&mut b);
+    assert_eq!(x, y);
+    let first = Message::parse(Bytes::from(x[0].clone())).expect("parse");
+    let last = Message::parse(Bytes::from(x[2].clone())).expect("parse");
+    assert_eq!(first.status(), Some(401));
+    assert_ne!(
+        challenge_nonce(&first, Algorithm::Sha256),
+        challenge_nonce(&last, Algorithm::Sha256),
+        "every challenge has a new nonce"
+    );
+    assert_ne!(first.to_tag(), last.to_tag(), "and a new To tag");
+    // With a given secret, deterministic as well.
+    assert_eq!(conversation(&mut env()), conversation(&mut env()));
+}
+
+#[test]
+fn different_seeds_give_different_nonces() {
+    let mut a = env_seeded(1);
+    let mut b = env_seeded(2);
+    let (x, y) = (conversation(&mut a), conversation(&mut b));
+    for (m, n) in x.iter().zip(&y) {
+        let (m, n) = (
+            Message::parse(Bytes::from(m.clone())).expect("parse"),
+            Message::parse(Bytes::from(n.clone())).expect("parse"),
+        );
+        assert_eq!(m.status(), n.status());
+        assert_ne!(m.to_tag(), n.to_tag());
+    }
+    let (m, n) = (
+        Message::parse(Bytes::from(x[0].clone())).expect("parse"),
+        Message::parse(Bytes::from(y[0].clone())).expect("parse"),
+    );
+    assert_ne!(challenge_nonce(&m, Algorithm::Sha256), challenge_nonce(&n, Algorithm::Sha256));
+    // A nonce from one is not taken by the other (another secret): stale.
+    let nonce = challenge_nonce(&m, Algorithm::Sha256);
+    let auth = authorization(Algorithm::Sha256, "test11", "secret11", &nonce, 2, "sip:test");
+    let mut reg = Reg::new("test11");
+    reg.cseq = 20;
+    let r = b.send(8, &reg, Some(&auth), peer(5060)).expect("answered");
+    assert_eq!(r.status(), Some(401));
+    let stale = r
+        .header_values(HeaderName::WwwAuthenticate)
+        .all(|v| AuthParams::parse(v).expect("parse").get("stale") == Some(&b"true"[..]));
+    assert!(stale);
 }
 
 #[test]
