@@ -1,5 +1,7 @@
 //! Heap bytes per stored binding in the location store, counted exactly with
-//! a counting allocator (RSS would include allocator-retained memory).
+//! a counting allocator (RSS would include allocator-retained memory). The
+//! queued binding changes are drained as they come, as the owner would (to
+//! its database), so they are not counted.
 //!
 //! `cargo run --release -p registrar --example location_mem [N]`
 
@@ -31,7 +33,7 @@ static A: Counting = Counting;
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let store = LocationStore::new(None);
+    let mut store = LocationStore::new();
     let before = LIVE.load(Ordering::Relaxed);
     for i in 0..n {
         let aor = format!("b{i:06}@test");
@@ -49,7 +51,10 @@ fn main() {
             local: "127.0.0.1:5060".parse().expect("addr"),
             user_agent: "SIPp".into(),
         };
-        store.apply(&aor, vec![Change::Upsert(Location { binding: b, conn: None })]);
+        store.apply(&aor, vec![Change::Upsert(Location { binding: b, conn: None, closed: false })]);
+        while let Some(change) = store.poll_change() {
+            std::hint::black_box(change);
+        }
     }
     let after = LIVE.load(Ordering::Relaxed);
     println!(

@@ -3,9 +3,9 @@
 //!
 //! - Challenges offer SHA-256 then MD5, both `qop="auth"`, sharing one nonce.
 //! - Nonces are stateless and self-verifying: 32 bytes in hex = issue time
-//!   (milliseconds since the first call) + 8 random bytes + HMAC-SHA256 of
-//!   both and the realm under a per-process secret (truncated to 16 bytes).
-//!   They live [`DigestConfig::nonce_lifetime`].
+//!   (milliseconds since the first `now` seen) + 8 random bytes + HMAC-SHA256
+//!   of both and the realm under a secret (truncated to 16 bytes). They live
+//!   [`DigestConfig::nonce_lifetime`].
 //! - Replay: a nonce's `nc` must strictly increase. Only nonces that were
 //!   answered correctly are tracked, in a bounded table; when it is full the
 //!   oldest nonces are forgotten *and* refused from then on, so forgetting
@@ -17,8 +17,14 @@
 //!   knows the password can get it, and they cannot reuse the request.
 //! - Unknown users are checked against a dummy HA1 with the same work, so the
 //!   outcome ([`Outcome::Rejected`]) cannot tell them from a wrong password.
+//!
+//! Sans-IO and single-owner: time is handed in (`now`), the secret and the
+//! nonces' random bytes come from a seeded [`StdRng`] that the owner chooses
+//! ([`DigestAuth::new`], [`DigestAuth::with_secret`]), so the same seed and
+//! the same calls give the same nonces. Issuing nonces and verifying
+//! credentials (which records nonce use) take `&mut self`; nothing locks.
 
-use crate::util::{hex, sip_uri_eq, unescape_quoted, unhex_into};
+use crate::util::{derive_seed, hex, sip_uri_eq, unescape_quoted, unhex_into};
 
 /// `true` when both are SIP URIs naming the same host and port (the user
 /// part and parameters aside): the digest `uri` SIPp and some phones send.
@@ -32,11 +38,11 @@ fn same_host_port(a: &[u8], b: &[u8]) -> bool {
 }
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
-use rand::RngCore;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use sha2::Sha256;
 use sip_message::{AuthParams, HeaderName, Message};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -208,14 +214,17 @@ enum NonceState {
     Invalid,
 }
 
-/// Issues challenges and verifies Digest credentials. Thread-safe.
+/// Issues challenges and verifies Digest credentials.
 pub struct DigestAuth {
     cfg: DigestConfig,
     secret: [u8; 32],
     dummy_md5: String,
     dummy_sha256: String,
-    base: OnceLock<Instant>,
-    nonces: Mutex<NonceTable>,
+    /// The instant nonce times count from: the first `now` seen.
+    base: Option<Instant>,
+    nonces: NonceTable,
+    /// The nonces' random bytes.
+    rng: StdRng,
 }
 
 impl std::fmt::Debug for DigestAuth {
@@ -225,15 +234,27 @@ impl std::fmt::Debug for DigestAuth {
 }
 
 impl DigestAuth {
-    /// With a random per-process secret.
-    pub fn new(cfg: DigestConfig) -> DigestAuth {
+    /// With the secret and the nonces' random bytes both drawn from a
+    /// [`StdRng`] seeded with `seed`. The owner picks the seed (from the OS
+    /// in production, so that the secret cannot be guessed; fixed in tests).
+    /// A `u64` seed gives the secret at most 64 bits of entropy: for the full
+    /// 256, use [`DigestAuth::with_secret`] with 32 random bytes.
+    pub fn new(cfg: DigestConfig, seed: u64) -> DigestAuth {
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        DigestAuth::with_secret(cfg, secret)
+        rng.fill_bytes(&mut secret);
+        DigestAuth::build(cfg, secret, rng)
     }
 
-    /// With a given secret (several processes sharing nonces, tests).
+    /// With a given secret (several processes sharing nonces, tests). The
+    /// nonces' random bytes come from a [`StdRng`] seeded from the secret:
+    /// deterministic too.
     pub fn with_secret(cfg: DigestConfig, secret: [u8; 32]) -> DigestAuth {
+        let rng = StdRng::from_seed(derive_seed(&secret, b"forkswitch digest nonce rng"));
+        DigestAuth::build(cfg, secret, rng)
+    }
+
+    fn build(cfg: DigestConfig, secret: [u8; 32], rng: StdRng) -> DigestAuth {
         let dummy_md5 = hex(&Algorithm::Md5.hash(&[&secret, b"dummy-ha1"]));
         let dummy_sha256 = hex(&Algorithm::Sha256.hash(&[&secret, b"dummy-ha1"]));
         DigestAuth {
@@ -241,8 +262,9 @@ impl DigestAuth {
             secret,
             dummy_md5,
             dummy_sha256,
-            base: OnceLock::new(),
-            nonces: Mutex::new(NonceTable { map: HashMap::new(), floor_ms: None }),
+            base: None,
+            nonces: NonceTable { map: HashMap::new(), floor_ms: None },
+            rng,
         }
     }
 
@@ -251,8 +273,10 @@ impl DigestAuth {
         &self.cfg
     }
 
-    fn now_ms(&self, now: Instant) -> u64 {
-        let base = *self.base.get_or_init(|| now);
+    /// Milliseconds from the base instant to `now` (the first call sets the
+    /// base).
+    fn now_ms(&mut self, now: Instant) -> u64 {
+        let base = *self.base.get_or_insert(now);
         u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -273,10 +297,10 @@ impl DigestAuth {
     }
 
     /// A new nonce for `realm`.
-    pub fn nonce(&self, now: Instant, realm: &str) -> String {
+    pub fn nonce(&mut self, now: Instant, realm: &str) -> String {
         let mut raw = [0u8; NONCE_BYTES];
         raw[..8].copy_from_slice(&self.now_ms(now).to_be_bytes());
-        rand::thread_rng().fill_bytes(&mut raw[8..16]);
+        self.rng.fill_bytes(&mut raw[8..16]);
         let mac = self.mac(&raw[..16], realm);
         raw[16..].copy_from_slice(&mac);
         hex(&raw)
@@ -285,7 +309,7 @@ impl DigestAuth {
     /// The `WWW-Authenticate` (or `Proxy-Authenticate`) values to send, one
     /// per configured algorithm (SHA-256 then MD5 by default), sharing one
     /// fresh nonce.
-    pub fn challenges(&self, now: Instant, realm: &str, stale: bool) -> Vec<String> {
+    pub fn challenges(&mut self, now: Instant, realm: &str, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now, realm);
         let realm = realm.replace('\\', "\\\\").replace('"', "\\\"");
         let stale = if stale { ", stale=true" } else { "" };
@@ -301,7 +325,7 @@ impl DigestAuth {
             .collect()
     }
 
-    fn check_nonce(&self, now: Instant, nonce: &[u8], realm: &str) -> NonceState {
+    fn check_nonce(&mut self, now: Instant, nonce: &[u8], realm: &str) -> NonceState {
         let mut raw = [0u8; NONCE_BYTES];
         if !unhex_into(nonce, &mut raw) {
             return NonceState::Invalid;
@@ -324,11 +348,11 @@ impl DigestAuth {
 
     /// Records a use of a fresh nonce; `false` for a replay (or a nonce
     /// older than what the table still remembers).
-    fn record_use(&self, now: Instant, key: [u8; 16], issued_ms: u64, nc: Option<u32>) -> bool {
+    fn record_use(&mut self, now: Instant, key: [u8; 16], issued_ms: u64, nc: Option<u32>) -> bool {
         let now_ms = self.now_ms(now);
         let lifetime = self.lifetime_ms();
         let cap = self.cfg.max_tracked_nonces.max(1);
-        let mut t = self.nonces.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = &mut self.nonces;
         if t.floor_ms.is_some_and(|f| issued_ms <= f) {
             return false;
         }
@@ -360,16 +384,15 @@ impl DigestAuth {
     }
 
     /// Drops replay records of expired nonces.
-    pub fn sweep(&self, now: Instant) {
+    pub fn sweep(&mut self, now: Instant) {
         let now_ms = self.now_ms(now);
         let lifetime = self.lifetime_ms();
-        let mut t = self.nonces.lock().unwrap_or_else(PoisonError::into_inner);
-        t.map.retain(|_, e| now_ms.saturating_sub(e.issued_ms) <= lifetime);
+        self.nonces.map.retain(|_, e| now_ms.saturating_sub(e.issued_ms) <= lifetime);
     }
 
     /// Nonces currently tracked for replay protection.
     pub fn tracked_nonces(&self) -> usize {
-        self.nonces.lock().unwrap_or_else(PoisonError::into_inner).map.len()
+        self.nonces.map.len()
     }
 
     /// Checks the Digest credentials of `req` for `realm` found in the
@@ -377,7 +400,7 @@ impl DigestAuth {
     /// Digest value whose realm matches is used. `ha1_for(username, alg)`
     /// gives the stored HA1 (hex) of a user, `None` when unknown.
     pub fn verify_request<'h>(
-        &self,
+        &mut self,
         now: Instant,
         req: &Message,
         header: HeaderName,
@@ -399,7 +422,7 @@ impl DigestAuth {
 
     /// Checks one set of Digest credentials (see [`DigestAuth::verify_request`]).
     pub fn verify<'h>(
-        &self,
+        &mut self,
         now: Instant,
         method: &[u8],
         request_uri: &[u8],
@@ -574,7 +597,7 @@ mod tests {
         s
     }
 
-    fn check(a: &DigestAuth, now: Instant, value: &str) -> Outcome {
+    fn check(a: &mut DigestAuth, now: Instant, value: &str) -> Outcome {
         let p = AuthParams::parse(value.as_bytes()).expect("credentials parse");
         let md5 = ha1_md5("alice", SIP_REALM, "pw");
         let sha = ha1_sha256("alice", SIP_REALM, "pw");
@@ -593,7 +616,7 @@ mod tests {
 
     #[test]
     fn challenges_sha256_first_shared_nonce() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let c = a.challenges(t0, SIP_REALM, false);
         let [c1, c2] = c.as_slice() else { panic!("two challenges") };
@@ -603,76 +626,76 @@ mod tests {
         assert_eq!(nonce_of(c1).len(), 64);
         let s = a.challenges(t0, SIP_REALM, true);
         assert!(s.iter().all(|s| s.ends_with(", stale=true")));
-        let md5_only =
+        let mut md5_only =
             auth(DigestConfig { algorithms: vec![Algorithm::Md5], ..Default::default() });
         let c = md5_only.challenges(t0, SIP_REALM, false);
         assert_eq!(c.len(), 1);
         assert!(c[0].contains("algorithm=MD5"));
         let n = md5_only.nonce(t0, SIP_REALM);
         let sha = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
-        assert_eq!(check(&md5_only, t0, &sha), Outcome::Malformed("algorithm not offered"));
+        assert_eq!(check(&mut md5_only, t0, &sha), Outcome::Malformed("algorithm not offered"));
     }
 
     #[test]
     fn good_credentials_both_algorithms() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let n = a.nonce(t0, SIP_REALM);
-            let out = check(&a, t0, &creds(alg, "alice", "pw", &n, 1, true));
+            let out = check(&mut a, t0, &creds(alg, "alice", "pw", &n, 1, true));
             assert_eq!(out, Outcome::Authenticated { username: "alice".into(), algorithm: alg });
         }
     }
 
     #[test]
     fn nonce_expiry_gives_stale() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let n = a.nonce(t0, SIP_REALM);
         let c = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
-        assert_eq!(check(&a, t0 + Duration::from_secs(301), &c), Outcome::Stale);
+        assert_eq!(check(&mut a, t0 + Duration::from_secs(301), &c), Outcome::Stale);
         // Expired and wrong password: rejected, not stale.
         let c = creds(Algorithm::Sha256, "alice", "nope", &n, 1, true);
-        assert_eq!(check(&a, t0 + Duration::from_secs(301), &c), Outcome::Rejected);
+        assert_eq!(check(&mut a, t0 + Duration::from_secs(301), &c), Outcome::Rejected);
         // Within the lifetime it is fine.
         let c = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
         assert!(matches!(
-            check(&a, t0 + Duration::from_secs(299), &c),
+            check(&mut a, t0 + Duration::from_secs(299), &c),
             Outcome::Authenticated { .. }
         ));
     }
 
     #[test]
     fn forged_or_foreign_nonce_is_stale_not_accepted() {
-        let a = auth(DigestConfig::default());
-        let other = DigestAuth::with_secret(DigestConfig::default(), [8u8; 32]);
+        let mut a = auth(DigestConfig::default());
+        let mut other = DigestAuth::with_secret(DigestConfig::default(), [8u8; 32]);
         let t0 = Instant::now();
         let n = other.nonce(t0, SIP_REALM);
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
-        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        assert_eq!(check(&mut a, t0, &c), Outcome::Stale);
         let c = creds(Algorithm::Md5, "alice", "pw", "abcdef", 1, true);
-        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        assert_eq!(check(&mut a, t0, &c), Outcome::Stale);
         // A nonce made for another realm.
         let n = a.nonce(t0, "elsewhere");
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
-        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        assert_eq!(check(&mut a, t0, &c), Outcome::Stale);
     }
 
     #[test]
     fn replayed_nc_rejected() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let n = a.nonce(t0, SIP_REALM);
         let c1 = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
-        assert!(matches!(check(&a, t0, &c1), Outcome::Authenticated { .. }));
-        assert_eq!(check(&a, t0, &c1), Outcome::Stale);
+        assert!(matches!(check(&mut a, t0, &c1), Outcome::Authenticated { .. }));
+        assert_eq!(check(&mut a, t0, &c1), Outcome::Stale);
         let c2 = creds(Algorithm::Md5, "alice", "pw", &n, 2, true);
-        assert!(matches!(check(&a, t0, &c2), Outcome::Authenticated { .. }));
-        assert_eq!(check(&a, t0, &c1), Outcome::Stale);
+        assert!(matches!(check(&mut a, t0, &c2), Outcome::Authenticated { .. }));
+        assert_eq!(check(&mut a, t0, &c1), Outcome::Stale);
         let c5 = creds(Algorithm::Md5, "alice", "pw", &n, 5, true);
-        assert!(matches!(check(&a, t0, &c5), Outcome::Authenticated { .. }));
+        assert!(matches!(check(&mut a, t0, &c5), Outcome::Authenticated { .. }));
         let c3 = creds(Algorithm::Md5, "alice", "pw", &n, 3, true);
-        assert_eq!(check(&a, t0, &c3), Outcome::Stale);
+        assert_eq!(check(&mut a, t0, &c3), Outcome::Stale);
         assert_eq!(a.tracked_nonces(), 1);
         a.sweep(t0 + Duration::from_secs(301));
         assert_eq!(a.tracked_nonces(), 0);
@@ -680,41 +703,41 @@ mod tests {
 
     #[test]
     fn rfc2069_single_use_or_refused() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let n = a.nonce(t0, SIP_REALM);
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, false);
-        assert!(matches!(check(&a, t0, &c), Outcome::Authenticated { .. }));
-        assert_eq!(check(&a, t0, &c), Outcome::Stale);
+        assert!(matches!(check(&mut a, t0, &c), Outcome::Authenticated { .. }));
+        assert_eq!(check(&mut a, t0, &c), Outcome::Stale);
         // Once used without qop, the nonce is spent for qop use as well.
         let q = creds(Algorithm::Md5, "alice", "pw", &n, 9, true);
-        assert_eq!(check(&a, t0, &q), Outcome::Stale);
+        assert_eq!(check(&mut a, t0, &q), Outcome::Stale);
 
-        let strict = auth(DigestConfig { accept_rfc2069: false, ..DigestConfig::default() });
+        let mut strict = auth(DigestConfig { accept_rfc2069: false, ..DigestConfig::default() });
         let n = strict.nonce(t0, SIP_REALM);
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, false);
-        assert_eq!(check(&strict, t0, &c), Outcome::Malformed("qop is required"));
+        assert_eq!(check(&mut strict, t0, &c), Outcome::Malformed("qop is required"));
     }
 
     #[test]
     fn wrong_password_and_unknown_user_look_the_same() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let n = a.nonce(t0, SIP_REALM);
         let wrong = creds(Algorithm::Sha256, "alice", "guess", &n, 1, true);
         let unknown = creds(Algorithm::Sha256, "mallory", "pw", &n, 1, true);
-        assert_eq!(check(&a, t0, &wrong), Outcome::Rejected);
-        assert_eq!(check(&a, t0, &unknown), Outcome::Rejected);
+        assert_eq!(check(&mut a, t0, &wrong), Outcome::Rejected);
+        assert_eq!(check(&mut a, t0, &unknown), Outcome::Rejected);
         // A bogus response (not hex) is the same too.
         let bad = wrong.replace("response=\"", "response=\"zz");
-        assert_eq!(check(&a, t0, &bad), Outcome::Rejected);
+        assert_eq!(check(&mut a, t0, &bad), Outcome::Rejected);
     }
 
     #[test]
     fn digest_uri_naming_the_same_host_and_port_is_accepted() {
         // SIPp (and some phones) put `sip:<server>` in `uri` for every
         // request; the credentials still only fit requests to this host.
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let n = a.nonce(t0, SIP_REALM);
         let ha1 = ha1_md5("alice", SIP_REALM, "pw");
@@ -738,7 +761,7 @@ mod tests {
 
     #[test]
     fn uri_realm_and_params_checked() {
-        let a = auth(DigestConfig::default());
+        let mut a = auth(DigestConfig::default());
         let t0 = Instant::now();
         let n = a.nonce(t0, SIP_REALM);
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
@@ -751,31 +774,71 @@ mod tests {
         let out = a.verify(t0, b"REGISTER", RURI.as_bytes(), "other", &p, |_, _| Some(&ha1));
         assert_eq!(out, Outcome::Missing, "credentials for another realm are ignored");
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true).replace("MD5", "MD5-sess");
-        assert_eq!(check(&a, t0, &c), Outcome::Malformed("unsupported algorithm"));
+        assert_eq!(check(&mut a, t0, &c), Outcome::Malformed("unsupported algorithm"));
         let c =
             creds(Algorithm::Md5, "alice", "pw", &n, 1, true).replace("qop=auth", "qop=auth-int");
-        assert_eq!(check(&a, t0, &c), Outcome::Malformed("unsupported qop"));
+        assert_eq!(check(&mut a, t0, &c), Outcome::Malformed("unsupported qop"));
         let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true).replace("nc=00000001", "nc=1");
-        assert_eq!(check(&a, t0, &c), Outcome::Malformed("bad nc"));
+        assert_eq!(check(&mut a, t0, &c), Outcome::Malformed("bad nc"));
     }
 
     #[test]
     fn bounded_nonce_table_never_reopens_replay() {
-        let a = auth(DigestConfig { max_tracked_nonces: 8, ..DigestConfig::default() });
+        let mut a = auth(DigestConfig { max_tracked_nonces: 8, ..DigestConfig::default() });
         let t0 = Instant::now();
         let mut used = Vec::new();
         for k in 0..20u64 {
             let t = t0 + Duration::from_millis(k);
             let n = a.nonce(t, SIP_REALM);
             let c = creds(Algorithm::Md5, "alice", "pw", &n, 1, true);
-            assert!(matches!(check(&a, t, &c), Outcome::Authenticated { .. }), "nonce {k}");
+            assert!(matches!(check(&mut a, t, &c), Outcome::Authenticated { .. }), "nonce {k}");
             used.push(c);
             assert!(a.tracked_nonces() <= 8);
         }
         // Every used (nc=1) credential stays refused, remembered or not.
         let t = t0 + Duration::from_millis(30);
         for c in &used {
-            assert_eq!(check(&a, t, c), Outcome::Stale);
+            assert_eq!(check(&mut a, t, c), Outcome::Stale);
         }
+    }
+
+    #[test]
+    fn same_seed_same_nonces_different_seed_different_nonces() {
+        let t0 = Instant::now();
+        let run = |mut a: DigestAuth| -> Vec<String> {
+            let mut v = vec![a.nonce(t0, SIP_REALM), a.nonce(t0, SIP_REALM)];
+            v.extend(a.challenges(t0 + Duration::from_millis(1500), SIP_REALM, false));
+            v
+        };
+        let a = run(DigestAuth::new(DigestConfig::default(), 42));
+        assert_eq!(a, run(DigestAuth::new(DigestConfig::default(), 42)));
+        assert_ne!(a[0], a[1], "each nonce has fresh random bytes");
+        let b = run(DigestAuth::new(DigestConfig::default(), 43));
+        for (x, y) in a.iter().zip(&b) {
+            assert_ne!(x, y);
+        }
+        // The same issue time: only the random bytes and the MAC differ.
+        assert_eq!(a[0][..16], b[0][..16]);
+        // With a given secret, deterministic as well.
+        let s = run(auth(DigestConfig::default()));
+        assert_eq!(s, run(auth(DigestConfig::default())));
+        assert_ne!(s[0], run(DigestAuth::with_secret(DigestConfig::default(), [8u8; 32]))[0]);
+    }
+
+    #[test]
+    fn seeded_nonces_verify_only_with_the_same_seed() {
+        let t0 = Instant::now();
+        let mut a = DigestAuth::new(DigestConfig::default(), 42);
+        let mut twin = DigestAuth::new(DigestConfig::default(), 42);
+        let mut other = DigestAuth::new(DigestConfig::default(), 43);
+        let n = a.nonce(t0, SIP_REALM);
+        let c = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
+        assert!(matches!(check(&mut a, t0, &c), Outcome::Authenticated { .. }));
+        // Same seed, same secret: the twin accepts it (its own replay table).
+        twin.nonce(t0, SIP_REALM);
+        assert!(matches!(check(&mut twin, t0, &c), Outcome::Authenticated { .. }));
+        // Another seed is another secret.
+        other.nonce(t0, SIP_REALM);
+        assert_eq!(check(&mut other, t0, &c), Outcome::Stale);
     }
 }

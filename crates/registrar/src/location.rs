@@ -1,38 +1,47 @@
 //! The location service: registered contacts per address-of-record.
 //!
-//! In memory ([`DashMap`] keyed by AOR `ext@domain`, as made by
-//! [`records::Extension::aor`]), with every change also
-//! handed to an optional [`BindingPersistence`] (a database writer elsewhere)
-//! and [`LocationStore::load`] to restore the bindings at start-up. The TCP
-//! connection a binding was registered over is kept here only, in
-//! [`Location::conn`]: it is not persisted.
+//! A plain in-memory map keyed by AOR `ext@domain` (as made by
+//! [`records::Extension::aor`]), owned by value by one owner (the registrar,
+//! or the switch's state machine): reads take `&self`, changes `&mut self`,
+//! no locks.
+//!
+//! Persistence is an output: every change that must be stored durably is
+//! queued as a [`BindingChange`], in the order it was made, and the owner
+//! drains the queue with [`LocationStore::poll_change`] and writes it to its
+//! database. [`LocationStore::load`] restores the bindings at start-up (and
+//! queues nothing). The stream connection a binding was registered over, and
+//! whether it has closed, are kept here only, in [`Location::conn`] and
+//! [`Location::closed`]: they are not persisted.
 
-use dashmap::DashMap;
 use records::{Binding, Timestamp};
 use sip_message::{ConnId, Peer, Transport};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 
-/// Receives every binding change, to store it durably. Implementations must
-/// not block (queue to a background writer) and must not call back into the
-/// [`LocationStore`]: they are called while the AOR is locked, so that
-/// changes to one AOR reach them in order.
-pub trait BindingPersistence {
+/// A binding change to store durably (the owner writes it to its database).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindingChange {
     /// A binding was added or refreshed (keyed by `aor` and `contact`).
-    fn upsert(&self, b: &Binding);
+    Upsert(Binding),
     /// The binding `contact` of `aor` was removed.
-    fn remove(&self, aor: &str, contact: &str);
+    Remove {
+        /// The address-of-record.
+        aor: String,
+        /// The Contact URI, exactly as registered.
+        contact: String,
+    },
 }
-
-/// A shared persistence sink.
-pub type Persistence = Arc<dyn BindingPersistence + Send + Sync>;
 
 /// One registered contact and how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
     /// The binding (persisted).
     pub binding: Binding,
-    /// The TCP connection it was registered over (memory only).
+    /// The stream (TCP) connection it was registered over (memory only).
     pub conn: Option<ConnId>,
+    /// The stream connection this binding was registered over has closed (an
+    /// RFC 5626 flow failure): it cannot be reached until it registers again
+    /// (memory only).
+    pub closed: bool,
 }
 
 impl Location {
@@ -73,17 +82,23 @@ pub enum Change {
     Remove(String),
 }
 
-/// Registered bindings per AOR. Thread-safe; each AOR is changed atomically.
+/// Registered bindings per AOR, and the queue of [`BindingChange`]s not yet
+/// drained by the owner.
+///
+/// Single owner: nothing here locks. The owner must drain
+/// [`LocationStore::poll_change`] after each call that changes bindings
+/// (or the queue grows with every change).
+#[derive(Default)]
 pub struct LocationStore {
-    map: DashMap<String, Vec<Location>>,
-    persist: Option<Persistence>,
+    map: HashMap<String, Vec<Location>>,
+    changes: VecDeque<BindingChange>,
 }
 
 impl std::fmt::Debug for LocationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocationStore")
             .field("aors", &self.map.len())
-            .field("persistent", &self.persist.is_some())
+            .field("pending_changes", &self.changes.len())
             .finish()
     }
 }
@@ -93,10 +108,47 @@ pub(crate) fn by_q_desc(v: &mut [Location]) {
     v.sort_by_key(|l| std::cmp::Reverse(l.binding.q));
 }
 
+/// Applies `changes` to `list` (the bindings of `aor`), queueing what must be
+/// stored to `out`.
+fn apply_to(
+    aor: &str,
+    list: &mut Vec<Location>,
+    changes: Vec<Change>,
+    out: &mut VecDeque<BindingChange>,
+) {
+    for c in changes {
+        match c {
+            Change::Upsert(mut loc) => {
+                if loc.binding.aor != aor {
+                    loc.binding.aor = aor.to_owned();
+                }
+                out.push_back(BindingChange::Upsert(loc.binding.clone()));
+                match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
+                    Some(slot) => *slot = loc,
+                    None => list.push(loc),
+                }
+            }
+            Change::Remove(contact) => {
+                let before = list.len();
+                list.retain(|l| l.binding.contact != contact);
+                if list.len() != before {
+                    out.push_back(BindingChange::Remove { aor: aor.to_owned(), contact });
+                }
+            }
+        }
+    }
+}
+
 impl LocationStore {
-    /// An empty store, persisting changes to `persist` if given.
-    pub fn new(persist: Option<Persistence>) -> LocationStore {
-        LocationStore { map: DashMap::new(), persist }
+    /// An empty store.
+    pub fn new() -> LocationStore {
+        LocationStore::default()
+    }
+
+    /// The next binding change to store durably, oldest first; `None` when
+    /// all have been drained.
+    pub fn poll_change(&mut self) -> Option<BindingChange> {
+        self.changes.pop_front()
     }
 
     /// Unexpired bindings of `aor`, highest q first (equal q: oldest
@@ -107,20 +159,37 @@ impl LocationStore {
 
     /// Like [`LocationStore::lookup`], with the TCP connection of each.
     pub fn locations(&self, aor: &str, wall: Timestamp) -> Vec<Location> {
+        self.collect(aor, |l| !l.is_expired(wall))
+    }
+
+    /// Like [`LocationStore::locations`], without the bindings whose
+    /// connection has closed ([`Location::closed`]): the ones a request can
+    /// be sent to now.
+    pub fn reachable(&self, aor: &str, wall: Timestamp) -> Vec<Location> {
+        self.collect(aor, |l| !l.is_expired(wall) && !l.closed)
+    }
+
+    fn collect(&self, aor: &str, keep: impl Fn(&Location) -> bool) -> Vec<Location> {
         let mut v: Vec<Location> = match self.map.get(aor) {
-            Some(list) => list.iter().filter(|l| !l.is_expired(wall)).cloned().collect(),
+            Some(list) => list.iter().filter(|l| keep(l)).cloned().collect(),
             None => Vec::new(),
         };
         by_q_desc(&mut v);
         v
     }
 
+    /// Every AOR with bindings and its bindings (expired ones not yet swept
+    /// included, in store order); AORs in no particular order.
+    pub fn aors(&self) -> impl Iterator<Item = (&str, &[Location])> + '_ {
+        self.map.iter().map(|(aor, list)| (aor.as_str(), list.as_slice()))
+    }
+
     /// Where every unexpired UDP binding is reached (source address, local
     /// address): the targets of NAT keep-alive pings. Deduplicated.
     pub fn udp_targets(&self, wall: Timestamp) -> Vec<Peer> {
         let mut out: Vec<Peer> = Vec::new();
-        for entry in self.map.iter() {
-            for l in entry.value().iter().filter(|l| !l.is_expired(wall)) {
+        for list in self.map.values() {
+            for l in list.iter().filter(|l| !l.is_expired(wall)) {
                 let t = l.target();
                 if t.transport == Transport::Udp && !out.contains(&t) {
                     out.push(t);
@@ -130,101 +199,87 @@ impl LocationStore {
         out
     }
 
-    fn apply_locked(&self, aor: &str, list: &mut Vec<Location>, changes: Vec<Change>) {
-        for c in changes {
-            match c {
-                Change::Upsert(mut loc) => {
-                    if loc.binding.aor != aor {
-                        loc.binding.aor = aor.to_owned();
-                    }
-                    if let Some(p) = &self.persist {
-                        p.upsert(&loc.binding);
-                    }
-                    match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
-                        Some(slot) => *slot = loc,
-                        None => list.push(loc),
-                    }
-                }
-                Change::Remove(contact) => {
-                    let before = list.len();
-                    list.retain(|l| l.binding.contact != contact);
-                    if list.len() != before {
-                        if let Some(p) = &self.persist {
-                            p.remove(aor, &contact);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Applies `changes` to `aor`.
-    pub fn apply(&self, aor: &str, changes: Vec<Change>) {
+    pub fn apply(&mut self, aor: &str, changes: Vec<Change>) {
         let r: Result<_, std::convert::Infallible> = self.update(aor, |_| Ok((changes, ())));
         let _ = r;
     }
 
-    /// Atomically reads and changes `aor`: `f` sees its current bindings
+    /// Reads and changes `aor` in one step: `f` sees its current bindings
     /// (expired ones included) and returns the changes to make, or an error
     /// and nothing changes. Returns the bindings afterwards (expired ones
-    /// included, in store order). `f` must not use this store.
+    /// included, in store order).
     pub fn update<T, E>(
-        &self,
+        &mut self,
         aor: &str,
         f: impl FnOnce(&[Location]) -> Result<(Vec<Change>, T), E>,
     ) -> Result<(Vec<Location>, T), E> {
-        let result = {
-            let mut entry = self.map.entry(aor.to_owned()).or_default();
-            match f(entry.as_slice()) {
-                Ok((changes, t)) => {
-                    self.apply_locked(aor, entry.value_mut(), changes);
-                    Ok((entry.clone(), t))
-                }
-                Err(e) => Err(e),
-            }
-        };
-        self.map.remove_if(aor, |_, v| v.is_empty());
-        result
+        let current = self.map.get(aor).map_or(&[][..], Vec::as_slice);
+        let (changes, t) = f(current)?;
+        if changes.is_empty() {
+            return Ok((current.to_vec(), t));
+        }
+        let list = self.map.entry(aor.to_owned()).or_default();
+        apply_to(aor, list, changes, &mut self.changes);
+        let after = list.clone();
+        if after.is_empty() {
+            self.map.remove(aor);
+        }
+        Ok((after, t))
     }
 
     /// Removes every binding whose expiry time has passed; returns them.
-    pub fn expire(&self, wall: Timestamp) -> Vec<(String, Binding)> {
+    /// AORs are visited in name order (so the queued removals are in a
+    /// deterministic order), bindings in store order.
+    pub fn expire(&mut self, wall: Timestamp) -> Vec<(String, Binding)> {
+        let mut hit: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(_, list)| list.iter().any(|l| l.is_expired(wall)))
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        hit.sort_unstable();
         let mut gone = Vec::new();
-        self.map.retain(|aor, list| {
+        for aor in hit {
+            let Some(list) = self.map.get_mut(&aor) else { continue };
             list.retain(|l| {
                 if l.is_expired(wall) {
-                    if let Some(p) = &self.persist {
-                        p.remove(aor, &l.binding.contact);
-                    }
+                    self.changes.push_back(BindingChange::Remove {
+                        aor: aor.clone(),
+                        contact: l.binding.contact.clone(),
+                    });
                     gone.push((aor.clone(), l.binding.clone()));
                     false
                 } else {
                     true
                 }
             });
-            !list.is_empty()
-        });
+            if list.is_empty() {
+                self.map.remove(&aor);
+            }
+        }
         gone
     }
 
     /// Removes every binding of `aor` (an extension was deleted); returns them.
-    pub fn remove_aor(&self, aor: &str) -> Vec<Binding> {
-        let Some((_, list)) = self.map.remove(aor) else { return Vec::new() };
-        if let Some(p) = &self.persist {
-            for l in &list {
-                p.remove(aor, &l.binding.contact);
-            }
+    pub fn remove_aor(&mut self, aor: &str) -> Vec<Binding> {
+        let Some(list) = self.map.remove(aor) else { return Vec::new() };
+        for l in &list {
+            self.changes.push_back(BindingChange::Remove {
+                aor: aor.to_owned(),
+                contact: l.binding.contact.clone(),
+            });
         }
         list.into_iter().map(|l| l.binding).collect()
     }
 
-    /// Restores bindings read from the database at start-up (not written
-    /// back to the persistence sink). A binding with the same AOR and
-    /// contact as one already loaded replaces it.
-    pub fn load(&self, bindings: Vec<Binding>) {
+    /// Restores bindings read from the database at start-up (queues no
+    /// [`BindingChange`]). A binding with the same AOR and contact as one
+    /// already loaded replaces it.
+    pub fn load(&mut self, bindings: Vec<Binding>) {
         for b in bindings {
-            let mut list = self.map.entry(b.aor.clone()).or_default();
-            let loc = Location { binding: b, conn: None };
+            let list = self.map.entry(b.aor.clone()).or_default();
+            let loc = Location { binding: b, conn: None, closed: false };
             match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
                 Some(slot) => *slot = loc,
                 None => list.push(loc),
@@ -232,19 +287,26 @@ impl LocationStore {
         }
     }
 
-    /// Forgets TCP connection `conn` (it closed): its bindings stay, and
-    /// requests to them will need a new connection.
-    pub fn connection_closed(&self, conn: ConnId) {
-        for mut list in self.map.iter_mut() {
+    /// Stream connection `conn` closed (an RFC 5626 flow failure): every
+    /// binding registered over it forgets it ([`Location::conn`] becomes
+    /// `None`) and is marked [`Location::closed`] until it registers again.
+    /// The bindings stay (and are not persisted differently). Returns how
+    /// many were marked.
+    pub fn connection_closed(&mut self, conn: ConnId) -> usize {
+        let mut n = 0;
+        for list in self.map.values_mut() {
             for l in list.iter_mut().filter(|l| l.conn == Some(conn)) {
                 l.conn = None;
+                l.closed = true;
+                n += 1;
             }
         }
+        n
     }
 
     /// Number of bindings (expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        self.map.iter().map(|e| e.value().len()).sum()
+        self.map.values().map(Vec::len).sum()
     }
 
     /// `true` when there are no bindings.
@@ -261,28 +323,17 @@ impl LocationStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
-
-    impl BindingPersistence for Recorder {
-        fn upsert(&self, b: &Binding) {
-            if let Ok(mut v) = self.0.lock() {
-                v.push(format!("upsert {} {} {}", b.aor, b.contact, b.expires_at.micros()));
-            }
-        }
-        fn remove(&self, aor: &str, contact: &str) {
-            if let Ok(mut v) = self.0.lock() {
-                v.push(format!("remove {aor} {contact}"));
-            }
-        }
-    }
-
-    impl Recorder {
-        fn take(&self) -> Vec<String> {
-            self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
-        }
+    /// Drains the store's changes as the owner would, one line each.
+    fn take(store: &mut LocationStore) -> Vec<String> {
+        std::iter::from_fn(|| store.poll_change())
+            .map(|c| match c {
+                BindingChange::Upsert(b) => {
+                    format!("upsert {} {} {}", b.aor, b.contact, b.expires_at.micros())
+                }
+                BindingChange::Remove { aor, contact } => format!("remove {aor} {contact}"),
+            })
+            .collect()
     }
 
     fn binding(aor: &str, contact: &str, q: u16, expires_s: i64) -> Binding {
@@ -308,10 +359,13 @@ mod tests {
 
     #[test]
     fn persistence_sees_add_refresh_remove_expire() {
-        let rec = Arc::new(Recorder::default());
-        let store = LocationStore::new(Some(rec.clone()));
+        let mut store = LocationStore::new();
         let aor = "a@test";
-        let loc = |c: &str, exp| Location { binding: binding(aor, c, 1000, exp), conn: Some(9) };
+        let loc = |c: &str, exp| Location {
+            binding: binding(aor, c, 1000, exp),
+            conn: Some(9),
+            closed: false,
+        };
         store.apply(aor, vec![Change::Upsert(loc("sip:a@1", 100))]);
         store.apply(aor, vec![Change::Upsert(loc("sip:a@1", 200))]);
         store.apply(aor, vec![Change::Upsert(loc("sip:a@2", 50))]);
@@ -322,7 +376,7 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, aor);
         assert_eq!(
-            rec.take(),
+            take(&mut store),
             vec![
                 "upsert a@test sip:a@1 100000000",
                 "upsert a@test sip:a@1 200000000",
@@ -337,15 +391,14 @@ mod tests {
 
     #[test]
     fn lookup_sorted_unexpired_and_load() {
-        let rec = Arc::new(Recorder::default());
-        let store = LocationStore::new(Some(rec.clone()));
+        let mut store = LocationStore::new();
         store.load(vec![
             binding("a@test", "sip:a@1", 500, 100),
             binding("a@test", "sip:a@2", 1000, 100),
             binding("a@test", "sip:a@3", 800, 10),
             binding("b@test", "sip:b@1", 1000, 100),
         ]);
-        assert!(rec.take().is_empty(), "load does not write back");
+        assert!(take(&mut store).is_empty(), "load does not write back");
         let v = store.lookup("a@test", at(20));
         let contacts: Vec<&str> = v.iter().map(|b| b.contact.as_str()).collect();
         assert_eq!(contacts, ["sip:a@2", "sip:a@1"]);
@@ -353,12 +406,12 @@ mod tests {
         assert_eq!(store.aor_count(), 2);
         assert!(store.lookup("nobody@test", at(0)).is_empty());
         assert_eq!(store.remove_aor("b@test").len(), 1);
-        assert_eq!(rec.take(), vec!["remove b@test sip:b@1"]);
+        assert_eq!(take(&mut store), vec!["remove b@test sip:b@1"]);
     }
 
     #[test]
     fn update_is_all_or_nothing() {
-        let store = LocationStore::new(None);
+        let mut store = LocationStore::new();
         let r: Result<(Vec<Location>, ()), &str> = store.update("a@test", |cur| {
             assert!(cur.is_empty());
             Err("no")
@@ -369,9 +422,12 @@ mod tests {
 
     #[test]
     fn connections_and_targets() {
-        let store = LocationStore::new(None);
+        let mut store = LocationStore::new();
         let b = binding("a@test", "sip:a@1", 1000, 100);
-        store.apply("a@test", vec![Change::Upsert(Location { binding: b, conn: Some(4) })]);
+        store.apply(
+            "a@test",
+            vec![Change::Upsert(Location { binding: b, conn: Some(4), closed: false })],
+        );
         let l = store.locations("a@test", at(0));
         assert_eq!(l[0].target().conn, Some(4));
         assert_eq!(l[0].target().transport, Transport::Tcp);
@@ -379,5 +435,80 @@ mod tests {
         assert_eq!(l[0].expires_in(Timestamp::from_micros(99_500_000)), 1);
         store.connection_closed(4);
         assert_eq!(store.locations("a@test", at(0))[0].conn, None);
+    }
+
+    fn tcp(b: Binding, conn: ConnId) -> Change {
+        Change::Upsert(Location { binding: b, conn: Some(conn), closed: false })
+    }
+
+    #[test]
+    fn connection_closed_marks_bindings_and_reachable_skips_them() {
+        let mut store = LocationStore::new();
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@1", 1000, 100), 4)]);
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@2", 500, 100), 5)]);
+        store.apply("b@test", vec![tcp(binding("b@test", "sip:b@1", 1000, 100), 4)]);
+        take(&mut store);
+        assert_eq!(store.reachable("a@test", at(0)).len(), 2);
+
+        assert_eq!(store.connection_closed(4), 2, "a@1 and b@1 were over connection 4");
+        assert_eq!(store.connection_closed(4), 0, "nothing is over it any more");
+        assert_eq!(store.connection_closed(99), 0);
+        assert!(take(&mut store).is_empty(), "closing is not persisted");
+
+        // Still registered (listed by locations, counted), but not reachable.
+        let all = store.locations("a@test", at(0));
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].binding.contact.as_str(), all[0].closed), ("sip:a@1", true));
+        assert_eq!(all[0].conn, None);
+        assert_eq!(all[0].target().conn, None);
+        assert_eq!((all[1].binding.contact.as_str(), all[1].closed), ("sip:a@2", false));
+        assert_eq!(all[1].conn, Some(5));
+        let r = store.reachable("a@test", at(0));
+        let contacts: Vec<&str> = r.iter().map(|l| l.binding.contact.as_str()).collect();
+        assert_eq!(contacts, ["sip:a@2"]);
+        assert!(store.reachable("b@test", at(0)).is_empty());
+        assert_eq!(store.locations("b@test", at(0)).len(), 1);
+        assert_eq!(store.len(), 3);
+        // Expired bindings are not reachable either.
+        assert!(store.reachable("a@test", at(100)).is_empty());
+    }
+
+    #[test]
+    fn re_registration_clears_closed() {
+        let mut store = LocationStore::new();
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@1", 1000, 100), 4)]);
+        store.connection_closed(4);
+        assert!(store.reachable("a@test", at(0)).is_empty());
+        // The phone registers again over a new connection.
+        store.apply("a@test", vec![tcp(binding("a@test", "sip:a@1", 1000, 200), 8)]);
+        let r = store.reachable("a@test", at(0));
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].conn, r[0].closed), (Some(8), false));
+        assert_eq!(store.len(), 1, "the same contact was replaced");
+        assert_eq!(
+            take(&mut store),
+            vec!["upsert a@test sip:a@1 100000000", "upsert a@test sip:a@1 200000000"]
+        );
+    }
+
+    #[test]
+    fn aors_lists_everything_and_expire_is_in_aor_order() {
+        let mut store = LocationStore::new();
+        for aor in ["c@test", "a@test", "b@test"] {
+            store.apply(aor, vec![tcp(binding(aor, "sip:x@1", 1000, 10), 1)]);
+            store.apply(aor, vec![tcp(binding(aor, "sip:x@2", 1000, 100), 1)]);
+        }
+        let mut listed: Vec<(&str, usize)> = store.aors().map(|(a, l)| (a, l.len())).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, [("a@test", 2), ("b@test", 2), ("c@test", 2)]);
+        take(&mut store);
+        let gone: Vec<String> =
+            store.expire(at(10)).into_iter().map(|(a, b)| format!("{a} {}", b.contact)).collect();
+        assert_eq!(gone, ["a@test sip:x@1", "b@test sip:x@1", "c@test sip:x@1"]);
+        assert_eq!(
+            take(&mut store),
+            vec!["remove a@test sip:x@1", "remove b@test sip:x@1", "remove c@test sip:x@1"]
+        );
+        assert_eq!(store.len(), 3);
     }
 }

@@ -10,12 +10,14 @@
 //! finished entries are dropped first, then unbanned counters (never bans);
 //! when only bans are left, new failures go uncounted.
 //!
+//! Single owner, no locks: counting takes `&mut self`, asking `&self`; time
+//! is handed in.
+//!
 //! Note that over UDP a source address can be forged, so a ban can be
 //! provoked against someone else's address; keep `ban_for` moderate.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What to do with a REGISTER from a banned source.
@@ -72,10 +74,10 @@ impl Entry {
     }
 }
 
-/// The failure counter and ban list. Thread-safe.
+/// The failure counter and ban list.
 pub struct AuthLimiter {
     cfg: BanConfig,
-    map: Mutex<HashMap<IpAddr, Entry>>,
+    map: HashMap<IpAddr, Entry>,
 }
 
 impl std::fmt::Debug for AuthLimiter {
@@ -101,11 +103,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 impl AuthLimiter {
     /// An empty limiter.
     pub fn new(cfg: BanConfig) -> AuthLimiter {
-        AuthLimiter { cfg, map: Mutex::new(HashMap::new()) }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+        AuthLimiter { cfg, map: HashMap::new() }
     }
 
     /// The settings.
@@ -116,25 +114,28 @@ impl AuthLimiter {
     /// `true` while `ip` is banned.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
         let key = source_key(ip);
-        self.lock().get(&key).is_some_and(|e| e.banned(now))
+        self.map.get(&key).is_some_and(|e| e.banned(now))
     }
 
     /// Counts a failed authentication from `ip`; `true` when `ip` is banned
     /// (now or already).
-    pub fn record_failure(&self, ip: IpAddr, now: Instant) -> bool {
+    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
         if self.cfg.max_failures == 0 {
             return false;
         }
         let key = source_key(ip);
-        let mut m = self.lock();
-        if !m.contains_key(&key) && m.len() >= self.cfg.max_tracked.max(1) {
-            self.make_room(&mut m, now);
-            if m.len() >= self.cfg.max_tracked.max(1) {
+        let cap = self.cfg.max_tracked.max(1);
+        if !self.map.contains_key(&key) && self.map.len() >= cap {
+            self.make_room(now);
+            if self.map.len() >= cap {
                 return false;
             }
         }
-        let e =
-            m.entry(key).or_insert(Entry { window_start: now, failures: 0, banned_until: None });
+        let e = self.map.entry(key).or_insert(Entry {
+            window_start: now,
+            failures: 0,
+            banned_until: None,
+        });
         if e.banned(now) {
             return true;
         }
@@ -152,8 +153,9 @@ impl AuthLimiter {
         false
     }
 
-    fn make_room(&self, m: &mut HashMap<IpAddr, Entry>, now: Instant) {
+    fn make_room(&mut self, now: Instant) {
         let window = self.cfg.window;
+        let m = &mut self.map;
         m.retain(|_, e| !e.finished(now, window));
         let cap = self.cfg.max_tracked.max(1);
         if m.len() < cap {
@@ -173,14 +175,14 @@ impl AuthLimiter {
     }
 
     /// Drops finished entries (ended bans, old windows).
-    pub fn sweep(&self, now: Instant) {
+    pub fn sweep(&mut self, now: Instant) {
         let window = self.cfg.window;
-        self.lock().retain(|_, e| !e.finished(now, window));
+        self.map.retain(|_, e| !e.finished(now, window));
     }
 
     /// Sources tracked.
     pub fn tracked(&self) -> usize {
-        self.lock().len()
+        self.map.len()
     }
 }
 
@@ -194,7 +196,7 @@ mod tests {
 
     #[test]
     fn bans_after_n_failures_in_window() {
-        let l = AuthLimiter::new(BanConfig { max_failures: 3, ..BanConfig::default() });
+        let mut l = AuthLimiter::new(BanConfig { max_failures: 3, ..BanConfig::default() });
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
         assert!(!l.record_failure(a, t0));
@@ -211,7 +213,7 @@ mod tests {
 
     #[test]
     fn window_resets() {
-        let l = AuthLimiter::new(BanConfig { max_failures: 3, ..BanConfig::default() });
+        let mut l = AuthLimiter::new(BanConfig { max_failures: 3, ..BanConfig::default() });
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
         l.record_failure(a, t0);
@@ -223,7 +225,7 @@ mod tests {
 
     #[test]
     fn ipv6_by_prefix_and_mapped_v4() {
-        let l = AuthLimiter::new(BanConfig { max_failures: 2, ..BanConfig::default() });
+        let mut l = AuthLimiter::new(BanConfig { max_failures: 2, ..BanConfig::default() });
         let t0 = Instant::now();
         l.record_failure(ip("2001:db8:1:2::1"), t0);
         assert!(l.record_failure(ip("2001:db8:1:2::ffff"), t0));
@@ -235,7 +237,7 @@ mod tests {
 
     #[test]
     fn bounded_and_bans_survive_pressure() {
-        let l = AuthLimiter::new(BanConfig {
+        let mut l = AuthLimiter::new(BanConfig {
             max_failures: 2,
             max_tracked: 16,
             ..BanConfig::default()
@@ -256,7 +258,7 @@ mod tests {
 
     #[test]
     fn zero_disables() {
-        let l = AuthLimiter::new(BanConfig { max_failures: 0, ..BanConfig::default() });
+        let mut l = AuthLimiter::new(BanConfig { max_failures: 0, ..BanConfig::default() });
         let t0 = Instant::now();
         for _ in 0..100 {
             assert!(!l.record_failure(ip("192.0.2.1"), t0));

@@ -16,15 +16,23 @@
 //!    **and** unknown user 403, counted towards a ban; authenticated user
 //!    other than the To user 403 (not counted);
 //! 5. the bindings are updated atomically per AOR, and the 200 lists them.
+//!
+//! Sans-IO and single-owner: the [`Registrar`] owns its accounts, location
+//! store, digest verifier and ban list by value and changes them through
+//! `&mut self`; nothing locks. Time is handed in (`now`, `wall`), randomness
+//! (nonces, To tags) comes from RNGs seeded by the owner at construction,
+//! and binding changes to persist are queued as [`BindingChange`]s for the
+//! owner to drain ([`Registrar::poll_change`]).
 
 use crate::accounts::Accounts;
 use crate::digest::{Algorithm, DigestAuth, DigestConfig, Outcome};
-use crate::location::{by_q_desc, Change, Location, LocationStore};
+use crate::location::{by_q_desc, BindingChange, Change, Location, LocationStore};
 use crate::ratelimit::{AuthLimiter, BanAction, BanConfig};
-use crate::util::{hex, percent_decode, sip_uri_eq};
+use crate::util::{derive_seed, hex, percent_decode, sip_uri_eq};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use records::{Binding, Timestamp};
 use sip_message::{ConnId, Contacts, HeaderName, Message, Method, NameAddr, Peer};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Registrar settings.
@@ -95,13 +103,16 @@ struct NewContact {
     expires: u32,
 }
 
-/// The REGISTER handler. Thread-safe; share it behind an `Arc`.
+/// The REGISTER handler, and the owner of the location service. One owner,
+/// `&mut self` to change anything.
 pub struct Registrar {
     cfg: RegistrarConfig,
-    accounts: RwLock<Arc<Accounts>>,
-    location: Arc<LocationStore>,
+    accounts: Accounts,
+    location: LocationStore,
     digest: DigestAuth,
     limiter: AuthLimiter,
+    /// To tags.
+    rng: StdRng,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -136,31 +147,33 @@ fn text(b: &[u8]) -> String {
 }
 
 impl Registrar {
-    /// A registrar with a random nonce secret.
-    pub fn new(cfg: RegistrarConfig, accounts: Accounts, location: Arc<LocationStore>) -> Self {
-        let digest = DigestAuth::new(digest_config(&cfg));
-        Self::with_digest(cfg, accounts, location, digest)
+    /// A registrar whose randomness (the nonce secret, the nonces' random
+    /// bytes, To tags) all derives from `seed`. The owner picks the seed:
+    /// from the OS in production (the nonce secret must not be guessable),
+    /// fixed in tests; the same seed and the same calls give the same
+    /// answers. A `u64` seed gives the nonce secret at most 64 bits of
+    /// entropy: for the full 256, use [`Registrar::with_secret`] with 32
+    /// random bytes.
+    pub fn new(cfg: RegistrarConfig, accounts: Accounts, seed: u64) -> Self {
+        let mut master = StdRng::seed_from_u64(seed);
+        let digest = DigestAuth::new(digest_config(&cfg), master.next_u64());
+        let mut tag_seed = [0u8; 32];
+        master.fill_bytes(&mut tag_seed);
+        Self::build(cfg, accounts, digest, StdRng::from_seed(tag_seed))
     }
 
-    /// A registrar with a given nonce secret (tests, several processes).
-    pub fn with_secret(
-        cfg: RegistrarConfig,
-        accounts: Accounts,
-        location: Arc<LocationStore>,
-        secret: [u8; 32],
-    ) -> Self {
+    /// A registrar with a given nonce secret (tests, several processes
+    /// sharing nonces); the rest of its randomness is seeded from the secret
+    /// (deterministic too).
+    pub fn with_secret(cfg: RegistrarConfig, accounts: Accounts, secret: [u8; 32]) -> Self {
         let digest = DigestAuth::with_secret(digest_config(&cfg), secret);
-        Self::with_digest(cfg, accounts, location, digest)
+        let rng = StdRng::from_seed(derive_seed(&secret, b"forkswitch registrar to-tag rng"));
+        Self::build(cfg, accounts, digest, rng)
     }
 
-    fn with_digest(
-        cfg: RegistrarConfig,
-        accounts: Accounts,
-        location: Arc<LocationStore>,
-        digest: DigestAuth,
-    ) -> Self {
+    fn build(cfg: RegistrarConfig, accounts: Accounts, digest: DigestAuth, rng: StdRng) -> Self {
         let limiter = AuthLimiter::new(cfg.ban.clone());
-        Registrar { cfg, accounts: RwLock::new(Arc::new(accounts)), location, digest, limiter }
+        Registrar { cfg, accounts, location: LocationStore::new(), digest, limiter, rng }
     }
 
     /// The settings.
@@ -169,31 +182,44 @@ impl Registrar {
     }
 
     /// The current account directory.
-    pub fn accounts(&self) -> Arc<Accounts> {
-        match self.accounts.read() {
-            Ok(a) => a.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 
     /// Replaces the account directory (accounts changed through the API).
-    pub fn set_accounts(&self, accounts: Accounts) {
-        let new = Arc::new(accounts);
-        match self.accounts.write() {
-            Ok(mut a) => *a = new,
-            Err(p) => *p.into_inner() = new,
-        }
+    /// Existing bindings are kept (see [`LocationStore::remove_aor`]).
+    pub fn set_accounts(&mut self, accounts: Accounts) {
+        self.accounts = accounts;
     }
 
     /// The location service it updates.
-    pub fn location(&self) -> &Arc<LocationStore> {
+    pub fn location(&self) -> &LocationStore {
         &self.location
     }
 
-    /// The digest verifier (to authenticate other requests with the same
-    /// nonces).
+    /// The location service, to change (load at start-up, connection
+    /// closed, AOR removed, ...).
+    pub fn location_mut(&mut self) -> &mut LocationStore {
+        &mut self.location
+    }
+
+    /// The next binding change to store durably (see
+    /// [`LocationStore::poll_change`]); drain after every call that can
+    /// change bindings ([`Registrar::handle`], [`Registrar::sweep`], changes
+    /// through [`Registrar::location_mut`]).
+    pub fn poll_change(&mut self) -> Option<BindingChange> {
+        self.location.poll_change()
+    }
+
+    /// The digest verifier.
     pub fn digest(&self) -> &DigestAuth {
         &self.digest
+    }
+
+    /// The digest verifier, to authenticate other requests with the same
+    /// nonces.
+    pub fn digest_mut(&mut self) -> &mut DigestAuth {
+        &mut self.digest
     }
 
     /// The failed-authentication limiter.
@@ -201,9 +227,16 @@ impl Registrar {
         &self.limiter
     }
 
+    /// The failed-authentication limiter, to change (failures of other
+    /// requests).
+    pub fn limiter_mut(&mut self) -> &mut AuthLimiter {
+        &mut self.limiter
+    }
+
     /// Periodic housekeeping: forgets old nonces and ban entries, and
-    /// removes expired bindings (returned).
-    pub fn sweep(&self, now: Instant, wall: Timestamp) -> Vec<(String, Binding)> {
+    /// removes expired bindings (returned; their removals are queued as
+    /// [`BindingChange`]s).
+    pub fn sweep(&mut self, now: Instant, wall: Timestamp) -> Vec<(String, Binding)> {
         self.digest.sweep(now);
         self.limiter.sweep(now);
         self.location.expire(wall)
@@ -214,7 +247,7 @@ impl Registrar {
     /// [`BanAction::Drop`]). `now` drives nonces and bans, `wall` binding
     /// expiry.
     pub fn handle(
-        &self,
+        &mut self,
         now: Instant,
         wall: Timestamp,
         req: &Message,
@@ -222,18 +255,18 @@ impl Registrar {
     ) -> Option<Message> {
         if self.limiter.is_banned(peer.remote.ip(), now) {
             return match self.cfg.ban.action {
-                BanAction::Reject => Some(respond(req, Reject::new(403))),
+                BanAction::Reject => Some(respond(req, Reject::new(403), &mut self.rng)),
                 BanAction::Drop => None,
             };
         }
         Some(match self.process(now, wall, req, peer) {
             Ok(m) => m,
-            Err(r) => respond(req, r),
+            Err(r) => respond(req, r, &mut self.rng),
         })
     }
 
     fn process(
-        &self,
+        &mut self,
         now: Instant,
         wall: Timestamp,
         req: &Message,
@@ -268,7 +301,7 @@ impl Registrar {
             return Err(r);
         }
 
-        let accounts = self.accounts();
+        let accounts = &self.accounts;
         let domain = if to.uri.is_sip() {
             std::str::from_utf8(to.uri.host).ok().and_then(|h| accounts.domain_for_host(h))
         } else {
@@ -340,7 +373,7 @@ impl Registrar {
             Contacts::List(list) => {
                 let mut v = Vec::with_capacity(list.len());
                 for c in list {
-                    let nc = self.check_contact(c, expires_hdr)?;
+                    let nc = check_contact(&self.cfg, c, expires_hdr)?;
                     flows |= nc.instance.is_some() && nc.reg_id.is_some() && nc.expires > 0;
                     v.push(nc);
                 }
@@ -370,11 +403,12 @@ impl Registrar {
             user_agent,
         };
         let conn = if peer.transport.is_reliable() { peer.conn } else { None };
+        let max_bindings = self.cfg.max_bindings_per_aor;
         let (after, ()) = self.location.update(&aor, |current| {
             let changes = match &update {
                 None => remove_all(current, &call_id, cseq, wall)?,
                 Some(v) if v.is_empty() => Vec::new(),
-                Some(v) => self.plan(current, v, &template, conn, wall)?,
+                Some(v) => plan(max_bindings, current, v, &template, conn, wall)?,
             };
             Ok((changes, ()))
         })?;
@@ -382,7 +416,7 @@ impl Registrar {
         let mut current: Vec<Location> =
             after.into_iter().filter(|l| !l.is_expired(wall)).collect();
         by_q_desc(&mut current);
-        let mut b = Message::response_to(req, 200).to_tag(&tag());
+        let mut b = Message::response_to(req, 200).to_tag(&tag(&mut self.rng));
         for l in &current {
             b = b.header(HeaderName::Contact, contact_value(l, wall));
         }
@@ -392,106 +426,111 @@ impl Registrar {
         b = b.header(HeaderName::Date, http_date(wall));
         Ok(b.build())
     }
+}
 
-    fn check_contact(&self, c: &NameAddr<'_>, hdr: Option<u32>) -> Result<NewContact, Reject> {
-        if !c.uri.is_sip() {
-            return Err(Reject::why(400, "Contact Must Be A SIP URI"));
-        }
-        let param = c.expires().map_err(|_| Reject::why(400, "Bad Contact Expires"))?;
-        let requested = param.or(hdr).unwrap_or(self.cfg.default_expires);
-        if requested > 0 && requested < self.cfg.min_expires && requested < 3600 {
-            let mut r = Reject::new(423);
-            r.headers.push((HeaderName::MinExpires, self.cfg.min_expires.to_string()));
-            return Err(r);
-        }
-        let q = c.q().map_err(|_| Reject::why(400, "Bad Contact q"))?.unwrap_or(1000);
-        let instance = c.instance().map(text).filter(|i| !i.is_empty());
-        let reg_id = if instance.is_some() { c.reg_id() } else { None };
-        Ok(NewContact {
-            uri: text(c.uri.raw),
-            instance,
-            reg_id,
-            q,
-            expires: requested.min(self.cfg.max_expires),
-        })
+/// One Contact of a REGISTER checked against the settings (423 for too
+/// brief an interval).
+fn check_contact(
+    cfg: &RegistrarConfig,
+    c: &NameAddr<'_>,
+    hdr: Option<u32>,
+) -> Result<NewContact, Reject> {
+    if !c.uri.is_sip() {
+        return Err(Reject::why(400, "Contact Must Be A SIP URI"));
     }
+    let param = c.expires().map_err(|_| Reject::why(400, "Bad Contact Expires"))?;
+    let requested = param.or(hdr).unwrap_or(cfg.default_expires);
+    if requested > 0 && requested < cfg.min_expires && requested < 3600 {
+        let mut r = Reject::new(423);
+        r.headers.push((HeaderName::MinExpires, cfg.min_expires.to_string()));
+        return Err(r);
+    }
+    let q = c.q().map_err(|_| Reject::why(400, "Bad Contact q"))?.unwrap_or(1000);
+    let instance = c.instance().map(text).filter(|i| !i.is_empty());
+    let reg_id = if instance.is_some() { c.reg_id() } else { None };
+    Ok(NewContact {
+        uri: text(c.uri.raw),
+        instance,
+        reg_id,
+        q,
+        expires: requested.min(cfg.max_expires),
+    })
+}
 
-    /// RFC 3261 10.3 step 7 with RFC 5626 flows: the changes for `new`
-    /// contacts against the `current` bindings, or the failure.
-    fn plan(
-        &self,
-        current: &[Location],
-        new: &[NewContact],
-        template: &Binding,
-        conn: Option<ConnId>,
-        wall: Timestamp,
-    ) -> Result<Vec<Change>, Reject> {
-        // (location, made by this request)
-        let mut work: Vec<(Location, bool)> = current.iter().map(|l| (l.clone(), false)).collect();
-        for c in new {
-            let mut keep = Vec::with_capacity(work.len());
-            for (l, touched) in work {
-                let b = &l.binding;
-                let same_flow = c.instance.as_deref().is_some_and(|i| {
-                    b.instance.as_deref().is_some_and(|j| i.eq_ignore_ascii_case(j))
-                        && b.reg_id == c.reg_id
-                });
-                let matched = same_flow || sip_uri_eq(b.contact.as_bytes(), c.uri.as_bytes());
-                if !matched {
-                    keep.push((l, touched));
-                    continue;
-                }
-                if !touched
-                    && !l.is_expired(wall)
-                    && b.call_id == template.call_id
-                    && template.cseq <= b.cseq
-                {
-                    return Err(Reject::why(500, "Out Of Order CSeq"));
-                }
-                // Matched: replaced below, or removed when expires is 0.
-            }
-            work = keep;
-            if c.expires > 0 {
-                let mut b = template.clone();
-                b.contact = c.uri.clone();
-                b.instance = c.instance.clone();
-                b.reg_id = c.reg_id;
-                b.q = c.q;
-                b.expires_at = Timestamp::from_micros(
-                    wall.micros().saturating_add(i64::from(c.expires) * 1_000_000),
-                );
-                work.push((Location { binding: b, conn }, true));
-            }
-        }
-        // Too many: drop the older bindings closest to expiry.
-        let max = self.cfg.max_bindings_per_aor;
-        while work.iter().filter(|(l, _)| !l.is_expired(wall)).count() > max {
-            let victim = work
-                .iter()
-                .enumerate()
-                .filter(|(_, (l, t))| !t && !l.is_expired(wall))
-                .min_by_key(|(_, (l, _))| l.binding.expires_at)
-                .map(|(i, _)| i);
-            match victim {
-                Some(i) => {
-                    work.remove(i);
-                }
-                None => break,
-            }
-        }
-        let mut changes = Vec::new();
-        for l in current {
-            if !work.iter().any(|(w, _)| w.binding.contact == l.binding.contact) {
-                changes.push(Change::Remove(l.binding.contact.clone()));
-            }
-        }
+/// RFC 3261 10.3 step 7 with RFC 5626 flows: the changes for `new`
+/// contacts against the `current` bindings, or the failure.
+fn plan(
+    max: usize,
+    current: &[Location],
+    new: &[NewContact],
+    template: &Binding,
+    conn: Option<ConnId>,
+    wall: Timestamp,
+) -> Result<Vec<Change>, Reject> {
+    // (location, made by this request)
+    let mut work: Vec<(Location, bool)> = current.iter().map(|l| (l.clone(), false)).collect();
+    for c in new {
+        let mut keep = Vec::with_capacity(work.len());
         for (l, touched) in work {
-            if touched {
-                changes.push(Change::Upsert(l));
+            let b = &l.binding;
+            let same_flow = c.instance.as_deref().is_some_and(|i| {
+                b.instance.as_deref().is_some_and(|j| i.eq_ignore_ascii_case(j))
+                    && b.reg_id == c.reg_id
+            });
+            let matched = same_flow || sip_uri_eq(b.contact.as_bytes(), c.uri.as_bytes());
+            if !matched {
+                keep.push((l, touched));
+                continue;
             }
+            if !touched
+                && !l.is_expired(wall)
+                && b.call_id == template.call_id
+                && template.cseq <= b.cseq
+            {
+                return Err(Reject::why(500, "Out Of Order CSeq"));
+            }
+            // Matched: replaced below, or removed when expires is 0.
         }
-        Ok(changes)
+        work = keep;
+        if c.expires > 0 {
+            let mut b = template.clone();
+            b.contact = c.uri.clone();
+            b.instance = c.instance.clone();
+            b.reg_id = c.reg_id;
+            b.q = c.q;
+            b.expires_at = Timestamp::from_micros(
+                wall.micros().saturating_add(i64::from(c.expires) * 1_000_000),
+            );
+            work.push((Location { binding: b, conn, closed: false }, true));
+        }
     }
+    // Too many: drop the older bindings closest to expiry.
+    while work.iter().filter(|(l, _)| !l.is_expired(wall)).count() > max {
+        let victim = work
+            .iter()
+            .enumerate()
+            .filter(|(_, (l, t))| !t && !l.is_expired(wall))
+            .min_by_key(|(_, (l, _))| l.binding.expires_at)
+            .map(|(i, _)| i);
+        match victim {
+            Some(i) => {
+                work.remove(i);
+            }
+            None => break,
+        }
+    }
+    let mut changes = Vec::new();
+    for l in current {
+        if !work.iter().any(|(w, _)| w.binding.contact == l.binding.contact) {
+            changes.push(Change::Remove(l.binding.contact.clone()));
+        }
+    }
+    for (l, touched) in work {
+        if touched {
+            changes.push(Change::Upsert(l));
+        }
+    }
+    Ok(changes)
 }
 
 /// `Contact: *` with `Expires: 0`: remove everything, unless a binding from
@@ -538,12 +577,15 @@ fn http_date(wall: Timestamp) -> String {
     }
 }
 
-fn tag() -> String {
-    hex(&rand::random::<[u8; 6]>())
+/// A To tag: 6 random bytes in hex.
+fn tag(rng: &mut StdRng) -> String {
+    let mut b = [0u8; 6];
+    rng.fill_bytes(&mut b);
+    hex(&b)
 }
 
-fn respond(req: &Message, r: Reject) -> Message {
-    let mut b = Message::response_to(req, r.code).to_tag(&tag());
+fn respond(req: &Message, r: Reject, rng: &mut StdRng) -> Message {
+    let mut b = Message::response_to(req, r.code).to_tag(&tag(rng));
     if let Some(reason) = r.reason {
         b = b.reason(reason);
     }

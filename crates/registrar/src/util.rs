@@ -1,7 +1,19 @@
 //! Small byte helpers: hex, percent-decoding, quoted-string unescaping, SIP
-//! URI comparison.
+//! URI comparison, RNG seed derivation.
 
+use sha2::{Digest as _, Sha256};
 use sip_message::Uri;
+
+/// A 32-byte RNG seed derived from `secret` for one `purpose` (domain
+/// separated: `SHA-256(purpose 0x00 secret)`), so that different uses of one
+/// secret get unrelated random streams.
+pub(crate) fn derive_seed(secret: &[u8], purpose: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(purpose);
+    h.update([0u8]);
+    h.update(secret);
+    h.finalize().into()
+}
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

@@ -4,35 +4,36 @@
 use bytes::Bytes;
 use records::{Binding, Customer, Domain, Timestamp};
 use registrar::{
-    digest, extension_with_password, Accounts, Algorithm, BanAction, BanConfig, BindingPersistence,
-    LocationStore, Registrar, RegistrarConfig,
+    digest, extension_with_password, Accounts, Algorithm, BanAction, BanConfig, BindingChange,
+    Registrar, RegistrarConfig,
 };
 use sip_message::{AuthParams, HeaderName, Message, Peer, Transport};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// The database writer of the test: every [`BindingChange`] the registrar
+/// queued, drained after each call as the owner does, one line each.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-impl BindingPersistence for Recorder {
-    fn upsert(&self, b: &Binding) {
-        self.0.lock().expect("lock").push(format!("upsert {} {}", b.aor, b.contact));
-    }
-    fn remove(&self, aor: &str, contact: &str) {
-        self.0.lock().expect("lock").push(format!("remove {aor} {contact}"));
-    }
-}
+struct Recorder(Vec<String>);
 
 impl Recorder {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().expect("lock"))
+    fn drain(&mut self, reg: &mut Registrar) {
+        while let Some(c) = reg.poll_change() {
+            self.0.push(match c {
+                BindingChange::Upsert(b) => format!("upsert {} {}", b.aor, b.contact),
+                BindingChange::Remove { aor, contact } => format!("remove {aor} {contact}"),
+            });
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.0)
     }
 }
 
 struct Env {
     reg: Registrar,
-    rec: Arc<Recorder>,
+    rec: Recorder,
     t0: Instant,
     wall0: Timestamp,
 }
@@ -54,9 +55,14 @@ fn accounts() -> Accounts {
 }
 
 fn env_with(cfg: RegistrarConfig) -> Env {
-    let rec = Arc::new(Recorder::default());
-    let store = Arc::new(LocationStore::new(Some(rec.clone())));
-    let reg = Registrar::with_secret(cfg, accounts(), store, [3u8; 32]);
+    let rec = Recorder::default();
+    let reg = Registrar::with_secret(cfg, accounts(), [3u8; 32]);
+    Env { reg, rec, t0: Instant::now(), wall0: Timestamp::from_micros(1_700_000_000_000_000) }
+}
+
+fn env_seeded(seed: u64) -> Env {
+    let reg = Registrar::new(RegistrarConfig::default(), accounts(), seed);
+    let rec = Recorder::default();
     Env { reg, rec, t0: Instant::now(), wall0: Timestamp::from_micros(1_700_000_000_000_000) }
 }
 
@@ -159,13 +165,22 @@ impl Env {
         (self.t0 + Duration::from_secs(s), Timestamp::from_micros(self.wall0.micros() + us))
     }
 
-    fn send(&self, s: u64, r: &Reg, auth: Option<&str>, p: Peer) -> Option<Message> {
+    fn send(&mut self, s: u64, r: &Reg, auth: Option<&str>, p: Peer) -> Option<Message> {
         let (now, wall) = self.at(s);
-        self.reg.handle(now, wall, &r.msg(auth), &p).map(wire)
+        let out = self.reg.handle(now, wall, &r.msg(auth), &p).map(wire);
+        self.rec.drain(&mut self.reg);
+        out
+    }
+
+    /// [`Registrar::sweep`], persisting what it removed.
+    fn sweep(&mut self, now: Instant, wall: Timestamp) -> Vec<(String, Binding)> {
+        let gone = self.reg.sweep(now, wall);
+        self.rec.drain(&mut self.reg);
+        gone
     }
 
     /// Unauthenticated attempt, then the answer to its challenge.
-    fn register_as(&self, s: u64, r: &Reg, user: &str, pw: &str, p: Peer) -> Message {
+    fn register_as(&mut self, s: u64, r: &Reg, user: &str, pw: &str, p: Peer) -> Message {
         let c = self.send(s, r, None, p).expect("answered");
         assert_eq!(c.status(), Some(401));
         let nonce = challenge_nonce(&c, Algorithm::Sha256);
@@ -175,7 +190,7 @@ impl Env {
         self.send(s, &r2, Some(&a), p).expect("answered")
     }
 
-    fn register(&self, s: u64, r: &Reg, p: Peer) -> Message {
+    fn register(&mut self, s: u64, r: &Reg, p: Peer) -> Message {
         let user = r.to.trim_start_matches("<sip:").split('@').next().expect("user").to_owned();
         let pw = format!("secret{}", user.trim_start_matches("test"));
         self.register_as(s, r, &user, &pw, p)
@@ -192,7 +207,7 @@ fn contacts(m: &Message) -> Vec<String> {
 
 #[test]
 fn unauthenticated_register_gets_two_challenges() {
-    let e = env();
+    let mut e = env();
     let r = e.send(0, &Reg::new("test11"), None, peer(5060)).expect("answered");
     assert_eq!(r.status(), Some(401));
     assert!(r.to_tag().is_some());
@@ -214,7 +229,7 @@ fn unauthenticated_register_gets_two_challenges() {
 
 #[test]
 fn authenticated_register_lists_binding() {
-    let e = env();
+    let mut e = env();
     let r = e.register(0, &Reg::new("test11"), peer(5060));
     assert_eq!(r.status(), Some(200));
     assert_eq!(contacts(&r), ["<sip:test11@192.0.2.10:5060>;expires=3600"]);
@@ -233,7 +248,7 @@ fn authenticated_register_lists_binding() {
 
 #[test]
 fn md5_credentials_work_too() {
-    let e = env();
+    let mut e = env();
     let reg = Reg::new("test12");
     let c = e.send(0, &reg, None, peer(5060)).expect("answered");
     let nonce = challenge_nonce(&c, Algorithm::Md5);
@@ -244,7 +259,7 @@ fn md5_credentials_work_too() {
 
 #[test]
 fn tcp_binding_keeps_connection() {
-    let e = env();
+    let mut e = env();
     let p = Peer { transport: Transport::Tcp, conn: Some(77), ..peer(40000) };
     let r = e.register(0, &Reg::new("test11"), p);
     assert_eq!(r.status(), Some(200));
@@ -257,7 +272,7 @@ fn tcp_binding_keeps_connection() {
 
 #[test]
 fn refresh_then_expires_zero_removes() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(200));
     reg.cseq = 3;
@@ -288,7 +303,7 @@ fn refresh_then_expires_zero_removes() {
 
 #[test]
 fn expires_header_zero_removes_and_query_lists() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(200));
     // A query (no Contact) lists the bindings and changes nothing.
@@ -305,7 +320,7 @@ fn expires_header_zero_removes_and_query_lists() {
 
 #[test]
 fn star_removes_all_and_needs_expires_zero_alone() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.contacts =
         vec!["<sip:test11@192.0.2.10:5060>".into(), "<sip:test11@192.0.2.10:5062>;q=0.5".into()];
@@ -337,7 +352,7 @@ fn star_removes_all_and_needs_expires_zero_alone() {
 
 #[test]
 fn star_with_stale_cseq_fails() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.cseq = 50;
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(200));
@@ -351,7 +366,7 @@ fn star_with_stale_cseq_fails() {
 
 #[test]
 fn interval_too_brief_and_clamping() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.expires = Some(30);
     let r = e.register(0, &reg, peer(5060));
@@ -375,7 +390,7 @@ fn interval_too_brief_and_clamping() {
 
 #[test]
 fn cseq_ordering() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.cseq = 100;
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(200)); // stored CSeq 101
@@ -399,7 +414,7 @@ fn cseq_ordering() {
 
 #[test]
 fn instance_replaces_binding_from_new_port() {
-    let e = env();
+    let mut e = env();
     let inst = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1";
     let mut reg = Reg::new("test11");
     reg.contacts = vec![format!("<sip:test11@192.0.2.10:5060;ob>;{inst}")];
@@ -444,7 +459,7 @@ fn instance_replaces_binding_from_new_port() {
 
 #[test]
 fn without_instance_a_new_port_is_a_new_binding() {
-    let e = env();
+    let mut e = env();
     let reg = Reg::new("test11");
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(200));
     let mut other = reg.clone();
@@ -456,7 +471,7 @@ fn without_instance_a_new_port_is_a_new_binding() {
 
 #[test]
 fn two_contacts_sorted_by_q() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.contacts = vec![
         "<sip:test11@192.0.2.10:5060>;q=0.3".into(),
@@ -478,7 +493,7 @@ fn two_contacts_sorted_by_q() {
 
 #[test]
 fn too_many_bindings() {
-    let e = env_with(RegistrarConfig { max_bindings_per_aor: 2, ..RegistrarConfig::default() });
+    let mut e = env_with(RegistrarConfig { max_bindings_per_aor: 2, ..RegistrarConfig::default() });
     let mut reg = Reg::new("test11");
     reg.contacts = (0..3).map(|k| format!("<sip:test11@192.0.2.10:{}>", 6000 + k)).collect();
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(403));
@@ -495,7 +510,7 @@ fn too_many_bindings() {
 
 #[test]
 fn unknown_domain_and_aliases() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.to = "<sip:test11@elsewhere.example>".into();
     reg.ruri = "sip:elsewhere.example".into();
@@ -516,7 +531,7 @@ fn unknown_domain_and_aliases() {
 
 #[test]
 fn unknown_user_looks_like_wrong_password() {
-    let e = env();
+    let mut e = env();
     let shape = |m: &Message| -> (Option<u16>, Vec<u8>, Vec<String>) {
         let names = m.headers().map(|h| String::from_utf8_lossy(h.raw_name).into_owned()).collect();
         (m.status(), m.reason_phrase().to_vec(), names)
@@ -535,7 +550,7 @@ fn unknown_user_looks_like_wrong_password() {
 
 #[test]
 fn authenticated_user_must_be_the_to_user() {
-    let e = env();
+    let mut e = env();
     let reg = Reg::new("test11");
     let r = e.register_as(0, &reg, "test12", "secret12", peer(5060));
     assert_eq!(r.status(), Some(403));
@@ -545,7 +560,7 @@ fn authenticated_user_must_be_the_to_user() {
 
 #[test]
 fn stale_nonce_and_replay() {
-    let e = env();
+    let mut e = env();
     let reg = Reg::new("test11");
     let c = e.send(0, &reg, None, peer(5060)).expect("answered");
     let nonce = challenge_nonce(&c, Algorithm::Sha256);
@@ -571,7 +586,7 @@ fn stale_nonce_and_replay() {
 
 #[test]
 fn digest_uri_must_match_request_uri() {
-    let e = env();
+    let mut e = env();
     let reg = Reg::new("test11");
     let c = e.send(0, &reg, None, peer(5060)).expect("answered");
     let nonce = challenge_nonce(&c, Algorithm::Sha256);
@@ -581,7 +596,7 @@ fn digest_uri_must_match_request_uri() {
 
 #[test]
 fn ban_after_failures() {
-    let e = env_with(RegistrarConfig {
+    let mut e = env_with(RegistrarConfig {
         ban: BanConfig { max_failures: 3, ..BanConfig::default() },
         ..RegistrarConfig::default()
     });
@@ -603,7 +618,7 @@ fn ban_after_failures() {
 
 #[test]
 fn ban_can_drop() {
-    let e = env_with(RegistrarConfig {
+    let mut e = env_with(RegistrarConfig {
         ban: BanConfig { max_failures: 1, action: BanAction::Drop, ..BanConfig::default() },
         ..RegistrarConfig::default()
     });
@@ -614,7 +629,7 @@ fn ban_can_drop() {
 
 #[test]
 fn expiry_sweep() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.contacts = vec![
         "<sip:test11@192.0.2.10:5060>;expires=60".into(),
@@ -623,7 +638,7 @@ fn expiry_sweep() {
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(200));
     e.rec.take();
     let (now, wall) = e.at(60);
-    let gone = e.reg.sweep(now, wall);
+    let gone = e.sweep(now, wall);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].0, "test11@test");
     assert_eq!(gone[0].1.contact, "sip:test11@192.0.2.10:5060");
@@ -631,13 +646,13 @@ fn expiry_sweep() {
     assert_eq!(e.aor("test11@test", 60).len(), 1);
     assert_eq!(e.aor("test11@test", 120).len(), 0, "lookup hides expired before the sweep");
     let (now, wall) = e.at(121);
-    assert_eq!(e.reg.sweep(now, wall).len(), 1);
+    assert_eq!(e.sweep(now, wall).len(), 1);
     assert!(e.reg.location().is_empty());
 }
 
 #[test]
 fn bad_requests() {
-    let e = env();
+    let mut e = env();
     let mut reg = Reg::new("test11");
     reg.extra = vec!["Require: foo, outbound".into()];
     let r = e.send(0, &reg, None, peer(5060)).expect("answered");
@@ -655,4 +670,166 @@ fn bad_requests() {
     let mut reg = Reg::new("test11");
     reg.contacts = vec!["<sip:test11@192.0.2.10:5060>;q=2".into()];
     assert_eq!(e.register(0, &reg, peer(5060)).status(), Some(400));
+}
+
+/// The same conversation with a registrar: the challenge, the registration
+/// answering it, and a second challenge later; every response as bytes.
+fn conversation(e: &mut Env) -> Vec<Vec<u8>> {
+    let reg = Reg::new("test11");
+    let (now, wall) = e.at(0);
+    let c = e.reg.handle(now, wall, &reg.msg(None), &peer(5060)).expect("answered");
+    let nonce = challenge_nonce(&wire(c.clone()), Algorithm::Sha256);
+    let a = authorization(Algorithm::Sha256, "test11", "secret11", &nonce, 1, "sip:test");
+    let mut r2 = reg.clone();
+    r2.cseq = 2;
+    let ok = e.reg.handle(now, wall, &r2.msg(Some(&a)), &peer(5060)).expect("answered");
+    assert_eq!(ok.status(), Some(200));
+    let (now, wall) = e.at(7);
+    let again = e.reg.handle(now, wall, &reg.msg(None), &peer(5060)).expect("answered");
+    [c, ok, again].into_iter().map(|m| m.to_bytes().to_vec()).collect()
+}
+
+#[test]
+fn same_seed_gives_byte_identical_answers() {
+    let (mut a, mut b) = (env_seeded(2024), env_seeded(2024));
+    // Different base instants: only the times relative to the first one count.
+    b.t0 += Duration::from_secs(1000);
+    let x = conversation(&mut a);
+    let y = conversation(&mut b);
+    assert_eq!(x, y);
+    let first = Message::parse(Bytes::from(x[0].clone())).expect("parse");
+    let last = Message::parse(Bytes::from(x[2].clone())).expect("parse");
+    assert_eq!(first.status(), Some(401));
+    assert_ne!(
+        challenge_nonce(&first, Algorithm::Sha256),
+        challenge_nonce(&last, Algorithm::Sha256),
+        "every challenge has a new nonce"
+    );
+    assert_ne!(first.to_tag(), last.to_tag(), "and a new To tag");
+    // With a given secret, deterministic as well.
+    assert_eq!(conversation(&mut env()), conversation(&mut env()));
+}
+
+#[test]
+fn different_seeds_give_different_nonces() {
+    let mut a = env_seeded(1);
+    let mut b = env_seeded(2);
+    let (x, y) = (conversation(&mut a), conversation(&mut b));
+    for (m, n) in x.iter().zip(&y) {
+        let (m, n) = (
+            Message::parse(Bytes::from(m.clone())).expect("parse"),
+            Message::parse(Bytes::from(n.clone())).expect("parse"),
+        );
+        assert_eq!(m.status(), n.status());
+        assert_ne!(m.to_tag(), n.to_tag());
+    }
+    let (m, n) = (
+        Message::parse(Bytes::from(x[0].clone())).expect("parse"),
+        Message::parse(Bytes::from(y[0].clone())).expect("parse"),
+    );
+    assert_ne!(challenge_nonce(&m, Algorithm::Sha256), challenge_nonce(&n, Algorithm::Sha256));
+    // A nonce from one is not taken by the other (another secret): stale.
+    let nonce = challenge_nonce(&m, Algorithm::Sha256);
+    let auth = authorization(Algorithm::Sha256, "test11", "secret11", &nonce, 2, "sip:test");
+    let mut reg = Reg::new("test11");
+    reg.cseq = 20;
+    let r = b.send(8, &reg, Some(&auth), peer(5060)).expect("answered");
+    assert_eq!(r.status(), Some(401));
+    let stale = r
+        .header_values(HeaderName::WwwAuthenticate)
+        .all(|v| AuthParams::parse(v).expect("parse").get("stale") == Some(&b"true"[..]));
+    assert!(stale);
+}
+
+#[test]
+fn closed_flow_is_unreachable_until_it_registers_again() {
+    let mut e = env();
+    let inst = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1";
+    let tcp = |port, conn| Peer { transport: Transport::Tcp, conn: Some(conn), ..peer(port) };
+    let mut reg = Reg::new("test11");
+    reg.contacts = vec![format!("<sip:test11@192.0.2.10:40000;transport=tcp;ob>;{inst}")];
+    reg.extra = vec!["Supported: outbound".into()];
+    assert_eq!(e.register(0, &reg, tcp(40000, 5)).status(), Some(200));
+    let wall = e.at(1).1;
+    assert_eq!(e.reg.location().reachable("test11@test", wall).len(), 1);
+    e.rec.take();
+
+    // The flow fails: the binding stays registered but cannot be reached.
+    assert_eq!(e.reg.location_mut().connection_closed(5), 1);
+    assert!(e.rec.take().is_empty(), "nothing to persist");
+    assert_eq!(e.reg.poll_change(), None);
+    let l = e.reg.location().locations("test11@test", wall);
+    assert_eq!(l.len(), 1);
+    assert!(l[0].closed);
+    assert_eq!(l[0].conn, None);
+    assert!(e.reg.location().reachable("test11@test", wall).is_empty());
+
+    // The phone opens a new flow and registers again (same instance/reg-id,
+    // new port): a fresh binding, reachable over the new connection.
+    let mut again = reg.clone();
+    again.cseq = 10;
+    again.contacts = vec![format!("<sip:test11@192.0.2.10:40002;transport=tcp;ob>;{inst}")];
+    let r = e.register(2, &again, tcp(40002, 6));
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(contacts(&r).len(), 1);
+    let wall = e.at(3).1;
+    let r = e.reg.location().reachable("test11@test", wall);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].closed, r[0].conn), (false, Some(6)));
+    assert_eq!(r[0].binding.source.port(), 40002);
+    assert_eq!(
+        e.rec.take(),
+        [
+            "remove test11@test sip:test11@192.0.2.10:40000;transport=tcp;ob",
+            "upsert test11@test sip:test11@192.0.2.10:40002;transport=tcp;ob",
+        ]
+    );
+
+    // Refreshing the same contact over a new connection clears `closed` too.
+    assert_eq!(e.reg.location_mut().connection_closed(6), 1);
+    assert!(e.reg.location().reachable("test11@test", wall).is_empty());
+    let mut refresh = again.clone();
+    refresh.cseq = 20;
+    assert_eq!(e.register(4, &refresh, tcp(40002, 7)).status(), Some(200));
+    let r = e.reg.location().reachable("test11@test", e.at(5).1);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].closed, r[0].conn), (false, Some(7)));
+}
+
+#[test]
+fn owner_api_accounts_and_location() {
+    let mut e = env();
+    assert_eq!(e.register(0, &Reg::new("test11"), peer(5060)).status(), Some(200));
+    e.rec.take();
+    assert!(e.reg.accounts().extension("test12", "test").is_some());
+    // Accounts replaced: test12 is gone, its REGISTER is challenged then 403.
+    let cid = Uuid::from_u128(1);
+    e.reg.set_accounts(Accounts::new(
+        vec![Customer { id: cid, name: "c".into(), api_keys: vec![] }],
+        vec![Domain { name: "test".into(), aliases: vec![], customer_id: cid }],
+        vec![extension_with_password("test11", "test", "secret11")],
+    ));
+    assert!(e.reg.accounts().extension("test12", "test").is_none());
+    assert_eq!(e.register(1, &Reg::new("test12"), peer(5061)).status(), Some(403));
+    let aors: Vec<(String, usize)> =
+        e.reg.location().aors().map(|(a, l)| (a.to_owned(), l.len())).collect();
+    assert_eq!(aors, [("test11@test".to_owned(), 1)]);
+    // Removing the AOR through the owner's handle queues the removal.
+    assert_eq!(e.reg.location_mut().remove_aor("test11@test").len(), 1);
+    assert_eq!(
+        e.reg.poll_change(),
+        Some(BindingChange::Remove {
+            aor: "test11@test".into(),
+            contact: "sip:test11@192.0.2.10:5060".into()
+        })
+    );
+    assert_eq!(e.reg.poll_change(), None);
+    // Limiter and digest are reachable for other requests.
+    let ip = peer(5060).remote.ip();
+    let now = e.at(2).0;
+    assert!(!e.reg.limiter_mut().record_failure(ip, now));
+    assert!(!e.reg.limiter().is_banned(ip, now));
+    let n = e.reg.digest_mut().nonce(now, "test");
+    assert_eq!(n.len(), 64);
+    assert_eq!(e.reg.digest().tracked_nonces(), 1, "the nonce test11 registered with");
 }
