@@ -725,7 +725,26 @@ impl Config {
             t2: Duration::from_millis(self.timers.t2_ms),
             max_forwards: 70,
             send_100rel_to_caller: self.calls.send_100rel_to_caller,
+            ..Default::default()
         }
+    }
+
+    /// The switch core's settings, around the addresses the transport bound.
+    pub fn switch(
+        &self,
+        listen: Vec<(sip_message::Transport, SocketAddr)>,
+    ) -> switch::SwitchConfig {
+        let mut c = switch::SwitchConfig::new(listen);
+        c.aliases = self.sip.aliases.clone();
+        c.user_agent = self.sip.user_agent.clone();
+        c.force_rport = self.sip.force_rport;
+        c.transactions = self.transaction();
+        c.b2bua = self.b2bua();
+        c.fork = self.fork();
+        c.registrar = self.registrar();
+        c.keepalive_interval = (self.registrar.keepalive_interval_secs > 0)
+            .then(|| Duration::from_secs(self.registrar.keepalive_interval_secs));
+        c
     }
 
     /// Transaction timers derived from `[timers]`.
@@ -749,7 +768,6 @@ impl Config {
             max_message: self.sip.max_message_bytes,
             tcp_idle_timeout: Duration::from_secs(self.sip.tcp_idle_timeout_secs),
             tcp_max_conns_per_ip: self.sip.tcp_max_connections_per_ip,
-            force_rport: self.sip.force_rport,
             ..Default::default()
         }
     }

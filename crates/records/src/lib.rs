@@ -318,6 +318,20 @@ pub enum HangupReason {
     Dialout,
 }
 
+impl HangupReason {
+    /// Why a call ended with a final failure `status` sent or received: the
+    /// one place a SIP status becomes a hangup reason. 486 and 600 are busy,
+    /// 487 a cancel, 408 and 480 no answer, anything else a failure.
+    pub fn for_status(status: u16) -> HangupReason {
+        match status {
+            486 | 600 => HangupReason::Busy,
+            487 => HangupReason::Cancel,
+            408 | 480 => HangupReason::Noanswer,
+            _ => HangupReason::Failed,
+        }
+    }
+}
+
 /// A call record: one per leg, and one per inbound call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {

@@ -222,6 +222,28 @@ impl Registrar {
         &mut self.digest
     }
 
+    /// Checks the digest credentials of a request other than REGISTER (an
+    /// INVITE's `Proxy-Authorization`, say) against this registrar's
+    /// extensions in `realm`, with the same nonces and replay protection.
+    pub fn authenticate(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        header: HeaderName,
+        realm: &str,
+    ) -> Outcome {
+        let accounts = &self.accounts;
+        self.digest.verify_request(now, req, header, realm, |user, alg| {
+            accounts
+                .extension(user, realm)
+                .map(|e| match alg {
+                    Algorithm::Md5 => e.ha1_md5.as_str(),
+                    Algorithm::Sha256 => e.ha1_sha256.as_str(),
+                })
+                .filter(|h| !h.is_empty())
+        })
+    }
+
     /// The failed-authentication limiter.
     pub fn limiter(&self) -> &AuthLimiter {
         &self.limiter

@@ -237,6 +237,28 @@ impl TransactionLayer {
         }
     }
 
+    /// Stream connection `conn` closed: every client transaction still
+    /// waiting for a final response over it fails as with a transport error
+    /// (RFC 3261 17.1.4), so that the TU can fail over at once instead of
+    /// waiting for Timer B or F. Server transactions keep going: their
+    /// responses can be sent over a new connection (18.2.2).
+    pub fn connection_closed(&mut self, now: Instant, conn: sip_message::ConnId) {
+        let waiting: Vec<TxKey> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let tx = s.tx.as_ref()?;
+                let pending = tx.kind.is_client()
+                    && matches!(tx.state, TxState::Calling | TxState::Trying | TxState::Proceeding);
+                (pending && tx.peer.conn == Some(conn)).then(|| TxKey::new(i as u32, s.gen))
+            })
+            .collect();
+        for key in waiting {
+            self.transport_error(now, key);
+        }
+    }
+
     /// The TU gives up on a transaction: it is removed at once, with
     /// [`Event::Terminated`] and nothing sent. For an INVITE client
     /// transaction that got no final response 64*T1 after its CANCEL

@@ -54,6 +54,18 @@ impl TxKey {
     pub(crate) fn gen(self) -> u32 {
         (self.0 >> 32) as u32
     }
+
+    /// The key as a number, to travel through I/O as a token (a send
+    /// failure comes back with it).
+    pub fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// The key a [`TxKey::to_bits`] number names. A number that names no
+    /// live transaction is simply an unknown key.
+    pub fn from_bits(bits: u64) -> TxKey {
+        TxKey(bits)
+    }
 }
 
 impl fmt::Display for TxKey {

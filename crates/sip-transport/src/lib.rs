@@ -2,14 +2,16 @@
 //!
 //! The only forkswitch crate that touches SIP sockets. It binds UDP and TCP
 //! listeners (IPv4 and IPv6, made with socket2: SO_REUSEADDR, large buffers,
-//! optional SO_REUSEPORT with several UDP sockets), frames and parses what
-//! arrives, stamps `received`/`rport` on requests, and hands every message up
-//! as an [`Inbound`] carrying its [`Peer`] and receive time. Sending goes
-//! through [`SipTransport`]: UDP, or TCP with one connection per remote
-//! address, reused; responses follow RFC 3261 18.2.2 / RFC 3581.
+//! optional SO_REUSEPORT with several UDP sockets), frames what arrives on
+//! streams, and hands every message up unparsed as an [`Inbound`] carrying
+//! its [`Peer`] and receive time. Sending goes through [`SipTransport`]:
+//! UDP, or TCP with one connection per remote address, reused. What it
+//! learns on the way (a send that failed, a connection that closed) comes
+//! up as a [`Notice`].
 //!
-//! It never interprets a message beyond framing and Via stamping: what a
-//! request means is for the layers above.
+//! It never interprets a message beyond stream framing and, for a request
+//! too large for UDP, the switch to TCP (RFC 3261 18.1.1): parsing, Via
+//! stamping and response routing belong to the switch core.
 
 pub mod socket;
 mod tcp;
@@ -26,7 +28,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-pub use via_stamp::{response_target, stamp_received};
+pub use via_stamp::via_to_tcp;
 
 /// RFC 3261 18.1.1: requests larger than this go over TCP when possible.
 pub const UDP_MTU_LIMIT: usize = 1300;
@@ -52,8 +54,6 @@ pub struct TransportConfig {
     pub tcp_max_conns_per_ip: usize,
     /// Timeout for opening an outbound TCP connection.
     pub tcp_connect_timeout: Duration,
-    /// Stamp `rport` on every request, asked for or not (NAT traversal).
-    pub force_rport: bool,
 }
 
 impl Default for TransportConfig {
@@ -68,20 +68,31 @@ impl Default for TransportConfig {
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_max_conns_per_ip: 64,
             tcp_connect_timeout: Duration::from_secs(5),
-            force_rport: true,
         }
     }
 }
 
-/// A message received from the network.
+/// A message received from the network: a datagram, or one message framed
+/// out of a stream.
 #[derive(Debug)]
 pub struct Inbound {
-    /// The parsed message (requests have their Via stamped).
-    pub message: Message,
+    /// Its bytes, unparsed.
+    pub bytes: Bytes,
     /// Where it came from.
     pub peer: Peer,
     /// When the transport read it.
     pub received_at: Instant,
+}
+
+/// Something the transport learned on its own.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A send failed after [`SipTransport::send_request`] or
+    /// [`SipTransport::send_bytes`] returned.
+    SendFailed(SendFailure),
+    /// A stream connection closed (either side, idle timeout, framing
+    /// error).
+    Closed(ConnId),
 }
 
 /// A send that failed after [`SipTransport::send`] returned, reported with
@@ -101,7 +112,7 @@ pub struct SendFailure {
 pub struct Stats {
     /// Datagrams and stream messages received.
     pub received: AtomicU64,
-    /// Received bytes that were not a SIP message (dropped).
+    /// Stream bytes that could not be framed (the connection was closed).
     pub unparsable: AtomicU64,
     /// Messages dropped because the layer above was not keeping up.
     pub overload_drops: AtomicU64,
@@ -130,7 +141,7 @@ pub(crate) struct Inner {
     pub(crate) per_ip: DashMap<IpAddr, usize>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) inbound: mpsc::Sender<Inbound>,
-    pub(crate) failures: mpsc::UnboundedSender<SendFailure>,
+    pub(crate) notices: mpsc::UnboundedSender<Notice>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) stats: Stats,
 }
@@ -144,11 +155,12 @@ pub struct SipTransport {
 
 impl SipTransport {
     /// Binds every listener in `cfg` and starts the receive tasks. Received
-    /// messages go to `inbound`; asynchronous send failures to `failures`.
+    /// messages go to `inbound`; send failures and closed connections to
+    /// `notices`.
     pub async fn bind(
         cfg: TransportConfig,
         inbound: mpsc::Sender<Inbound>,
-        failures: mpsc::UnboundedSender<SendFailure>,
+        notices: mpsc::UnboundedSender<Notice>,
     ) -> std::io::Result<SipTransport> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut udp = Vec::new();
@@ -180,7 +192,7 @@ impl SipTransport {
             per_ip: DashMap::new(),
             next_conn: AtomicU64::new(1),
             inbound,
-            failures,
+            notices,
             shutdown: stop_rx,
             stats: Stats::default(),
         });
@@ -246,13 +258,6 @@ impl SipTransport {
         self.send_bytes(peer, msg.to_bytes(), token);
     }
 
-    /// Sends a response along RFC 3261 18.2.2 / RFC 3581 (see
-    /// [`response_target`]); `request_peer` is where the request came from.
-    pub fn send_response(&self, request_peer: &Peer, msg: &Message, token: u64) {
-        let target = response_target(msg, request_peer);
-        self.send_bytes(&target, msg.to_bytes(), token);
-    }
-
     /// Sends raw bytes to `peer` as they are.
     pub fn send_bytes(&self, peer: &Peer, bytes: Bytes, token: u64) {
         match peer.transport {
@@ -305,16 +310,13 @@ pub(crate) fn udp_send(inner: &Arc<Inner>, peer: &Peer, bytes: Bytes, token: u64
 pub(crate) fn fail(inner: &Inner, token: u64, peer: &Peer, reason: String) {
     inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
     debug!(%peer, %reason, "send failed");
-    let _ = inner.failures.send(SendFailure { token, peer: *peer, reason });
+    let _ = inner.notices.send(Notice::SendFailed(SendFailure { token, peer: *peer, reason }));
 }
 
-/// Stamps a received request and wraps it for the layer above.
-pub(crate) fn prepare(inner: &Inner, mut message: Message, peer: Peer, now: Instant) -> Inbound {
+/// Wraps received bytes for the layer above.
+pub(crate) fn inbound(inner: &Inner, bytes: Bytes, peer: Peer, now: Instant) -> Inbound {
     inner.stats.received.fetch_add(1, Ordering::Relaxed);
-    if message.is_request() {
-        stamp_received(&mut message, peer.remote, inner.cfg.force_rport);
-    }
-    Inbound { message, peer, received_at: now }
+    Inbound { bytes, peer, received_at: now }
 }
 
 async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
@@ -340,19 +342,8 @@ async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAdd
         };
         let now = Instant::now();
         let data = Bytes::copy_from_slice(&buf[..n]);
-        if data.iter().all(|&b| matches!(b, b'\r' | b'\n' | b' ' | b'\0')) {
-            continue; // keep-alive datagram
-        }
         let peer = Peer { transport: Transport::Udp, remote, local, conn: None };
-        let message = match Message::parse(data) {
-            Ok(m) => m,
-            Err(e) => {
-                inner.stats.unparsable.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, error = %e, "dropped unparsable datagram");
-                continue;
-            }
-        };
-        match inner.inbound.try_send(prepare(&inner, message, peer, now)) {
+        match inner.inbound.try_send(inbound(&inner, data, peer, now)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Like a full socket buffer: UDP senders retransmit.

@@ -1,7 +1,7 @@
 //! TCP: accepting, connecting, one reader and one writer task per connection,
 //! stream framing, RFC 5626 keep-alive answers, idle timeout, per-IP cap.
 
-use crate::{fail, prepare, udp_send, ConnEntry, Inner};
+use crate::{fail, inbound, udp_send, ConnEntry, Inner, Notice};
 use bytes::Bytes;
 use sip_message::{ConnId, Peer, StreamDecoder, StreamItem, Transport};
 use std::net::SocketAddr;
@@ -203,7 +203,7 @@ async fn run_conn(
                 }
                 Ok(Some(StreamItem::Pong)) => {}
                 Ok(Some(StreamItem::Message(m))) => {
-                    let item = prepare(&inner, m, peer, now);
+                    let item = inbound(&inner, m.to_bytes(), peer, now);
                     if inner.inbound.send(item).await.is_err() {
                         break 'conn;
                     }
@@ -220,6 +220,7 @@ async fn run_conn(
     if accepted {
         release_ip(&inner, remote);
     }
+    let _ = inner.notices.send(Notice::Closed(id));
     // The writer ends once the queue (owned by the map entry) is dropped.
     let _ = writer.await;
 }

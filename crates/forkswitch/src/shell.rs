@@ -1,0 +1,235 @@
+//! The tokio shell around the switch core: the only place with sockets, a
+//! clock, a resolver, a database and signals. It turns what happens into
+//! [`Input`]s for the [`Switch`], and does what the switch's outputs say.
+//! The switch holds all SIP logic; this file only moves data.
+
+use crate::config::Config;
+use crate::dns::SipResolver;
+use records::Timestamp;
+use sip_transport::{Inbound, Notice, SipTransport};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use store::Store;
+use switch::{Datagram, Event, Input, Now, Output, Persist, QueryId, Switch, SwitchState};
+use switch::{Target, Token};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Depth of the transport -> core queue; beyond it UDP input is dropped.
+const INBOUND_QUEUE: usize = 65_536;
+
+/// The clock, read here and nowhere else.
+fn now() -> Now {
+    Now { at: Instant::now(), wall: Timestamp::from_system(SystemTime::now()) }
+}
+
+/// Opens the configured store: SQLite, or memory when no path is set.
+fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
+    if cfg.database.path.is_empty() {
+        return Ok(Arc::new(store::MemoryStore::new()));
+    }
+    store::SqliteStore::open(std::path::Path::new(&cfg.database.path))
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
+}
+
+/// What the switch starts with: accounts (the store's, overlaid with the
+/// config file's, which win and are written back), live bindings, routes.
+fn load_state(cfg: &Config, db: &dyn Store) -> Result<SwitchState, String> {
+    let (customers, domains, extensions) = cfg.accounts();
+    for c in &customers {
+        db.upsert_customer(c);
+    }
+    for d in &domains {
+        db.upsert_domain(d);
+    }
+    for e in &extensions {
+        db.upsert_extension(e);
+    }
+    db.flush().map_err(|e| format!("cannot write accounts: {e}"))?;
+    let wall = now().wall;
+    Ok(SwitchState {
+        customers: db.customers().map_err(|e| e.to_string())?,
+        domains: db.domains().map_err(|e| e.to_string())?,
+        extensions: db.extensions().map_err(|e| e.to_string())?,
+        bindings: db.load_bindings(wall).map_err(|e| format!("cannot load bindings: {e}"))?,
+        routes: cfg.route_table().map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?,
+    })
+}
+
+/// The I/O the switch's outputs go to.
+struct Shell {
+    transport: SipTransport,
+    db: Arc<dyn Store>,
+    resolver: SipResolver,
+    resolved: mpsc::UnboundedSender<(QueryId, Vec<Target>)>,
+}
+
+impl Shell {
+    /// Does what the switch asks until it names its next deadline.
+    fn drain(&self, sw: &mut Switch) -> Instant {
+        loop {
+            match sw.poll_output() {
+                Output::Transmit(t) => {
+                    if t.message.is_request() {
+                        self.transport.send_request(&t.peer, &t.message, t.token.0);
+                    } else {
+                        self.transport.send_bytes(&t.peer, t.message.to_bytes(), t.token.0);
+                    }
+                }
+                Output::Resolve(q) => {
+                    let resolver = self.resolver.clone();
+                    let done = self.resolved.clone();
+                    tokio::spawn(async move {
+                        let targets = resolver.targets(&q.host, q.port, q.transport).await;
+                        let targets = targets
+                            .into_iter()
+                            .map(|(transport, address)| Target { transport, address })
+                            .collect();
+                        let _ = done.send((q.id, targets));
+                    });
+                }
+                Output::Persist(p) => match p {
+                    Persist::Groupcall(g) => self.db.upsert_groupcall(&g),
+                    Persist::Call(c) => self.db.upsert_call(&c),
+                    Persist::Binding(b) => self.db.upsert_binding(&b),
+                    Persist::BindingRemoved { aor, contact } => {
+                        self.db.remove_binding(&aor, &contact)
+                    }
+                },
+                Output::Event(e) => log_event(&e),
+                Output::Timeout(at) => return at,
+            }
+        }
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::Dropped { peer, reason } => debug!(%peer, %reason, "dropped"),
+        Event::CallStarted { call, groupcall } => debug!(%call, %groupcall, "call started"),
+        Event::CallEnded { call } => debug!(%call, "call ended"),
+        Event::CommandIgnored { id } => debug!(%id, "command for nothing live"),
+        Event::BindingsUnreachable { count } => {
+            info!(count, "connection closed: its bindings are unreachable")
+        }
+        Event::AuthFailed { src, user, method } => {
+            info!(%src, %user, %method, "authentication failed")
+        }
+        other => debug!(event = ?other, "event"),
+    }
+}
+
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+fn datagram(inb: Inbound) -> Input {
+    Input::Datagram(Datagram { peer: inb.peer, bytes: inb.bytes })
+}
+
+fn notice(n: Notice) -> Input {
+    match n {
+        Notice::SendFailed(f) => {
+            debug!(peer = %f.peer, reason = %f.reason, "send failed");
+            Input::SendFailed { token: Token(f.token) }
+        }
+        Notice::Closed(conn) => Input::ConnectionClosed { conn },
+    }
+}
+
+/// Runs the server until a stop signal; returns when it has shut down.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let db = open_store(&cfg)?;
+    let state = load_state(&cfg, db.as_ref())?;
+    info!(
+        bindings = state.bindings.len(),
+        extensions = state.extensions.len(),
+        domains = state.domains.len(),
+        database = %cfg.database.path,
+        "location loaded"
+    );
+    let resolver = SipResolver::new(
+        &cfg.dns.servers,
+        Duration::from_millis(cfg.dns.timeout_ms.unwrap_or(2000)),
+        !cfg.sip.tcp.is_empty(),
+    )?;
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (note_tx, mut note_rx) = mpsc::unbounded_channel::<Notice>();
+    let transport = SipTransport::bind(cfg.transport(), in_tx, note_tx)
+        .await
+        .map_err(|e| format!("cannot bind SIP listeners: {e}"))?;
+    let addrs = transport.local_addrs();
+    for (t, a) in &addrs {
+        info!(transport = %t, addr = %a, "listening");
+    }
+    let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
+    let shell = Shell { transport: transport.clone(), db: db.clone(), resolver, resolved: resolved_tx };
+    let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
+    let mut deadline = shell.drain(&mut sw);
+    let mut stats = tokio::time::interval(Duration::from_secs(10));
+    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let input = tokio::select! {
+            Some(inb) = in_rx.recv() => datagram(inb),
+            Some(n) = note_rx.recv() => notice(n),
+            Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
+            _ = tokio::time::sleep_until(deadline.into()) => Input::Timeout,
+            _ = stats.tick() => {
+                let s = sw.stats();
+                let t = transport.stats();
+                use std::sync::atomic::Ordering::Relaxed;
+                info!(calls = s.calls, b2bua_calls = s.dialog_calls, transactions = s.transactions,
+                      bindings = s.bindings, timers = s.timers,
+                      received = t.received.load(Relaxed), overload_drops = t.overload_drops.load(Relaxed),
+                      "stats");
+                continue;
+            }
+            sig = &mut stop => {
+                info!(signal = sig, "stopping: no new requests");
+                break;
+            }
+        };
+        sw.handle_input(now(), input);
+        deadline = shell.drain(&mut sw);
+    }
+    transport.stop_receiving();
+    // Finish what is queued and let live transactions and calls run their
+    // course, for at most the grace time.
+    let grace_end = Instant::now() + Duration::from_secs(cfg.shutdown.grace_secs);
+    while let Ok(inb) = in_rx.try_recv() {
+        sw.handle_input(now(), datagram(inb));
+        deadline = shell.drain(&mut sw);
+    }
+    while !sw.is_idle() {
+        if Instant::now() >= grace_end {
+            warn!(live_transactions = sw.stats().transactions, "grace time over with work left");
+            break;
+        }
+        let input = tokio::select! {
+            Some(n) = note_rx.recv() => notice(n),
+            Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
+            _ = tokio::time::sleep_until(deadline.min(grace_end).into()) => Input::Timeout,
+        };
+        sw.handle_input(now(), input);
+        deadline = shell.drain(&mut sw);
+    }
+    if let Err(e) = db.flush() {
+        warn!(error = %e, "store flush at shutdown failed");
+    }
+    info!("stopped");
+    Ok(())
+}

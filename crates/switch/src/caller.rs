@@ -1,0 +1,104 @@
+//! Who is calling: a carrier recognised by its source address, or an
+//! extension that passes digest authentication (407 challenge), and what
+//! the callees are shown of the caller.
+
+use records::{Address, AddressType};
+use registrar::{Outcome, Registrar};
+use routing::{Caller, RouteTable};
+use sip_message::{HeaderName, Message, Peer};
+use std::time::Instant;
+
+/// A caller who may place calls, as established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Identified {
+    /// Who it is, for routing.
+    pub(crate) caller: Caller,
+    /// The domain its calls are routed in.
+    pub(crate) domain: String,
+}
+
+/// Why a caller is refused: the response to give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A final status (400, 403).
+    Status(u16),
+    /// 407 with these `Proxy-Authenticate` challenges.
+    Challenge(Vec<String>),
+    /// A failed authentication: 403, and worth an operator's attention.
+    AuthFailed {
+        /// The user named in the credentials or the From.
+        user: String,
+    },
+}
+
+/// Identifies the caller of `req` received from `peer`.
+pub(crate) fn identify(
+    registrar: &mut Registrar,
+    routes: &RouteTable,
+    now: Instant,
+    req: &Message,
+    peer: &Peer,
+) -> Result<Identified, Refusal> {
+    if let Some(c) = routes.carrier_for_source(peer.remote.ip()) {
+        let domain = c.inbound_domain.clone();
+        return Ok(Identified { caller: Caller::Carrier { name: c.name.clone() }, domain });
+    }
+    let from = req.from_header().map_err(|_| Refusal::Status(400))?;
+    let from_user =
+        from.uri.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
+    let from_host = String::from_utf8_lossy(from.uri.host).into_owned();
+    let Some(realm) = registrar.accounts().domain_for_host(&from_host).map(|d| d.name.clone())
+    else {
+        return Err(Refusal::Status(403));
+    };
+    let outcome = registrar.authenticate(now, req, HeaderName::ProxyAuthorization, &realm);
+    match outcome {
+        Outcome::Authenticated { username, .. } if username == from_user => Ok(Identified {
+            caller: Caller::Extension { aor: format!("{username}@{realm}"), domain: realm.clone() },
+            domain: realm,
+        }),
+        Outcome::Authenticated { .. } => Err(Refusal::Status(403)),
+        Outcome::Missing => Err(Refusal::Challenge(registrar.digest_mut().challenges(
+            now,
+            &realm,
+            false,
+        ))),
+        Outcome::Stale => {
+            Err(Refusal::Challenge(registrar.digest_mut().challenges(now, &realm, true)))
+        }
+        Outcome::Rejected => Err(Refusal::AuthFailed { user: from_user }),
+        Outcome::Malformed(_) => Err(Refusal::Status(400)),
+    }
+}
+
+/// What callees see of the caller: the `source` address of the records,
+/// and the From header value (display name and URI, no tag) of every leg.
+pub(crate) struct CallerId {
+    pub(crate) source: Address,
+    pub(crate) from: String,
+}
+
+/// The caller ID of `req` from an identified caller; `host` is our address
+/// the request came in on (the From host legs show).
+pub(crate) fn caller_id(req: &Message, who: &Identified, host: std::net::SocketAddr) -> CallerId {
+    let from = req.from_header().ok();
+    let display =
+        from.and_then(|f| f.display_name()).map(|d| String::from_utf8_lossy(d).into_owned());
+    let from_user = from
+        .and_then(|f| f.uri.user)
+        .map(|u| String::from_utf8_lossy(u).into_owned())
+        .unwrap_or_default();
+    let source = match &who.caller {
+        Caller::Extension { aor, .. } => {
+            let mut a = Address::new(AddressType::Endpoint, aor.clone());
+            a.name = display.clone().unwrap_or_default();
+            a
+        }
+        _ => Address::new(AddressType::Tel, from_user.clone()),
+    };
+    let from = match &display {
+        Some(d) => format!("\"{}\" <sip:{from_user}@{host}>", d.replace('"', "")),
+        None => format!("<sip:{from_user}@{host}>"),
+    };
+    CallerId { source, from }
+}

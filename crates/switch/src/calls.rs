@@ -1,0 +1,325 @@
+//! Served calls: one fork ([`groupcall::Fork`]) per inbound call, driving
+//! that call's B2BUA legs ([`b2bua::CallManager`]). Fork actions become SIP
+//! through the B2BUA and records for the store; what the legs do goes back
+//! into the fork as [`LegEvent`]s. Failover (carriers, DNS targets) is the
+//! fork's own hunting: nothing here re-dials behind its back.
+
+use crate::dialer::{dns_question, Dialer};
+use crate::dns::{DnsQueries, Waiter};
+use crate::input::Now;
+use crate::output::{Output, Persist, Query};
+use b2bua::{CallEvent, CallManager, CallRef, LegRef};
+use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record};
+use records::{Call, CallStatus, HangupBy, HangupReason};
+use sip_transaction::TransactionLayer;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+use tracing::debug;
+use uuid::Uuid;
+
+fn uri_of(target: &LegTarget) -> String {
+    match target {
+        LegTarget::Sip { uri } => uri.clone(),
+        _ => String::new(),
+    }
+}
+
+/// What applying a fork's actions touches besides the call itself.
+pub(crate) struct CallContext<'a> {
+    pub(crate) tx: &'a mut TransactionLayer,
+    pub(crate) mgr: &'a mut CallManager,
+    pub(crate) dialer: Dialer<'a>,
+    pub(crate) dns: &'a mut DnsQueries,
+    pub(crate) out: &'a mut VecDeque<Output>,
+}
+
+/// The fork's legs and the B2BUA's, one to one.
+#[derive(Debug, Default)]
+struct LegMap {
+    to_b2bua: HashMap<LegId, LegRef>,
+    to_fork: HashMap<LegRef, LegId>,
+}
+
+impl LegMap {
+    fn insert(&mut self, leg: LegId, lr: LegRef) {
+        self.to_b2bua.insert(leg, lr);
+        self.to_fork.insert(lr, leg);
+    }
+}
+
+/// One inbound call being served.
+pub(crate) struct ServedCall {
+    pub(crate) fork: Fork,
+    legs: LegMap,
+    /// The inbound call's record.
+    pub(crate) inbound: Call,
+    /// The caller's From (display name and URI, no tag), shown to callees.
+    from: String,
+    /// The B2BUA reported `CallEnded`: every dialog is gone.
+    dialogs_over: bool,
+    /// The fork deadline filed in the switch's timer queue.
+    pub(crate) fork_deadline: Option<Instant>,
+}
+
+/// Moves the inbound call record forward (never back) and queues it for the
+/// store when it changed.
+fn advance_inbound(
+    c: &mut Call,
+    out: &mut VecDeque<Output>,
+    now: Now,
+    status: CallStatus,
+    end: (HangupBy, HangupReason),
+) {
+    if !c.status.can_become(status) {
+        return;
+    }
+    c.status = status;
+    c.tm_update = now.wall;
+    match status {
+        CallStatus::Ringing => c.tm_ringing = now.wall,
+        CallStatus::Progressing => c.tm_progressing = now.wall,
+        CallStatus::Hangup => {
+            c.tm_hangup = now.wall;
+            (c.hangup_by, c.hangup_reason) = end;
+        }
+        _ => {}
+    }
+    out.push_back(Output::Persist(Persist::Call(c.clone())));
+}
+
+const NOT_ENDED: (HangupBy, HangupReason) = (HangupBy::None, HangupReason::None);
+
+impl ServedCall {
+    pub(crate) fn new(fork: Fork, inbound: Call, from: String) -> Self {
+        ServedCall {
+            fork,
+            legs: LegMap::default(),
+            inbound,
+            from,
+            dialogs_over: false,
+            fork_deadline: None,
+        }
+    }
+
+    /// Both the fork and the dialogs are over: the call can be forgotten.
+    pub(crate) fn is_over(&self) -> bool {
+        self.fork.is_finished() && self.dialogs_over
+    }
+
+    /// The fork leg of a B2BUA leg.
+    pub(crate) fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
+        self.legs.to_fork.get(&lr).copied()
+    }
+
+    /// A B2BUA event of this call, into the fork; then its actions.
+    pub(crate) fn on_call_event(&mut self, cx: &mut CallContext<'_>, now: Now, ev: CallEvent) {
+        match ev {
+            CallEvent::CallEnded { .. } => self.dialogs_over = true,
+            CallEvent::CallerCancelled { .. } => self.fork.caller_cancelled(now.into()),
+            CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
+                self.fork.caller_hung_up(now.into());
+                let end = (HangupBy::Remote, HangupReason::Normal);
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+            }
+            ev => {
+                let Some(leg) = ev.leg().and_then(|lr| self.fork_leg(lr)) else { return };
+                let lev = match ev {
+                    CallEvent::LegTrying { .. } => LegEvent::Trying,
+                    CallEvent::LegRinging { .. } => LegEvent::Ringing,
+                    CallEvent::LegEarlyMedia { .. } => LegEvent::EarlyMedia,
+                    CallEvent::LegAnswered { .. } => LegEvent::Answered,
+                    CallEvent::LegFailed { code, .. } => LegEvent::Failed { code },
+                    CallEvent::LegNoResponse { .. } => LegEvent::NoResponse,
+                    CallEvent::LegCancelled { .. } => LegEvent::Cancelled,
+                    CallEvent::LegHungUp { .. } => LegEvent::HungUp,
+                    _ => LegEvent::Ended,
+                };
+                self.fork.leg_event(now.into(), leg, lev);
+            }
+        }
+        let cref = ev.call();
+        self.run(cx, now, cref);
+    }
+
+    /// Applies every pending fork action.
+    pub(crate) fn run(&mut self, cx: &mut CallContext<'_>, now: Now, cref: CallRef) {
+        while let Some(action) = self.fork.poll_action() {
+            self.apply(cx, now, cref, action);
+        }
+    }
+
+    fn leg(&self, leg: LegId) -> Option<LegRef> {
+        self.legs.to_b2bua.get(&leg).copied()
+    }
+
+    fn apply(&mut self, cx: &mut CallContext<'_>, now: Now, cref: CallRef, action: Action) {
+        let at = now.at;
+        let result = match action {
+            Action::Dial { leg, target, .. } => {
+                self.dial(cx, now, cref, leg, &target);
+                Ok(())
+            }
+            Action::Resolve { query, target } => {
+                let question = match &target {
+                    LegTarget::Sip { uri } => dns_question(uri),
+                    _ => None,
+                };
+                match question {
+                    Some((host, port, transport)) => {
+                        let waiter = Waiter::Destination { call: cref, query, uri: uri_of(&target) };
+                        let id = cx.dns.ask(waiter);
+                        cx.out.push_back(Output::Resolve(Query { id, host, port, transport }));
+                    }
+                    None => self.fork.resolved(now.into(), query, Vec::new()),
+                }
+                Ok(())
+            }
+            Action::Cancel { leg, reason } => match self.leg(leg) {
+                Some(lr) => cx.mgr.cancel_leg(cx.tx, at, cref, lr, reason.map(|r| r.header_value())),
+                None => Ok(()),
+            },
+            Action::AckAndBye { leg } => match self.leg(leg) {
+                Some(lr) => cx.mgr.ack_and_bye(cx.tx, at, cref, lr),
+                None => Ok(()),
+            },
+            Action::Bye { leg } => match self.leg(leg) {
+                Some(lr) => cx.mgr.bye_leg(cx.tx, at, cref, lr),
+                None => Ok(()),
+            },
+            Action::RelayRinging => {
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Ringing, NOT_ENDED);
+                cx.mgr.ring_caller(cx.tx, at, cref)
+            }
+            Action::RelayEarlyMedia { leg } => match self.leg(leg) {
+                Some(lr) => {
+                    let st = CallStatus::Ringing;
+                    advance_inbound(&mut self.inbound, cx.out, now, st, NOT_ENDED);
+                    cx.mgr.early_media_caller(cx.tx, at, cref, lr)
+                }
+                None => Ok(()),
+            },
+            Action::AnswerCaller { leg } => match self.leg(leg) {
+                Some(lr) => {
+                    let st = CallStatus::Progressing;
+                    advance_inbound(&mut self.inbound, cx.out, now, st, NOT_ENDED);
+                    cx.mgr.answer_caller(cx.tx, at, cref, lr)
+                }
+                None => Ok(()),
+            },
+            Action::RejectCaller { code } => {
+                let by = if code == 487 { HangupBy::Remote } else { HangupBy::Local };
+                let end = (by, HangupReason::for_status(code));
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+                cx.mgr.reject_caller(cx.tx, at, cref, code)
+            }
+            Action::ByeCaller => {
+                let end = (HangupBy::Local, HangupReason::Normal);
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+                cx.mgr.bye_caller(cx.tx, at, cref)
+            }
+            Action::RecordChanged(Record::Groupcall(g)) => {
+                cx.out.push_back(Output::Persist(Persist::Groupcall(g)));
+                Ok(())
+            }
+            Action::RecordChanged(Record::Call(c)) => {
+                cx.out.push_back(Output::Persist(Persist::Call(c)));
+                Ok(())
+            }
+            Action::Finished => {
+                let end = (HangupBy::Remote, HangupReason::Normal);
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            debug!(error = ?e, "call action not applied");
+        }
+    }
+
+    /// Dials a fork leg: its dial target, then the B2BUA's INVITE. A target
+    /// that cannot be dialed fails the leg at once (the fork fails over).
+    fn dial(
+        &mut self,
+        cx: &mut CallContext<'_>,
+        now: Now,
+        cref: CallRef,
+        leg: LegId,
+        target: &LegTarget,
+    ) {
+        let code = match cx.dialer.target(target, &self.from) {
+            Ok(dt) => match cx.mgr.dial(cx.tx, now.at, cref, dt) {
+                Ok(lr) => {
+                    self.legs.insert(leg, lr);
+                    if let Some(id) = cx.mgr.leg_sip_call_id(cref, lr) {
+                        self.fork.leg_dialed(now.into(), leg, id);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = ?e, "dial refused");
+                    503
+                }
+            },
+            Err(code) => code,
+        };
+        self.fork.leg_event(now.into(), leg, LegEvent::Failed { code });
+    }
+}
+
+/// Every served call, and the indexes commands find them by.
+#[derive(Default)]
+pub(crate) struct Calls {
+    served: HashMap<CallRef, ServedCall>,
+    /// Inbound call record ids and root groupcall ids.
+    by_record: HashMap<Uuid, CallRef>,
+}
+
+impl Calls {
+    pub(crate) fn insert(&mut self, cref: CallRef, call: ServedCall) {
+        self.by_record.insert(call.inbound.id, cref);
+        self.by_record.insert(call.fork.root().id, cref);
+        self.served.insert(cref, call);
+    }
+
+    pub(crate) fn get_mut(&mut self, cref: CallRef) -> Option<&mut ServedCall> {
+        self.served.get_mut(&cref)
+    }
+
+    pub(crate) fn get(&self, cref: CallRef) -> Option<&ServedCall> {
+        self.served.get(&cref)
+    }
+
+    /// Forgets a call that is over; its inbound record id.
+    pub(crate) fn remove_if_over(&mut self, cref: CallRef) -> Option<Uuid> {
+        if !self.served.get(&cref).is_some_and(ServedCall::is_over) {
+            return None;
+        }
+        let call = self.served.remove(&cref)?;
+        self.by_record.remove(&call.inbound.id);
+        self.by_record.remove(&call.fork.root().id);
+        Some(call.inbound.id)
+    }
+
+    /// The call a groupcall or call record belongs to: the indexed root and
+    /// inbound ids first, then (child groupcalls, legs) every call's fork.
+    pub(crate) fn find(&self, id: Uuid) -> Option<CallRef> {
+        if let Some(c) = self.by_record.get(&id) {
+            return Some(*c);
+        }
+        self.served
+            .iter()
+            .find(|(_, s)| s.fork.groupcall(id).is_some() || s.fork.call(id).is_some())
+            .map(|(c, _)| *c)
+    }
+
+    /// Live calls.
+    pub(crate) fn len(&self) -> usize {
+        self.served.len()
+    }
+}
+
+impl From<Now> for groupcall::Now {
+    fn from(n: Now) -> Self {
+        groupcall::Now { at: n.at, wall: n.wall }
+    }
+}

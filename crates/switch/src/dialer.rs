@@ -1,0 +1,176 @@
+//! Where a fork's legs go: the [`groupcall::Directory`] a fork is built
+//! from (registered contacts, stored groups, and how each `sip`/`tel`
+//! destination is reached: carrier hops in failover order, one IP hop, or a
+//! DNS question), and the turning of a fork's leg target into the B2BUA's
+//! [`DialTarget`]. Carrier and DNS-target failover is the fork's: this
+//! module only lists the hops.
+
+use b2bua::DialTarget;
+use groupcall::{ContactTarget, Directory, GroupDef, Hop, LegTarget, Reach};
+use records::Timestamp;
+use registrar::LocationStore;
+use routing::{CarrierTarget, RouteTable};
+use sip_message::{Peer, Transport, Uri};
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+
+/// A local address for `transport` in the family of `remote` (any
+/// transport of that family when there is none for it).
+pub(crate) fn local_for(
+    locals: &[(Transport, SocketAddr)],
+    transport: Transport,
+    remote: SocketAddr,
+) -> Option<SocketAddr> {
+    let family = |a: &SocketAddr| a.is_ipv4() == remote.is_ipv4();
+    locals
+        .iter()
+        .find(|(t, a)| *t == transport && family(a))
+        .or_else(|| locals.iter().find(|(_, a)| family(a)))
+        .map(|(_, a)| *a)
+}
+
+/// The hop of a carrier target.
+pub(crate) fn carrier_hop(t: CarrierTarget) -> Hop {
+    Hop {
+        request_uri: t.request_uri,
+        transport: t.transport,
+        address: t.address,
+        trunk: Some(t.carrier),
+    }
+}
+
+/// The one hop of a `sip:` URI whose host is an IP address; `None` for a
+/// host name.
+pub(crate) fn ip_hop(uri: &str, u: &Uri<'_>) -> Option<Hop> {
+    let host = std::str::from_utf8(u.host).ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let transport = u.transport().and_then(Transport::from_token).unwrap_or(Transport::Udp);
+    Some(Hop {
+        request_uri: uri.to_owned(),
+        transport,
+        address: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+        trunk: None,
+    })
+}
+
+/// What a fork may look up while it is built, for one call.
+pub(crate) struct CallDirectory<'a> {
+    /// Registered contacts.
+    pub(crate) location: &'a LocationStore,
+    /// Ring groups and carriers.
+    pub(crate) routes: &'a RouteTable,
+    /// The domain group numbers are looked up in.
+    pub(crate) domain: &'a str,
+    /// Now, for binding expiry.
+    pub(crate) wall: Timestamp,
+    /// Carrier targets the routing decision already found for this number
+    /// (a direct PSTN call): used once instead of routing again.
+    pub(crate) routed: RefCell<Option<(String, Vec<CarrierTarget>)>>,
+}
+
+impl Directory for CallDirectory<'_> {
+    fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
+        self.location
+            .reachable(aor, self.wall)
+            .into_iter()
+            .map(|l| ContactTarget {
+                binding_key: l.binding.contact.clone(),
+                uri: l.binding.contact,
+                q: l.binding.q,
+            })
+            .collect()
+    }
+
+    fn group(&self, key: &str) -> Option<GroupDef> {
+        self.routes.group(key, self.domain).map(|g| g.def(None))
+    }
+
+    fn reach(&self, target: &LegTarget) -> Reach {
+        match target {
+            LegTarget::Tel { number } => {
+                let routed = self.routed.borrow_mut().take();
+                let targets = match routed {
+                    Some((n, t)) if &n == number => t,
+                    _ => self.routes.tel_targets(number),
+                };
+                if targets.is_empty() {
+                    Reach::Unreachable(404)
+                } else {
+                    Reach::Hops(targets.into_iter().map(carrier_hop).collect())
+                }
+            }
+            LegTarget::Sip { uri } => match Uri::parse(uri.as_bytes()) {
+                Ok(u) if u.is_sip() => match ip_hop(uri, &u) {
+                    Some(hop) => Reach::Hops(vec![hop]),
+                    None => Reach::Resolve,
+                },
+                _ => Reach::Unreachable(416),
+            },
+            _ => Reach::Direct,
+        }
+    }
+}
+
+/// The host, port and transport a `sip:` destination asks DNS about.
+pub(crate) fn dns_question(uri: &str) -> Option<(String, Option<u16>, Option<Transport>)> {
+    let u = Uri::parse(uri.as_bytes()).ok()?;
+    let host = String::from_utf8_lossy(u.host).into_owned();
+    Some((host, u.port, u.transport().and_then(Transport::from_token)))
+}
+
+/// Turns a fork's leg target into what the B2BUA dials, or the status the
+/// leg fails with.
+pub(crate) struct Dialer<'a> {
+    pub(crate) location: &'a LocationStore,
+    pub(crate) routes: &'a RouteTable,
+    pub(crate) locals: &'a [(Transport, SocketAddr)],
+    pub(crate) wall: Timestamp,
+}
+
+impl Dialer<'_> {
+    /// The dial target of `target`, presenting `from` to the callee.
+    pub(crate) fn target(&self, target: &LegTarget, from: &str) -> Result<DialTarget, u16> {
+        match target {
+            LegTarget::Contact { aor, contact } => {
+                let loc = self
+                    .location
+                    .reachable(aor, self.wall)
+                    .into_iter()
+                    .find(|l| l.binding.contact == contact.binding_key)
+                    .ok_or(480u16)?;
+                Ok(DialTarget {
+                    request_uri: contact.uri.clone(),
+                    to: format!("<sip:{aor}>"),
+                    from: from.to_owned(),
+                    next_hop: loc.target(),
+                    credentials: None,
+                    extra_headers: Vec::new(),
+                })
+            }
+            LegTarget::Hop { hop } => self.hop(hop, from),
+            // The directory gives hops for every `sip`/`tel` destination.
+            LegTarget::Sip { .. } | LegTarget::Tel { .. } => Err(500),
+        }
+    }
+
+    fn hop(&self, hop: &Hop, from: &str) -> Result<DialTarget, u16> {
+        let local = local_for(self.locals, hop.transport, hop.address).ok_or(503u16)?;
+        let carrier = hop.trunk.as_deref().and_then(|t| self.routes.carrier(t));
+        Ok(DialTarget {
+            request_uri: hop.request_uri.clone(),
+            to: format!("<{}>", hop.request_uri),
+            from: from.to_owned(),
+            next_hop: Peer {
+                transport: hop.transport,
+                remote: hop.address,
+                local,
+                conn: None,
+            },
+            credentials: carrier
+                .filter(|c| !c.username.is_empty())
+                .map(|c| (c.username.clone(), c.password.clone())),
+            extra_headers: carrier.map(|c| c.headers.clone()).unwrap_or_default(),
+        })
+    }
+}

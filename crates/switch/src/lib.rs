@@ -1,0 +1,81 @@
+//! # switch: the forkswitch switch core
+//!
+//! The whole softswitch as ONE sans-IO state machine, in the style of
+//! str0m's `Rtc` and quinn-proto's `Connection`: the codec's validation,
+//! the RFC 3261 transaction layer, the registrar, routing, the fork engine
+//! (`groupcall`) and the B2BUA's legs, composed. It never reads a clock,
+//! never touches a socket, a resolver or a database, and never asks the OS
+//! for randomness: time is an input, every random choice comes from the
+//! seed it was built with, and everything it wants done is an output. The
+//! binary (`forkswitch`) is a thin tokio shell around it; the simulation
+//! test (`tests/simulation.rs`) drives the same machine over a simulated,
+//! lossy network in virtual time.
+//!
+//! ## The contract
+//!
+//! - **Build** with [`Switch::new`]`(config, state, seed, now)`: settings,
+//!   the accounts, bindings and routes the shell loaded, a seed, and the
+//!   current time.
+//! - **Inputs** go in through [`Switch::handle_input`]`(now, input)`, one
+//!   at a time, with the current [`Now`] (monotonic instant and wall-clock
+//!   timestamp; never going backwards):
+//!   - [`Input::Datagram`]: a message's bytes with its [`sip_message::Peer`]
+//!     (transport, remote and local address, stream connection);
+//!   - [`Input::Timeout`]: the last deadline has come;
+//!   - [`Input::Resolved`]: the answer to an [`Output::Resolve`];
+//!   - [`Input::SendFailed`]: an [`Output::Transmit`] could not be sent
+//!     (its [`Token`] names the transaction, which fails over at once);
+//!   - [`Input::ConnectionClosed`]: a stream connection closed (bindings
+//!     registered over it become unreachable);
+//!   - [`Input::Command`]: a [`Command`] from the API.
+//! - **Outputs**: after *every* `handle_input` (and after `new`), call
+//!   [`Switch::poll_output`] until it returns [`Output::Timeout`], and do
+//!   what each output says, in order:
+//!   - [`Output::Transmit`]: send the message to its peer (responses are
+//!     already addressed per RFC 3261 18.2.2 and RFC 3581); keep its token
+//!     for a failure report;
+//!   - [`Output::Resolve`]: resolve the name (RFC 3263) and answer with
+//!     [`Input::Resolved`], empty when it failed;
+//!   - [`Output::Persist`]: store the record (the last one of an id wins);
+//!   - [`Output::Event`]: log it, count it, publish it;
+//!   - [`Output::Timeout`]: the next deadline; call
+//!     `handle_input(now, Input::Timeout)` when it comes (earlier inputs are
+//!     fine: the deadline is asked for again after them).
+//! - **Getters** ([`Switch::stats`], [`Switch::is_idle`],
+//!   [`Switch::registrar`]) read state and may be called at any time; they
+//!   change nothing.
+//!
+//! The order of outputs is meaningful (an ACK precedes the BYE that
+//! follows it on the same leg), so a shell must not reorder transmits.
+//!
+//! ## Inside
+//!
+//! One [`timer_queue::TimerQueue`] holds every timer of the machine, keyed
+//! by owner (transaction, a call's dialogs, a call's fork, housekeeping);
+//! each owner keeps its own current deadline. One list of methods
+//! ([`methods`]) makes the 501 decision and every `Allow` header. Failover
+//! (carriers, DNS targets) is a linear child of the fork, visible in the
+//! records. Persistence is an output: the switch holds no store.
+//!
+//! Main types: [`Switch`], [`SwitchConfig`], [`SwitchState`], [`Input`],
+//! [`Output`], [`Command`], [`Event`], [`Persist`].
+#![deny(missing_docs)]
+
+mod caller;
+mod calls;
+mod config;
+mod dialer;
+mod dns;
+mod input;
+mod local;
+pub mod methods;
+mod output;
+pub mod received;
+mod switch;
+mod timers;
+
+pub use config::{SwitchConfig, SwitchState};
+pub use input::{Command, Datagram, Input, Now, Target};
+pub use local::LocalIdentity;
+pub use output::{Event, Output, Persist, Query, QueryId, Token, Transmit};
+pub use switch::{Switch, SwitchStats};

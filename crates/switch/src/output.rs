@@ -1,0 +1,131 @@
+//! What the switch core asks of its shell: messages to send, names to
+//! resolve, records to store, events to publish, and when to wake it up.
+
+use records::{Binding, Call, Groupcall};
+use sip_message::{Message, Peer, Transport};
+use std::net::IpAddr;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Names what a transmit belongs to, so that a failure to send it
+/// ([`crate::Input::SendFailed`]) reaches the transaction that sent it.
+/// Opaque to the shell: hand it to the transport and give it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token(pub u64);
+
+impl Token {
+    /// A message outside any transaction (an ACK for a 2xx, a keep-alive):
+    /// a failure is only counted.
+    pub const NONE: Token = Token(0);
+}
+
+/// A message to send.
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    /// Where: transport, remote address, local address to send from, and
+    /// the stream connection to use when there is one. For a response this
+    /// is already the RFC 3261 18.2.2 / RFC 3581 target.
+    pub peer: Peer,
+    /// The message (serialise with `to_bytes`).
+    pub message: Message,
+    /// What it belongs to.
+    pub token: Token,
+}
+
+/// A DNS question (RFC 3263) for the shell's resolver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(pub u64);
+
+/// A name to resolve into next hops: answer with
+/// [`crate::Input::Resolved`] carrying the same `id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    /// The question's id.
+    pub id: QueryId,
+    /// Host name (never an IP address).
+    pub host: String,
+    /// Port, when the URI gave one (then no NAPTR/SRV lookup).
+    pub port: Option<u16>,
+    /// Transport, when the URI gave one (then no NAPTR lookup).
+    pub transport: Option<Transport>,
+}
+
+/// A record to store durably.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// A groupcall record (created or changed).
+    Groupcall(Groupcall),
+    /// A call record: a leg, or an inbound call.
+    Call(Call),
+    /// A binding added or refreshed.
+    Binding(Binding),
+    /// A binding removed.
+    BindingRemoved {
+        /// Its address-of-record.
+        aor: String,
+        /// Its contact URI.
+        contact: String,
+    },
+}
+
+/// Something the operator (logs, metrics, webhooks) may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message was dropped before any transaction: unparsable, or
+    /// malformed in a way RFC 3261 says to drop.
+    Dropped {
+        /// Where it came from.
+        peer: Peer,
+        /// Why.
+        reason: String,
+    },
+    /// An inbound call is served by a fork.
+    CallStarted {
+        /// The inbound call record.
+        call: Uuid,
+        /// Its root groupcall record.
+        groupcall: Uuid,
+    },
+    /// A served call is completely over.
+    CallEnded {
+        /// The inbound call record.
+        call: Uuid,
+    },
+    /// A command named a groupcall or call that is not live.
+    CommandIgnored {
+        /// The record id it named.
+        id: Uuid,
+    },
+    /// A stream connection closed and made bindings unreachable.
+    BindingsUnreachable {
+        /// How many.
+        count: usize,
+    },
+    /// A failed digest authentication (REGISTER or INVITE).
+    AuthFailed {
+        /// Source address.
+        src: IpAddr,
+        /// The user named in the request, if any.
+        user: String,
+        /// The request method.
+        method: String,
+    },
+}
+
+/// One output of [`crate::Switch::poll_output`].
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // moved once from the queue to the shell
+pub enum Output {
+    /// Send a message.
+    Transmit(Transmit),
+    /// Resolve a name.
+    Resolve(Query),
+    /// Store a record.
+    Persist(Persist),
+    /// Tell the operator.
+    Event(Event),
+    /// Nothing more for now: call `handle_input(now, Input::Timeout)` at this
+    /// instant, or earlier with any other input.
+    Timeout(Instant),
+}
