@@ -3,12 +3,69 @@
 use crate::{
     BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, LegId, LegTarget,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use records::{
     Address, AddressType, AnswerMethod, Call, Groupcall, GroupcallStatus, RingMethod, Timestamp,
     NIL,
 };
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Makes the fork's records: the fields they all share (owner, caller,
+/// served call) and their ids, drawn from the fork's seeded generator (never
+/// from the OS), so that a run can be replayed.
+pub(crate) struct RecordMaker {
+    pub customer_id: Uuid,
+    pub source: Address,
+    pub master_call_id: Uuid,
+    rng: StdRng,
+}
+
+impl RecordMaker {
+    pub fn new(spec: &GroupSpec, seed: u64) -> RecordMaker {
+        RecordMaker {
+            customer_id: spec.customer_id,
+            source: spec.source.clone(),
+            master_call_id: spec.master_call_id,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// A fresh (version 4) UUID from the seeded generator.
+    pub fn uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(self.rng.gen()).into_uuid()
+    }
+
+    /// A groupcall record, `progressing`, with a fresh id.
+    pub fn groupcall(
+        &mut self,
+        destinations: Vec<Address>,
+        ring_method: RingMethod,
+        answer_method: AnswerMethod,
+        master_groupcall_id: Uuid,
+        wall: Timestamp,
+    ) -> Groupcall {
+        Groupcall {
+            id: self.uuid(),
+            customer_id: self.customer_id,
+            source: self.source.clone(),
+            destinations,
+            ring_method,
+            answer_method,
+            status: GroupcallStatus::Progressing,
+            answer_call_id: NIL,
+            answer_groupcall_id: NIL,
+            call_ids: Vec::new(),
+            groupcall_ids: Vec::new(),
+            master_call_id: self.master_call_id,
+            master_groupcall_id,
+            tm_create: wall,
+            tm_update: wall,
+            tm_delete: Timestamp::NOT_YET,
+        }
+    }
+}
 
 /// One groupcall of the tree.
 pub(crate) struct GroupNode {
@@ -146,34 +203,6 @@ pub(crate) struct Tree {
     pub legs: Vec<LegNode>,
 }
 
-fn group_record(
-    spec: &GroupSpec,
-    destinations: Vec<Address>,
-    ring_method: RingMethod,
-    answer_method: AnswerMethod,
-    master_groupcall_id: Uuid,
-    wall: Timestamp,
-) -> Groupcall {
-    Groupcall {
-        id: Uuid::new_v4(),
-        customer_id: spec.customer_id,
-        source: spec.source.clone(),
-        destinations,
-        ring_method,
-        answer_method,
-        status: GroupcallStatus::Progressing,
-        answer_call_id: NIL,
-        answer_groupcall_id: NIL,
-        call_ids: Vec::new(),
-        groupcall_ids: Vec::new(),
-        master_call_id: spec.master_call_id,
-        master_groupcall_id,
-        tm_create: wall,
-        tm_update: wall,
-        tm_delete: Timestamp::NOT_YET,
-    }
-}
-
 fn node(rec: Groupcall, parent: Option<(usize, usize)>, send_reason: bool) -> GroupNode {
     GroupNode {
         rec,
@@ -204,49 +233,64 @@ fn sip_uri(target: &str) -> String {
     }
 }
 
-struct Builder<'a> {
-    spec: &'a GroupSpec,
-    dir: &'a dyn Directory,
-    cfg: &'a ForkConfig,
-    wall: Timestamp,
-    groups: Groups,
-    legs: Vec<LegNode>,
-}
-
-impl Builder<'_> {
-    fn group_id(&self, g: usize) -> Uuid {
+impl Tree {
+    /// The record id of group `g` (nil when there is none).
+    pub fn group_id(&self, g: usize) -> Uuid {
         self.groups.get(g).map_or(NIL, |n| n.rec.id)
     }
 
-    fn push_child(&mut self, n: GroupNode) -> Result<usize, BuildError> {
-        if self.groups.rest.len() >= self.cfg.max_legs {
-            return Err(BuildError::TooManyGroups { limit: self.cfg.max_legs });
+    /// Appends a child group; its index is greater than every other's.
+    pub fn push_child(&mut self, limit: usize, n: GroupNode) -> Result<usize, BuildError> {
+        if self.groups.rest.len() >= limit {
+            return Err(BuildError::TooManyGroups { limit });
         }
         self.groups.rest.push(n);
         Ok(self.groups.len() - 1)
     }
 
-    fn add_leg(
+    /// Appends a leg of group `group`, not dialed yet.
+    pub fn add_leg(
         &mut self,
+        limit: usize,
+        maker: &mut RecordMaker,
         group: usize,
         target: LegTarget,
         destination: Address,
     ) -> Result<usize, BuildError> {
-        let too_many = BuildError::TooManyLegs { limit: self.cfg.max_legs };
-        if self.legs.len() >= self.cfg.max_legs {
+        let too_many = BuildError::TooManyLegs { limit };
+        if self.legs.len() >= limit {
             return Err(too_many);
         }
         let id = u32::try_from(self.legs.len()).map_err(|_| too_many)?;
         self.legs.push(LegNode {
             id: LegId(id),
             group,
-            call_id: Uuid::new_v4(),
+            call_id: maker.uuid(),
             target,
             destination,
             phase: LegPhase::Idle,
             rec: None,
         });
         Ok(self.legs.len() - 1)
+    }
+}
+
+struct Builder<'a> {
+    dir: &'a dyn Directory,
+    cfg: &'a ForkConfig,
+    wall: Timestamp,
+    maker: &'a mut RecordMaker,
+    tree: Tree,
+}
+
+impl Builder<'_> {
+    fn add_leg(
+        &mut self,
+        group: usize,
+        target: LegTarget,
+        destination: Address,
+    ) -> Result<usize, BuildError> {
+        self.tree.add_leg(self.cfg.max_legs, self.maker, group, target, destination)
     }
 
     /// Fills the items of group `g` from `def`; `depth` is `g`'s depth and
@@ -296,15 +340,15 @@ impl Builder<'_> {
                     if depth >= self.cfg.max_depth {
                         return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
                     }
-                    let rec = group_record(
-                        self.spec,
+                    let rec = self.maker.groupcall(
                         child.destinations.iter().map(|d| d.address.clone()).collect(),
                         child.ring_method,
                         child.answer_method,
-                        self.group_id(g),
+                        self.tree.group_id(g),
                         self.wall,
                     );
-                    let c = self.push_child(node(rec, Some((g, i)), child.send_reason))?;
+                    let n = node(rec, Some((g, i)), child.send_reason);
+                    let c = self.tree.push_child(self.cfg.max_legs, n)?;
                     path.push(child.id);
                     self.fill(c, &child, depth + 1, path)?;
                     path.pop();
@@ -313,7 +357,7 @@ impl Builder<'_> {
             };
             items.push(it);
         }
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.items = items;
         }
         Ok(())
@@ -329,37 +373,38 @@ impl Builder<'_> {
         contacts: Vec<ContactTarget>,
         send_reason: bool,
     ) -> Result<usize, BuildError> {
-        let rec = group_record(
-            self.spec,
+        let rec = self.maker.groupcall(
             contacts.iter().map(|c| Address::new(AddressType::Sip, c.uri.clone())).collect(),
             RingMethod::RingAll,
             AnswerMethod::HangupOthers,
-            self.group_id(parent),
+            self.tree.group_id(parent),
             self.wall,
         );
-        let c = self.push_child(node(rec, Some((parent, index)), send_reason))?;
+        let n = node(rec, Some((parent, index)), send_reason);
+        let c = self.tree.push_child(self.cfg.max_legs, n)?;
         let mut items = Vec::with_capacity(contacts.len());
         for contact in contacts {
             let t = LegTarget::Contact { aor: address.target.clone(), contact };
             items.push(item(ItemKind::Leg(self.add_leg(c, t, address.clone())?), None));
         }
-        if let Some(n) = self.groups.get_mut(c) {
+        if let Some(n) = self.tree.groups.get_mut(c) {
             n.items = items;
         }
         Ok(c)
     }
 }
 
-/// Expands the tree of `spec`; the root record is materialized.
+/// Expands the tree of `spec`, every id drawn from `maker`; the root record
+/// is materialized.
 pub(crate) fn expand(
     spec: &GroupSpec,
     dir: &dyn Directory,
     cfg: &ForkConfig,
+    maker: &mut RecordMaker,
     wall: Timestamp,
 ) -> Result<Tree, BuildError> {
     let def = &spec.group;
-    let rec = group_record(
-        spec,
+    let rec = maker.groupcall(
         def.destinations.iter().map(|d| d.address.clone()).collect(),
         def.ring_method,
         def.answer_method,
@@ -368,17 +413,11 @@ pub(crate) fn expand(
     );
     let mut root = node(rec, None, def.send_reason);
     root.materialized = true;
-    let mut b = Builder {
-        spec,
-        dir,
-        cfg,
-        wall,
-        groups: Groups { root, rest: Vec::new() },
-        legs: Vec::new(),
-    };
+    let tree = Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new() };
+    let mut b = Builder { dir, cfg, wall, maker, tree };
     let mut path = vec![def.id];
     b.fill(0, def, 0, &mut path)?;
-    Ok(Tree { groups: b.groups, legs: b.legs })
+    Ok(b.tree)
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! The fork state machine.
 
 use crate::best::{best_response, caller_response, normalize};
-use crate::build::{self, CancelCause, Groups, ItemKind, ItemState, LegNode, LegPhase};
+use crate::build::{self, CancelCause, ItemKind, ItemState, LegPhase, RecordMaker, Tree};
 use crate::{
     Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, LegEvent, LegId, Now,
     Record,
 };
 use records::{
-    Address, Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason,
-    RingMethod, Timestamp, NIL,
+    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, RingMethod,
+    Timestamp, NIL,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,10 +28,8 @@ enum Outcome {
 /// The forking engine for one served call. See the crate documentation.
 pub struct Fork {
     cfg: ForkConfig,
-    groups: Groups,
-    legs: Vec<LegNode>,
-    customer_id: Uuid,
-    source: Address,
+    tree: Tree,
+    maker: RecordMaker,
     actions: VecDeque<Action>,
     started: bool,
     outcome: Outcome,
@@ -76,19 +74,23 @@ impl Fork {
     /// groups through `dir.group`) and makes the root groupcall record
     /// (emitted as the first action). Nothing is dialed before
     /// [`Fork::start`].
+    ///
+    /// Every id the fork makes (groupcalls, call records, also those made
+    /// later) comes from a generator seeded with `seed`: the same seed and
+    /// the same inputs give the same actions.
     pub fn build(
         root: GroupSpec,
         dir: &dyn Directory,
         cfg: ForkConfig,
         now: Now,
+        seed: u64,
     ) -> Result<Fork, BuildError> {
-        let tree = build::expand(&root, dir, &cfg, now.wall)?;
+        let mut maker = RecordMaker::new(&root, seed);
+        let tree = build::expand(&root, dir, &cfg, &mut maker, now.wall)?;
         let mut fork = Fork {
             cfg,
-            groups: tree.groups,
-            legs: tree.legs,
-            customer_id: root.customer_id,
-            source: root.source,
+            tree,
+            maker,
             actions: VecDeque::new(),
             started: false,
             outcome: Outcome::Pending,
@@ -122,7 +124,7 @@ impl Fork {
             return;
         }
         let l = leg.0 as usize;
-        let Some(phase) = self.legs.get(l).map(|n| n.phase) else { return };
+        let Some(phase) = self.tree.legs.get(l).map(|n| n.phase) else { return };
         match phase {
             LegPhase::Idle | LegPhase::Ended => return,
             LegPhase::Live => self.on_live(now, l, ev),
@@ -199,8 +201,8 @@ impl Fork {
             return;
         }
         self.hangup_requested = true;
-        for g in 0..self.groups.len() {
-            let Some(n) = self.groups.get_mut(g) else { continue };
+        for g in 0..self.tree.groups.len() {
+            let Some(n) = self.tree.groups.get_mut(g) else { continue };
             if n.materialized && !n.over && n.rec.status < GroupcallStatus::Hangingup {
                 n.rec.status = GroupcallStatus::Hangingup;
                 self.touch_group(now, g);
@@ -233,7 +235,7 @@ impl Fork {
             // Parents come before children, so a group's own timeout wins
             // over its children's at the same instant.
             let mut due = Vec::new();
-            for (g, n) in self.groups.iter().enumerate() {
+            for (g, n) in self.tree.groups.iter().enumerate() {
                 if !n.started || n.closed {
                     continue;
                 }
@@ -250,8 +252,8 @@ impl Fork {
                 self.ring_timeout(now, g, i);
             }
         }
-        for l in 0..self.legs.len() {
-            let deadline = match self.legs.get(l).map(|n| n.phase) {
+        for l in 0..self.tree.legs.len() {
+            let deadline = match self.tree.legs.get(l).map(|n| n.phase) {
                 Some(
                     LegPhase::Cancelling { deadline, .. } | LegPhase::Terminating { deadline },
                 ) => deadline,
@@ -277,13 +279,13 @@ impl Fork {
         };
         if self.is_live() {
             take(self.overall_deadline);
-            for n in self.groups.iter().filter(|n| n.started && !n.closed) {
+            for n in self.tree.groups.iter().filter(|n| n.started && !n.closed) {
                 for it in n.items.iter().filter(|it| it.state == ItemState::Active) {
                     take(it.deadline);
                 }
             }
         }
-        for leg in &self.legs {
+        for leg in &self.tree.legs {
             if let LegPhase::Cancelling { deadline, .. } | LegPhase::Terminating { deadline } =
                 leg.phase
             {
@@ -300,22 +302,22 @@ impl Fork {
 
     /// The root groupcall record.
     pub fn root(&self) -> &Groupcall {
-        &self.groups.root().rec
+        &self.tree.groups.root().rec
     }
 
     /// A groupcall record of this fork (children exist once reached).
     pub fn groupcall(&self, id: Uuid) -> Option<&Groupcall> {
-        self.groups.iter().find(|n| n.materialized && n.rec.id == id).map(|n| &n.rec)
+        self.tree.groups.iter().find(|n| n.materialized && n.rec.id == id).map(|n| &n.rec)
     }
 
     /// A leg's call record (legs have one once dialed).
     pub fn call(&self, id: Uuid) -> Option<&Call> {
-        self.legs.iter().filter_map(|n| n.rec.as_ref()).find(|c| c.id == id)
+        self.tree.legs.iter().filter_map(|n| n.rec.as_ref()).find(|c| c.id == id)
     }
 
     /// The call record id of a dialed leg.
     pub fn leg_call_id(&self, leg: LegId) -> Option<Uuid> {
-        self.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
+        self.tree.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
     }
 
     /// `true` once [`Action::Finished`] was emitted.
@@ -331,13 +333,13 @@ impl Fork {
     }
 
     fn emit_group(&mut self, g: usize) {
-        if let Some(n) = self.groups.get(g).filter(|n| n.materialized) {
+        if let Some(n) = self.tree.groups.get(g).filter(|n| n.materialized) {
             self.actions.push_back(Action::RecordChanged(Record::Groupcall(n.rec.clone())));
         }
     }
 
     fn touch_group(&mut self, now: Now, g: usize) {
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.rec.tm_update = now.wall;
         }
         self.emit_group(g);
@@ -345,7 +347,7 @@ impl Fork {
 
     /// Applies `f` to a leg's call record; emits it when it changed.
     fn update_call(&mut self, now: Now, l: usize, f: impl FnOnce(&mut Call)) {
-        let Some(rec) = self.legs.get_mut(l).and_then(|n| n.rec.as_mut()) else { return };
+        let Some(rec) = self.tree.legs.get_mut(l).and_then(|n| n.rec.as_mut()) else { return };
         let before = rec.clone();
         f(rec);
         if *rec != before {
@@ -356,17 +358,17 @@ impl Fork {
     }
 
     fn set_phase(&mut self, l: usize, phase: LegPhase) {
-        if let Some(n) = self.legs.get_mut(l) {
+        if let Some(n) = self.tree.legs.get_mut(l) {
             n.phase = phase;
         }
     }
 
     fn leg_id(&self, l: usize) -> Option<LegId> {
-        self.legs.get(l).map(|n| n.id)
+        self.tree.legs.get(l).map(|n| n.id)
     }
 
     fn start_group(&mut self, now: Now, g: usize) {
-        let Some(n) = self.groups.get_mut(g) else { return };
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
         if n.started {
             return;
         }
@@ -381,7 +383,7 @@ impl Fork {
         if newly {
             self.emit_group(g);
             if let Some((p, _)) = parent {
-                if let Some(pn) = self.groups.get_mut(p) {
+                if let Some(pn) = self.tree.groups.get_mut(p) {
                     pn.rec.groupcall_ids.push(id);
                 }
                 self.touch_group(now, p);
@@ -404,13 +406,13 @@ impl Fork {
     }
 
     fn set_starting(&mut self, g: usize, on: bool) {
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.starting = on;
         }
     }
 
     fn start_item(&mut self, now: Now, g: usize, i: usize) {
-        let Some(it) = self.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) else { return };
+        let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) else { return };
         if it.state != ItemState::Pending {
             return;
         }
@@ -430,7 +432,7 @@ impl Fork {
             if !self.is_live() {
                 return;
             }
-            let Some(n) = self.groups.get_mut(g) else { return };
+            let Some(n) = self.tree.groups.get_mut(g) else { return };
             if n.closed {
                 return;
             }
@@ -442,7 +444,7 @@ impl Fork {
             }
             n.starting = true;
             self.start_item(now, g, next);
-            let Some(n) = self.groups.get_mut(g) else { return };
+            let Some(n) = self.tree.groups.get_mut(g) else { return };
             n.starting = false;
             if !matches!(n.items.get(next).map(|it| it.state), Some(ItemState::Failed(_))) {
                 return;
@@ -454,7 +456,7 @@ impl Fork {
         if !self.is_live() {
             return;
         }
-        let Some(n) = self.groups.get(g) else { return };
+        let Some(n) = self.tree.groups.get(g) else { return };
         if n.closed || n.starting {
             return;
         }
@@ -464,18 +466,18 @@ impl Fork {
     }
 
     fn dial(&mut self, now: Now, l: usize) {
-        let Some(leg) = self.legs.get_mut(l) else { return };
+        let Some(leg) = self.tree.legs.get_mut(l) else { return };
         if leg.phase != LegPhase::Idle {
             return;
         }
         leg.phase = LegPhase::Live;
         let g = leg.group;
-        let groupcall_id = self.groups.get(g).map_or(NIL, |n| n.rec.id);
+        let groupcall_id = self.tree.groups.get(g).map_or(NIL, |n| n.rec.id);
         let rec = Call {
             id: leg.call_id,
-            customer_id: self.customer_id,
+            customer_id: self.maker.customer_id,
             groupcall_id,
-            source: self.source.clone(),
+            source: self.maker.source.clone(),
             destination: leg.destination.clone(),
             direction: Direction::Outgoing,
             status: CallStatus::Dialing,
@@ -492,7 +494,7 @@ impl Fork {
         let (id, call_id, target) = (leg.id, leg.call_id, leg.target.clone());
         leg.rec = Some(rec.clone());
         self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.rec.call_ids.push(call_id);
         }
         self.touch_group(now, g);
@@ -557,8 +559,8 @@ impl Fork {
     }
 
     fn item_of_leg(&self, l: usize) -> Option<(usize, usize)> {
-        let g = self.legs.get(l)?.group;
-        let i = self.groups.get(g)?.items.iter().position(|it| it.kind == ItemKind::Leg(l))?;
+        let g = self.tree.legs.get(l)?.group;
+        let i = self.tree.groups.get(g)?.items.iter().position(|it| it.kind == ItemKind::Leg(l))?;
         Some((g, i))
     }
 
@@ -573,7 +575,7 @@ impl Fork {
 
     /// A destination failed with `code`: record it, then move the group on.
     fn item_failed(&mut self, now: Now, g: usize, i: usize, code: u16) {
-        let Some(n) = self.groups.get_mut(g) else { return };
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
         let Some(it) = n.items.get_mut(i) else { return };
         if matches!(it.state, ItemState::Failed(_) | ItemState::Answered) {
             return;
@@ -603,7 +605,7 @@ impl Fork {
     /// Every destination of `g` failed: report its best code upward, or
     /// reject the caller at the root.
     fn group_failed(&mut self, now: Now, g: usize) {
-        let Some(n) = self.groups.get_mut(g) else { return };
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
         if n.closed {
             return;
         }
@@ -618,7 +620,7 @@ impl Fork {
 
     /// The ring timeout of destination `i` of `g` expired.
     fn ring_timeout(&mut self, now: Now, g: usize, i: usize) {
-        let Some(n) = self.groups.get(g) else { return };
+        let Some(n) = self.tree.groups.get(g) else { return };
         let Some(it) = n.items.get(i) else { return };
         if n.closed || it.state != ItemState::Active {
             return;
@@ -637,7 +639,7 @@ impl Fork {
             if g == top {
                 return true;
             }
-            match self.groups.get(g).and_then(|n| n.parent) {
+            match self.tree.groups.get(g).and_then(|n| n.parent) {
                 Some((p, _)) if p < g => g = p,
                 _ => return false,
             }
@@ -646,17 +648,17 @@ impl Fork {
 
     /// Closes group `top` and its descendants and cancels their live legs.
     fn cancel_subtree(&mut self, now: Now, top: usize, cause: CancelCause) {
-        for g in top..self.groups.len() {
+        for g in top..self.tree.groups.len() {
             if !self.in_subtree(g, top) {
                 continue;
             }
-            if let Some(n) = self.groups.get_mut(g) {
+            if let Some(n) = self.tree.groups.get_mut(g) {
                 n.closed = true;
                 n.items.iter_mut().for_each(|it| it.deadline = None);
             }
         }
-        for l in 0..self.legs.len() {
-            let g = self.legs.get(l).map_or(usize::MAX, |n| n.group);
+        for l in 0..self.tree.legs.len() {
+            let g = self.tree.legs.get(l).map_or(usize::MAX, |n| n.group);
             if self.in_subtree(g, top) {
                 self.cancel_leg(now, l, cause);
             }
@@ -665,14 +667,14 @@ impl Fork {
 
     /// CANCELs a live leg.
     fn cancel_leg(&mut self, now: Now, l: usize, cause: CancelCause) {
-        let Some(leg) = self.legs.get_mut(l) else { return };
+        let Some(leg) = self.tree.legs.get_mut(l) else { return };
         if leg.phase != LegPhase::Live {
             return;
         }
         leg.phase =
             LegPhase::Cancelling { cause, deadline: after(now.at, self.cfg.leg_cleanup_timeout) };
         let (id, g) = (leg.id, leg.group);
-        let send_reason = self.groups.get(g).map(|n| n.send_reason) != Some(false);
+        let send_reason = self.tree.groups.get(g).map(|n| n.send_reason) != Some(false);
         let reason = (cause == CancelCause::CompletedElsewhere && send_reason)
             .then_some(CancelReason::CompletedElsewhere);
         let why = match cause {
@@ -709,7 +711,7 @@ impl Fork {
 
     /// BYEs the winner (caller hung up, or API hangup).
     fn bye(&mut self, now: Now, l: usize) {
-        if self.legs.get(l).map(|n| n.phase) != Some(LegPhase::Winner) {
+        if self.tree.legs.get(l).map(|n| n.phase) != Some(LegPhase::Winner) {
             return;
         }
         let Some(id) = self.leg_id(l) else { return };
@@ -728,7 +730,7 @@ impl Fork {
     /// Leg `l` is the answer: set it on every level, answer the caller,
     /// cancel everything else.
     fn win(&mut self, now: Now, l: usize) {
-        let Some(leg) = self.legs.get_mut(l) else { return };
+        let Some(leg) = self.tree.legs.get_mut(l) else { return };
         leg.phase = LegPhase::Winner;
         let (id, call_id, first_group) = (leg.id, leg.call_id, leg.group);
         self.outcome = Outcome::Answered(l);
@@ -747,7 +749,7 @@ impl Fork {
         }
         let mut g = first_group;
         let mut via = NIL;
-        while let Some(n) = self.groups.get_mut(g) {
+        while let Some(n) = self.tree.groups.get_mut(g) {
             if n.rec.answer_call_id == NIL {
                 n.rec.answer_call_id = call_id;
                 n.rec.answer_groupcall_id = via;
@@ -765,7 +767,7 @@ impl Fork {
         }
         self.actions.push_back(Action::AnswerCaller { leg: id });
         self.close_all();
-        for other in 0..self.legs.len() {
+        for other in 0..self.tree.legs.len() {
             if other != l {
                 self.cancel_leg(now, other, CancelCause::CompletedElsewhere);
             }
@@ -773,14 +775,14 @@ impl Fork {
     }
 
     fn mark_answered(&mut self, g: usize, i: usize) {
-        if let Some(it) = self.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
+        if let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
             it.state = ItemState::Answered;
             it.deadline = None;
         }
     }
 
     fn close_all(&mut self) {
-        for n in self.groups.iter_mut() {
+        for n in self.tree.groups.iter_mut() {
             n.closed = true;
             n.items.iter_mut().for_each(|it| it.deadline = None);
         }
@@ -788,7 +790,7 @@ impl Fork {
 
     /// Cancels every live leg and rejects the caller with `code`.
     fn stop(&mut self, now: Now, cause: CancelCause, code: u16) {
-        for l in 0..self.legs.len() {
+        for l in 0..self.tree.legs.len() {
             self.cancel_leg(now, l, cause);
         }
         self.reject(code);
@@ -808,30 +810,32 @@ impl Fork {
     /// Ends every groupcall whose legs and children are all over (children
     /// first), then the fork once the root is over.
     fn settle(&mut self, now: Now) {
-        for g in (0..self.groups.len()).rev() {
-            let Some(n) = self.groups.get(g) else { continue };
+        for g in (0..self.tree.groups.len()).rev() {
+            let Some(n) = self.tree.groups.get(g) else { continue };
             if !n.materialized || n.over || !n.closed {
                 continue;
             }
             let legs_over = self
+                .tree
                 .legs
                 .iter()
                 .filter(|leg| leg.group == g)
                 .all(|leg| matches!(leg.phase, LegPhase::Idle | LegPhase::Ended));
             let children_over = self
+                .tree
                 .groups
                 .iter()
                 .filter(|c| c.parent.is_some_and(|(p, _)| p == g))
                 .all(|c| !c.materialized || c.over);
             if legs_over && children_over {
-                if let Some(n) = self.groups.get_mut(g) {
+                if let Some(n) = self.tree.groups.get_mut(g) {
                     n.over = true;
                     n.rec.status = GroupcallStatus::Hangup;
                 }
                 self.touch_group(now, g);
             }
         }
-        if self.groups.root().over && self.outcome != Outcome::Pending && !self.finished {
+        if self.tree.groups.root().over && self.outcome != Outcome::Pending && !self.finished {
             self.finished = true;
             self.actions.push_back(Action::Finished);
         }
@@ -842,7 +846,7 @@ impl std::fmt::Debug for Fork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fork")
             .field("root", &self.root().id)
-            .field("legs", &self.legs.len())
+            .field("legs", &self.tree.legs.len())
             .field("outcome", &self.outcome)
             .field("finished", &self.finished)
             .finish()

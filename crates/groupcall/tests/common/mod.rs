@@ -210,11 +210,23 @@ pub struct H {
     pub log: Vec<Action>,
 }
 
+/// The seed of [`H::build`]'s forks.
+pub const SEED: u64 = 0x5EED;
+
 impl H {
     pub fn build(group: GroupDef, dir: &Dir, cfg: ForkConfig) -> Result<H, BuildError> {
+        H::build_seeded(group, dir, cfg, SEED)
+    }
+
+    pub fn build_seeded(
+        group: GroupDef,
+        dir: &Dir,
+        cfg: ForkConfig,
+        seed: u64,
+    ) -> Result<H, BuildError> {
         let t0 = Instant::now();
         let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
-        let fork = Fork::build(spec(group), dir, cfg, now)?;
+        let fork = Fork::build(spec(group), dir, cfg, now, seed)?;
         let mut h = H { fork, t0, ms: 0, check: Checker::default(), log: Vec::new() };
         h.drain();
         Ok(h)
