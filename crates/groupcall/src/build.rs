@@ -67,9 +67,50 @@ impl RecordMaker {
     }
 }
 
+/// Where a groupcall is in its life. It only moves down this list (a group
+/// closed before it was reached is `Skipped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GroupPhase {
+    /// A child not reached yet: no record, nothing dialed.
+    Unreached,
+    /// Closed before it was reached (an answer elsewhere, a stop, its
+    /// parent's ring timeout): it never will be, and has no record.
+    Skipped,
+    /// The root before [`crate::Fork::start`]: its record exists, nothing
+    /// is dialed yet.
+    Ready,
+    /// Its destinations are being or have been dialed.
+    Hunting,
+    /// Nothing more will be dialed; its legs and children are ending.
+    Closed,
+    /// Status `hangup` emitted.
+    Over,
+}
+
+impl GroupPhase {
+    /// Its record exists (shown to the store).
+    pub fn has_record(self) -> bool {
+        !matches!(self, GroupPhase::Unreached | GroupPhase::Skipped)
+    }
+
+    /// Nothing more will be dialed.
+    pub fn is_closed(self) -> bool {
+        matches!(self, GroupPhase::Skipped | GroupPhase::Closed | GroupPhase::Over)
+    }
+
+    /// The phase after closing.
+    pub fn closed(self) -> GroupPhase {
+        match self {
+            GroupPhase::Unreached => GroupPhase::Skipped,
+            GroupPhase::Ready | GroupPhase::Hunting => GroupPhase::Closed,
+            p => p,
+        }
+    }
+}
+
 /// One groupcall of the tree.
 pub(crate) struct GroupNode {
-    /// Its record (shown once `materialized`).
+    /// Its record (shown once it [`GroupPhase::has_record`]).
     pub rec: Groupcall,
     /// Parent group and the index of this group among its items.
     pub parent: Option<(usize, usize)>,
@@ -77,15 +118,11 @@ pub(crate) struct GroupNode {
     pub send_reason: bool,
     /// Destinations, in order.
     pub items: Vec<Item>,
-    /// The record exists (the root from the start; children once reached).
-    pub materialized: bool,
-    /// Its destinations are being or have been dialed.
-    pub started: bool,
-    /// Nothing more will be dialed.
-    pub closed: bool,
-    /// Status `hangup` emitted.
-    pub over: bool,
-    /// Inside its own start: item failures are only recorded.
+    /// Where it is in its life.
+    pub phase: GroupPhase,
+    /// Re-entrancy guard, set only while the group starts a destination
+    /// (all of them for `ring_all`): a destination failing at once is only
+    /// recorded, and the starting loop moves on.
     pub starting: bool,
     /// `linear`: the destination ringing now.
     pub cursor: Option<usize>,
@@ -209,10 +246,7 @@ fn node(rec: Groupcall, parent: Option<(usize, usize)>, send_reason: bool) -> Gr
         parent,
         send_reason,
         items: Vec::new(),
-        materialized: false,
-        started: false,
-        closed: false,
-        over: false,
+        phase: GroupPhase::Unreached,
         starting: false,
         cursor: None,
         codes: Vec::new(),
@@ -395,7 +429,7 @@ impl Builder<'_> {
 }
 
 /// Expands the tree of `spec`, every id drawn from `maker`; the root record
-/// is materialized.
+/// exists (phase `Ready`).
 pub(crate) fn expand(
     spec: &GroupSpec,
     dir: &dyn Directory,
@@ -412,7 +446,7 @@ pub(crate) fn expand(
         wall,
     );
     let mut root = node(rec, None, def.send_reason);
-    root.materialized = true;
+    root.phase = GroupPhase::Ready;
     let tree = Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new() };
     let mut b = Builder { dir, cfg, wall, maker, tree };
     let mut path = vec![def.id];

@@ -1,7 +1,9 @@
 //! The fork state machine.
 
 use crate::best::{best_response, caller_response, normalize};
-use crate::build::{self, CancelCause, ItemKind, ItemState, LegPhase, RecordMaker, Tree};
+use crate::build::{
+    self, CancelCause, GroupPhase, ItemKind, ItemState, LegPhase, RecordMaker, Tree,
+};
 use crate::{
     Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, LegEvent, LegId, Now,
     Record,
@@ -203,7 +205,10 @@ impl Fork {
         self.hangup_requested = true;
         for g in 0..self.tree.groups.len() {
             let Some(n) = self.tree.groups.get_mut(g) else { continue };
-            if n.materialized && !n.over && n.rec.status < GroupcallStatus::Hangingup {
+            if n.phase.has_record()
+                && n.phase != GroupPhase::Over
+                && n.rec.status < GroupcallStatus::Hangingup
+            {
                 n.rec.status = GroupcallStatus::Hangingup;
                 self.touch_group(now, g);
             }
@@ -236,7 +241,7 @@ impl Fork {
             // over its children's at the same instant.
             let mut due = Vec::new();
             for (g, n) in self.tree.groups.iter().enumerate() {
-                if !n.started || n.closed {
+                if n.phase != GroupPhase::Hunting {
                     continue;
                 }
                 for (i, it) in n.items.iter().enumerate() {
@@ -279,7 +284,7 @@ impl Fork {
         };
         if self.is_live() {
             take(self.overall_deadline);
-            for n in self.tree.groups.iter().filter(|n| n.started && !n.closed) {
+            for n in self.tree.groups.iter().filter(|n| n.phase == GroupPhase::Hunting) {
                 for it in n.items.iter().filter(|it| it.state == ItemState::Active) {
                     take(it.deadline);
                 }
@@ -307,7 +312,7 @@ impl Fork {
 
     /// A groupcall record of this fork (children exist once reached).
     pub fn groupcall(&self, id: Uuid) -> Option<&Groupcall> {
-        self.tree.groups.iter().find(|n| n.materialized && n.rec.id == id).map(|n| &n.rec)
+        self.tree.groups.iter().find(|n| n.phase.has_record() && n.rec.id == id).map(|n| &n.rec)
     }
 
     /// A leg's call record (legs have one once dialed).
@@ -333,7 +338,7 @@ impl Fork {
     }
 
     fn emit_group(&mut self, g: usize) {
-        if let Some(n) = self.tree.groups.get(g).filter(|n| n.materialized) {
+        if let Some(n) = self.tree.groups.get(g).filter(|n| n.phase.has_record()) {
             self.actions.push_back(Action::RecordChanged(Record::Groupcall(n.rec.clone())));
         }
     }
@@ -369,13 +374,13 @@ impl Fork {
 
     fn start_group(&mut self, now: Now, g: usize) {
         let Some(n) = self.tree.groups.get_mut(g) else { return };
-        if n.started {
-            return;
-        }
-        n.started = true;
-        let newly = !n.materialized;
+        let newly = match n.phase {
+            GroupPhase::Unreached => true,
+            GroupPhase::Ready => false,
+            _ => return,
+        };
+        n.phase = GroupPhase::Hunting;
         if newly {
-            n.materialized = true;
             n.rec.tm_create = now.wall;
             n.rec.tm_update = now.wall;
         }
@@ -433,7 +438,7 @@ impl Fork {
                 return;
             }
             let Some(n) = self.tree.groups.get_mut(g) else { return };
-            if n.closed {
+            if n.phase.is_closed() {
                 return;
             }
             let next = n.cursor.map_or(0, |c| c + 1);
@@ -457,7 +462,7 @@ impl Fork {
             return;
         }
         let Some(n) = self.tree.groups.get(g) else { return };
-        if n.closed || n.starting {
+        if n.phase.is_closed() || n.starting {
             return;
         }
         if n.items.iter().all(|it| matches!(it.state, ItemState::Failed(_))) {
@@ -584,7 +589,7 @@ impl Fork {
         it.deadline = None;
         n.codes.push(code);
         let (closed, starting, method, cursor) =
-            (n.closed, n.starting, n.rec.ring_method, n.cursor);
+            (n.phase.is_closed(), n.starting, n.rec.ring_method, n.cursor);
         if closed || !self.is_live() {
             return;
         }
@@ -606,10 +611,10 @@ impl Fork {
     /// reject the caller at the root.
     fn group_failed(&mut self, now: Now, g: usize) {
         let Some(n) = self.tree.groups.get_mut(g) else { return };
-        if n.closed {
+        if n.phase.is_closed() {
             return;
         }
-        n.closed = true;
+        n.phase = n.phase.closed();
         // No destination at all counts as "nobody available".
         let best = best_response(&n.codes).unwrap_or(480);
         match n.parent {
@@ -622,7 +627,7 @@ impl Fork {
     fn ring_timeout(&mut self, now: Now, g: usize, i: usize) {
         let Some(n) = self.tree.groups.get(g) else { return };
         let Some(it) = n.items.get(i) else { return };
-        if n.closed || it.state != ItemState::Active {
+        if n.phase.is_closed() || it.state != ItemState::Active {
             return;
         }
         match it.kind {
@@ -653,7 +658,7 @@ impl Fork {
                 continue;
             }
             if let Some(n) = self.tree.groups.get_mut(g) {
-                n.closed = true;
+                n.phase = n.phase.closed();
                 n.items.iter_mut().for_each(|it| it.deadline = None);
             }
         }
@@ -783,7 +788,7 @@ impl Fork {
 
     fn close_all(&mut self) {
         for n in self.tree.groups.iter_mut() {
-            n.closed = true;
+            n.phase = n.phase.closed();
             n.items.iter_mut().for_each(|it| it.deadline = None);
         }
     }
@@ -812,7 +817,7 @@ impl Fork {
     fn settle(&mut self, now: Now) {
         for g in (0..self.tree.groups.len()).rev() {
             let Some(n) = self.tree.groups.get(g) else { continue };
-            if !n.materialized || n.over || !n.closed {
+            if n.phase != GroupPhase::Closed {
                 continue;
             }
             let legs_over = self
@@ -826,16 +831,19 @@ impl Fork {
                 .groups
                 .iter()
                 .filter(|c| c.parent.is_some_and(|(p, _)| p == g))
-                .all(|c| !c.materialized || c.over);
+                .all(|c| !c.phase.has_record() || c.phase == GroupPhase::Over);
             if legs_over && children_over {
                 if let Some(n) = self.tree.groups.get_mut(g) {
-                    n.over = true;
+                    n.phase = GroupPhase::Over;
                     n.rec.status = GroupcallStatus::Hangup;
                 }
                 self.touch_group(now, g);
             }
         }
-        if self.tree.groups.root().over && self.outcome != Outcome::Pending && !self.finished {
+        if self.tree.groups.root().phase == GroupPhase::Over
+            && self.outcome != Outcome::Pending
+            && !self.finished
+        {
             self.finished = true;
             self.actions.push_back(Action::Finished);
         }
