@@ -1,7 +1,9 @@
 //! The fork's tree and its expansion from a [`GroupSpec`].
 
+use crate::best::normalize;
 use crate::{
-    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, LegId, LegTarget,
+    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, Hop, LegId, LegTarget,
+    Reach,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,6 +110,47 @@ impl GroupPhase {
     }
 }
 
+/// How a group hunts through its destinations: the fork policy of a group
+/// node. Every rule that differs between kinds of groups is here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hunt {
+    /// Every destination at once; fails when all failed.
+    RingAll,
+    /// One destination after the other, whatever each failed with.
+    Linear,
+    /// One hop after the other (a destination's failover child), the next
+    /// only when the last got no response, a 408 or a 5xx; any other failure
+    /// ends the group at once.
+    Failover,
+}
+
+impl Hunt {
+    /// For a stored group's ring method.
+    pub fn of(method: RingMethod) -> Hunt {
+        match method {
+            RingMethod::RingAll => Hunt::RingAll,
+            RingMethod::Linear => Hunt::Linear,
+        }
+    }
+
+    /// The ring method shown in the record.
+    pub fn ring_method(self) -> RingMethod {
+        match self {
+            Hunt::RingAll => RingMethod::RingAll,
+            Hunt::Linear | Hunt::Failover => RingMethod::Linear,
+        }
+    }
+
+    /// After a destination failed with `code` (as counted: no response is
+    /// 408, a 3xx is 480), whether the next one is tried.
+    pub fn goes_on_after(self, code: u16) -> bool {
+        match self {
+            Hunt::RingAll | Hunt::Linear => true,
+            Hunt::Failover => code == 408 || (500..=599).contains(&code),
+        }
+    }
+}
+
 /// One groupcall of the tree.
 pub(crate) struct GroupNode {
     /// Its record (shown once it [`GroupPhase::has_record`]).
@@ -116,6 +159,8 @@ pub(crate) struct GroupNode {
     pub parent: Option<(usize, usize)>,
     /// `Reason` on CANCELs of this group's legs.
     pub send_reason: bool,
+    /// How it hunts.
+    pub hunt: Hunt,
     /// Destinations, in order.
     pub items: Vec<Item>,
     /// Where it is in its life.
@@ -144,8 +189,34 @@ pub(crate) enum ItemKind {
     Leg(usize),
     /// A child group (index into the groups).
     Child(usize),
-    /// An endpoint with no registered contact: fails with 480 when reached.
-    Unreachable,
+    /// Fails with this code when reached (an endpoint with no registered
+    /// contact: 480; a destination the directory cannot reach).
+    Fails(u16),
+    /// Its hops are asked for when it is reached (index into the resolves,
+    /// also its [`crate::ResolveId`]); it becomes a `Leg`, a `Child` or
+    /// fails once they come.
+    Resolve(usize),
+}
+
+/// A `sip` or `tel` destination in the tree.
+#[derive(Clone)]
+pub(crate) struct DestinationRef {
+    /// The group it belongs to.
+    pub group: usize,
+    /// Its index among the group's items.
+    pub item: usize,
+    /// Depth of `group` (the root is 0).
+    pub depth: usize,
+    /// The destination, as its legs' records show it.
+    pub address: Address,
+}
+
+/// A destination whose hops are found when it is reached.
+pub(crate) struct PendingResolve {
+    /// Where it is.
+    pub at: DestinationRef,
+    /// What to resolve.
+    pub target: LegTarget,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,10 +309,17 @@ impl Groups {
 pub(crate) struct Tree {
     pub groups: Groups,
     pub legs: Vec<LegNode>,
+    pub resolves: Vec<PendingResolve>,
 }
 
-fn node(rec: Groupcall, parent: Option<(usize, usize)>, send_reason: bool) -> GroupNode {
+fn node(
+    rec: Groupcall,
+    parent: Option<(usize, usize)>,
+    send_reason: bool,
+    hunt: Hunt,
+) -> GroupNode {
     GroupNode {
+        hunt,
         rec,
         parent,
         send_reason,
@@ -307,6 +385,90 @@ impl Tree {
         });
         Ok(self.legs.len() - 1)
     }
+
+    /// Appends a leg of group `group` over one hop of `destination`.
+    pub fn add_hop_leg(
+        &mut self,
+        limit: usize,
+        maker: &mut RecordMaker,
+        group: usize,
+        destination: &Address,
+        hop: Hop,
+    ) -> Result<usize, BuildError> {
+        let address = hop_address(destination, &hop);
+        self.add_leg(limit, maker, group, LegTarget::Hop { hop }, address)
+    }
+
+    /// The item of destination `at` reached over `hops`, in failover
+    /// order: failing with 503 without any, one hop leg for one, a failover
+    /// child for more (appended, with its legs). Limits are checked first:
+    /// on an error nothing was added.
+    pub fn hops_item(
+        &mut self,
+        cfg: &ForkConfig,
+        maker: &mut RecordMaker,
+        at: &DestinationRef,
+        mut hops: Vec<Hop>,
+        wall: Timestamp,
+    ) -> Result<ItemKind, BuildError> {
+        let limit = cfg.max_legs;
+        if hops.len() >= 2 && at.depth >= cfg.max_depth {
+            return Err(BuildError::TooDeep { limit: cfg.max_depth });
+        }
+        if self.legs.len().saturating_add(hops.len()) > limit {
+            return Err(BuildError::TooManyLegs { limit });
+        }
+        if hops.len() >= 2 && self.groups.rest.len() >= limit {
+            return Err(BuildError::TooManyGroups { limit });
+        }
+        match hops.len() {
+            0 => Ok(ItemKind::Fails(503)),
+            1 => {
+                let hop = hops.remove(0);
+                Ok(ItemKind::Leg(self.add_hop_leg(limit, maker, at.group, &at.address, hop)?))
+            }
+            _ => Ok(ItemKind::Child(self.failover_child(cfg, maker, at, hops, wall)?)),
+        }
+    }
+
+    /// Appends the failover child of destination `at` over `hops`: linear,
+    /// one leg per hop, no ring timeout per hop (the destination's own, on
+    /// the parent's item, covers the whole child, as for an endpoint).
+    fn failover_child(
+        &mut self,
+        cfg: &ForkConfig,
+        maker: &mut RecordMaker,
+        at: &DestinationRef,
+        hops: Vec<Hop>,
+        wall: Timestamp,
+    ) -> Result<usize, BuildError> {
+        let rec = maker.groupcall(
+            hops.iter().map(|h| hop_address(&at.address, h)).collect(),
+            Hunt::Failover.ring_method(),
+            AnswerMethod::HangupOthers,
+            self.group_id(at.group),
+            wall,
+        );
+        let send_reason = self.groups.get(at.group).map(|n| n.send_reason) != Some(false);
+        let n = node(rec, Some((at.group, at.item)), send_reason, Hunt::Failover);
+        let c = self.push_child(cfg.max_legs, n)?;
+        let mut items = Vec::with_capacity(hops.len());
+        for hop in hops {
+            let l = self.add_hop_leg(cfg.max_legs, maker, c, &at.address, hop)?;
+            items.push(item(ItemKind::Leg(l), None));
+        }
+        if let Some(n) = self.groups.get_mut(c) {
+            n.items = items;
+        }
+        Ok(c)
+    }
+}
+
+/// The destination as a hop leg's record shows it: `detail` says which hop.
+fn hop_address(destination: &Address, hop: &Hop) -> Address {
+    let mut a = destination.clone();
+    a.detail = hop.to_string();
+    a
 }
 
 struct Builder<'a> {
@@ -340,19 +502,20 @@ impl Builder<'_> {
         for (i, d) in def.destinations.iter().enumerate() {
             let timeout = Some(d.ring_timeout.unwrap_or(self.cfg.default_ring_timeout));
             let target = &d.address.target;
+            let at = || DestinationRef { group: g, item: i, depth, address: d.address.clone() };
             let it = match d.address.kind {
                 AddressType::Sip => {
                     let t = LegTarget::Sip { uri: sip_uri(target) };
-                    item(ItemKind::Leg(self.add_leg(g, t, d.address.clone())?), timeout)
+                    self.reached(at(), t, timeout)?
                 }
                 AddressType::Tel => {
                     let t = LegTarget::Tel { number: target.clone() };
-                    item(ItemKind::Leg(self.add_leg(g, t, d.address.clone())?), timeout)
+                    self.reached(at(), t, timeout)?
                 }
                 AddressType::Endpoint => {
                     let mut contacts = self.dir.contacts(target);
                     if contacts.is_empty() {
-                        item(ItemKind::Unreachable, None)
+                        item(ItemKind::Fails(480), None)
                     } else {
                         if depth >= self.cfg.max_depth {
                             return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
@@ -381,7 +544,7 @@ impl Builder<'_> {
                         self.tree.group_id(g),
                         self.wall,
                     );
-                    let n = node(rec, Some((g, i)), child.send_reason);
+                    let n = node(rec, Some((g, i)), child.send_reason, Hunt::of(child.ring_method));
                     let c = self.tree.push_child(self.cfg.max_legs, n)?;
                     path.push(child.id);
                     self.fill(c, &child, depth + 1, path)?;
@@ -395,6 +558,28 @@ impl Builder<'_> {
             n.items = items;
         }
         Ok(())
+    }
+
+    /// A `sip` or `tel` destination, as the directory says it is reached.
+    fn reached(
+        &mut self,
+        at: DestinationRef,
+        target: LegTarget,
+        timeout: Option<Duration>,
+    ) -> Result<Item, BuildError> {
+        let kind = match self.dir.reach(&target) {
+            Reach::Direct => ItemKind::Leg(self.add_leg(at.group, target, at.address)?),
+            Reach::Unreachable(code) => ItemKind::Fails(normalize(code)),
+            Reach::Hops(hops) => self.tree.hops_item(self.cfg, self.maker, &at, hops, self.wall)?,
+            Reach::Resolve => {
+                let too_many = BuildError::TooManyLegs { limit: self.cfg.max_legs };
+                u32::try_from(self.tree.resolves.len()).map_err(|_| too_many)?;
+                self.tree.resolves.push(PendingResolve { at, target });
+                ItemKind::Resolve(self.tree.resolves.len() - 1)
+            }
+        };
+        let timeout = if matches!(kind, ItemKind::Fails(_)) { None } else { timeout };
+        Ok(item(kind, timeout))
     }
 
     /// A child `ring_all` group over an endpoint's contacts; the endpoint's
@@ -414,7 +599,7 @@ impl Builder<'_> {
             self.tree.group_id(parent),
             self.wall,
         );
-        let n = node(rec, Some((parent, index)), send_reason);
+        let n = node(rec, Some((parent, index)), send_reason, Hunt::RingAll);
         let c = self.tree.push_child(self.cfg.max_legs, n)?;
         let mut items = Vec::with_capacity(contacts.len());
         for contact in contacts {
@@ -445,9 +630,10 @@ pub(crate) fn expand(
         NIL,
         wall,
     );
-    let mut root = node(rec, None, def.send_reason);
+    let mut root = node(rec, None, def.send_reason, Hunt::of(def.ring_method));
     root.phase = GroupPhase::Ready;
-    let tree = Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new() };
+    let tree =
+        Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new(), resolves: Vec::new() };
     let mut b = Builder { dir, cfg, wall, maker, tree };
     let mut path = vec![def.id];
     b.fill(0, def, 0, &mut path)?;

@@ -2,15 +2,14 @@
 
 use crate::best::{best_response, caller_response, normalize};
 use crate::build::{
-    self, CancelCause, GroupPhase, ItemKind, ItemState, LegPhase, RecordMaker, Tree,
+    self, CancelCause, GroupPhase, Hunt, ItemKind, ItemState, LegPhase, RecordMaker, Tree,
 };
 use crate::{
-    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, LegEvent, LegId, Now,
-    Record,
+    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, Hop, LegEvent, LegId, Now,
+    Record, ResolveId,
 };
 use records::{
-    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, RingMethod,
-    Timestamp, NIL,
+    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp, NIL,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -227,6 +226,47 @@ impl Fork {
         self.settle(now);
     }
 
+    /// The hops asked for by [`Action::Resolve`] `query`, in failover
+    /// order. Ignored unless that destination is still waiting for them
+    /// (not after an answer elsewhere, its ring timeout, a stop, or a
+    /// second answer to the same query). No hop: the destination fails with
+    /// 503; one: a [`crate::LegTarget::Hop`] leg is dialed; more: a failover
+    /// child groupcall is made and started. Hops that would exceed
+    /// [`ForkConfig::max_legs`] or [`ForkConfig::max_depth`] fail the
+    /// destination with 500.
+    pub fn resolved(&mut self, now: Now, query: ResolveId, hops: Vec<Hop>) {
+        if !self.is_live() {
+            return;
+        }
+        let r = query.0 as usize;
+        let Some(pending) = self.tree.resolves.get(r) else { return };
+        let (g, i) = (pending.at.group, pending.at.item);
+        let waiting = self.tree.groups.get(g).is_some_and(|n| {
+            n.phase == GroupPhase::Hunting
+                && n.items.get(i).is_some_and(|it| {
+                    it.state == ItemState::Active && it.kind == ItemKind::Resolve(r)
+                })
+        });
+        if !waiting {
+            return;
+        }
+        let at = pending.at.clone();
+        let kind = self
+            .tree
+            .hops_item(&self.cfg, &mut self.maker, &at, hops, now.wall)
+            .unwrap_or(ItemKind::Fails(500));
+        if let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
+            it.kind = kind;
+        }
+        match kind {
+            ItemKind::Leg(l) => self.dial(now, l),
+            ItemKind::Child(c) => self.start_group(now, c),
+            ItemKind::Fails(code) => self.item_failed(now, g, i, code),
+            ItemKind::Resolve(_) => {}
+        }
+        self.settle(now);
+    }
+
     /// Runs every timer due at `now`: overall timeout, ring timeouts, and
     /// the wait for legs being cancelled or hung up.
     pub fn handle_timeout(&mut self, now: Now) {
@@ -384,7 +424,7 @@ impl Fork {
             n.rec.tm_create = now.wall;
             n.rec.tm_update = now.wall;
         }
-        let (parent, id, method, count) = (n.parent, n.rec.id, n.rec.ring_method, n.items.len());
+        let (parent, id, hunt, count) = (n.parent, n.rec.id, n.hunt, n.items.len());
         if newly {
             self.emit_group(g);
             if let Some((p, _)) = parent {
@@ -394,8 +434,8 @@ impl Fork {
                 self.touch_group(now, p);
             }
         }
-        match method {
-            RingMethod::RingAll => {
+        match hunt {
+            Hunt::RingAll => {
                 self.set_starting(g, true);
                 for i in 0..count {
                     if !self.is_live() {
@@ -406,7 +446,7 @@ impl Fork {
                 self.set_starting(g, false);
                 self.check_ring_all(now, g);
             }
-            RingMethod::Linear => self.next_linear(now, g),
+            Hunt::Linear | Hunt::Failover => self.next_linear(now, g),
         }
     }
 
@@ -426,12 +466,22 @@ impl Fork {
         match it.kind {
             ItemKind::Leg(l) => self.dial(now, l),
             ItemKind::Child(c) => self.start_group(now, c),
-            ItemKind::Unreachable => self.item_failed(now, g, i, 480),
+            ItemKind::Fails(code) => self.item_failed(now, g, i, code),
+            ItemKind::Resolve(r) => {
+                let query = u32::try_from(r).map(ResolveId);
+                let target = self.tree.resolves.get(r).map(|p| p.target.clone());
+                if let (Ok(query), Some(target)) = (query, target) {
+                    self.actions.push_back(Action::Resolve { query, target });
+                } else {
+                    self.item_failed(now, g, i, 500);
+                }
+            }
         }
     }
 
-    /// `linear`: dials the next destination, skipping those failing at
-    /// once; the group fails past the last one.
+    /// `linear` and failover: dials the next destination, skipping those
+    /// failing at once (as far as the group's [`Hunt`] goes on after their
+    /// code); the group fails past the last one.
     fn next_linear(&mut self, now: Now, g: usize) {
         loop {
             if !self.is_live() {
@@ -451,8 +501,15 @@ impl Fork {
             self.start_item(now, g, next);
             let Some(n) = self.tree.groups.get_mut(g) else { return };
             n.starting = false;
-            if !matches!(n.items.get(next).map(|it| it.state), Some(ItemState::Failed(_))) {
-                return;
+            match n.items.get(next).map(|it| it.state) {
+                Some(ItemState::Failed(code)) if n.hunt.goes_on_after(code) => {}
+                Some(ItemState::Failed(_)) => {
+                    if self.is_live() {
+                        self.group_failed(now, g);
+                    }
+                    return;
+                }
+                _ => return,
             }
         }
     }
@@ -588,8 +645,7 @@ impl Fork {
         it.state = ItemState::Failed(code);
         it.deadline = None;
         n.codes.push(code);
-        let (closed, starting, method, cursor) =
-            (n.phase.is_closed(), n.starting, n.rec.ring_method, n.cursor);
+        let (closed, starting, hunt, cursor) = (n.phase.is_closed(), n.starting, n.hunt, n.cursor);
         if closed || !self.is_live() {
             return;
         }
@@ -600,10 +656,13 @@ impl Fork {
         if starting {
             return;
         }
-        match method {
-            RingMethod::RingAll => self.check_ring_all(now, g),
-            RingMethod::Linear if cursor == Some(i) => self.next_linear(now, g),
-            RingMethod::Linear => {}
+        match hunt {
+            Hunt::RingAll => self.check_ring_all(now, g),
+            Hunt::Linear | Hunt::Failover if cursor != Some(i) => {}
+            _ if hunt.goes_on_after(code) => self.next_linear(now, g),
+            // Failover: this failure is the callee's answer, not the
+            // server's; the other hops would say the same.
+            Hunt::Failover | Hunt::Linear => self.group_failed(now, g),
         }
     }
 
@@ -633,7 +692,7 @@ impl Fork {
         match it.kind {
             ItemKind::Leg(l) => self.cancel_leg(now, l, CancelCause::RingTimeout),
             ItemKind::Child(c) => self.cancel_subtree(now, c, CancelCause::RingTimeout),
-            ItemKind::Unreachable => {}
+            ItemKind::Fails(_) | ItemKind::Resolve(_) => {}
         }
         self.item_failed(now, g, i, 480);
     }

@@ -52,8 +52,8 @@ pub struct ForkConfig {
     pub default_ring_timeout: Duration,
     /// From [`Fork::start`] until the caller is rejected with 480.
     pub overall_timeout: Duration,
-    /// Most legs (contacts, SIP and tel destinations) a fork may hold; also
-    /// the most child groupcalls.
+    /// Most legs (contacts, SIP and tel destinations, hops) a fork may
+    /// hold; also the most child groupcalls.
     pub max_legs: usize,
     /// A 6xx from any leg stops the whole fork (RFC 3261 16.7 step 5).
     pub stop_on_6xx: bool,
@@ -149,12 +149,64 @@ pub struct ContactTarget {
     pub q: u16,
 }
 
+/// One way to reach a destination: a Request-URI and where to send it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hop {
+    /// The Request-URI to send.
+    pub request_uri: String,
+    /// Transport to the next hop.
+    pub transport: sip_message::Transport,
+    /// The next hop's address.
+    pub address: std::net::SocketAddr,
+    /// The trunk (carrier) the hop belongs to, whose credentials and headers
+    /// the dialer uses; `None` for a DNS target.
+    pub trunk: Option<String>,
+}
+
+/// `<trunk> <transport> <address>`, or `<transport> <address>` without a
+/// trunk: the `detail` of a hop leg's destination in the records.
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.trunk.as_deref().filter(|t| !t.is_empty()) {
+            Some(trunk) => write!(f, "{trunk} {} {}", self.transport, self.address),
+            None => write!(f, "{} {}", self.transport, self.address),
+        }
+    }
+}
+
+/// How the legs of a destination reach it, as the directory knows when the
+/// fork is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Dial the leg target as it is: one leg (the default; tests use it).
+    Direct,
+    /// These hops in failover order: one leg per hop, the next only on no
+    /// answer, 408 or 5xx. One hop is one [`LegTarget::Hop`] leg; two or
+    /// more make a failover child groupcall; none fails the destination with
+    /// 503, as an empty [`Fork::resolved`] does.
+    Hops(Vec<Hop>),
+    /// The hops are found when the destination is reached: emit
+    /// [`Action::Resolve`] and wait for [`Fork::resolved`].
+    Resolve,
+    /// It cannot be reached: the destination fails with this code when
+    /// reached (e.g. 404 no route, 416 bad URI).
+    Unreachable(u16),
+}
+
 /// Lookups the B2BUA provides while a fork is built.
 pub trait Directory {
     /// Registered contacts of an `endpoint` AOR (`test11@test`).
     fn contacts(&self, aor: &str) -> Vec<ContactTarget>;
     /// A stored ring group, by id or number.
     fn group(&self, key: &str) -> Option<GroupDef>;
+    /// How `target` is reached: asked for every `sip` destination (with a
+    /// [`LegTarget::Sip`]) and every `tel` destination (with a
+    /// [`LegTarget::Tel`]), never for endpoint contacts. The default dials
+    /// the target as it is.
+    fn reach(&self, target: &LegTarget) -> Reach {
+        let _ = target;
+        Reach::Direct
+    }
 }
 
 /// Where a leg goes.
@@ -177,11 +229,22 @@ pub enum LegTarget {
         /// E.164 number.
         number: String,
     },
+    /// One hop of a `sip` or `tel` destination (see [`Reach`]): send the
+    /// hop's Request-URI to its address.
+    Hop {
+        /// The hop.
+        hop: Hop,
+    },
 }
 
 /// A leg of a fork, stable for the fork's life.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct LegId(pub u32);
+
+/// A question for the B2BUA's resolver ([`Action::Resolve`]), unique within
+/// its fork; answered with [`Fork::resolved`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResolveId(pub u32);
 
 /// What a leg did, as reported by the B2BUA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,6 +309,16 @@ pub enum Action {
         /// Its call record id.
         call_id: Uuid,
         /// Where to.
+        target: LegTarget,
+    },
+    /// Find the hops of a destination that was reached (RFC 3263 lookup of
+    /// a SIP URI, or the carrier routes of a number) and give them to
+    /// [`Fork::resolved`], in failover order; none when there is none. The
+    /// destination's ring timeout runs meanwhile.
+    Resolve {
+        /// The question, to give back.
+        query: ResolveId,
+        /// What to resolve: a [`LegTarget::Sip`] or [`LegTarget::Tel`].
         target: LegTarget,
     },
     /// CANCEL the leg (once it has had a provisional response).
