@@ -42,6 +42,22 @@ pub struct Fork {
     finished: bool,
 }
 
+/// Longest SIP Call-ID kept in a call record, in bytes.
+pub const MAX_SIP_CALL_ID: usize = 256;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn after(at: Instant, d: Duration) -> Option<Instant> {
     at.checked_add(d)
 }
@@ -165,6 +181,22 @@ impl Fork {
             },
         }
         self.settle(now);
+    }
+
+    /// The B2BUA sent leg `leg`'s INVITE with this SIP Call-ID: it goes in
+    /// the leg's call record (`sip_call_id`, emitted). Bounded to
+    /// [`MAX_SIP_CALL_ID`] bytes (cut at a character boundary). Ignored for
+    /// unknown or undialed legs and once the fork is finished.
+    pub fn leg_dialed(&mut self, now: Now, leg: LegId, sip_call_id: &str) {
+        if self.finished {
+            return;
+        }
+        let value = truncated(sip_call_id, MAX_SIP_CALL_ID);
+        self.update_call(now, leg.0 as usize, |r| {
+            if r.sip_call_id != value {
+                r.sip_call_id = value.to_owned();
+            }
+        });
     }
 
     /// The caller CANCELed before an answer: every leg is cancelled and the
@@ -917,5 +949,20 @@ impl std::fmt::Debug for Fork {
             .field("outcome", &self.outcome)
             .field("finished", &self.finished)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncated;
+
+    #[test]
+    fn truncation_at_char_boundaries() {
+        assert_eq!(truncated("abc", 3), "abc");
+        assert_eq!(truncated("abcd", 3), "abc");
+        assert_eq!(truncated("aé", 2), "a");
+        assert_eq!(truncated("aé", 3), "aé");
+        assert_eq!(truncated("", 0), "");
+        assert_eq!(truncated("é", 0), "");
     }
 }

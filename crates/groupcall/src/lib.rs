@@ -32,7 +32,7 @@ mod build;
 mod engine;
 
 pub use best::{best_response, caller_response};
-pub use engine::Fork;
+pub use engine::{Fork, MAX_SIP_CALL_ID};
 
 /// The current time, given with every input: a monotonic instant for
 /// deadlines and a wall-clock timestamp for the records.

@@ -715,3 +715,40 @@ fn same_seed_same_actions() {
         assert!(!ids(&c).contains(&id));
     }
 }
+
+#[test]
+fn leg_dialed_records_the_sip_call_id() {
+    let def = linear(vec![sip("a@x"), sip("b@x")]);
+    let (mut h, _) = H::started(def, &Dir::new(), cfg());
+    assert_eq!(h.call(0).sip_call_id, "", "unknown until the INVITE is out");
+    let now = h.at(1).now();
+    h.fork.leg_dialed(now, LegId(0), "a84b4c76e66710@pc33.atlanta.com");
+    let a = h.drain();
+    match a.as_slice() {
+        [RecordChanged(groupcall::Record::Call(c))] => {
+            assert_eq!(c.sip_call_id, "a84b4c76e66710@pc33.atlanta.com");
+            assert_eq!(c.tm_update, H::wall(1));
+            assert_eq!(c.status, CallStatus::Dialing);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.call(0).sip_call_id, "a84b4c76e66710@pc33.atlanta.com");
+    // The same again changes nothing; unknown and undialed legs are ignored.
+    h.fork.leg_dialed(now, LegId(0), "a84b4c76e66710@pc33.atlanta.com");
+    h.fork.leg_dialed(now, LegId(1), "x");
+    h.fork.leg_dialed(now, LegId(9), "x");
+    assert_eq!(h.drain(), vec![]);
+    // Bounded, at a character boundary.
+    h.ev(0, Failed { code: 486 });
+    let long = format!("{}é", "x".repeat(255));
+    h.fork.leg_dialed(now, LegId(1), &long);
+    h.drain();
+    assert_eq!(h.call(1).sip_call_id, "x".repeat(255));
+    assert_eq!(h.call(0).sip_call_id, "a84b4c76e66710@pc33.atlanta.com");
+    h.ev(1, Answered);
+    h.ev(1, HungUp);
+    h.finish();
+    let now = h.now();
+    h.fork.leg_dialed(now, LegId(1), "late");
+    assert_eq!(h.drain(), vec![], "nothing after Finished");
+}
