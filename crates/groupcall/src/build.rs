@@ -1,4 +1,5 @@
-//! The fork's tree and its expansion from a [`GroupSpec`].
+//! The fork's tree: its expansion from a [`GroupSpec`], and its growth when a
+//! destination's hops are resolved.
 
 use crate::best::normalize;
 use crate::{

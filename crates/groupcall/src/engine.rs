@@ -88,7 +88,8 @@ fn blame(rec: &mut Call, by: HangupBy, reason: HangupReason) {
 
 impl Fork {
     /// Expands the tree of `root` (endpoints through `dir.contacts`, nested
-    /// groups through `dir.group`) and makes the root groupcall record
+    /// groups through `dir.group`, `sip` and `tel` destinations through
+    /// `dir.reach`) and makes the root groupcall record
     /// (emitted as the first action). Nothing is dialed before
     /// [`Fork::start`].
     ///

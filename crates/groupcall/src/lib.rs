@@ -2,24 +2,48 @@
 //!
 //! One [`Fork`] serves one call that rings a groupcall: it expands the
 //! groupcall into a tree (endpoints become child groupcalls over their
-//! registered contacts, stored ring groups become nested child groupcalls),
-//! decides which legs to dial and when (`ring_all`, `linear`), relays
-//! ringing and early media to the caller once, picks the first answer
-//! (set once, on every level), cancels every other leg at every level
-//! (`hangup_others`, with `Reason: SIP;cause=200;text="Call completed
+//! registered contacts, stored ring groups become nested child groupcalls,
+//! a destination reachable over several next hops becomes a failover child
+//! groupcall), decides which legs to dial and when (`ring_all`, `linear`,
+//! failover), relays ringing and early media to the caller once, picks the
+//! first answer (set once, on every level), cancels every other leg at every
+//! level (`hangup_others`, with `Reason: SIP;cause=200;text="Call completed
 //! elsewhere"`), or picks the best failure per RFC 3261 section 16.7 step 6.
 //! Every change to a groupcall or call record is emitted for the store.
 //!
 //! It is sans-IO, in the style of str0m and quinn-proto: `&mut self`
 //! methods take inputs stamped with the time ([`Now`]), and outputs are
 //! polled ([`Fork::poll_action`], [`Fork::poll_timeout`]). It never reads a
-//! clock, never touches a socket, never parses or builds a SIP message and
-//! never spawns a task: the B2BUA turns each [`Action`] into SIP and reports
-//! what each leg did as a [`LegEvent`].
+//! clock, never touches a socket, never resolves a name, never uses an OS
+//! random source (every id comes from the seed given to [`Fork::build`], so
+//! a run can be replayed), never parses or builds a SIP message (it only
+//! names a transport, [`sip_message::Transport`], in a [`Hop`]) and never
+//! spawns a task: the B2BUA turns each [`Action`] into SIP and reports what
+//! each leg did as a [`LegEvent`].
+//!
+//! ## Failover
+//!
+//! Carrier failover of a `tel` destination and RFC 3263 failover of a `sip`
+//! one are part of the fork, visible in the records like any other hunt.
+//! [`Directory::reach`] says how such a destination is reached
+//! ([`Reach`]): as it is, over [`Hop`]s known at build time, over hops found
+//! when it is reached ([`Action::Resolve`], answered by [`Fork::resolved`]),
+//! or not at all. Two hops or more make a child groupcall (`linear` in its
+//! record, one leg per hop, destinations showing the hop in `detail`) that
+//! hunts with the **failover rule**: after a hop fails, the next one is
+//! dialed only if the failure was no response ([`LegEvent::NoResponse`],
+//! counted as 408), a 408 or a 5xx, which say the server failed, not the
+//! callee. Any other failure (486, 480, 404, 603, a 3xx counted as 480...)
+//! ends the child at once with the best response of its codes so far, and
+//! the parent goes on as after any failed destination. When every hop
+//! failed, the child fails with the best of all its codes (503, 503 gives
+//! 503, which the root still sends to the caller as 500). The destination's
+//! ring timeout covers the whole hunt; hops have none of their own.
 //!
 //! Main types: [`Fork`] (the state machine), [`GroupSpec`] and [`GroupDef`]
-//! (what to ring), [`Directory`] (contacts and stored groups, provided by the
-//! B2BUA), [`ForkConfig`], [`LegEvent`] (inputs), [`Action`] (outputs).
+//! (what to ring), [`Directory`] (contacts, stored groups and how
+//! destinations are reached, provided by the B2BUA), [`Reach`] and [`Hop`],
+//! [`ForkConfig`], [`LegEvent`] (inputs), [`Action`] (outputs).
 #![deny(missing_docs)]
 
 use records::{Address, AnswerMethod, Call, Groupcall, RingMethod, Timestamp};
@@ -302,7 +326,8 @@ pub enum Record {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // moved once from the queue to the caller
 pub enum Action {
-    /// Send an INVITE for this leg.
+    /// Send an INVITE for this leg, then tell [`Fork::leg_dialed`] its
+    /// Call-ID.
     Dial {
         /// The leg.
         leg: LegId,
