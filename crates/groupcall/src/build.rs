@@ -1,8 +1,13 @@
-//! The fork's tree and its expansion from a [`GroupSpec`].
+//! The fork's tree: its expansion from a [`GroupSpec`], and its growth when a
+//! destination's hops are resolved.
 
+use crate::best::normalize;
 use crate::{
-    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, LegId, LegTarget,
+    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, Hop, LegId, LegTarget,
+    Reach,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use records::{
     Address, AddressType, AnswerMethod, Call, Groupcall, GroupcallStatus, RingMethod, Timestamp,
     NIL,
@@ -10,25 +15,160 @@ use records::{
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// Makes the fork's records: the fields they all share (owner, caller,
+/// served call) and their ids, drawn from the fork's seeded generator (never
+/// from the OS), so that a run can be replayed.
+pub(crate) struct RecordMaker {
+    pub customer_id: Uuid,
+    pub source: Address,
+    pub master_call_id: Uuid,
+    rng: StdRng,
+}
+
+impl RecordMaker {
+    pub fn new(spec: &GroupSpec, seed: u64) -> RecordMaker {
+        RecordMaker {
+            customer_id: spec.customer_id,
+            source: spec.source.clone(),
+            master_call_id: spec.master_call_id,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// A fresh (version 4) UUID from the seeded generator.
+    pub fn uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(self.rng.gen()).into_uuid()
+    }
+
+    /// A groupcall record, `progressing`, with a fresh id.
+    pub fn groupcall(
+        &mut self,
+        destinations: Vec<Address>,
+        ring_method: RingMethod,
+        answer_method: AnswerMethod,
+        master_groupcall_id: Uuid,
+        wall: Timestamp,
+    ) -> Groupcall {
+        Groupcall {
+            id: self.uuid(),
+            customer_id: self.customer_id,
+            source: self.source.clone(),
+            destinations,
+            ring_method,
+            answer_method,
+            status: GroupcallStatus::Progressing,
+            answer_call_id: NIL,
+            answer_groupcall_id: NIL,
+            call_ids: Vec::new(),
+            groupcall_ids: Vec::new(),
+            master_call_id: self.master_call_id,
+            master_groupcall_id,
+            tm_create: wall,
+            tm_update: wall,
+            tm_delete: Timestamp::NOT_YET,
+        }
+    }
+}
+
+/// Where a groupcall is in its life. It only moves down this list (a group
+/// closed before it was reached is `Skipped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GroupPhase {
+    /// A child not reached yet: no record, nothing dialed.
+    Unreached,
+    /// Closed before it was reached (an answer elsewhere, a stop, its
+    /// parent's ring timeout): it never will be, and has no record.
+    Skipped,
+    /// The root before [`crate::Fork::start`]: its record exists, nothing
+    /// is dialed yet.
+    Ready,
+    /// Its destinations are being or have been dialed.
+    Hunting,
+    /// Nothing more will be dialed; its legs and children are ending.
+    Closed,
+    /// Status `hangup` emitted.
+    Over,
+}
+
+impl GroupPhase {
+    /// Its record exists (shown to the store).
+    pub fn has_record(self) -> bool {
+        !matches!(self, GroupPhase::Unreached | GroupPhase::Skipped)
+    }
+
+    /// Nothing more will be dialed.
+    pub fn is_closed(self) -> bool {
+        matches!(self, GroupPhase::Skipped | GroupPhase::Closed | GroupPhase::Over)
+    }
+
+    /// The phase after closing.
+    pub fn closed(self) -> GroupPhase {
+        match self {
+            GroupPhase::Unreached => GroupPhase::Skipped,
+            GroupPhase::Ready | GroupPhase::Hunting => GroupPhase::Closed,
+            p => p,
+        }
+    }
+}
+
+/// How a group hunts through its destinations: the fork policy of a group
+/// node. Every rule that differs between kinds of groups is here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hunt {
+    /// Every destination at once; fails when all failed.
+    RingAll,
+    /// One destination after the other, whatever each failed with.
+    Linear,
+    /// One hop after the other (a destination's failover child), the next
+    /// only when the last got no response, a 408 or a 5xx; any other failure
+    /// ends the group at once.
+    Failover,
+}
+
+impl Hunt {
+    /// For a stored group's ring method.
+    pub fn of(method: RingMethod) -> Hunt {
+        match method {
+            RingMethod::RingAll => Hunt::RingAll,
+            RingMethod::Linear => Hunt::Linear,
+        }
+    }
+
+    /// The ring method shown in the record.
+    pub fn ring_method(self) -> RingMethod {
+        match self {
+            Hunt::RingAll => RingMethod::RingAll,
+            Hunt::Linear | Hunt::Failover => RingMethod::Linear,
+        }
+    }
+
+    /// After a destination failed with `code` (as counted: no response is
+    /// 408, a 3xx is 480), whether the next one is tried.
+    pub fn goes_on_after(self, code: u16) -> bool {
+        match self {
+            Hunt::RingAll | Hunt::Linear => true,
+            Hunt::Failover => code == 408 || (500..=599).contains(&code),
+        }
+    }
+}
+
 /// One groupcall of the tree.
 pub(crate) struct GroupNode {
-    /// Its record (shown once `materialized`).
+    /// Its record (shown once it [`GroupPhase::has_record`]).
     pub rec: Groupcall,
     /// Parent group and the index of this group among its items.
     pub parent: Option<(usize, usize)>,
     /// `Reason` on CANCELs of this group's legs.
     pub send_reason: bool,
+    /// How it hunts.
+    pub hunt: Hunt,
     /// Destinations, in order.
     pub items: Vec<Item>,
-    /// The record exists (the root from the start; children once reached).
-    pub materialized: bool,
-    /// Its destinations are being or have been dialed.
-    pub started: bool,
-    /// Nothing more will be dialed.
-    pub closed: bool,
-    /// Status `hangup` emitted.
-    pub over: bool,
-    /// Inside its own start: item failures are only recorded.
+    /// Where it is in its life.
+    pub phase: GroupPhase,
+    /// Re-entrancy guard, set only while the group starts a destination
+    /// (all of them for `ring_all`): a destination failing at once is only
+    /// recorded, and the starting loop moves on.
     pub starting: bool,
     /// `linear`: the destination ringing now.
     pub cursor: Option<usize>,
@@ -50,8 +190,34 @@ pub(crate) enum ItemKind {
     Leg(usize),
     /// A child group (index into the groups).
     Child(usize),
-    /// An endpoint with no registered contact: fails with 480 when reached.
-    Unreachable,
+    /// Fails with this code when reached (an endpoint with no registered
+    /// contact: 480; a destination the directory cannot reach).
+    Fails(u16),
+    /// Its hops are asked for when it is reached (index into the resolves,
+    /// also its [`crate::ResolveId`]); it becomes a `Leg`, a `Child` or
+    /// fails once they come.
+    Resolve(usize),
+}
+
+/// A `sip` or `tel` destination in the tree.
+#[derive(Clone)]
+pub(crate) struct DestinationRef {
+    /// The group it belongs to.
+    pub group: usize,
+    /// Its index among the group's items.
+    pub item: usize,
+    /// Depth of `group` (the root is 0).
+    pub depth: usize,
+    /// The destination, as its legs' records show it.
+    pub address: Address,
+}
+
+/// A destination whose hops are found when it is reached.
+pub(crate) struct PendingResolve {
+    /// Where it is.
+    pub at: DestinationRef,
+    /// What to resolve.
+    pub target: LegTarget,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,46 +310,22 @@ impl Groups {
 pub(crate) struct Tree {
     pub groups: Groups,
     pub legs: Vec<LegNode>,
+    pub resolves: Vec<PendingResolve>,
 }
 
-fn group_record(
-    spec: &GroupSpec,
-    destinations: Vec<Address>,
-    ring_method: RingMethod,
-    answer_method: AnswerMethod,
-    master_groupcall_id: Uuid,
-    wall: Timestamp,
-) -> Groupcall {
-    Groupcall {
-        id: Uuid::new_v4(),
-        customer_id: spec.customer_id,
-        source: spec.source.clone(),
-        destinations,
-        ring_method,
-        answer_method,
-        status: GroupcallStatus::Progressing,
-        answer_call_id: NIL,
-        answer_groupcall_id: NIL,
-        call_ids: Vec::new(),
-        groupcall_ids: Vec::new(),
-        master_call_id: spec.master_call_id,
-        master_groupcall_id,
-        tm_create: wall,
-        tm_update: wall,
-        tm_delete: Timestamp::NOT_YET,
-    }
-}
-
-fn node(rec: Groupcall, parent: Option<(usize, usize)>, send_reason: bool) -> GroupNode {
+fn node(
+    rec: Groupcall,
+    parent: Option<(usize, usize)>,
+    send_reason: bool,
+    hunt: Hunt,
+) -> GroupNode {
     GroupNode {
+        hunt,
         rec,
         parent,
         send_reason,
         items: Vec::new(),
-        materialized: false,
-        started: false,
-        closed: false,
-        over: false,
+        phase: GroupPhase::Unreached,
         starting: false,
         cursor: None,
         codes: Vec::new(),
@@ -204,49 +346,148 @@ fn sip_uri(target: &str) -> String {
     }
 }
 
-struct Builder<'a> {
-    spec: &'a GroupSpec,
-    dir: &'a dyn Directory,
-    cfg: &'a ForkConfig,
-    wall: Timestamp,
-    groups: Groups,
-    legs: Vec<LegNode>,
-}
-
-impl Builder<'_> {
-    fn group_id(&self, g: usize) -> Uuid {
+impl Tree {
+    /// The record id of group `g` (nil when there is none).
+    pub fn group_id(&self, g: usize) -> Uuid {
         self.groups.get(g).map_or(NIL, |n| n.rec.id)
     }
 
-    fn push_child(&mut self, n: GroupNode) -> Result<usize, BuildError> {
-        if self.groups.rest.len() >= self.cfg.max_legs {
-            return Err(BuildError::TooManyGroups { limit: self.cfg.max_legs });
+    /// Appends a child group; its index is greater than every other's.
+    pub fn push_child(&mut self, limit: usize, n: GroupNode) -> Result<usize, BuildError> {
+        if self.groups.rest.len() >= limit {
+            return Err(BuildError::TooManyGroups { limit });
         }
         self.groups.rest.push(n);
         Ok(self.groups.len() - 1)
     }
 
-    fn add_leg(
+    /// Appends a leg of group `group`, not dialed yet.
+    pub fn add_leg(
         &mut self,
+        limit: usize,
+        maker: &mut RecordMaker,
         group: usize,
         target: LegTarget,
         destination: Address,
     ) -> Result<usize, BuildError> {
-        let too_many = BuildError::TooManyLegs { limit: self.cfg.max_legs };
-        if self.legs.len() >= self.cfg.max_legs {
+        let too_many = BuildError::TooManyLegs { limit };
+        if self.legs.len() >= limit {
             return Err(too_many);
         }
         let id = u32::try_from(self.legs.len()).map_err(|_| too_many)?;
         self.legs.push(LegNode {
             id: LegId(id),
             group,
-            call_id: Uuid::new_v4(),
+            call_id: maker.uuid(),
             target,
             destination,
             phase: LegPhase::Idle,
             rec: None,
         });
         Ok(self.legs.len() - 1)
+    }
+
+    /// Appends a leg of group `group` over one hop of `destination`.
+    pub fn add_hop_leg(
+        &mut self,
+        limit: usize,
+        maker: &mut RecordMaker,
+        group: usize,
+        destination: &Address,
+        hop: Hop,
+    ) -> Result<usize, BuildError> {
+        let address = hop_address(destination, &hop);
+        self.add_leg(limit, maker, group, LegTarget::Hop { hop }, address)
+    }
+
+    /// The item of destination `at` reached over `hops`, in failover
+    /// order: failing with 503 without any, one hop leg for one, a failover
+    /// child for more (appended, with its legs). Limits are checked first:
+    /// on an error nothing was added.
+    pub fn hops_item(
+        &mut self,
+        cfg: &ForkConfig,
+        maker: &mut RecordMaker,
+        at: &DestinationRef,
+        mut hops: Vec<Hop>,
+        wall: Timestamp,
+    ) -> Result<ItemKind, BuildError> {
+        let limit = cfg.max_legs;
+        if hops.len() >= 2 && at.depth >= cfg.max_depth {
+            return Err(BuildError::TooDeep { limit: cfg.max_depth });
+        }
+        if self.legs.len().saturating_add(hops.len()) > limit {
+            return Err(BuildError::TooManyLegs { limit });
+        }
+        if hops.len() >= 2 && self.groups.rest.len() >= limit {
+            return Err(BuildError::TooManyGroups { limit });
+        }
+        match hops.len() {
+            0 => Ok(ItemKind::Fails(503)),
+            1 => {
+                let hop = hops.remove(0);
+                Ok(ItemKind::Leg(self.add_hop_leg(limit, maker, at.group, &at.address, hop)?))
+            }
+            _ => Ok(ItemKind::Child(self.failover_child(cfg, maker, at, hops, wall)?)),
+        }
+    }
+
+    /// Appends the failover child of destination `at` over `hops`: linear,
+    /// one leg per hop, no ring timeout per hop (the destination's own, on
+    /// the parent's item, covers the whole child, as for an endpoint).
+    fn failover_child(
+        &mut self,
+        cfg: &ForkConfig,
+        maker: &mut RecordMaker,
+        at: &DestinationRef,
+        hops: Vec<Hop>,
+        wall: Timestamp,
+    ) -> Result<usize, BuildError> {
+        let rec = maker.groupcall(
+            hops.iter().map(|h| hop_address(&at.address, h)).collect(),
+            Hunt::Failover.ring_method(),
+            AnswerMethod::HangupOthers,
+            self.group_id(at.group),
+            wall,
+        );
+        let send_reason = self.groups.get(at.group).map(|n| n.send_reason) != Some(false);
+        let n = node(rec, Some((at.group, at.item)), send_reason, Hunt::Failover);
+        let c = self.push_child(cfg.max_legs, n)?;
+        let mut items = Vec::with_capacity(hops.len());
+        for hop in hops {
+            let l = self.add_hop_leg(cfg.max_legs, maker, c, &at.address, hop)?;
+            items.push(item(ItemKind::Leg(l), None));
+        }
+        if let Some(n) = self.groups.get_mut(c) {
+            n.items = items;
+        }
+        Ok(c)
+    }
+}
+
+/// The destination as a hop leg's record shows it: `detail` says which hop.
+fn hop_address(destination: &Address, hop: &Hop) -> Address {
+    let mut a = destination.clone();
+    a.detail = hop.to_string();
+    a
+}
+
+struct Builder<'a> {
+    dir: &'a dyn Directory,
+    cfg: &'a ForkConfig,
+    wall: Timestamp,
+    maker: &'a mut RecordMaker,
+    tree: Tree,
+}
+
+impl Builder<'_> {
+    fn add_leg(
+        &mut self,
+        group: usize,
+        target: LegTarget,
+        destination: Address,
+    ) -> Result<usize, BuildError> {
+        self.tree.add_leg(self.cfg.max_legs, self.maker, group, target, destination)
     }
 
     /// Fills the items of group `g` from `def`; `depth` is `g`'s depth and
@@ -262,19 +503,20 @@ impl Builder<'_> {
         for (i, d) in def.destinations.iter().enumerate() {
             let timeout = Some(d.ring_timeout.unwrap_or(self.cfg.default_ring_timeout));
             let target = &d.address.target;
+            let at = || DestinationRef { group: g, item: i, depth, address: d.address.clone() };
             let it = match d.address.kind {
                 AddressType::Sip => {
                     let t = LegTarget::Sip { uri: sip_uri(target) };
-                    item(ItemKind::Leg(self.add_leg(g, t, d.address.clone())?), timeout)
+                    self.reached(at(), t, timeout)?
                 }
                 AddressType::Tel => {
                     let t = LegTarget::Tel { number: target.clone() };
-                    item(ItemKind::Leg(self.add_leg(g, t, d.address.clone())?), timeout)
+                    self.reached(at(), t, timeout)?
                 }
                 AddressType::Endpoint => {
                     let mut contacts = self.dir.contacts(target);
                     if contacts.is_empty() {
-                        item(ItemKind::Unreachable, None)
+                        item(ItemKind::Fails(480), None)
                     } else {
                         if depth >= self.cfg.max_depth {
                             return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
@@ -296,15 +538,15 @@ impl Builder<'_> {
                     if depth >= self.cfg.max_depth {
                         return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
                     }
-                    let rec = group_record(
-                        self.spec,
+                    let rec = self.maker.groupcall(
                         child.destinations.iter().map(|d| d.address.clone()).collect(),
                         child.ring_method,
                         child.answer_method,
-                        self.group_id(g),
+                        self.tree.group_id(g),
                         self.wall,
                     );
-                    let c = self.push_child(node(rec, Some((g, i)), child.send_reason))?;
+                    let n = node(rec, Some((g, i)), child.send_reason, Hunt::of(child.ring_method));
+                    let c = self.tree.push_child(self.cfg.max_legs, n)?;
                     path.push(child.id);
                     self.fill(c, &child, depth + 1, path)?;
                     path.pop();
@@ -313,10 +555,32 @@ impl Builder<'_> {
             };
             items.push(it);
         }
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.items = items;
         }
         Ok(())
+    }
+
+    /// A `sip` or `tel` destination, as the directory says it is reached.
+    fn reached(
+        &mut self,
+        at: DestinationRef,
+        target: LegTarget,
+        timeout: Option<Duration>,
+    ) -> Result<Item, BuildError> {
+        let kind = match self.dir.reach(&target) {
+            Reach::Direct => ItemKind::Leg(self.add_leg(at.group, target, at.address)?),
+            Reach::Unreachable(code) => ItemKind::Fails(normalize(code)),
+            Reach::Hops(hops) => self.tree.hops_item(self.cfg, self.maker, &at, hops, self.wall)?,
+            Reach::Resolve => {
+                let too_many = BuildError::TooManyLegs { limit: self.cfg.max_legs };
+                u32::try_from(self.tree.resolves.len()).map_err(|_| too_many)?;
+                self.tree.resolves.push(PendingResolve { at, target });
+                ItemKind::Resolve(self.tree.resolves.len() - 1)
+            }
+        };
+        let timeout = if matches!(kind, ItemKind::Fails(_)) { None } else { timeout };
+        Ok(item(kind, timeout))
     }
 
     /// A child `ring_all` group over an endpoint's contacts; the endpoint's
@@ -329,56 +593,52 @@ impl Builder<'_> {
         contacts: Vec<ContactTarget>,
         send_reason: bool,
     ) -> Result<usize, BuildError> {
-        let rec = group_record(
-            self.spec,
+        let rec = self.maker.groupcall(
             contacts.iter().map(|c| Address::new(AddressType::Sip, c.uri.clone())).collect(),
             RingMethod::RingAll,
             AnswerMethod::HangupOthers,
-            self.group_id(parent),
+            self.tree.group_id(parent),
             self.wall,
         );
-        let c = self.push_child(node(rec, Some((parent, index)), send_reason))?;
+        let n = node(rec, Some((parent, index)), send_reason, Hunt::RingAll);
+        let c = self.tree.push_child(self.cfg.max_legs, n)?;
         let mut items = Vec::with_capacity(contacts.len());
         for contact in contacts {
             let t = LegTarget::Contact { aor: address.target.clone(), contact };
             items.push(item(ItemKind::Leg(self.add_leg(c, t, address.clone())?), None));
         }
-        if let Some(n) = self.groups.get_mut(c) {
+        if let Some(n) = self.tree.groups.get_mut(c) {
             n.items = items;
         }
         Ok(c)
     }
 }
 
-/// Expands the tree of `spec`; the root record is materialized.
+/// Expands the tree of `spec`, every id drawn from `maker`; the root record
+/// exists (phase `Ready`).
 pub(crate) fn expand(
     spec: &GroupSpec,
     dir: &dyn Directory,
     cfg: &ForkConfig,
+    maker: &mut RecordMaker,
     wall: Timestamp,
 ) -> Result<Tree, BuildError> {
     let def = &spec.group;
-    let rec = group_record(
-        spec,
+    let rec = maker.groupcall(
         def.destinations.iter().map(|d| d.address.clone()).collect(),
         def.ring_method,
         def.answer_method,
         NIL,
         wall,
     );
-    let mut root = node(rec, None, def.send_reason);
-    root.materialized = true;
-    let mut b = Builder {
-        spec,
-        dir,
-        cfg,
-        wall,
-        groups: Groups { root, rest: Vec::new() },
-        legs: Vec::new(),
-    };
+    let mut root = node(rec, None, def.send_reason, Hunt::of(def.ring_method));
+    root.phase = GroupPhase::Ready;
+    let tree =
+        Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new(), resolves: Vec::new() };
+    let mut b = Builder { dir, cfg, wall, maker, tree };
     let mut path = vec![def.id];
     b.fill(0, def, 0, &mut path)?;
-    Ok(Tree { groups: b.groups, legs: b.legs })
+    Ok(b.tree)
 }
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
 //! The fork state machine.
 
 use crate::best::{best_response, caller_response, normalize};
-use crate::build::{self, CancelCause, Groups, ItemKind, ItemState, LegNode, LegPhase};
+use crate::build::{
+    self, CancelCause, GroupPhase, Hunt, ItemKind, ItemState, LegPhase, RecordMaker, Tree,
+};
 use crate::{
-    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, LegEvent, LegId, Now,
-    Record,
+    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, Hop, LegEvent, LegId, Now,
+    Record, ResolveId,
 };
 use records::{
-    Address, Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason,
-    RingMethod, Timestamp, NIL,
+    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp, NIL,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,10 +29,8 @@ enum Outcome {
 /// The forking engine for one served call. See the crate documentation.
 pub struct Fork {
     cfg: ForkConfig,
-    groups: Groups,
-    legs: Vec<LegNode>,
-    customer_id: Uuid,
-    source: Address,
+    tree: Tree,
+    maker: RecordMaker,
     actions: VecDeque<Action>,
     started: bool,
     outcome: Outcome,
@@ -41,6 +40,22 @@ pub struct Fork {
     early_media_relayed: bool,
     caller_gone: bool,
     finished: bool,
+}
+
+/// Longest SIP Call-ID kept in a call record, in bytes.
+pub const MAX_SIP_CALL_ID: usize = 256;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn after(at: Instant, d: Duration) -> Option<Instant> {
@@ -73,22 +88,27 @@ fn blame(rec: &mut Call, by: HangupBy, reason: HangupReason) {
 
 impl Fork {
     /// Expands the tree of `root` (endpoints through `dir.contacts`, nested
-    /// groups through `dir.group`) and makes the root groupcall record
+    /// groups through `dir.group`, `sip` and `tel` destinations through
+    /// `dir.reach`) and makes the root groupcall record
     /// (emitted as the first action). Nothing is dialed before
     /// [`Fork::start`].
+    ///
+    /// Every id the fork makes (groupcalls, call records, also those made
+    /// later) comes from a generator seeded with `seed`: the same seed and
+    /// the same inputs give the same actions.
     pub fn build(
         root: GroupSpec,
         dir: &dyn Directory,
         cfg: ForkConfig,
         now: Now,
+        seed: u64,
     ) -> Result<Fork, BuildError> {
-        let tree = build::expand(&root, dir, &cfg, now.wall)?;
+        let mut maker = RecordMaker::new(&root, seed);
+        let tree = build::expand(&root, dir, &cfg, &mut maker, now.wall)?;
         let mut fork = Fork {
             cfg,
-            groups: tree.groups,
-            legs: tree.legs,
-            customer_id: root.customer_id,
-            source: root.source,
+            tree,
+            maker,
             actions: VecDeque::new(),
             started: false,
             outcome: Outcome::Pending,
@@ -122,7 +142,7 @@ impl Fork {
             return;
         }
         let l = leg.0 as usize;
-        let Some(phase) = self.legs.get(l).map(|n| n.phase) else { return };
+        let Some(phase) = self.tree.legs.get(l).map(|n| n.phase) else { return };
         match phase {
             LegPhase::Idle | LegPhase::Ended => return,
             LegPhase::Live => self.on_live(now, l, ev),
@@ -164,6 +184,22 @@ impl Fork {
         self.settle(now);
     }
 
+    /// The B2BUA sent leg `leg`'s INVITE with this SIP Call-ID: it goes in
+    /// the leg's call record (`sip_call_id`, emitted). Bounded to
+    /// [`MAX_SIP_CALL_ID`] bytes (cut at a character boundary). Ignored for
+    /// unknown or undialed legs and once the fork is finished.
+    pub fn leg_dialed(&mut self, now: Now, leg: LegId, sip_call_id: &str) {
+        if self.finished {
+            return;
+        }
+        let value = truncated(sip_call_id, MAX_SIP_CALL_ID);
+        self.update_call(now, leg.0 as usize, |r| {
+            if r.sip_call_id != value {
+                r.sip_call_id = value.to_owned();
+            }
+        });
+    }
+
     /// The caller CANCELed before an answer: every leg is cancelled and the
     /// caller gets 487. Ignored once the caller's side is settled.
     pub fn caller_cancelled(&mut self, now: Now) {
@@ -199,9 +235,12 @@ impl Fork {
             return;
         }
         self.hangup_requested = true;
-        for g in 0..self.groups.len() {
-            let Some(n) = self.groups.get_mut(g) else { continue };
-            if n.materialized && !n.over && n.rec.status < GroupcallStatus::Hangingup {
+        for g in 0..self.tree.groups.len() {
+            let Some(n) = self.tree.groups.get_mut(g) else { continue };
+            if n.phase.has_record()
+                && n.phase != GroupPhase::Over
+                && n.rec.status < GroupcallStatus::Hangingup
+            {
                 n.rec.status = GroupcallStatus::Hangingup;
                 self.touch_group(now, g);
             }
@@ -220,6 +259,47 @@ impl Fork {
         self.settle(now);
     }
 
+    /// The hops asked for by [`Action::Resolve`] `query`, in failover
+    /// order. Ignored unless that destination is still waiting for them
+    /// (not after an answer elsewhere, its ring timeout, a stop, or a
+    /// second answer to the same query). No hop: the destination fails with
+    /// 503; one: a [`crate::LegTarget::Hop`] leg is dialed; more: a failover
+    /// child groupcall is made and started. Hops that would exceed
+    /// [`ForkConfig::max_legs`] or [`ForkConfig::max_depth`] fail the
+    /// destination with 500.
+    pub fn resolved(&mut self, now: Now, query: ResolveId, hops: Vec<Hop>) {
+        if !self.is_live() {
+            return;
+        }
+        let r = query.0 as usize;
+        let Some(pending) = self.tree.resolves.get(r) else { return };
+        let (g, i) = (pending.at.group, pending.at.item);
+        let waiting = self.tree.groups.get(g).is_some_and(|n| {
+            n.phase == GroupPhase::Hunting
+                && n.items.get(i).is_some_and(|it| {
+                    it.state == ItemState::Active && it.kind == ItemKind::Resolve(r)
+                })
+        });
+        if !waiting {
+            return;
+        }
+        let at = pending.at.clone();
+        let kind = self
+            .tree
+            .hops_item(&self.cfg, &mut self.maker, &at, hops, now.wall)
+            .unwrap_or(ItemKind::Fails(500));
+        if let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
+            it.kind = kind;
+        }
+        match kind {
+            ItemKind::Leg(l) => self.dial(now, l),
+            ItemKind::Child(c) => self.start_group(now, c),
+            ItemKind::Fails(code) => self.item_failed(now, g, i, code),
+            ItemKind::Resolve(_) => {}
+        }
+        self.settle(now);
+    }
+
     /// Runs every timer due at `now`: overall timeout, ring timeouts, and
     /// the wait for legs being cancelled or hung up.
     pub fn handle_timeout(&mut self, now: Now) {
@@ -233,8 +313,8 @@ impl Fork {
             // Parents come before children, so a group's own timeout wins
             // over its children's at the same instant.
             let mut due = Vec::new();
-            for (g, n) in self.groups.iter().enumerate() {
-                if !n.started || n.closed {
+            for (g, n) in self.tree.groups.iter().enumerate() {
+                if n.phase != GroupPhase::Hunting {
                     continue;
                 }
                 for (i, it) in n.items.iter().enumerate() {
@@ -250,8 +330,8 @@ impl Fork {
                 self.ring_timeout(now, g, i);
             }
         }
-        for l in 0..self.legs.len() {
-            let deadline = match self.legs.get(l).map(|n| n.phase) {
+        for l in 0..self.tree.legs.len() {
+            let deadline = match self.tree.legs.get(l).map(|n| n.phase) {
                 Some(
                     LegPhase::Cancelling { deadline, .. } | LegPhase::Terminating { deadline },
                 ) => deadline,
@@ -277,13 +357,13 @@ impl Fork {
         };
         if self.is_live() {
             take(self.overall_deadline);
-            for n in self.groups.iter().filter(|n| n.started && !n.closed) {
+            for n in self.tree.groups.iter().filter(|n| n.phase == GroupPhase::Hunting) {
                 for it in n.items.iter().filter(|it| it.state == ItemState::Active) {
                     take(it.deadline);
                 }
             }
         }
-        for leg in &self.legs {
+        for leg in &self.tree.legs {
             if let LegPhase::Cancelling { deadline, .. } | LegPhase::Terminating { deadline } =
                 leg.phase
             {
@@ -300,22 +380,22 @@ impl Fork {
 
     /// The root groupcall record.
     pub fn root(&self) -> &Groupcall {
-        &self.groups.root().rec
+        &self.tree.groups.root().rec
     }
 
     /// A groupcall record of this fork (children exist once reached).
     pub fn groupcall(&self, id: Uuid) -> Option<&Groupcall> {
-        self.groups.iter().find(|n| n.materialized && n.rec.id == id).map(|n| &n.rec)
+        self.tree.groups.iter().find(|n| n.phase.has_record() && n.rec.id == id).map(|n| &n.rec)
     }
 
     /// A leg's call record (legs have one once dialed).
     pub fn call(&self, id: Uuid) -> Option<&Call> {
-        self.legs.iter().filter_map(|n| n.rec.as_ref()).find(|c| c.id == id)
+        self.tree.legs.iter().filter_map(|n| n.rec.as_ref()).find(|c| c.id == id)
     }
 
     /// The call record id of a dialed leg.
     pub fn leg_call_id(&self, leg: LegId) -> Option<Uuid> {
-        self.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
+        self.tree.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
     }
 
     /// `true` once [`Action::Finished`] was emitted.
@@ -331,13 +411,13 @@ impl Fork {
     }
 
     fn emit_group(&mut self, g: usize) {
-        if let Some(n) = self.groups.get(g).filter(|n| n.materialized) {
+        if let Some(n) = self.tree.groups.get(g).filter(|n| n.phase.has_record()) {
             self.actions.push_back(Action::RecordChanged(Record::Groupcall(n.rec.clone())));
         }
     }
 
     fn touch_group(&mut self, now: Now, g: usize) {
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.rec.tm_update = now.wall;
         }
         self.emit_group(g);
@@ -345,7 +425,7 @@ impl Fork {
 
     /// Applies `f` to a leg's call record; emits it when it changed.
     fn update_call(&mut self, now: Now, l: usize, f: impl FnOnce(&mut Call)) {
-        let Some(rec) = self.legs.get_mut(l).and_then(|n| n.rec.as_mut()) else { return };
+        let Some(rec) = self.tree.legs.get_mut(l).and_then(|n| n.rec.as_mut()) else { return };
         let before = rec.clone();
         f(rec);
         if *rec != before {
@@ -356,39 +436,39 @@ impl Fork {
     }
 
     fn set_phase(&mut self, l: usize, phase: LegPhase) {
-        if let Some(n) = self.legs.get_mut(l) {
+        if let Some(n) = self.tree.legs.get_mut(l) {
             n.phase = phase;
         }
     }
 
     fn leg_id(&self, l: usize) -> Option<LegId> {
-        self.legs.get(l).map(|n| n.id)
+        self.tree.legs.get(l).map(|n| n.id)
     }
 
     fn start_group(&mut self, now: Now, g: usize) {
-        let Some(n) = self.groups.get_mut(g) else { return };
-        if n.started {
-            return;
-        }
-        n.started = true;
-        let newly = !n.materialized;
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        let newly = match n.phase {
+            GroupPhase::Unreached => true,
+            GroupPhase::Ready => false,
+            _ => return,
+        };
+        n.phase = GroupPhase::Hunting;
         if newly {
-            n.materialized = true;
             n.rec.tm_create = now.wall;
             n.rec.tm_update = now.wall;
         }
-        let (parent, id, method, count) = (n.parent, n.rec.id, n.rec.ring_method, n.items.len());
+        let (parent, id, hunt, count) = (n.parent, n.rec.id, n.hunt, n.items.len());
         if newly {
             self.emit_group(g);
             if let Some((p, _)) = parent {
-                if let Some(pn) = self.groups.get_mut(p) {
+                if let Some(pn) = self.tree.groups.get_mut(p) {
                     pn.rec.groupcall_ids.push(id);
                 }
                 self.touch_group(now, p);
             }
         }
-        match method {
-            RingMethod::RingAll => {
+        match hunt {
+            Hunt::RingAll => {
                 self.set_starting(g, true);
                 for i in 0..count {
                     if !self.is_live() {
@@ -399,18 +479,18 @@ impl Fork {
                 self.set_starting(g, false);
                 self.check_ring_all(now, g);
             }
-            RingMethod::Linear => self.next_linear(now, g),
+            Hunt::Linear | Hunt::Failover => self.next_linear(now, g),
         }
     }
 
     fn set_starting(&mut self, g: usize, on: bool) {
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.starting = on;
         }
     }
 
     fn start_item(&mut self, now: Now, g: usize, i: usize) {
-        let Some(it) = self.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) else { return };
+        let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) else { return };
         if it.state != ItemState::Pending {
             return;
         }
@@ -419,19 +499,29 @@ impl Fork {
         match it.kind {
             ItemKind::Leg(l) => self.dial(now, l),
             ItemKind::Child(c) => self.start_group(now, c),
-            ItemKind::Unreachable => self.item_failed(now, g, i, 480),
+            ItemKind::Fails(code) => self.item_failed(now, g, i, code),
+            ItemKind::Resolve(r) => {
+                let query = u32::try_from(r).map(ResolveId);
+                let target = self.tree.resolves.get(r).map(|p| p.target.clone());
+                if let (Ok(query), Some(target)) = (query, target) {
+                    self.actions.push_back(Action::Resolve { query, target });
+                } else {
+                    self.item_failed(now, g, i, 500);
+                }
+            }
         }
     }
 
-    /// `linear`: dials the next destination, skipping those failing at
-    /// once; the group fails past the last one.
+    /// `linear` and failover: dials the next destination, skipping those
+    /// failing at once (as far as the group's [`Hunt`] goes on after their
+    /// code); the group fails past the last one.
     fn next_linear(&mut self, now: Now, g: usize) {
         loop {
             if !self.is_live() {
                 return;
             }
-            let Some(n) = self.groups.get_mut(g) else { return };
-            if n.closed {
+            let Some(n) = self.tree.groups.get_mut(g) else { return };
+            if n.phase.is_closed() {
                 return;
             }
             let next = n.cursor.map_or(0, |c| c + 1);
@@ -442,10 +532,17 @@ impl Fork {
             }
             n.starting = true;
             self.start_item(now, g, next);
-            let Some(n) = self.groups.get_mut(g) else { return };
+            let Some(n) = self.tree.groups.get_mut(g) else { return };
             n.starting = false;
-            if !matches!(n.items.get(next).map(|it| it.state), Some(ItemState::Failed(_))) {
-                return;
+            match n.items.get(next).map(|it| it.state) {
+                Some(ItemState::Failed(code)) if n.hunt.goes_on_after(code) => {}
+                Some(ItemState::Failed(_)) => {
+                    if self.is_live() {
+                        self.group_failed(now, g);
+                    }
+                    return;
+                }
+                _ => return,
             }
         }
     }
@@ -454,8 +551,8 @@ impl Fork {
         if !self.is_live() {
             return;
         }
-        let Some(n) = self.groups.get(g) else { return };
-        if n.closed || n.starting {
+        let Some(n) = self.tree.groups.get(g) else { return };
+        if n.phase.is_closed() || n.starting {
             return;
         }
         if n.items.iter().all(|it| matches!(it.state, ItemState::Failed(_))) {
@@ -464,18 +561,18 @@ impl Fork {
     }
 
     fn dial(&mut self, now: Now, l: usize) {
-        let Some(leg) = self.legs.get_mut(l) else { return };
+        let Some(leg) = self.tree.legs.get_mut(l) else { return };
         if leg.phase != LegPhase::Idle {
             return;
         }
         leg.phase = LegPhase::Live;
         let g = leg.group;
-        let groupcall_id = self.groups.get(g).map_or(NIL, |n| n.rec.id);
+        let groupcall_id = self.tree.groups.get(g).map_or(NIL, |n| n.rec.id);
         let rec = Call {
             id: leg.call_id,
-            customer_id: self.customer_id,
+            customer_id: self.maker.customer_id,
             groupcall_id,
-            source: self.source.clone(),
+            source: self.maker.source.clone(),
             destination: leg.destination.clone(),
             direction: Direction::Outgoing,
             status: CallStatus::Dialing,
@@ -492,7 +589,7 @@ impl Fork {
         let (id, call_id, target) = (leg.id, leg.call_id, leg.target.clone());
         leg.rec = Some(rec.clone());
         self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
-        if let Some(n) = self.groups.get_mut(g) {
+        if let Some(n) = self.tree.groups.get_mut(g) {
             n.rec.call_ids.push(call_id);
         }
         self.touch_group(now, g);
@@ -557,8 +654,8 @@ impl Fork {
     }
 
     fn item_of_leg(&self, l: usize) -> Option<(usize, usize)> {
-        let g = self.legs.get(l)?.group;
-        let i = self.groups.get(g)?.items.iter().position(|it| it.kind == ItemKind::Leg(l))?;
+        let g = self.tree.legs.get(l)?.group;
+        let i = self.tree.groups.get(g)?.items.iter().position(|it| it.kind == ItemKind::Leg(l))?;
         Some((g, i))
     }
 
@@ -573,7 +670,7 @@ impl Fork {
 
     /// A destination failed with `code`: record it, then move the group on.
     fn item_failed(&mut self, now: Now, g: usize, i: usize, code: u16) {
-        let Some(n) = self.groups.get_mut(g) else { return };
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
         let Some(it) = n.items.get_mut(i) else { return };
         if matches!(it.state, ItemState::Failed(_) | ItemState::Answered) {
             return;
@@ -581,8 +678,7 @@ impl Fork {
         it.state = ItemState::Failed(code);
         it.deadline = None;
         n.codes.push(code);
-        let (closed, starting, method, cursor) =
-            (n.closed, n.starting, n.rec.ring_method, n.cursor);
+        let (closed, starting, hunt, cursor) = (n.phase.is_closed(), n.starting, n.hunt, n.cursor);
         if closed || !self.is_live() {
             return;
         }
@@ -593,21 +689,24 @@ impl Fork {
         if starting {
             return;
         }
-        match method {
-            RingMethod::RingAll => self.check_ring_all(now, g),
-            RingMethod::Linear if cursor == Some(i) => self.next_linear(now, g),
-            RingMethod::Linear => {}
+        match hunt {
+            Hunt::RingAll => self.check_ring_all(now, g),
+            Hunt::Linear | Hunt::Failover if cursor != Some(i) => {}
+            _ if hunt.goes_on_after(code) => self.next_linear(now, g),
+            // Failover: this failure is the callee's answer, not the
+            // server's; the other hops would say the same.
+            Hunt::Failover | Hunt::Linear => self.group_failed(now, g),
         }
     }
 
     /// Every destination of `g` failed: report its best code upward, or
     /// reject the caller at the root.
     fn group_failed(&mut self, now: Now, g: usize) {
-        let Some(n) = self.groups.get_mut(g) else { return };
-        if n.closed {
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        if n.phase.is_closed() {
             return;
         }
-        n.closed = true;
+        n.phase = n.phase.closed();
         // No destination at all counts as "nobody available".
         let best = best_response(&n.codes).unwrap_or(480);
         match n.parent {
@@ -618,15 +717,15 @@ impl Fork {
 
     /// The ring timeout of destination `i` of `g` expired.
     fn ring_timeout(&mut self, now: Now, g: usize, i: usize) {
-        let Some(n) = self.groups.get(g) else { return };
+        let Some(n) = self.tree.groups.get(g) else { return };
         let Some(it) = n.items.get(i) else { return };
-        if n.closed || it.state != ItemState::Active {
+        if n.phase.is_closed() || it.state != ItemState::Active {
             return;
         }
         match it.kind {
             ItemKind::Leg(l) => self.cancel_leg(now, l, CancelCause::RingTimeout),
             ItemKind::Child(c) => self.cancel_subtree(now, c, CancelCause::RingTimeout),
-            ItemKind::Unreachable => {}
+            ItemKind::Fails(_) | ItemKind::Resolve(_) => {}
         }
         self.item_failed(now, g, i, 480);
     }
@@ -637,7 +736,7 @@ impl Fork {
             if g == top {
                 return true;
             }
-            match self.groups.get(g).and_then(|n| n.parent) {
+            match self.tree.groups.get(g).and_then(|n| n.parent) {
                 Some((p, _)) if p < g => g = p,
                 _ => return false,
             }
@@ -646,17 +745,17 @@ impl Fork {
 
     /// Closes group `top` and its descendants and cancels their live legs.
     fn cancel_subtree(&mut self, now: Now, top: usize, cause: CancelCause) {
-        for g in top..self.groups.len() {
+        for g in top..self.tree.groups.len() {
             if !self.in_subtree(g, top) {
                 continue;
             }
-            if let Some(n) = self.groups.get_mut(g) {
-                n.closed = true;
+            if let Some(n) = self.tree.groups.get_mut(g) {
+                n.phase = n.phase.closed();
                 n.items.iter_mut().for_each(|it| it.deadline = None);
             }
         }
-        for l in 0..self.legs.len() {
-            let g = self.legs.get(l).map_or(usize::MAX, |n| n.group);
+        for l in 0..self.tree.legs.len() {
+            let g = self.tree.legs.get(l).map_or(usize::MAX, |n| n.group);
             if self.in_subtree(g, top) {
                 self.cancel_leg(now, l, cause);
             }
@@ -665,14 +764,14 @@ impl Fork {
 
     /// CANCELs a live leg.
     fn cancel_leg(&mut self, now: Now, l: usize, cause: CancelCause) {
-        let Some(leg) = self.legs.get_mut(l) else { return };
+        let Some(leg) = self.tree.legs.get_mut(l) else { return };
         if leg.phase != LegPhase::Live {
             return;
         }
         leg.phase =
             LegPhase::Cancelling { cause, deadline: after(now.at, self.cfg.leg_cleanup_timeout) };
         let (id, g) = (leg.id, leg.group);
-        let send_reason = self.groups.get(g).map(|n| n.send_reason) != Some(false);
+        let send_reason = self.tree.groups.get(g).map(|n| n.send_reason) != Some(false);
         let reason = (cause == CancelCause::CompletedElsewhere && send_reason)
             .then_some(CancelReason::CompletedElsewhere);
         let why = match cause {
@@ -709,7 +808,7 @@ impl Fork {
 
     /// BYEs the winner (caller hung up, or API hangup).
     fn bye(&mut self, now: Now, l: usize) {
-        if self.legs.get(l).map(|n| n.phase) != Some(LegPhase::Winner) {
+        if self.tree.legs.get(l).map(|n| n.phase) != Some(LegPhase::Winner) {
             return;
         }
         let Some(id) = self.leg_id(l) else { return };
@@ -728,7 +827,7 @@ impl Fork {
     /// Leg `l` is the answer: set it on every level, answer the caller,
     /// cancel everything else.
     fn win(&mut self, now: Now, l: usize) {
-        let Some(leg) = self.legs.get_mut(l) else { return };
+        let Some(leg) = self.tree.legs.get_mut(l) else { return };
         leg.phase = LegPhase::Winner;
         let (id, call_id, first_group) = (leg.id, leg.call_id, leg.group);
         self.outcome = Outcome::Answered(l);
@@ -747,7 +846,7 @@ impl Fork {
         }
         let mut g = first_group;
         let mut via = NIL;
-        while let Some(n) = self.groups.get_mut(g) {
+        while let Some(n) = self.tree.groups.get_mut(g) {
             if n.rec.answer_call_id == NIL {
                 n.rec.answer_call_id = call_id;
                 n.rec.answer_groupcall_id = via;
@@ -765,7 +864,7 @@ impl Fork {
         }
         self.actions.push_back(Action::AnswerCaller { leg: id });
         self.close_all();
-        for other in 0..self.legs.len() {
+        for other in 0..self.tree.legs.len() {
             if other != l {
                 self.cancel_leg(now, other, CancelCause::CompletedElsewhere);
             }
@@ -773,22 +872,22 @@ impl Fork {
     }
 
     fn mark_answered(&mut self, g: usize, i: usize) {
-        if let Some(it) = self.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
+        if let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) {
             it.state = ItemState::Answered;
             it.deadline = None;
         }
     }
 
     fn close_all(&mut self) {
-        for n in self.groups.iter_mut() {
-            n.closed = true;
+        for n in self.tree.groups.iter_mut() {
+            n.phase = n.phase.closed();
             n.items.iter_mut().for_each(|it| it.deadline = None);
         }
     }
 
     /// Cancels every live leg and rejects the caller with `code`.
     fn stop(&mut self, now: Now, cause: CancelCause, code: u16) {
-        for l in 0..self.legs.len() {
+        for l in 0..self.tree.legs.len() {
             self.cancel_leg(now, l, cause);
         }
         self.reject(code);
@@ -808,30 +907,35 @@ impl Fork {
     /// Ends every groupcall whose legs and children are all over (children
     /// first), then the fork once the root is over.
     fn settle(&mut self, now: Now) {
-        for g in (0..self.groups.len()).rev() {
-            let Some(n) = self.groups.get(g) else { continue };
-            if !n.materialized || n.over || !n.closed {
+        for g in (0..self.tree.groups.len()).rev() {
+            let Some(n) = self.tree.groups.get(g) else { continue };
+            if n.phase != GroupPhase::Closed {
                 continue;
             }
             let legs_over = self
+                .tree
                 .legs
                 .iter()
                 .filter(|leg| leg.group == g)
                 .all(|leg| matches!(leg.phase, LegPhase::Idle | LegPhase::Ended));
             let children_over = self
+                .tree
                 .groups
                 .iter()
                 .filter(|c| c.parent.is_some_and(|(p, _)| p == g))
-                .all(|c| !c.materialized || c.over);
+                .all(|c| !c.phase.has_record() || c.phase == GroupPhase::Over);
             if legs_over && children_over {
-                if let Some(n) = self.groups.get_mut(g) {
-                    n.over = true;
+                if let Some(n) = self.tree.groups.get_mut(g) {
+                    n.phase = GroupPhase::Over;
                     n.rec.status = GroupcallStatus::Hangup;
                 }
                 self.touch_group(now, g);
             }
         }
-        if self.groups.root().over && self.outcome != Outcome::Pending && !self.finished {
+        if self.tree.groups.root().phase == GroupPhase::Over
+            && self.outcome != Outcome::Pending
+            && !self.finished
+        {
             self.finished = true;
             self.actions.push_back(Action::Finished);
         }
@@ -842,9 +946,24 @@ impl std::fmt::Debug for Fork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fork")
             .field("root", &self.root().id)
-            .field("legs", &self.legs.len())
+            .field("legs", &self.tree.legs.len())
             .field("outcome", &self.outcome)
             .field("finished", &self.finished)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncated;
+
+    #[test]
+    fn truncation_at_char_boundaries() {
+        assert_eq!(truncated("abc", 3), "abc");
+        assert_eq!(truncated("abcd", 3), "abc");
+        assert_eq!(truncated("aé", 2), "a");
+        assert_eq!(truncated("aé", 3), "aé");
+        assert_eq!(truncated("", 0), "");
+        assert_eq!(truncated("é", 0), "");
     }
 }

@@ -2,24 +2,48 @@
 //!
 //! One [`Fork`] serves one call that rings a groupcall: it expands the
 //! groupcall into a tree (endpoints become child groupcalls over their
-//! registered contacts, stored ring groups become nested child groupcalls),
-//! decides which legs to dial and when (`ring_all`, `linear`), relays
-//! ringing and early media to the caller once, picks the first answer
-//! (set once, on every level), cancels every other leg at every level
-//! (`hangup_others`, with `Reason: SIP;cause=200;text="Call completed
+//! registered contacts, stored ring groups become nested child groupcalls,
+//! a destination reachable over several next hops becomes a failover child
+//! groupcall), decides which legs to dial and when (`ring_all`, `linear`,
+//! failover), relays ringing and early media to the caller once, picks the
+//! first answer (set once, on every level), cancels every other leg at every
+//! level (`hangup_others`, with `Reason: SIP;cause=200;text="Call completed
 //! elsewhere"`), or picks the best failure per RFC 3261 section 16.7 step 6.
 //! Every change to a groupcall or call record is emitted for the store.
 //!
 //! It is sans-IO, in the style of str0m and quinn-proto: `&mut self`
 //! methods take inputs stamped with the time ([`Now`]), and outputs are
 //! polled ([`Fork::poll_action`], [`Fork::poll_timeout`]). It never reads a
-//! clock, never touches a socket, never parses or builds a SIP message and
-//! never spawns a task: the B2BUA turns each [`Action`] into SIP and reports
-//! what each leg did as a [`LegEvent`].
+//! clock, never touches a socket, never resolves a name, never uses an OS
+//! random source (every id comes from the seed given to [`Fork::build`], so
+//! a run can be replayed), never parses or builds a SIP message (it only
+//! names a transport, [`sip_message::Transport`], in a [`Hop`]) and never
+//! spawns a task: the B2BUA turns each [`Action`] into SIP and reports what
+//! each leg did as a [`LegEvent`].
+//!
+//! ## Failover
+//!
+//! Carrier failover of a `tel` destination and RFC 3263 failover of a `sip`
+//! one are part of the fork, visible in the records like any other hunt.
+//! [`Directory::reach`] says how such a destination is reached
+//! ([`Reach`]): as it is, over [`Hop`]s known at build time, over hops found
+//! when it is reached ([`Action::Resolve`], answered by [`Fork::resolved`]),
+//! or not at all. Two hops or more make a child groupcall (`linear` in its
+//! record, one leg per hop, destinations showing the hop in `detail`) that
+//! hunts with the **failover rule**: after a hop fails, the next one is
+//! dialed only if the failure was no response ([`LegEvent::NoResponse`],
+//! counted as 408), a 408 or a 5xx, which say the server failed, not the
+//! callee. Any other failure (486, 480, 404, 603, a 3xx counted as 480...)
+//! ends the child at once with the best response of its codes so far, and
+//! the parent goes on as after any failed destination. When every hop
+//! failed, the child fails with the best of all its codes (503, 503 gives
+//! 503, which the root still sends to the caller as 500). The destination's
+//! ring timeout covers the whole hunt; hops have none of their own.
 //!
 //! Main types: [`Fork`] (the state machine), [`GroupSpec`] and [`GroupDef`]
-//! (what to ring), [`Directory`] (contacts and stored groups, provided by the
-//! B2BUA), [`ForkConfig`], [`LegEvent`] (inputs), [`Action`] (outputs).
+//! (what to ring), [`Directory`] (contacts, stored groups and how
+//! destinations are reached, provided by the B2BUA), [`Reach`] and [`Hop`],
+//! [`ForkConfig`], [`LegEvent`] (inputs), [`Action`] (outputs).
 #![deny(missing_docs)]
 
 use records::{Address, AnswerMethod, Call, Groupcall, RingMethod, Timestamp};
@@ -32,7 +56,7 @@ mod build;
 mod engine;
 
 pub use best::{best_response, caller_response};
-pub use engine::Fork;
+pub use engine::{Fork, MAX_SIP_CALL_ID};
 
 /// The current time, given with every input: a monotonic instant for
 /// deadlines and a wall-clock timestamp for the records.
@@ -52,8 +76,8 @@ pub struct ForkConfig {
     pub default_ring_timeout: Duration,
     /// From [`Fork::start`] until the caller is rejected with 480.
     pub overall_timeout: Duration,
-    /// Most legs (contacts, SIP and tel destinations) a fork may hold; also
-    /// the most child groupcalls.
+    /// Most legs (contacts, SIP and tel destinations, hops) a fork may
+    /// hold; also the most child groupcalls.
     pub max_legs: usize,
     /// A 6xx from any leg stops the whole fork (RFC 3261 16.7 step 5).
     pub stop_on_6xx: bool,
@@ -149,12 +173,64 @@ pub struct ContactTarget {
     pub q: u16,
 }
 
+/// One way to reach a destination: a Request-URI and where to send it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hop {
+    /// The Request-URI to send.
+    pub request_uri: String,
+    /// Transport to the next hop.
+    pub transport: sip_message::Transport,
+    /// The next hop's address.
+    pub address: std::net::SocketAddr,
+    /// The trunk (carrier) the hop belongs to, whose credentials and headers
+    /// the dialer uses; `None` for a DNS target.
+    pub trunk: Option<String>,
+}
+
+/// `<trunk> <transport> <address>`, or `<transport> <address>` without a
+/// trunk: the `detail` of a hop leg's destination in the records.
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.trunk.as_deref().filter(|t| !t.is_empty()) {
+            Some(trunk) => write!(f, "{trunk} {} {}", self.transport, self.address),
+            None => write!(f, "{} {}", self.transport, self.address),
+        }
+    }
+}
+
+/// How the legs of a destination reach it, as the directory knows when the
+/// fork is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Dial the leg target as it is: one leg (the default; tests use it).
+    Direct,
+    /// These hops in failover order: one leg per hop, the next only on no
+    /// answer, 408 or 5xx. One hop is one [`LegTarget::Hop`] leg; two or
+    /// more make a failover child groupcall; none fails the destination with
+    /// 503, as an empty [`Fork::resolved`] does.
+    Hops(Vec<Hop>),
+    /// The hops are found when the destination is reached: emit
+    /// [`Action::Resolve`] and wait for [`Fork::resolved`].
+    Resolve,
+    /// It cannot be reached: the destination fails with this code when
+    /// reached (e.g. 404 no route, 416 bad URI).
+    Unreachable(u16),
+}
+
 /// Lookups the B2BUA provides while a fork is built.
 pub trait Directory {
     /// Registered contacts of an `endpoint` AOR (`test11@test`).
     fn contacts(&self, aor: &str) -> Vec<ContactTarget>;
     /// A stored ring group, by id or number.
     fn group(&self, key: &str) -> Option<GroupDef>;
+    /// How `target` is reached: asked for every `sip` destination (with a
+    /// [`LegTarget::Sip`]) and every `tel` destination (with a
+    /// [`LegTarget::Tel`]), never for endpoint contacts. The default dials
+    /// the target as it is.
+    fn reach(&self, target: &LegTarget) -> Reach {
+        let _ = target;
+        Reach::Direct
+    }
 }
 
 /// Where a leg goes.
@@ -177,11 +253,22 @@ pub enum LegTarget {
         /// E.164 number.
         number: String,
     },
+    /// One hop of a `sip` or `tel` destination (see [`Reach`]): send the
+    /// hop's Request-URI to its address.
+    Hop {
+        /// The hop.
+        hop: Hop,
+    },
 }
 
 /// A leg of a fork, stable for the fork's life.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct LegId(pub u32);
+
+/// A question for the B2BUA's resolver ([`Action::Resolve`]), unique within
+/// its fork; answered with [`Fork::resolved`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResolveId(pub u32);
 
 /// What a leg did, as reported by the B2BUA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -239,13 +326,24 @@ pub enum Record {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // moved once from the queue to the caller
 pub enum Action {
-    /// Send an INVITE for this leg.
+    /// Send an INVITE for this leg, then tell [`Fork::leg_dialed`] its
+    /// Call-ID.
     Dial {
         /// The leg.
         leg: LegId,
         /// Its call record id.
         call_id: Uuid,
         /// Where to.
+        target: LegTarget,
+    },
+    /// Find the hops of a destination that was reached (RFC 3263 lookup of
+    /// a SIP URI, or the carrier routes of a number) and give them to
+    /// [`Fork::resolved`], in failover order; none when there is none. The
+    /// destination's ring timeout runs meanwhile.
+    Resolve {
+        /// The question, to give back.
+        query: ResolveId,
+        /// What to resolve: a [`LegTarget::Sip`] or [`LegTarget::Tel`].
         target: LegTarget,
     },
     /// CANCEL the leg (once it has had a provisional response).

@@ -665,3 +665,90 @@ fn finished_exactly_once_and_nothing_after() {
     assert_eq!(h.log.iter().filter(|a| **a == Finished).count(), 1);
     h.finish();
 }
+
+/// Drives one nested fork through a fixed script; returns every action.
+fn scripted_run(def: &GroupDef, dir: &Dir, seed: u64) -> Vec<Action> {
+    let mut h = H::build_seeded(def.clone(), dir, cfg(), seed).unwrap();
+    h.start();
+    h.at(1).ev(0, Ringing);
+    h.at(2).ev(1, Failed { code: 486 });
+    h.at(3).ev(4, Answered);
+    for l in [0, 2, 3, 5] {
+        h.ev(l, Cancelled);
+    }
+    h.at(9).caller_bye();
+    h.ev(4, Ended);
+    h.finish();
+    h.log.clone()
+}
+
+#[test]
+fn same_seed_same_actions() {
+    let (dir, _, _) = nested_dir();
+    let def = ring_all(vec![sip("x@x"), grp("100"), ep("e@test")]);
+    let a = scripted_run(&def, &dir, 42);
+    let b = scripted_run(&def, &dir, 42);
+    assert_eq!(a, b, "same seed, same inputs: same actions");
+    let c = scripted_run(&def, &dir, 43);
+    let no_ids = |log: &[Action]| -> Vec<Action> {
+        ops(log)
+            .into_iter()
+            .map(|a| match a {
+                Dial { leg, target, .. } => Dial { leg, call_id: NIL, target },
+                a => a,
+            })
+            .collect()
+    };
+    assert_eq!(no_ids(&a), no_ids(&c), "the seed only changes ids");
+    assert_ne!(a, c, "another seed gives other ids");
+    let ids = |log: &[Action]| -> Vec<Uuid> {
+        log.iter()
+            .filter_map(|a| match a {
+                Action::RecordChanged(groupcall::Record::Groupcall(g)) => Some(g.id),
+                Action::RecordChanged(groupcall::Record::Call(c)) => Some(c.id),
+                _ => None,
+            })
+            .collect()
+    };
+    for id in ids(&a) {
+        assert_eq!(id.get_version_num(), 4);
+        assert!(!ids(&c).contains(&id));
+    }
+}
+
+#[test]
+fn leg_dialed_records_the_sip_call_id() {
+    let def = linear(vec![sip("a@x"), sip("b@x")]);
+    let (mut h, _) = H::started(def, &Dir::new(), cfg());
+    assert_eq!(h.call(0).sip_call_id, "", "unknown until the INVITE is out");
+    let now = h.at(1).now();
+    h.fork.leg_dialed(now, LegId(0), "a84b4c76e66710@pc33.atlanta.com");
+    let a = h.drain();
+    match a.as_slice() {
+        [RecordChanged(groupcall::Record::Call(c))] => {
+            assert_eq!(c.sip_call_id, "a84b4c76e66710@pc33.atlanta.com");
+            assert_eq!(c.tm_update, H::wall(1));
+            assert_eq!(c.status, CallStatus::Dialing);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.call(0).sip_call_id, "a84b4c76e66710@pc33.atlanta.com");
+    // The same again changes nothing; unknown and undialed legs are ignored.
+    h.fork.leg_dialed(now, LegId(0), "a84b4c76e66710@pc33.atlanta.com");
+    h.fork.leg_dialed(now, LegId(1), "x");
+    h.fork.leg_dialed(now, LegId(9), "x");
+    assert_eq!(h.drain(), vec![]);
+    // Bounded, at a character boundary.
+    h.ev(0, Failed { code: 486 });
+    let long = format!("{}é", "x".repeat(255));
+    h.fork.leg_dialed(now, LegId(1), &long);
+    h.drain();
+    assert_eq!(h.call(1).sip_call_id, "x".repeat(255));
+    assert_eq!(h.call(0).sip_call_id, "a84b4c76e66710@pc33.atlanta.com");
+    h.ev(1, Answered);
+    h.ev(1, HungUp);
+    h.finish();
+    let now = h.now();
+    h.fork.leg_dialed(now, LegId(1), "late");
+    assert_eq!(h.drain(), vec![], "nothing after Finished");
+}

@@ -1,14 +1,21 @@
-//! Property test: random trees, random leg events in random order, random
-//! caller actions and time jumps; every emitted action is checked against
-//! the invariants (see `common::Checker`), the emitted records must equal
-//! the fork's own, and every fork must reach `Finished` exactly once.
+//! Property test: random trees (with failover destinations: hops known at
+//! build time, or resolved later with random results), random leg events in
+//! random order, random caller actions and time jumps; every emitted action
+//! is checked against the invariants (see `common::Checker`), the emitted
+//! records must equal the fork's own, a failover child only dials its next
+//! hop after no response, a 408 or a 5xx, and every fork must reach
+//! `Finished` exactly once.
 
 mod common;
 
 use common::*;
-use groupcall::{BuildError, Destination, ForkConfig, GroupDef, LegEvent, LegId, Record};
+use groupcall::{
+    BuildError, Destination, ForkConfig, GroupDef, LegEvent, LegId, LegTarget, Reach, Record,
+    ResolveId,
+};
 use proptest::prelude::*;
 use records::RingMethod;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -35,12 +42,32 @@ fn method(r: &mut Rng) -> RingMethod {
     }
 }
 
+/// How the directory reaches a `sip` or `tel` destination `key`.
+fn reach(r: &mut Rng, dir: &mut Dir, key: String) {
+    let how = match r.below(6) {
+        0 => return,
+        1 => Reach::Hops(hops(&key, 1)),
+        2 | 3 => Reach::Hops(hops(&key, 2 + r.below(3) as usize)),
+        4 => Reach::Resolve,
+        _ => Reach::Unreachable(CODES[r.below(CODES.len() as u64) as usize]),
+    };
+    dir.reach.insert(key, how);
+}
+
 /// A destination; nested groups only point to higher-numbered groups, so
 /// the directory has no loop.
-fn destination(r: &mut Rng, min_group: u64) -> Destination {
+fn destination(r: &mut Rng, min_group: u64, dir: &mut Dir) -> Destination {
     let mut d = match r.below(5) {
-        0 => sip(&format!("u{}@example.com", r.below(100))),
-        1 => tel(&format!("+1555000{:04}", r.below(10_000))),
+        0 => {
+            let user = format!("u{}@example.com", r.below(100));
+            reach(r, dir, format!("sip:{user}"));
+            sip(&user)
+        }
+        1 => {
+            let number = format!("+1555000{:04}", r.below(10_000));
+            reach(r, dir, number.clone());
+            tel(&number)
+        }
         2 | 3 => ep(&format!("e{}@test", r.below(4))),
         _ if min_group < 4 => grp(&format!("g{}", min_group + r.below(4 - min_group))),
         _ => sip("last@example.com"),
@@ -59,13 +86,13 @@ fn tree(seed: u64) -> (Dir, GroupDef, ForkConfig) {
     }
     for g in (0..4u64).rev() {
         let n = r.below(4);
-        let dests = (0..n).map(|_| destination(&mut r, g + 1)).collect();
+        let dests = (0..n).map(|_| destination(&mut r, g + 1, &mut dir)).collect();
         let mut def = GroupDef::new(Uuid::new_v4(), method(&mut r), dests);
         def.send_reason = r.below(2) == 0;
         dir = dir.group(&format!("g{g}"), def);
     }
     let n = 1 + r.below(4);
-    let dests = (0..n).map(|_| destination(&mut r, 0)).collect();
+    let dests = (0..n).map(|_| destination(&mut r, 0, &mut dir)).collect();
     let mut root = GroupDef::new(Uuid::new_v4(), method(&mut r), dests);
     root.send_reason = r.below(2) == 0;
     let cfg = ForkConfig {
@@ -78,6 +105,8 @@ fn tree(seed: u64) -> (Dir, GroupDef, ForkConfig) {
 }
 
 const CODES: [u16; 10] = [404, 408, 480, 486, 487, 500, 503, 600, 603, 302];
+/// Failures after which a failover child tries its next hop.
+const SERVER_CODES: [u16; 4] = [408, 500, 502, 503];
 
 fn event(kind: u8, arg: u8) -> LegEvent {
     match kind {
@@ -90,6 +119,46 @@ fn event(kind: u8, arg: u8) -> LegEvent {
         9 => LegEvent::Cancelled,
         10 => LegEvent::HungUp,
         _ => LegEvent::Ended,
+    }
+}
+
+/// The key of a resolved target, for [`hops`].
+fn key(target: &LegTarget) -> String {
+    match target {
+        LegTarget::Sip { uri } => uri.clone(),
+        LegTarget::Tel { number } => number.clone(),
+        other => panic!("resolve of {other:?}"),
+    }
+}
+
+/// A failover child dials a hop only after the one before it got no
+/// response, a 408 or a 5xx: `ends` holds the first final event each dialed
+/// leg was given.
+fn failover_rule_kept(h: &H, ends: &HashMap<LegId, LegEvent>) {
+    let leg_of: HashMap<_, _> = h.check.dialed.iter().map(|(l, c)| (*c, *l)).collect();
+    for g in h.check.groups.values() {
+        let is_failover_child = g.master_groupcall_id != records::NIL
+            && !g.destinations.is_empty()
+            && g.destinations.iter().all(|d| !d.detail.is_empty());
+        if !is_failover_child {
+            continue;
+        }
+        assert!(g.call_ids.len() <= g.destinations.len());
+        for pair in g.call_ids.windows(2) {
+            let before = leg_of[&pair[0]];
+            assert!(
+                matches!(
+                    ends.get(&before),
+                    Some(LegEvent::NoResponse | LegEvent::Failed { code: 408 | 500..=599 })
+                ),
+                "next hop dialed after {before:?} ended with {:?}",
+                ends.get(&before)
+            );
+            assert!(
+                matches!(h.check.targets.get(&leg_of[&pair[1]]), Some(LegTarget::Hop { .. })),
+                "a failover child dials hops"
+            );
+        }
     }
 }
 
@@ -122,6 +191,7 @@ fn run(seed: u64, ops: &[(u8, u8, u8)]) {
     if seed & 2 == 0 {
         let _ = h.start();
     }
+    let mut ends: HashMap<LegId, LegEvent> = HashMap::new();
     for &(kind, leg, arg) in ops {
         match kind {
             0..=29 => {
@@ -133,7 +203,32 @@ fn run(seed: u64, ops: &[(u8, u8, u8)]) {
                     n if n > 0 && leg < 200 => dialed[usize::from(leg) % n],
                     _ => u32::from(leg % 24),
                 };
-                let _ = h.ev(id, event(kind % 12, arg));
+                let ev = match event(kind % 12, arg) {
+                    // Carriers and DNS targets fail with server codes half
+                    // the time, so that hunts go past their first hop.
+                    LegEvent::Failed { .. }
+                        if arg % 2 == 0
+                            && matches!(
+                                h.check.targets.get(&LegId(id)),
+                                Some(LegTarget::Hop { .. })
+                            ) =>
+                    {
+                        LegEvent::Failed { code: SERVER_CODES[usize::from(arg / 2) % 4] }
+                    }
+                    ev => ev,
+                };
+                let last = matches!(
+                    ev,
+                    LegEvent::Failed { .. }
+                        | LegEvent::NoResponse
+                        | LegEvent::Cancelled
+                        | LegEvent::HungUp
+                        | LegEvent::Ended
+                );
+                if last && h.check.dialed.contains_key(&LegId(id)) {
+                    ends.entry(LegId(id)).or_insert(ev);
+                }
+                let _ = h.ev(id, ev);
             }
             30 | 31 => {
                 h.ms += u64::from(arg) * 500;
@@ -155,15 +250,38 @@ fn run(seed: u64, ops: &[(u8, u8, u8)]) {
             36 => {
                 let _ = h.hangup();
             }
+            40..=42 => {
+                // Mostly a question asked; sometimes an unknown one, or one
+                // answered already.
+                let n = h.check.resolves.len();
+                let (query, hops_of) = match n {
+                    n if n > 0 && leg < 220 => {
+                        let (q, t) = &h.check.resolves[usize::from(leg) % n];
+                        (*q, key(t))
+                    }
+                    _ => (ResolveId(u32::from(leg % 8)), "sip:x@example.com".to_string()),
+                };
+                let _ = h.resolved(query, hops(&hops_of, usize::from(arg % 5)));
+            }
+            43 => {
+                let now = h.now();
+                h.fork.leg_dialed(now, LegId(u32::from(leg % 24)), &format!("cid-{arg}"));
+                h.drain();
+            }
             _ => {
                 let _ = h.start();
             }
         }
         records_in_sync(&h);
+        failover_rule_kept(&h, &ends);
     }
     // Drive to the end: settle the caller's side, then let timers run.
     let _ = h.start();
     let _ = h.hangup();
+    let asked: Vec<ResolveId> = h.check.resolves.iter().map(|(q, _)| *q).collect();
+    for q in asked {
+        assert_eq!(h.resolved(q, hops("sip:late@example.com", 2)), vec![], "resolved when settled");
+    }
     let mut guard = 0;
     while !h.fork.is_finished() {
         guard += 1;
@@ -180,12 +298,24 @@ fn run(seed: u64, ops: &[(u8, u8, u8)]) {
     assert!(h.fork.poll_action().is_none());
     h.finish();
     if std::env::var("GC_STATS").is_ok() {
+        let hop_legs =
+            h.check.targets.values().filter(|t| matches!(t, LegTarget::Hop { .. })).count();
+        let failovers = h
+            .check
+            .groups
+            .values()
+            .filter(|g| g.destinations.iter().all(|d| !d.detail.is_empty()))
+            .filter(|g| g.call_ids.len() >= 2)
+            .count();
         eprintln!(
-            "STAT legs={} groups={} answer={} reject={:?}",
+            "STAT legs={} groups={} answer={} reject={:?} resolves={} hop_legs={} failovers={}",
             h.check.dialed.len(),
             h.check.groups.len(),
             h.check.answers.len(),
-            h.check.rejects
+            h.check.rejects,
+            h.check.resolves.len(),
+            hop_legs,
+            failovers,
         );
     }
     // Every leg dialed has a record, and only answered legs were bridged.
@@ -202,7 +332,7 @@ proptest! {
     #[test]
     fn random_forks_keep_their_invariants(
         seed in any::<u64>(),
-        ops in prop::collection::vec((0u8..40, any::<u8>(), any::<u8>()), 0..120),
+        ops in prop::collection::vec((0u8..44, any::<u8>(), any::<u8>()), 0..120),
     ) {
         run(seed, &ops);
     }
@@ -216,7 +346,7 @@ fn fixed_seeds() {
                 let x = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(i.wrapping_mul(1442695040888963407));
-                ((x >> 33) as u8 % 40, (x >> 13) as u8, (x >> 45) as u8)
+                ((x >> 33) as u8 % 44, (x >> 13) as u8, (x >> 45) as u8)
             })
             .collect();
         run(seed, &ops);

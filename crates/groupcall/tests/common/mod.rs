@@ -4,11 +4,12 @@
 
 use groupcall::{
     Action, BuildError, ContactTarget, Destination, Directory, Fork, ForkConfig, GroupDef,
-    GroupSpec, LegEvent, LegId, Now, Record,
+    GroupSpec, Hop, LegEvent, LegId, LegTarget, Now, Reach, Record, ResolveId,
 };
 use records::{
     Address, AddressType, Call, CallStatus, Groupcall, GroupcallStatus, RingMethod, Timestamp, NIL,
 };
+use sip_message::Transport;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -20,6 +21,29 @@ pub const WALL0: i64 = 1_700_000_000_000_000;
 pub struct Dir {
     pub contacts: HashMap<String, Vec<ContactTarget>>,
     pub groups: HashMap<String, GroupDef>,
+    /// How a `sip` URI (with its `sip:`) or a `tel` number is reached;
+    /// `Direct` when absent.
+    pub reach: HashMap<String, Reach>,
+}
+
+/// Hop `i` of `key`: carrier `c<i>` for a number, a DNS target for a URI.
+pub fn hop(key: &str, i: usize) -> Hop {
+    let address = format!("192.0.2.{}:5060", i + 1).parse().expect("address");
+    if key.starts_with('+') {
+        Hop {
+            request_uri: format!("sip:{key}@192.0.2.{}", i + 1),
+            transport: Transport::Udp,
+            address,
+            trunk: Some(format!("c{i}")),
+        }
+    } else {
+        Hop { request_uri: key.to_string(), transport: Transport::Tcp, address, trunk: None }
+    }
+}
+
+/// `n` hops of `key`.
+pub fn hops(key: &str, n: usize) -> Vec<Hop> {
+    (0..n).map(|i| hop(key, i)).collect()
 }
 
 impl Dir {
@@ -41,6 +65,18 @@ impl Dir {
         self
     }
 
+    /// `key` (a number, or a URI with its `sip:`) is reached this way.
+    pub fn reach(mut self, key: &str, reach: Reach) -> Dir {
+        self.reach.insert(key.to_string(), reach);
+        self
+    }
+
+    /// `key` is reached over `n` hops ([`hops`]).
+    pub fn hops(self, key: &str, n: usize) -> Dir {
+        let v = hops(key, n);
+        self.reach(key, Reach::Hops(v))
+    }
+
     /// A stored group, reachable by `number` and by its id.
     pub fn group(mut self, number: &str, def: GroupDef) -> Dir {
         self.groups.insert(def.id.to_string(), def.clone());
@@ -55,6 +91,14 @@ impl Directory for Dir {
     }
     fn group(&self, key: &str) -> Option<GroupDef> {
         self.groups.get(key).cloned()
+    }
+    fn reach(&self, target: &LegTarget) -> Reach {
+        let key = match target {
+            LegTarget::Sip { uri } => uri,
+            LegTarget::Tel { number } => number,
+            other => panic!("reach asked for {other:?}"),
+        };
+        self.reach.get(key).cloned().unwrap_or(Reach::Direct)
     }
 }
 
@@ -101,6 +145,10 @@ pub struct Checker {
     pub calls: HashMap<Uuid, Call>,
     pub groups: HashMap<Uuid, Groupcall>,
     pub dialed: HashMap<LegId, Uuid>,
+    /// Where each dialed leg went.
+    pub targets: HashMap<LegId, LegTarget>,
+    /// Resolves asked for, in order.
+    pub resolves: Vec<(ResolveId, LegTarget)>,
     pub answers: Vec<LegId>,
     pub rejects: Vec<u16>,
     pub ringing: usize,
@@ -112,10 +160,20 @@ impl Checker {
     pub fn see(&mut self, a: &Action) {
         assert_eq!(self.finished, 0, "action after Finished: {a:?}");
         match a {
-            Action::Dial { leg, call_id, .. } => {
+            Action::Dial { leg, call_id, target } => {
                 assert!(self.dialed.insert(*leg, *call_id).is_none(), "{leg:?} dialed twice");
                 assert!(self.answers.is_empty() && self.rejects.is_empty(), "dial after final");
                 assert!(self.calls.contains_key(call_id), "Dial before its call record");
+                self.targets.insert(*leg, target.clone());
+            }
+            Action::Resolve { query, target } => {
+                assert!(
+                    matches!(target, LegTarget::Sip { .. } | LegTarget::Tel { .. }),
+                    "resolve of {target:?}"
+                );
+                assert!(self.resolves.iter().all(|(q, _)| q != query), "{query:?} asked twice");
+                assert!(self.answers.is_empty() && self.rejects.is_empty(), "resolve after final");
+                self.resolves.push((*query, target.clone()));
             }
             Action::Cancel { leg, .. } | Action::AckAndBye { leg } | Action::Bye { leg } => {
                 assert!(self.dialed.contains_key(leg), "{a:?} for an undialed leg");
@@ -210,11 +268,23 @@ pub struct H {
     pub log: Vec<Action>,
 }
 
+/// The seed of [`H::build`]'s forks.
+pub const SEED: u64 = 0x5EED;
+
 impl H {
     pub fn build(group: GroupDef, dir: &Dir, cfg: ForkConfig) -> Result<H, BuildError> {
+        H::build_seeded(group, dir, cfg, SEED)
+    }
+
+    pub fn build_seeded(
+        group: GroupDef,
+        dir: &Dir,
+        cfg: ForkConfig,
+        seed: u64,
+    ) -> Result<H, BuildError> {
         let t0 = Instant::now();
         let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
-        let fork = Fork::build(spec(group), dir, cfg, now)?;
+        let fork = Fork::build(spec(group), dir, cfg, now, seed)?;
         let mut h = H { fork, t0, ms: 0, check: Checker::default(), log: Vec::new() };
         h.drain();
         Ok(h)
@@ -265,6 +335,12 @@ impl H {
     pub fn ev(&mut self, leg: u32, e: LegEvent) -> Vec<Action> {
         let now = self.now();
         self.fork.leg_event(now, LegId(leg), e);
+        ops(&self.drain())
+    }
+
+    pub fn resolved(&mut self, query: ResolveId, hops: Vec<Hop>) -> Vec<Action> {
+        let now = self.now();
+        self.fork.resolved(now, query, hops);
         ops(&self.drain())
     }
 
