@@ -259,6 +259,30 @@ impl Fork {
         self.settle(now);
     }
 
+    /// Hangup of one leg asked through the API, by its call record id: a
+    /// leg still ringing is CANCELed and its destination counts as failed
+    /// (487), so the rest of the group goes on; the answered leg hangs up
+    /// the whole call ([`Fork::hangup`]). Unknown ids, undialed legs and
+    /// legs already going away are ignored.
+    pub fn hangup_call(&mut self, now: Now, call_id: Uuid) {
+        if self.finished {
+            return;
+        }
+        let found = self.tree.legs.iter().position(|n| n.call_id == call_id && n.rec.is_some());
+        let Some(l) = found else { return };
+        match self.tree.legs.get(l).map(|n| n.phase) {
+            Some(LegPhase::Winner) => return self.hangup(now),
+            Some(LegPhase::Live) => {
+                self.cancel_leg(now, l, CancelCause::ApiHangup);
+                if let Some((g, i)) = self.item_of_leg(l) {
+                    self.item_failed(now, g, i, 487);
+                }
+            }
+            _ => {}
+        }
+        self.settle(now);
+    }
+
     /// The hops asked for by [`Action::Resolve`] `query`, in failover
     /// order. Ignored unless that destination is still waiting for them
     /// (not after an answer elsewhere, its ring timeout, a stop, or a
