@@ -1,7 +1,10 @@
 //! Test harness: starts the real forkswitch binary on free ports (port 0,
 //! read back from its JSON "listening" log lines), talks to it over raw
 //! sockets and SIPp, and kills it by PID when dropped. Every wait is bounded.
+//! Ports for SIPp and in-process peers, and readiness, come from [`ports`].
 #![allow(dead_code)]
+
+pub mod ports;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
