@@ -84,11 +84,33 @@ fn a_child_that_exits_for_another_reason_is_returned_not_retried() {
 }
 
 #[test]
-#[should_panic(expected = "could not bind a port in 5 attempts")]
 fn a_child_that_never_binds_fails_with_its_output() {
-    ports::spawn_on_free_port("sh", Proto::Udp, |port| {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("echo Unable to bind main socket {port} >&2; exit 254")]);
-        cmd
+    let failed = std::panic::catch_unwind(|| {
+        ports::spawn_on_free_port("sh", Proto::Udp, |port| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &format!("echo Unable to bind main socket {port} >&2; exit 254")]);
+            cmd
+        })
     });
+    let payload = failed.err().expect("five failed binds fail the start");
+    let msg = payload.downcast_ref::<String>().expect("a formatted panic");
+    assert!(msg.contains("could not bind a port in 5 attempts"), "{msg}");
+    assert_eq!(msg.matches("--- stderr ---\nUnable to bind main socket").count(), 5, "{msg}");
+}
+
+#[test]
+fn unregister_all_removes_the_binding_a_lost_port_left() {
+    let customer = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+    let server = Server::start_with(&format!(
+        "[registrar]\nalgorithms = [\"MD5\"]\n[[customers]]\nid = \"{customer}\"\n\
+         [[domains]]\nname = \"test\"\ncustomer_id = \"{customer}\"\n\
+         [[extensions]]\nname = \"e1\"\ndomain = \"test\"\npassword = \"pw-e1\"\n"
+    ));
+    let sock = udp_client();
+    let ok = register_from(&sock, server.udp, "e1", "pw-e1");
+    assert!(ok.contains("Contact: <sip:e1@127.0.0.1:"), "{ok}");
+    unregister_all(server.udp, "e1", "pw-e1");
+    let query = register_as(&udp_client(), server.udp, "e1", "pw-e1", false);
+    assert!(query.starts_with("SIP/2.0 200"), "{query}");
+    assert!(!query.contains("Contact:"), "{query}");
 }
