@@ -286,20 +286,24 @@ fn endpoint_destinations_ring_registered_phones_and_missing_ones_fail_480() {
     let server = Server::start_with(&cfg);
     // e1 registers from the port its phone (SIPp) will then listen on; e2
     // never registers.
-    let port = {
-        let sock = udp_client();
-        let resp = register_from(&sock, server.udp, "e1", "pw-e1");
+    let register = |sock: &std::net::UdpSocket| {
+        let resp = register_from(sock, server.udp, "e1", "pw-e1");
         assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
-        sock.local_addr().expect("addr").port()
     };
-    let phone = Phone::start_on(server.dir.path(), "uas_answer.xml", &[], port);
+    let unregister = |_lost_port| unregister_all(server.udp, "e1", "pw-e1");
+    let start_phone = |already| {
+        let dir = server.dir.path();
+        Phone::start_announced(dir, "uas_answer.xml", &[], already, register, unregister)
+    };
+    let phone = start_phone(None);
+    let port = phone.port;
     caller(server.dir.path(), server.udp, "811", "uac.xml", &[]);
     phone.assert_ok();
     let (root, _) = finished_groupcall(&server);
     assert_eq!(root.groupcall_ids.len(), 1, "e1 became a child groupcall; e2 had no contact");
     assert_ne!(root.answer_groupcall_id, NIL);
     // Dialing the extension directly rings its contacts too.
-    let phone = Phone::start_on(server.dir.path(), "uas_answer.xml", &[], port);
+    let phone = start_phone(Some(port));
     caller(server.dir.path(), server.udp, "e1", "uac.xml", &[]);
     phone.assert_ok();
 }
@@ -308,7 +312,7 @@ fn endpoint_destinations_ring_registered_phones_and_missing_ones_fail_480() {
 fn lost_first_invite_is_recovered_by_retransmission() {
     // A phone on a raw socket that "loses" the first INVITE: it answers only
     // the retransmission (RFC 3261 Timer A, 500 ms later).
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let sock = ports::udp_peer();
     sock.set_read_timeout(Some(WAIT)).expect("timeout");
     let port = sock.local_addr().expect("addr").port();
     let phone = std::thread::spawn(move || {
@@ -406,7 +410,7 @@ fn fake_dns(port1: u16, port2: u16) -> std::net::SocketAddr {
     use hickory_proto::op::{Message, MessageType};
     use hickory_proto::rr::rdata::{A, SRV};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let sock = ports::udp_peer();
     let addr = sock.local_addr().expect("addr");
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];

@@ -41,7 +41,6 @@ fn sipp_args(
     calls: usize,
 ) -> Vec<String> {
     let calls = calls.to_string();
-    let port = free_udp_port().to_string();
     let target = target.to_string();
     [
         "-sf",
@@ -59,8 +58,6 @@ fn sipp_args(
         transport,
         "-i",
         "127.0.0.1",
-        "-p",
-        &port,
         "-timeout",
         "60s",
         "-timeout_error",

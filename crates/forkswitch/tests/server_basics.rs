@@ -90,8 +90,6 @@ fn sipp_options_udp_and_tcp() {
             transport,
             "-i",
             "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
             "-timeout",
             "20s",
             "-timeout_error",

@@ -1,7 +1,10 @@
 //! Test harness: starts the real forkswitch binary on free ports (port 0,
 //! read back from its JSON "listening" log lines), talks to it over raw
 //! sockets and SIPp, and kills it by PID when dropped. Every wait is bounded.
+//! Ports for SIPp and in-process peers, and readiness, come from [`ports`].
 #![allow(dead_code)]
+
+pub mod ports;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -82,6 +85,14 @@ impl Server {
             },
         );
         assert_ne!(self.udp.port(), 0, "server did not report its UDP port");
+        // What the log says, checked against what the kernel says.
+        let pid = self.child.id();
+        for (proto, addr) in [(ports::Proto::Udp, self.udp), (ports::Proto::Tcp, self.tcp)] {
+            assert!(
+                ports::held_by(pid, proto, addr.port()),
+                "server {pid} holds no {proto:?} {addr}"
+            );
+        }
     }
 
     /// Kills the server with SIGKILL (no shutdown work at all) and starts it
@@ -172,7 +183,7 @@ impl Drop for Server {
 
 /// A UDP socket on 127.0.0.1 with a bounded read timeout.
 pub fn udp_client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let s = ports::udp_peer();
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     s
 }
@@ -247,38 +258,23 @@ pub fn read_stream_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> Vec<u8> 
     }
 }
 
-/// Runs SIPp with `args` in `dir`, killing it after `timeout`.
+/// Runs SIPp with `args` in `dir` on a local port of the harness's choosing
+/// (`args` carry no `-p`; TCP when they say `-t t1`/`-t tn`), retrying on a
+/// fresh port if SIPp could not bind; kills it after `timeout`. Returns its
+/// status and stderr.
 pub fn sipp(dir: &Path, args: &[String], timeout: Duration) -> (ExitStatus, String) {
-    let mut child = Command::new("sipp")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sipp must be installed (apt-get install sip-tester)");
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            let mut out = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut out);
-            }
-            return (st, out);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sipp {args:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    assert!(!args.iter().any(|a| a == "-p"), "the harness picks SIPp's port: {args:?}");
+    let tcp = args.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'));
+    let proto = if tcp { ports::Proto::Tcp } else { ports::Proto::Udp };
+    let mut run = ports::spawn_on_free_port(&format!("sipp {args:?}"), proto, |port| {
+        let mut c = Command::new("sipp");
+        c.args(args).args(["-p", &port.to_string()]).current_dir(dir);
+        c
+    });
+    match run.wait_for(timeout) {
+        Some(st) => (st, run.stderr()),
+        None => panic!("sipp {args:?} did not finish within {timeout:?}\n{}", run.output()),
     }
-}
-
-/// A free local UDP port for a SIPp instance.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 pub fn scenario(name: &str) -> String {
@@ -287,52 +283,66 @@ pub fn scenario(name: &str) -> String {
 
 /// A SIPp instance playing a phone (UAS) for one call.
 pub struct Phone {
-    child: Child,
+    sipp: ports::PortChild,
     pub port: u16,
     pub name: String,
 }
 
 impl Phone {
-    /// Starts `scenario` on a free port; returns once SIPp holds the port.
+    /// Starts `scenario` on a free port; returns once SIPp holds the port
+    /// (observed in /proc), retrying on a fresh port if it could not bind.
     pub fn start(dir: &Path, scenario_file: &str, extra: &[&str]) -> Phone {
-        Self::start_on(dir, scenario_file, extra, free_udp_port())
+        let sipp = ports::spawn_on_free_port(
+            &format!("phone sipp {scenario_file}"),
+            ports::Proto::Udp,
+            |port| phone_command(dir, scenario_file, extra, port),
+        );
+        Self::ready(sipp, scenario_file)
     }
 
-    /// Starts `scenario` on `port`.
-    pub fn start_on(dir: &Path, scenario_file: &str, extra: &[&str], port: u16) -> Phone {
-        let mut args: Vec<String> = [
-            "-sf",
-            &scenario(scenario_file),
-            "-p",
-            &port.to_string(),
-            "-i",
-            "127.0.0.1",
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new("sipp")
-            .args(&args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sipp must be installed (apt-get install sip-tester)");
-        // Ready when the port is taken (observed, bounded).
-        let deadline = Instant::now() + WAIT;
-        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(Instant::now() < deadline, "sipp {scenario_file} did not bind {port}");
-            std::thread::sleep(Duration::from_millis(5));
+    /// Starts `scenario` on a port the server already knows from that port:
+    /// the switch calls a binding where its REGISTER came from, so the
+    /// REGISTER goes out from the very port SIPp then answers on.
+    /// `announce(sock)` sends it from `sock` (a socket of this process on a
+    /// fresh port, closed right before SIPp binds that port); with
+    /// `already = Some(port)` a previous phone's announcement is reused. If
+    /// another process takes the port in between, `withdraw(port)` undoes
+    /// that announcement and it all starts again on a fresh port.
+    pub fn start_announced(
+        dir: &Path,
+        scenario_file: &str,
+        extra: &[&str],
+        already: Option<u16>,
+        mut announce: impl FnMut(&UdpSocket),
+        mut withdraw: impl FnMut(u16),
+    ) -> Phone {
+        let what = format!("phone sipp {scenario_file}");
+        let mut port = already;
+        let mut lost = Vec::new();
+        for _ in 0..ports::ATTEMPTS {
+            let p = port.take().unwrap_or_else(|| {
+                let sock = ports::bind_udp_candidate();
+                sock.set_read_timeout(Some(WAIT)).expect("timeout");
+                announce(&sock);
+                sock.local_addr().expect("addr").port()
+            });
+            let cmd = phone_command(dir, scenario_file, extra, p);
+            match ports::spawn_on(&what, ports::Proto::Udp, p, cmd) {
+                Ok(sipp) => return Self::ready(sipp, scenario_file),
+                Err(output) => {
+                    lost.push(format!("port {p}: {output}"));
+                    withdraw(p);
+                }
+            }
         }
-        Phone { child, port, name: scenario_file.to_owned() }
+        panic!("{what}: could not bind in {} attempts:\n{}", ports::ATTEMPTS, lost.join("\n"));
+    }
+
+    fn ready(mut sipp: ports::PortChild, scenario_file: &str) -> Phone {
+        if let Some(st) = sipp.status() {
+            panic!("phone {scenario_file} exited before it was ready: {st:?}\n{}", sipp.output());
+        }
+        Phone { port: sipp.port, sipp, name: scenario_file.to_owned() }
     }
 
     /// `sip:user@127.0.0.1:port`
@@ -342,28 +352,22 @@ impl Phone {
 
     /// Waits (bounded) for SIPp to end and asserts its call succeeded.
     pub fn assert_ok(mut self) {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                assert!(st.success(), "phone {} on {} failed: {st:?} {err}", self.name, self.port);
-                return;
-            }
-            assert!(Instant::now() < deadline, "phone {} did not finish", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let Some(st) = self.sipp.wait_for(Duration::from_secs(40)) else {
+            panic!("phone {} did not finish\n{}", self.name, self.sipp.output());
+        };
+        let err = self.sipp.stderr();
+        assert!(st.success(), "phone {} on {} failed: {st:?} {err}", self.name, self.port);
     }
 }
 
-impl Drop for Phone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIPp answering `scenario_file` on 127.0.0.1:`port`, for one call.
+pub fn phone_command(dir: &Path, scenario_file: &str, extra: &[&str], port: u16) -> Command {
+    let mut c = Command::new("sipp");
+    c.args(["-sf", &scenario(scenario_file), "-p", &port.to_string(), "-i", "127.0.0.1"])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .args(extra)
+        .current_dir(dir);
+    c
 }
 
 /// Runs a SIPp caller scenario against `target` for one call (UDP unless
@@ -379,8 +383,6 @@ pub fn caller(dir: &Path, target: SocketAddr, service: &str, scenario_file: &str
         "1",
         "-i",
         "127.0.0.1",
-        "-p",
-        &free_udp_port().to_string(),
         "-timeout",
         "30s",
         "-timeout_error",
@@ -409,6 +411,34 @@ pub fn register_as(
     password: &str,
     contact: bool,
 ) -> String {
+    let contact = if contact { Contact::Own } else { Contact::Query };
+    register_with(sock, server, user, password, contact)
+}
+
+/// Removes every binding of `user@test` (`Contact: *`, `Expires: 0`) and
+/// asserts the 200.
+pub fn unregister_all(server: SocketAddr, user: &str, password: &str) {
+    let resp = register_with(&udp_client(), server, user, password, Contact::Star);
+    assert!(resp.starts_with("SIP/2.0 200"), "unregistering {user}: {resp}");
+}
+
+/// What a REGISTER asks for.
+enum Contact {
+    /// A binding at the sending socket's own address.
+    Own,
+    /// None: a query.
+    Query,
+    /// `*`: remove them all.
+    Star,
+}
+
+fn register_with(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    user: &str,
+    password: &str,
+    contact: Contact,
+) -> String {
     let local = sock.local_addr().expect("addr");
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -418,8 +448,12 @@ pub fn register_as(
         let mut m = format!(
             "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@test>;tag=f{cseq}\r\nTo: <sip:{user}@test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
         );
-        if contact {
-            m.push_str(&format!("Contact: <sip:{user}@{local}>\r\nExpires: 600\r\n"));
+        match contact {
+            Contact::Own => {
+                m.push_str(&format!("Contact: <sip:{user}@{local}>\r\nExpires: 600\r\n"))
+            }
+            Contact::Query => {}
+            Contact::Star => m.push_str("Contact: *\r\nExpires: 0\r\n"),
         }
         if let Some(a) = auth {
             m.push_str(&format!("Authorization: {a}\r\n"));
