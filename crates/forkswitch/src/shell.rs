@@ -110,6 +110,12 @@ fn log_event(e: &Event) {
         Event::CallStarted { call, groupcall } => debug!(%call, %groupcall, "call started"),
         Event::CallEnded { call } => debug!(%call, "call ended"),
         Event::CommandIgnored { id } => debug!(%id, "command for nothing live"),
+        Event::CarrierResolved { name, address } => {
+            debug!(carrier = %name, addr = %address, "carrier resolved")
+        }
+        Event::CarrierUnresolved { name } => {
+            warn!(carrier = %name, "carrier host name did not resolve")
+        }
         Event::BindingsUnreachable { count } => {
             info!(count, "connection closed: its bindings are unreachable")
         }
@@ -174,7 +180,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         info!(transport = %t, addr = %a, "listening");
     }
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
-    let shell = Shell { transport: transport.clone(), db: db.clone(), resolver, resolved: resolved_tx };
+    let shell =
+        Shell { transport: transport.clone(), db: db.clone(), resolver, resolved: resolved_tx };
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));

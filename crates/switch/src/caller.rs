@@ -58,11 +58,9 @@ pub(crate) fn identify(
             domain: realm,
         }),
         Outcome::Authenticated { .. } => Err(Refusal::Status(403)),
-        Outcome::Missing => Err(Refusal::Challenge(registrar.digest_mut().challenges(
-            now,
-            &realm,
-            false,
-        ))),
+        Outcome::Missing => {
+            Err(Refusal::Challenge(registrar.digest_mut().challenges(now, &realm, false)))
+        }
         Outcome::Stale => {
             Err(Refusal::Challenge(registrar.digest_mut().challenges(now, &realm, true)))
         }

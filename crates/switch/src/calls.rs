@@ -166,7 +166,8 @@ impl ServedCall {
                 };
                 match question {
                     Some((host, port, transport)) => {
-                        let waiter = Waiter::Destination { call: cref, query, uri: uri_of(&target) };
+                        let waiter =
+                            Waiter::Destination { call: cref, query, uri: uri_of(&target) };
                         let id = cx.dns.ask(waiter);
                         cx.out.push_back(Output::Resolve(Query { id, host, port, transport }));
                     }
@@ -175,7 +176,9 @@ impl ServedCall {
                 Ok(())
             }
             Action::Cancel { leg, reason } => match self.leg(leg) {
-                Some(lr) => cx.mgr.cancel_leg(cx.tx, at, cref, lr, reason.map(|r| r.header_value())),
+                Some(lr) => {
+                    cx.mgr.cancel_leg(cx.tx, at, cref, lr, reason.map(|r| r.header_value()))
+                }
                 None => Ok(()),
             },
             Action::AckAndBye { leg } => match self.leg(leg) {

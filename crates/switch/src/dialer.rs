@@ -161,12 +161,7 @@ impl Dialer<'_> {
             request_uri: hop.request_uri.clone(),
             to: format!("<{}>", hop.request_uri),
             from: from.to_owned(),
-            next_hop: Peer {
-                transport: hop.transport,
-                remote: hop.address,
-                local,
-                conn: None,
-            },
+            next_hop: Peer { transport: hop.transport, remote: hop.address, local, conn: None },
             credentials: carrier
                 .filter(|c| !c.username.is_empty())
                 .map(|c| (c.username.clone(), c.password.clone())),

@@ -36,7 +36,10 @@ pub fn policy() -> Policy {
 mod tests {
     #[test]
     fn allow_lists_every_supported_method_once() {
-        assert_eq!(super::allow(), "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO");
+        assert_eq!(
+            super::allow(),
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO"
+        );
         assert_eq!(super::policy().methods, super::supported());
     }
 }

@@ -97,6 +97,19 @@ pub enum Event {
         /// The record id it named.
         id: Uuid,
     },
+    /// A carrier given by DNS name has an address now (or a new one).
+    CarrierResolved {
+        /// The carrier.
+        name: String,
+        /// Where its calls go.
+        address: std::net::SocketAddr,
+    },
+    /// A carrier's DNS name did not resolve: its calls go where they went
+    /// before (nowhere, if it never resolved).
+    CarrierUnresolved {
+        /// The carrier.
+        name: String,
+    },
     /// A stream connection closed and made bindings unreachable.
     BindingsUnreachable {
         /// How many.

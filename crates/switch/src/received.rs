@@ -147,5 +147,4 @@ mod tests {
         let target = response_target(&m, &udp_peer("192.0.2.9:40000"));
         assert_eq!(target.remote, "192.0.2.9:40000".parse().expect("addr"));
     }
-
 }

@@ -270,10 +270,16 @@ impl Switch {
                 s.fork.resolved(now.into(), query, hops);
                 self.run_call(now, call);
             }
-            Some(Waiter::Carrier { name }) => match targets.first() {
-                Some(t) => self.routes.set_carrier_address(&name, t.address),
-                None => debug!(carrier = %name, "carrier host name did not resolve"),
-            },
+            Some(Waiter::Carrier { name }) => {
+                let ev = match targets.first() {
+                    Some(t) => {
+                        self.routes.set_carrier_address(&name, t.address);
+                        Event::CarrierResolved { name, address: t.address }
+                    }
+                    None => Event::CarrierUnresolved { name },
+                };
+                self.out.push_back(Output::Event(ev));
+            }
             None => {}
         }
     }
@@ -344,8 +350,12 @@ impl Switch {
                 let cref = ev.call();
                 if let Some(s) = self.calls.get_mut(cref) {
                     let Switch { tx, mgr, registrar, routes, dns, out, listen, .. } = self;
-                    let dialer =
-                        Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
+                    let dialer = Dialer {
+                        location: registrar.location(),
+                        routes,
+                        locals: listen,
+                        wall: now.wall,
+                    };
                     let mut cx = CallContext { tx, mgr, dialer, dns, out };
                     s.on_call_event(&mut cx, now, ev);
                     self.settle_call(cref);
@@ -388,7 +398,8 @@ impl Switch {
     fn run_call(&mut self, now: Now, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
         let Switch { tx, mgr, registrar, routes, dns, out, listen, .. } = self;
-        let dialer = Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
+        let dialer =
+            Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
         let mut cx = CallContext { tx, mgr, dialer, dns, out };
         s.run(&mut cx, now, cref);
         self.settle_call(cref);
@@ -614,4 +625,3 @@ impl Switch {
         self.respond(now, key, resp);
     }
 }
-
