@@ -153,6 +153,8 @@ impl Switch {
                 }
             }
             Input::ConnectionClosed { conn } => {
+                // Requests still waiting for an answer over it fail now.
+                self.tx.connection_closed(now.at, conn);
                 let count = self.registrar.location_mut().connection_closed(conn);
                 if count > 0 {
                     self.out.push_back(Output::Event(Event::BindingsUnreachable { count }));
