@@ -1,0 +1,300 @@
+//! The switch core driven directly, in virtual time: bytes in, outputs out,
+//! no sockets and no clock. Focused checks of the contract; whole calls
+//! under loss are the simulation's job (`tests/simulation.rs`).
+
+use bytes::Bytes;
+use records::{Timestamp, NIL};
+use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
+use sip_message::{HeaderName, Message, Method, Peer, Transport};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use switch::{Command, Datagram, Event, Input, Now, Output, Persist, Switch, SwitchConfig};
+use switch::{SwitchState, Token};
+use uuid::Uuid;
+
+const US: &str = "192.0.2.1:5060";
+const CUSTOMER: Uuid = Uuid::from_u128(0xC0FFEE);
+
+/// A switch, virtual time, and everything it output.
+struct World {
+    sw: Switch,
+    t0: Instant,
+    now: Duration,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn carrier(name: &str, address: &str, transport: &str) -> Carrier {
+    Carrier {
+        name: name.into(),
+        address: address.into(),
+        transport: transport.into(),
+        strip: String::new(),
+        prefix: String::new(),
+        domain: String::new(),
+        headers: Vec::new(),
+        username: String::new(),
+        password: String::new(),
+        inbound_sources: Vec::new(),
+        inbound_domain: String::new(),
+    }
+}
+
+fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) -> SwitchState {
+    let mut trusted = carrier("pstn-in", "198.51.100.1:5060", "udp");
+    trusted.inbound_sources = vec!["198.51.100.0/24".parse().expect("net")];
+    trusted.inbound_domain = "test".into();
+    let mut all = vec![trusted];
+    all.extend(carriers);
+    SwitchState {
+        customers: vec![records::Customer { id: CUSTOMER, name: "c".into(), api_keys: Vec::new() }],
+        domains: vec![records::Domain {
+            name: "test".into(),
+            aliases: Vec::new(),
+            customer_id: CUSTOMER,
+        }],
+        extensions: vec![registrar::extension_with_password("e1", "test", "pw1")],
+        bindings: Vec::new(),
+        routes: RouteTable::new(all, routes, seed_groups).expect("routes"),
+    }
+}
+
+impl World {
+    fn new(st: SwitchState, seed: u64) -> (World, Vec<Output>) {
+        let t0 = Instant::now();
+        let cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US)), (Transport::Tcp, addr(US))]);
+        let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
+        let mut w = World { sw: Switch::new(cfg, st, seed, now), t0, now: Duration::ZERO };
+        let first = w.drain();
+        (w, first)
+    }
+
+    fn now(&self) -> Now {
+        let wall = Timestamp::from_micros(1_700_000_000_000_000 + self.now.as_micros() as i64);
+        Now { at: self.t0 + self.now, wall }
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        let mut v = Vec::new();
+        loop {
+            match self.sw.poll_output() {
+                Output::Timeout(_) => return v,
+                o => v.push(o),
+            }
+        }
+    }
+
+    fn input(&mut self, i: Input) -> Vec<Output> {
+        let now = self.now();
+        self.sw.handle_input(now, i);
+        self.drain()
+    }
+
+    fn datagram(&mut self, from: &str, text: &str) -> Vec<Output> {
+        let peer =
+            Peer { transport: Transport::Udp, remote: addr(from), local: addr(US), conn: None };
+        self.input(Input::Datagram(Datagram { peer, bytes: Bytes::from(text.to_owned()) }))
+    }
+
+    /// Moves virtual time on by `d`, running every timer on the way.
+    fn advance(&mut self, d: Duration) -> Vec<Output> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        loop {
+            let next = match self.sw.poll_output() {
+                Output::Timeout(at) => at,
+                o => {
+                    out.push(o);
+                    continue;
+                }
+            };
+            let next = next.saturating_duration_since(self.t0);
+            if next > end {
+                self.now = end;
+                return out;
+            }
+            self.now = next.max(self.now);
+            out.extend(self.input(Input::Timeout));
+        }
+    }
+}
+
+fn transmits(out: &[Output]) -> Vec<(Peer, Message, Token)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => {
+                let wire = Message::parse(t.message.to_bytes()).expect("what we send parses");
+                Some((t.peer, wire, t.token))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn invite(from: &str, ruri: &str, call_id: &str) -> String {
+    let sdp = "v=0\r\no=a 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call_id};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001@pstn>;tag=c1\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{from}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+#[test]
+fn ipv6_udp_inbound_is_stamped() {
+    // Moved here from sip-transport with the code that stamps.
+    let (mut w, _) = World::new(state(vec![], vec![], vec![]), 1);
+    let msg = "OPTIONS sip:[::1] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK6;rport\r\nFrom: <sip:a@[::1]>;tag=1\r\nTo: <sip:[::1]>\r\nCall-ID: v6\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let peer = Peer {
+        transport: Transport::Udp,
+        remote: addr("[::1]:40000"),
+        local: addr("[::1]:5060"),
+        conn: None,
+    };
+    let out = w.input(Input::Datagram(Datagram { peer, bytes: Bytes::from(msg) }));
+    let t = transmits(&out);
+    assert_eq!(t.len(), 1);
+    let (to, resp, _) = &t[0];
+    let via = resp.top_via().expect("via");
+    assert_eq!(via.received(), Some(&b"::1"[..]));
+    assert_eq!(via.rport(), Some(Some(40000)));
+    assert_eq!(to.remote, addr("[::1]:40000"), "the response goes to received:rport");
+}
+
+#[test]
+fn same_seed_same_outputs() {
+    let run = |seed: u64| {
+        let dest = GroupDestination {
+            kind: records::AddressType::Sip,
+            target: "sip:b@203.0.113.9:5070".into(),
+            ring_timeout_secs: None,
+        };
+        let g = Group {
+            number: "800".into(),
+            domain: "test".into(),
+            id: None,
+            ring_method: records::RingMethod::RingAll,
+            answer_method: records::AnswerMethod::HangupOthers,
+            destinations: vec![dest],
+            send_reason: true,
+        };
+        let (mut w, _) = World::new(state(vec![g], vec![], vec![]), seed);
+        let mut all =
+            w.datagram("198.51.100.7:5060", &invite("198.51.100.7:5060", "sip:800@test", "d1"));
+        all.extend(w.advance(Duration::from_secs(40)));
+        all.iter()
+            .map(|o| match o {
+                Output::Transmit(t) => {
+                    format!("{} {}", t.peer, String::from_utf8_lossy(&t.message.to_bytes()))
+                }
+                o => format!("{o:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = run(7);
+    assert!(a.len() > 10, "a call happened: {a:?}");
+    assert_eq!(a, run(7), "same seed, same inputs: the same outputs, byte for byte");
+    assert_ne!(a, run(8), "another seed: other tags, branches and ids");
+}
+
+#[test]
+fn send_failure_fails_over_to_the_next_carrier_at_once() {
+    let carriers =
+        vec![carrier("a", "203.0.113.10:5060", "tcp"), carrier("b", "203.0.113.11:5060", "udp")];
+    let routes = vec![Route { prefix: "+1".into(), carriers: vec!["a".into(), "b".into()] }];
+    // Carriers may not call out: extension e1 dials, with digest.
+    let (mut w, _) = World::new(state(vec![], carriers, routes), 3);
+    let caller = "192.0.2.50:5062";
+    let mut text = invite(caller, "sip:+15557654321@test", "f1");
+    text = text.replace("From: <sip:+15550001@pstn>;tag=c1", "From: <sip:e1@test>;tag=c1");
+    let out = w.datagram(caller, &text);
+    let (_, challenge, _) = transmits(&out).into_iter().next().expect("407");
+    assert_eq!(challenge.status(), Some(407));
+    let pa = String::from_utf8_lossy(
+        challenge.header(HeaderName::ProxyAuthenticate).expect("challenge"),
+    )
+    .into_owned();
+    let nonce = pa.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let uri = "sip:+15557654321@test";
+    let ha1 = registrar::ha1_md5("e1", "test", "pw1");
+    let resp = registrar::digest::response(
+        registrar::Algorithm::Md5,
+        &ha1,
+        nonce,
+        "00000001",
+        "x",
+        Some("auth"),
+        "INVITE",
+        uri,
+    );
+    let auth = format!("Proxy-Authorization: Digest username=\"e1\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"x\"\r\n");
+    let text = text
+        .replace("branch=z9hG4bKf1", "branch=z9hG4bKf2")
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace("Content-Type:", &format!("{auth}Content-Type:"));
+    let out = w.datagram(caller, &text);
+    let first: Vec<_> = transmits(&out)
+        .into_iter()
+        .filter(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .collect();
+    assert_eq!(first.len(), 1, "one carrier at a time");
+    let (peer, _, token) = &first[0];
+    assert_eq!(peer.remote, addr("203.0.113.10:5060"));
+    assert_eq!(peer.transport, Transport::Tcp);
+    assert_ne!(*token, Token::NONE, "a transaction's transmit names it");
+    // The TCP connection is refused: the next carrier's INVITE leaves now,
+    // in the same instant, not after Timer B.
+    let out = w.input(Input::SendFailed { token: *token });
+    let next: Vec<_> = transmits(&out)
+        .into_iter()
+        .filter(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .collect();
+    assert_eq!(next.len(), 1, "{out:?}");
+    assert_eq!(next[0].0.remote, addr("203.0.113.11:5060"));
+}
+
+#[test]
+fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
+    let dest = |t: &str| GroupDestination {
+        kind: records::AddressType::Sip,
+        target: t.into(),
+        ring_timeout_secs: None,
+    };
+    let g = Group {
+        number: "801".into(),
+        domain: "test".into(),
+        id: None,
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+        destinations: vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")],
+        send_reason: true,
+    };
+    let (mut w, _) = World::new(state(vec![g], vec![], vec![]), 5);
+    let caller = "198.51.100.7:5060";
+    let out = w.datagram(caller, &invite(caller, "sip:801@test", "h1"));
+    let root = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist(Persist::Groupcall(g)) if g.master_groupcall_id == NIL => Some(g.id),
+            _ => None,
+        })
+        .expect("root groupcall record");
+    // The legs ring.
+    for (peer, m, _) in
+        transmits(&out).into_iter().filter(|(_, m, _)| m.method() == Some(&Method::Invite))
+    {
+        let ringing = Message::response_to(&m, 180).to_tag("r").build();
+        let from = peer.remote.to_string();
+        w.datagram(&from, &String::from_utf8_lossy(&ringing.to_bytes()));
+    }
+    let out = w.input(Input::Command(Command::HangupGroupcall { id: root }));
+    let t = transmits(&out);
+    let cancels = t.iter().filter(|(_, m, _)| m.method() == Some(&Method::Cancel)).count();
+    assert_eq!(cancels, 2, "every ringing leg is CANCELed");
+    assert!(t.iter().any(|(_, m, _)| m.status() == Some(487)), "the caller gets 487");
+    let out = w.input(Input::Command(Command::HangupCall { id: Uuid::from_u128(42) }));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Event(Event::CommandIgnored { id }) if *id == Uuid::from_u128(42))
+    ));
+}
