@@ -6,10 +6,8 @@
 mod common;
 
 use common::*;
-use records::{CallStatus, GroupcallStatus, NIL};
+use records::NIL;
 use std::time::{Duration, Instant};
-
-const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
 
 /// Config: domain `test`; 127.0.0.1 is a trusted carrier source (so SIPp
 /// callers need no digest), plus `groups`.
@@ -35,33 +33,6 @@ fn group(number: &str, method: &str, dests: &[(&str, String, Option<u64>)]) -> S
         "[[groups]]\nnumber = \"{number}\"\ndomain = \"test\"\nring_method = \"{method}\"\ndestinations = [{}]\n",
         d.join(", ")
     )
-}
-
-/// Waits (bounded) until the store holds a finished root groupcall, and
-/// returns it with its calls.
-fn finished_groupcall(server: &Server) -> (records::Groupcall, Vec<records::Call>) {
-    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
-    let customer = uuid::Uuid::parse_str(CUSTOMER).expect("uuid");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let gcs = store::Store::list_groupcalls(&db, customer, 100, None).expect("list");
-        if let Some(root) =
-            gcs.iter().find(|g| g.master_groupcall_id == NIL && g.status == GroupcallStatus::Hangup)
-        {
-            let calls: Vec<records::Call> = root
-                .call_ids
-                .iter()
-                .filter_map(|id| store::Store::call(&db, *id).ok().flatten())
-                .collect();
-            if calls.len() == root.call_ids.len()
-                && calls.iter().all(|c| c.status == CallStatus::Hangup)
-            {
-                return (root.clone(), calls);
-            }
-        }
-        assert!(Instant::now() < deadline, "no finished groupcall in the store: {gcs:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Starts one SIPp phone per `(scenario, args)`, a server whose group
@@ -540,45 +511,7 @@ fn tcp_registered_phone_is_called_over_its_connection() {
     let mut conn = tcp_client(server.tcp);
     let local = conn.local_addr().expect("addr");
     let mut pending = Vec::new();
-    let register = |cseq: u32, auth: Option<String>| {
-        let mut m = format!(
-            "REGISTER sip:{} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:t1@test>;tag=tr\r\nTo: <sip:t1@test>\r\nCall-ID: tcp-reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:t1@{local};transport=tcp>\r\nExpires: 600\r\n",
-            server.tcp
-        );
-        if let Some(a) = auth {
-            m.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        m.push_str("Content-Length: 0\r\n\r\n");
-        m
-    };
-    conn.write_all(register(1, None).as_bytes()).expect("write");
-    let challenge =
-        String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
-    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("nonce")
-        .to_owned();
-    let uri = format!("sip:{}", server.tcp);
-    let ha1 = registrar::ha1_md5("t1", "test", "pw-t1");
-    let resp = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        &nonce,
-        "00000001",
-        "c1",
-        Some("auth"),
-        "REGISTER",
-        &uri,
-    );
-    let auth = format!(
-        "Digest username=\"t1\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\""
-    );
-    conn.write_all(register(2, Some(auth)).as_bytes()).expect("write");
-    let ok = String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
-    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    register_over_tcp(&mut conn, &mut pending, server.tcp, "t1", "pw-t1");
 
     // The call: a SIPp caller (UDP) dials 816; the phone answers on its
     // TCP connection.

@@ -13,12 +13,10 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use records::{CallStatus, GroupcallStatus, NIL};
 use sip_message::{HeaderName, Message, Method};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
 const SDP: &str =
     "v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
 
@@ -90,32 +88,6 @@ fn answer(sock: &UdpSocket, to: SocketAddr, req: &Message, code: u16) {
     sock.send_to(&b.build().to_bytes(), to).expect("send");
 }
 
-/// Waits (bounded) for a finished root groupcall in the store.
-fn finished(server: &Server) -> (records::Groupcall, Vec<records::Call>) {
-    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
-    let customer = uuid::Uuid::parse_str(CUSTOMER).expect("uuid");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let gcs = store::Store::list_groupcalls(&db, customer, 100, None).expect("list");
-        if let Some(root) =
-            gcs.iter().find(|g| g.master_groupcall_id == NIL && g.status == GroupcallStatus::Hangup)
-        {
-            let calls: Vec<records::Call> = root
-                .call_ids
-                .iter()
-                .filter_map(|id| store::Store::call(&db, *id).ok().flatten())
-                .collect();
-            if calls.len() == root.call_ids.len()
-                && calls.iter().all(|c| c.status == CallStatus::Hangup)
-            {
-                return (root.clone(), calls);
-            }
-        }
-        assert!(Instant::now() < deadline, "no finished groupcall in the store: {gcs:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn leg_records_carry_their_own_sip_call_id() {
     let phones = [udp_client(), udp_client()];
@@ -146,7 +118,7 @@ fn leg_records_carry_their_own_sip_call_id() {
     let resp = next(&caller);
     assert_eq!(resp.status(), Some(486));
     ack_failure(&caller, server.udp, &resp, &ruri);
-    let (_, calls) = finished(&server);
+    let (_, calls) = finished_groupcall(&server);
     assert_eq!(calls.len(), 2);
     let mut recorded: Vec<String> = calls.iter().map(|c| c.sip_call_id.clone()).collect();
     recorded.sort();
@@ -180,19 +152,9 @@ fn refused_tcp_connection_to_a_carrier_fails_over_at_once() {
     ack_failure(&caller, server.udp, &challenge, &ruri);
     let www = header(&challenge, HeaderName::ProxyAuthenticate);
     let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
-    let ha1 = registrar::ha1_md5("test12", "test", "pw12");
-    let response = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "c1",
-        Some("auth"),
-        "INVITE",
-        &ruri,
-    );
     let auth = format!(
-        "Proxy-Authorization: Digest username=\"test12\", realm=\"test\", nonce=\"{nonce}\", uri=\"{ruri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\"\r\n"
+        "Proxy-Authorization: {}\r\n",
+        digest_answer("test12", "pw12", "INVITE", &ruri, nonce)
     );
     // The From of our INVITE names test12 for the switch to accept the
     // credentials.
@@ -216,7 +178,7 @@ fn refused_tcp_connection_to_a_carrier_fails_over_at_once() {
     ack_failure(&caller, server.udp, &resp, &ruri);
     // The failover is a hunt of the fork: a linear child over the carriers,
     // with one call record per carrier tried.
-    let (root, calls) = finished(&server);
+    let (root, calls) = finished_groupcall(&server);
     assert_eq!(root.groupcall_ids.len(), 1, "{root:?}");
     assert!(calls.is_empty(), "the root dials no leg itself: {calls:?}");
     let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
@@ -230,7 +192,6 @@ fn refused_tcp_connection_to_a_carrier_fails_over_at_once() {
 
 #[test]
 fn closed_tcp_connection_makes_its_bindings_unreachable() {
-    use std::io::Write;
     let cfg = format!(
         "{}[[extensions]]\nname = \"t1\"\ndomain = \"test\"\npassword = \"pw-t1\"\n[registrar]\nalgorithms = [\"MD5\"]\n\
          [[groups]]\nnumber = \"816\"\ndomain = \"test\"\ndestinations = [{{ type = \"endpoint\", target = \"t1@test\" }}]\n",
@@ -238,43 +199,8 @@ fn closed_tcp_connection_makes_its_bindings_unreachable() {
     );
     let mut server = Server::start_with(&cfg);
     let mut conn = tcp_client(server.tcp);
-    let local = conn.local_addr().expect("addr");
     let mut pending = Vec::new();
-    let register = |cseq: u32, auth: Option<String>| {
-        let mut m = format!(
-            "REGISTER sip:{} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKclosed{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:t1@test>;tag=tr\r\nTo: <sip:t1@test>\r\nCall-ID: tcp-closed-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:t1@{local};transport=tcp>\r\nExpires: 600\r\n",
-            server.tcp
-        );
-        if let Some(a) = auth {
-            m.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        m.push_str("Content-Length: 0\r\n\r\n");
-        m
-    };
-    conn.write_all(register(1, None).as_bytes()).expect("write");
-    let challenge =
-        String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
-    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let nonce =
-        challenge.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
-    let uri = format!("sip:{}", server.tcp);
-    let ha1 = registrar::ha1_md5("t1", "test", "pw-t1");
-    let resp = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "c1",
-        Some("auth"),
-        "REGISTER",
-        &uri,
-    );
-    let auth = format!(
-        "Digest username=\"t1\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\""
-    );
-    conn.write_all(register(2, Some(auth)).as_bytes()).expect("write");
-    let ok = String::from_utf8_lossy(&read_stream_message(&mut conn, &mut pending)).into_owned();
-    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    register_over_tcp(&mut conn, &mut pending, server.tcp, "t1", "pw-t1");
     // The phone goes away: its connection closes.
     drop(conn);
     server.wait_log(

@@ -593,22 +593,15 @@ impl Fork {
         let g = leg.group;
         let groupcall_id = self.tree.groups.get(g).map_or(NIL, |n| n.rec.id);
         let rec = Call {
-            id: leg.call_id,
-            customer_id: self.maker.customer_id,
             groupcall_id,
-            source: self.maker.source.clone(),
-            destination: leg.destination.clone(),
             direction: Direction::Outgoing,
-            status: CallStatus::Dialing,
-            hangup_by: HangupBy::None,
-            hangup_reason: HangupReason::None,
-            sip_call_id: String::new(),
-            tm_ringing: Timestamp::NOT_YET,
-            tm_progressing: Timestamp::NOT_YET,
-            tm_hangup: Timestamp::NOT_YET,
-            tm_create: now.wall,
-            tm_update: now.wall,
-            tm_delete: Timestamp::NOT_YET,
+            ..Call::dialing(
+                leg.call_id,
+                self.maker.customer_id,
+                self.maker.source.clone(),
+                leg.destination.clone(),
+                now.wall,
+            )
         };
         let (id, call_id, target) = (leg.id, leg.call_id, leg.target.clone());
         leg.rec = Some(rec.clone());

@@ -13,19 +13,6 @@ use LegEvent::*;
 const NUM: &str = "+15550000001";
 const URI: &str = "sip:bob@example.com";
 
-fn cfg() -> ForkConfig {
-    ForkConfig::default()
-}
-
-fn dial_legs(a: &[Action]) -> Vec<u32> {
-    a.iter()
-        .filter_map(|a| match a {
-            Dial { leg, .. } => Some(leg.0),
-            _ => None,
-        })
-        .collect()
-}
-
 fn dialed_hop(a: &[Action]) -> Option<(u32, groupcall::Hop)> {
     a.iter().find_map(|a| match a {
         Dial { leg, target: LegTarget::Hop { hop }, .. } => Some((leg.0, hop.clone())),

@@ -16,19 +16,6 @@ use LegEvent::*;
 
 const CE: Option<CancelReason> = Some(CancelReason::CompletedElsewhere);
 
-fn cfg() -> ForkConfig {
-    ForkConfig::default()
-}
-
-fn dial_legs(a: &[Action]) -> Vec<u32> {
-    a.iter()
-        .filter_map(|a| match a {
-            Dial { leg, .. } => Some(leg.0),
-            _ => None,
-        })
-        .collect()
-}
-
 fn three_sip() -> Vec<groupcall::Destination> {
     vec![sip("a@example.com"), sip("sip:b@example.com"), tel("+15550000003")]
 }

@@ -369,6 +369,39 @@ pub struct Call {
     pub tm_delete: Timestamp,
 }
 
+impl Call {
+    /// A new call record in `dialing`, created at `wall`: nothing has
+    /// happened yet (every other time is the 9999 sentinel, no hangup).
+    /// Set `direction`, `groupcall_id` and `sip_call_id` with struct update
+    /// syntax where they differ from incoming, nil and empty.
+    pub fn dialing(
+        id: Uuid,
+        customer_id: Uuid,
+        source: Address,
+        destination: Address,
+        wall: Timestamp,
+    ) -> Call {
+        Call {
+            id,
+            customer_id,
+            groupcall_id: NIL,
+            source,
+            destination,
+            direction: Direction::Incoming,
+            status: CallStatus::Dialing,
+            hangup_by: HangupBy::None,
+            hangup_reason: HangupReason::None,
+            sip_call_id: String::new(),
+            tm_ringing: Timestamp::NOT_YET,
+            tm_progressing: Timestamp::NOT_YET,
+            tm_hangup: Timestamp::NOT_YET,
+            tm_create: wall,
+            tm_update: wall,
+            tm_delete: Timestamp::NOT_YET,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

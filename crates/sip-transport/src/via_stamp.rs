@@ -23,20 +23,16 @@ pub fn via_to_tcp(msg: &Message) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn req(via: &str) -> Message {
-        Message::parse(Bytes::from(format!(
-            "OPTIONS sip:a@b SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP second;branch=z9hG4bK2\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        )))
-        .expect("parse")
-    }
 
     #[test]
     fn via_rewritten_to_tcp() {
-        let m = req("SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKa");
+        let m = Message::request(sip_message::Method::Options, "sip:a@b")
+            .header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKa")
+            .header(HeaderName::Via, "SIP/2.0/UDP second;branch=z9hG4bK2")
+            .build();
         let t = via_to_tcp(&m).expect("via");
         assert_eq!(t.top_via().expect("via").transport, b"TCP");
         assert_eq!(t.top_via().expect("via").branch(), Some(&b"z9hG4bKa"[..]));
+        assert_eq!(t.vias().count(), 2, "only the top Via changes");
     }
 }

@@ -20,8 +20,7 @@ use bytes::Bytes;
 use groupcall::{Destination, Fork, GroupDef, GroupSpec, Hop};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use records::{Address, AddressType, Call, CallStatus, Direction, HangupBy, HangupReason};
-use records::{RingMethod, Timestamp, NIL};
+use records::{Address, AddressType, Call, RingMethod, NIL};
 use registrar::{Accounts, BindingChange, Registrar};
 use routing::{Decision, RouteTable};
 use sip_message::{validate, HeaderName, Message, Method, Peer, Policy, Verdict};
@@ -575,24 +574,8 @@ impl Switch {
         };
         let sip_call_id =
             req.call_id().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
-        let inbound = Call {
-            id: master,
-            customer_id,
-            groupcall_id: NIL,
-            source,
-            destination: dialed,
-            direction: Direction::Incoming,
-            status: CallStatus::Dialing,
-            hangup_by: HangupBy::None,
-            hangup_reason: HangupReason::None,
-            sip_call_id,
-            tm_ringing: Timestamp::NOT_YET,
-            tm_progressing: Timestamp::NOT_YET,
-            tm_hangup: Timestamp::NOT_YET,
-            tm_create: now.wall,
-            tm_update: now.wall,
-            tm_delete: Timestamp::NOT_YET,
-        };
+        let inbound =
+            Call { sip_call_id, ..Call::dialing(master, customer_id, source, dialed, now.wall) };
         self.out.push_back(Output::Persist(Persist::Call(inbound.clone())));
         let groupcall = fork.root().id;
         self.out.push_back(Output::Event(Event::CallStarted { call: master, groupcall }));

@@ -469,6 +469,17 @@ fn register_with(
         .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
         .expect("an MD5 challenge");
     let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let auth = digest_answer(user, password, "REGISTER", &uri, nonce);
+    sock.send_to(build(2, Some(auth)).as_bytes(), server).expect("send");
+    String::from_utf8_lossy(&recv(sock)).into_owned()
+}
+
+/// The customer of the tenant the tests configure.
+pub const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+
+/// A digest answer (MD5, qop=auth, realm `test`) for `user` to a challenge
+/// with `nonce`: the value of an Authorization / Proxy-Authorization header.
+pub fn digest_answer(user: &str, password: &str, method: &str, uri: &str, nonce: &str) -> String {
     let ha1 = registrar::ha1_md5(user, "test", password);
     let response = registrar::digest::response(
         registrar::Algorithm::Md5,
@@ -477,12 +488,78 @@ fn register_with(
         "00000001",
         "abc123",
         Some("auth"),
-        "REGISTER",
-        &uri,
+        method,
+        uri,
     );
-    let auth = format!(
+    format!(
         "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc123\""
-    );
-    sock.send_to(build(2, Some(auth)).as_bytes(), server).expect("send");
-    String::from_utf8_lossy(&recv(sock)).into_owned()
+    )
+}
+
+/// Waits (bounded) until the store holds a finished root groupcall, and
+/// returns it with its calls.
+pub fn finished_groupcall(server: &Server) -> (records::Groupcall, Vec<records::Call>) {
+    use records::{CallStatus, GroupcallStatus, NIL};
+    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
+    let customer = uuid::Uuid::parse_str(CUSTOMER).expect("uuid");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let gcs = store::Store::list_groupcalls(&db, customer, 100, None).expect("list");
+        if let Some(root) =
+            gcs.iter().find(|g| g.master_groupcall_id == NIL && g.status == GroupcallStatus::Hangup)
+        {
+            let calls: Vec<records::Call> = root
+                .call_ids
+                .iter()
+                .filter_map(|id| store::Store::call(&db, *id).ok().flatten())
+                .collect();
+            if calls.len() == root.call_ids.len()
+                && calls.iter().all(|c| c.status == CallStatus::Hangup)
+            {
+                return (root.clone(), calls);
+            }
+        }
+        assert!(Instant::now() < deadline, "no finished groupcall in the store: {gcs:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// REGISTERs `user@test` (digest over the 401) over the TCP connection
+/// `conn`, with a Contact at the connection's own address (the phone has no
+/// listening socket: calls must come back over this connection), and
+/// asserts the 200.
+pub fn register_over_tcp(
+    conn: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    server: SocketAddr,
+    user: &str,
+    password: &str,
+) {
+    use std::io::Write;
+    let local = conn.local_addr().expect("addr");
+    let register = |cseq: u32, auth: Option<String>| {
+        let mut m = format!(
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@test>;tag=tr\r\nTo: <sip:{user}@test>\r\nCall-ID: tcp-reg-{user}-{}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local};transport=tcp>\r\nExpires: 600\r\n",
+            local.port()
+        );
+        if let Some(a) = auth {
+            m.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        m.push_str("Content-Length: 0\r\n\r\n");
+        m
+    };
+    conn.write_all(register(1, None).as_bytes()).expect("write");
+    let challenge = String::from_utf8_lossy(&read_stream_message(conn, pending)).into_owned();
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce")
+        .to_owned();
+    let uri = format!("sip:{server}");
+    let auth = digest_answer(user, password, "REGISTER", &uri, &nonce);
+    conn.write_all(register(2, Some(auth)).as_bytes()).expect("write");
+    let ok = String::from_utf8_lossy(&read_stream_message(conn, pending)).into_owned();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 }

@@ -387,3 +387,18 @@ impl H {
         self.check.at_finish(&self.fork);
     }
 }
+
+/// The default fork settings.
+pub fn cfg() -> ForkConfig {
+    ForkConfig::default()
+}
+
+/// The legs dialed in `a`, in order.
+pub fn dial_legs(a: &[Action]) -> Vec<u32> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Dial { leg, .. } => Some(leg.0),
+            _ => None,
+        })
+        .collect()
+}
