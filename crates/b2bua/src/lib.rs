@@ -27,7 +27,7 @@
 //!   OPTIONS, MESSAGE when [`B2buaConfig::methods`] lists them) are relayed
 //!   between the two dialogs and their responses relayed back.
 //!
-//! What the server glue must do:
+//! What its owner (the switch core) must do:
 //! - feed *every* transaction event to [`CallManager::handle_event`]
 //!   (Terminated, Timeout and TransportError included: the manager keeps
 //!   the keys it owns until their Terminated) and handle what it gives back
@@ -35,7 +35,10 @@
 //! - after every call, send [`CallManager::poll_stateless`] messages before
 //!   the layer's `poll_transmit` ones (an ACK precedes the BYE after it),
 //!   and pass [`CallManager::poll_event`] events to the fork engine;
-//! - call [`CallManager::handle_timeout`] at [`CallManager::poll_timeout`];
+//! - call [`CallManager::handle_timeout`] at [`CallManager::poll_timeout`]
+//!   (or, made with [`CallManager::with_owner_timers`], file every
+//!   [`CallManager::poll_timer`] deadline in its own queue and call
+//!   [`CallManager::handle_call_timer`] when it comes);
 //! - use the transaction layer's T1 in [`B2buaConfig`]; reject an INVITE
 //!   with Max-Forwards 0 (483) or an unsupported Require (420) itself.
 //!

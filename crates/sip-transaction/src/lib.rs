@@ -21,9 +21,12 @@
 //!   new requests, responses, timeouts, strays, terminations) and
 //!   [`TransactionLayer::poll_timeout`] (the next deadline).
 //!
-//! Transactions are named by an opaque [`TxKey`]. Timers live in one heap
-//! for the whole layer; over a reliable transport there are no
-//! retransmissions and timers D, I, J and K are zero. [`ack_for`] and
+//! Transactions are named by an opaque [`TxKey`]. Timers live in one
+//! `timer-queue` for the whole layer when it runs alone
+//! ([`TransactionLayer::new`]), or in its owner's one queue
+//! ([`TransactionLayer::with_owner_timers`]: the switch core); over a
+//! reliable transport there are no retransmissions and timers D, I, J and
+//! K are zero. Branches come from a generator seeded by the owner. [`ack_for`] and
 //! [`cancel_for`] build the ACK for a non-2xx and the CANCEL of an INVITE.
 //!
 //! It never answers or forwards anything on its own beyond what section 17
