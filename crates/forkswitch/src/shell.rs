@@ -109,7 +109,7 @@ fn log_event(e: &Event) {
         Event::Dropped { peer, reason } => debug!(%peer, %reason, "dropped"),
         Event::CallStarted { call, groupcall } => debug!(%call, %groupcall, "call started"),
         Event::CallEnded { call } => debug!(%call, "call ended"),
-        Event::CommandIgnored { id } => debug!(%id, "command for nothing live"),
+        Event::CommandDone { id, outcome } => debug!(id = id.0, ?outcome, "command done"),
         Event::CarrierResolved { name, address } => {
             debug!(carrier = %name, addr = %address, "carrier resolved")
         }

@@ -350,6 +350,37 @@ impl RouteTable {
     }
 
     /// The carrier whose inbound sources contain `ip`.
+    /// Adds a ring group, or replaces the one with its id; the same checks
+    /// as [`RouteTable::new`] (destinations, a number unique in its domain).
+    pub fn put_group(&mut self, group: Group) -> Result<(), RouteError> {
+        let id = group.id();
+        let mut groups: Vec<Group> = self.groups.iter().filter(|g| g.id() != id).cloned().collect();
+        groups.push(group);
+        let next = RouteTable::new(self.carriers.clone(), self.routes.clone(), groups)?;
+        self.groups = next.groups;
+        self.by_number = next.by_number;
+        self.by_id = next.by_id;
+        Ok(())
+    }
+
+    /// Removes the ring group with this id; `false` when there is none.
+    pub fn remove_group(&mut self, id: Uuid) -> bool {
+        let before = self.groups.len();
+        let groups: Vec<Group> = self.groups.iter().filter(|g| g.id() != id).cloned().collect();
+        if groups.len() == before {
+            return false;
+        }
+        match RouteTable::new(self.carriers.clone(), self.routes.clone(), groups) {
+            Ok(next) => {
+                self.groups = next.groups;
+                self.by_number = next.by_number;
+                self.by_id = next.by_id;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     pub fn carrier_for_source(&self, ip: IpAddr) -> Option<&Carrier> {
         self.carriers.iter().find(|c| c.inbound_sources.iter().any(|n| n.contains(&ip)))
     }

@@ -42,10 +42,54 @@ pub struct Target {
     pub address: SocketAddr,
 }
 
-/// What the API asks of the switch.
+/// Names one command, so that its outcome ([`crate::Event::CommandDone`])
+/// can be matched to it. Chosen by the shell; the switch only echoes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub u64);
+
+/// A groupcall started from the API (click-to-call, RFC 3725): the switch
+/// rings `source` first, with an INVITE without an offer; when it answers
+/// with its offer, it forks to `destinations` with that offer and bridges
+/// the first to answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickToCall {
+    /// Owner of the records.
+    pub customer_id: Uuid,
+    /// The party rung first: an `endpoint` (a registered extension of the
+    /// customer).
+    pub source: records::Address,
+    /// What to ring once the source answered, in order.
+    pub destinations: Vec<groupcall::Destination>,
+    /// `ring_all` or `linear`.
+    pub ring_method: records::RingMethod,
+    /// `hangup_others`.
+    pub answer_method: records::AnswerMethod,
+}
+
+/// What the API asks of the switch. Every command gets exactly one
+/// [`crate::Event::CommandDone`] with its [`CommandId`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {
+    /// Start a click-to-call groupcall.
+    StartGroupcall(Box<ClickToCall>),
+    /// Add or replace a phone account (by name and domain); takes effect for
+    /// the next request.
+    PutExtension(records::Extension),
+    /// Remove a phone account and its bindings.
+    RemoveExtension {
+        /// Its name (user part).
+        name: String,
+        /// Its domain.
+        domain: String,
+    },
+    /// Add or replace a ring group (by id).
+    PutGroup(Box<routing::Group>),
+    /// Remove a ring group.
+    RemoveGroup {
+        /// Its id.
+        id: Uuid,
+    },
     /// Hang up the live call a groupcall (root or child) belongs to: ringing
     /// legs are CANCELed and the caller gets 487; after the answer both
     /// sides get a BYE. The groupcall ends `hangup`.
@@ -90,5 +134,10 @@ pub enum Input {
         conn: ConnId,
     },
     /// A command from the API.
-    Command(Command),
+    Command {
+        /// Echoed in its outcome.
+        id: CommandId,
+        /// What to do.
+        command: Command,
+    },
 }

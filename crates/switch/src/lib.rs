@@ -27,7 +27,8 @@
 //!     (its [`Token`] names the transaction, which fails over at once);
 //!   - [`Input::ConnectionClosed`]: a stream connection closed (bindings
 //!     registered over it become unreachable);
-//!   - [`Input::Command`]: a [`Command`] from the API.
+//!   - [`Input::Command`]: a [`Command`] from the API, with a [`CommandId`];
+//!     its outcome comes back as [`Event::CommandDone`] with that id.
 //! - **Outputs**: after *every* `handle_input` (and after `new`), call
 //!   [`Switch::poll_output`] until it returns [`Output::Timeout`], and do
 //!   what each output says, in order:
@@ -75,7 +76,7 @@ mod switch;
 mod timers;
 
 pub use config::{SwitchConfig, SwitchState};
-pub use input::{Command, Datagram, Input, Now, Target};
+pub use input::{ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
-pub use output::{Event, Output, Persist, Query, QueryId, Token, Transmit};
+pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};
 pub use switch::{Switch, SwitchStats};

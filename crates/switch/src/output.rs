@@ -92,10 +92,12 @@ pub enum Event {
         /// The inbound call record.
         call: Uuid,
     },
-    /// A command named a groupcall or call that is not live.
-    CommandIgnored {
-        /// The record id it named.
-        id: Uuid,
+    /// A command was carried out, or not.
+    CommandDone {
+        /// The command's id.
+        id: crate::CommandId,
+        /// How it went.
+        outcome: CommandOutcome,
     },
     /// A carrier given by DNS name has an address now (or a new one).
     CarrierResolved {
@@ -124,6 +126,26 @@ pub enum Event {
         /// The request method.
         method: String,
     },
+}
+
+/// How a [`crate::Command`] went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandOutcome {
+    /// Done (a hangup is under way, an account or group is in effect).
+    Done,
+    /// A click-to-call is under way: its groupcall and the source's call
+    /// record as created.
+    Started {
+        /// The groupcall.
+        groupcall: Box<Groupcall>,
+        /// The source leg's call record.
+        call: Box<Call>,
+    },
+    /// Nothing live (or known) has that id.
+    NotFound,
+    /// Refused, and why (a bad value, a source that is not registered...).
+    Refused(String),
 }
 
 /// One output of [`crate::Switch::poll_output`].

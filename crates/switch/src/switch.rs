@@ -12,7 +12,7 @@ use crate::dns::{DnsQueries, Waiter};
 use crate::input::{Command, Datagram, Input, Now, Target};
 use crate::local::{LocalAnswers, LocalIdentity};
 use crate::methods;
-use crate::output::{Event, Output, Persist, Query, Token, Transmit};
+use crate::output::{CommandOutcome, Event, Output, Persist, Query, Token, Transmit};
 use crate::received::{response_target, stamp_received};
 use crate::timers::{Job, JobIntervals, TimerKey, Timers};
 use b2bua::{CallManager, CallRef, LocalContact};
@@ -159,7 +159,10 @@ impl Switch {
                     self.out.push_back(Output::Event(Event::BindingsUnreachable { count }));
                 }
             }
-            Input::Command(c) => self.on_command(now, c),
+            Input::Command { id, command } => {
+                let outcome = self.on_command(now, command);
+                self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
+            }
         }
         self.pump(now);
     }
@@ -285,23 +288,74 @@ impl Switch {
         }
     }
 
-    fn on_command(&mut self, now: Now, c: Command) {
-        let id = match c {
-            Command::HangupGroupcall { id } | Command::HangupCall { id } => id,
-        };
-        let Some(cref) = self.calls.find(id) else {
-            self.out.push_back(Output::Event(Event::CommandIgnored { id }));
-            return;
-        };
-        if let Some(s) = self.calls.get_mut(cref) {
-            match c {
-                Command::HangupCall { id } if id != s.inbound.id => {
-                    s.fork.hangup_call(now.into(), id)
+    fn on_command(&mut self, now: Now, c: Command) -> CommandOutcome {
+        match c {
+            Command::HangupGroupcall { id } => self.hangup(now, id, false),
+            Command::HangupCall { id } => self.hangup(now, id, true),
+            Command::StartGroupcall(c2c) => self.click_to_call(now, *c2c),
+            Command::PutExtension(e) => {
+                let a = self.registrar.accounts();
+                let mut extensions: Vec<_> = a
+                    .extensions()
+                    .filter(|x| !(x.name == e.name && x.domain.eq_ignore_ascii_case(&e.domain)))
+                    .cloned()
+                    .collect();
+                if a.domain_for_host(&e.domain).is_none() {
+                    return CommandOutcome::Refused(format!("no domain {:?}", e.domain));
                 }
-                _ => s.fork.hangup(now.into()),
+                extensions.push(e);
+                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
+                self.registrar.set_accounts(next);
+                CommandOutcome::Done
+            }
+            Command::RemoveExtension { name, domain } => {
+                let a = self.registrar.accounts();
+                let Some(found) = a.extension(&name, &domain).map(|e| e.aor()) else {
+                    return CommandOutcome::NotFound;
+                };
+                let extensions: Vec<_> = a
+                    .extensions()
+                    .filter(|x| !(x.name == name && x.domain.eq_ignore_ascii_case(&domain)))
+                    .cloned()
+                    .collect();
+                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
+                self.registrar.set_accounts(next);
+                self.registrar.location_mut().remove_aor(&found);
+                CommandOutcome::Done
+            }
+            Command::PutGroup(g) => match self.routes.put_group(*g) {
+                Ok(()) => CommandOutcome::Done,
+                Err(e) => CommandOutcome::Refused(e.reason),
+            },
+            Command::RemoveGroup { id } => {
+                if self.routes.remove_group(id) {
+                    CommandOutcome::Done
+                } else {
+                    CommandOutcome::NotFound
+                }
+            }
+        }
+    }
+
+    /// Hangs up the live call that a groupcall or call record belongs to
+    /// (`leg`: the id names a call record, and a ringing leg is cancelled
+    /// alone).
+    fn hangup(&mut self, now: Now, id: Uuid, leg: bool) -> CommandOutcome {
+        let Some(cref) = self.calls.find(id) else { return CommandOutcome::NotFound };
+        if let Some(s) = self.calls.get_mut(cref) {
+            if leg && id != s.inbound.id {
+                s.fork.hangup_call(now.into(), id);
+            } else {
+                s.fork.hangup(now.into());
             }
         }
         self.run_call(now, cref);
+        CommandOutcome::Done
+    }
+
+    /// Click-to-call (RFC 3725): not served yet.
+    fn click_to_call(&mut self, _now: Now, _c: crate::ClickToCall) -> CommandOutcome {
+        CommandOutcome::Refused("click-to-call is not available yet".into())
     }
 
     // ----- housekeeping -----------------------------------------------------

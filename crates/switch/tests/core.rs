@@ -8,7 +8,8 @@ use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
 use sip_message::{HeaderName, Message, Method, Peer, Transport};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switch::{Command, Datagram, Event, Input, Now, Output, Persist, Switch, SwitchConfig};
+use switch::{Command, CommandId, CommandOutcome, Datagram, Event, Input, Now, Output, Persist};
+use switch::{Switch, SwitchConfig};
 use switch::{SwitchState, Token};
 use uuid::Uuid;
 
@@ -288,13 +289,20 @@ fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
         let from = peer.remote.to_string();
         w.datagram(&from, &String::from_utf8_lossy(&ringing.to_bytes()));
     }
-    let out = w.input(Input::Command(Command::HangupGroupcall { id: root }));
+    let out = w
+        .input(Input::Command { id: CommandId(1), command: Command::HangupGroupcall { id: root } });
     let t = transmits(&out);
     let cancels = t.iter().filter(|(_, m, _)| m.method() == Some(&Method::Cancel)).count();
     assert_eq!(cancels, 2, "every ringing leg is CANCELed");
     assert!(t.iter().any(|(_, m, _)| m.status() == Some(487)), "the caller gets 487");
-    let out = w.input(Input::Command(Command::HangupCall { id: Uuid::from_u128(42) }));
-    assert!(out.iter().any(
-        |o| matches!(o, Output::Event(Event::CommandIgnored { id }) if *id == Uuid::from_u128(42))
-    ));
+    let done = |out: &[Output], want: u64, outcome: CommandOutcome| {
+        out.iter().any(|o| {
+            matches!(o, Output::Event(Event::CommandDone { id, outcome: got })
+                if *id == CommandId(want) && *got == outcome)
+        })
+    };
+    assert!(done(&out, 1, CommandOutcome::Done));
+    let command = Command::HangupCall { id: Uuid::from_u128(42) };
+    let out = w.input(Input::Command { id: CommandId(2), command });
+    assert!(done(&out, 2, CommandOutcome::NotFound), "an id that is not live: {out:?}");
 }
