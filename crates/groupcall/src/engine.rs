@@ -422,6 +422,11 @@ impl Fork {
         self.tree.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
     }
 
+    /// Legs dialed so far, over the whole tree.
+    pub fn dialed_legs(&self) -> usize {
+        self.tree.legs.iter().filter(|n| n.rec.is_some()).count()
+    }
+
     /// `true` once [`Action::Finished`] was emitted.
     pub fn is_finished(&self) -> bool {
         self.finished

@@ -124,6 +124,12 @@ impl TransactionLayer {
         self.live
     }
 
+    /// Messages sent again since the layer was made: requests on timers A
+    /// and E, responses on timer G or for a retransmitted request.
+    pub fn retransmissions(&self) -> u64 {
+        self.out.retransmissions
+    }
+
     /// `true` when no transaction is live.
     pub fn is_empty(&self) -> bool {
         self.live == 0

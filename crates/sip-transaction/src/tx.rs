@@ -86,11 +86,19 @@ pub(crate) struct Out {
     pub(crate) events: VecDeque<Event>,
     /// The transaction being driven: the key of what it transmits.
     pub(crate) key: TxKey,
+    /// Messages sent again (timers A, E, G; a response re-sent for a
+    /// retransmitted request), since the layer was made.
+    pub(crate) retransmissions: u64,
 }
 
 impl Default for Out {
     fn default() -> Self {
-        Out { transmits: VecDeque::new(), events: VecDeque::new(), key: TxKey::new(0, 0) }
+        Out {
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            key: TxKey::new(0, 0),
+            retransmissions: 0,
+        }
     }
 }
 
@@ -181,6 +189,7 @@ impl Tx {
 
     fn resend_last(&self, out: &mut Out) {
         if let Some(m) = &self.last {
+            out.retransmissions += 1;
             self.send(m.clone(), out);
         }
     }
@@ -429,6 +438,7 @@ impl Tx {
                         self.last.clone()
                     };
                     if let Some(m) = m {
+                        out.retransmissions += 1;
                         self.send(m, out);
                     }
                     self.retrans_iv = iv;

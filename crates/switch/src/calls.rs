@@ -4,6 +4,7 @@
 //! into the fork as [`LegEvent`]s. Failover (carriers, DNS targets) is the
 //! fork's own hunting: nothing here re-dials behind its back.
 
+use crate::counters::{CallOutcome, Counters};
 use crate::dialer::{dns_question, Dialer};
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::Now;
@@ -26,6 +27,7 @@ fn uri_of(target: &LegTarget) -> String {
 
 /// What applying a fork's actions touches besides the call itself.
 pub(crate) struct CallContext<'a> {
+    pub(crate) counters: &'a mut Counters,
     pub(crate) tx: &'a mut TransactionLayer,
     pub(crate) mgr: &'a mut CallManager,
     pub(crate) dialer: Dialer<'a>,
@@ -59,6 +61,8 @@ pub(crate) struct ServedCall {
     dialogs_over: bool,
     /// The fork deadline filed in the switch's timer queue.
     pub(crate) fork_deadline: Option<Instant>,
+    /// When the caller's INVITE was taken, for the setup time.
+    started: Instant,
 }
 
 /// Moves the inbound call record forward (never back) and queues it for the
@@ -90,7 +94,7 @@ fn advance_inbound(
 const NOT_ENDED: (HangupBy, HangupReason) = (HangupBy::None, HangupReason::None);
 
 impl ServedCall {
-    pub(crate) fn new(fork: Fork, inbound: Call, from: String) -> Self {
+    pub(crate) fn new(fork: Fork, inbound: Call, from: String, started: Instant) -> Self {
         ServedCall {
             fork,
             legs: LegMap::default(),
@@ -98,6 +102,20 @@ impl ServedCall {
             from,
             dialogs_over: false,
             fork_deadline: None,
+            started,
+        }
+    }
+
+    /// How the call went, for the counters (once it is over).
+    pub(crate) fn outcome(&self) -> CallOutcome {
+        if !self.inbound.tm_progressing.is_not_yet() {
+            return CallOutcome::Answered;
+        }
+        match self.inbound.hangup_reason {
+            HangupReason::Cancel | HangupReason::Normal => CallOutcome::Cancelled,
+            HangupReason::Busy => CallOutcome::Busy,
+            HangupReason::Noanswer => CallOutcome::NoAnswer,
+            _ => CallOutcome::Failed,
         }
     }
 
@@ -205,6 +223,8 @@ impl ServedCall {
                 Some(lr) => {
                     let st = CallStatus::Progressing;
                     advance_inbound(&mut self.inbound, cx.out, now, st, NOT_ENDED);
+                    let setup = now.at.saturating_duration_since(self.started);
+                    cx.counters.setup_seconds.observe(setup.as_secs_f64());
                     cx.mgr.answer_caller(cx.tx, at, cref, lr)
                 }
                 None => Ok(()),
@@ -292,15 +312,15 @@ impl Calls {
         self.served.get(&cref)
     }
 
-    /// Forgets a call that is over; its inbound record id.
-    pub(crate) fn remove_if_over(&mut self, cref: CallRef) -> Option<Uuid> {
+    /// Forgets a call that is over, and returns it.
+    pub(crate) fn remove_if_over(&mut self, cref: CallRef) -> Option<ServedCall> {
         if !self.served.get(&cref).is_some_and(ServedCall::is_over) {
             return None;
         }
         let call = self.served.remove(&cref)?;
         self.by_record.remove(&call.inbound.id);
         self.by_record.remove(&call.fork.root().id);
-        Some(call.inbound.id)
+        Some(call)
     }
 
     /// The call a groupcall or call record belongs to: the indexed root and

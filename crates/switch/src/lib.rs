@@ -42,7 +42,7 @@
 //!   - [`Output::Timeout`]: the next deadline; call
 //!     `handle_input(now, Input::Timeout)` when it comes (earlier inputs are
 //!     fine: the deadline is asked for again after them).
-//! - **Getters** ([`Switch::stats`], [`Switch::is_idle`],
+//! - **Getters** ([`Switch::stats`], [`Switch::counters`], [`Switch::is_idle`],
 //!   [`Switch::registrar`]) read state and may be called at any time; they
 //!   change nothing.
 //!
@@ -65,6 +65,7 @@
 mod caller;
 mod calls;
 mod config;
+pub mod counters;
 mod dialer;
 mod dns;
 mod input;
@@ -76,6 +77,7 @@ mod switch;
 mod timers;
 
 pub use config::{SwitchConfig, SwitchState};
+pub use counters::Counters;
 pub use input::{ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
 pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};

@@ -7,6 +7,7 @@
 use crate::caller::{self, CallerId, Refusal};
 use crate::calls::{CallContext, Calls, ServedCall};
 use crate::config::{SwitchConfig, SwitchState};
+use crate::counters::Counters;
 use crate::dialer::{CallDirectory, Dialer};
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::{Command, Datagram, Input, Now, Target};
@@ -67,6 +68,7 @@ pub struct Switch {
     out: VecDeque<Output>,
     /// The time of the last input.
     last_input: Instant,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Switch {
@@ -129,6 +131,7 @@ impl Switch {
             out: VecDeque::new(),
             listen: cfg.listen,
             last_input: now.at,
+            counters: Counters::default(),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
@@ -191,6 +194,13 @@ impl Switch {
         }
     }
 
+    /// Everything counted since the switch started.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.retransmissions = self.tx.retransmissions();
+        c
+    }
+
     /// `true` when no call and no transaction is live: a shutdown may end.
     pub fn is_idle(&self) -> bool {
         self.tx.is_empty() && self.calls.len() == 0 && self.mgr.is_empty()
@@ -211,16 +221,19 @@ impl Switch {
         let mut msg = match Message::parse(d.bytes) {
             Ok(m) => m,
             Err(e) => {
+                self.counters.dropped_in += 1;
                 let reason = format!("unparsable: {e}");
                 self.out.push_back(Output::Event(Event::Dropped { peer, reason }));
                 return;
             }
         };
+        self.counters.messages_in.count(&msg);
         if msg.is_request() {
             stamp_received(&mut msg, peer.remote, self.force_rport);
         }
         match validate(&msg, &self.policy) {
             Verdict::Drop(why) => {
+                self.counters.dropped_in += 1;
                 let reason = why.to_string();
                 self.out.push_back(Output::Event(Event::Dropped { peer, reason }));
             }
@@ -404,14 +417,15 @@ impl Switch {
                 busy = true;
                 let cref = ev.call();
                 if let Some(s) = self.calls.get_mut(cref) {
-                    let Switch { tx, mgr, registrar, routes, dns, out, listen, .. } = self;
+                    let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, .. } =
+                        self;
                     let dialer = Dialer {
                         location: registrar.location(),
                         routes,
                         locals: listen,
                         wall: now.wall,
                     };
-                    let mut cx = CallContext { tx, mgr, dialer, dns, out };
+                    let mut cx = CallContext { counters, tx, mgr, dialer, dns, out };
                     s.on_call_event(&mut cx, now, ev);
                     self.settle_call(cref);
                 }
@@ -446,16 +460,17 @@ impl Switch {
     /// Queues a message; a response goes where RFC 3261 18.2.2 says.
     fn transmit(&mut self, peer: Peer, message: Message, token: Token) {
         let peer = if message.is_request() { peer } else { response_target(&message, &peer) };
+        self.counters.messages_out.count(&message);
         self.out.push_back(Output::Transmit(Transmit { peer, message, token }));
     }
 
     /// Applies a call's pending fork actions, then settles it.
     fn run_call(&mut self, now: Now, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
-        let Switch { tx, mgr, registrar, routes, dns, out, listen, .. } = self;
+        let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, .. } = self;
         let dialer =
             Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
-        let mut cx = CallContext { tx, mgr, dialer, dns, out };
+        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out };
         s.run(&mut cx, now, cref);
         self.settle_call(cref);
     }
@@ -472,7 +487,9 @@ impl Switch {
             }
         }
         if let Some(call) = self.calls.remove_if_over(cref) {
-            self.out.push_back(Output::Event(Event::CallEnded { call }));
+            self.counters.call_ended(call.outcome());
+            self.counters.legs_per_groupcall.observe(call.fork.dialed_legs() as f64);
+            self.out.push_back(Output::Event(Event::CallEnded { call: call.inbound.id }));
         }
     }
 
@@ -635,7 +652,8 @@ impl Switch {
         self.out.push_back(Output::Event(Event::CallStarted { call: master, groupcall }));
         fork.start(now.into());
         let cref = self.mgr.accept_inbound(key, req, peer);
-        self.calls.insert(cref, ServedCall::new(fork, inbound, from));
+        self.counters.calls_started += 1;
+        self.calls.insert(cref, ServedCall::new(fork, inbound, from, now.at));
         self.run_call(now, cref);
     }
 
@@ -656,6 +674,7 @@ impl Switch {
                 b.build()
             }
             Refusal::AuthFailed { user } => {
+                self.counters.auth_failures += 1;
                 let ev = Event::AuthFailed { src: peer.remote.ip(), user, method: "INVITE".into() };
                 self.out.push_back(Output::Event(ev));
                 self.local.status(req, 403)

@@ -1,0 +1,174 @@
+//! What the switch counts for metrics: plain numbers the core bumps as it
+//! works (no clock, no atomics: one owner), read by the shell with
+//! [`crate::Switch::counters`] and turned into Prometheus metrics by the API.
+
+use sip_message::{Message, Method};
+
+/// The methods counted one by one; any other is `Other`.
+pub const COUNTED_METHODS: [&str; 10] =
+    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "OTHER"];
+
+/// SIP messages by request method and by response status class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// Requests, indexed like [`COUNTED_METHODS`].
+    pub requests: [u64; 10],
+    /// Responses by class: index 0 is 1xx ... index 5 is 6xx.
+    pub responses: [u64; 6],
+}
+
+impl MessageCounts {
+    /// Counts one message.
+    pub fn count(&mut self, m: &Message) {
+        if let Some(status) = m.status() {
+            if let Some(n) =
+                (status / 100).checked_sub(1).and_then(|i| self.responses.get_mut(usize::from(i)))
+            {
+                *n += 1;
+            }
+            return;
+        }
+        let i = match m.method() {
+            Some(Method::Invite) => 0,
+            Some(Method::Ack) => 1,
+            Some(Method::Bye) => 2,
+            Some(Method::Cancel) => 3,
+            Some(Method::Options) => 4,
+            Some(Method::Register) => 5,
+            Some(Method::Prack) => 6,
+            Some(Method::Update) => 7,
+            Some(Method::Info) => 8,
+            _ => 9,
+        };
+        if let Some(n) = self.requests.get_mut(i) {
+            *n += 1;
+        }
+    }
+}
+
+/// A histogram with fixed bucket bounds (cumulative counts are the
+/// exporter's job: these are per bucket).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Histogram<const N: usize> {
+    /// Upper bounds of the buckets, increasing.
+    pub bounds: [f64; N],
+    /// Observations per bucket (an observation goes to the first bucket
+    /// whose bound it does not exceed); the last slot is above every bound.
+    pub buckets: [u64; N],
+    /// Observations above the last bound.
+    pub above: u64,
+    /// Sum of every observation.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl<const N: usize> Histogram<N> {
+    /// An empty histogram over `bounds`.
+    pub const fn new(bounds: [f64; N]) -> Self {
+        Histogram { bounds, buckets: [0; N], above: 0, sum: 0.0, count: 0 }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, v: f64) {
+        self.sum += v;
+        self.count += 1;
+        match self.bounds.iter().position(|b| v <= *b) {
+            Some(i) => {
+                if let Some(n) = self.buckets.get_mut(i) {
+                    *n += 1;
+                }
+            }
+            None => self.above += 1,
+        }
+    }
+}
+
+/// How a served call ended, for the calls-by-outcome counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Answered (and later hung up).
+    Answered,
+    /// The caller cancelled or hung up before an answer.
+    Cancelled,
+    /// Busy everywhere (486/600).
+    Busy,
+    /// Nobody answered (408/480).
+    NoAnswer,
+    /// Any other failure.
+    Failed,
+}
+
+/// Every counter of the switch, since it started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counters {
+    /// Messages received (parsed).
+    pub messages_in: MessageCounts,
+    /// Messages sent (retransmissions included).
+    pub messages_out: MessageCounts,
+    /// Datagrams dropped before any transaction (unparsable, or to be
+    /// dropped per RFC 3261).
+    pub dropped_in: u64,
+    /// Messages the transaction layer sent again.
+    pub retransmissions: u64,
+    /// Failed digest authentications of INVITEs.
+    pub auth_failures: u64,
+    /// Calls served, and how those that ended went: answered, cancelled,
+    /// busy, no answer, failed.
+    pub calls_started: u64,
+    /// Ended calls by outcome, indexed by [`CallOutcome`] order.
+    pub calls_ended: [u64; 5],
+    /// Setup time of answered calls (INVITE received to answer), seconds.
+    pub setup_seconds: Histogram<10>,
+    /// Legs dialed per root groupcall, counted when the call ends.
+    pub legs_per_groupcall: Histogram<8>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            messages_in: MessageCounts::default(),
+            messages_out: MessageCounts::default(),
+            dropped_in: 0,
+            retransmissions: 0,
+            auth_failures: 0,
+            calls_started: 0,
+            calls_ended: [0; 5],
+            setup_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            legs_per_groupcall: Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 64.0]),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts an ended call.
+    pub fn call_ended(&mut self, outcome: CallOutcome) {
+        let i = match outcome {
+            CallOutcome::Answered => 0,
+            CallOutcome::Cancelled => 1,
+            CallOutcome::Busy => 2,
+            CallOutcome::NoAnswer => 3,
+            CallOutcome::Failed => 4,
+        };
+        if let Some(n) = self.calls_ended.get_mut(i) {
+            *n += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let mut h = Histogram::new([1.0, 2.0]);
+        for v in [0.5, 1.0, 1.5, 3.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.buckets, [2, 1]);
+        assert_eq!(h.above, 1);
+        assert_eq!(h.count, 4);
+        assert!((h.sum - 6.0).abs() < 1e-9);
+    }
+}
