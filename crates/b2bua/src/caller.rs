@@ -3,7 +3,9 @@
 
 use crate::dialog::{self, Body};
 use crate::env::{after, Env};
-use crate::state::{Call, CallerState, Held, Pending2xx, Role, Side, Unacked, MAX_REL_QUEUE};
+use crate::state::{
+    Call, CallerState, Held, Origin, Pending2xx, Role, Side, Unacked, MAX_REL_QUEUE,
+};
 use crate::{B2buaError, CallEvent};
 use sip_message::{HeaderName, Message, Peer};
 use sip_transaction::{TransactionLayer, TxKey};
@@ -121,6 +123,17 @@ impl Env {
             return Err(B2buaError::InvalidState("the leg is not answered or is hung up"));
         }
         let body = leg.answer.clone();
+        if let Origin::Source(s) = call.origin {
+            // RFC 3725 flow I: the answer goes to the source in its ACK.
+            if s == l || !call.legs.get(s as usize).is_some_and(|src| src.up()) {
+                return Err(B2buaError::InvalidState("the source is not answered"));
+            }
+            call.bridged = Some(l);
+            call.caller.state = CallerState::Answered;
+            call.caller.ended = true;
+            self.release_held(tx, call, Held::LegInvite(s), body);
+            return Ok(());
+        }
         let hold = leg.ack_held.then_some(Held::LegInvite(l));
         let mut b = self.caller_response(call, 200);
         if let Some(body) = body {
@@ -160,6 +173,30 @@ impl Env {
         let _ = tx.send_response(now, call.caller.key, msg.clone());
         let cseq = call.caller.invite.cseq().map(|c| c.seq).unwrap_or_default();
         call.caller.pending = Some(self.pending_2xx(now, msg, call.caller.peer, cseq, hold));
+    }
+
+    /// The source of a click-to-call is hung up (nobody answered, or the
+    /// call is over): before its answer, its INVITE is cancelled; after it,
+    /// its held ACK goes with an answer that rejects every stream (RFC 3264
+    /// section 6: an offer in a 2xx needs an answer in the ACK), then a BYE.
+    pub(crate) fn hang_up_source(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: &mut Call,
+        s: u32,
+    ) {
+        call.caller.state = CallerState::Closed;
+        let Some(src) = call.legs.get(s as usize) else { return };
+        if !src.answered() {
+            let _ = self.cancel_leg(tx, now, call, s, None);
+            return;
+        }
+        if src.ack_held {
+            let reject = call.caller.offer.as_ref().map(dialog::rejecting_answer);
+            self.release_held(tx, call, Held::LegInvite(s), reject);
+        }
+        self.bye_side(tx, now, call, Side::Leg(s));
     }
 
     /// A final non-2xx to the caller's INVITE; the caller's side is over.

@@ -29,6 +29,27 @@ impl Body {
     }
 }
 
+/// An SDP answer that rejects every stream of `offer` (each `m=` line with
+/// port 0, RFC 3264 section 6), for an ACK that must answer an offer we
+/// cannot accept.
+pub(crate) fn rejecting_answer(offer: &Body) -> Body {
+    let text = String::from_utf8_lossy(&offer.bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match line.strip_prefix("m=") {
+            Some(rest) => {
+                let mut parts = rest.splitn(3, ' ');
+                let media = parts.next().unwrap_or("audio");
+                let _port = parts.next();
+                let tail = parts.next().unwrap_or("RTP/AVP 0\r\n");
+                out.push_str(&format!("m={media} 0 {tail}"));
+            }
+            None => out.push_str(line),
+        }
+    }
+    Body { ctype: offer.ctype.clone(), bytes: Bytes::from(out) }
+}
+
 /// One side of a dialog we are a party of.
 #[derive(Clone, Debug)]
 pub(crate) struct Dialog {

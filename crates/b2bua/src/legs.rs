@@ -3,8 +3,8 @@
 use crate::dialog::{self, Body, Dialog};
 use crate::env::{after, Env};
 use crate::state::{
-    Call, CallerState, Cancel, Early, Leg, Role, Side, Stored, MAX_EARLY, MAX_FORKS, MAX_LEGS,
-    SEEN_EARLY_MEDIA, SEEN_RINGING, SEEN_TRYING,
+    Call, CallerState, Cancel, Early, Leg, Origin, Role, Side, Stored, MAX_EARLY, MAX_FORKS,
+    MAX_LEGS, SEEN_EARLY_MEDIA, SEEN_RINGING, SEEN_TRYING,
 };
 use crate::{B2buaError, CallEvent, DialTarget, LegRef};
 use bytes::Bytes;
@@ -320,6 +320,10 @@ impl Env {
                 leg.final_code = resp.status();
                 leg.cancel = Cancel::Done;
                 leg.answer = Body::of(resp);
+                if call.origin == Origin::Source(l) {
+                    // The source's offer: what the other legs are sent.
+                    call.caller.offer = leg.answer.clone();
+                }
                 if delayed {
                     leg.ack_held = true;
                 } else {

@@ -5,7 +5,7 @@
 use crate::dialog::{self, Body, Dialog};
 use crate::env::{after, Env};
 use crate::state::{
-    Call, Caller, CallerState, Orphan, Owner, Reliable, Role, Side, Stored, MAX_FORKS,
+    Call, Caller, CallerState, Origin, Orphan, Owner, Reliable, Role, Side, Stored, MAX_FORKS,
 };
 use crate::Stateless;
 use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, LegRef, LocalContact};
@@ -153,6 +153,7 @@ impl CallManager {
         };
         let mut call = Call {
             id,
+            origin: Origin::Inbound,
             caller,
             legs: Vec::new(),
             bridged: None,
@@ -163,6 +164,79 @@ impl CallManager {
         env.own(&mut call, key, Role::CallerInvite);
         self.calls.insert(id, call);
         id
+    }
+
+    /// Starts a call by calling the source first (RFC 3725 flow I,
+    /// click-to-call): an INVITE without an offer to `source`, which
+    /// becomes leg 0 of a new call and stands for its caller. Its events
+    /// are leg events of leg 0; when it answers ([`CallEvent::LegAnswered`]),
+    /// its offer ([`CallManager::has_offer`]) goes in the INVITE of every leg
+    /// dialed after, and its ACK waits: [`CallManager::answer_caller`] sends
+    /// it with the answer of the leg bridged to the source;
+    /// [`CallManager::reject_caller`] and [`CallManager::bye_caller`] hang
+    /// the source up.
+    pub fn originate(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        source: DialTarget,
+    ) -> Result<(CallRef, LegRef), B2buaError> {
+        let id = CallRef(self.next_call);
+        let peer = source.next_hop;
+        let stand_in = Dialog {
+            call_id: Bytes::new(),
+            local_tag: Bytes::new(),
+            remote_tag: Bytes::new(),
+            local: Bytes::new(),
+            remote: Bytes::new(),
+            local_seq: 0,
+            remote_seq: None,
+            remote_target: Bytes::new(),
+            route_set: Vec::new(),
+            peer,
+        };
+        let placeholder =
+            Message::request(Method::Invite, Bytes::from(source.request_uri.clone())).build();
+        let caller = Caller {
+            key: TxKey::from_bits(u64::MAX),
+            offer: None,
+            max_forwards: None,
+            invite: placeholder,
+            peer,
+            dialog: stand_in,
+            state: CallerState::Proceeding,
+            ended: false,
+            bye_key: None,
+            bye_wanted: false,
+            pending: None,
+            rel: None,
+            held_final: None,
+        };
+        let mut call = Call {
+            id,
+            origin: Origin::Source(0),
+            caller,
+            legs: Vec::new(),
+            bridged: None,
+            relays: Vec::new(),
+            keys: Vec::new(),
+            sched: None,
+        };
+        let leg = self.env.dial(tx, now, &mut call, source)?;
+        if let Some(inv) = call.legs.first() {
+            call.caller.invite = inv.invite.clone();
+            call.caller.key = inv.invite_key;
+        }
+        self.next_call += 1;
+        self.calls.insert(id, call);
+        self.settle(id);
+        Ok((id, leg))
+    }
+
+    /// `true` once the caller side has an offer for the legs: an inbound
+    /// caller's INVITE body, or the answered source's 2xx body.
+    pub fn has_offer(&self, call: CallRef) -> bool {
+        self.calls.get(&call).is_some_and(|c| c.caller.offer.is_some())
     }
 
     /// Dials a leg: a new dialog (Call-ID, tags, CSeq, Via, Contact of our
@@ -237,7 +311,11 @@ impl CallManager {
         now: Instant,
         call: CallRef,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| env.caller_provisional(tx, now, c, 180, None))
+        self.with_call(call, |env, c| match c.origin {
+            Origin::Inbound => env.caller_provisional(tx, now, c, 180, None),
+            // The source answered already: nothing to tell it.
+            Origin::Source(_) => Ok(()),
+        })
     }
 
     /// 183 Session Progress to the caller with the leg's early SDP.
@@ -249,6 +327,9 @@ impl CallManager {
         leg: LegRef,
     ) -> Result<(), B2buaError> {
         self.with_call(call, |env, c| {
+            if matches!(c.origin, Origin::Source(_)) {
+                return Ok(());
+            }
             let l = c.legs.get(leg.0 as usize).ok_or(B2buaError::UnknownLeg)?;
             let sdp = l.early_sdp.clone();
             if sdp.is_none() {
@@ -287,7 +368,10 @@ impl CallManager {
             if c.caller.state != CallerState::Proceeding {
                 return Err(B2buaError::InvalidState("the caller already has a final response"));
             }
-            env.close_caller(tx, now, c, code);
+            match c.origin {
+                Origin::Inbound => env.close_caller(tx, now, c, code),
+                Origin::Source(s) => env.hang_up_source(tx, now, c, s),
+            }
             Ok(())
         })
     }
@@ -302,10 +386,13 @@ impl CallManager {
         call: CallRef,
     ) -> Result<(), B2buaError> {
         self.with_call(call, |env, c| {
-            match c.caller.state {
-                CallerState::Proceeding => env.close_caller(tx, now, c, 480),
-                CallerState::Answered => env.bye_side(tx, now, c, Side::Caller),
-                CallerState::Closed => {}
+            match (c.origin, c.caller.state) {
+                (Origin::Source(s), CallerState::Proceeding | CallerState::Answered) => {
+                    env.hang_up_source(tx, now, c, s)
+                }
+                (_, CallerState::Proceeding) => env.close_caller(tx, now, c, 480),
+                (_, CallerState::Answered) => env.bye_side(tx, now, c, Side::Caller),
+                (_, CallerState::Closed) => {}
             }
             Ok(())
         })
@@ -718,10 +805,10 @@ impl Env {
                     }
                 }
             }
-            Side::Leg(l) => {
+            Side::Leg(_) => {
                 self.bye_side(tx, now, call, side);
-                if call.bridged == Some(l) {
-                    self.bye_side(tx, now, call, Side::Caller);
+                if let Some(o) = call.other(side) {
+                    self.bye_side(tx, now, call, o);
                 }
             }
         }

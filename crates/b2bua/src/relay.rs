@@ -138,8 +138,8 @@ impl Env {
                 self.drop_pending(tx, call, side);
                 self.abort_relays_from(tx, now, call, side);
                 self.emit(CallEvent::CallerHungUp { call: id });
-                if let Some(b) = call.bridged {
-                    self.bye_side(tx, now, call, Side::Leg(b));
+                if let Some(o) = call.other(side) {
+                    self.bye_side(tx, now, call, o);
                 }
             }
             Side::Leg(l) => {
@@ -150,8 +150,8 @@ impl Env {
                 self.drop_pending(tx, call, side);
                 self.abort_relays_from(tx, now, call, side);
                 self.emit(CallEvent::LegHungUp { call: id, leg: crate::LegRef(l) });
-                if call.bridged == Some(l) {
-                    self.bye_side(tx, now, call, Side::Caller);
+                if let Some(o) = call.other(side) {
+                    self.bye_side(tx, now, call, o);
                 }
             }
         }

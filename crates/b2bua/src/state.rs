@@ -265,10 +265,24 @@ pub(crate) struct Relay {
     pub(crate) ack: Option<Stored>,
 }
 
+/// Where a call's caller side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The caller's INVITE came to us: the caller side is [`Caller`].
+    Inbound,
+    /// We called the source first (RFC 3725 flow I, click-to-call): the
+    /// caller side is this outbound leg, whose 2xx offer the other legs get
+    /// and whose ACK carries the answer of the leg bridged with it.
+    Source(u32),
+}
+
 /// One B2BUA call.
 #[derive(Debug)]
 pub(crate) struct Call {
     pub(crate) id: CallRef,
+    pub(crate) origin: Origin,
+    /// The inbound caller; for an [`Origin::Source`] call a stand-in that
+    /// holds the source's offer and is never sent anything.
     pub(crate) caller: Caller,
     pub(crate) legs: Vec<Leg>,
     pub(crate) bridged: Option<u32>,
@@ -286,13 +300,24 @@ impl Call {
             && self.relays.iter().all(|r| r.answered)
     }
 
+    /// The caller side: the inbound caller, or the source leg.
+    pub(crate) fn caller_side(&self) -> Side {
+        match self.origin {
+            Origin::Inbound => Side::Caller,
+            Origin::Source(l) => Side::Leg(l),
+        }
+    }
+
     /// The side bridged with `side`.
     pub(crate) fn other(&self, side: Side) -> Option<Side> {
-        let b = self.bridged?;
-        match side {
-            Side::Caller => Some(Side::Leg(b)),
-            Side::Leg(l) if l == b => Some(Side::Caller),
-            Side::Leg(_) => None,
+        let b = Side::Leg(self.bridged?);
+        let c = self.caller_side();
+        if side == c {
+            Some(b)
+        } else if side == b {
+            Some(c)
+        } else {
+            None
         }
     }
 
