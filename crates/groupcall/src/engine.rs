@@ -422,6 +422,11 @@ impl Fork {
         self.tree.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
     }
 
+    /// `true` once a leg answered and the caller was answered with it.
+    pub fn is_answered(&self) -> bool {
+        matches!(self.outcome, Outcome::Answered(_))
+    }
+
     /// Legs dialed so far, over the whole tree.
     pub fn dialed_legs(&self) -> usize {
         self.tree.legs.iter().filter(|n| n.rec.is_some()).count()

@@ -63,6 +63,9 @@ pub(crate) struct ServedCall {
     pub(crate) fork_deadline: Option<Instant>,
     /// When the caller's INVITE was taken, for the setup time.
     started: Instant,
+    /// A click-to-call's source leg (RFC 3725): the B2BUA's leg 0, which
+    /// stands for the caller; the fork starts once it answered.
+    source: Option<LegRef>,
 }
 
 /// Moves the inbound call record forward (never back) and queues it for the
@@ -103,6 +106,66 @@ impl ServedCall {
             dialogs_over: false,
             fork_deadline: None,
             started,
+            source: None,
+        }
+    }
+
+    /// A click-to-call: `source` is the B2BUA leg rung first.
+    pub(crate) fn with_source(mut self, source: LegRef) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The API hangs the call up: its record says so first (the local side
+    /// ended it), then the fork tears the legs down.
+    pub(crate) fn api_hangup(&mut self, out: &mut VecDeque<Output>, now: Now) {
+        let reason =
+            if self.fork.is_answered() { HangupReason::Normal } else { HangupReason::Cancel };
+        advance_inbound(&mut self.inbound, out, now, CallStatus::Hangup, (HangupBy::Local, reason));
+        self.fork.hangup(now.into());
+    }
+
+    /// What the click-to-call source did: its record moves on; its answer
+    /// with an offer starts the fork, anything else ends it.
+    fn on_source_event(
+        &mut self,
+        cx: &mut CallContext<'_>,
+        now: Now,
+        cref: CallRef,
+        ev: CallEvent,
+    ) {
+        let end = |by, reason| (by, reason);
+        match ev {
+            CallEvent::LegRinging { .. } | CallEvent::LegEarlyMedia { .. } => {
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Ringing, NOT_ENDED);
+            }
+            CallEvent::LegAnswered { .. } if cx.mgr.has_offer(cref) => {
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Progressing, NOT_ENDED);
+                self.fork.start(now.into());
+            }
+            CallEvent::LegAnswered { .. } => {
+                // A 2xx without an offer: there is nothing to fork with.
+                let e = end(HangupBy::Local, HangupReason::Failed);
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
+                let _ = cx.mgr.reject_caller(cx.tx, now.at, cref, 488);
+                self.fork.caller_cancelled(now.into());
+            }
+            CallEvent::LegFailed { code, .. } => {
+                let e = end(HangupBy::Remote, HangupReason::for_status(code));
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
+                self.fork.caller_cancelled(now.into());
+            }
+            CallEvent::LegNoResponse { .. } | CallEvent::LegCancelled { .. } => {
+                let e = end(HangupBy::Local, HangupReason::Noanswer);
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
+                self.fork.caller_cancelled(now.into());
+            }
+            CallEvent::LegHungUp { .. } => {
+                let e = end(HangupBy::Remote, HangupReason::Normal);
+                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
+                self.fork.caller_hung_up(now.into());
+            }
+            _ => {}
         }
     }
 
@@ -138,6 +201,9 @@ impl ServedCall {
                 self.fork.caller_hung_up(now.into());
                 let end = (HangupBy::Remote, HangupReason::Normal);
                 advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+            }
+            ev if ev.leg().is_some() && ev.leg() == self.source => {
+                self.on_source_event(cx, now, ev.call(), ev);
             }
             ev => {
                 let Some(leg) = ev.leg().and_then(|lr| self.fork_leg(lr)) else { return };

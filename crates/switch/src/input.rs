@@ -66,6 +66,24 @@ pub struct ClickToCall {
     pub answer_method: records::AnswerMethod,
 }
 
+impl ClickToCall {
+    /// The From the source's phone shows: the first destination, at our
+    /// address `host` (who it is being connected to).
+    pub(crate) fn source_shown_as(&self, host: &str) -> String {
+        let who = self
+            .destinations
+            .first()
+            .map(|d| d.address.target.split('@').next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let who: String = who
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
+            .take(64)
+            .collect();
+        format!("<sip:{}@{host}>", if who.is_empty() { "click-to-call" } else { &who })
+    }
+}
+
 /// What the API asks of the switch. Every command gets exactly one
 /// [`crate::Event::CommandDone`] with its [`CommandId`].
 #[derive(Clone, Debug, PartialEq, Eq)]

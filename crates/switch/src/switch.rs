@@ -68,6 +68,8 @@ pub struct Switch {
     out: VecDeque<Output>,
     /// The time of the last input.
     last_input: Instant,
+    /// How long a click-to-call source waits for our ACK (64*T1).
+    source_wait: Duration,
     counters: Counters,
 }
 
@@ -131,6 +133,7 @@ impl Switch {
             out: VecDeque::new(),
             listen: cfg.listen,
             last_input: now.at,
+            source_wait: cfg.transactions.t1.saturating_mul(64),
             counters: Counters::default(),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
@@ -359,16 +362,120 @@ impl Switch {
             if leg && id != s.inbound.id {
                 s.fork.hangup_call(now.into(), id);
             } else {
-                s.fork.hangup(now.into());
+                s.api_hangup(&mut self.out, now);
             }
         }
         self.run_call(now, cref);
         CommandOutcome::Done
     }
 
-    /// Click-to-call (RFC 3725): not served yet.
-    fn click_to_call(&mut self, _now: Now, _c: crate::ClickToCall) -> CommandOutcome {
-        CommandOutcome::Refused("click-to-call is not available yet".into())
+    /// Click-to-call (RFC 3725 flow I): checks the source (an extension of
+    /// the customer, registered), makes the groupcall and the source's call
+    /// record, and calls the source without an offer. The fork starts when
+    /// the source answers with its offer (see `calls.rs`).
+    fn click_to_call(&mut self, now: Now, c: crate::ClickToCall) -> CommandOutcome {
+        if c.source.kind != AddressType::Endpoint {
+            return CommandOutcome::Refused("the source must be an endpoint (ext@domain)".into());
+        }
+        if c.destinations.is_empty() || c.destinations.len() > self.fork_cfg.max_legs {
+            return CommandOutcome::Refused(format!(
+                "between 1 and {} destinations",
+                self.fork_cfg.max_legs
+            ));
+        }
+        let aor = c.source.target.clone();
+        let Some((name, domain)) = aor.split_once('@') else {
+            return CommandOutcome::Refused("the source must be ext@domain".into());
+        };
+        let accounts = self.registrar.accounts();
+        let owned =
+            accounts.domain_for_host(domain).is_some_and(|d| d.customer_id == c.customer_id);
+        let Some(ext) = accounts.extension(name, domain).filter(|_| owned).cloned() else {
+            return CommandOutcome::Refused(format!("no extension {aor}"));
+        };
+        let (aor, domain) = (ext.aor(), ext.domain.clone());
+        let display = ext.display_name.clone();
+        let Some(contact) = self.registrar.location().reachable(&aor, now.wall).into_iter().next()
+        else {
+            return CommandOutcome::Refused(format!("{aor} is not registered"));
+        };
+        let local = self.listen.first().map(|(_, a)| *a);
+        let host = local.map_or_else(String::new, |a| a.to_string());
+        let shown = c.source_shown_as(&host);
+        let source_id = self.new_id();
+        let group = GroupDef {
+            id: self.new_id(),
+            ring_method: c.ring_method,
+            answer_method: c.answer_method,
+            destinations: c.destinations,
+            send_reason: true,
+        };
+        let spec = GroupSpec {
+            customer_id: c.customer_id,
+            source: c.source.clone(),
+            master_call_id: source_id,
+            group,
+        };
+        let dir = CallDirectory {
+            location: self.registrar.location(),
+            routes: &self.routes,
+            domain: &domain,
+            wall: now.wall,
+            routed: RefCell::new(None),
+        };
+        // The source retransmits its 2xx for 64*T1 waiting for our ACK: the
+        // destinations must answer within that.
+        let mut cfg = self.fork_cfg.clone();
+        cfg.overall_timeout = cfg.overall_timeout.min(self.source_wait);
+        let seed = self.rng.next_u64();
+        let fork = match Fork::build(spec, &dir, cfg, now.into(), seed) {
+            Ok(f) => f,
+            Err(e) => return CommandOutcome::Refused(e.to_string()),
+        };
+        let target = groupcall::LegTarget::Contact {
+            aor: aor.clone(),
+            contact: groupcall::ContactTarget {
+                uri: contact.binding.contact.clone(),
+                binding_key: contact.binding.contact.clone(),
+                q: contact.binding.q,
+            },
+        };
+        let dialer = Dialer {
+            location: self.registrar.location(),
+            routes: &self.routes,
+            locals: &self.listen,
+            wall: now.wall,
+        };
+        let dial = match dialer.target(&target, &shown) {
+            Ok(t) => t,
+            Err(code) => {
+                return CommandOutcome::Refused(format!("{aor} cannot be reached ({code})"))
+            }
+        };
+        let (cref, src) = match self.mgr.originate(&mut self.tx, now.at, dial) {
+            Ok(x) => x,
+            Err(e) => return CommandOutcome::Refused(format!("cannot call {aor}: {e}")),
+        };
+        let name_part = if display.is_empty() {
+            String::new()
+        } else {
+            format!("\"{}\" ", display.replace('"', ""))
+        };
+        let from = format!("{name_part}<sip:{}@{host}>", ext.name);
+        let sip_call_id = self.mgr.leg_sip_call_id(cref, src).unwrap_or_default().to_owned();
+        let record = Call {
+            groupcall_id: fork.root().id,
+            direction: records::Direction::Outgoing,
+            sip_call_id,
+            ..Call::dialing(source_id, c.customer_id, c.source.clone(), c.source, now.wall)
+        };
+        let groupcall = Box::new(fork.root().clone());
+        self.out.push_back(Output::Persist(Persist::Call(record.clone())));
+        let call = Box::new(record.clone());
+        self.counters.calls_started += 1;
+        self.calls.insert(cref, ServedCall::new(fork, record, from, now.at).with_source(src));
+        self.run_call(now, cref);
+        CommandOutcome::Started { groupcall, call }
     }
 
     // ----- housekeeping -----------------------------------------------------

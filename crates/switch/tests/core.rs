@@ -306,3 +306,99 @@ fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
     let out = w.input(Input::Command { id: CommandId(2), command });
     assert!(done(&out, 2, CommandOutcome::NotFound), "an id that is not live: {out:?}");
 }
+
+/// A binding of e1@test at `at` over UDP, registered until far ahead.
+fn binding(at: &str) -> records::Binding {
+    records::Binding {
+        aor: "e1@test".into(),
+        contact: format!("sip:e1@{at}"),
+        instance: None,
+        reg_id: None,
+        q: 1000,
+        expires_at: Timestamp::from_micros(1_800_000_000_000_000),
+        call_id: "reg".into(),
+        cseq: 1,
+        transport: "UDP".into(),
+        source: addr(at),
+        local: addr(US),
+        user_agent: String::new(),
+    }
+}
+
+/// A response to `to` from the party at `at` (its Contact).
+fn reply(to: &Message, code: u16, tag: &str, sdp: Option<&str>, at: &str) -> String {
+    let mut b = Message::response_to(to, code).to_tag(tag);
+    if (200..300).contains(&code) {
+        b = b.header(HeaderName::Contact, format!("<sip:x@{at}>"));
+    }
+    if let Some(s) = sdp {
+        b = b.body("application/sdp", s.to_owned());
+    }
+    String::from_utf8_lossy(&b.build().to_bytes()).into_owned()
+}
+
+#[test]
+fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
+    let mut st = state(vec![], vec![], vec![]);
+    st.bindings = vec![binding("192.0.2.60:5060")];
+    let (mut w, _) = World::new(st, 9);
+    let c2c = switch::ClickToCall {
+        customer_id: CUSTOMER,
+        source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
+        destinations: vec![groupcall::Destination::new(records::Address::new(
+            records::AddressType::Sip,
+            "sip:b@203.0.113.9:5070",
+        ))],
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+    };
+    let command = Command::StartGroupcall(Box::new(c2c));
+    let out = w.input(Input::Command { id: CommandId(7), command });
+    let (groupcall, call) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Event(Event::CommandDone {
+                id: CommandId(7),
+                outcome: CommandOutcome::Started { groupcall, call },
+            }) => Some((groupcall.clone(), call.clone())),
+            _ => None,
+        })
+        .expect("started");
+    assert_eq!(groupcall.master_call_id, call.id, "the source's call is the groupcall's master");
+    let t = transmits(&out);
+    let (to, inv_a, _) =
+        t.iter().find(|(_, m, _)| m.method() == Some(&Method::Invite)).expect("INVITE");
+    assert_eq!(to.remote, addr("192.0.2.60:5060"), "the source is rung first");
+    assert!(inv_a.body().is_empty(), "without an offer");
+    assert!(!t.iter().any(|(p, _, _)| p.remote == addr("203.0.113.9:5070")), "no destination yet");
+    let offer = "v=0\r\no=e1 1 1 IN IP4 192.0.2.60\r\ns=-\r\nc=IN IP4 192.0.2.60\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let out = w.datagram("192.0.2.60:5060", &reply(inv_a, 200, "srcTag", Some(offer), "192.0.2.60:5060"));
+    let t = transmits(&out);
+    let (_, inv_b, _) = t
+        .iter()
+        .find(|(p, m, _)| {
+            m.method() == Some(&Method::Invite) && p.remote == addr("203.0.113.9:5070")
+        })
+        .expect("the destination is rung once the source answered");
+    assert_eq!(inv_b.body(), offer.as_bytes(), "with the source's offer");
+    assert!(!t
+        .iter()
+        .any(|(p, m, _)| m.method() == Some(&Method::Ack) && p.remote == addr("192.0.2.60:5060")));
+    let answer = "v=0\r\no=b 1 1 IN IP4 203.0.113.9\r\ns=-\r\nc=IN IP4 203.0.113.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+    let out = w.datagram("203.0.113.9:5070", &reply(inv_b, 200, "bTag", Some(answer), "203.0.113.9:5070"));
+    let t = transmits(&out);
+    let ack_src = t
+        .iter()
+        .find(|(p, m, _)| m.method() == Some(&Method::Ack) && p.remote == addr("192.0.2.60:5060"))
+        .expect("the source's ACK");
+    assert_eq!(ack_src.1.body(), answer.as_bytes(), "with the destination's answer");
+    assert!(t
+        .iter()
+        .any(|(p, m, _)| m.method() == Some(&Method::Ack) && p.remote == addr("203.0.113.9:5070")));
+    // Hang up through the API: both get a BYE and the records end.
+    let command = Command::HangupGroupcall { id: groupcall.id };
+    let out = w.input(Input::Command { id: CommandId(8), command });
+    let byes =
+        transmits(&out).into_iter().filter(|(_, m, _)| m.method() == Some(&Method::Bye)).count();
+    assert_eq!(byes, 2, "{out:?}");
+}
