@@ -64,15 +64,18 @@
 
 mod caller;
 mod calls;
+mod commands;
 mod config;
 pub mod counters;
 mod dialer;
 mod dns;
 mod input;
+mod invite;
 mod local;
 pub mod methods;
 mod output;
 pub mod received;
+mod requests;
 mod switch;
 mod timers;
 

@@ -1,36 +1,32 @@
 //! [`Switch`]: the whole softswitch as one `&mut self` machine. Inputs go
 //! in through [`Switch::handle_input`], everything it wants done comes out
 //! of [`Switch::poll_output`]. This file is the dispatcher: each input is
-//! handed to the part that owns it, and what those parts produce is drained
-//! in a fixed order (see the crate documentation).
+//! handed to the part that owns it (`requests.rs`, `invite.rs`,
+//! `commands.rs`, `calls.rs`), and what those parts produce is drained in a
+//! fixed order (see the crate documentation); it also runs the timers.
 
-use crate::caller::{self, CallerId, Refusal};
-use crate::calls::{CallContext, Calls, ServedCall};
+use crate::calls::{CallContext, Calls};
 use crate::config::{SwitchConfig, SwitchState};
 use crate::counters::Counters;
-use crate::dialer::{CallDirectory, Dialer};
+use crate::dialer::Dialer;
 use crate::dns::{DnsQueries, Waiter};
-use crate::input::{Command, Datagram, Input, Now, Target};
+use crate::input::{Input, Now, Target};
 use crate::local::{LocalAnswers, LocalIdentity};
 use crate::methods;
-use crate::output::{CommandOutcome, Event, Output, Persist, Query, Token, Transmit};
-use crate::received::{response_target, stamp_received};
+use crate::output::{Event, Output, Persist, Query, Token, Transmit};
+use crate::received::response_target;
 use crate::timers::{Job, JobIntervals, TimerKey, Timers};
 use b2bua::{CallManager, CallRef, LocalContact};
-use bytes::Bytes;
-use groupcall::{Destination, Fork, GroupDef, GroupSpec, Hop};
+use groupcall::Hop;
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
-use records::{Address, AddressType, Call, RingMethod, NIL};
+use rand::{RngCore, SeedableRng};
 use registrar::{Accounts, BindingChange, Registrar};
-use routing::{Decision, RouteTable};
-use sip_message::{validate, HeaderName, Message, Method, Peer, Policy, Verdict};
-use sip_transaction::{Event as TxEvent, TransactionLayer, TxKey};
-use std::cell::RefCell;
+use routing::RouteTable;
+use sip_message::{Message, Peer, Policy};
+use sip_transaction::{TransactionLayer, TxKey};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::debug;
-use uuid::Uuid;
 
 /// Counters of what the switch holds, for the shell's stats line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,26 +47,26 @@ pub struct SwitchStats {
 
 /// The switch core. See the crate documentation for the contract.
 pub struct Switch {
-    force_rport: bool,
-    fork_cfg: groupcall::ForkConfig,
-    listen: Vec<(sip_message::Transport, std::net::SocketAddr)>,
-    policy: Policy,
-    identity: LocalIdentity,
-    local: LocalAnswers,
-    tx: TransactionLayer,
-    registrar: Registrar,
-    routes: RouteTable,
-    mgr: CallManager,
-    calls: Calls,
-    dns: DnsQueries,
-    timers: Timers,
-    rng: StdRng,
-    out: VecDeque<Output>,
+    pub(crate) force_rport: bool,
+    pub(crate) fork_cfg: groupcall::ForkConfig,
+    pub(crate) listen: Vec<(sip_message::Transport, std::net::SocketAddr)>,
+    pub(crate) policy: Policy,
+    pub(crate) identity: LocalIdentity,
+    pub(crate) local: LocalAnswers,
+    pub(crate) tx: TransactionLayer,
+    pub(crate) registrar: Registrar,
+    pub(crate) routes: RouteTable,
+    pub(crate) mgr: CallManager,
+    pub(crate) calls: Calls,
+    pub(crate) dns: DnsQueries,
+    pub(crate) timers: Timers,
+    pub(crate) rng: StdRng,
+    pub(crate) out: VecDeque<Output>,
     /// The time of the last input.
-    last_input: Instant,
+    pub(crate) last_input: Instant,
     /// How long a click-to-call source waits for our ACK (64*T1).
-    source_wait: Duration,
-    counters: Counters,
+    pub(crate) source_wait: Duration,
+    pub(crate) counters: Counters,
 }
 
 impl std::fmt::Debug for Switch {
@@ -216,41 +212,6 @@ impl Switch {
 
     // ----- inputs -----------------------------------------------------------
 
-    fn on_datagram(&mut self, now: Now, d: Datagram) {
-        if d.bytes.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
-            return; // a keep-alive (RFC 5626 CRLF) or padding
-        }
-        let peer = d.peer;
-        let mut msg = match Message::parse(d.bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.counters.dropped_in += 1;
-                let reason = format!("unparsable: {e}");
-                self.out.push_back(Output::Event(Event::Dropped { peer, reason }));
-                return;
-            }
-        };
-        self.counters.messages_in.count(&msg);
-        if msg.is_request() {
-            stamp_received(&mut msg, peer.remote, self.force_rport);
-        }
-        match validate(&msg, &self.policy) {
-            Verdict::Drop(why) => {
-                self.counters.dropped_in += 1;
-                let reason = why.to_string();
-                self.out.push_back(Output::Event(Event::Dropped { peer, reason }));
-            }
-            Verdict::Reject(r) => {
-                // Answered statelessly: it may lack what a transaction is
-                // keyed on.
-                debug!(%peer, status = r.status, detail = %r.detail, "rejected");
-                let resp = self.local.rejection(&msg, &r);
-                self.transmit(peer, resp, Token::NONE);
-            }
-            Verdict::Accept => self.tx.handle_incoming(now.at, msg, peer),
-        }
-    }
-
     fn on_timeout(&mut self, now: Now) {
         while let Some((at, key)) = self.timers.queue.pop_due(now.at) {
             match key {
@@ -302,180 +263,6 @@ impl Switch {
             }
             None => {}
         }
-    }
-
-    fn on_command(&mut self, now: Now, c: Command) -> CommandOutcome {
-        match c {
-            Command::HangupGroupcall { id } => self.hangup(now, id, false),
-            Command::HangupCall { id } => self.hangup(now, id, true),
-            Command::StartGroupcall(c2c) => self.click_to_call(now, *c2c),
-            Command::PutExtension(e) => {
-                let a = self.registrar.accounts();
-                let mut extensions: Vec<_> = a
-                    .extensions()
-                    .filter(|x| !(x.name == e.name && x.domain.eq_ignore_ascii_case(&e.domain)))
-                    .cloned()
-                    .collect();
-                if a.domain_for_host(&e.domain).is_none() {
-                    return CommandOutcome::Refused(format!("no domain {:?}", e.domain));
-                }
-                extensions.push(e);
-                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
-                self.registrar.set_accounts(next);
-                CommandOutcome::Done
-            }
-            Command::RemoveExtension { name, domain } => {
-                let a = self.registrar.accounts();
-                let Some(found) = a.extension(&name, &domain).map(|e| e.aor()) else {
-                    return CommandOutcome::NotFound;
-                };
-                let extensions: Vec<_> = a
-                    .extensions()
-                    .filter(|x| !(x.name == name && x.domain.eq_ignore_ascii_case(&domain)))
-                    .cloned()
-                    .collect();
-                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
-                self.registrar.set_accounts(next);
-                self.registrar.location_mut().remove_aor(&found);
-                CommandOutcome::Done
-            }
-            Command::PutGroup(g) => match self.routes.put_group(*g) {
-                Ok(()) => CommandOutcome::Done,
-                Err(e) => CommandOutcome::Refused(e.reason),
-            },
-            Command::RemoveGroup { id } => {
-                if self.routes.remove_group(id) {
-                    CommandOutcome::Done
-                } else {
-                    CommandOutcome::NotFound
-                }
-            }
-        }
-    }
-
-    /// Hangs up the live call that a groupcall or call record belongs to
-    /// (`leg`: the id names a call record, and a ringing leg is cancelled
-    /// alone).
-    fn hangup(&mut self, now: Now, id: Uuid, leg: bool) -> CommandOutcome {
-        let Some(cref) = self.calls.find(id) else { return CommandOutcome::NotFound };
-        if let Some(s) = self.calls.get_mut(cref) {
-            if leg && id != s.inbound.id {
-                s.fork.hangup_call(now.into(), id);
-            } else {
-                s.api_hangup(&mut self.out, now);
-            }
-        }
-        self.run_call(now, cref);
-        CommandOutcome::Done
-    }
-
-    /// Click-to-call (RFC 3725 flow I): checks the source (an extension of
-    /// the customer, registered), makes the groupcall and the source's call
-    /// record, and calls the source without an offer. The fork starts when
-    /// the source answers with its offer (see `calls.rs`).
-    fn click_to_call(&mut self, now: Now, c: crate::ClickToCall) -> CommandOutcome {
-        if c.source.kind != AddressType::Endpoint {
-            return CommandOutcome::Refused("the source must be an endpoint (ext@domain)".into());
-        }
-        if c.destinations.is_empty() || c.destinations.len() > self.fork_cfg.max_legs {
-            return CommandOutcome::Refused(format!(
-                "between 1 and {} destinations",
-                self.fork_cfg.max_legs
-            ));
-        }
-        let aor = c.source.target.clone();
-        let Some((name, domain)) = aor.split_once('@') else {
-            return CommandOutcome::Refused("the source must be ext@domain".into());
-        };
-        let accounts = self.registrar.accounts();
-        let owned =
-            accounts.domain_for_host(domain).is_some_and(|d| d.customer_id == c.customer_id);
-        let Some(ext) = accounts.extension(name, domain).filter(|_| owned).cloned() else {
-            return CommandOutcome::Refused(format!("no extension {aor}"));
-        };
-        let (aor, domain) = (ext.aor(), ext.domain.clone());
-        let display = ext.display_name.clone();
-        let Some(contact) = self.registrar.location().reachable(&aor, now.wall).into_iter().next()
-        else {
-            return CommandOutcome::Refused(format!("{aor} is not registered"));
-        };
-        let local = self.listen.first().map(|(_, a)| *a);
-        let host = local.map_or_else(String::new, |a| a.to_string());
-        let shown = c.source_shown_as(&host);
-        let source_id = self.new_id();
-        let group = GroupDef {
-            id: self.new_id(),
-            ring_method: c.ring_method,
-            answer_method: c.answer_method,
-            destinations: c.destinations,
-            send_reason: true,
-        };
-        let spec = GroupSpec {
-            customer_id: c.customer_id,
-            source: c.source.clone(),
-            master_call_id: source_id,
-            group,
-        };
-        let dir = CallDirectory {
-            location: self.registrar.location(),
-            routes: &self.routes,
-            domain: &domain,
-            wall: now.wall,
-            routed: RefCell::new(None),
-        };
-        // The source retransmits its 2xx for 64*T1 waiting for our ACK: the
-        // destinations must answer within that.
-        let mut cfg = self.fork_cfg.clone();
-        cfg.overall_timeout = cfg.overall_timeout.min(self.source_wait);
-        let seed = self.rng.next_u64();
-        let fork = match Fork::build(spec, &dir, cfg, now.into(), seed) {
-            Ok(f) => f,
-            Err(e) => return CommandOutcome::Refused(e.to_string()),
-        };
-        let target = groupcall::LegTarget::Contact {
-            aor: aor.clone(),
-            contact: groupcall::ContactTarget {
-                uri: contact.binding.contact.clone(),
-                binding_key: contact.binding.contact.clone(),
-                q: contact.binding.q,
-            },
-        };
-        let dialer = Dialer {
-            location: self.registrar.location(),
-            routes: &self.routes,
-            locals: &self.listen,
-            wall: now.wall,
-        };
-        let dial = match dialer.target(&target, &shown) {
-            Ok(t) => t,
-            Err(code) => {
-                return CommandOutcome::Refused(format!("{aor} cannot be reached ({code})"))
-            }
-        };
-        let (cref, src) = match self.mgr.originate(&mut self.tx, now.at, dial) {
-            Ok(x) => x,
-            Err(e) => return CommandOutcome::Refused(format!("cannot call {aor}: {e}")),
-        };
-        let name_part = if display.is_empty() {
-            String::new()
-        } else {
-            format!("\"{}\" ", display.replace('"', ""))
-        };
-        let from = format!("{name_part}<sip:{}@{host}>", ext.name);
-        let sip_call_id = self.mgr.leg_sip_call_id(cref, src).unwrap_or_default().to_owned();
-        let record = Call {
-            groupcall_id: fork.root().id,
-            direction: records::Direction::Outgoing,
-            sip_call_id,
-            ..Call::dialing(source_id, c.customer_id, c.source.clone(), c.source, now.wall)
-        };
-        let groupcall = Box::new(fork.root().clone());
-        self.out.push_back(Output::Persist(Persist::Call(record.clone())));
-        let call = Box::new(record.clone());
-        self.counters.calls_started += 1;
-        self.calls.insert(cref, ServedCall::new(fork, record, from, now.at).with_source(src));
-        self.run_call(now, cref);
-        CommandOutcome::Started { groupcall, call }
     }
 
     // ----- housekeeping -----------------------------------------------------
@@ -565,14 +352,14 @@ impl Switch {
     }
 
     /// Queues a message; a response goes where RFC 3261 18.2.2 says.
-    fn transmit(&mut self, peer: Peer, message: Message, token: Token) {
+    pub(crate) fn transmit(&mut self, peer: Peer, message: Message, token: Token) {
         let peer = if message.is_request() { peer } else { response_target(&message, &peer) };
         self.counters.messages_out.count(&message);
         self.out.push_back(Output::Transmit(Transmit { peer, message, token }));
     }
 
     /// Applies a call's pending fork actions, then settles it.
-    fn run_call(&mut self, now: Now, cref: CallRef) {
+    pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
         let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, .. } = self;
         let dialer =
@@ -620,173 +407,5 @@ impl Switch {
             Some((at, _)) => at,
             None => self.last_input + Duration::from_secs(3600),
         }
-    }
-
-    // ----- requests ---------------------------------------------------------
-
-    fn on_tx_event(&mut self, now: Now, ev: TxEvent) {
-        let Some(ev) = self.mgr.handle_event(&mut self.tx, now.at, ev) else { return };
-        match ev {
-            TxEvent::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
-            TxEvent::Cancel { key, request, cancels, .. } => {
-                // CANCELs of calls we serve were taken by the B2BUA; this
-                // one matched none. If it matched an INVITE transaction we
-                // answered at once (404, 407...), it is simply confirmed.
-                let code = if cancels.is_some() { 200 } else { 481 };
-                let resp = self.local.status(&request, code);
-                self.respond(now, key, resp);
-            }
-            TxEvent::Stray { message, peer } => {
-                debug!(%peer, method = ?message.method(), status = ?message.status(), "stray message");
-            }
-            TxEvent::Response { key, .. } => {
-                debug!(%key, "response for an unknown client transaction")
-            }
-            TxEvent::Timeout { key } => debug!(%key, "transaction timeout"),
-            TxEvent::TransportError { key } => debug!(%key, "transaction transport error"),
-            TxEvent::Terminated { .. } => {}
-        }
-    }
-
-    fn respond(&mut self, now: Now, key: TxKey, resp: Message) {
-        if let Err(e) = self.tx.send_response(now.at, key, resp) {
-            debug!(%key, error = ?e, "could not send response");
-        }
-    }
-
-    fn on_request(&mut self, now: Now, key: TxKey, req: Message, peer: Peer) {
-        let method = req.method().cloned().unwrap_or(Method::Ack);
-        match method {
-            Method::Invite => return self.invite(now, key, req, peer),
-            Method::Register => {
-                match self.registrar.handle(now.at, now.wall, &req, &peer) {
-                    Some(resp) => self.respond(now, key, resp),
-                    None => self.tx.terminate(key),
-                }
-                return;
-            }
-            _ => {}
-        }
-        let to_us = matches!(req.request_uri(), Some(Ok(u)) if self.identity.is_local(&u));
-        let resp = if method == Method::Options && to_us {
-            self.local.options_ok(&req)
-        } else if req.max_forwards().ok().flatten() == Some(0) {
-            self.local.status(&req, 483)
-        } else if method == Method::Bye {
-            self.local.status(&req, 481)
-        } else {
-            self.local.status(&req, 404)
-        };
-        self.respond(now, key, resp);
-    }
-
-    /// A new record id.
-    fn new_id(&mut self) -> Uuid {
-        uuid::Builder::from_random_bytes(self.rng.gen()).into_uuid()
-    }
-
-    /// A new INVITE outside any dialog: identify, route, fork.
-    fn invite(&mut self, now: Now, key: TxKey, req: Message, peer: Peer) {
-        if req.max_forwards().ok().flatten() == Some(0) {
-            let resp = self.local.status(&req, 483);
-            return self.respond(now, key, resp);
-        }
-        let who = match caller::identify(&mut self.registrar, &self.routes, now.at, &req, &peer) {
-            Ok(who) => who,
-            Err(refusal) => return self.refuse(now, key, &req, &peer, refusal),
-        };
-        let user = match req.request_uri() {
-            Some(Ok(u)) => match u.scheme {
-                sip_message::Scheme::Tel => u.phone_digits().unwrap_or_default(),
-                _ => u.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default(),
-            },
-            _ => String::new(),
-        };
-        let accounts = self.registrar.accounts();
-        let decision =
-            self.routes.route(&who.caller, &user, |n, d| accounts.extension(n, d).is_some());
-        let mut routed = None;
-        let (group, dialed) = match decision {
-            Decision::Extension { aor } => {
-                let dest = Address::new(AddressType::Endpoint, aor);
-                (self.single(dest.clone()), dest)
-            }
-            Decision::Group(g) => (
-                g.def(None),
-                Address::new(AddressType::Groupcall, format!("{}@{}", g.number, g.domain)),
-            ),
-            Decision::Tel { number, targets } => {
-                let dest = Address::new(AddressType::Tel, number.clone());
-                routed = Some((number, targets));
-                (self.single(dest.clone()), dest)
-            }
-            Decision::NotFound | Decision::AuthRequired => {
-                let resp = self.local.status(&req, 404);
-                return self.respond(now, key, resp);
-            }
-            Decision::Forbidden => {
-                let resp = self.local.status(&req, 403);
-                return self.respond(now, key, resp);
-            }
-        };
-        let customer_id =
-            self.registrar.accounts().domain_for_host(&who.domain).map_or(NIL, |d| d.customer_id);
-        let CallerId { source, from } = caller::caller_id(&req, &who, peer.local);
-        let master = self.new_id();
-        let spec = GroupSpec { customer_id, source: source.clone(), master_call_id: master, group };
-        let dir = CallDirectory {
-            location: self.registrar.location(),
-            routes: &self.routes,
-            domain: &who.domain,
-            wall: now.wall,
-            routed: RefCell::new(routed),
-        };
-        let seed = self.rng.next_u64();
-        let mut fork = match Fork::build(spec, &dir, self.fork_cfg.clone(), now.into(), seed) {
-            Ok(f) => f,
-            Err(e) => {
-                debug!(error = %e, "cannot build the fork");
-                let resp = self.local.status(&req, 500);
-                return self.respond(now, key, resp);
-            }
-        };
-        let sip_call_id =
-            req.call_id().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
-        let inbound =
-            Call { sip_call_id, ..Call::dialing(master, customer_id, source, dialed, now.wall) };
-        self.out.push_back(Output::Persist(Persist::Call(inbound.clone())));
-        let groupcall = fork.root().id;
-        self.out.push_back(Output::Event(Event::CallStarted { call: master, groupcall }));
-        fork.start(now.into());
-        let cref = self.mgr.accept_inbound(key, req, peer);
-        self.counters.calls_started += 1;
-        self.calls.insert(cref, ServedCall::new(fork, inbound, from, now.at));
-        self.run_call(now, cref);
-    }
-
-    /// A one-destination group (a direct call to an extension or a number).
-    fn single(&mut self, dest: Address) -> GroupDef {
-        let id = self.new_id();
-        GroupDef::new(id, RingMethod::RingAll, vec![Destination::new(dest)])
-    }
-
-    fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
-        let resp = match r {
-            Refusal::Status(code) => self.local.status(req, code),
-            Refusal::Challenge(challenges) => {
-                let mut b = self.local.response(req, 407);
-                for ch in challenges {
-                    b = b.header(HeaderName::ProxyAuthenticate, Bytes::from(ch));
-                }
-                b.build()
-            }
-            Refusal::AuthFailed { user } => {
-                self.counters.auth_failures += 1;
-                let ev = Event::AuthFailed { src: peer.remote.ip(), user, method: "INVITE".into() };
-                self.out.push_back(Output::Event(ev));
-                self.local.status(req, 403)
-            }
-        };
-        self.respond(now, key, resp);
     }
 }

@@ -372,7 +372,8 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
     assert!(inv_a.body().is_empty(), "without an offer");
     assert!(!t.iter().any(|(p, _, _)| p.remote == addr("203.0.113.9:5070")), "no destination yet");
     let offer = "v=0\r\no=e1 1 1 IN IP4 192.0.2.60\r\ns=-\r\nc=IN IP4 192.0.2.60\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-    let out = w.datagram("192.0.2.60:5060", &reply(inv_a, 200, "srcTag", Some(offer), "192.0.2.60:5060"));
+    let out =
+        w.datagram("192.0.2.60:5060", &reply(inv_a, 200, "srcTag", Some(offer), "192.0.2.60:5060"));
     let t = transmits(&out);
     let (_, inv_b, _) = t
         .iter()
@@ -385,7 +386,8 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
         .iter()
         .any(|(p, m, _)| m.method() == Some(&Method::Ack) && p.remote == addr("192.0.2.60:5060")));
     let answer = "v=0\r\no=b 1 1 IN IP4 203.0.113.9\r\ns=-\r\nc=IN IP4 203.0.113.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
-    let out = w.datagram("203.0.113.9:5070", &reply(inv_b, 200, "bTag", Some(answer), "203.0.113.9:5070"));
+    let out = w
+        .datagram("203.0.113.9:5070", &reply(inv_b, 200, "bTag", Some(answer), "203.0.113.9:5070"));
     let t = transmits(&out);
     let ack_src = t
         .iter()

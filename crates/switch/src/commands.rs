@@ -1,0 +1,224 @@
+//! Commands from the API: hang up a groupcall or a call, start a
+//! click-to-call (RFC 3725), change accounts and ring groups. Each gets one
+//! [`CommandOutcome`].
+
+use crate::calls::ServedCall;
+use crate::dialer::{CallDirectory, Dialer};
+use crate::input::{ClickToCall, Command, Now};
+use crate::output::{CommandOutcome, Output, Persist};
+use crate::switch::Switch;
+use groupcall::{ContactTarget, Fork, GroupDef, GroupSpec, LegTarget};
+use rand::RngCore;
+use records::{AddressType, Call, Direction};
+use registrar::Accounts;
+use std::cell::RefCell;
+use uuid::Uuid;
+
+/// A click-to-call's source, checked.
+struct ClickSource {
+    /// How to dial it.
+    target: LegTarget,
+    /// `ext@domain`.
+    aor: String,
+    /// The extension's name (user part).
+    user: String,
+    /// Its domain.
+    domain: String,
+    /// Its display name (what the destinations are shown).
+    display: String,
+}
+
+impl Switch {
+    pub(crate) fn on_command(&mut self, now: Now, c: Command) -> CommandOutcome {
+        match c {
+            Command::HangupGroupcall { id } => self.hangup(now, id, false),
+            Command::HangupCall { id } => self.hangup(now, id, true),
+            Command::StartGroupcall(c2c) => self.click_to_call(now, *c2c),
+            Command::PutExtension(e) => {
+                let a = self.registrar.accounts();
+                let mut extensions: Vec<_> = a
+                    .extensions()
+                    .filter(|x| !(x.name == e.name && x.domain.eq_ignore_ascii_case(&e.domain)))
+                    .cloned()
+                    .collect();
+                if a.domain_for_host(&e.domain).is_none() {
+                    return CommandOutcome::Refused(format!("no domain {:?}", e.domain));
+                }
+                extensions.push(e);
+                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
+                self.registrar.set_accounts(next);
+                CommandOutcome::Done
+            }
+            Command::RemoveExtension { name, domain } => {
+                let a = self.registrar.accounts();
+                let Some(found) = a.extension(&name, &domain).map(|e| e.aor()) else {
+                    return CommandOutcome::NotFound;
+                };
+                let extensions: Vec<_> = a
+                    .extensions()
+                    .filter(|x| !(x.name == name && x.domain.eq_ignore_ascii_case(&domain)))
+                    .cloned()
+                    .collect();
+                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
+                self.registrar.set_accounts(next);
+                self.registrar.location_mut().remove_aor(&found);
+                CommandOutcome::Done
+            }
+            Command::PutGroup(g) => match self.routes.put_group(*g) {
+                Ok(()) => CommandOutcome::Done,
+                Err(e) => CommandOutcome::Refused(e.reason),
+            },
+            Command::RemoveGroup { id } => {
+                if self.routes.remove_group(id) {
+                    CommandOutcome::Done
+                } else {
+                    CommandOutcome::NotFound
+                }
+            }
+        }
+    }
+
+    /// Hangs up the live call that a groupcall or call record belongs to
+    /// (`leg`: the id names a call record, and a ringing leg is cancelled
+    /// alone).
+    fn hangup(&mut self, now: Now, id: Uuid, leg: bool) -> CommandOutcome {
+        let Some(cref) = self.calls.find(id) else { return CommandOutcome::NotFound };
+        if let Some(s) = self.calls.get_mut(cref) {
+            if leg && id != s.inbound.id {
+                s.fork.hangup_call(now.into(), id);
+            } else {
+                s.api_hangup(&mut self.out, now);
+            }
+        }
+        self.run_call(now, cref);
+        CommandOutcome::Done
+    }
+
+    /// Click-to-call (RFC 3725 flow I): checks the source, makes the
+    /// groupcall and the source's call record, and calls the source without
+    /// an offer. The fork starts when the source answers with its offer
+    /// (see `calls.rs`).
+    fn click_to_call(&mut self, now: Now, c: ClickToCall) -> CommandOutcome {
+        match self.try_click_to_call(now, c) {
+            Ok(outcome) => outcome,
+            Err(reason) => CommandOutcome::Refused(reason),
+        }
+    }
+
+    fn try_click_to_call(&mut self, now: Now, c: ClickToCall) -> Result<CommandOutcome, String> {
+        let src = self.click_source(now, &c)?;
+        let host = self.listen.first().map(|(_, a)| a.to_string()).unwrap_or_default();
+        let shown = c.source_shown_as(&host);
+        let source_id = self.new_id();
+        let fork = self.click_fork(now, &c, &src.domain, source_id)?;
+        let dialer = Dialer {
+            location: self.registrar.location(),
+            routes: &self.routes,
+            locals: &self.listen,
+            wall: now.wall,
+        };
+        let dial = dialer
+            .target(&src.target, &shown)
+            .map_err(|code| format!("{} cannot be reached ({code})", src.aor))?;
+        let (cref, leg) = self
+            .mgr
+            .originate(&mut self.tx, now.at, dial)
+            .map_err(|e| format!("cannot call {}: {e}", src.aor))?;
+        let name = if src.display.is_empty() {
+            String::new()
+        } else {
+            format!("\"{}\" ", src.display.replace('"', ""))
+        };
+        let from = format!("{name}<sip:{}@{host}>", src.user);
+        let sip_call_id = self.mgr.leg_sip_call_id(cref, leg).unwrap_or_default().to_owned();
+        let record = Call {
+            groupcall_id: fork.root().id,
+            direction: Direction::Outgoing,
+            sip_call_id,
+            ..Call::dialing(source_id, c.customer_id, c.source.clone(), c.source, now.wall)
+        };
+        let groupcall = Box::new(fork.root().clone());
+        self.out.push_back(Output::Persist(Persist::Call(record.clone())));
+        let call = Box::new(record.clone());
+        self.counters.calls_started += 1;
+        self.calls.insert(cref, ServedCall::new(fork, record, from, now.at).with_source(leg));
+        self.run_call(now, cref);
+        Ok(CommandOutcome::Started { groupcall, call })
+    }
+
+    /// The click-to-call source: an extension of the customer, with a
+    /// reachable registration (the highest q).
+    fn click_source(&self, now: Now, c: &ClickToCall) -> Result<ClickSource, String> {
+        if c.source.kind != AddressType::Endpoint {
+            return Err("the source must be an endpoint (ext@domain)".into());
+        }
+        let max = self.fork_cfg.max_legs;
+        if c.destinations.is_empty() || c.destinations.len() > max {
+            return Err(format!("between 1 and {max} destinations"));
+        }
+        let wanted = &c.source.target;
+        let (name, domain) = wanted.split_once('@').ok_or("the source must be ext@domain")?;
+        let accounts = self.registrar.accounts();
+        let owned =
+            accounts.domain_for_host(domain).is_some_and(|d| d.customer_id == c.customer_id);
+        let ext = accounts
+            .extension(name, domain)
+            .filter(|_| owned)
+            .ok_or_else(|| format!("no extension {wanted}"))?;
+        let aor = ext.aor();
+        let contact = self
+            .registrar
+            .location()
+            .reachable(&aor, now.wall)
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{aor} is not registered"))?;
+        let uri = contact.binding.contact;
+        Ok(ClickSource {
+            target: LegTarget::Contact {
+                aor: aor.clone(),
+                contact: ContactTarget { binding_key: uri.clone(), uri, q: contact.binding.q },
+            },
+            aor,
+            user: ext.name.clone(),
+            domain: ext.domain.clone(),
+            display: ext.display_name.clone(),
+        })
+    }
+
+    /// The (not yet started) fork over a click-to-call's destinations.
+    fn click_fork(
+        &mut self,
+        now: Now,
+        c: &ClickToCall,
+        domain: &str,
+        master: Uuid,
+    ) -> Result<Fork, String> {
+        let group = GroupDef {
+            id: self.new_id(),
+            ring_method: c.ring_method,
+            answer_method: c.answer_method,
+            destinations: c.destinations.clone(),
+            send_reason: true,
+        };
+        let spec = GroupSpec {
+            customer_id: c.customer_id,
+            source: c.source.clone(),
+            master_call_id: master,
+            group,
+        };
+        let dir = CallDirectory {
+            location: self.registrar.location(),
+            routes: &self.routes,
+            domain,
+            wall: now.wall,
+            routed: RefCell::new(None),
+        };
+        // The source retransmits its 2xx for 64*T1 waiting for our ACK: the
+        // destinations must answer within that.
+        let mut cfg = self.fork_cfg.clone();
+        cfg.overall_timeout = cfg.overall_timeout.min(self.source_wait);
+        let seed = self.rng.next_u64();
+        Fork::build(spec, &dir, cfg, now.into(), seed).map_err(|e| e.to_string())
+    }
+}

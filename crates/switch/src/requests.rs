@@ -1,0 +1,105 @@
+//! Requests from the network before and outside any call: bytes parsed
+//! and checked (400/416/420/501/505 or dropped), the transaction layer's
+//! events routed to the B2BUA, REGISTER to the registrar, OPTIONS and the
+//! other local answers. INVITEs go on to `invite.rs`.
+
+use crate::input::{Datagram, Now};
+use crate::output::{Event, Output, Token};
+use crate::received::stamp_received;
+use crate::switch::Switch;
+use sip_message::{validate, Message, Method, Peer, Verdict};
+use sip_transaction::{Event as TxEvent, TxKey};
+use tracing::debug;
+
+impl Switch {
+    pub(crate) fn on_datagram(&mut self, now: Now, d: Datagram) {
+        if d.bytes.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+            return; // a keep-alive (RFC 5626 CRLF) or padding
+        }
+        let peer = d.peer;
+        let mut msg = match Message::parse(d.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.dropped_in += 1;
+                let reason = format!("unparsable: {e}");
+                self.out.push_back(Output::Event(Event::Dropped { peer, reason }));
+                return;
+            }
+        };
+        self.counters.messages_in.count(&msg);
+        if msg.is_request() {
+            stamp_received(&mut msg, peer.remote, self.force_rport);
+        }
+        match validate(&msg, &self.policy) {
+            Verdict::Drop(why) => {
+                self.counters.dropped_in += 1;
+                let reason = why.to_string();
+                self.out.push_back(Output::Event(Event::Dropped { peer, reason }));
+            }
+            Verdict::Reject(r) => {
+                // Answered statelessly: it may lack what a transaction is
+                // keyed on.
+                debug!(%peer, status = r.status, detail = %r.detail, "rejected");
+                let resp = self.local.rejection(&msg, &r);
+                self.transmit(peer, resp, Token::NONE);
+            }
+            Verdict::Accept => self.tx.handle_incoming(now.at, msg, peer),
+        }
+    }
+
+    pub(crate) fn on_tx_event(&mut self, now: Now, ev: TxEvent) {
+        let Some(ev) = self.mgr.handle_event(&mut self.tx, now.at, ev) else { return };
+        match ev {
+            TxEvent::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
+            TxEvent::Cancel { key, request, cancels, .. } => {
+                // CANCELs of calls we serve were taken by the B2BUA; this
+                // one matched none. If it matched an INVITE transaction we
+                // answered at once (404, 407...), it is simply confirmed.
+                let code = if cancels.is_some() { 200 } else { 481 };
+                let resp = self.local.status(&request, code);
+                self.respond(now, key, resp);
+            }
+            TxEvent::Stray { message, peer } => {
+                debug!(%peer, method = ?message.method(), status = ?message.status(), "stray message");
+            }
+            TxEvent::Response { key, .. } => {
+                debug!(%key, "response for an unknown client transaction")
+            }
+            TxEvent::Timeout { key } => debug!(%key, "transaction timeout"),
+            TxEvent::TransportError { key } => debug!(%key, "transaction transport error"),
+            TxEvent::Terminated { .. } => {}
+        }
+    }
+
+    pub(crate) fn respond(&mut self, now: Now, key: TxKey, resp: Message) {
+        if let Err(e) = self.tx.send_response(now.at, key, resp) {
+            debug!(%key, error = ?e, "could not send response");
+        }
+    }
+
+    fn on_request(&mut self, now: Now, key: TxKey, req: Message, peer: Peer) {
+        let method = req.method().cloned().unwrap_or(Method::Ack);
+        match method {
+            Method::Invite => return self.invite(now, key, req, peer),
+            Method::Register => {
+                match self.registrar.handle(now.at, now.wall, &req, &peer) {
+                    Some(resp) => self.respond(now, key, resp),
+                    None => self.tx.terminate(key),
+                }
+                return;
+            }
+            _ => {}
+        }
+        let to_us = matches!(req.request_uri(), Some(Ok(u)) if self.identity.is_local(&u));
+        let resp = if method == Method::Options && to_us {
+            self.local.options_ok(&req)
+        } else if req.max_forwards().ok().flatten() == Some(0) {
+            self.local.status(&req, 483)
+        } else if method == Method::Bye {
+            self.local.status(&req, 481)
+        } else {
+            self.local.status(&req, 404)
+        };
+        self.respond(now, key, resp);
+    }
+}
