@@ -53,6 +53,27 @@ impl Timestamp {
     }
 }
 
+/// In the OpenAPI document: a string `YYYY-MM-DD HH:MM:SS.ffffff` (UTC).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"))
+            .description(Some(
+                "UTC time, `YYYY-MM-DD HH:MM:SS.ffffff`; `9999-01-01 00:00:00.000000` means \
+                 not happened yet.",
+            ))
+            .examples(["2023-04-21 15:33:28.569053"])
+            .build()
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Timestamp {}
+
 impl Default for Timestamp {
     fn default() -> Self {
         Self::NOT_YET
@@ -111,6 +132,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// What an [`Address`] points at.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AddressType {
@@ -126,6 +148,7 @@ pub enum AddressType {
 }
 
 /// A party: caller, callee or destination.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
     /// Kind of target.
@@ -158,6 +181,7 @@ impl Address {
 }
 
 /// How destinations are rung. Empty means `ring_all`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RingMethod {
@@ -170,6 +194,7 @@ pub enum RingMethod {
 }
 
 /// What happens when a destination answers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerMethod {
@@ -180,6 +205,7 @@ pub enum AnswerMethod {
 }
 
 /// Groupcall status.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -195,6 +221,7 @@ pub enum GroupcallStatus {
 }
 
 /// A groupcall record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Groupcall {
     /// Id.
@@ -232,6 +259,7 @@ pub struct Groupcall {
 }
 
 /// Call status: only moves forward.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -270,6 +298,7 @@ impl CallStatus {
 }
 
 /// Call direction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -281,6 +310,7 @@ pub enum Direction {
 }
 
 /// Who ended a call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HangupBy {
@@ -295,6 +325,7 @@ pub enum HangupBy {
 }
 
 /// Why a call ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HangupReason {
@@ -333,6 +364,7 @@ impl HangupReason {
 }
 
 /// A call record: one per leg, and one per inbound call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
     /// Id.
@@ -557,6 +589,7 @@ pub struct Binding {
 
 /// Where a configuration record (extension, ring group, webhook, API key)
 /// comes from: the config file (shown by the API, read-only) or the API.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
@@ -642,6 +675,7 @@ impl ExtensionRecord {
 /// One destination of a [`RingGroup`]. A struct, so that per-destination
 /// options (a delay before ringing, say) can be added without changing the
 /// shape of the others.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingGroupDestination {
     /// `endpoint`, `tel`, `sip` or `groupcall`.
@@ -656,6 +690,7 @@ pub struct RingGroupDestination {
 
 /// A ring group reachable by `number` in `domain`, as stored by the API (or
 /// copied from the config file, read-only).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingGroup {
     /// Id: random for API ones, [`config_id`] of `number@domain` (or the
