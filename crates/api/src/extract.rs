@@ -31,6 +31,8 @@ fn field_of(path: &str, message: &str) -> String {
         .then(|| quoted(message))
         .flatten();
     match (path, named) {
+        // The path may name the field already (an unknown field does).
+        (p, Some(n)) if p == n || p.ends_with(&format!(".{n}")) => p.to_owned(),
         (".", Some(n)) | ("", Some(n)) => n.to_owned(),
         (p, Some(n)) => format!("{p}.{n}"),
         (".", None) | ("", None) => "body".to_owned(),
@@ -123,6 +125,8 @@ mod tests {
     #[test]
     fn fields_named() {
         assert_eq!(field_of(".", "unknown field `bogus`, expected one of `a`"), "bogus");
+        assert_eq!(field_of("bogus", "unknown field `bogus`, expected one of `a`"), "bogus");
+        assert_eq!(field_of("d[1].x", "unknown field `x`, expected `type`"), "d[1].x");
         assert_eq!(
             field_of("destinations[0]", "unknown field `x`, expected `type`"),
             "destinations[0].x"
