@@ -70,8 +70,10 @@ page_type!(ExtensionPage, Extension, "A page of extensions.");
 #[serde(deny_unknown_fields)]
 pub struct ExtensionCreate {
     /// The extension (SIP user part): letters, digits, `.`, `_`, `-`, `+`, `~`.
+    #[schema(pattern = r"^[A-Za-z0-9._~+-]{1,64}$")]
     pub extension: String,
     /// The SIP password (write-only; only its hashes are kept).
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
     /// Display name.
     #[serde(default)]
@@ -96,6 +98,7 @@ pub struct ExtensionUpdate {
     pub detail: Option<String>,
     /// A new SIP password (write-only).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     pub password: Option<String>,
 }
 

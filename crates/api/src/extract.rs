@@ -55,6 +55,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 ApiError::bad_request("BAD_BODY", format!("cannot read the body: {e}"))
             }
         })?;
+        // Every body is an object: serde would also read a struct from an
+        // array (`[null, null]`), which no client means.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("INVALID_JSON", "the body must be a JSON object")
+                .with_detail("body", "not a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();

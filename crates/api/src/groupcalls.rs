@@ -29,6 +29,7 @@ pub struct AddressIn {
     #[serde(rename = "type")]
     pub kind: AddressType,
     /// `test11@test`, `+15551234567`, `sip:bob@example.com`, a ring group.
+    #[schema(min_length = 1)]
     pub target: String,
     /// Display name of the target.
     #[serde(default)]
@@ -61,6 +62,7 @@ pub struct DestinationIn {
     #[serde(rename = "type")]
     pub kind: AddressType,
     /// What to ring.
+    #[schema(min_length = 1)]
     pub target: String,
     /// Display name of the target.
     #[serde(default)]
@@ -86,6 +88,7 @@ pub struct GroupcallCreate {
     /// caller ID of every destination leg.
     pub source: AddressIn,
     /// What to ring once the source answered, in order (1..64).
+    #[schema(min_items = 1, max_items = 64)]
     pub destinations: Vec<DestinationIn>,
     /// `ring_all` (default, also `""`) or `linear`.
     #[serde(default)]

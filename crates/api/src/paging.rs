@@ -19,10 +19,14 @@ pub const MAX_PAGE_SIZE: usize = 100;
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Items per page, 1..100; anything else means 100.
-    #[param(value_type = Option<i64>)]
+    /// Items per page: an integer 1..100; anything else (or nothing) means 100.
+    #[param(value_type = Option<String>)]
     pub page_size: Option<String>,
     /// `next_page_token` of the previous page; empty or absent: the first.
+    /// (VoIPBin's bare `tm_create` is accepted too.)
+    #[param(
+        pattern = r"^(-?[0-9]{1,18}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub page_token: Option<String>,
 }
 

@@ -69,6 +69,18 @@ impl Registration {
 
 page_type!(RegistrationPage, Registration, "A page of registrations.");
 
+/// `?page_size=&page_token=` of the registrations (a token of its own).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RegistrationQuery {
+    /// Items per page: an integer 1..100; anything else (or nothing) means 100.
+    #[param(value_type = Option<String>)]
+    pub page_size: Option<String>,
+    /// `next_page_token` of the previous page (hex); empty or absent: the first.
+    #[param(pattern = r"^([0-9a-fA-F]{2})*$")]
+    pub page_token: Option<String>,
+}
+
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -81,7 +93,7 @@ fn unhex(s: &str) -> Option<String> {
         .step_by(2)
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect();
-    String::from_utf8(bytes?).ok()
+    Some(String::from_utf8_lossy(&bytes?).into_owned())
 }
 
 fn encode(aor: &str, contact: &str) -> String {
@@ -89,13 +101,15 @@ fn encode(aor: &str, contact: &str) -> String {
 }
 
 fn decode(token: &str) -> Option<(String, String)> {
+    // Any hex names a place in the (aor, contact) order: ours name the last
+    // binding of a page; anything else still names some place.
     let text = unhex(token)?;
-    let (a, c) = text.split_once('\n')?;
+    let (a, c) = text.split_once('\n').unwrap_or((&text, ""));
     Some((a.to_owned(), c.to_owned()))
 }
 
 /// The customer's current registrations.
-#[utoipa::path(get, path = "/v1.0/registrations", tag = "registrations", params(PageQuery),
+#[utoipa::path(get, path = "/v1.0/registrations", tag = "registrations", params(RegistrationQuery),
     responses(
         (status = 200, description = "A page", body = RegistrationPage),
         (status = 400, description = "Bad page token", body = ErrorEnvelope),
@@ -105,9 +119,9 @@ fn decode(token: &str) -> Option<(String, String)> {
 pub async fn list(
     State(state): State<ApiState>,
     customer: CustomerId,
-    Params(q): Params<PageQuery>,
+    Params(q): Params<RegistrationQuery>,
 ) -> Result<Json<RegistrationPage>, ApiError> {
-    let size = q.size();
+    let size = PageQuery { page_size: q.page_size.clone(), page_token: None }.size();
     let after = match q.page_token.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(t) => Some(decode(t).ok_or_else(|| {
@@ -137,5 +151,6 @@ mod tests {
             Some(("a@test".into(), "sip:a@192.0.2.1;transport=tcp?x=é".into()))
         );
         assert_eq!(super::decode("zz"), None);
+        assert_eq!(super::decode("61"), Some(("a".into(), String::new())));
     }
 }

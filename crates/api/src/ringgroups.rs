@@ -33,6 +33,7 @@ pub struct RingGroupDestinationIn {
     #[serde(rename = "type")]
     pub kind: AddressType,
     /// What to ring.
+    #[schema(min_length = 1)]
     pub target: String,
     /// Seconds it rings (linear: then the next); default: the switch's.
     #[serde(default)]
@@ -45,6 +46,7 @@ pub struct RingGroupDestinationIn {
 #[serde(deny_unknown_fields)]
 pub struct RingGroupBody {
     /// The number dialed to reach it (`800`).
+    #[schema(pattern = r"^[A-Za-z0-9*#+._-]{1,32}$")]
     pub number: String,
     /// One of your SIP domains; may be left out when you have only one.
     #[serde(default)]
@@ -56,6 +58,7 @@ pub struct RingGroupBody {
     #[serde(default)]
     pub answer_method: AnswerMethod,
     /// What to ring, in order (1..64).
+    #[schema(min_items = 1, max_items = 64)]
     pub destinations: Vec<RingGroupDestinationIn>,
     /// Send `Reason: SIP;cause=200` on the CANCELs of losing legs (default true).
     #[serde(default)]

@@ -452,8 +452,13 @@ impl From<&Webhook> for WebhookConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebhookPut {
     /// `http://` or `https://` URL.
+    #[schema(
+        pattern = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+        max_length = 2048
+    )]
     pub url: String,
     /// HMAC-SHA256 key of the signature header (write-only).
+    #[schema(min_length = 1, max_length = 256)]
     pub secret: String,
 }
 

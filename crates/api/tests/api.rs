@@ -318,6 +318,46 @@ async fn errors_are_envelopes() {
     assert!(h.port.commands().is_empty());
 }
 
+/// One log line per request, carrying the id the client sees.
+#[tokio::test]
+async fn one_log_line_per_request_with_its_id() {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = harness();
+    let r = h.get(&format!("/v1.0/groupcalls/{}", Uuid::new_v4())).await;
+    let id = r.error(404, "NOT_FOUND")["request_id"].as_str().expect("id").to_owned();
+    let log = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf8");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("api request")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = lines[0];
+    for want in [
+        format!("request_id={id}"),
+        "method=GET".into(),
+        "route=/v1.0/groupcalls/{id}".into(),
+        "status=404".into(),
+        "latency_ms=".into(),
+    ] {
+        assert!(line.contains(&want), "{want} not in {line}");
+    }
+}
+
 // ---- paging ----------------------------------------------------------------
 
 #[tokio::test]
