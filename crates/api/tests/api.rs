@@ -1065,3 +1065,47 @@ async fn channel_port_answers_and_times_out() {
     assert_eq!(port.snapshot().await, Err(Unavailable));
     serve.abort();
 }
+
+// ---- TLS ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn serves_https_with_a_pem_certificate() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let err = api::tls::load(&data.join("missing.crt"), &data.join("localhost.key"))
+        .expect_err("no file");
+    assert!(err.contains("missing.crt"), "{err}");
+    let cfg =
+        api::tls::load(&data.join("localhost.crt"), &data.join("localhost.key")).expect("load");
+    let h = harness();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, h.app.clone(), Some(cfg), async {
+        let _ = stopped.await;
+    }));
+    let pem = std::fs::read(data.join("localhost.crt")).expect("read");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+        .resolve("localhost", addr)
+        .no_proxy()
+        .build()
+        .expect("client");
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        client
+            .get(format!("https://localhost:{}/v1.0/groupcalls", addr.port()))
+            .bearer_auth(KEY_A)
+            .send(),
+    )
+    .await
+    .expect("in time")
+    .expect("https request");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert!(r.headers().contains_key("x-request-id"));
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("serve");
+}
