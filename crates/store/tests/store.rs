@@ -894,3 +894,36 @@ fn sqlite_survives_sigkill() {
         conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
     assert_eq!(check, "ok");
 }
+
+/// Issue 11's budget, measured on the store alone: 100,000 groupcalls of one
+/// customer, pages of 100 (the first, and deep ones by cursor). Ignored in
+/// normal runs (it writes 100k records); run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn sqlite_page_of_100_among_100000_groupcalls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = sqlite(dir.path());
+    let c = Uuid::new_v4();
+    let all: Vec<Groupcall> =
+        (0..100_000).map(|i| groupcall(c, ts(i / 3), Timestamp::NOT_YET)).collect();
+    for g in &all {
+        s.upsert_groupcall(g);
+    }
+    s.flush().expect("flush");
+    let mut times = Vec::new();
+    let mut cursor = None;
+    for i in 0..300 {
+        if i % 100 == 0 {
+            cursor = None;
+        }
+        let start = Instant::now();
+        let page = s.list_groupcalls(c, 101, cursor).expect("list");
+        times.push(start.elapsed());
+        let last = &page[99];
+        cursor = Some(Cursor::after(last.tm_create, last.id));
+    }
+    times.sort();
+    let p99 = times[times.len() * 99 / 100];
+    eprintln!("page of 100 among 100k: p50 {:?}, p99 {:?}", times[times.len() / 2], p99);
+    assert!(p99 < Duration::from_millis(10), "p99 {p99:?}");
+}
