@@ -29,6 +29,8 @@ if [ -z "${URL:-}" ]; then
         sleep 0.1
     done
 fi
+# schemathesis keeps a cache in its working directory: not in the repository.
+cd "$(mktemp -d)"
 st run "${URL}/v1.0/openapi.json" --url "${URL}" \
     -H "Authorization: Bearer ${KEY}" \
     --seed "${SEED}" -n "${EXAMPLES}" \
