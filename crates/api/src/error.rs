@@ -5,7 +5,7 @@
 //! and the request's log line carry, so a support ticket finds the log.
 //!
 //! A handler returns [`ApiError`]; its response carries the error as an
-//! extension and no body. [`request_context`] (the outermost layer) gives
+//! extension and no body. `request_context` (the outermost layer) gives
 //! each request its id, renders the envelope with it, turns any other
 //! error response into an envelope too (never a framework's text), sets
 //! `X-Request-Id`, counts the request and logs one line.
@@ -202,7 +202,7 @@ impl std::fmt::Display for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    /// No body yet: [`request_context`] renders it with the request id.
+    /// No body yet: the request layer renders it with the request id.
     fn into_response(self) -> Response {
         let mut r = self.http.into_response();
         r.extensions_mut().insert(self);
