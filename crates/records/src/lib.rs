@@ -53,6 +53,27 @@ impl Timestamp {
     }
 }
 
+/// In the OpenAPI document: a string `YYYY-MM-DD HH:MM:SS.ffffff` (UTC).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"))
+            .description(Some(
+                "UTC time, `YYYY-MM-DD HH:MM:SS.ffffff`; `9999-01-01 00:00:00.000000` means \
+                 not happened yet.",
+            ))
+            .examples(["2023-04-21 15:33:28.569053"])
+            .build()
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Timestamp {}
+
 impl Default for Timestamp {
     fn default() -> Self {
         Self::NOT_YET
@@ -111,6 +132,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// What an [`Address`] points at.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AddressType {
@@ -126,6 +148,7 @@ pub enum AddressType {
 }
 
 /// A party: caller, callee or destination.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
     /// Kind of target.
@@ -158,6 +181,7 @@ impl Address {
 }
 
 /// How destinations are rung. Empty means `ring_all`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RingMethod {
@@ -170,6 +194,7 @@ pub enum RingMethod {
 }
 
 /// What happens when a destination answers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerMethod {
@@ -180,6 +205,7 @@ pub enum AnswerMethod {
 }
 
 /// Groupcall status.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -195,6 +221,7 @@ pub enum GroupcallStatus {
 }
 
 /// A groupcall record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Groupcall {
     /// Id.
@@ -232,6 +259,7 @@ pub struct Groupcall {
 }
 
 /// Call status: only moves forward.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -270,6 +298,7 @@ impl CallStatus {
 }
 
 /// Call direction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -281,6 +310,7 @@ pub enum Direction {
 }
 
 /// Who ended a call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HangupBy {
@@ -295,6 +325,7 @@ pub enum HangupBy {
 }
 
 /// Why a call ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HangupReason {
@@ -333,6 +364,7 @@ impl HangupReason {
 }
 
 /// A call record: one per leg, and one per inbound call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
     /// Id.
@@ -451,6 +483,26 @@ mod tests {
         assert!(Ringing.can_become(Canceling));
         assert!(!Progressing.can_become(Canceling));
     }
+
+    #[test]
+    fn config_ids_are_stable_v5() {
+        let a = config_id("800@test");
+        assert_eq!(a, config_id("800@test"));
+        assert_ne!(a, config_id("801@test"));
+        assert_eq!(a.get_version_num(), 5);
+        let e = Extension {
+            name: "test11".into(),
+            domain: "test".into(),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+            display_name: String::new(),
+        };
+        let r = ExtensionRecord::from_config(e, NIL, Timestamp::from_micros(1));
+        assert_eq!(r.id, config_id("test11@test"));
+        assert_eq!(r.origin, Origin::Config);
+        assert!(r.tm_delete.is_not_yet());
+        assert_eq!(Origin::from_str_lossy(Origin::Api.as_str()), Origin::Api);
+    }
 }
 
 /// A customer: owns SIP domains, extensions, groupcalls; authenticates to the
@@ -533,4 +585,169 @@ pub struct Binding {
     /// User-Agent of the phone.
     #[serde(default)]
     pub user_agent: String,
+}
+
+/// Where a configuration record (extension, ring group, webhook, API key)
+/// comes from: the config file (shown by the API, read-only) or the API.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Defined in the config file: the API shows it and refuses to change it.
+    #[default]
+    Config,
+    /// Created through the REST API.
+    Api,
+}
+
+impl Origin {
+    /// `config` or `api` (as stored).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Api => "api",
+        }
+    }
+
+    /// The inverse of [`Origin::as_str`]; anything else is `config`.
+    pub fn from_str_lossy(s: &str) -> Origin {
+        if s == "api" {
+            Origin::Api
+        } else {
+            Origin::Config
+        }
+    }
+}
+
+/// The stable id of a config-defined record named `key` (`name@domain`,
+/// `number@domain`): UUID v5 in the OID namespace, the same on every start.
+/// The same derivation as `routing::Group::id`.
+pub fn config_id(key: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes())
+}
+
+/// A phone account as the REST API manages it: the registrar's
+/// [`Extension`] (name, domain, HA1 hashes, display name; unchanged) plus
+/// its identity, owner, free text, origin and times. The plain password is
+/// never kept: only the HA1 hashes in `extension`.
+///
+/// (A wrapper rather than more fields on [`Extension`], which the registrar
+/// and the config loader build with struct literals.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionRecord {
+    /// Id: random for API ones, [`config_id`] of `name@domain` for config ones.
+    pub id: Uuid,
+    /// Owner (the customer owning the domain).
+    pub customer_id: Uuid,
+    /// The account itself.
+    pub extension: Extension,
+    /// Free text.
+    #[serde(default)]
+    pub detail: String,
+    /// Config file or API.
+    pub origin: Origin,
+    /// Created.
+    pub tm_create: Timestamp,
+    /// Last changed.
+    pub tm_update: Timestamp,
+    /// Deleted ("not yet" while it exists).
+    pub tm_delete: Timestamp,
+}
+
+impl ExtensionRecord {
+    /// The record of a config-defined extension: id [`config_id`] of
+    /// `name@domain`, origin config, created (and updated) at `now`. A store
+    /// keeps the first `tm_create` when the same record is written again.
+    pub fn from_config(extension: Extension, customer_id: Uuid, now: Timestamp) -> ExtensionRecord {
+        ExtensionRecord {
+            id: config_id(&extension.aor()),
+            customer_id,
+            extension,
+            detail: String::new(),
+            origin: Origin::Config,
+            tm_create: now,
+            tm_update: now,
+            tm_delete: Timestamp::NOT_YET,
+        }
+    }
+}
+
+/// One destination of a [`RingGroup`]. A struct, so that per-destination
+/// options (a delay before ringing, say) can be added without changing the
+/// shape of the others.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingGroupDestination {
+    /// `endpoint`, `tel`, `sip` or `groupcall`.
+    #[serde(rename = "type")]
+    pub kind: AddressType,
+    /// `test11@test`, `+15551234567`, `sip:bob@example.com`, a group number.
+    pub target: String,
+    /// How long it rings (linear: then the next); `None`: the default.
+    #[serde(default)]
+    pub ring_timeout_secs: Option<u64>,
+}
+
+/// A ring group reachable by `number` in `domain`, as stored by the API (or
+/// copied from the config file, read-only).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingGroup {
+    /// Id: random for API ones, [`config_id`] of `number@domain` (or the
+    /// configured id) for config ones.
+    pub id: Uuid,
+    /// Owner (the customer owning the domain).
+    pub customer_id: Uuid,
+    /// The number dialed to reach it (Request-URI user).
+    pub number: String,
+    /// Its SIP domain.
+    pub domain: String,
+    /// `ring_all` or `linear`.
+    pub ring_method: RingMethod,
+    /// `hangup_others`.
+    pub answer_method: AnswerMethod,
+    /// What to ring, in order.
+    pub destinations: Vec<RingGroupDestination>,
+    /// Send `Reason: SIP;cause=200` on the CANCELs of losing legs.
+    pub send_reason: bool,
+    /// Config file or API.
+    pub origin: Origin,
+    /// Created.
+    pub tm_create: Timestamp,
+    /// Last changed.
+    pub tm_update: Timestamp,
+    /// Deleted ("not yet" while it exists).
+    pub tm_delete: Timestamp,
+}
+
+/// Where a customer's events are posted. The secret is stored as given:
+/// it is needed to sign every delivery (HMAC-SHA256), so it cannot be
+/// hashed; the API never returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Owner.
+    pub customer_id: Uuid,
+    /// `http://` or `https://` URL events are POSTed to.
+    pub url: String,
+    /// HMAC key of the signature header.
+    pub secret: String,
+    /// Config file or API.
+    pub origin: Origin,
+    /// Created.
+    pub tm_create: Timestamp,
+    /// Last changed.
+    pub tm_update: Timestamp,
+}
+
+/// An API key as stored: only a hash of it (see `store::hash_api_key`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Lowercase hex SHA-256 of the key.
+    pub hash: String,
+    /// The customer it authenticates as.
+    pub customer_id: Uuid,
+    /// Config file or API.
+    pub origin: Origin,
+    /// Created.
+    pub tm_create: Timestamp,
 }

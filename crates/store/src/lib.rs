@@ -45,11 +45,26 @@
 //! applied. [`SqliteStore::open`] applies the missing ones in one transaction
 //! and refuses a database newer than it knows ([`StoreError::SchemaTooNew`]).
 //! Tables: `bindings` (key `aor, contact`), `customers`, `domains`,
-//! `extensions` (key `domain, name`), and `groupcalls` and `calls`, whose
-//! `id, customer_id, tm_create, tm_delete` are columns (for lookups and
-//! paging) and whose whole record is a JSON `data` column. Times are
+//! `extensions` (key `domain, name`, with a unique `id`), `ringgroups`,
+//! `webhooks` (key `customer_id`), `api_keys` (key: the key's SHA-256), and
+//! `groupcalls` and `calls`, whose `id, customer_id, tm_create, tm_delete,
+//! live` are columns (for lookups, paging and crash reconciliation) and whose
+//! whole record is a JSON `data` column (ring groups likewise). Times are
 //! microseconds since the Unix epoch; "not yet" is
-//! [`records::Timestamp::NOT_YET`]. Ids are hyphenated lowercase UUID text.
+//! [`records::Timestamp::NOT_YET`]. Ids are hyphenated lowercase UUID text,
+//! whose text order is the [`Uuid`] order: paging ties on `tm_create` are
+//! broken by id the same way in SQL and in memory.
+//!
+//! ## API keys
+//!
+//! Only the SHA-256 (hex) of a key is stored ([`hash_api_key`]), and keys are
+//! looked up by that hash. A fast hash is enough, and a slow salted one
+//! (argon2) would gain nothing: keys are meant to be random, 32 bytes or
+//! more, so the hash cannot be brute-forced, and an unsalted hash is what
+//! makes the indexed lookup possible. (An operator who writes a short,
+//! guessable key in the config file gets no protection from any hash.)
+//! Webhook secrets, by contrast, are stored as given: they are HMAC keys
+//! needed to sign each delivery.
 //!
 //! ## PostgreSQL later (several forkswitch nodes)
 //!
@@ -81,7 +96,8 @@
 //! ## Main types
 //!
 //! [`Store`] (the trait), [`SqliteStore`] with [`Options`], [`MemoryStore`],
-//! [`StoreError`], [`StoreStats`].
+//! [`StoreError`], [`StoreStats`], [`Cursor`] (paging), [`Closed`] (crash
+//! reconciliation), [`hash_api_key`].
 #![deny(missing_docs)]
 
 mod memory;
@@ -91,7 +107,10 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use sqlite::{Options, SqliteStore};
 
-use records::{Binding, Call, Customer, Domain, Extension, Groupcall, Timestamp};
+use records::{
+    ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall, RingGroup,
+    Timestamp, Webhook,
+};
 use uuid::Uuid;
 
 /// What can go wrong opening, reading or flushing a store.
@@ -125,6 +144,66 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Where a page starts, newest first: the items strictly older than
+/// `(tm_create, id)` (ties on `tm_create` broken by id, descending). The next
+/// page's cursor is [`Cursor::after`] the last item of a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// `tm_create` of the last item seen.
+    pub tm_create: Timestamp,
+    /// Its id.
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The page after the item `(tm_create, id)`.
+    pub fn after(tm_create: Timestamp, id: Uuid) -> Cursor {
+        Cursor { tm_create, id }
+    }
+
+    /// Everything created strictly before `tm_create` (VoIPBin's page token:
+    /// a bare time; the nil id sorts before every other).
+    pub fn before(tm_create: Timestamp) -> Cursor {
+        Cursor { tm_create, id: Uuid::nil() }
+    }
+
+    /// `true` when an item `(tm_create, id)` belongs after this cursor.
+    pub fn admits(&self, tm_create: Timestamp, id: Uuid) -> bool {
+        (tm_create, id) < (self.tm_create, self.id)
+    }
+}
+
+/// What [`Store::close_live_records`] closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Closed {
+    /// Groupcall records set to `hangup`.
+    pub groupcalls: u64,
+    /// Call records set to `hangup` (by `local`, reason `failed`).
+    pub calls: u64,
+}
+
+/// Lowercase hex SHA-256 of an API key: what is stored and looked up (see
+/// the crate documentation for why a fast unsalted hash).
+pub fn hash_api_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// A call record closed by crash reconciliation at `at`.
+pub(crate) fn close_call(c: &mut Call, at: Timestamp) {
+    c.status = records::CallStatus::Hangup;
+    c.hangup_by = records::HangupBy::Local;
+    c.hangup_reason = records::HangupReason::Failed;
+    c.tm_hangup = at;
+    c.tm_update = at;
+}
+
 /// Counters of a store (all since it was opened).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -155,14 +234,51 @@ pub trait Store: Send + Sync {
     fn upsert_groupcall(&self, groupcall: &Groupcall);
     /// Inserts or replaces the call with this id.
     fn upsert_call(&self, call: &Call);
-    /// Inserts or replaces the customer with this id.
+    /// Inserts or replaces the customer with this id. Its `api_keys` are
+    /// the config file's: they are stored hashed ([`hash_api_key`], origin
+    /// config), replacing the customer's previous config keys; the plain keys
+    /// are not kept (so [`Store::customers`] returns none).
     fn upsert_customer(&self, customer: &Customer);
     /// Inserts or replaces the domain with this name.
     fn upsert_domain(&self, domain: &Domain);
-    /// Inserts or replaces the extension `(name, domain)`.
+    /// Inserts or replaces the extension `(name, domain)` as a config one
+    /// (id [`records::config_id`] of `name@domain`, owner the domain's
+    /// customer, no times: 1970). Kept for older callers: prefer
+    /// [`Store::replace_config_extensions`].
     fn upsert_extension(&self, extension: &Extension);
     /// Deletes the extension `name` of `domain`, if any.
     fn delete_extension(&self, name: &str, domain: &str);
+    /// Inserts or replaces the extension `(name, domain)` with its metadata.
+    /// Written again unchanged, it keeps its `tm_create` and `tm_update`;
+    /// changed, it keeps its `tm_create`.
+    fn upsert_extension_record(&self, record: &ExtensionRecord);
+    /// Makes `records` the config file's extensions: each is upserted (with
+    /// origin config, replacing an API one of the same name), and every
+    /// other config-origin extension is deleted. API ones are kept.
+    fn replace_config_extensions(&self, records: &[ExtensionRecord]);
+    /// Marks the groupcall deleted at `at` (`tm_delete`, `tm_update`). A
+    /// later [`Store::upsert_groupcall`] of it (the switch writes a live one
+    /// as it changes) keeps it deleted.
+    fn delete_groupcall(&self, id: Uuid, at: Timestamp);
+    /// Inserts or replaces the ring group with this id (its `tm_create` is
+    /// kept, as for extensions).
+    fn upsert_ringgroup(&self, group: &RingGroup);
+    /// Deletes the ring group with this id, if any.
+    fn delete_ringgroup(&self, id: Uuid);
+    /// Makes `groups` the config file's ring groups (as
+    /// [`Store::replace_config_extensions`]).
+    fn replace_config_ringgroups(&self, groups: &[RingGroup]);
+    /// Inserts or replaces the customer's webhook.
+    fn upsert_webhook(&self, webhook: &Webhook);
+    /// Removes the customer's webhook, if any.
+    fn delete_webhook(&self, customer_id: Uuid);
+    /// Makes `webhooks` the config file's webhooks: each is upserted, every
+    /// other config-origin webhook is removed; API ones are kept.
+    fn replace_config_webhooks(&self, webhooks: &[Webhook]);
+    /// Inserts or replaces an API key (by hash).
+    fn put_api_key(&self, key: &ApiKey);
+    /// Removes the API key with this hash, if any.
+    fn remove_api_key(&self, hash: &str);
 
     /// Blocks until every write queued before this call is durable (committed).
     /// Errors when writes failed since the previous flush, or the writer is
@@ -178,17 +294,59 @@ pub trait Store: Send + Sync {
     fn domains(&self) -> Result<Vec<Domain>, StoreError>;
     /// All extensions, ordered by `(domain, name)`.
     fn extensions(&self) -> Result<Vec<Extension>, StoreError>;
+    /// The extension with this id.
+    fn extension_record(&self, id: Uuid) -> Result<Option<ExtensionRecord>, StoreError>;
+    /// A page of the customer's extensions, newest first (as
+    /// [`Store::list_groupcalls`]).
+    fn list_extension_records(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<ExtensionRecord>, StoreError>;
+    /// The ring group with this id.
+    fn ringgroup(&self, id: Uuid) -> Result<Option<RingGroup>, StoreError>;
+    /// Every ring group, ordered by id (for the switch at start).
+    fn ringgroups(&self) -> Result<Vec<RingGroup>, StoreError>;
+    /// A page of the customer's ring groups, newest first.
+    fn list_ringgroups(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<RingGroup>, StoreError>;
+    /// The customer's webhook.
+    fn webhook(&self, customer_id: Uuid) -> Result<Option<Webhook>, StoreError>;
+    /// Every webhook, ordered by customer id.
+    fn webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+    /// The customer an API key hash ([`hash_api_key`]) belongs to.
+    fn api_key_customer(&self, hash: &str) -> Result<Option<Uuid>, StoreError>;
+    /// A page of the bindings of the customer's domains not expired at `now`,
+    /// ordered by `(aor, contact)`, only those after `after` when given.
+    fn list_bindings(
+        &self,
+        customer_id: Uuid,
+        now: Timestamp,
+        page_size: usize,
+        after: Option<(String, String)>,
+    ) -> Result<Vec<Binding>, StoreError>;
+    /// Crash reconciliation, at start before the switch runs: every groupcall
+    /// and call record a previous run left not in `hangup` is closed at `at`
+    /// (groupcalls: status `hangup`, `tm_update`; calls: also hangup_by
+    /// `local`, hangup_reason `failed`, `tm_hangup`). Everything queued
+    /// before is applied first; returns how many were closed.
+    fn close_live_records(&self, at: Timestamp) -> Result<Closed, StoreError>;
     /// The groupcall with this id (deleted ones included).
     fn groupcall(&self, id: Uuid) -> Result<Option<Groupcall>, StoreError>;
     /// A page of the customer's groupcalls not deleted (`tm_delete` is
     /// "not yet"), newest first by `tm_create` (then by id, descending),
-    /// only those created strictly before `page_token` when given. The next
-    /// page's token is the `tm_create` of the last item.
+    /// only those after `after` (see [`Cursor`]) when given. The next page's
+    /// cursor is [`Cursor::after`] the last item.
     fn list_groupcalls(
         &self,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<Groupcall>, StoreError>;
     /// The call with this id (deleted ones included).
     fn call(&self, id: Uuid) -> Result<Option<Call>, StoreError>;
@@ -197,7 +355,7 @@ pub trait Store: Send + Sync {
         &self,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<Call>, StoreError>;
 
     /// Counters (all zero where the implementation keeps none).

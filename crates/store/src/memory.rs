@@ -1,7 +1,10 @@
 //! [`MemoryStore`]: the [`Store`] in maps, for tests and diskless runs.
 
-use crate::{Store, StoreError};
-use records::{Binding, Call, Customer, Domain, Extension, Groupcall, Timestamp};
+use crate::{close_call, hash_api_key, Closed, Cursor, Store, StoreError};
+use records::{
+    ApiKey, Binding, Call, CallStatus, Customer, Domain, Extension, ExtensionRecord, Groupcall,
+    GroupcallStatus, Origin, RingGroup, Timestamp, Webhook, NIL,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
@@ -12,9 +15,52 @@ struct Maps {
     customers: BTreeMap<Uuid, Customer>,
     domains: BTreeMap<String, Domain>,
     /// Keyed `(domain, name)`.
-    extensions: BTreeMap<(String, String), Extension>,
+    extensions: BTreeMap<(String, String), ExtensionRecord>,
     groupcalls: HashMap<Uuid, Groupcall>,
     calls: HashMap<Uuid, Call>,
+    ringgroups: BTreeMap<Uuid, RingGroup>,
+    webhooks: BTreeMap<Uuid, Webhook>,
+    api_keys: HashMap<String, ApiKey>,
+}
+
+impl Maps {
+    fn domain_customer(&self, domain: &str) -> Uuid {
+        self.domains
+            .values()
+            .find(|d| d.name.eq_ignore_ascii_case(domain))
+            .map_or(NIL, |d| d.customer_id)
+    }
+
+    /// Upserts keeping `tm_create` (and `tm_update` when unchanged), as the
+    /// SQLite store does.
+    fn put_extension(&mut self, mut r: ExtensionRecord) {
+        let key = (r.extension.domain.clone(), r.extension.name.clone());
+        if let Some(old) = self.extensions.get(&key) {
+            if old.tm_create.micros() > 0 {
+                r.tm_create = old.tm_create;
+            }
+            let same = old.extension == r.extension
+                && old.detail == r.detail
+                && old.customer_id == r.customer_id
+                && old.origin == r.origin;
+            if same && old.tm_update.micros() > 0 {
+                r.tm_update = old.tm_update;
+            }
+            if old.id != r.id && self.extensions.values().any(|e| e.id == r.id) {
+                return; // the id belongs to another extension (a unique index in SQL)
+            }
+        } else if self.extensions.values().any(|e| e.id == r.id) {
+            return;
+        }
+        self.extensions.insert(key, r);
+    }
+
+    fn put_ringgroup(&mut self, mut g: RingGroup) {
+        if let Some(old) = self.ringgroups.get(&g.id) {
+            g.tm_create = old.tm_create;
+        }
+        self.ringgroups.insert(g.id, g);
+    }
 }
 
 /// A [`Store`] keeping everything in memory: nothing survives the process.
@@ -42,28 +88,21 @@ impl MemoryStore {
     }
 }
 
-/// Newest first by `tm_create` then id, not deleted, of `customer_id`,
-/// strictly older than `page_token`.
+/// Newest first by `(tm_create, id)`, those `keep` accepts, after `after`.
 fn page<'a, T: Clone + 'a>(
     items: impl Iterator<Item = &'a T>,
-    key: impl Fn(&T) -> (Uuid, Uuid, Timestamp, Timestamp),
-    customer_id: Uuid,
+    key: impl Fn(&T) -> (Timestamp, Uuid),
+    keep: impl Fn(&T) -> bool,
     page_size: usize,
-    page_token: Option<Timestamp>,
+    after: Option<Cursor>,
 ) -> Vec<T> {
     let mut v: Vec<&T> = items
         .filter(|t| {
-            let (_, customer, tm_create, tm_delete) = key(t);
-            customer == customer_id
-                && tm_delete.is_not_yet()
-                && !matches!(page_token, Some(token) if tm_create >= token)
+            let (tm, id) = key(t);
+            keep(t) && !matches!(after, Some(c) if !c.admits(tm, id))
         })
         .collect();
-    v.sort_by(|a, b| {
-        let (a_id, _, a_tm, _) = key(a);
-        let (b_id, _, b_tm, _) = key(b);
-        (b_tm, b_id).cmp(&(a_tm, a_id))
-    });
+    v.sort_by_key(|t| std::cmp::Reverse(key(t)));
     v.into_iter().take(page_size).cloned().collect()
 }
 
@@ -78,7 +117,14 @@ impl Store for MemoryStore {
     }
 
     fn upsert_groupcall(&self, groupcall: &Groupcall) {
-        self.maps().groupcalls.insert(groupcall.id, groupcall.clone());
+        let mut g = groupcall.clone();
+        let mut maps = self.maps();
+        if let Some(old) = maps.groupcalls.get(&g.id) {
+            if !old.tm_delete.is_not_yet() {
+                g.tm_delete = old.tm_delete;
+            }
+        }
+        maps.groupcalls.insert(g.id, g);
     }
 
     fn upsert_call(&self, call: &Call) {
@@ -86,7 +132,21 @@ impl Store for MemoryStore {
     }
 
     fn upsert_customer(&self, customer: &Customer) {
-        self.maps().customers.insert(customer.id, customer.clone());
+        let mut maps = self.maps();
+        let id = customer.id;
+        maps.api_keys.retain(|_, k| !(k.customer_id == id && k.origin == Origin::Config));
+        for key in customer.api_keys.iter().filter(|k| !k.is_empty()) {
+            let hash = hash_api_key(key);
+            let k = ApiKey {
+                hash: hash.clone(),
+                customer_id: id,
+                origin: Origin::Config,
+                tm_create: Timestamp::from_micros(0),
+            };
+            maps.api_keys.insert(hash, k);
+        }
+        let stored = Customer { api_keys: Vec::new(), ..customer.clone() };
+        maps.customers.insert(id, stored);
     }
 
     fn upsert_domain(&self, domain: &Domain) {
@@ -94,12 +154,96 @@ impl Store for MemoryStore {
     }
 
     fn upsert_extension(&self, extension: &Extension) {
+        let mut maps = self.maps();
+        let customer_id = maps.domain_customer(&extension.domain);
         let key = (extension.domain.clone(), extension.name.clone());
-        self.maps().extensions.insert(key, extension.clone());
+        let r = match maps.extensions.get(&key) {
+            Some(old) => ExtensionRecord { extension: extension.clone(), ..old.clone() },
+            None => ExtensionRecord {
+                customer_id,
+                ..ExtensionRecord::from_config(extension.clone(), NIL, Timestamp::from_micros(0))
+            },
+        };
+        maps.extensions.insert(key, r);
     }
 
     fn delete_extension(&self, name: &str, domain: &str) {
         self.maps().extensions.remove(&(domain.to_owned(), name.to_owned()));
+    }
+
+    fn upsert_extension_record(&self, record: &ExtensionRecord) {
+        self.maps().put_extension(record.clone());
+    }
+
+    fn replace_config_extensions(&self, records: &[ExtensionRecord]) {
+        let mut maps = self.maps();
+        let keep: std::collections::HashSet<(String, String)> = records
+            .iter()
+            .map(|r| (r.extension.domain.clone(), r.extension.name.clone()))
+            .collect();
+        maps.extensions.retain(|k, e| e.origin != Origin::Config || keep.contains(k));
+        for r in records {
+            // Config wins over an API extension of the same name.
+            let key = (r.extension.domain.clone(), r.extension.name.clone());
+            if maps.extensions.get(&key).is_some_and(|e| e.origin != Origin::Config) {
+                maps.extensions.remove(&key);
+            }
+            maps.put_extension(ExtensionRecord { origin: Origin::Config, ..r.clone() });
+        }
+    }
+
+    fn delete_groupcall(&self, id: Uuid, at: Timestamp) {
+        if let Some(g) = self.maps().groupcalls.get_mut(&id) {
+            g.tm_delete = at;
+            g.tm_update = at;
+        }
+    }
+
+    fn upsert_ringgroup(&self, group: &RingGroup) {
+        self.maps().put_ringgroup(group.clone());
+    }
+
+    fn delete_ringgroup(&self, id: Uuid) {
+        self.maps().ringgroups.remove(&id);
+    }
+
+    fn replace_config_ringgroups(&self, groups: &[RingGroup]) {
+        let mut maps = self.maps();
+        let keep: std::collections::HashSet<Uuid> = groups.iter().map(|g| g.id).collect();
+        maps.ringgroups.retain(|id, g| g.origin != Origin::Config || keep.contains(id));
+        for g in groups {
+            maps.put_ringgroup(RingGroup { origin: Origin::Config, ..g.clone() });
+        }
+    }
+
+    fn upsert_webhook(&self, webhook: &Webhook) {
+        let mut w = webhook.clone();
+        let mut maps = self.maps();
+        if let Some(old) = maps.webhooks.get(&w.customer_id) {
+            w.tm_create = old.tm_create;
+        }
+        maps.webhooks.insert(w.customer_id, w);
+    }
+
+    fn delete_webhook(&self, customer_id: Uuid) {
+        self.maps().webhooks.remove(&customer_id);
+    }
+
+    fn replace_config_webhooks(&self, webhooks: &[Webhook]) {
+        let keep: std::collections::HashSet<Uuid> =
+            webhooks.iter().map(|w| w.customer_id).collect();
+        self.maps().webhooks.retain(|c, w| w.origin != Origin::Config || keep.contains(c));
+        for w in webhooks {
+            self.upsert_webhook(&Webhook { origin: Origin::Config, ..w.clone() });
+        }
+    }
+
+    fn put_api_key(&self, key: &ApiKey) {
+        self.maps().api_keys.insert(key.hash.clone(), key.clone());
+    }
+
+    fn remove_api_key(&self, hash: &str) {
+        self.maps().api_keys.remove(hash);
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -121,7 +265,98 @@ impl Store for MemoryStore {
     }
 
     fn extensions(&self) -> Result<Vec<Extension>, StoreError> {
-        Ok(self.maps().extensions.values().cloned().collect())
+        Ok(self.maps().extensions.values().map(|e| e.extension.clone()).collect())
+    }
+
+    fn extension_record(&self, id: Uuid) -> Result<Option<ExtensionRecord>, StoreError> {
+        Ok(self.maps().extensions.values().find(|e| e.id == id).cloned())
+    }
+
+    fn list_extension_records(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<ExtensionRecord>, StoreError> {
+        let maps = self.maps();
+        let key = |e: &ExtensionRecord| (e.tm_create, e.id);
+        let keep = |e: &ExtensionRecord| e.customer_id == customer_id;
+        Ok(page(maps.extensions.values(), key, keep, page_size, after))
+    }
+
+    fn ringgroup(&self, id: Uuid) -> Result<Option<RingGroup>, StoreError> {
+        Ok(self.maps().ringgroups.get(&id).cloned())
+    }
+
+    fn ringgroups(&self) -> Result<Vec<RingGroup>, StoreError> {
+        Ok(self.maps().ringgroups.values().cloned().collect())
+    }
+
+    fn list_ringgroups(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<RingGroup>, StoreError> {
+        let maps = self.maps();
+        let key = |g: &RingGroup| (g.tm_create, g.id);
+        let keep = |g: &RingGroup| g.customer_id == customer_id;
+        Ok(page(maps.ringgroups.values(), key, keep, page_size, after))
+    }
+
+    fn webhook(&self, customer_id: Uuid) -> Result<Option<Webhook>, StoreError> {
+        Ok(self.maps().webhooks.get(&customer_id).cloned())
+    }
+
+    fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        Ok(self.maps().webhooks.values().cloned().collect())
+    }
+
+    fn api_key_customer(&self, hash: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(self.maps().api_keys.get(hash).map(|k| k.customer_id))
+    }
+
+    fn list_bindings(
+        &self,
+        customer_id: Uuid,
+        now: Timestamp,
+        page_size: usize,
+        after: Option<(String, String)>,
+    ) -> Result<Vec<Binding>, StoreError> {
+        let maps = self.maps();
+        let domains: Vec<String> = maps
+            .domains
+            .values()
+            .filter(|d| d.customer_id == customer_id)
+            .map(|d| d.name.to_ascii_lowercase())
+            .collect();
+        Ok(maps
+            .bindings
+            .iter()
+            .filter(|(k, b)| {
+                let domain = b.aor.split_once('@').map_or("", |(_, d)| d).to_ascii_lowercase();
+                b.expires_at > now
+                    && domains.contains(&domain)
+                    && !matches!(&after, Some(a) if *k <= a)
+            })
+            .take(page_size)
+            .map(|(_, b)| b.clone())
+            .collect())
+    }
+
+    fn close_live_records(&self, at: Timestamp) -> Result<Closed, StoreError> {
+        let mut maps = self.maps();
+        let mut closed = Closed::default();
+        for g in maps.groupcalls.values_mut().filter(|g| g.status != GroupcallStatus::Hangup) {
+            g.status = GroupcallStatus::Hangup;
+            g.tm_update = at;
+            closed.groupcalls += 1;
+        }
+        for c in maps.calls.values_mut().filter(|c| c.status != CallStatus::Hangup) {
+            close_call(c, at);
+            closed.calls += 1;
+        }
+        Ok(closed)
     }
 
     fn groupcall(&self, id: Uuid) -> Result<Option<Groupcall>, StoreError> {
@@ -132,11 +367,12 @@ impl Store for MemoryStore {
         &self,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<Groupcall>, StoreError> {
         let maps = self.maps();
-        let key = |g: &Groupcall| (g.id, g.customer_id, g.tm_create, g.tm_delete);
-        Ok(page(maps.groupcalls.values(), key, customer_id, page_size, page_token))
+        let key = |g: &Groupcall| (g.tm_create, g.id);
+        let keep = |g: &Groupcall| g.customer_id == customer_id && g.tm_delete.is_not_yet();
+        Ok(page(maps.groupcalls.values(), key, keep, page_size, after))
     }
 
     fn call(&self, id: Uuid) -> Result<Option<Call>, StoreError> {
@@ -147,10 +383,11 @@ impl Store for MemoryStore {
         &self,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<Call>, StoreError> {
         let maps = self.maps();
-        let key = |c: &Call| (c.id, c.customer_id, c.tm_create, c.tm_delete);
-        Ok(page(maps.calls.values(), key, customer_id, page_size, page_token))
+        let key = |c: &Call| (c.tm_create, c.id);
+        let keep = |c: &Call| c.customer_id == customer_id && c.tm_delete.is_not_yet();
+        Ok(page(maps.calls.values(), key, keep, page_size, after))
     }
 }

@@ -58,6 +58,52 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "CREATE INDEX bindings_expires_at ON bindings (expires_at);
     CREATE INDEX groupcalls_paging ON groupcalls (customer_id, tm_create DESC, id DESC);
     CREATE INDEX calls_paging ON calls (customer_id, tm_create DESC, id DESC);",
+    // 3: the REST API's records. Extensions get an id (backfilled at open
+    // for rows written before: UUID v5 needs Rust), owner, free text, origin
+    // and times; ring groups, webhooks and hashed API keys get tables;
+    // groupcalls and calls get a `live` column (status not `hangup`) so that
+    // crash reconciliation finds the live ones without parsing every record.
+    "ALTER TABLE extensions ADD COLUMN id TEXT;
+    ALTER TABLE extensions ADD COLUMN customer_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE extensions ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    ALTER TABLE extensions ADD COLUMN origin TEXT NOT NULL DEFAULT 'config';
+    ALTER TABLE extensions ADD COLUMN tm_create INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE extensions ADD COLUMN tm_update INTEGER NOT NULL DEFAULT 0;
+    UPDATE extensions SET customer_id = COALESCE(
+        (SELECT d.customer_id FROM domains d WHERE d.name = extensions.domain COLLATE NOCASE), '');
+    CREATE UNIQUE INDEX extensions_id ON extensions (id);
+    CREATE INDEX extensions_paging ON extensions (customer_id, tm_create DESC, id DESC);
+    CREATE TABLE ringgroups (
+        id TEXT NOT NULL PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        number TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        tm_create INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX ringgroups_paging ON ringgroups (customer_id, tm_create DESC, id DESC);
+    CREATE TABLE webhooks (
+        customer_id TEXT NOT NULL PRIMARY KEY,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        tm_create INTEGER NOT NULL,
+        tm_update INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE api_keys (
+        hash TEXT NOT NULL PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        tm_create INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX api_keys_customer ON api_keys (customer_id);
+    ALTER TABLE groupcalls ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+    UPDATE groupcalls SET live = (json_extract(data, '$.status') IS NOT 'hangup');
+    UPDATE calls SET live = (json_extract(data, '$.status') IS NOT 'hangup');
+    CREATE INDEX groupcalls_live ON groupcalls (live) WHERE live = 1;
+    CREATE INDEX calls_live ON calls (live) WHERE live = 1;",
 ];
 
 /// The schema version of a database with every migration applied.
@@ -163,10 +209,27 @@ mod tests {
             let mut conn = Connection::open(&path).expect("open");
             assert_eq!(migrate_to(&mut conn, n - 1).expect("migrate"), n - 1);
             assert_eq!(version(&conn).expect("version"), current_version() - 1);
-            assert!(!index_exists(&conn, "calls_paging"));
+            assert!(!index_exists(&conn, "calls_live"));
             conn.execute(
                 "INSERT INTO customers (id, name, api_keys) VALUES (?1, 'old', '[\"k\"]')",
                 [Uuid::nil().to_string()],
+            )
+            .expect("insert");
+            conn.execute(
+                "INSERT INTO domains (name, customer_id, aliases) VALUES ('test', ?1, '[]')",
+                [Uuid::nil().to_string()],
+            )
+            .expect("insert");
+            conn.execute(
+                "INSERT INTO extensions (domain, name, ha1_md5, ha1_sha256, display_name) \
+                 VALUES ('test', 'test11', 'a', 'b', 'T')",
+                [],
+            )
+            .expect("insert");
+            conn.execute(
+                "INSERT INTO calls (id, customer_id, tm_create, tm_delete, data) \
+                 VALUES ('x', 'y', 0, 0, '{\"status\":\"ringing\"}')",
+                [],
             )
             .expect("insert");
         }
@@ -174,12 +237,49 @@ mod tests {
         let customers = s.customers().expect("customers");
         assert_eq!(customers.len(), 1);
         assert_eq!(customers[0].name, "old");
-        assert_eq!(customers[0].api_keys, vec!["k".to_string()]);
+        // The plain key moved to api_keys, hashed.
+        assert!(customers[0].api_keys.is_empty());
+        assert_eq!(s.api_key_customer(&crate::hash_api_key("k")).expect("key"), Some(Uuid::nil()));
+        // The old extension got its stable id and owner.
+        let id = records::config_id("test11@test");
+        let e = s.extension_record(id).expect("read").expect("backfilled id");
+        assert_eq!(e.customer_id, Uuid::nil());
+        assert_eq!(e.extension.display_name, "T");
         drop(s);
         let conn = Connection::open(&path).expect("open");
         assert_eq!(version(&conn).expect("version"), current_version());
         assert!(index_exists(&conn, "calls_paging"));
         assert!(index_exists(&conn, "groupcalls_paging"));
+        assert!(index_exists(&conn, "calls_live"));
+        let live: i64 =
+            conn.query_row("SELECT live FROM calls WHERE id = 'x'", [], |r| r.get(0)).expect("q");
+        assert_eq!(live, 1, "a ringing call is live after the upgrade");
+    }
+
+    /// The list query of the REST API reads the page from the paging index,
+    /// in order: no sort, no scan of other customers' or older records.
+    #[test]
+    fn paging_query_uses_the_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("db")).expect("open");
+        migrate_to(&mut conn, MIGRATIONS.len()).expect("migrate");
+        for table in ["groupcalls", "calls"] {
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT id, data FROM {table} WHERE customer_id = ?1 \
+                 AND tm_delete = ?2 AND (tm_create, id) < (?3, ?4) \
+                 ORDER BY tm_create DESC, id DESC LIMIT ?5"
+            );
+            let plan: Vec<String> = conn
+                .prepare(&sql)
+                .expect("prepare")
+                .query_map([1, 2, 3, 4, 5], |r| r.get::<_, String>(3))
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let plan = plan.join("; ");
+            assert!(plan.contains(&format!("USING INDEX {table}_paging")), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
     }
 
     #[test]

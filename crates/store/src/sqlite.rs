@@ -1,8 +1,11 @@
 //! [`SqliteStore`]: one writer thread with its own connection, batching
 //! queued writes into transactions; reads on a second connection.
 
-use crate::{schema, Store, StoreError, StoreStats};
-use records::{Binding, Call, Customer, Domain, Extension, Groupcall, Timestamp};
+use crate::{hash_api_key, schema, Closed, Cursor, Store, StoreError, StoreStats};
+use records::{
+    config_id, ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
+    Origin, RingGroup, Timestamp, Webhook, NIL,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -54,6 +57,17 @@ enum Op {
     UpsertDomain(Domain),
     UpsertExtension(Extension),
     DeleteExtension { name: String, domain: String },
+    UpsertExtensionRecord(Box<ExtensionRecord>),
+    ReplaceConfigExtensions(Vec<ExtensionRecord>),
+    DeleteGroupcall { id: Uuid, at: Timestamp },
+    UpsertRingGroup(Box<RingGroup>),
+    DeleteRingGroup(Uuid),
+    ReplaceConfigRingGroups(Vec<RingGroup>),
+    UpsertWebhook(Webhook),
+    DeleteWebhook(Uuid),
+    ReplaceConfigWebhooks(Vec<Webhook>),
+    PutApiKey(ApiKey),
+    RemoveApiKey(String),
 }
 
 /// Drops every groupcall or call upsert that a later upsert of the same
@@ -81,6 +95,16 @@ enum Msg {
     /// Commit what came before, then answer with the number of writes that
     /// failed since the previous flush.
     Flush(mpsc::SyncSender<u64>),
+    /// Commit what came before, then close the live records (crash
+    /// reconciliation) and answer with the counts.
+    Close(Timestamp, mpsc::SyncSender<Result<Closed, String>>),
+}
+
+/// What ends a batch early: a flush or a reconciliation, answered after the
+/// batch is committed.
+enum Barrier {
+    Flush(mpsc::SyncSender<u64>),
+    Close(Timestamp, mpsc::SyncSender<Result<Closed, String>>),
 }
 
 #[derive(Default)]
@@ -138,6 +162,7 @@ impl SqliteStore {
         let mut wconn = Connection::open(&path)?;
         configure(&wconn, &opts)?;
         let applied = schema::migrate_to(&mut wconn, schema::MIGRATIONS.len())?;
+        backfill(&mut wconn)?;
         let rconn = Connection::open(&path)?;
         configure(&rconn, &opts)?;
         tracing::info!(path = %path.display(), migrations_applied = applied, "store: opened");
@@ -197,18 +222,20 @@ impl SqliteStore {
         table: &str,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<T>, StoreError> {
         let conn = self.reader();
+        // The row-value comparison walks the (customer_id, tm_create DESC,
+        // id DESC) index from the cursor: no record outside the page is read.
         let sql = format!(
             "SELECT id, data FROM {table} WHERE customer_id = ?1 AND tm_delete = ?2 \
-             AND tm_create < ?3 ORDER BY tm_create DESC, id DESC LIMIT ?4"
+             AND (tm_create, id) < (?3, ?4) ORDER BY tm_create DESC, id DESC LIMIT ?5"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let before = page_token.map_or(i64::MAX, Timestamp::micros);
+        let (before, before_id) = cursor_params(after);
         let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
         let rows = stmt.query_map(
-            params![customer_id.to_string(), Timestamp::NOT_YET.micros(), before, limit],
+            params![customer_id.to_string(), Timestamp::NOT_YET.micros(), before, before_id, limit],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
         )?;
         let mut out = Vec::new();
@@ -249,6 +276,115 @@ impl Drop for SqliteStore {
             }
         }
     }
+}
+
+/// `(tm_create, id)` bounds of a page: before the cursor, or before
+/// everything.
+fn cursor_params(after: Option<Cursor>) -> (i64, String) {
+    match after {
+        Some(c) => (c.tm_create.micros(), c.id.to_string()),
+        None => (i64::MAX, String::new()),
+    }
+}
+
+/// Rows written before the schema had them: extension ids (UUID v5, which
+/// SQL cannot compute) and API keys stored in plain text in `customers`
+/// (moved to `api_keys`, hashed). Idempotent; nothing to do on a new file.
+fn backfill(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let missing: Vec<(String, String)> = tx
+        .prepare("SELECT domain, name FROM extensions WHERE id IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (domain, name) in &missing {
+        tx.execute(
+            "UPDATE extensions SET id = ?1 WHERE domain = ?2 AND name = ?3",
+            params![config_id(&format!("{name}@{domain}")).to_string(), domain, name],
+        )?;
+    }
+    let plain: Vec<(String, String)> = tx
+        .prepare("SELECT id, api_keys FROM customers WHERE api_keys <> '[]'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (customer, keys) in &plain {
+        for key in json_list(keys).unwrap_or_default().iter().filter(|k| !k.is_empty()) {
+            tx.execute(
+                "INSERT INTO api_keys (hash, customer_id, origin, tm_create) \
+                 VALUES (?1, ?2, 'config', 0) ON CONFLICT (hash) DO NOTHING",
+                params![hash_api_key(key), customer],
+            )?;
+        }
+        tx.execute("UPDATE customers SET api_keys = '[]' WHERE id = ?1", [customer])?;
+    }
+    tx.commit()?;
+    if !missing.is_empty() || !plain.is_empty() {
+        tracing::info!(
+            extensions = missing.len(),
+            customers = plain.len(),
+            "store: backfilled extension ids and hashed API keys"
+        );
+    }
+    Ok(())
+}
+
+/// A UUID column; empty (rows from before it existed) is nil.
+fn uuid_col(text: &str) -> Result<Uuid, String> {
+    if text.is_empty() {
+        return Ok(NIL);
+    }
+    Uuid::parse_str(text).map_err(|e| format!("bad uuid {text:?}: {e}"))
+}
+
+const EXTENSION_COLUMNS: &str = "domain, name, ha1_md5, ha1_sha256, display_name, id, \
+     customer_id, detail, origin, tm_create, tm_update";
+
+fn extension_record_from_row(r: &Row<'_>) -> Result<ExtensionRecord, String> {
+    let domain: String = r.get(0).map_err(s)?;
+    let name: String = r.get(1).map_err(s)?;
+    let ctx = |e: String| format!("extension {name}@{domain}: {e}");
+    let id: Option<String> = r.get(5).map_err(s).map_err(ctx)?;
+    let id = match id {
+        Some(id) => uuid_col(&id).map_err(ctx)?,
+        None => config_id(&format!("{name}@{domain}")),
+    };
+    Ok(ExtensionRecord {
+        id,
+        customer_id: uuid_col(&r.get::<_, String>(6).map_err(s).map_err(ctx)?).map_err(ctx)?,
+        detail: r.get(7).map_err(s).map_err(ctx)?,
+        origin: Origin::from_str_lossy(&r.get::<_, String>(8).map_err(s).map_err(ctx)?),
+        tm_create: Timestamp::from_micros(r.get(9).map_err(s).map_err(ctx)?),
+        tm_update: Timestamp::from_micros(r.get(10).map_err(s).map_err(ctx)?),
+        tm_delete: Timestamp::NOT_YET,
+        extension: Extension {
+            ha1_md5: r.get(2).map_err(s).map_err(ctx)?,
+            ha1_sha256: r.get(3).map_err(s).map_err(ctx)?,
+            display_name: r.get(4).map_err(s).map_err(ctx)?,
+            name: name.clone(),
+            domain: domain.clone(),
+        },
+    })
+}
+
+/// A ring group row: the JSON record, with the columns that the store owns
+/// (`tm_create` kept across upserts) laid over it.
+fn ringgroup_from_row(r: &Row<'_>) -> Result<RingGroup, String> {
+    let id: String = r.get(0).map_err(s)?;
+    let data: String = r.get(1).map_err(s)?;
+    let mut g: RingGroup =
+        serde_json::from_str(&data).map_err(|e| format!("ringgroup {id}: {e}"))?;
+    g.tm_create = Timestamp::from_micros(r.get(2).map_err(s)?);
+    Ok(g)
+}
+
+fn webhook_from_row(r: &Row<'_>) -> Result<Webhook, String> {
+    Ok(Webhook {
+        customer_id: uuid_col(&r.get::<_, String>(0).map_err(s)?)?,
+        url: r.get(1).map_err(s)?,
+        secret: r.get(2).map_err(s)?,
+        origin: Origin::from_str_lossy(&r.get::<_, String>(3).map_err(s)?),
+        tm_create: Timestamp::from_micros(r.get(4).map_err(s)?),
+        tm_update: Timestamp::from_micros(r.get(5).map_err(s)?),
+    })
 }
 
 /// Reads a row with `f`, turning decode failures into a message so that one
@@ -336,6 +472,50 @@ impl Store for SqliteStore {
         self.enqueue(Op::DeleteExtension { name: name.to_owned(), domain: domain.to_owned() });
     }
 
+    fn upsert_extension_record(&self, record: &ExtensionRecord) {
+        self.enqueue(Op::UpsertExtensionRecord(Box::new(record.clone())));
+    }
+
+    fn replace_config_extensions(&self, records: &[ExtensionRecord]) {
+        self.enqueue(Op::ReplaceConfigExtensions(records.to_vec()));
+    }
+
+    fn delete_groupcall(&self, id: Uuid, at: Timestamp) {
+        self.enqueue(Op::DeleteGroupcall { id, at });
+    }
+
+    fn upsert_ringgroup(&self, group: &RingGroup) {
+        self.enqueue(Op::UpsertRingGroup(Box::new(group.clone())));
+    }
+
+    fn delete_ringgroup(&self, id: Uuid) {
+        self.enqueue(Op::DeleteRingGroup(id));
+    }
+
+    fn replace_config_ringgroups(&self, groups: &[RingGroup]) {
+        self.enqueue(Op::ReplaceConfigRingGroups(groups.to_vec()));
+    }
+
+    fn upsert_webhook(&self, webhook: &Webhook) {
+        self.enqueue(Op::UpsertWebhook(webhook.clone()));
+    }
+
+    fn delete_webhook(&self, customer_id: Uuid) {
+        self.enqueue(Op::DeleteWebhook(customer_id));
+    }
+
+    fn replace_config_webhooks(&self, webhooks: &[Webhook]) {
+        self.enqueue(Op::ReplaceConfigWebhooks(webhooks.to_vec()));
+    }
+
+    fn put_api_key(&self, key: &ApiKey) {
+        self.enqueue(Op::PutApiKey(key.clone()));
+    }
+
+    fn remove_api_key(&self, hash: &str) {
+        self.enqueue(Op::RemoveApiKey(hash.to_owned()));
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         let tx = self.tx.as_ref().ok_or(StoreError::WriterGone)?;
         let (done_tx, done_rx) = mpsc::sync_channel(1);
@@ -420,6 +600,144 @@ impl Store for SqliteStore {
         )
     }
 
+    fn extension_record(&self, id: Uuid) -> Result<Option<ExtensionRecord>, StoreError> {
+        let sql = format!("SELECT {EXTENSION_COLUMNS} FROM extensions WHERE id = ?1");
+        let mut v = decode_all(
+            &self.reader(),
+            &sql,
+            [id.to_string()],
+            "extension",
+            extension_record_from_row,
+        )?;
+        Ok(v.pop())
+    }
+
+    fn list_extension_records(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<ExtensionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EXTENSION_COLUMNS} FROM extensions WHERE customer_id = ?1 \
+             AND (tm_create, id) < (?2, ?3) ORDER BY tm_create DESC, id DESC LIMIT ?4"
+        );
+        let (before, before_id) = cursor_params(after);
+        let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
+        decode_all(
+            &self.reader(),
+            &sql,
+            params![customer_id.to_string(), before, before_id, limit],
+            "extension",
+            extension_record_from_row,
+        )
+    }
+
+    fn ringgroup(&self, id: Uuid) -> Result<Option<RingGroup>, StoreError> {
+        let mut v = decode_all(
+            &self.reader(),
+            "SELECT id, data, tm_create FROM ringgroups WHERE id = ?1",
+            [id.to_string()],
+            "ringgroup",
+            ringgroup_from_row,
+        )?;
+        Ok(v.pop())
+    }
+
+    fn ringgroups(&self) -> Result<Vec<RingGroup>, StoreError> {
+        decode_all(
+            &self.reader(),
+            "SELECT id, data, tm_create FROM ringgroups ORDER BY id",
+            [],
+            "ringgroup",
+            ringgroup_from_row,
+        )
+    }
+
+    fn list_ringgroups(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<RingGroup>, StoreError> {
+        let (before, before_id) = cursor_params(after);
+        let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
+        decode_all(
+            &self.reader(),
+            "SELECT id, data, tm_create FROM ringgroups WHERE customer_id = ?1 \
+             AND (tm_create, id) < (?2, ?3) ORDER BY tm_create DESC, id DESC LIMIT ?4",
+            params![customer_id.to_string(), before, before_id, limit],
+            "ringgroup",
+            ringgroup_from_row,
+        )
+    }
+
+    fn webhook(&self, customer_id: Uuid) -> Result<Option<Webhook>, StoreError> {
+        let mut v = decode_all(
+            &self.reader(),
+            "SELECT customer_id, url, secret, origin, tm_create, tm_update FROM webhooks \
+             WHERE customer_id = ?1",
+            [customer_id.to_string()],
+            "webhook",
+            webhook_from_row,
+        )?;
+        Ok(v.pop())
+    }
+
+    fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        decode_all(
+            &self.reader(),
+            "SELECT customer_id, url, secret, origin, tm_create, tm_update FROM webhooks \
+             ORDER BY customer_id",
+            [],
+            "webhook",
+            webhook_from_row,
+        )
+    }
+
+    fn api_key_customer(&self, hash: &str) -> Result<Option<Uuid>, StoreError> {
+        let conn = self.reader();
+        let id: Option<String> = conn
+            .prepare_cached("SELECT customer_id FROM api_keys WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
+            .optional()?;
+        id.map(|id| uuid_col(&id).map_err(StoreError::Corrupt)).transpose()
+    }
+
+    fn list_bindings(
+        &self,
+        customer_id: Uuid,
+        now: Timestamp,
+        page_size: usize,
+        after: Option<(String, String)>,
+    ) -> Result<Vec<Binding>, StoreError> {
+        let (aor, contact) = after.unwrap_or_default();
+        let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
+        decode_all(
+            &self.reader(),
+            "SELECT aor, contact, instance, reg_id, q, expires_at, call_id, cseq, transport, \
+             source, local, user_agent FROM bindings WHERE expires_at > ?1 \
+             AND (aor, contact) > (?2, ?3) \
+             AND lower(substr(aor, instr(aor, '@') + 1)) IN \
+                 (SELECT lower(name) FROM domains WHERE customer_id = ?4) \
+             ORDER BY aor, contact LIMIT ?5",
+            params![now.micros(), aor, contact, customer_id.to_string(), limit],
+            "binding",
+            binding_from_row,
+        )
+    }
+
+    fn close_live_records(&self, at: Timestamp) -> Result<Closed, StoreError> {
+        let tx = self.tx.as_ref().ok_or(StoreError::WriterGone)?;
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        tx.send(Msg::Close(at, done_tx)).map_err(|_| StoreError::WriterGone)?;
+        match done_rx.recv() {
+            Ok(Ok(closed)) => Ok(closed),
+            Ok(Err(e)) => Err(StoreError::Corrupt(format!("closing live records: {e}"))),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
     fn groupcall(&self, id: Uuid) -> Result<Option<Groupcall>, StoreError> {
         self.get_json("groupcalls", id)
     }
@@ -428,9 +746,9 @@ impl Store for SqliteStore {
         &self,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<Groupcall>, StoreError> {
-        self.list_json("groupcalls", customer_id, page_size, page_token)
+        self.list_json("groupcalls", customer_id, page_size, after)
     }
 
     fn call(&self, id: Uuid) -> Result<Option<Call>, StoreError> {
@@ -441,9 +759,9 @@ impl Store for SqliteStore {
         &self,
         customer_id: Uuid,
         page_size: usize,
-        page_token: Option<Timestamp>,
+        after: Option<Cursor>,
     ) -> Result<Vec<Call>, StoreError> {
-        self.list_json("calls", customer_id, page_size, page_token)
+        self.list_json("calls", customer_id, page_size, after)
     }
 
     fn stats(&self) -> StoreStats {
@@ -475,7 +793,8 @@ impl Writer {
             let mut flushes = Vec::new();
             match self.rx.recv() {
                 Ok(Msg::Op(op)) => batch.push(op),
-                Ok(Msg::Flush(done)) => flushes.push(done),
+                Ok(Msg::Flush(done)) => flushes.push(Barrier::Flush(done)),
+                Ok(Msg::Close(at, done)) => flushes.push(Barrier::Close(at, done)),
                 Err(_) => break,
             }
             if flushes.is_empty() && self.opts.max_delay.is_zero() {
@@ -483,7 +802,11 @@ impl Writer {
                     match self.rx.try_recv() {
                         Ok(Msg::Op(op)) => batch.push(op),
                         Ok(Msg::Flush(done)) => {
-                            flushes.push(done);
+                            flushes.push(Barrier::Flush(done));
+                            break;
+                        }
+                        Ok(Msg::Close(at, done)) => {
+                            flushes.push(Barrier::Close(at, done));
                             break;
                         }
                         Err(mpsc::TryRecvError::Empty) => break,
@@ -500,7 +823,11 @@ impl Writer {
                     match self.rx.recv_timeout(left) {
                         Ok(Msg::Op(op)) => batch.push(op),
                         Ok(Msg::Flush(done)) => {
-                            flushes.push(done);
+                            flushes.push(Barrier::Flush(done));
+                            break;
+                        }
+                        Ok(Msg::Close(at, done)) => {
+                            flushes.push(Barrier::Close(at, done));
                             break;
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
@@ -518,10 +845,21 @@ impl Writer {
             let batch = coalesce(batch);
             self.counters.written.fetch_add((before - batch.len()) as u64, Relaxed);
             failed_since_flush += self.commit(&batch);
-            for done in flushes {
-                // The flusher may have given up waiting; nothing to do then.
-                let _ = done.send(failed_since_flush);
-                failed_since_flush = 0;
+            for barrier in flushes {
+                // The asker may have given up waiting; nothing to do then.
+                match barrier {
+                    Barrier::Flush(done) => {
+                        let _ = done.send(failed_since_flush);
+                        failed_since_flush = 0;
+                    }
+                    Barrier::Close(at, done) => {
+                        let r = close_live(&mut self.conn, at).map_err(|e| e.to_string());
+                        if let Err(e) = &r {
+                            tracing::error!(error = %e, "store: closing live records failed");
+                        }
+                        let _ = done.send(r);
+                    }
+                }
             }
         }
         tracing::debug!("store: writer stopped");
@@ -568,6 +906,25 @@ impl Writer {
     }
 }
 
+/// Crash reconciliation: every live groupcall and call record closed at `at`.
+fn close_live(conn: &mut Connection, at: Timestamp) -> rusqlite::Result<Closed> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let when = at.to_string();
+    let groupcalls = tx.execute(
+        "UPDATE groupcalls SET live = 0, \
+         data = json_set(data, '$.status', 'hangup', '$.tm_update', ?1) WHERE live = 1",
+        [&when],
+    )?;
+    let calls = tx.execute(
+        "UPDATE calls SET live = 0, \
+         data = json_set(data, '$.status', 'hangup', '$.hangup_by', 'local', \
+         '$.hangup_reason', 'failed', '$.tm_hangup', ?1, '$.tm_update', ?1) WHERE live = 1",
+        [&when],
+    )?;
+    tx.commit()?;
+    Ok(Closed { groupcalls: groupcalls as u64, calls: calls as u64 })
+}
+
 /// One transaction; a write failing alone is logged, counted and skipped.
 fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -597,6 +954,17 @@ impl Op {
             Op::UpsertDomain(_) => "upsert_domain",
             Op::UpsertExtension(_) => "upsert_extension",
             Op::DeleteExtension { .. } => "delete_extension",
+            Op::UpsertExtensionRecord(_) => "upsert_extension_record",
+            Op::ReplaceConfigExtensions(_) => "replace_config_extensions",
+            Op::DeleteGroupcall { .. } => "delete_groupcall",
+            Op::UpsertRingGroup(_) => "upsert_ringgroup",
+            Op::DeleteRingGroup(_) => "delete_ringgroup",
+            Op::ReplaceConfigRingGroups(_) => "replace_config_ringgroups",
+            Op::UpsertWebhook(_) => "upsert_webhook",
+            Op::DeleteWebhook(_) => "delete_webhook",
+            Op::ReplaceConfigWebhooks(_) => "replace_config_webhooks",
+            Op::PutApiKey(_) => "put_api_key",
+            Op::RemoveApiKey(_) => "remove_api_key",
         }
     }
 }
@@ -638,17 +1006,34 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
                 .execute(params![aor, contact])?;
         }
         Op::UpsertGroupcall(g) => {
-            upsert_json(conn, "groupcalls", g.id, g.customer_id, g.tm_create, g.tm_delete, g)?
+            let live = g.status != records::GroupcallStatus::Hangup;
+            upsert_json(conn, "groupcalls", g.id, g.customer_id, g.tm_create, g.tm_delete, live, g)?
         }
         Op::UpsertCall(c) => {
-            upsert_json(conn, "calls", c.id, c.customer_id, c.tm_create, c.tm_delete, c)?
+            let live = c.status != records::CallStatus::Hangup;
+            upsert_json(conn, "calls", c.id, c.customer_id, c.tm_create, c.tm_delete, live, c)?
         }
         Op::UpsertCustomer(c) => {
             conn.prepare_cached(
-                "INSERT INTO customers (id, name, api_keys) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, api_keys = excluded.api_keys",
+                "INSERT INTO customers (id, name, api_keys) VALUES (?1, ?2, '[]') \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, api_keys = '[]'",
             )?
-            .execute(params![c.id.to_string(), c.name, to_json(&c.api_keys)?])?;
+            .execute(params![c.id.to_string(), c.name])?;
+            conn.prepare_cached(
+                "DELETE FROM api_keys WHERE customer_id = ?1 AND origin = 'config'",
+            )?
+            .execute([c.id.to_string()])?;
+            for key in c.api_keys.iter().filter(|k| !k.is_empty()) {
+                put_api_key(
+                    conn,
+                    &ApiKey {
+                        hash: hash_api_key(key),
+                        customer_id: c.id,
+                        origin: Origin::Config,
+                        tm_create: Timestamp::from_micros(0),
+                    },
+                )?;
+            }
         }
         Op::UpsertDomain(d) => {
             conn.prepare_cached(
@@ -664,8 +1049,10 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
         }
         Op::UpsertExtension(e) => {
             conn.prepare_cached(
-                "INSERT INTO extensions (domain, name, ha1_md5, ha1_sha256, display_name) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                "INSERT INTO extensions (domain, name, ha1_md5, ha1_sha256, display_name, id, \
+                 customer_id, origin, tm_create, tm_update) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE((SELECT customer_id FROM domains \
+                 WHERE name = ?1 COLLATE NOCASE), ''), 'config', 0, 0) \
                  ON CONFLICT (domain, name) DO UPDATE SET ha1_md5 = excluded.ha1_md5, \
                  ha1_sha256 = excluded.ha1_sha256, display_name = excluded.display_name",
             )?
@@ -674,17 +1061,192 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
                 e.name,
                 e.ha1_md5,
                 e.ha1_sha256,
-                e.display_name
+                e.display_name,
+                config_id(&e.aor()).to_string(),
             ])?;
         }
         Op::DeleteExtension { name, domain } => {
             conn.prepare_cached("DELETE FROM extensions WHERE domain = ?1 AND name = ?2")?
                 .execute(params![domain, name])?;
         }
+        Op::UpsertExtensionRecord(r) => upsert_extension_record(conn, r)?,
+        Op::ReplaceConfigExtensions(records) => {
+            let keep: std::collections::HashSet<(&str, &str)> = records
+                .iter()
+                .map(|r| (r.extension.domain.as_str(), r.extension.name.as_str()))
+                .collect();
+            let stale: Vec<(String, String)> = conn
+                .prepare_cached("SELECT domain, name FROM extensions WHERE origin = 'config'")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(String, String)>, _>>()?
+                .into_iter()
+                .filter(|(d, n)| !keep.contains(&(d.as_str(), n.as_str())))
+                .collect();
+            for (domain, name) in stale {
+                conn.prepare_cached("DELETE FROM extensions WHERE domain = ?1 AND name = ?2")?
+                    .execute(params![domain, name])?;
+            }
+            for r in records {
+                upsert_extension_record(
+                    conn,
+                    &ExtensionRecord { origin: Origin::Config, ..r.clone() },
+                )?;
+            }
+        }
+        Op::DeleteGroupcall { id, at } => {
+            let when = at.to_string();
+            conn.prepare_cached(
+                "UPDATE groupcalls SET tm_delete = ?2, \
+                 data = json_set(data, '$.tm_delete', ?3, '$.tm_update', ?3) WHERE id = ?1",
+            )?
+            .execute(params![id.to_string(), at.micros(), when])?;
+        }
+        Op::UpsertRingGroup(g) => upsert_ringgroup(conn, g)?,
+        Op::DeleteRingGroup(id) => {
+            conn.prepare_cached("DELETE FROM ringgroups WHERE id = ?1")?
+                .execute([id.to_string()])?;
+        }
+        Op::ReplaceConfigRingGroups(groups) => {
+            let keep: std::collections::HashSet<String> =
+                groups.iter().map(|g| g.id.to_string()).collect();
+            let stale: Vec<String> = conn
+                .prepare_cached("SELECT id FROM ringgroups WHERE origin = 'config'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?
+                .into_iter()
+                .filter(|id| !keep.contains(id))
+                .collect();
+            for id in stale {
+                conn.prepare_cached("DELETE FROM ringgroups WHERE id = ?1")?.execute([id])?;
+            }
+            for g in groups {
+                upsert_ringgroup(conn, &RingGroup { origin: Origin::Config, ..g.clone() })?;
+            }
+        }
+        Op::UpsertWebhook(w) => upsert_webhook(conn, w)?,
+        Op::DeleteWebhook(customer) => {
+            conn.prepare_cached("DELETE FROM webhooks WHERE customer_id = ?1")?
+                .execute([customer.to_string()])?;
+        }
+        Op::ReplaceConfigWebhooks(webhooks) => {
+            let keep: std::collections::HashSet<String> =
+                webhooks.iter().map(|w| w.customer_id.to_string()).collect();
+            let stale: Vec<String> = conn
+                .prepare_cached("SELECT customer_id FROM webhooks WHERE origin = 'config'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?
+                .into_iter()
+                .filter(|id| !keep.contains(id))
+                .collect();
+            for id in stale {
+                conn.prepare_cached("DELETE FROM webhooks WHERE customer_id = ?1")?
+                    .execute([id])?;
+            }
+            for w in webhooks {
+                upsert_webhook(conn, &Webhook { origin: Origin::Config, ..w.clone() })?;
+            }
+        }
+        Op::PutApiKey(k) => put_api_key(conn, k)?,
+        Op::RemoveApiKey(hash) => {
+            conn.prepare_cached("DELETE FROM api_keys WHERE hash = ?1")?.execute([hash])?;
+        }
     }
     Ok(())
 }
 
+fn put_api_key(conn: &Connection, k: &ApiKey) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO api_keys (hash, customer_id, origin, tm_create) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (hash) DO UPDATE SET customer_id = excluded.customer_id, \
+         origin = excluded.origin",
+    )?
+    .execute(params![
+        k.hash,
+        k.customer_id.to_string(),
+        k.origin.as_str(),
+        k.tm_create.micros()
+    ])?;
+    Ok(())
+}
+
+/// Keeps `tm_create` (when known), and `tm_update` when nothing changed.
+fn upsert_extension_record(conn: &Connection, r: &ExtensionRecord) -> rusqlite::Result<()> {
+    let e = &r.extension;
+    conn.prepare_cached(
+        "INSERT INTO extensions (domain, name, ha1_md5, ha1_sha256, display_name, id, \
+         customer_id, detail, origin, tm_create, tm_update) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         ON CONFLICT (domain, name) DO UPDATE SET \
+         tm_create = CASE WHEN extensions.tm_create > 0 THEN extensions.tm_create \
+             ELSE excluded.tm_create END, \
+         tm_update = CASE WHEN extensions.tm_update > 0 AND \
+             (extensions.ha1_md5, extensions.ha1_sha256, extensions.display_name, \
+              extensions.customer_id, extensions.detail, extensions.origin) = \
+             (excluded.ha1_md5, excluded.ha1_sha256, excluded.display_name, \
+              excluded.customer_id, excluded.detail, excluded.origin) \
+             THEN extensions.tm_update ELSE excluded.tm_update END, \
+         ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, \
+         display_name = excluded.display_name, id = excluded.id, \
+         customer_id = excluded.customer_id, detail = excluded.detail, origin = excluded.origin",
+    )?
+    .execute(params![
+        e.domain,
+        e.name,
+        e.ha1_md5,
+        e.ha1_sha256,
+        e.display_name,
+        r.id.to_string(),
+        r.customer_id.to_string(),
+        r.detail,
+        r.origin.as_str(),
+        r.tm_create.micros(),
+        r.tm_update.micros(),
+    ])?;
+    Ok(())
+}
+
+fn upsert_ringgroup(conn: &Connection, g: &RingGroup) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ringgroups (id, customer_id, domain, number, origin, tm_create, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+         domain = excluded.domain, number = excluded.number, origin = excluded.origin, \
+         data = excluded.data",
+    )?
+    .execute(params![
+        g.id.to_string(),
+        g.customer_id.to_string(),
+        g.domain,
+        g.number,
+        g.origin.as_str(),
+        g.tm_create.micros(),
+        to_json(g)?,
+    ])?;
+    Ok(())
+}
+
+fn upsert_webhook(conn: &Connection, w: &Webhook) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO webhooks (customer_id, url, secret, origin, tm_create, tm_update) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (customer_id) DO UPDATE SET url = excluded.url, secret = excluded.secret, \
+         origin = excluded.origin, tm_update = excluded.tm_update",
+    )?
+    .execute(params![
+        w.customer_id.to_string(),
+        w.url,
+        w.secret,
+        w.origin.as_str(),
+        w.tm_create.micros(),
+        w.tm_update.micros(),
+    ])?;
+    Ok(())
+}
+
+/// Upserts a groupcall or call; once deleted (`tm_delete` set, by
+/// [`Store::delete_groupcall`]), a record stays deleted: the column and the
+/// JSON keep the stored `tm_delete`.
+#[allow(clippy::too_many_arguments)]
 fn upsert_json(
     conn: &Connection,
     table: &str,
@@ -692,20 +1254,28 @@ fn upsert_json(
     customer_id: Uuid,
     tm_create: Timestamp,
     tm_delete: Timestamp,
+    live: bool,
     record: &impl serde::Serialize,
 ) -> rusqlite::Result<()> {
     let sql = format!(
-        "INSERT INTO {table} (id, customer_id, tm_create, tm_delete, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5) \
+        "INSERT INTO {table} (id, customer_id, tm_create, tm_delete, live, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
          ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
-         tm_create = excluded.tm_create, tm_delete = excluded.tm_delete, data = excluded.data"
+         tm_create = excluded.tm_create, live = excluded.live, \
+         tm_delete = CASE WHEN {table}.tm_delete <> ?7 THEN {table}.tm_delete \
+             ELSE excluded.tm_delete END, \
+         data = CASE WHEN {table}.tm_delete <> ?7 \
+             THEN json_set(excluded.data, '$.tm_delete', json_extract({table}.data, '$.tm_delete')) \
+             ELSE excluded.data END"
     );
     conn.prepare_cached(&sql)?.execute(params![
         id.to_string(),
         customer_id.to_string(),
         tm_create.micros(),
         tm_delete.micros(),
+        live,
         to_json(record)?,
+        Timestamp::NOT_YET.micros(),
     ])?;
     Ok(())
 }

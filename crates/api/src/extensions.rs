@@ -1,0 +1,349 @@
+//! `/v1.0/extensions`: phone accounts in VoIPBin's shape (`id, customer_id,
+//! name, detail, extension, domain_name, username, tm_*`). The password is
+//! write-only: only its HA1 hashes (MD5 and SHA-256, realm = domain) are
+//! kept, and no response carries it. A change is stored and sent to the
+//! switch (`PutExtension` / `RemoveExtension`), so it takes effect for the
+//! next REGISTER or INVITE without a restart; extensions from the config
+//! file are shown with `origin: config` and refuse changes (409 READ_ONLY).
+
+use crate::auth::CustomerId;
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::extract::{Body, IdPath, Params};
+use crate::paging::{page, page_type, PageQuery};
+use crate::ApiState;
+use axum::extract::State;
+use axum::Json;
+use records::{ExtensionRecord, Origin, Timestamp};
+use serde::{Deserialize, Serialize};
+use switch::{Command, CommandOutcome};
+use uuid::Uuid;
+
+/// An extension as the API shows it (never a password or a hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Extension {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub customer_id: Uuid,
+    /// Display name (caller-ID name).
+    pub name: String,
+    /// Free text.
+    pub detail: String,
+    /// The extension (SIP user part, `test11`).
+    pub extension: String,
+    /// The SIP domain (`test`): the phone registers as `extension@domain_name`.
+    pub domain_name: String,
+    /// The digest username (the extension).
+    pub username: String,
+    /// `config` (read-only) or `api`.
+    pub origin: Origin,
+    /// Created.
+    pub tm_create: Timestamp,
+    /// Last changed.
+    pub tm_update: Timestamp,
+    /// Deleted.
+    pub tm_delete: Timestamp,
+}
+
+impl From<&ExtensionRecord> for Extension {
+    fn from(r: &ExtensionRecord) -> Self {
+        Extension {
+            id: r.id,
+            customer_id: r.customer_id,
+            name: r.extension.display_name.clone(),
+            detail: r.detail.clone(),
+            extension: r.extension.name.clone(),
+            domain_name: r.extension.domain.clone(),
+            username: r.extension.name.clone(),
+            origin: r.origin,
+            tm_create: r.tm_create,
+            tm_update: r.tm_update,
+            tm_delete: r.tm_delete,
+        }
+    }
+}
+
+page_type!(ExtensionPage, Extension, "A page of extensions.");
+
+/// `POST /v1.0/extensions`.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionCreate {
+    /// The extension (SIP user part): letters, digits, `.`, `_`, `-`, `+`, `~`.
+    #[schema(pattern = r"^[A-Za-z0-9._~+-]{1,64}$")]
+    pub extension: String,
+    /// The SIP password (write-only; only its hashes are kept).
+    #[schema(min_length = 1, max_length = 128)]
+    pub password: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub detail: String,
+    /// One of your SIP domains; may be left out when you have only one.
+    #[serde(default)]
+    pub domain_name: String,
+}
+
+/// `PUT /v1.0/extensions/{id}`: what is given changes.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionUpdate {
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// A new SIP password (write-only).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    pub password: Option<String>,
+}
+
+fn check_user(user: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&user.len())
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field("extension", "1..64 of letters, digits, . _ - + ~"))
+    }
+}
+
+fn check_password(pw: &str) -> Result<(), ApiError> {
+    if (1..=128).contains(&pw.len()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field("password", "1..128 characters"))
+    }
+}
+
+fn check_text(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.len() <= 1024 {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(field, "at most 1024 bytes"))
+    }
+}
+
+async fn owned(
+    state: &ApiState,
+    customer: CustomerId,
+    id: Uuid,
+) -> Result<ExtensionRecord, ApiError> {
+    match state.db(move |s| s.extension_record(id)).await? {
+        Some(r) if r.customer_id == customer.0 => Ok(r),
+        _ => Err(ApiError::not_found("EXTENSION_NOT_FOUND", format!("no extension {id}"))),
+    }
+}
+
+/// Sends the account to the switch, then stores it.
+async fn put(state: &ApiState, r: ExtensionRecord) -> Result<ExtensionRecord, ApiError> {
+    match state.command(Command::PutExtension(r.extension.clone())).await? {
+        CommandOutcome::Done => {}
+        CommandOutcome::Refused(reason) => {
+            return Err(ApiError::failed_precondition("EXTENSION_REFUSED", reason))
+        }
+        other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+    }
+    let stored = r.clone();
+    state
+        .db(move |s| {
+            s.upsert_extension_record(&stored);
+            s.flush()
+        })
+        .await?;
+    Ok(r)
+}
+
+/// Create an extension.
+#[utoipa::path(post, path = "/v1.0/extensions", tag = "extensions",
+    request_body = ExtensionCreate,
+    responses(
+        (status = 200, description = "The extension", body = Extension),
+        (status = 400, description = "Bad body", body = ErrorEnvelope),
+        (status = 401, description = "No or bad API key", body = ErrorEnvelope),
+        (status = 409, description = "It exists already, or the switch refused", body = ErrorEnvelope),
+        (status = 413, description = "Body too large", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+        (status = 503, description = "The switch core is unavailable", body = ErrorEnvelope),
+    ))]
+pub async fn create(
+    State(state): State<ApiState>,
+    customer: CustomerId,
+    Body(body): Body<ExtensionCreate>,
+) -> Result<Json<Extension>, ApiError> {
+    let user = body.extension.trim().to_owned();
+    check_user(&user)?;
+    check_password(&body.password)?;
+    check_text("name", &body.name)?;
+    check_text("detail", &body.detail)?;
+    let domains = state.domains_of(customer.0).await?;
+    let want = body.domain_name.trim();
+    let domain = match (want, domains.as_slice()) {
+        ("", [only]) => only.name.clone(),
+        ("", _) => {
+            return Err(ApiError::invalid_field(
+                "domain_name",
+                "required: you have several domains",
+            ))
+        }
+        (d, _) => match domains.iter().find(|x| x.name.eq_ignore_ascii_case(d)) {
+            Some(x) => x.name.clone(),
+            None => return Err(ApiError::invalid_field("domain_name", "not one of your domains")),
+        },
+    };
+    let exists = {
+        let (u, d) = (user.clone(), domain.clone());
+        state
+            .db(move |s| {
+                Ok(s.extensions()?.iter().any(|e| e.name == u && e.domain.eq_ignore_ascii_case(&d)))
+            })
+            .await?
+    };
+    if exists {
+        return Err(ApiError::already_exists(
+            "EXTENSION_EXISTS",
+            format!("extension {user}@{domain} exists already"),
+        ));
+    }
+    let mut ext = registrar::extension_with_password(&user, &domain, &body.password);
+    ext.display_name = body.name.clone();
+    let now = crate::now();
+    let r = ExtensionRecord {
+        id: Uuid::new_v4(),
+        customer_id: customer.0,
+        extension: ext,
+        detail: body.detail,
+        origin: Origin::Api,
+        tm_create: now,
+        tm_update: now,
+        tm_delete: Timestamp::NOT_YET,
+    };
+    Ok(Json(Extension::from(&put(&state, r).await?)))
+}
+
+/// List the customer's extensions, newest first.
+#[utoipa::path(get, path = "/v1.0/extensions", tag = "extensions", params(PageQuery),
+    responses(
+        (status = 200, description = "A page", body = ExtensionPage),
+        (status = 400, description = "Bad page token", body = ErrorEnvelope),
+        (status = 401, description = "No or bad API key", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    ))]
+pub async fn list(
+    State(state): State<ApiState>,
+    customer: CustomerId,
+    Params(q): Params<PageQuery>,
+) -> Result<Json<ExtensionPage>, ApiError> {
+    let (size, after) = (q.size(), q.cursor()?);
+    let items = state.db(move |s| s.list_extension_records(customer.0, size + 1, after)).await?;
+    let (items, next_page_token) = page(items, size, |r| (r.tm_create, r.id));
+    Ok(Json(ExtensionPage { result: items.iter().map(Extension::from).collect(), next_page_token }))
+}
+
+/// One extension.
+#[utoipa::path(get, path = "/v1.0/extensions/{id}", tag = "extensions",
+    params(("id" = Uuid, Path, description = "Extension id")),
+    responses(
+        (status = 200, description = "The extension", body = Extension),
+        (status = 400, description = "Bad id", body = ErrorEnvelope),
+        (status = 401, description = "No or bad API key", body = ErrorEnvelope),
+        (status = 404, description = "No such extension (of this customer)", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    ))]
+pub async fn get(
+    State(state): State<ApiState>,
+    customer: CustomerId,
+    IdPath(id): IdPath,
+) -> Result<Json<Extension>, ApiError> {
+    Ok(Json(Extension::from(&owned(&state, customer, id).await?)))
+}
+
+/// Change an extension's name, detail or password.
+#[utoipa::path(put, path = "/v1.0/extensions/{id}", tag = "extensions",
+    params(("id" = Uuid, Path, description = "Extension id")),
+    request_body = ExtensionUpdate,
+    responses(
+        (status = 200, description = "The extension", body = Extension),
+        (status = 400, description = "Bad body or id", body = ErrorEnvelope),
+        (status = 401, description = "No or bad API key", body = ErrorEnvelope),
+        (status = 404, description = "No such extension (of this customer)", body = ErrorEnvelope),
+        (status = 409, description = "Read-only (config file), or the switch refused", body = ErrorEnvelope),
+        (status = 413, description = "Body too large", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+        (status = 503, description = "The switch core is unavailable", body = ErrorEnvelope),
+    ))]
+pub async fn update(
+    State(state): State<ApiState>,
+    customer: CustomerId,
+    IdPath(id): IdPath,
+    Body(body): Body<ExtensionUpdate>,
+) -> Result<Json<Extension>, ApiError> {
+    let mut r = owned(&state, customer, id).await?;
+    if r.origin == Origin::Config {
+        return Err(ApiError::read_only("extension"));
+    }
+    if let Some(pw) = &body.password {
+        check_password(pw)?;
+        let fresh = registrar::extension_with_password(&r.extension.name, &r.extension.domain, pw);
+        r.extension.ha1_md5 = fresh.ha1_md5;
+        r.extension.ha1_sha256 = fresh.ha1_sha256;
+    }
+    if let Some(n) = body.name {
+        check_text("name", &n)?;
+        r.extension.display_name = n;
+    }
+    if let Some(d) = body.detail {
+        check_text("detail", &d)?;
+        r.detail = d;
+    }
+    r.tm_update = crate::now();
+    Ok(Json(Extension::from(&put(&state, r).await?)))
+}
+
+/// Delete an extension (its registrations go with it).
+#[utoipa::path(delete, path = "/v1.0/extensions/{id}", tag = "extensions",
+    params(("id" = Uuid, Path, description = "Extension id")),
+    responses(
+        (status = 200, description = "The deleted extension", body = Extension),
+        (status = 400, description = "Bad id", body = ErrorEnvelope),
+        (status = 401, description = "No or bad API key", body = ErrorEnvelope),
+        (status = 404, description = "No such extension (of this customer)", body = ErrorEnvelope),
+        (status = 409, description = "Read-only (config file)", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+        (status = 503, description = "The switch core is unavailable", body = ErrorEnvelope),
+    ))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    customer: CustomerId,
+    IdPath(id): IdPath,
+) -> Result<Json<Extension>, ApiError> {
+    let mut r = owned(&state, customer, id).await?;
+    if r.origin == Origin::Config {
+        return Err(ApiError::read_only("extension"));
+    }
+    let (name, domain) = (r.extension.name.clone(), r.extension.domain.clone());
+    match state
+        .command(Command::RemoveExtension { name: name.clone(), domain: domain.clone() })
+        .await?
+    {
+        CommandOutcome::Done | CommandOutcome::NotFound => {}
+        CommandOutcome::Refused(reason) => {
+            return Err(ApiError::failed_precondition("EXTENSION_REFUSED", reason))
+        }
+        other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+    }
+    state
+        .db(move |s| {
+            s.delete_extension(&name, &domain);
+            s.flush()
+        })
+        .await?;
+    let now = crate::now();
+    r.tm_update = now;
+    r.tm_delete = now;
+    Ok(Json(Extension::from(&r)))
+}
