@@ -16,11 +16,12 @@ pub struct Config {
     /// RFC 3261 timers.
     #[serde(default)]
     pub timers: TimerConfig,
-    /// REST API (served once the API lands; validated now so that a config
-    /// written today keeps working).
+    /// REST API.
     #[serde(default)]
-    #[allow(dead_code)]
     pub http: HttpConfig,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -230,9 +231,15 @@ pub struct CustomerConfig {
     /// Name.
     #[serde(default)]
     pub name: String,
-    /// API keys for the REST API.
+    /// API keys for the REST API (stored hashed).
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Where this customer's webhook events are POSTed.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The HMAC secret that signs them.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 /// `[[domains]]`
@@ -329,10 +336,39 @@ pub struct TimerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address of the REST API.
+    /// Listen address of the REST API (port 0 picks one, logged at start).
     #[serde(default = "http_listen")]
-    #[allow(dead_code)]
     pub listen: SocketAddr,
+    /// PEM certificate chain for HTTPS (with `tls_key`); none: plain HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body, bytes.
+    #[serde(default = "body_limit")]
+    pub body_limit_bytes: usize,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
+    #[serde(default = "signature_header")]
+    pub signature_header: String,
+    /// Events waiting per customer; beyond, new ones are dropped (counted).
+    #[serde(default = "queue_len")]
+    pub queue_len: usize,
+    /// Attempts per event (the first and the retries).
+    #[serde(default = "max_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled for each next one, ms.
+    #[serde(default = "backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest one attempt may take, ms.
+    #[serde(default = "webhook_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// `[log]`
@@ -406,6 +442,24 @@ fn http_listen() -> SocketAddr {
 fn info() -> String {
     "info".into()
 }
+fn body_limit() -> usize {
+    64 << 10
+}
+fn signature_header() -> String {
+    "X-Forkswitch-Signature".into()
+}
+fn queue_len() -> usize {
+    1000
+}
+fn max_attempts() -> u32 {
+    4
+}
+fn backoff_ms() -> u64 {
+    1000
+}
+fn webhook_timeout_ms() -> u64 {
+    10_000
+}
 fn grace() -> u64 {
     5
 }
@@ -417,7 +471,23 @@ impl Default for TimerConfig {
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: http_listen() }
+        HttpConfig {
+            listen: http_listen(),
+            tls_cert: None,
+            tls_key: None,
+            body_limit_bytes: body_limit(),
+        }
+    }
+}
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            signature_header: signature_header(),
+            queue_len: queue_len(),
+            max_attempts: max_attempts(),
+            backoff_ms: backoff_ms(),
+            timeout_ms: webhook_timeout_ms(),
+        }
     }
 }
 impl Default for LogConfig {
@@ -508,6 +578,7 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), (&'static str, &'static str, String)> {
+        self.check_http()?;
         if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
             return Err(("sip", "udp", "at least one UDP or TCP listen address is needed".into()));
         }
@@ -614,6 +685,74 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn check_http(&self) -> Result<(), (&'static str, &'static str, String)> {
+        let h = &self.http;
+        match (&h.tls_cert, &h.tls_key) {
+            (Some(_), None) => return Err(("http", "tls_cert", "needs tls_key too".into())),
+            (None, Some(_)) => return Err(("http", "tls_key", "needs tls_cert too".into())),
+            (Some(c), Some(k)) => {
+                for (key, path) in [("tls_cert", c), ("tls_key", k)] {
+                    if let Err(e) = std::fs::metadata(path) {
+                        return Err(("http", key, format!("cannot read {}: {e}", path.display())));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if !(1024..=16 << 20).contains(&h.body_limit_bytes) {
+            return Err(("http", "body_limit_bytes", "must be 1024..=16777216".into()));
+        }
+        let w = &self.webhooks;
+        if w.queue_len == 0 || w.max_attempts == 0 {
+            return Err((
+                "webhooks",
+                "queue_len",
+                "queue_len and max_attempts must be positive".into(),
+            ));
+        }
+        let header_ok = !w.signature_header.is_empty()
+            && w.signature_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !header_ok {
+            return Err((
+                "webhooks",
+                "signature_header",
+                "must be a header name (letters, digits, -)".into(),
+            ));
+        }
+        for c in &self.customers {
+            if c.webhook_url.is_some() != c.webhook_secret.is_some() {
+                return Err((
+                    "customers",
+                    "webhook_url",
+                    format!("customer {}: webhook_url and webhook_secret go together", c.id),
+                ));
+            }
+            if let Some(u) = &c.webhook_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err((
+                        "customers",
+                        "webhook_url",
+                        format!("{u:?} is not an http(s) URL"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Webhook delivery settings.
+    pub fn webhooks(&self) -> api::WebhookOptions {
+        let w = &self.webhooks;
+        api::WebhookOptions {
+            signature_header: w.signature_header.clone(),
+            queue_len: w.queue_len,
+            max_attempts: w.max_attempts,
+            backoff: Duration::from_millis(w.backoff_ms),
+            timeout: Duration::from_millis(w.timeout_ms),
+            ..Default::default()
+        }
     }
 
     /// Registrar settings derived from `[registrar]`.

@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod dns;
+mod http;
 mod shell;
 
 use clap::{Parser, Subcommand};

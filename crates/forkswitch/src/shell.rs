@@ -5,14 +5,17 @@
 
 use crate::config::Config;
 use crate::dns::SipResolver;
+use api::{PortRequest, Snapshot, Webhooks};
+use records::ExtensionRecord;
 use records::Timestamp;
 use sip_transport::{Inbound, Notice, SipTransport};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use store::Store;
-use switch::{Datagram, Event, Input, Now, Output, Persist, QueryId, Switch, SwitchState};
-use switch::{Target, Token};
-use tokio::sync::mpsc;
+use switch::{CommandId, CommandOutcome, Datagram, Event, Input, Now, Output};
+use switch::{Persist, QueryId, Switch, SwitchState, Target, Token};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// Depth of the transport -> core queue; beyond it UDP input is dropped.
@@ -33,28 +36,79 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
         .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
 }
 
-/// What the switch starts with: accounts (the store's, overlaid with the
-/// config file's, which win and are written back), live bindings, routes.
-fn load_state(cfg: &Config, db: &dyn Store) -> Result<SwitchState, String> {
+/// Writes what the config file defines to the store (it wins over what a
+/// previous run stored, and shows in the API as read-only).
+fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), String> {
     let (customers, domains, extensions) = cfg.accounts();
+    let owner = |domain: &str| {
+        domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(domain))
+            .map_or(records::NIL, |d| d.customer_id)
+    };
     for c in &customers {
         db.upsert_customer(c);
     }
     for d in &domains {
         db.upsert_domain(d);
     }
-    for e in &extensions {
-        db.upsert_extension(e);
-    }
-    db.flush().map_err(|e| format!("cannot write accounts: {e}"))?;
-    let wall = now().wall;
+    let ext_records: Vec<ExtensionRecord> = extensions
+        .iter()
+        .map(|e| ExtensionRecord::from_config(e.clone(), owner(&e.domain), wall))
+        .collect();
+    db.replace_config_extensions(&ext_records);
+    let groups: Vec<records::RingGroup> = cfg
+        .groups
+        .iter()
+        .map(|g| api::ringgroups::from_config_group(g, owner(&g.domain), wall))
+        .collect();
+    db.replace_config_ringgroups(&groups);
+    let hooks: Vec<records::Webhook> = cfg
+        .customers
+        .iter()
+        .filter_map(|c| {
+            Some(records::Webhook {
+                customer_id: c.id,
+                url: c.webhook_url.clone()?,
+                secret: c.webhook_secret.clone()?,
+                origin: records::Origin::Config,
+                tm_create: wall,
+                tm_update: wall,
+            })
+        })
+        .collect();
+    db.replace_config_webhooks(&hooks);
+    db.flush().map_err(|e| format!("cannot write the config's records: {e}"))
+}
+
+/// What the switch starts with: accounts and ring groups (the config
+/// file's and the API's), live bindings, routes.
+fn load_state(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<SwitchState, String> {
+    store_config(cfg, db, wall)?;
+    let mut groups = cfg.groups.clone();
+    let api_groups = db.ringgroups().map_err(|e| format!("cannot read ring groups: {e}"))?;
+    groups.extend(
+        api_groups
+            .iter()
+            .filter(|g| g.origin == records::Origin::Api)
+            .map(api::ringgroups::to_routing_group),
+    );
+    let routes = routing::RouteTable::new(cfg.carriers.clone(), cfg.routes.clone(), groups)
+        .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     Ok(SwitchState {
         customers: db.customers().map_err(|e| e.to_string())?,
         domains: db.domains().map_err(|e| e.to_string())?,
         extensions: db.extensions().map_err(|e| e.to_string())?,
         bindings: db.load_bindings(wall).map_err(|e| format!("cannot load bindings: {e}"))?,
-        routes: cfg.route_table().map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?,
+        routes,
     })
+}
+
+/// Commands waiting for their outcome, by id.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    replies: HashMap<u64, oneshot::Sender<CommandOutcome>>,
 }
 
 /// The I/O the switch's outputs go to.
@@ -63,11 +117,29 @@ struct Shell {
     db: Arc<dyn Store>,
     resolver: SipResolver,
     resolved: mpsc::UnboundedSender<(QueryId, Vec<Target>)>,
+    pending: Pending,
+    webhooks: Webhooks,
 }
 
 impl Shell {
+    /// Hands a request from the API to the switch (a command) or answers it
+    /// (a snapshot).
+    fn request(&mut self, sw: &mut Switch, r: PortRequest) {
+        match r {
+            PortRequest::Command { command, reply } => {
+                self.pending.next += 1;
+                let id = self.pending.next;
+                self.pending.replies.insert(id, reply);
+                sw.handle_input(now(), Input::Command { id: CommandId(id), command });
+            }
+            PortRequest::Snapshot { reply } => {
+                let _ = reply.send(Snapshot { counters: sw.counters(), stats: sw.stats() });
+            }
+        }
+    }
+
     /// Does what the switch asks until it names its next deadline.
-    fn drain(&self, sw: &mut Switch) -> Instant {
+    fn drain(&mut self, sw: &mut Switch) -> Instant {
         loop {
             match sw.poll_output() {
                 Output::Transmit(t) => {
@@ -89,14 +161,22 @@ impl Shell {
                         let _ = done.send((q.id, targets));
                     });
                 }
-                Output::Persist(p) => match p {
-                    Persist::Groupcall(g) => self.db.upsert_groupcall(&g),
-                    Persist::Call(c) => self.db.upsert_call(&c),
-                    Persist::Binding(b) => self.db.upsert_binding(&b),
-                    Persist::BindingRemoved { aor, contact } => {
-                        self.db.remove_binding(&aor, &contact)
+                Output::Persist(p) => {
+                    match &p {
+                        Persist::Groupcall(g) => self.db.upsert_groupcall(g),
+                        Persist::Call(c) => self.db.upsert_call(c),
+                        Persist::Binding(b) => self.db.upsert_binding(b),
+                        Persist::BindingRemoved { aor, contact } => {
+                            self.db.remove_binding(aor, contact)
+                        }
                     }
-                },
+                    self.webhooks.publish(&p);
+                }
+                Output::Event(Event::CommandDone { id, outcome }) => {
+                    if let Some(reply) = self.pending.replies.remove(&id.0) {
+                        let _ = reply.send(outcome);
+                    }
+                }
                 Output::Event(e) => log_event(&e),
                 Output::Timeout(at) => return at,
             }
@@ -109,7 +189,6 @@ fn log_event(e: &Event) {
         Event::Dropped { peer, reason } => debug!(%peer, %reason, "dropped"),
         Event::CallStarted { call, groupcall } => debug!(%call, %groupcall, "call started"),
         Event::CallEnded { call } => debug!(%call, "call ended"),
-        Event::CommandDone { id, outcome } => debug!(id = id.0, ?outcome, "command done"),
         Event::CarrierResolved { name, address } => {
             debug!(carrier = %name, addr = %address, "carrier resolved")
         }
@@ -157,7 +236,17 @@ fn notice(n: Notice) -> Input {
 /// Runs the server until a stop signal; returns when it has shut down.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let db = open_store(&cfg)?;
-    let state = load_state(&cfg, db.as_ref())?;
+    let start = now().wall;
+    // Records a previous run left live (a crash, kill -9) are closed now.
+    let closed = db.close_live_records(start).map_err(|e| format!("cannot close records: {e}"))?;
+    if closed.groupcalls > 0 || closed.calls > 0 {
+        warn!(
+            groupcalls = closed.groupcalls,
+            calls = closed.calls,
+            "closed records a previous run left live"
+        );
+    }
+    let state = load_state(&cfg, db.as_ref(), start)?;
     info!(
         bindings = state.bindings.len(),
         extensions = state.extensions.len(),
@@ -180,8 +269,16 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         info!(transport = %t, addr = %a, "listening");
     }
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
-    let shell =
-        Shell { transport: transport.clone(), db: db.clone(), resolver, resolved: resolved_tx };
+    let http = crate::http::start(&cfg, db.clone())?;
+    let mut request_rx = http.requests;
+    let mut shell = Shell {
+        transport: transport.clone(),
+        db: db.clone(),
+        resolver,
+        resolved: resolved_tx,
+        pending: Pending::default(),
+        webhooks: http.webhooks,
+    };
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
@@ -194,6 +291,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             Some(inb) = in_rx.recv() => datagram(inb),
             Some(n) = note_rx.recv() => notice(n),
             Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
+            Some(r) = request_rx.recv() => {
+                shell.request(&mut sw, r);
+                deadline = shell.drain(&mut sw);
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => Input::Timeout,
             _ = stats.tick() => {
                 let s = sw.stats();
@@ -234,6 +336,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         sw.handle_input(now(), input);
         deadline = shell.drain(&mut sw);
     }
+    http.server.stop();
     if let Err(e) = db.flush() {
         warn!(error = %e, "store flush at shutdown failed");
     }

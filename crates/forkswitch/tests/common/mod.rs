@@ -24,6 +24,8 @@ pub struct Server {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The REST API (`[http] listen`, on a port picked at run time).
+    pub http: SocketAddr,
     lines: Receiver<serde_json::Value>,
     pub dir: tempfile::TempDir,
     config: PathBuf,
@@ -47,8 +49,13 @@ impl Server {
         } else {
             "[database]\npath = \"forkswitch.db\"\n".to_owned()
         };
+        let http = if extra.contains("[http]") {
+            String::new()
+        } else {
+            "[http]\nlisten = \"127.0.0.1:0\"\n".to_owned()
+        };
         let text = format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{extra}"
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{http}{extra}"
         );
         std::fs::write(&cfg, text).expect("write config");
         let (child, lines) = spawn(&cfg, dir.path());
@@ -56,6 +63,7 @@ impl Server {
             child,
             udp: "0.0.0.0:0".parse().expect("addr"),
             tcp: "0.0.0.0:0".parse().expect("addr"),
+            http: "0.0.0.0:0".parse().expect("addr"),
             lines,
             dir,
             config: cfg,
@@ -81,6 +89,9 @@ impl Server {
                 }
                 if v["message"] == "location loaded" {
                     s.loaded = v.clone();
+                }
+                if v["message"] == "http listening" {
+                    s.http = v["addr"].as_str().expect("addr").parse().expect("addr parses");
                 }
             },
         );
