@@ -1052,3 +1052,42 @@ fn over_tcp_the_2xx_is_not_retransmitted_but_the_ack_is_still_awaited() {
     assert!(w.events.contains(&CallEvent::CallerNoAck { call }));
     w.assert_ended(call);
 }
+
+/// A leg to a trunk that challenges: 100 Trying, then 401; the leg's INVITE
+/// goes again with credentials (CSeq 2). Returns the call, the leg and the
+/// new INVITE.
+fn challenged_leg(w: &mut World) -> (CallRef, LegRef, Message) {
+    let call = w.start_call(caller_invite(Some(SDP_CALLER), &[]));
+    let mut t = target("bob", peer_a());
+    t.credentials = Some(("trunkuser".to_owned(), "trunkpass".to_owned()));
+    let a = w.dial(call, t);
+    let inv1 = invite_to(&w.take(), peer_a());
+    w.feed(answer(&inv1, 100, None, None, None), peer_a());
+    let challenge = answer(&inv1, 401, Some("t401"), None, None);
+    let challenge = with_header(
+        &challenge,
+        "WWW-Authenticate",
+        "Digest realm=\"trunk\", nonce=\"n1\", algorithm=MD5",
+    );
+    w.feed(challenge, peer_a());
+    let out = w.take();
+    let inv2 = invite_to(&out, peer_a());
+    assert_eq!(inv2.cseq().unwrap().seq, 2);
+    assert!(inv2.header(HeaderName::Authorization).is_some());
+    (call, a, inv2)
+}
+
+/// Simulation seed 1 (300 calls): the 100 Trying to the challenged INVITE
+/// let the CANCEL of the INVITE sent with credentials go out before any
+/// provisional response to it (RFC 3261 9.1).
+#[test]
+fn the_invite_sent_with_credentials_is_cancelled_only_after_its_own_provisional() {
+    let mut w = World::new(cfg());
+    let (call, a, inv2) = challenged_leg(&mut w);
+    w.cancel_leg(call, a, None);
+    assert!(w.take().iter().all(|s| s.name() != "CANCEL"), "9.1: not before a provisional");
+    w.feed(answer(&inv2, 180, Some("btag"), Some(BOB_CONTACT), None), peer_a());
+    let cancel = one_to(&w.take(), "CANCEL", peer_a()).msg.clone();
+    assert_eq!(cancel.cseq().unwrap().seq, 2);
+    assert_eq!(cancel.top_via().unwrap().branch(), inv2.top_via().unwrap().branch());
+}
