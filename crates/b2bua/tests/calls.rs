@@ -1091,3 +1091,26 @@ fn the_invite_sent_with_credentials_is_cancelled_only_after_its_own_provisional(
     assert_eq!(cancel.cseq().unwrap().seq, 2);
     assert_eq!(cancel.top_via().unwrap().branch(), inv2.top_via().unwrap().branch());
 }
+
+/// Simulation seed 1 (300 calls): the end (Timer D) of the challenged INVITE
+/// transaction was taken for the end of the leg's INVITE: the leg "gave up"
+/// while the INVITE sent with credentials still rang, and was never
+/// CANCELed; its client transaction lived on forever.
+#[test]
+fn the_end_of_the_challenged_transaction_does_not_end_the_leg() {
+    let mut w = World::new(cfg());
+    let (call, a, inv2) = challenged_leg(&mut w);
+    w.feed(answer(&inv2, 180, Some("btag"), Some(BOB_CONTACT), None), peer_a());
+    w.take_events();
+    // Timer D of the first transaction (32 s) passes: the leg still rings.
+    w.at(40_000);
+    assert!(w.take_events().is_empty(), "no event for the challenged transaction's end");
+    w.cancel_leg(call, a, None);
+    let cancel = one_to(&w.take(), "CANCEL", peer_a()).msg.clone();
+    assert_eq!(cancel.cseq().unwrap().seq, 2);
+    w.feed(answer(&cancel, 200, Some("btag"), None, None), peer_a());
+    w.feed(answer(&inv2, 487, Some("btag"), None, None), peer_a());
+    assert_eq!(w.take_events(), [CallEvent::LegCancelled { call, leg: a }]);
+    w.reject_caller(call, 487);
+    w.assert_ended(call);
+}
