@@ -1114,3 +1114,40 @@ fn the_end_of_the_challenged_transaction_does_not_end_the_leg() {
     w.reject_caller(call, 487);
     w.assert_ended(call);
 }
+
+/// Simulation seed 1 (500 calls): the callee hung up while our 2xx to the
+/// caller still waited for its ACK (our BYE waits for it, RFC 3261 15);
+/// the caller's own BYE then got a 481, and once its ACK came we sent a BYE
+/// into the dialog it had ended. The dialog still exists until our BYE
+/// goes out: the caller's BYE gets 200 and ends it (15.1.2).
+#[test]
+fn a_caller_bye_while_our_bye_waits_for_its_ack_gets_200_and_ends_the_dialog() {
+    let mut w = World::new(cfg());
+    let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
+    w.feed(answer(&inv_b, 180, Some("ctag"), Some("<sip:carol@192.0.2.30>"), None), peer_b());
+    w.feed(answer(&inv_a, 200, Some("btag"), Some(BOB_CONTACT), Some(SDP_BOB)), peer_a());
+    w.cancel_leg(call, b, Some(REASON));
+    w.answer_caller(call, a);
+    let out = w.take();
+    let cancel = one_to(&out, "CANCEL", peer_b()).msg.clone();
+    let ok = one_to(&out, "200 INVITE", caller_peer()).msg.clone();
+    w.feed(answer(&cancel, 200, Some("ctag"), None, None), peer_b());
+    w.feed(answer(&inv_b, 487, Some("ctag"), None, None), peer_b());
+    w.take();
+    w.take_events();
+    // The callee hangs up before the caller's ACK came: our BYE waits.
+    w.feed(callee_request(&inv_a, "btag", Method::Bye, 1, "z9hG4bKbbye", None), peer_a());
+    assert_eq!(names(&w.take()), ["200 BYE"]);
+    assert_eq!(w.take_events(), [CallEvent::LegHungUp { call, leg: a }]);
+    w.bye_caller(call);
+    assert!(w.take().is_empty(), "no BYE to the caller before its ACK");
+    // The caller hangs up too: its dialog is still there.
+    w.feed(caller_request(&ok, Method::Bye, 11, "z9hG4bKcbye", None), caller_peer());
+    assert_eq!(names(&w.take()), ["200 BYE"]);
+    // Its late ACK brings no BYE from us: the dialog is over.
+    w.feed(caller_ack(&ok, 10, None), caller_peer());
+    assert!(w.take().iter().all(|s| s.name() != "BYE"), "no BYE into the ended dialog");
+    w.at(40_000);
+    assert!(w.take().iter().all(|s| s.name() != "BYE" && s.name() != "200 INVITE"));
+    w.assert_ended(call);
+}
