@@ -1,0 +1,89 @@
+//! Deterministic simulation of whole calls through the switch core, in
+//! virtual time over a lossy simulated network (issue 9). See `sim/` for
+//! the parts, `sim/oracle.rs` for what is checked.
+//!
+//! - `SIM_CALLS=N`: total calls (default [`DEFAULT_CALLS`]), in seeds of
+//!   [`CALLS_PER_SEED`] calls each;
+//! - `SIM_SEED=S`: runs only seed `S` (replays it exactly);
+//! - `SIM_BASE_SEED=B`: the first seed of a multi-seed run (default 1).
+//!
+//! The last line printed is `simulation seeds=S calls=N violations=V`; the
+//! test fails when V > 0, after printing each failing seed with its replay
+//! command.
+
+mod sim;
+
+use std::io::Write;
+
+/// Calls per CI run.
+const DEFAULT_CALLS: usize = 100_000;
+/// Calls per seed (a seed's calls overlap in time).
+const CALLS_PER_SEED: usize = 500;
+/// Violations printed per failing seed.
+const SHOWN: usize = 5;
+
+fn env_num(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Writes straight to stdout: the harness does not capture it.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn replay(seed: u64, calls: usize) -> String {
+    if calls == CALLS_PER_SEED {
+        format!("SIM_SEED={seed} cargo test -p switch --test simulation")
+    } else {
+        format!("SIM_SEED={seed} SIM_CALLS={calls} cargo test -p switch --test simulation")
+    }
+}
+
+#[test]
+fn simulation() {
+    let total = env_num("SIM_CALLS").map_or(DEFAULT_CALLS, |n| n as usize);
+    let runs: Vec<(u64, usize)> = match env_num("SIM_SEED") {
+        Some(seed) => vec![(seed, total.min(CALLS_PER_SEED))],
+        None => {
+            let base = env_num("SIM_BASE_SEED").unwrap_or(1);
+            let seeds = total.div_ceil(CALLS_PER_SEED).max(1);
+            (0..seeds)
+                .map(|i| {
+                    let calls = CALLS_PER_SEED.min(total - i * CALLS_PER_SEED);
+                    (base + i as u64, calls)
+                })
+                .collect()
+        }
+    };
+    let started = std::time::Instant::now();
+    let (mut calls, mut violations) = (0usize, 0usize);
+    for &(seed, n) in &runs {
+        let r = sim::run::run_seed(seed, n);
+        calls += r.calls;
+        violations += r.violations.len();
+        if std::env::var_os("SIM_VERBOSE").is_some() {
+            say(&format!(
+                "seed {seed}: {} calls, {:.0} s virtual, {} messages, {:?}",
+                r.calls, r.virtual_secs, r.messages, r.outcomes
+            ));
+        }
+        if !r.violations.is_empty() {
+            say(&format!(
+                "seed {seed}: {} violation(s); replay: {}",
+                r.violations.len(),
+                replay(seed, n)
+            ));
+            let shown = env_num("SIM_SHOW").map_or(SHOWN, |n| n as usize);
+            for v in r.violations.iter().take(shown) {
+                say(&format!("  seed {seed}: {v}"));
+            }
+        }
+    }
+    if std::env::var_os("SIM_VERBOSE").is_some() {
+        say(&format!("wall time {:.1} s", started.elapsed().as_secs_f64()));
+    }
+    say(&format!("simulation seeds={} calls={calls} violations={violations}", runs.len()));
+    assert_eq!(violations, 0, "the simulation found violations (see above)");
+}
