@@ -692,8 +692,14 @@ impl Oracle {
         }
         let inbound: Vec<Call> =
             self.calls.values().filter(|c| c.direction == Direction::Incoming).cloned().collect();
+        let mut legs: HashMap<Uuid, Vec<Call>> = HashMap::new();
+        for c in self.calls.values().filter(|c| c.direction == Direction::Outgoing) {
+            if let Some(root) = self.root_of(c.groupcall_id) {
+                legs.entry(root).or_default().push(c.clone());
+            }
+        }
         for call in &inbound {
-            bad.extend(self.judge_call(call));
+            bad.extend(self.judge_call(call, &mut legs));
         }
         for l in self.legs.values() {
             if !l.claimed {
@@ -710,7 +716,7 @@ impl Oracle {
         self.bodies.get(&f.body).cloned()
     }
 
-    fn judge_call(&mut self, inbound: &Call) -> Vec<String> {
+    fn judge_call(&mut self, inbound: &Call, legs: &mut HashMap<Uuid, Vec<Call>>) -> Vec<String> {
         let mut bad = Vec::new();
         let cid = Bytes::from(inbound.sip_call_id.clone());
         let Some(c) = self.callers.get(&cid) else {
@@ -804,15 +810,7 @@ impl Oracle {
             }
         }
         // Every leg of the call.
-        let legs: Vec<Call> = self
-            .calls
-            .values()
-            .filter(|l| {
-                l.direction == Direction::Outgoing && self.root_of(l.groupcall_id) == Some(root.id)
-            })
-            .cloned()
-            .collect();
-        for leg in legs {
+        for leg in legs.remove(&root.id).unwrap_or_default() {
             bad.extend(self.judge_leg(
                 &leg,
                 &f,
