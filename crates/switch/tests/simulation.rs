@@ -41,6 +41,19 @@ fn replay(seed: u64, calls: usize) -> String {
     }
 }
 
+/// A seed replays exactly: the same messages, in the same order, at the
+/// same virtual times (and so the same verdict).
+#[test]
+fn a_seed_replays_exactly() {
+    let a = sim::run::run_seed(4242, 60);
+    let b = sim::run::run_seed(4242, 60);
+    assert_eq!(a.fingerprint, b.fingerprint, "seed 4242 did not replay exactly");
+    assert_eq!(a.messages, b.messages);
+    assert_eq!(a.violations, b.violations);
+    let c = sim::run::run_seed(4243, 60);
+    assert_ne!(a.fingerprint, c.fingerprint, "another seed, another run");
+}
+
 #[test]
 fn simulation() {
     let total = env_num("SIM_CALLS").map_or(DEFAULT_CALLS, |n| n as usize);

@@ -165,6 +165,10 @@ pub struct Oracle {
     ended: HashSet<Uuid>,
     pub ua_sent: u64,
     pub switch_sent: u64,
+    /// A hash of every message sent, in order, with its time and ends: two
+    /// runs with the same fingerprint sent the same messages in the same
+    /// order.
+    pub fingerprint: u64,
     /// `SIM_TRACE=text`: every switch message whose Call-ID contains it.
     trace: Option<String>,
 }
@@ -202,6 +206,7 @@ impl Oracle {
             ended: HashSet::new(),
             ua_sent: 0,
             switch_sent: 0,
+            fingerprint: 0,
             trace: std::env::var("SIM_TRACE").ok(),
         }
     }
@@ -211,8 +216,16 @@ impl Oracle {
     }
 
     /// A message a simulated UA sent (before loss).
-    pub fn ua_sent(&mut self, _now: Nanos, _from: SocketAddr, _to: SocketAddr, _m: &Message) {
+    pub fn ua_sent(&mut self, from: SocketAddr, to: SocketAddr, bytes: &Bytes) {
         self.ua_sent += 1;
+        self.print(from, to, bytes);
+    }
+
+    /// Folds a message into the run's fingerprint.
+    fn print(&mut self, from: SocketAddr, to: SocketAddr, bytes: &Bytes) {
+        let mut h = DefaultHasher::new();
+        (self.fingerprint, self.now, from, to, &bytes[..]).hash(&mut h);
+        self.fingerprint = h.finish();
     }
 
     /// The switch is about to take an input at `now`.
@@ -376,6 +389,7 @@ impl Oracle {
     /// A message the switch sends to `to` (before loss), as `bytes`.
     pub fn switch_sent(&mut self, to: SocketAddr, m: &Message, bytes: &Bytes) {
         self.switch_sent += 1;
+        self.print(self.switch_addr, to, bytes);
         self.trace_msg("->", to, m);
         let ord = self.ord_out();
         let Ok(cid) = m.call_id().map(Bytes::copy_from_slice) else { return };
@@ -680,7 +694,9 @@ impl Oracle {
                 bad.push(format!("groupcall record {} ends {:?}", g.id, g.status));
             }
         }
-        for (cid, c) in &self.callers {
+        let mut callers: Vec<(&Bytes, &CallerWire)> = self.callers.iter().collect();
+        callers.sort_by(|a, b| a.0.cmp(b.0));
+        for (cid, c) in callers {
             for t in &c.txs {
                 if t.final_.is_none() {
                     bad.push(format!(
@@ -701,10 +717,11 @@ impl Oracle {
         for call in &inbound {
             bad.extend(self.judge_call(call, &mut legs));
         }
-        for l in self.legs.values() {
-            if !l.claimed {
-                bad.push(format!("a leg INVITE to {} has no call record", l.remote));
-            }
+        let mut unclaimed: Vec<(&Bytes, SocketAddr)> =
+            self.legs.iter().filter(|(_, l)| !l.claimed).map(|(c, l)| (c, l.remote)).collect();
+        unclaimed.sort();
+        for (cid, to) in unclaimed {
+            bad.push(format!("leg {} to {to} has no call record", String::from_utf8_lossy(cid)));
         }
         for b in bad {
             self.violation(b);

@@ -52,6 +52,8 @@ pub struct Report {
     pub outcomes: BTreeMap<String, usize>,
     pub virtual_secs: f64,
     pub messages: u64,
+    /// See [`crate::sim::oracle::Oracle::fingerprint`].
+    pub fingerprint: u64,
 }
 
 struct Sim {
@@ -274,7 +276,9 @@ impl Sim {
             self.env.oracle.violation(l);
         }
         let net = self.env.net.stats;
+        let fingerprint = self.env.oracle.fingerprint;
         Report {
+            fingerprint,
             seed: 0,
             calls: self.calls,
             violations: std::mem::take(&mut self.env.oracle.violations),

@@ -70,8 +70,8 @@ impl Env {
 
     /// Sends `msg` from a UA at `from` to `to` (the oracle sees it first).
     pub fn send(&mut self, from: SocketAddr, to: SocketAddr, msg: &Message) {
-        self.oracle.ua_sent(self.now, from, to, msg);
         let bytes = msg.to_bytes();
+        self.oracle.ua_sent(from, to, &bytes);
         self.net.transmit(&mut self.rng, &mut self.queue, self.now, from, to, bytes);
     }
 
