@@ -71,15 +71,23 @@ fn simulation() {
         }
     };
     let started = std::time::Instant::now();
+    let verbose = std::env::var_os("SIM_VERBOSE").is_some();
     let (mut calls, mut violations) = (0usize, 0usize);
+    let mut coverage = std::collections::BTreeMap::new();
     for &(seed, n) in &runs {
         let r = sim::run::run_seed(seed, n);
         calls += r.calls;
         violations += r.violations.len();
-        if std::env::var_os("SIM_VERBOSE").is_some() {
+        for (k, v) in &r.coverage {
+            *coverage.entry(k.clone()).or_insert(0u64) += v;
+        }
+        for (k, v) in &r.outcomes {
+            *coverage.entry(format!("callers {k}")).or_insert(0u64) += *v as u64;
+        }
+        if verbose {
             say(&format!(
-                "seed {seed}: {} calls, {:.0} s virtual, {} messages, {:?}",
-                r.calls, r.virtual_secs, r.messages, r.outcomes
+                "seed {seed}: {} calls, {:.0} s virtual, {} messages, fingerprint {:016x}",
+                r.calls, r.virtual_secs, r.messages, r.fingerprint
             ));
         }
         if !r.violations.is_empty() {
@@ -94,7 +102,10 @@ fn simulation() {
             }
         }
     }
-    if std::env::var_os("SIM_VERBOSE").is_some() {
+    if verbose {
+        for (k, v) in &coverage {
+            say(&format!("  {k}: {v}"));
+        }
         say(&format!("wall time {:.1} s", started.elapsed().as_secs_f64()));
     }
     say(&format!("simulation seeds={} calls={calls} violations={violations}", runs.len()));

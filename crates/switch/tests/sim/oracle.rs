@@ -676,6 +676,42 @@ impl Oracle {
         self.callers.get(call_id).is_some_and(|c| c.bye_sent.is_some())
     }
 
+    /// What the run exercised, counted from the wire.
+    pub fn coverage(&self) -> BTreeMap<String, u64> {
+        let mut c = BTreeMap::new();
+        let mut add = |k: &str, n: usize| *c.entry(k.to_owned()).or_insert(0) += n as u64;
+        for w in self.callers.values() {
+            add("caller calls", 1);
+            add("caller re-INVITEs", w.txs.iter().filter(|t| !t.initial).count());
+            add("caller 407 challenges", w.txs.iter().filter(|t| t.initial).count() - 1);
+            if let Some(f) = &w.final_ {
+                add(&format!("caller final {}", f.code / 100 * 100), 1);
+                if f.code == 487 {
+                    add("caller final 487 (CANCEL)", 1);
+                }
+            }
+            add("caller BYEs before the switch's", usize::from(w.hangup.is_some()));
+        }
+        for l in self.legs.values() {
+            add("legs", 1);
+            add("leg trunk challenges", l.txs.len() - 1);
+            add("leg CANCELs", usize::from(l.cancel.is_some()));
+            add("leg answered dialogs", l.dialogs.len());
+            add("legs answered twice (forks)", usize::from(l.dialogs.len() > 1));
+            add(
+                "leg dialogs ACKed and BYEd",
+                l.dialogs.iter().filter(|d| d.bye_sent.is_some()).count(),
+            );
+            add(
+                "leg dialogs hung up by the callee",
+                l.dialogs.iter().filter(|d| d.hangup.is_some()).count(),
+            );
+            let silent = l.txs.last().is_some_and(|t| !t.any_response);
+            add("legs without any response", usize::from(silent));
+        }
+        c
+    }
+
     /// Every check that needs the whole run.
     pub fn finish(&mut self) {
         let mut bad = Vec::new();

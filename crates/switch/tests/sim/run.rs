@@ -54,6 +54,8 @@ pub struct Report {
     pub messages: u64,
     /// See [`crate::sim::oracle::Oracle::fingerprint`].
     pub fingerprint: u64,
+    /// See [`crate::sim::oracle::Oracle::coverage`].
+    pub coverage: BTreeMap<String, u64>,
 }
 
 struct Sim {
@@ -279,6 +281,7 @@ impl Sim {
         let fingerprint = self.env.oracle.fingerprint;
         Report {
             fingerprint,
+            coverage: self.env.oracle.coverage(),
             seed: 0,
             calls: self.calls,
             violations: std::mem::take(&mut self.env.oracle.violations),
