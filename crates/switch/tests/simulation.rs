@@ -7,9 +7,12 @@
 //! - `SIM_SEED=S`: runs only seed `S` (replays it exactly);
 //! - `SIM_BASE_SEED=B`: the first seed of a multi-seed run (default 1).
 //!
-//! The last line printed is `simulation seeds=S calls=N violations=V`; the
-//! test fails when V > 0, after printing each failing seed with its replay
-//! command.
+//! A failing seed prints one line: the seed, its first violation, and the
+//! command that replays it (`SIM_SHOW=N` prints up to N violations). The
+//! last line printed is `simulation seeds=S calls=N violations=V`; the test
+//! fails when V > 0. `SIM_VERBOSE=1` adds a line per seed (virtual time,
+//! messages, fingerprint) and what the run exercised; `SIM_TRACE=<part of a
+//! Call-ID>` prints every message of matching calls at the switch.
 
 mod sim;
 
@@ -19,8 +22,6 @@ use std::io::Write;
 const DEFAULT_CALLS: usize = 100_000;
 /// Calls per seed (a seed's calls overlap in time).
 const CALLS_PER_SEED: usize = 500;
-/// Violations printed per failing seed.
-const SHOWN: usize = 5;
 
 fn env_num(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -90,15 +91,16 @@ fn simulation() {
                 r.calls, r.virtual_secs, r.messages, r.fingerprint
             ));
         }
-        if !r.violations.is_empty() {
-            say(&format!(
-                "seed {seed}: {} violation(s); replay: {}",
-                r.violations.len(),
-                replay(seed, n)
-            ));
-            let shown = env_num("SIM_SHOW").map_or(SHOWN, |n| n as usize);
-            for v in r.violations.iter().take(shown) {
-                say(&format!("  seed {seed}: {v}"));
+        if let Some(first) = r.violations.first() {
+            let more = match r.violations.len() - 1 {
+                0 => String::new(),
+                n => format!(" (and {n} more)"),
+            };
+            say(&format!("seed {seed}: {first}{more}; replay: {}", replay(seed, n)));
+            // SIM_SHOW=N: the next N - 1 violations too, one line each.
+            let shown = env_num("SIM_SHOW").map_or(1, |n| n as usize);
+            for v in r.violations.iter().skip(1).take(shown.saturating_sub(1)) {
+                say(&format!("seed {seed}: {v}"));
             }
         }
     }
