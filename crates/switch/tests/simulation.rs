@@ -5,7 +5,8 @@
 //! - `SIM_CALLS=N`: total calls (default [`DEFAULT_CALLS`]), in seeds of
 //!   [`CALLS_PER_SEED`] calls each;
 //! - `SIM_SEED=S`: runs only seed `S` (replays it exactly);
-//! - `SIM_BASE_SEED=B`: the first seed of a multi-seed run (default 1).
+//! - `SIM_BASE_SEED=B`: the first seed of a multi-seed run (default 1);
+//! - `SIM_MAX_LOSS=P`: links lose up to P % (default 10) for stress runs.
 //!
 //! A failing seed prints one line: the seed, its first violation, and the
 //! command that replays it (`SIM_SHOW=N` prints up to N violations). The
@@ -35,11 +36,14 @@ fn say(line: &str) {
 }
 
 fn replay(seed: u64, calls: usize) -> String {
-    if calls == CALLS_PER_SEED {
-        format!("SIM_SEED={seed} cargo test -p switch --test simulation")
-    } else {
-        format!("SIM_SEED={seed} SIM_CALLS={calls} cargo test -p switch --test simulation")
+    let mut env = format!("SIM_SEED={seed}");
+    if calls != CALLS_PER_SEED {
+        env.push_str(&format!(" SIM_CALLS={calls}"));
     }
+    if let Ok(loss) = std::env::var("SIM_MAX_LOSS") {
+        env.push_str(&format!(" SIM_MAX_LOSS={loss}"));
+    }
+    format!("{env} cargo test -p switch --test simulation")
 }
 
 /// A seed replays exactly: the same messages, in the same order, at the

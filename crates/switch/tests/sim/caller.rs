@@ -274,7 +274,9 @@ impl Caller {
         self.dialog = Some(d);
         self.outcome = Some(Outcome::Answered);
         if self.state != State::Inviting {
-            return;
+            // We gave up (Timer B) before this 2xx came: end the call.
+            self.state = State::Up;
+            return self.bye(env);
         }
         self.state = State::Up;
         let id = self.stack.id;

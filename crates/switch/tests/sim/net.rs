@@ -96,9 +96,11 @@ pub struct Weather {
 }
 
 impl Weather {
-    pub fn draw(rng: &mut StdRng) -> Weather {
+    /// The weather of one run: each link loses up to `ceiling` (0.10 by
+    /// default; `SIM_MAX_LOSS` raises it for stress runs).
+    pub fn draw(rng: &mut StdRng, ceiling: f64) -> Weather {
         Weather {
-            max_loss: rng.gen_range(0.0..=0.10),
+            max_loss: rng.gen_range(0.0..=ceiling),
             duplication: rng.gen_range(0.0..=0.03),
             min_delay: ms(1),
             max_delay: ms(rng.gen_range(5..=50)),

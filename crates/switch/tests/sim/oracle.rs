@@ -93,7 +93,7 @@ struct LegTx {
     branch: Bytes,
     sent: Ord_,
     sent_at: Nanos,
-    any_response: bool,
+    first_response_at: Option<Nanos>,
     provisional: Option<Ord_>,
     final_: Option<(Ord_, u16)>,
 }
@@ -104,6 +104,11 @@ struct LegDialog {
     /// CSeqs of INVITEs the switch sent in it (the initial one, relayed
     /// re-INVITEs): their 2xx must be ACKed even after a BYE (13.2.2.4).
     invites: Vec<u32>,
+    /// Its 2xx came after Timer B of an INVITE that had heard nothing: the
+    /// transaction was gone, and with it (once the call is over) what the
+    /// switch knew of the leg. Neither ACK nor BYE is required then; the
+    /// callee ends the dialog itself when its 2xx is not ACKed (13.3.1.4).
+    late: bool,
     ack: Option<Ord_>,
     bye_sent: Option<Ord_>,
     hangup: Option<Ord_>,
@@ -219,6 +224,11 @@ impl Oracle {
     pub fn ua_sent(&mut self, from: SocketAddr, to: SocketAddr, bytes: &Bytes) {
         self.ua_sent += 1;
         self.print(from, to, bytes);
+        if self.trace.is_some() {
+            if let Ok(m) = Message::parse(bytes.clone()) {
+                self.trace_msg(&format!("ua {from} sends to"), to, &m);
+            }
+        }
     }
 
     /// Folds a message into the run's fingerprint.
@@ -359,7 +369,9 @@ impl Oracle {
             }
             return;
         };
-        t.any_response = true;
+        // Every response after Timer B (nothing heard within 64*T1) is late.
+        let first = *t.first_response_at.get_or_insert(self.now);
+        let late = first >= t.sent_at + 64 * self.rules.t1;
         if code < 200 {
             // The transaction layer drops a provisional after the final.
             if t.final_.is_none() {
@@ -374,6 +386,7 @@ impl Oracle {
             l.dialogs.push(LegDialog {
                 tag: to_tag.clone(),
                 invites: vec![cseq.seq],
+                late,
                 ack: None,
                 bye_sent: None,
                 hangup: None,
@@ -413,7 +426,7 @@ impl Oracle {
                     branch,
                     sent: ord,
                     sent_at: now,
-                    any_response: false,
+                    first_response_at: None,
                     provisional: None,
                     final_: None,
                 });
@@ -660,13 +673,16 @@ impl Oracle {
 
     // ----- the end of the run -----------------------------------------------
 
-    /// `true` when the switch sent a BYE into dialog (`call_id`, callee tag)
-    /// or, with an empty tag, a CANCEL for that leg: what a callee left
-    /// with a dialog or a ringing INVITE may have lost.
+    /// `true` when a callee may legitimately be left with dialog
+    /// (`call_id`, callee tag) or, with an empty tag, a ringing INVITE:
+    /// the switch sent a BYE into that dialog (then lost), or a CANCEL for
+    /// that INVITE; or it never heard a provisional response to it, so
+    /// could not CANCEL it (RFC 3261 9.1) and gave it up (Timer B).
     pub fn switch_tried_to_end(&self, call_id: &[u8], callee_tag: &[u8]) -> bool {
         let Some(l) = self.legs.get(call_id) else { return false };
         if callee_tag.is_empty() {
-            return l.cancel.is_some();
+            let unheard = l.txs.last().is_some_and(|t| t.provisional.is_none());
+            return l.cancel.is_some() || unheard;
         }
         l.dialogs.iter().any(|d| d.tag == callee_tag && d.bye_sent.is_some())
     }
@@ -706,7 +722,7 @@ impl Oracle {
                 "leg dialogs hung up by the callee",
                 l.dialogs.iter().filter(|d| d.hangup.is_some()).count(),
             );
-            let silent = l.txs.last().is_some_and(|t| !t.any_response);
+            let silent = l.txs.last().is_some_and(|t| t.first_response_at.is_none());
             add("legs without any response", usize::from(silent));
         }
         c
@@ -717,7 +733,8 @@ impl Oracle {
         let mut bad = Vec::new();
         for id in &self.started {
             if !self.ended.contains(id) {
-                bad.push(format!("call {id} never ended (no CallEnded)"));
+                let cid = self.calls.get(id).map(|c| c.sip_call_id.clone()).unwrap_or_default();
+                bad.push(format!("call {id} (caller {cid}) never ended (no CallEnded)"));
             }
         }
         for c in self.calls.values() {
@@ -914,6 +931,7 @@ impl Oracle {
         for d in &l.dialogs {
             let this_bridged = bridged.is_some_and(|(lc, t)| *lc == cid && *t == d.tag);
             match (d.ack, d.bye_sent) {
+                _ if d.late && d.ack.is_none() => {}
                 (None, _) => bad.push(format!(
                     "leg {}: its 2xx (tag {}) was never ACKed",
                     leg.sip_call_id,
@@ -997,10 +1015,14 @@ impl Oracle {
         } else {
             let last = l.txs.last();
             let e = last.and_then(|t| t.final_);
-            let timer_b = last
-                .filter(|t| !t.any_response)
-                .map(|t| t.sent_at + 64 * rules.t1)
-                .filter(|&tb| tb <= f.at);
+            // Timer B: no response at all 64*T1 after the INVITE (a late
+            // final finds no transaction).
+            let timer_b = last.and_then(|t| {
+                let tb = t.sent_at + 64 * rules.t1;
+                t.first_response_at.is_none_or(|r| r >= tb).then_some(tb)
+            });
+            let e = if timer_b.is_some() { Option::None } else { e };
+            let timer_b = timer_b.filter(|&tb| tb <= f.at);
             match (e, timer_b) {
                 (Some((e_ord, code)), _) if input_of(e_ord) <= f_in => {
                     // Its own final came first (a 2xx then would have won).

@@ -292,11 +292,19 @@ impl Sim {
     }
 }
 
+/// The loss ceiling of every link: 10 %, or `SIM_MAX_LOSS` percent.
+pub fn loss_ceiling() -> f64 {
+    std::env::var("SIM_MAX_LOSS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0.10, |p| (p / 100.0).clamp(0.0, 0.9))
+}
+
 /// Runs `calls` calls with `seed`.
 pub fn run_seed(seed: u64, calls: usize) -> Report {
     let mut rng = StdRng::seed_from_u64(seed);
     let world = World::new();
-    let weather = Weather::draw(&mut rng);
+    let weather = Weather::draw(&mut rng, loss_ceiling());
     let switch_seed = rng.next_u64();
     let base = Instant::now();
     let rules = Rules {
