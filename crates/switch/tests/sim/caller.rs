@@ -79,6 +79,9 @@ pub struct Caller {
     /// The Request-URI user dialed.
     pub target: String,
     pub plan: Hangup,
+    /// No SDP in the INVITE: the answer goes in our ACK (RFC 3264 delayed
+    /// offer).
+    pub delayed_offer: bool,
     invite: Option<Message>,
     invite_key: Option<TxKey>,
     auth_tries: u32,
@@ -96,12 +99,19 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn new(stack: Stack, who: Identity, target: String, plan: Hangup) -> Caller {
+    pub fn new(
+        stack: Stack,
+        who: Identity,
+        target: String,
+        plan: Hangup,
+        delayed_offer: bool,
+    ) -> Caller {
         Caller {
             stack,
             who,
             target,
             plan,
+            delayed_offer,
             invite: None,
             invite_key: None,
             auth_tries: 0,
@@ -145,18 +155,18 @@ impl Caller {
             }
         };
         let addr = self.stack.addr;
-        let body = env.sdp(addr);
-        let m = Message::request(Method::Invite, self.ruri(env))
+        let mut b = Message::request(Method::Invite, self.ruri(env))
             .header(HeaderName::Via, sip::via(addr, &self.stack.tx.new_branch()))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, format!("<sip:{}@{DOMAIN}>", self.target))
             .header(HeaderName::CallId, format!("{}@{}", env.token(), addr.ip()))
             .header(HeaderName::CSeq, "1 INVITE")
-            .header(HeaderName::Contact, format!("<sip:{user}@{addr}>"))
-            .body("application/sdp", body)
-            .build();
-        self.send_invite(env, m);
+            .header(HeaderName::Contact, format!("<sip:{user}@{addr}>"));
+        if !self.delayed_offer {
+            b = b.body("application/sdp", env.sdp(addr));
+        }
+        self.send_invite(env, b.build());
         if let Hangup::CancelEarly { decide } = self.plan {
             env.after(decide, self.stack.id, Action::Cancel);
         }
@@ -268,7 +278,11 @@ impl Caller {
         }
         let d = Dialog::uac(&inv, resp, self.switch(env));
         let seq = d.local_seq;
-        let ack = d.request(Method::Ack, seq, &self.stack.tx.new_branch()).build();
+        let mut ack = d.request(Method::Ack, seq, &self.stack.tx.new_branch());
+        if self.delayed_offer {
+            ack = ack.body("application/sdp", env.sdp(self.stack.addr));
+        }
+        let ack = ack.build();
         env.send(self.stack.addr, d.peer.remote, &ack);
         self.ack = Some(ack);
         self.dialog = Some(d);

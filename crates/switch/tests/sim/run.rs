@@ -163,8 +163,10 @@ impl Sim {
             _ => pick(rng, &w.dial_numbers),
         };
         let plan = Hangup::draw(&mut self.env);
+        let delayed = self.env.chance(0.15);
         let addr = world::caller_addr(carrier, n);
-        let id = self.add_ua(addr, |s| Ua::Caller(Box::new(Caller::new(s, who, target, plan))));
+        let id =
+            self.add_ua(addr, |s| Ua::Caller(Box::new(Caller::new(s, who, target, plan, delayed))));
         self.act(id, Action::Dial);
         if self.started < self.calls {
             let gap = self.env.between(ms(10), ms(420));
