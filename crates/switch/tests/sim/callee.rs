@@ -81,6 +81,10 @@ struct UasDialog {
     gen: u32,
     bye_after: Option<Nanos>,
     bye_key: Option<TxKey>,
+    /// A re-INVITE from our side this long after the ACK.
+    reinvite_after: Option<Nanos>,
+    /// The ACK of our re-INVITE's 2xx, for its retransmissions.
+    reinvite_ack: Option<Message>,
 }
 
 /// A phone or a carrier.
@@ -99,6 +103,7 @@ pub struct Callee {
     seen: HashSet<(Bytes, u32)>,
     plans: HashMap<(Bytes, u32), Plan>,
     byes: HashMap<TxKey, usize>,
+    reinvites: HashMap<TxKey, usize>,
 }
 
 const T2: Nanos = secs(4);
@@ -118,6 +123,7 @@ impl Callee {
             seen: HashSet::new(),
             plans: HashMap::new(),
             byes: HashMap::new(),
+            reinvites: HashMap::new(),
         }
     }
 
@@ -309,8 +315,12 @@ impl Callee {
         let dlg = self.dialogs.len();
         self.by_tag.insert(d.local_tag.clone(), dlg);
         let t1 = self.t1;
+        let reinvite_after =
+            if fork == 0 && env.chance(0.12) { Some(env.between(ms(50), secs(5))) } else { None };
         self.dialogs.push(UasDialog {
             d,
+            reinvite_after,
+            reinvite_ack: None,
             state: DState::AwaitingAck,
             retx: Some(Retx { msg: r, cseq, interval: t1, give_up: env.now + 64 * t1 }),
             gen: 0,
@@ -376,6 +386,46 @@ impl Callee {
                 self.byes.insert(k, dlg);
             }
             Err(_) => d.state = DState::Ended,
+        }
+    }
+
+    /// A re-INVITE from our side (an offer; the caller answers through
+    /// the switch).
+    fn reinvite(&mut self, env: &mut Env, dlg: usize) {
+        let branch = self.stack.tx.new_branch();
+        let contact = self.contact();
+        let body = env.sdp(self.stack.addr);
+        let Some(d) = self.dialogs.get_mut(dlg) else { return };
+        if d.state != DState::Confirmed {
+            return;
+        }
+        let msg =
+            d.d.next_request(Method::Invite, &branch)
+                .header(HeaderName::Contact, contact)
+                .body("application/sdp", body)
+                .build();
+        let peer = d.d.peer;
+        d.reinvite_ack = None;
+        if let Ok(k) = self.stack.tx.send_request(env.instant(), msg, peer) {
+            self.reinvites.insert(k, dlg);
+        }
+    }
+
+    /// A response to our re-INVITE: its 2xx is ACKed (again for each
+    /// retransmission).
+    fn reinvite_response(&mut self, env: &mut Env, dlg: usize, resp: &Message) {
+        let Some(code) = resp.status() else { return };
+        let branch = self.stack.tx.new_branch();
+        let addr = self.stack.addr;
+        let Some(d) = self.dialogs.get_mut(dlg) else { return };
+        if (200..300).contains(&code) {
+            let seq = resp.cseq().map(|c| c.seq).unwrap_or(d.d.local_seq);
+            let ack = d
+                .reinvite_ack
+                .get_or_insert_with(|| d.d.request(Method::Ack, seq, &branch).build());
+            env.send(addr, d.d.peer.remote, ack);
+        } else if (code == 481 || code == 408) && d.state == DState::Confirmed {
+            d.state = DState::Ended;
         }
     }
 
@@ -447,6 +497,9 @@ impl Callee {
             if let Some(after) = d.bye_after.take() {
                 env.after(after, id, Action::CalleeBye(i));
             }
+            if let Some(after) = d.reinvite_after.take() {
+                env.after(after, id, Action::CalleeReinvite(i));
+            }
         }
     }
 
@@ -512,9 +565,18 @@ impl Agent for Callee {
             TxEvent::Stray { message, .. } => {
                 if message.method() == Some(&Method::Ack) {
                     self.ack(env, &message);
+                } else if message.status().is_some_and(|s| (200..300).contains(&s)) {
+                    // A 2xx to our re-INVITE after its transaction ended.
+                    let tag = Bytes::copy_from_slice(message.from_tag().unwrap_or_default());
+                    if let Some(&d) = self.by_tag.get(&tag) {
+                        self.reinvite_response(env, d, &message);
+                    }
                 }
             }
             TxEvent::Response { key, response } => {
+                if let Some(&d) = self.reinvites.get(&key) {
+                    return self.reinvite_response(env, d, &response);
+                }
                 if let Some(&d) = self.byes.get(&key) {
                     if response.status().is_some_and(|s| s >= 200) {
                         self.byes.remove(&key);
@@ -556,6 +618,7 @@ impl Agent for Callee {
             {
                 self.bye(env, d)
             }
+            Action::CalleeReinvite(d) => self.reinvite(env, d),
             _ => {}
         }
     }

@@ -94,6 +94,11 @@ pub struct Caller {
     reinvite_key: Option<TxKey>,
     reinvite_ack: Option<Message>,
     bye_key: Option<TxKey>,
+    /// Our 2xx to a re-INVITE from the callee, retransmitted until its ACK
+    /// (13.3.1.4): message, CSeq, interval, give-up time, generation.
+    uas_2xx: Option<(Message, u32, Nanos, Nanos)>,
+    uas_gen: u32,
+    t1: Nanos,
     pub state: State,
     pub outcome: Option<Outcome>,
 }
@@ -105,6 +110,7 @@ impl Caller {
         target: String,
         plan: Hangup,
         delayed_offer: bool,
+        t1: Nanos,
     ) -> Caller {
         Caller {
             stack,
@@ -124,6 +130,9 @@ impl Caller {
             reinvite_key: None,
             reinvite_ack: None,
             bye_key: None,
+            uas_2xx: None,
+            uas_gen: 0,
+            t1,
             state: State::Inviting,
             outcome: None,
         }
@@ -377,14 +386,54 @@ impl Caller {
         let code = match req.method() {
             Some(Method::Bye) if ours && up => {
                 self.state = State::Done;
+                self.uas_2xx = None;
                 200
             }
             Some(Method::Ack) => return,
+            Some(Method::Invite) if ours && self.state == State::Up => {
+                return self.answer_reinvite(env, key, &req);
+            }
+            Some(Method::Invite) => 481,
             _ if ours && up => 200,
             _ => 481,
         };
         let r = Message::response_to(&req, code).build();
         let _ = self.stack.tx.send_response(env.instant(), key, r);
+    }
+}
+
+impl Caller {
+    /// 200 with our answer to the callee's re-INVITE, retransmitted until
+    /// the ACK.
+    fn answer_reinvite(&mut self, env: &mut Env, key: TxKey, req: &Message) {
+        let addr = self.stack.addr;
+        let body = env.sdp(addr);
+        let contact = self.dialog.as_ref().map(|d| d.contact("caller")).unwrap_or_default();
+        let r = Message::response_to(req, 200)
+            .header(HeaderName::Contact, contact)
+            .body("application/sdp", body)
+            .build();
+        let _ = self.stack.tx.send_response(env.instant(), key, r.clone());
+        let seq = req.cseq().map(|c| c.seq).unwrap_or(0);
+        self.uas_gen += 1;
+        self.uas_2xx = Some((r, seq, self.t1, env.now + 64 * self.t1));
+        env.after(self.t1, self.stack.id, Action::Retransmit(0, self.uas_gen));
+    }
+
+    fn retransmit(&mut self, env: &mut Env, gen: u32) {
+        if gen != self.uas_gen {
+            return;
+        }
+        let Some((msg, _, interval, give_up)) = self.uas_2xx.as_mut() else { return };
+        if env.now >= *give_up {
+            self.uas_2xx = None;
+            return self.bye(env);
+        }
+        let to = env.oracle.switch_addr;
+        env.send(self.stack.addr, to, msg);
+        *interval = (*interval * 2).min(secs(4));
+        let next = (*interval).min(*give_up - env.now);
+        env.after(next, self.stack.id, Action::Retransmit(0, gen));
     }
 }
 
@@ -402,6 +451,13 @@ impl Agent for Caller {
                     self.on_reinvite_response(env, &response);
                 } else if Some(key) == self.bye_key && response.status().is_some_and(|s| s >= 200) {
                     self.state = State::Done;
+                }
+            }
+            TxEvent::Stray { message, .. } if message.method() == Some(&Method::Ack) => {
+                let seq = message.cseq().map(|c| c.seq).ok();
+                if self.uas_2xx.as_ref().is_some_and(|u| Some(u.1) == seq) {
+                    self.uas_2xx = None;
+                    self.uas_gen += 1;
                 }
             }
             TxEvent::Stray { message, .. } => {
@@ -442,6 +498,7 @@ impl Agent for Caller {
             }
             Action::Reinvite => self.reinvite(env),
             Action::Bye => self.bye(env),
+            Action::Retransmit(_, gen) => self.retransmit(env, gen),
             _ => {}
         }
     }

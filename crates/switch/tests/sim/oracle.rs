@@ -493,7 +493,7 @@ impl Oracle {
             let new = !c.sent.contains(&h);
             let seq = m.cseq().map(|c| c.seq).unwrap_or(0);
             let due_ack = m.method() == Some(&Method::Ack) && c.invites.contains(&seq);
-            if m.method() == Some(&Method::Invite) && c.end.is_none() {
+            if m.method() == Some(&Method::Invite) && c.end.is_none() && !c.invites.contains(&seq) {
                 c.invites.push(seq);
             }
             if new && c.end.is_some() && !due_ack {
@@ -707,6 +707,7 @@ impl Oracle {
                 }
             }
             add("caller BYEs before the switch's", usize::from(w.hangup.is_some()));
+            add("callee re-INVITEs relayed to the caller", w.invites.len());
         }
         for l in self.legs.values() {
             add("legs", 1);

@@ -164,9 +164,10 @@ impl Sim {
         };
         let plan = Hangup::draw(&mut self.env);
         let delayed = self.env.chance(0.15);
+        let t1 = self.world.t1.as_nanos() as Nanos;
         let addr = world::caller_addr(carrier, n);
-        let id =
-            self.add_ua(addr, |s| Ua::Caller(Box::new(Caller::new(s, who, target, plan, delayed))));
+        let id = self
+            .add_ua(addr, |s| Ua::Caller(Box::new(Caller::new(s, who, target, plan, delayed, t1))));
         self.act(id, Action::Dial);
         if self.started < self.calls {
             let gap = self.env.between(ms(10), ms(420));

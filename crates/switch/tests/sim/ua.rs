@@ -32,6 +32,8 @@ pub enum Action {
     Retransmit(usize, u32),
     /// A callee hangs up dialog `dlg`.
     CalleeBye(usize),
+    /// A callee re-INVITEs in dialog `dlg`.
+    CalleeReinvite(usize),
     /// A caller places its call.
     Dial,
     /// A caller hangs up before the answer (CANCEL once a 1xx came).
