@@ -36,6 +36,8 @@ pub enum Ev {
     Ua(usize, crate::sim::Action),
     /// The next call of the run starts.
     StartCall,
+    /// An operator's hangup through the API.
+    Command(switch::Command),
 }
 
 struct Entry {

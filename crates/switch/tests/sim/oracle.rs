@@ -168,6 +168,10 @@ pub struct Oracle {
     groupcalls: BTreeMap<Uuid, Groupcall>,
     started: Vec<Uuid>,
     ended: HashSet<Uuid>,
+    /// Root groupcall -> inbound call.
+    roots: HashMap<Uuid, Uuid>,
+    /// The input at which an API hangup reached each live inbound call.
+    api_hangups: HashMap<Uuid, u64>,
     pub ua_sent: u64,
     pub switch_sent: u64,
     /// A hash of every message sent, in order, with its time and ends: two
@@ -209,6 +213,8 @@ impl Oracle {
             groupcalls: BTreeMap::new(),
             started: Vec::new(),
             ended: HashSet::new(),
+            roots: HashMap::new(),
+            api_hangups: HashMap::new(),
             ua_sent: 0,
             switch_sent: 0,
             fingerprint: 0,
@@ -596,6 +602,15 @@ impl Oracle {
         }
     }
 
+    /// An API hangup of `id` (inbound call or root groupcall) is the
+    /// switch's input now.
+    pub fn api_hangup(&mut self, id: Uuid) {
+        let call = self.roots.get(&id).copied().unwrap_or(id);
+        if self.started.contains(&call) && !self.ended.contains(&call) {
+            self.api_hangups.entry(call).or_insert(self.input);
+        }
+    }
+
     // ----- records and events ----------------------------------------------
 
     /// A record the switch asks to store.
@@ -655,7 +670,10 @@ impl Oracle {
     /// An event of the switch.
     pub fn event(&mut self, e: &Event) {
         match e {
-            Event::CallStarted { call, .. } => self.started.push(*call),
+            Event::CallStarted { call, groupcall } => {
+                self.started.push(*call);
+                self.roots.insert(*groupcall, *call);
+            }
             Event::CallEnded { call }
                 if !self.started.contains(call) || !self.ended.insert(*call) =>
             {
@@ -799,7 +817,10 @@ impl Oracle {
         let Some(f) = c.final_.clone() else {
             return vec![format!("inbound call {}: no final response", inbound.id)];
         };
-        let (start_at, caller_hangup, ack_at) = (c.first_recv_at, c.hangup, c.ack_at);
+        let (start_at, ack_at) = (c.first_recv_at, c.ack_at);
+        // An API hangup is the operator's: the switch hangs up (local).
+        let api = self.api_hangups.get(&inbound.id).map(|&i| i << 20);
+        let caller_hangup = c.hangup;
         let answered = (200..300).contains(&f.code);
         let bridged = if answered { self.bridged(&f) } else { None };
         if answered && bridged.is_none() {
@@ -816,7 +837,9 @@ impl Oracle {
         let leg_bye_sent = leg_dialog.and_then(|d| d.bye_sent);
         // Expected hangup of the inbound record.
         let want: Vec<(HangupBy, HangupReason)> = if !answered {
-            if f.code == 487 {
+            if api.is_some_and(|a| input_of(a) == input_of(f.ord)) {
+                vec![(HangupBy::Local, HangupReason::Cancel)]
+            } else if f.code == 487 {
                 vec![(HangupBy::Remote, HangupReason::Cancel)]
             } else {
                 vec![(HangupBy::Local, HangupReason::for_status(f.code))]
@@ -833,9 +856,13 @@ impl Oracle {
                 (None, Some(_)) => Some(false),
                 (None, None) => None,
             };
-            // The leg's hang-up first: we BYE the caller (local); the
-            // caller's first (or its missing ACK): remote.
-            match first(leg_hangup, caller_hangup) {
+            // The leg's hang-up (or the API's) first: we BYE the caller
+            // (local); the caller's first (or its missing ACK): remote.
+            let local_first = match (leg_hangup, api) {
+                (Some(l), Some(a)) => Some(l.min(a)),
+                (l, a) => l.or(a),
+            };
+            match first(local_first, caller_hangup) {
                 Some(true) if no_ack_at.is_none() => vec![(HangupBy::Local, HangupReason::Normal)],
                 Some(false) if no_ack_at.is_none() => {
                     vec![(HangupBy::Remote, HangupReason::Normal)]

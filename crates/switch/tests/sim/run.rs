@@ -94,7 +94,12 @@ impl Sim {
                     );
                 }
                 Output::Persist(p) => self.env.oracle.persist(&p),
-                Output::Event(e) => self.env.oracle.event(&e),
+                Output::Event(e) => {
+                    self.env.oracle.event(&e);
+                    if let switch::Event::CallStarted { call, groupcall } = e {
+                        self.maybe_api_hangup(call, groupcall);
+                    }
+                }
                 Output::Resolve(q) => {
                     self.env.oracle.violation(format!("unexpected DNS question {q:?}"));
                 }
@@ -123,6 +128,33 @@ impl Sim {
             conn: None,
         };
         self.switch.handle_input(now, Input::Datagram(Datagram { peer, bytes }));
+        self.drain();
+    }
+
+    /// Now and then an operator hangs a call up through the API, by its
+    /// inbound call or its root groupcall.
+    fn maybe_api_hangup(&mut self, call: uuid::Uuid, groupcall: uuid::Uuid) {
+        if !self.env.chance(0.03) {
+            return;
+        }
+        let cmd = if self.env.chance(0.5) {
+            switch::Command::HangupCall { id: call }
+        } else {
+            switch::Command::HangupGroupcall { id: groupcall }
+        };
+        let at = self.env.now + self.env.between(ms(100), secs(20));
+        self.env.queue.push(at, Ev::Command(cmd));
+    }
+
+    fn command(&mut self, cmd: switch::Command) {
+        let now = self.now();
+        self.env.oracle.switch_input(self.env.now);
+        let id = match &cmd {
+            switch::Command::HangupCall { id } | switch::Command::HangupGroupcall { id } => *id,
+            _ => return,
+        };
+        self.env.oracle.api_hangup(id);
+        self.switch.handle_input(now, Input::Command(cmd));
         self.drain();
     }
 
@@ -232,6 +264,7 @@ impl Sim {
                 }
                 Ev::Ua(id, a) => self.act(id, a),
                 Ev::StartCall => self.start_call(),
+                Ev::Command(cmd) => self.command(cmd),
             }
         }
     }
