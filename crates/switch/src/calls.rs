@@ -57,6 +57,9 @@ pub(crate) struct ServedCall {
     from: String,
     /// The B2BUA reported `CallEnded`: every dialog is gone.
     dialogs_over: bool,
+    /// The caller's INVITE ended from its side before the answer (CANCEL):
+    /// a 487 then is the caller's doing, else the switch's (API hangup).
+    caller_cancelled: bool,
     /// The fork deadline filed in the switch's timer queue.
     pub(crate) fork_deadline: Option<Instant>,
 }
@@ -97,6 +100,7 @@ impl ServedCall {
             inbound,
             from,
             dialogs_over: false,
+            caller_cancelled: false,
             fork_deadline: None,
         }
     }
@@ -115,7 +119,10 @@ impl ServedCall {
     pub(crate) fn on_call_event(&mut self, cx: &mut CallContext<'_>, now: Now, ev: CallEvent) {
         match ev {
             CallEvent::CallEnded { .. } => self.dialogs_over = true,
-            CallEvent::CallerCancelled { .. } => self.fork.caller_cancelled(now.into()),
+            CallEvent::CallerCancelled { .. } => {
+                self.caller_cancelled = true;
+                self.fork.caller_cancelled(now.into())
+            }
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 self.fork.caller_hung_up(now.into());
                 let end = (HangupBy::Remote, HangupReason::Normal);
@@ -210,7 +217,10 @@ impl ServedCall {
                 None => Ok(()),
             },
             Action::RejectCaller { code } => {
-                let by = if code == 487 { HangupBy::Remote } else { HangupBy::Local };
+                // A 487 answers the caller's CANCEL (remote), or an API
+                // hangup (local, like every other rejection).
+                let remote = code == 487 && self.caller_cancelled;
+                let by = if remote { HangupBy::Remote } else { HangupBy::Local };
                 let end = (by, HangupReason::for_status(code));
                 advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
                 cx.mgr.reject_caller(cx.tx, at, cref, code)

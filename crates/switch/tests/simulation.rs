@@ -59,6 +59,15 @@ fn a_seed_replays_exactly() {
     assert_ne!(a.fingerprint, c.fingerprint, "another seed, another run");
 }
 
+/// Seed 3 (40 calls): an API hangup before the answer (487 to the caller)
+/// was recorded on the inbound call as `hangup_by: remote`; the operator's
+/// hangup is the switch's (`local`).
+#[test]
+fn regression_seed_3_api_hangup_before_answer_is_local() {
+    let r = sim::run::run_seed(3, 40);
+    assert!(r.violations.is_empty(), "seed 3: {:?}", r.violations);
+}
+
 #[test]
 fn simulation() {
     let total = env_num("SIM_CALLS").map_or(DEFAULT_CALLS, |n| n as usize);
