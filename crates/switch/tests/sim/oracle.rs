@@ -13,9 +13,23 @@
 //! - records only move forward, end in `hangup`, carry the Call-ID of the
 //!   wire, and their hangup_by / hangup_reason match what happened on it.
 //!
-//! Where the wire cannot tell what the switch knew (a leg cancelled before
-//! any provisional: its CANCEL waits, invisible), the check takes every
-//! reading the wire allows; see [`Oracle::expected_leg`].
+//! Where the wire cannot tell, a check takes every reading the wire allows
+//! (weaker, never skipped):
+//!
+//! - a leg cancelled before it had a provisional response: its CANCEL
+//!   waits for one (RFC 3261 9.1) and may never be seen, so a ring timeout
+//!   (`local/noanswer`) is also accepted for such a leg; see
+//!   [`Oracle::expected_leg`];
+//! - an answered call whose caller never ACKed within 64*T1: the switch's
+//!   BYE and the caller's may both be the first, so `remote` or `local`
+//!   (`normal` either way);
+//! - a final response at exactly the overall timeout is taken for it
+//!   (`timeout`), any other 480 for a ring timeout (`noanswer`);
+//! - lost beyond recovery (Timer B/F of the switch, a 2xx after Timer B,
+//!   a callee left ringing that the switch never heard from, a dialog
+//!   the switch did BYE): what the RFC allows then is accepted; a relayed
+//!   request that timed out at the switch is not counted as a hang-up
+//!   signal (it needs seven losses in a row; it would show as a mismatch).
 
 use crate::sim::net::Nanos;
 use bytes::Bytes;
