@@ -206,6 +206,9 @@ impl Env {
         leg.invite_key = key;
         leg.invite_seq = seq;
         leg.auth_tries += 1;
+        // A new INVITE transaction: a CANCEL waits for a provisional
+        // response to it (RFC 3261 9.1), not to the one challenged.
+        leg.provisional = false;
         self.own(call, key, Role::LegInvite(l));
         true
     }

@@ -484,7 +484,12 @@ impl CallManager {
                                 env.caller_lost(tx, now, call, None, false);
                             }
                         }
-                        Role::LegInvite(l) => env.leg_gave_up(call, l),
+                        Role::LegInvite(l) if call.is_leg_invite(l, key) => {
+                            env.leg_gave_up(call, l)
+                        }
+                        // A challenged INVITE, superseded by the one sent
+                        // with credentials.
+                        Role::LegInvite(_) => {}
                         Role::Bye(side) => env.bye_done(call, side, key),
                         Role::RelayClient => env.relay_failed(tx, now, call, key, true),
                         Role::RelayServer => {}
@@ -503,7 +508,10 @@ impl CallManager {
                     call.keys.retain(|k| *k != key);
                     let env = &mut self.env;
                     match role {
-                        Role::LegInvite(l) => env.leg_gave_up(call, l),
+                        Role::LegInvite(l) if call.is_leg_invite(l, key) => {
+                            env.leg_gave_up(call, l)
+                        }
+                        Role::LegInvite(_) => {}
                         Role::Bye(side) => env.bye_done(call, side, key),
                         Role::RelayClient => env.relay_terminated(tx, now, call, key),
                         Role::CallerInvite | Role::RelayServer => {}

@@ -50,6 +50,11 @@ impl Env {
                         CallerState::Proceeding => DialogState::Early,
                         CallerState::Answered if c.held_final.is_some() => DialogState::Early,
                         CallerState::Answered if !c.ended => DialogState::Confirmed,
+                        // Our BYE waits for the ACK of our 2xx (RFC 3261
+                        // 15): until it goes out, the dialog is up.
+                        CallerState::Answered if c.bye_wanted && c.bye_key.is_none() => {
+                            DialogState::Confirmed
+                        }
                         _ => DialogState::Gone,
                     }
                 }
@@ -103,7 +108,13 @@ impl Env {
             }
             (Method::Bye, DialogState::Confirmed) => {
                 self.reply(tx, now, key, &req, 200);
-                self.side_hung_up(tx, now, call, side);
+                if side == Side::Caller && call.caller.ended {
+                    // The caller ends it first: our waiting BYE is moot.
+                    call.caller.bye_wanted = false;
+                    self.drop_pending(tx, call, side);
+                } else {
+                    self.side_hung_up(tx, now, call, side);
+                }
             }
             (Method::Bye, _) => self.reply(tx, now, key, &req, 481),
             (Method::Prack, DialogState::Early) if side == Side::Caller => {

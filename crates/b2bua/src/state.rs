@@ -308,6 +308,12 @@ impl Call {
         }
     }
 
+    /// `true` when `key` is leg `l`'s current INVITE transaction (not one
+    /// it re-sent with credentials after a 401/407).
+    pub(crate) fn is_leg_invite(&self, l: u32, key: TxKey) -> bool {
+        self.legs.get(l as usize).is_some_and(|leg| leg.invite_key == key)
+    }
+
     /// The side bridged with `side`.
     pub(crate) fn other(&self, side: Side) -> Option<Side> {
         let b = Side::Leg(self.bridged?);

@@ -1052,3 +1052,102 @@ fn over_tcp_the_2xx_is_not_retransmitted_but_the_ack_is_still_awaited() {
     assert!(w.events.contains(&CallEvent::CallerNoAck { call }));
     w.assert_ended(call);
 }
+
+/// A leg to a trunk that challenges: 100 Trying, then 401; the leg's INVITE
+/// goes again with credentials (CSeq 2). Returns the call, the leg and the
+/// new INVITE.
+fn challenged_leg(w: &mut World) -> (CallRef, LegRef, Message) {
+    let call = w.start_call(caller_invite(Some(SDP_CALLER), &[]));
+    let mut t = target("bob", peer_a());
+    t.credentials = Some(("trunkuser".to_owned(), "trunkpass".to_owned()));
+    let a = w.dial(call, t);
+    let inv1 = invite_to(&w.take(), peer_a());
+    w.feed(answer(&inv1, 100, None, None, None), peer_a());
+    let challenge = answer(&inv1, 401, Some("t401"), None, None);
+    let challenge = with_header(
+        &challenge,
+        "WWW-Authenticate",
+        "Digest realm=\"trunk\", nonce=\"n1\", algorithm=MD5",
+    );
+    w.feed(challenge, peer_a());
+    let out = w.take();
+    let inv2 = invite_to(&out, peer_a());
+    assert_eq!(inv2.cseq().unwrap().seq, 2);
+    assert!(inv2.header(HeaderName::Authorization).is_some());
+    (call, a, inv2)
+}
+
+/// Simulation seed 1 (300 calls): the 100 Trying to the challenged INVITE
+/// let the CANCEL of the INVITE sent with credentials go out before any
+/// provisional response to it (RFC 3261 9.1).
+#[test]
+fn the_invite_sent_with_credentials_is_cancelled_only_after_its_own_provisional() {
+    let mut w = World::new(cfg());
+    let (call, a, inv2) = challenged_leg(&mut w);
+    w.cancel_leg(call, a, None);
+    assert!(w.take().iter().all(|s| s.name() != "CANCEL"), "9.1: not before a provisional");
+    w.feed(answer(&inv2, 180, Some("btag"), Some(BOB_CONTACT), None), peer_a());
+    let cancel = one_to(&w.take(), "CANCEL", peer_a()).msg.clone();
+    assert_eq!(cancel.cseq().unwrap().seq, 2);
+    assert_eq!(cancel.top_via().unwrap().branch(), inv2.top_via().unwrap().branch());
+}
+
+/// Simulation seed 1 (300 calls): the end (Timer D) of the challenged INVITE
+/// transaction was taken for the end of the leg's INVITE: the leg "gave up"
+/// while the INVITE sent with credentials still rang, and was never
+/// CANCELed; its client transaction lived on forever.
+#[test]
+fn the_end_of_the_challenged_transaction_does_not_end_the_leg() {
+    let mut w = World::new(cfg());
+    let (call, a, inv2) = challenged_leg(&mut w);
+    w.feed(answer(&inv2, 180, Some("btag"), Some(BOB_CONTACT), None), peer_a());
+    w.take_events();
+    // Timer D of the first transaction (32 s) passes: the leg still rings.
+    w.at(40_000);
+    assert!(w.take_events().is_empty(), "no event for the challenged transaction's end");
+    w.cancel_leg(call, a, None);
+    let cancel = one_to(&w.take(), "CANCEL", peer_a()).msg.clone();
+    assert_eq!(cancel.cseq().unwrap().seq, 2);
+    w.feed(answer(&cancel, 200, Some("btag"), None, None), peer_a());
+    w.feed(answer(&inv2, 487, Some("btag"), None, None), peer_a());
+    assert_eq!(w.take_events(), [CallEvent::LegCancelled { call, leg: a }]);
+    w.reject_caller(call, 487);
+    w.assert_ended(call);
+}
+
+/// Simulation seed 1 (500 calls): the callee hung up while our 2xx to the
+/// caller still waited for its ACK (our BYE waits for it, RFC 3261 15);
+/// the caller's own BYE then got a 481, and once its ACK came we sent a BYE
+/// into the dialog it had ended. The dialog still exists until our BYE
+/// goes out: the caller's BYE gets 200 and ends it (15.1.2).
+#[test]
+fn a_caller_bye_while_our_bye_waits_for_its_ack_gets_200_and_ends_the_dialog() {
+    let mut w = World::new(cfg());
+    let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
+    w.feed(answer(&inv_b, 180, Some("ctag"), Some("<sip:carol@192.0.2.30>"), None), peer_b());
+    w.feed(answer(&inv_a, 200, Some("btag"), Some(BOB_CONTACT), Some(SDP_BOB)), peer_a());
+    w.cancel_leg(call, b, Some(REASON));
+    w.answer_caller(call, a);
+    let out = w.take();
+    let cancel = one_to(&out, "CANCEL", peer_b()).msg.clone();
+    let ok = one_to(&out, "200 INVITE", caller_peer()).msg.clone();
+    w.feed(answer(&cancel, 200, Some("ctag"), None, None), peer_b());
+    w.feed(answer(&inv_b, 487, Some("ctag"), None, None), peer_b());
+    w.take();
+    w.take_events();
+    // The callee hangs up before the caller's ACK came: our BYE waits.
+    w.feed(callee_request(&inv_a, "btag", Method::Bye, 1, "z9hG4bKbbye", None), peer_a());
+    assert_eq!(names(&w.take()), ["200 BYE"]);
+    assert_eq!(w.take_events(), [CallEvent::LegHungUp { call, leg: a }]);
+    w.bye_caller(call);
+    assert!(w.take().is_empty(), "no BYE to the caller before its ACK");
+    // The caller hangs up too: its dialog is still there.
+    w.feed(caller_request(&ok, Method::Bye, 11, "z9hG4bKcbye", None), caller_peer());
+    assert_eq!(names(&w.take()), ["200 BYE"]);
+    // Its late ACK brings no BYE from us: the dialog is over.
+    w.feed(caller_ack(&ok, 10, None), caller_peer());
+    assert!(w.take().iter().all(|s| s.name() != "BYE"), "no BYE into the ended dialog");
+    w.at(40_000);
+    assert!(w.take().iter().all(|s| s.name() != "BYE" && s.name() != "200 INVITE"));
+    w.assert_ended(call);
+}

@@ -270,7 +270,11 @@ fn resolve_without_hops_fails_the_destination_with_503() {
         vec![Resolve { query: ResolveId(0), target: LegTarget::Sip { uri: URI.into() } }]
     );
     assert_eq!(h.next_deadline(), Some(30), "the ring timeout runs while resolving");
-    assert_eq!(dial_legs(&h.at(1).ev(0, Failed { code: 486 })), Vec::<u32>::new(), "no such leg yet");
+    assert_eq!(
+        dial_legs(&h.at(1).ev(0, Failed { code: 486 })),
+        Vec::<u32>::new(),
+        "no such leg yet"
+    );
     assert_eq!(dial_legs(&h.resolved(ResolveId(0), vec![])), vec![0]);
     assert_eq!(h.call(0).destination.target, "c@x");
     assert_eq!(h.ev(0, Failed { code: 404 }), vec![RejectCaller { code: 404 }, Finished]);

@@ -59,6 +59,9 @@ pub(crate) struct ServedCall {
     from: String,
     /// The B2BUA reported `CallEnded`: every dialog is gone.
     dialogs_over: bool,
+    /// The caller's INVITE ended from its side before the answer (CANCEL):
+    /// a 487 then is the caller's doing, else the switch's (API hangup).
+    caller_cancelled: bool,
     /// The fork deadline filed in the switch's timer queue.
     pub(crate) fork_deadline: Option<Instant>,
     /// When the caller's INVITE was taken, for the setup time.
@@ -104,6 +107,7 @@ impl ServedCall {
             inbound,
             from,
             dialogs_over: false,
+            caller_cancelled: false,
             fork_deadline: None,
             started,
             source: None,
@@ -114,15 +118,6 @@ impl ServedCall {
     pub(crate) fn with_source(mut self, source: LegRef) -> Self {
         self.source = Some(source);
         self
-    }
-
-    /// The API hangs the call up: its record says so first (the local side
-    /// ended it), then the fork tears the legs down.
-    pub(crate) fn api_hangup(&mut self, out: &mut VecDeque<Output>, now: Now) {
-        let reason =
-            if self.fork.is_answered() { HangupReason::Normal } else { HangupReason::Cancel };
-        advance_inbound(&mut self.inbound, out, now, CallStatus::Hangup, (HangupBy::Local, reason));
-        self.fork.hangup(now.into());
     }
 
     /// What the click-to-call source did: its record moves on; its answer
@@ -196,7 +191,10 @@ impl ServedCall {
     pub(crate) fn on_call_event(&mut self, cx: &mut CallContext<'_>, now: Now, ev: CallEvent) {
         match ev {
             CallEvent::CallEnded { .. } => self.dialogs_over = true,
-            CallEvent::CallerCancelled { .. } => self.fork.caller_cancelled(now.into()),
+            CallEvent::CallerCancelled { .. } => {
+                self.caller_cancelled = true;
+                self.fork.caller_cancelled(now.into())
+            }
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 self.fork.caller_hung_up(now.into());
                 let end = (HangupBy::Remote, HangupReason::Normal);
@@ -296,7 +294,10 @@ impl ServedCall {
                 None => Ok(()),
             },
             Action::RejectCaller { code } => {
-                let by = if code == 487 { HangupBy::Remote } else { HangupBy::Local };
+                // A 487 answers the caller's CANCEL (remote), or an API
+                // hangup (local, like every other rejection).
+                let remote = code == 487 && self.caller_cancelled;
+                let by = if remote { HangupBy::Remote } else { HangupBy::Local };
                 let end = (by, HangupReason::for_status(code));
                 advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
                 cx.mgr.reject_caller(cx.tx, at, cref, code)

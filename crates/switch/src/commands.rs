@@ -87,7 +87,7 @@ impl Switch {
             if leg && id != s.inbound.id {
                 s.fork.hangup_call(now.into(), id);
             } else {
-                s.api_hangup(&mut self.out, now);
+                s.fork.hangup(now.into());
             }
         }
         self.run_call(now, cref);
