@@ -168,17 +168,21 @@ impl Collector for Scrape {
                 "DNS questions in flight",
                 signed(st.dns_queries),
             )?;
+            // Every served call is one root groupcall.
+            let h = "Root groupcalls live (one per call served)";
+            gauge(&mut e, "groupcalls_active", h, signed(st.calls))?;
+            let answered = c.calls_ended.first().copied().unwrap_or(0);
+            let unanswered = c.calls_ended.iter().skip(1).sum();
+            let values = [("answered", answered), ("unanswered", unanswered)];
+            labelled(
+                &mut e,
+                "groupcalls",
+                "Root groupcalls ended, by outcome",
+                "outcome",
+                &values,
+            )?;
         }
         let w = &self.webhooks;
-        let h = "Groupcalls live (as seen in the records the switch persists)";
-        gauge(
-            &mut e,
-            "groupcalls_active",
-            h,
-            i64::try_from(w.groupcalls_active).unwrap_or(i64::MAX),
-        )?;
-        let values = [("answered", w.groupcalls_answered), ("unanswered", w.groupcalls_unanswered)];
-        labelled(&mut e, "groupcalls", "Groupcalls ended, by outcome", "outcome", &values)?;
         let values = [("delivered", w.delivered), ("failed", w.failed), ("retried", w.retried)];
         labelled(
             &mut e,

@@ -25,7 +25,7 @@ use records::{Call, CallStatus, Groupcall, GroupcallStatus, Origin, Timestamp, W
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -75,14 +75,6 @@ pub struct WebhookStats {
     pub retried: u64,
     /// Events dropped because the customer's queue was full.
     pub dropped: u64,
-    /// Groupcalls live now.
-    pub groupcalls_active: u64,
-    /// Groupcalls started.
-    pub groupcalls_started: u64,
-    /// Groupcalls ended after an answer.
-    pub groupcalls_answered: u64,
-    /// Groupcalls ended without one.
-    pub groupcalls_unanswered: u64,
 }
 
 #[derive(Default)]
@@ -91,9 +83,6 @@ struct Counters {
     failed: AtomicU64,
     retried: AtomicU64,
     dropped: AtomicU64,
-    groupcalls_started: AtomicU64,
-    groupcalls_answered: AtomicU64,
-    groupcalls_unanswered: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +126,8 @@ struct Inner {
     queues: Mutex<HashMap<Uuid, mpsc::Sender<Queued>>>,
     seen: Mutex<HashMap<Uuid, Seen>>,
     counters: Counters,
+    /// How many customers have a target (0: publishing is one load).
+    hooks: AtomicUsize,
 }
 
 /// The webhook dispatcher. Cheap to clone; [`Webhooks::publish`] may be
@@ -201,6 +192,7 @@ impl Webhooks {
                 queues: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                hooks: AtomicUsize::new(0),
             }),
         }
     }
@@ -219,33 +211,35 @@ impl Webhooks {
     /// Events of `customer` go to `url`, signed with `secret`, from now on.
     pub fn set_target(&self, customer: Uuid, url: &str, secret: &str) {
         let t = Target { url: url.to_owned(), secret: secret.to_owned() };
-        self.inner.targets.write().unwrap_or_else(|e| e.into_inner()).insert(customer, t);
+        let mut targets = self.inner.targets.write().unwrap_or_else(|e| e.into_inner());
+        targets.insert(customer, t);
+        self.inner.hooks.store(targets.len(), Relaxed);
     }
 
     /// No more events for `customer` (queued ones are dropped as they come).
     pub fn remove_target(&self, customer: Uuid) {
-        self.inner.targets.write().unwrap_or_else(|e| e.into_inner()).remove(&customer);
+        let mut targets = self.inner.targets.write().unwrap_or_else(|e| e.into_inner());
+        targets.remove(&customer);
+        self.inner.hooks.store(targets.len(), Relaxed);
     }
 
     fn hooked(&self, customer: Uuid) -> bool {
+        // The fast path: no webhook anywhere (the common case) costs one
+        // atomic load per record.
+        if self.inner.hooks.load(Relaxed) == 0 {
+            return false;
+        }
         self.inner.targets.read().unwrap_or_else(|e| e.into_inner()).contains_key(&customer)
     }
 
     /// Counters.
     pub fn stats(&self) -> WebhookStats {
         let c = &self.inner.counters;
-        let started = c.groupcalls_started.load(Relaxed);
-        let answered = c.groupcalls_answered.load(Relaxed);
-        let unanswered = c.groupcalls_unanswered.load(Relaxed);
         WebhookStats {
             delivered: c.delivered.load(Relaxed),
             failed: c.failed.load(Relaxed),
             retried: c.retried.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
-            groupcalls_active: started.saturating_sub(answered + unanswered),
-            groupcalls_started: started,
-            groupcalls_answered: answered,
-            groupcalls_unanswered: unanswered,
         }
     }
 
@@ -268,18 +262,19 @@ impl Webhooks {
     }
 
     fn groupcall(&self, g: &Groupcall) {
+        if !self.hooked(g.customer_id) {
+            return;
+        }
         let answered = g.answer_call_id != NIL;
         let over = g.status == GroupcallStatus::Hangup;
         let mut events: [Option<&'static str>; 3] = [None; 3];
         {
             let mut seen = lock(&self.inner.seen);
-            let c = &self.inner.counters;
             let before = match seen.get(&g.id) {
                 Some(Seen::Groupcall { answered }) => Some(*answered),
                 _ => None,
             };
             if before.is_none() {
-                c.groupcalls_started.fetch_add(1, Relaxed);
                 events[0] = Some("groupcall_created");
             }
             if answered && before != Some(true) {
@@ -288,14 +283,9 @@ impl Webhooks {
             if over {
                 events[2] = Some("groupcall_hangup");
                 seen.remove(&g.id);
-                let n = if answered { &c.groupcalls_answered } else { &c.groupcalls_unanswered };
-                n.fetch_add(1, Relaxed);
             } else if before.is_some() || seen.len() < self.inner.opts.max_tracked {
                 seen.insert(g.id, Seen::Groupcall { answered });
             }
-        }
-        if !self.hooked(g.customer_id) {
-            return;
         }
         for kind in events.into_iter().flatten() {
             self.enqueue(g.customer_id, kind, Resource::Groupcall(Box::new(g.clone())));
@@ -305,9 +295,6 @@ impl Webhooks {
     fn call(&self, c: &Call) {
         let over = c.status == CallStatus::Hangup;
         if !self.hooked(c.customer_id) {
-            if over {
-                lock(&self.inner.seen).remove(&c.id);
-            }
             return;
         }
         let mut events: [Option<&'static str>; 2] = [None; 2];

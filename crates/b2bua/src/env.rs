@@ -7,6 +7,7 @@ use crate::{B2buaConfig, CallEvent, CallRef, LocalContact, Stateless};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::Rng;
+use rustc_hash::FxHashMap;
 use sip_message::{HeaderName, Message, MessageBuilder, Method, Peer};
 use sip_transaction::{TransactionLayer, TxKey};
 use std::collections::{HashMap, VecDeque};
@@ -39,7 +40,9 @@ pub(crate) struct Env {
     pub(crate) allow: Bytes,
     pub(crate) locals: Vec<LocalContact>,
     pub(crate) rng: StdRng,
-    pub(crate) owned: HashMap<TxKey, Owner>,
+    /// Keyed by the transaction layer's own handles: a fast hash.
+    pub(crate) owned: FxHashMap<TxKey, Owner>,
+    /// Keyed by Call-ID and tag from the wire: the default (keyed) hash.
     pub(crate) dialogs: HashMap<Box<[u8]>, (CallRef, Side)>,
     pub(crate) events: VecDeque<CallEvent>,
     pub(crate) stateless: VecDeque<Stateless>,

@@ -12,6 +12,7 @@ use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, LegRef, Loc
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
 use sip_message::{HeaderName, Message, Method, Peer};
 use sip_transaction::{Event, TransactionLayer, TxKey};
 use std::collections::{HashMap, VecDeque};
@@ -52,7 +53,8 @@ enum Schedule {
 /// ```
 pub struct CallManager {
     env: Env,
-    calls: HashMap<CallRef, Call>,
+    /// Keyed by our own handles: a fast hash, no need to resist flooding.
+    calls: FxHashMap<CallRef, Call>,
     schedule: Schedule,
     next_call: u64,
 }
@@ -93,12 +95,12 @@ impl CallManager {
                 cfg,
                 locals,
                 rng: StdRng::seed_from_u64(seed),
-                owned: HashMap::new(),
+                owned: FxHashMap::default(),
                 dialogs: HashMap::new(),
                 events: VecDeque::new(),
                 stateless: VecDeque::new(),
             },
-            calls: HashMap::new(),
+            calls: FxHashMap::default(),
             schedule,
             next_call: 1,
         }

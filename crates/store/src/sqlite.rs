@@ -1257,18 +1257,38 @@ fn upsert_json(
     live: bool,
     record: &impl serde::Serialize,
 ) -> rusqlite::Result<()> {
-    let sql = format!(
-        "INSERT INTO {table} (id, customer_id, tm_create, tm_delete, live, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
-         tm_create = excluded.tm_create, live = excluded.live, \
-         tm_delete = CASE WHEN {table}.tm_delete <> ?7 THEN {table}.tm_delete \
-             ELSE excluded.tm_delete END, \
-         data = CASE WHEN {table}.tm_delete <> ?7 \
-             THEN json_set(excluded.data, '$.tm_delete', json_extract({table}.data, '$.tm_delete')) \
-             ELSE excluded.data END"
-    );
-    conn.prepare_cached(&sql)?.execute(params![
+    // The statement text is the key of the statement cache: build it once
+    // per table, not per write.
+    macro_rules! upsert {
+        ($t:literal) => {
+            concat!(
+                "INSERT INTO ",
+                $t,
+                " (id, customer_id, tm_create, tm_delete, live, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+                 tm_create = excluded.tm_create, live = excluded.live, \
+                 tm_delete = CASE WHEN ",
+                $t,
+                ".tm_delete <> ?7 THEN ",
+                $t,
+                ".tm_delete \
+                     ELSE excluded.tm_delete END, \
+                 data = CASE WHEN ",
+                $t,
+                ".tm_delete <> ?7 \
+                     THEN json_set(excluded.data, '$.tm_delete', json_extract(",
+                $t,
+                ".data, '$.tm_delete')) \
+                     ELSE excluded.data END"
+            )
+        };
+    }
+    let sql = match table {
+        "groupcalls" => upsert!("groupcalls"),
+        _ => upsert!("calls"),
+    };
+    conn.prepare_cached(sql)?.execute(params![
         id.to_string(),
         customer_id.to_string(),
         tm_create.micros(),

@@ -12,8 +12,9 @@ use crate::output::{Output, Persist, Query};
 use b2bua::{CallEvent, CallManager, CallRef, LegRef};
 use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record};
 use records::{Call, CallStatus, HangupBy, HangupReason};
+use rustc_hash::FxHashMap;
 use sip_transaction::TransactionLayer;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 use tracing::debug;
 use uuid::Uuid;
@@ -35,17 +36,27 @@ pub(crate) struct CallContext<'a> {
     pub(crate) out: &'a mut VecDeque<Output>,
 }
 
-/// The fork's legs and the B2BUA's, one to one.
+/// The fork's legs and the B2BUA's, one to one. Both are small numbers
+/// counted from 0 in each call, so plain vectors index them.
 #[derive(Debug, Default)]
 struct LegMap {
-    to_b2bua: HashMap<LegId, LegRef>,
-    to_fork: HashMap<LegRef, LegId>,
+    to_b2bua: Vec<Option<LegRef>>,
+    to_fork: Vec<Option<LegId>>,
+}
+
+fn set<T>(v: &mut Vec<Option<T>>, i: usize, x: T) {
+    if v.len() <= i {
+        v.resize_with(i + 1, || None);
+    }
+    if let Some(slot) = v.get_mut(i) {
+        *slot = Some(x);
+    }
 }
 
 impl LegMap {
     fn insert(&mut self, leg: LegId, lr: LegRef) {
-        self.to_b2bua.insert(leg, lr);
-        self.to_fork.insert(lr, leg);
+        set(&mut self.to_b2bua, leg.0 as usize, lr);
+        set(&mut self.to_fork, lr.as_u32() as usize, leg);
     }
 }
 
@@ -184,7 +195,7 @@ impl ServedCall {
 
     /// The fork leg of a B2BUA leg.
     pub(crate) fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
-        self.legs.to_fork.get(&lr).copied()
+        self.legs.to_fork.get(lr.as_u32() as usize).copied().flatten()
     }
 
     /// A B2BUA event of this call, into the fork; then its actions.
@@ -231,7 +242,7 @@ impl ServedCall {
     }
 
     fn leg(&self, leg: LegId) -> Option<LegRef> {
-        self.legs.to_b2bua.get(&leg).copied()
+        self.legs.to_b2bua.get(leg.0 as usize).copied().flatten()
     }
 
     fn apply(&mut self, cx: &mut CallContext<'_>, now: Now, cref: CallRef, action: Action) {
@@ -359,9 +370,10 @@ impl ServedCall {
 /// Every served call, and the indexes commands find them by.
 #[derive(Default)]
 pub(crate) struct Calls {
-    served: HashMap<CallRef, ServedCall>,
+    /// Keyed by the B2BUA's own handles and our own record ids: a fast hash.
+    served: FxHashMap<CallRef, ServedCall>,
     /// Inbound call record ids and root groupcall ids.
-    by_record: HashMap<Uuid, CallRef>,
+    by_record: FxHashMap<Uuid, CallRef>,
 }
 
 impl Calls {

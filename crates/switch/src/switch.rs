@@ -24,6 +24,7 @@ use registrar::{Accounts, BindingChange, Registrar};
 use routing::RouteTable;
 use sip_message::{Message, Peer, Policy};
 use sip_transaction::{TransactionLayer, TxKey};
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::debug;
