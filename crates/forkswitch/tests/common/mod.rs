@@ -4,6 +4,7 @@
 //! Ports for SIPp and in-process peers, and readiness, come from [`ports`].
 #![allow(dead_code)]
 
+pub mod http;
 pub mod ports;
 
 use std::io::{BufRead, BufReader};
@@ -31,6 +32,9 @@ pub struct Server {
     config: PathBuf,
     /// The "location loaded" line of the last start.
     pub loaded: serde_json::Value,
+    /// The "closed records a previous run left live" line of the last
+    /// start (`Null` when there was nothing to close).
+    pub closed_live: serde_json::Value,
 }
 
 impl Server {
@@ -68,12 +72,14 @@ impl Server {
             dir,
             config: cfg,
             loaded: serde_json::Value::Null,
+            closed_live: serde_json::Value::Null,
         };
         server.await_ready();
         server
     }
 
     fn await_ready(&mut self) {
+        self.closed_live = serde_json::Value::Null;
         self.wait_log(
             |v| v["message"] == "forkswitch ready",
             WAIT,
@@ -89,6 +95,9 @@ impl Server {
                 }
                 if v["message"] == "location loaded" {
                     s.loaded = v.clone();
+                }
+                if v["message"] == "closed records a previous run left live" {
+                    s.closed_live = v.clone();
                 }
                 if v["message"] == "http listening" {
                     s.http = v["addr"].as_str().expect("addr").parse().expect("addr parses");
@@ -274,14 +283,7 @@ pub fn read_stream_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> Vec<u8> 
 /// fresh port if SIPp could not bind; kills it after `timeout`. Returns its
 /// status and stderr.
 pub fn sipp(dir: &Path, args: &[String], timeout: Duration) -> (ExitStatus, String) {
-    assert!(!args.iter().any(|a| a == "-p"), "the harness picks SIPp's port: {args:?}");
-    let tcp = args.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'));
-    let proto = if tcp { ports::Proto::Tcp } else { ports::Proto::Udp };
-    let mut run = ports::spawn_on_free_port(&format!("sipp {args:?}"), proto, |port| {
-        let mut c = Command::new("sipp");
-        c.args(args).args(["-p", &port.to_string()]).current_dir(dir);
-        c
-    });
+    let mut run = start_sipp(dir, args);
     match run.wait_for(timeout) {
         Some(st) => (st, run.stderr()),
         None => panic!("sipp {args:?} did not finish within {timeout:?}\n{}", run.output()),
@@ -384,6 +386,23 @@ pub fn phone_command(dir: &Path, scenario_file: &str, extra: &[&str], port: u16)
 /// Runs a SIPp caller scenario against `target` for one call (UDP unless
 /// `extra` says `-t t1`).
 pub fn caller(dir: &Path, target: SocketAddr, service: &str, scenario_file: &str, extra: &[&str]) {
+    let mut run = start_caller(dir, target, service, scenario_file, extra);
+    match run.wait_for(Duration::from_secs(40)) {
+        Some(st) => assert!(st.success(), "caller {scenario_file} failed: {st:?} {}", run.stderr()),
+        None => panic!("caller {scenario_file} did not finish\n{}", run.output()),
+    }
+}
+
+/// Starts a SIPp caller scenario against `target` for one call and returns
+/// it running (killed by its PID when dropped): for a test that acts while
+/// the call is up.
+pub fn start_caller(
+    dir: &Path,
+    target: SocketAddr,
+    service: &str,
+    scenario_file: &str,
+    extra: &[&str],
+) -> ports::PortChild {
     let mut args: Vec<String> = [
         "-sf",
         &scenario(scenario_file),
@@ -403,8 +422,19 @@ pub fn caller(dir: &Path, target: SocketAddr, service: &str, scenario_file: &str
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let (st, err) = sipp(dir, &args, Duration::from_secs(40));
-    assert!(st.success(), "caller {scenario_file} failed: {st:?} {err}");
+    start_sipp(dir, &args)
+}
+
+/// Starts SIPp with `args` (no `-p`: the harness picks the port) in `dir`.
+pub fn start_sipp(dir: &Path, args: &[String]) -> ports::PortChild {
+    assert!(!args.iter().any(|a| a == "-p"), "the harness picks SIPp's port: {args:?}");
+    let tcp = args.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'));
+    let proto = if tcp { ports::Proto::Tcp } else { ports::Proto::Udp };
+    ports::spawn_on_free_port(&format!("sipp {args:?}"), proto, |port| {
+        let mut c = Command::new("sipp");
+        c.args(args).args(["-p", &port.to_string()]).current_dir(dir);
+        c
+    })
 }
 
 /// REGISTERs `user@test` (password `password`, MD5 digest) from `sock`, with
