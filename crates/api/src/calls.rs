@@ -6,7 +6,7 @@
 use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{IdPath, Params};
-use crate::paging::{page, page_type, PageQuery};
+use crate::paging::{page_type, JsonPage, PageQuery};
 use crate::ApiState;
 use axum::extract::State;
 use axum::Json;
@@ -35,11 +35,10 @@ pub async fn list(
     State(state): State<ApiState>,
     customer: CustomerId,
     Params(q): Params<PageQuery>,
-) -> Result<Json<CallPage>, ApiError> {
+) -> Result<JsonPage, ApiError> {
     let (size, after) = (q.size(), q.cursor()?);
-    let items = state.db(move |s| s.list_calls(customer.0, size + 1, after)).await?;
-    let (result, next_page_token) = page(items, size, |c| (c.tm_create, c.id));
-    Ok(Json(CallPage { result, next_page_token }))
+    let items = state.db(move |s| s.list_calls_json(customer.0, size + 1, after)).await?;
+    Ok(JsonPage::new(items, size))
 }
 
 /// One call, as it is now.

@@ -9,7 +9,7 @@
 use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{Body, IdPath, Params};
-use crate::paging::{page, page_type, PageQuery};
+use crate::paging::{page_type, JsonPage, PageQuery};
 use crate::ApiState;
 use axum::extract::State;
 use axum::Json;
@@ -249,11 +249,10 @@ pub async fn list(
     State(state): State<ApiState>,
     customer: CustomerId,
     Params(q): Params<PageQuery>,
-) -> Result<Json<GroupcallPage>, ApiError> {
+) -> Result<JsonPage, ApiError> {
     let (size, after) = (q.size(), q.cursor()?);
-    let items = state.db(move |s| s.list_groupcalls(customer.0, size + 1, after)).await?;
-    let (result, next_page_token) = page(items, size, |g| (g.tm_create, g.id));
-    Ok(Json(GroupcallPage { result, next_page_token }))
+    let items = state.db(move |s| s.list_groupcalls_json(customer.0, size + 1, after)).await?;
+    Ok(JsonPage::new(items, size))
 }
 
 /// One groupcall, as it is now.

@@ -348,6 +348,10 @@ pub struct HttpConfig {
     /// Largest request body, bytes.
     #[serde(default = "body_limit")]
     pub body_limit_bytes: usize,
+    /// Scheduling niceness of the API's threads (Linux, 0..=19): when the
+    /// CPU is short, SIP processing runs first and the API waits.
+    #[serde(default = "http_nice")]
+    pub nice: i32,
 }
 
 /// `[webhooks]`
@@ -445,6 +449,9 @@ fn info() -> String {
 fn body_limit() -> usize {
     64 << 10
 }
+fn http_nice() -> i32 {
+    10
+}
 fn signature_header() -> String {
     "X-Forkswitch-Signature".into()
 }
@@ -476,6 +483,7 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             body_limit_bytes: body_limit(),
+            nice: http_nice(),
         }
     }
 }
@@ -703,6 +711,9 @@ impl Config {
         }
         if !(1024..=16 << 20).contains(&h.body_limit_bytes) {
             return Err(("http", "body_limit_bytes", "must be 1024..=16777216".into()));
+        }
+        if !(0..=19).contains(&h.nice) {
+            return Err(("http", "nice", "must be 0..=19".into()));
         }
         let w = &self.webhooks;
         if w.queue_len == 0 || w.max_attempts == 0 {

@@ -144,6 +144,25 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A stored record as its JSON text (exactly what serde writes for the
+/// record type), with the keys a page is cut by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonRecord {
+    /// The record's `tm_create`.
+    pub tm_create: Timestamp,
+    /// The record's id.
+    pub id: Uuid,
+    /// The record, as JSON.
+    pub json: String,
+}
+
+impl JsonRecord {
+    /// The record `r` encoded.
+    pub fn of<T: serde::Serialize>(r: &T, tm_create: Timestamp, id: Uuid) -> JsonRecord {
+        JsonRecord { tm_create, id, json: serde_json::to_string(r).unwrap_or_default() }
+    }
+}
+
 /// Where a page starts, newest first: the items strictly older than
 /// `(tm_create, id)` (ties on `tm_create` broken by id, descending). The next
 /// page's cursor is [`Cursor::after`] the last item of a page.
@@ -357,6 +376,29 @@ pub trait Store: Send + Sync {
         page_size: usize,
         after: Option<Cursor>,
     ) -> Result<Vec<Call>, StoreError>;
+
+    /// [`Store::list_groupcalls`] as the stored JSON text of each record,
+    /// for a reader that only passes it on (the API's lists): no decoding
+    /// and encoding again. The default encodes the typed records.
+    fn list_groupcalls_json(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<JsonRecord>, StoreError> {
+        let items = self.list_groupcalls(customer_id, page_size, after)?;
+        Ok(items.iter().map(|g| JsonRecord::of(g, g.tm_create, g.id)).collect())
+    }
+    /// [`Store::list_calls`] as JSON text, as [`Store::list_groupcalls_json`].
+    fn list_calls_json(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<JsonRecord>, StoreError> {
+        let items = self.list_calls(customer_id, page_size, after)?;
+        Ok(items.iter().map(|c| JsonRecord::of(c, c.tm_create, c.id)).collect())
+    }
 
     /// Counters (all zero where the implementation keeps none).
     fn stats(&self) -> StoreStats {

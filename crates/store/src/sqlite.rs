@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: one writer thread with its own connection, batching
 //! queued writes into transactions; reads on a second connection.
 
-use crate::{hash_api_key, schema, Closed, Cursor, Store, StoreError, StoreStats};
+use crate::{hash_api_key, schema, Closed, Cursor, JsonRecord, Store, StoreError, StoreStats};
 use records::{
     config_id, ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
     Origin, RingGroup, Timestamp, Webhook, NIL,
@@ -224,11 +224,52 @@ impl SqliteStore {
         page_size: usize,
         after: Option<Cursor>,
     ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.list_rows(table, customer_id, page_size, after, |_, id, data| {
+            match serde_json::from_str(&data) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!(table, id, error = %e, "store: skipping corrupt row"),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// A page as the stored JSON text, each row checked to be JSON (cheaply:
+    /// nothing is built) so that a corrupt row is skipped, as when decoding.
+    fn list_raw(
+        &self,
+        table: &str,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<JsonRecord>, StoreError> {
+        let mut out = Vec::with_capacity(page_size);
+        self.list_rows(table, customer_id, page_size, after, |tm_create, id, json| {
+            let checked = serde_json::from_str::<serde::de::IgnoredAny>(&json)
+                .map_err(|e| e.to_string())
+                .and_then(|_| Uuid::parse_str(&id).map_err(|e| e.to_string()));
+            match checked {
+                Ok(uuid) => out.push(JsonRecord { tm_create, id: uuid, json }),
+                Err(e) => tracing::warn!(table, id, error = %e, "store: skipping corrupt row"),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each(tm_create, id, data)` for the rows of a page.
+    fn list_rows(
+        &self,
+        table: &str,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+        mut each: impl FnMut(Timestamp, String, String),
+    ) -> Result<(), StoreError> {
         let conn = self.reader();
         // The row-value comparison walks the (customer_id, tm_create DESC,
         // id DESC) index from the cursor: no record outside the page is read.
         let sql = format!(
-            "SELECT id, data FROM {table} WHERE customer_id = ?1 AND tm_delete = ?2 \
+            "SELECT tm_create, id, data FROM {table} WHERE customer_id = ?1 AND tm_delete = ?2 \
              AND (tm_create, id) < (?3, ?4) ORDER BY tm_create DESC, id DESC LIMIT ?5"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -236,17 +277,13 @@ impl SqliteStore {
         let limit = i64::try_from(page_size).unwrap_or(i64::MAX);
         let rows = stmt.query_map(
             params![customer_id.to_string(), Timestamp::NOT_YET.micros(), before, before_id, limit],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
         )?;
-        let mut out = Vec::new();
         for row in rows {
-            let (id, data) = row?;
-            match serde_json::from_str(&data) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::warn!(table, id, error = %e, "store: skipping corrupt row"),
-            }
+            let (tm_create, id, data) = row?;
+            each(Timestamp::from_micros(tm_create), id, data);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(
@@ -762,6 +799,24 @@ impl Store for SqliteStore {
         after: Option<Cursor>,
     ) -> Result<Vec<Call>, StoreError> {
         self.list_json("calls", customer_id, page_size, after)
+    }
+
+    fn list_groupcalls_json(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<JsonRecord>, StoreError> {
+        self.list_raw("groupcalls", customer_id, page_size, after)
+    }
+
+    fn list_calls_json(
+        &self,
+        customer_id: Uuid,
+        page_size: usize,
+        after: Option<Cursor>,
+    ) -> Result<Vec<JsonRecord>, StoreError> {
+        self.list_raw("calls", customer_id, page_size, after)
     }
 
     fn stats(&self) -> StoreStats {
