@@ -339,7 +339,15 @@ async fn one_log_line_per_request_with_its_id() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
+    // The interest of every callsite is cached process-wide, computed by
+    // the first thread to reach it: a test on another thread with no
+    // subscriber would cache the log line's callsite as "never" and this
+    // test would see nothing (a flake seen once in 20 workspace runs). A
+    // global subscriber that records nothing makes every thread interested;
+    // the thread-local one below then gets the events.
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     let h = harness();
     let r = h.get(&format!("/v1.0/groupcalls/{}", Uuid::new_v4())).await;
     let id = r.error(404, "NOT_FOUND")["request_id"].as_str().expect("id").to_owned();
