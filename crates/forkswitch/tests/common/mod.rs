@@ -107,11 +107,15 @@ impl Server {
         assert_ne!(self.udp.port(), 0, "server did not report its UDP port");
         // What the log says, checked against what the kernel says.
         let pid = self.child.id();
+        // /proc/net/* is read in pages, not atomically: a socket can be
+        // missed while other tests open and close theirs. Look again for a
+        // while before calling it a lie.
         for (proto, addr) in [(ports::Proto::Udp, self.udp), (ports::Proto::Tcp, self.tcp)] {
-            assert!(
-                ports::held_by(pid, proto, addr.port()),
-                "server {pid} holds no {proto:?} {addr}"
-            );
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !ports::held_by(pid, proto, addr.port()) {
+                assert!(Instant::now() < deadline, "server {pid} holds no {proto:?} {addr}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -182,8 +186,16 @@ fn spawn(cfg: &Path, dir: &Path) -> (Child, Receiver<serde_json::Value>) {
         .expect("spawn forkswitch");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = channel();
+    // Every line as written, too (`stdout.log` in the server's directory).
+    let mut copy = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .expect("stdout.log");
     std::thread::spawn(move || {
+        use std::io::Write;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(copy, "{line}");
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 if tx.send(v).is_err() {
                     break;
