@@ -48,7 +48,10 @@ enum Command {
 
 fn init_logging(level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Security events (target `security`, WARN) are logged at every
+    // configured level, for fail2ban; RUST_LOG, when set, decides alone.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},security=warn")));
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -8,6 +8,7 @@ use crate::dns::SipResolver;
 use api::{PortRequest, Snapshot, Webhooks};
 use records::ExtensionRecord;
 use records::Timestamp;
+use registrar::SecurityEvent;
 use sip_transport::{Inbound, Notice, SipTransport};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -198,23 +199,48 @@ fn log_event(e: &Event) {
         Event::BindingsUnreachable { count } => {
             info!(count, "connection closed: its bindings are unreachable")
         }
-        Event::AuthFailed { src, user, method } => {
-            info!(%src, %user, %method, "authentication failed")
-        }
+        Event::Security(ev) => log_security(ev),
         other => debug!(event = ?other, "event"),
     }
 }
 
-async fn stop_signal() -> &'static str {
+/// A security event as a WARN line of target `security`, the same fields
+/// in every event (`event src user method`, plus `secs` of a ban): what
+/// `config/fail2ban/filter.d/forkswitch.conf` matches, in the human and
+/// the JSON log format. `user` arrives sanitised (no spaces, quotes or
+/// control characters: [`registrar::security::loggable_user`]).
+fn log_security(ev: &SecurityEvent) {
+    let event = ev.name();
+    match ev {
+        SecurityEvent::AuthFailed { src, user, method } => {
+            warn!(target: "security", event = %event, %src, %user, %method, "security event")
+        }
+        SecurityEvent::Banned { src, user, method, secs } => {
+            warn!(target: "security", event = %event, %src, %user, %method, secs, "security event")
+        }
+        SecurityEvent::Unbanned { src } => {
+            warn!(target: "security", event = %event, %src, user = %"", method = %"", "security event")
+        }
+    }
+}
+
+/// The stop signals, registered now: a SIGTERM that arrives right after
+/// "forkswitch ready" must stop the server cleanly, not kill it with the
+/// default action (seen under load: the handler was installed only when the
+/// loop first polled it). The future resolves to the signal's name.
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+    let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        match signals {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
 }
@@ -283,8 +309,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
     let stop = stop_signal();
+    info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
     tokio::pin!(stop);
     loop {
         let input = tokio::select! {

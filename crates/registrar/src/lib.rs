@@ -21,6 +21,8 @@
 //! - [`digest`]: Digest authentication (RFC 7616/8760, MD5 and SHA-256,
 //!   `qop=auth`) with self-verifying nonces and `nc` replay protection.
 //! - [`ratelimit`]: bans for sources that keep failing authentication.
+//! - [`security`]: the events of failed authentications and bans, queued
+//!   for the owner to log ([`Registrar::poll_security`]).
 //! - [`location`]: the [`LocationStore`] of bindings per AOR, with the stream
 //!   connection of each and whether it has closed (RFC 5626 flow failure).
 //! - [`register`]: the [`Registrar`], RFC 3261 10.3 with RFC 5626
@@ -33,10 +35,12 @@ pub mod digest;
 pub mod location;
 pub mod ratelimit;
 pub mod register;
+pub mod security;
 mod util;
 
 pub use accounts::{extension_with_password, ha1_md5, ha1_sha256, Accounts};
 pub use digest::{Algorithm, DigestAuth, DigestConfig, Outcome};
 pub use location::{BindingChange, Change, Location, LocationStore};
-pub use ratelimit::{AuthLimiter, BanAction, BanConfig};
+pub use ratelimit::{AuthLimiter, BanAction, BanConfig, Verdict};
 pub use register::{Registrar, RegistrarConfig};
+pub use security::SecurityEvent;

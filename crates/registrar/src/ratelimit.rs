@@ -74,10 +74,32 @@ impl Entry {
     }
 }
 
+/// What one counted failure did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counted; the source is not banned.
+    Counted,
+    /// This failure banned the source, for this long.
+    Banned(Duration),
+    /// The source was banned already.
+    StillBanned,
+    /// Not counted: banning is off, or the table is full of bans.
+    Untracked,
+}
+
+impl Verdict {
+    /// `true` when the source is banned after this failure.
+    pub fn banned(self) -> bool {
+        matches!(self, Verdict::Banned(_) | Verdict::StillBanned)
+    }
+}
+
 /// The failure counter and ban list.
 pub struct AuthLimiter {
     cfg: BanConfig,
     map: HashMap<IpAddr, Entry>,
+    /// Sources whose ban ended, not yet returned by [`AuthLimiter::sweep`].
+    unbanned: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for AuthLimiter {
@@ -103,7 +125,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 impl AuthLimiter {
     /// An empty limiter.
     pub fn new(cfg: BanConfig) -> AuthLimiter {
-        AuthLimiter { cfg, map: HashMap::new() }
+        AuthLimiter { cfg, map: HashMap::new(), unbanned: Vec::new() }
     }
 
     /// The settings.
@@ -120,15 +142,20 @@ impl AuthLimiter {
     /// Counts a failed authentication from `ip`; `true` when `ip` is banned
     /// (now or already).
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.record(ip, now).banned()
+    }
+
+    /// Counts a failed authentication from `ip` and says what it did.
+    pub fn record(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         if self.cfg.max_failures == 0 {
-            return false;
+            return Verdict::Untracked;
         }
         let key = source_key(ip);
         let cap = self.cfg.max_tracked.max(1);
         if !self.map.contains_key(&key) && self.map.len() >= cap {
             self.make_room(now);
             if self.map.len() >= cap {
-                return false;
+                return Verdict::Untracked;
             }
         }
         let e = self.map.entry(key).or_insert(Entry {
@@ -137,7 +164,10 @@ impl AuthLimiter {
             banned_until: None,
         });
         if e.banned(now) {
-            return true;
+            return Verdict::StillBanned;
+        }
+        if e.banned_until.is_some() {
+            self.unbanned.push(key);
         }
         if e.banned_until.is_some()
             || now.saturating_duration_since(e.window_start) >= self.cfg.window
@@ -146,11 +176,11 @@ impl AuthLimiter {
         }
         e.failures = e.failures.saturating_add(1);
         if e.failures >= self.cfg.max_failures {
-            let year = Duration::from_secs(365 * 86_400);
-            e.banned_until = now.checked_add(self.cfg.ban_for.min(year));
-            return true;
+            let ban = self.cfg.ban_for.min(Duration::from_secs(365 * 86_400));
+            e.banned_until = now.checked_add(ban);
+            return Verdict::Banned(ban);
         }
-        false
+        Verdict::Counted
     }
 
     fn make_room(&mut self, now: Instant) {
@@ -174,10 +204,24 @@ impl AuthLimiter {
         });
     }
 
-    /// Drops finished entries (ended bans, old windows).
-    pub fn sweep(&mut self, now: Instant) {
+    /// Drops finished entries (ended bans, old windows); returns the
+    /// sources whose ban has ended since the last sweep (as counted: an
+    /// IPv6 source by its /64).
+    pub fn sweep(&mut self, now: Instant) -> Vec<IpAddr> {
         let window = self.cfg.window;
+        let mut unbanned = std::mem::take(&mut self.unbanned);
+        for (ip, e) in self.map.iter_mut() {
+            if let Some(t) = e.banned_until.filter(|t| now >= *t) {
+                unbanned.push(*ip);
+                // A new window from the end of the ban: the next failure
+                // counts from one again.
+                *e = Entry { window_start: t, failures: 0, banned_until: None };
+            }
+        }
         self.map.retain(|_, e| !e.finished(now, window));
+        unbanned.sort();
+        unbanned.dedup();
+        unbanned
     }
 
     /// Sources tracked.
@@ -209,6 +253,28 @@ mod tests {
         assert!(!l.is_banned(a, t0 + Duration::from_secs(303)));
         // After the ban, counting starts over.
         assert!(!l.record_failure(a, t0 + Duration::from_secs(303)));
+    }
+
+    #[test]
+    fn verdicts_and_unbans_are_reported_once() {
+        let mut l = AuthLimiter::new(BanConfig { max_failures: 2, ..BanConfig::default() });
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        assert_eq!(l.record(a, t0), Verdict::Counted);
+        assert_eq!(l.record(a, t0), Verdict::Banned(Duration::from_secs(300)));
+        assert_eq!(l.record(a, t0), Verdict::StillBanned);
+        assert_eq!(l.sweep(t0 + Duration::from_secs(299)), Vec::<IpAddr>::new());
+        assert_eq!(l.sweep(t0 + Duration::from_secs(300)), vec![a]);
+        assert_eq!(l.sweep(t0 + Duration::from_secs(301)), Vec::<IpAddr>::new());
+        // A ban that ends between sweeps and is followed by a failure is
+        // reported by the next sweep.
+        let b = ip("192.0.2.2");
+        l.record(b, t0);
+        l.record(b, t0);
+        assert_eq!(l.record(b, t0 + Duration::from_secs(400)), Verdict::Counted);
+        assert_eq!(l.sweep(t0 + Duration::from_secs(401)), vec![b]);
+        let mut off = AuthLimiter::new(BanConfig { max_failures: 0, ..BanConfig::default() });
+        assert_eq!(off.record(a, t0), Verdict::Untracked);
     }
 
     #[test]

@@ -27,12 +27,14 @@
 use crate::accounts::Accounts;
 use crate::digest::{Algorithm, DigestAuth, DigestConfig, Outcome};
 use crate::location::{by_q_desc, BindingChange, Change, Location, LocationStore};
-use crate::ratelimit::{AuthLimiter, BanAction, BanConfig};
+use crate::ratelimit::{AuthLimiter, BanAction, BanConfig, Verdict};
+use crate::security::{loggable_user, SecurityEvent};
 use crate::util::{derive_seed, hex, percent_decode, sip_uri_eq};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use records::{Binding, Timestamp};
 use sip_message::{ConnId, Contacts, HeaderName, Message, Method, NameAddr, Peer};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Registrar settings.
@@ -111,6 +113,8 @@ pub struct Registrar {
     location: LocationStore,
     digest: DigestAuth,
     limiter: AuthLimiter,
+    /// Security events not yet polled.
+    security: std::collections::VecDeque<SecurityEvent>,
     /// To tags.
     rng: StdRng,
 }
@@ -173,7 +177,15 @@ impl Registrar {
 
     fn build(cfg: RegistrarConfig, accounts: Accounts, digest: DigestAuth, rng: StdRng) -> Self {
         let limiter = AuthLimiter::new(cfg.ban.clone());
-        Registrar { cfg, accounts, location: LocationStore::new(), digest, limiter, rng }
+        Registrar {
+            cfg,
+            accounts,
+            location: LocationStore::new(),
+            digest,
+            limiter,
+            security: std::collections::VecDeque::new(),
+            rng,
+        }
     }
 
     /// The settings.
@@ -255,12 +267,35 @@ impl Registrar {
         &mut self.limiter
     }
 
+    /// Counts a failed authentication of `user` from `src` (REGISTER here;
+    /// INVITE from the switch) towards a ban, and queues its security
+    /// events.
+    pub fn auth_failed(&mut self, now: Instant, src: IpAddr, user: &str, method: &'static str) {
+        let user = loggable_user(user);
+        let verdict = self.limiter.record(src, now);
+        if verdict == Verdict::StillBanned {
+            return;
+        }
+        self.security.push_back(SecurityEvent::AuthFailed { src, user: user.clone(), method });
+        if let Verdict::Banned(d) = verdict {
+            let src = crate::ratelimit::source_key(src);
+            self.security.push_back(SecurityEvent::Banned { src, user, method, secs: d.as_secs() });
+        }
+    }
+
+    /// The next security event (failed authentication, ban, end of a ban).
+    pub fn poll_security(&mut self) -> Option<SecurityEvent> {
+        self.security.pop_front()
+    }
+
     /// Periodic housekeeping: forgets old nonces and ban entries, and
     /// removes expired bindings (returned; their removals are queued as
     /// [`BindingChange`]s).
     pub fn sweep(&mut self, now: Instant, wall: Timestamp) -> Vec<(String, Binding)> {
         self.digest.sweep(now);
-        self.limiter.sweep(now);
+        for src in self.limiter.sweep(now) {
+            self.security.push_back(SecurityEvent::Unbanned { src });
+        }
         self.location.expire(wall)
     }
 
@@ -362,11 +397,11 @@ impl Registrar {
                 return Err(r);
             }
             Outcome::Rejected => {
-                self.limiter.record_failure(peer.remote.ip(), now);
+                self.auth_failed(now, peer.remote.ip(), &to_user, "REGISTER");
                 return Err(Reject::new(403));
             }
             Outcome::Malformed(why) => {
-                self.limiter.record_failure(peer.remote.ip(), now);
+                self.auth_failed(now, peer.remote.ip(), &to_user, "REGISTER");
                 return Err(Reject::why(400, why));
             }
         };

@@ -24,6 +24,9 @@ pub(crate) enum Refusal {
     Status(u16),
     /// 407 with these `Proxy-Authenticate` challenges.
     Challenge(Vec<String>),
+    /// The source is banned (failed authentications): 403, or nothing when
+    /// the ban action is to drop.
+    Banned,
     /// A failed authentication: 403, and worth an operator's attention.
     AuthFailed {
         /// The user named in the credentials or the From.
@@ -42,6 +45,9 @@ pub(crate) fn identify(
     if let Some(c) = routes.carrier_for_source(peer.remote.ip()) {
         let domain = c.inbound_domain.clone();
         return Ok(Identified { caller: Caller::Carrier { name: c.name.clone() }, domain });
+    }
+    if registrar.limiter().is_banned(peer.remote.ip(), now) {
+        return Err(Refusal::Banned);
     }
     let from = req.from_header().map_err(|_| Refusal::Status(400))?;
     let from_user =

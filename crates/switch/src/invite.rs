@@ -153,6 +153,10 @@ impl Switch {
     fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
         let resp = match r {
             Refusal::Status(code) => self.local.status(req, code),
+            Refusal::Banned => match self.registrar.limiter().config().action {
+                registrar::BanAction::Reject => self.local.status(req, 403),
+                registrar::BanAction::Drop => return self.tx.terminate(key),
+            },
             Refusal::Challenge(challenges) => {
                 let mut b = self.local.response(req, 407);
                 for ch in challenges {
@@ -162,8 +166,7 @@ impl Switch {
             }
             Refusal::AuthFailed { user } => {
                 self.counters.auth_failures += 1;
-                let ev = Event::AuthFailed { src: peer.remote.ip(), user, method: "INVITE".into() };
-                self.out.push_back(Output::Event(ev));
+                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, "INVITE");
                 self.local.status(req, 403)
             }
         };

@@ -3,7 +3,6 @@
 
 use records::{Binding, Call, Groupcall};
 use sip_message::{Message, Peer, Transport};
-use std::net::IpAddr;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -117,15 +116,9 @@ pub enum Event {
         /// How many.
         count: usize,
     },
-    /// A failed digest authentication (REGISTER or INVITE).
-    AuthFailed {
-        /// Source address.
-        src: IpAddr,
-        /// The user named in the request, if any.
-        user: String,
-        /// The request method.
-        method: String,
-    },
+    /// A failed authentication, a ban or its end (for the operator's
+    /// `security` log and fail2ban).
+    Security(registrar::SecurityEvent),
 }
 
 /// How a [`crate::Command`] went.

@@ -350,6 +350,9 @@ impl Switch {
             };
             self.out.push_back(Output::Persist(p));
         }
+        while let Some(ev) = self.registrar.poll_security() {
+            self.out.push_back(Output::Event(Event::Security(ev)));
+        }
     }
 
     /// Queues a message; a response goes where RFC 3261 18.2.2 says.

@@ -110,6 +110,22 @@ pub fn held_by(pid: u32, proto: Proto, port: u16) -> bool {
             .any(|(p, inode)| p == port && inodes.contains(&inode))
 }
 
+/// The local ports of process `pid`'s own `proto` sockets. Read from
+/// `/proc`; binds nothing.
+pub fn ports_of(pid: u32, proto: Proto) -> Vec<u16> {
+    let inodes = socket_inodes(pid);
+    let mut v: Vec<u16> = proto
+        .tables()
+        .iter()
+        .flat_map(|t| sockets(t))
+        .filter(|(_, inode)| inodes.contains(inode))
+        .map(|(p, _)| p)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Whether any socket at all (UDP or TCP, any state) is on local `port`.
 fn in_use(port: u16) -> bool {
     ["udp", "udp6", "tcp", "tcp6"].iter().flat_map(|t| sockets(t)).any(|(p, _)| p == port)

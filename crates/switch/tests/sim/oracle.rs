@@ -696,9 +696,7 @@ impl Oracle {
             Event::Dropped { peer, reason } => {
                 self.violation(format!("the switch dropped a message from {peer}: {reason}"))
             }
-            Event::AuthFailed { src, user, .. } => {
-                self.violation(format!("authentication of {user} from {src} failed"))
-            }
+            Event::Security(ev) => self.violation(format!("security event: {ev:?}")),
             _ => {}
         }
     }
