@@ -73,18 +73,15 @@ fn calls_of(api: &Api, g: &Value) -> Vec<Value> {
 /// Waits until the API shows the live root groupcall of the one call in
 /// progress, with `legs` legs dialed; returns it.
 fn live_groupcall(api: &Api, legs: usize) -> Value {
+    let live = |g: &&Value| {
+        g["status"] == "progressing"
+            && g["master_groupcall_id"] == NIL
+            && g["call_ids"].as_array().map(Vec::len) == Some(legs)
+    };
     let list = api.get_until("/v1.0/groupcalls", "a live groupcall", |v| {
-        v["result"].as_array().is_some_and(|r| {
-            r.iter().any(|g| {
-                g["status"] == "progressing"
-                    && g["master_groupcall_id"] == NIL
-                    && g["call_ids"].as_array().map(Vec::len) == Some(legs)
-            })
-        })
+        v["result"].as_array().is_some_and(|r| r.iter().any(|g| live(&g)))
     });
-    let found = list["result"].as_array().and_then(|r| {
-        r.iter().find(|g| g["status"] == "progressing" && g["master_groupcall_id"] == NIL)
-    });
+    let found = list["result"].as_array().and_then(|r| r.iter().find(live));
     found.expect("live groupcall").clone()
 }
 

@@ -166,12 +166,11 @@ impl AuthLimiter {
         if e.banned(now) {
             return Verdict::StillBanned;
         }
-        if e.banned_until.is_some() {
-            self.unbanned.push(key);
-        }
-        if e.banned_until.is_some()
-            || now.saturating_duration_since(e.window_start) >= self.cfg.window
-        {
+        let ban_ended = e.banned_until.is_some();
+        if ban_ended || now.saturating_duration_since(e.window_start) >= self.cfg.window {
+            if ban_ended {
+                self.unbanned.push(key);
+            }
             *e = Entry { window_start: now, failures: 0, banned_until: None };
         }
         e.failures = e.failures.saturating_add(1);

@@ -271,11 +271,11 @@ impl Registrar {
     /// INVITE from the switch) towards a ban, and queues its security
     /// events.
     pub fn auth_failed(&mut self, now: Instant, src: IpAddr, user: &str, method: &'static str) {
-        let user = loggable_user(user);
         let verdict = self.limiter.record(src, now);
         if verdict == Verdict::StillBanned {
             return;
         }
+        let user = loggable_user(user);
         self.security.push_back(SecurityEvent::AuthFailed { src, user: user.clone(), method });
         if let Verdict::Banned(d) = verdict {
             let src = crate::ratelimit::source_key(src);

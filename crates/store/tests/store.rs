@@ -246,26 +246,36 @@ fn paging<T: Clone + PartialEq + std::fmt::Debug>(
     assert_eq!(list(Uuid::new_v4(), 100, None), vec![]);
 }
 
-/// A page of groupcalls, checked to be the same page as stored JSON text
-/// (`list_groupcalls_json`, what the API's list passes on): every record
-/// byte for byte what serde writes for it.
+/// `typed`, checked to be the same page as `text` (what the API's lists
+/// pass on): every record byte for byte what serde writes for it.
+fn same_as_text<T: serde::Serialize>(
+    typed: Vec<T>,
+    text: Vec<JsonRecord>,
+    key: impl Fn(&T) -> (Timestamp, Uuid),
+) -> Vec<T> {
+    let want: Vec<JsonRecord> = typed
+        .iter()
+        .map(|r| {
+            let (tm, id) = key(r);
+            JsonRecord::of(r, tm, id)
+        })
+        .collect();
+    assert_eq!(text, want);
+    typed
+}
+
+/// A page of groupcalls, typed and as stored JSON text, checked the same.
 fn listed_groupcalls(s: &dyn Store, c: Uuid, n: usize, t: Option<Cursor>) -> Vec<Groupcall> {
     let typed = s.list_groupcalls(c, n, t).expect("list");
     let text = s.list_groupcalls_json(c, n, t).expect("list json");
-    let want: Vec<JsonRecord> =
-        typed.iter().map(|g| JsonRecord::of(g, g.tm_create, g.id)).collect();
-    assert_eq!(text, want);
-    typed
+    same_as_text(typed, text, |g| (g.tm_create, g.id))
 }
 
 /// [`listed_groupcalls`] for calls.
 fn listed_calls(s: &dyn Store, c: Uuid, n: usize, t: Option<Cursor>) -> Vec<Call> {
     let typed = s.list_calls(c, n, t).expect("list");
     let text = s.list_calls_json(c, n, t).expect("list json");
-    let want: Vec<JsonRecord> =
-        typed.iter().map(|r| JsonRecord::of(r, r.tm_create, r.id)).collect();
-    assert_eq!(text, want);
-    typed
+    same_as_text(typed, text, |c| (c.tm_create, c.id))
 }
 
 fn paging_groupcalls(s: &dyn Store) {
