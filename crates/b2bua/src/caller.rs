@@ -467,7 +467,7 @@ impl Env {
             }
         };
         if let Some(h) = p.hold {
-            self.release_held(tx, call, h, Body::of(ack));
+            self.release_held(tx, call, h, self.cfg.limits.body(ack));
         }
         if side == Side::Caller && call.caller.bye_wanted {
             self.bye_side(tx, now, call, Side::Caller);

@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 
 const TOKEN_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// Headers of a relayed request or response that describe its body or are
-/// meant for the far end, passed through. (Not Warning: it names a host.)
-pub(crate) const PASS_THROUGH: &[HeaderName] = &[
-    HeaderName::ContentDisposition,
-    HeaderName::ContentEncoding,
-    HeaderName::ContentLanguage,
-    HeaderName::Reason,
-    HeaderName::Subject,
-    HeaderName::RetryAfter,
-];
-
-/// Extension headers passed through the same way (RFC 6086 INFO packages).
-pub(crate) const PASS_THROUGH_NAMED: &[&str] = &["Info-Package", "Recv-Info"];
-
 /// `now + d`, saturating.
 pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now)
@@ -46,6 +32,8 @@ pub(crate) struct Env {
     pub(crate) dialogs: HashMap<Box<[u8]>, (CallRef, Side)>,
     pub(crate) events: VecDeque<CallEvent>,
     pub(crate) stateless: VecDeque<Stateless>,
+    /// Values beyond the copy limits, for the owner's log.
+    pub(crate) notices: VecDeque<crate::limits::Notice>,
 }
 
 /// The `Allow` value listing `methods`.
@@ -186,20 +174,5 @@ impl Env {
         let mf = self.cfg.max_forwards;
         let (b, dest) = self.dialog_request(tx, d, Method::Bye, mf);
         tx.send_request(now, b.build(), dest).ok()
-    }
-
-    /// Copies pass-through headers of `from` into `b`.
-    pub(crate) fn pass_through(mut b: MessageBuilder, from: &Message) -> MessageBuilder {
-        for &h in PASS_THROUGH {
-            for v in from.all_header_bytes(h) {
-                b = b.header(h, v);
-            }
-        }
-        for &n in PASS_THROUGH_NAMED {
-            if let Some(v) = from.header_named(n) {
-                b = b.header_named(n, Bytes::copy_from_slice(v));
-            }
-        }
-        b
     }
 }

@@ -1,7 +1,8 @@
 //! Outbound legs: the INVITE, its responses (PRACK, ACK, forks), CANCEL.
 
-use crate::dialog::{self, Body, Dialog};
+use crate::dialog::{self, Dialog};
 use crate::env::{after, Env};
+use crate::limits::INVITE_COPIED;
 use crate::state::{
     Call, CallerState, Cancel, Early, Leg, Origin, Role, Side, Stored, MAX_EARLY, MAX_FORKS,
     MAX_LEGS, SEEN_EARLY_MEDIA, SEEN_RINGING, SEEN_TRYING,
@@ -11,16 +12,6 @@ use bytes::Bytes;
 use sip_message::{HeaderName, Message, Method};
 use sip_transaction::{cancel_for, TransactionLayer};
 use std::time::Instant;
-
-/// Headers of the caller's INVITE copied to every leg: they describe the
-/// body, or are plain information for the callee.
-const COPIED: &[HeaderName] = &[
-    HeaderName::ContentDisposition,
-    HeaderName::ContentEncoding,
-    HeaderName::ContentLanguage,
-    HeaderName::Subject,
-    HeaderName::Priority,
-];
 
 impl Leg {
     /// The dialog fields known before any response: what a fork's dialog
@@ -97,11 +88,7 @@ impl Env {
         if !self.cfg.user_agent.is_empty() {
             b = b.header(HeaderName::UserAgent, self.cfg.user_agent.clone());
         }
-        for &h in COPIED {
-            for v in call.caller.invite.all_header_bytes(h) {
-                b = b.header(h, v);
-            }
-        }
+        b = self.cfg.limits.copy_headers(b, &call.caller.invite, INVITE_COPIED);
         for (n, v) in &target.extra_headers {
             if dialog::safe_name(n) && dialog::safe_value(v) {
                 b = b.header_named(n, Bytes::from(v.clone()));
@@ -276,7 +263,7 @@ impl Env {
                 leg.seen |= SEEN_TRYING;
                 self.emit(CallEvent::LegTrying { call: id, leg: LegRef(l) });
             }
-        } else if let Some(sdp) = Body::of(resp) {
+        } else if let Some(sdp) = self.cfg.limits.body(resp) {
             leg.early_sdp = Some(sdp);
             if leg.seen & SEEN_EARLY_MEDIA == 0 {
                 leg.seen |= SEEN_EARLY_MEDIA;
@@ -322,7 +309,7 @@ impl Env {
                 d.local_seq = leg.early_seq(tag);
                 leg.final_code = resp.status();
                 leg.cancel = Cancel::Done;
-                leg.answer = Body::of(resp);
+                leg.answer = self.cfg.limits.body(resp);
                 if call.origin == Origin::Source(l) {
                     // The source's offer: what the other legs are sent.
                     call.caller.offer = leg.answer.clone();

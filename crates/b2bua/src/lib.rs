@@ -51,10 +51,12 @@ mod caller;
 mod dialog;
 mod env;
 mod legs;
+pub mod limits;
 mod manager;
 mod relay;
 mod state;
 
+pub use limits::CopyLimits;
 pub use manager::CallManager;
 
 use sip_message::{Message, Method, Peer, Transport};
@@ -84,6 +86,8 @@ pub struct B2buaConfig {
     /// UPDATE, INFO, OPTIONS, MESSAGE: those listed). The switch gives its
     /// one list here, so every `Allow` it sends is the same.
     pub methods: Vec<Method>,
+    /// Caps on what is copied from one leg onto another.
+    pub limits: CopyLimits,
 }
 
 /// Everything the B2BUA can do in a dialog: the default of
@@ -102,6 +106,7 @@ impl Default for B2buaConfig {
             max_forwards: 70,
             send_100rel_to_caller: false,
             methods: all_methods(),
+            limits: CopyLimits::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! its timers (a [`TimerQueue`] of its own when it runs alone, or its
 //! owner's one queue when embedded in the switch core).
 
-use crate::dialog::{self, Body, Dialog};
+use crate::dialog::{self, Dialog};
 use crate::env::{after, Env};
 use crate::state::{
     Call, Caller, CallerState, Origin, Orphan, Owner, Reliable, Role, Side, Stored, MAX_FORKS,
@@ -99,6 +99,7 @@ impl CallManager {
                 dialogs: HashMap::new(),
                 events: VecDeque::new(),
                 stateless: VecDeque::new(),
+                notices: VecDeque::new(),
             },
             calls: FxHashMap::default(),
             schedule,
@@ -140,7 +141,7 @@ impl CallManager {
         env.index_dialog(&d.call_id, &d.local_tag, id, Side::Caller);
         let caller = Caller {
             key,
-            offer: Body::of(&invite),
+            offer: env.cfg.limits.body(&invite),
             max_forwards: invite.max_forwards().ok().flatten(),
             invite,
             peer,
@@ -589,6 +590,12 @@ impl CallManager {
     /// The next message to send outside any transaction.
     pub fn poll_stateless(&mut self) -> Option<Stateless> {
         self.env.stateless.pop_front()
+    }
+
+    /// The next value found beyond the copy limits in a relayed message
+    /// (refused or trimmed), for the owner's log.
+    pub fn poll_notice(&mut self) -> Option<crate::limits::Notice> {
+        self.env.notices.pop_front()
     }
 
     /// Live calls.

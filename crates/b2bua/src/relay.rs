@@ -2,8 +2,9 @@
 //! UPDATE, INFO, OPTIONS and MESSAGE (those the owner supports) between the
 //! bridged sides.
 
-use crate::dialog::{self, Body};
+use crate::dialog;
 use crate::env::Env;
+use crate::limits::Copied;
 use crate::state::{Call, CallerState, Held, Relay, Role, Side, MAX_RELAYS};
 use crate::CallEvent;
 use sip_message::{HeaderName, Message, Method, Peer};
@@ -196,6 +197,12 @@ impl Env {
         peer: Peer,
     ) {
         let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
+        let screening = self.cfg.limits.screen(&req, Copied::Relay);
+        self.notices.extend(screening.notices(peer, Some(&method)));
+        if let Some((code, _)) = screening.refused {
+            self.reply(tx, now, key, &req, code);
+            return;
+        }
         let Some(to) = call.other(from).filter(|&t| call.side_up(t)) else {
             self.reply(tx, now, key, &req, refusal(&method));
             return;
@@ -228,8 +235,8 @@ impl Env {
         };
         let (mut b, dest) = self.dialog_request(tx, d, method, mf);
         let seq = d.local_seq;
-        b = Env::pass_through(b, &req);
-        let body = Body::of(&req);
+        b = self.cfg.limits.pass_through(b, &req);
+        let body = self.cfg.limits.body(&req);
         let offer = body.is_some();
         if let Some(body) = body {
             b = b.body(body.ctype, body.bytes);
@@ -276,8 +283,8 @@ impl Env {
             if with_contact && code < 300 {
                 b = b.header(HeaderName::Contact, dialog::contact_value(&env.locals, &r.peer));
             }
-            b = Env::pass_through(b, resp);
-            if let Some(body) = Body::of(resp) {
+            b = env.cfg.limits.pass_through(b, resp);
+            if let Some(body) = env.cfg.limits.body(resp) {
                 b = b.body(body.ctype, body.bytes);
             }
             b.build()

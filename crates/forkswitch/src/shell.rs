@@ -200,6 +200,19 @@ fn log_event(e: &Event) {
             info!(count, "connection closed: its bindings are unreachable")
         }
         Event::Security(ev) => log_security(ev),
+        Event::Oversize(n) => {
+            let src = n.peer.remote;
+            let method = n.method.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let what = n.what.as_str();
+            match n.refused {
+                Some(status) => {
+                    warn!(target: "limits", %src, %method, what, status, "refused: beyond the copy limits")
+                }
+                None => {
+                    info!(target: "limits", %src, %method, what, "trimmed: beyond the copy limits")
+                }
+            }
+        }
         other => debug!(event = ?other, "event"),
     }
 }

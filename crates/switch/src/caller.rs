@@ -2,6 +2,7 @@
 //! extension that passes digest authentication (407 challenge), and what
 //! the callees are shown of the caller.
 
+use b2bua::CopyLimits;
 use records::{Address, AddressType};
 use registrar::{Outcome, Registrar};
 use routing::{Caller, RouteTable};
@@ -83,26 +84,55 @@ pub(crate) struct CallerId {
 }
 
 /// The caller ID of `req` from an identified caller; `host` is our address
-/// the request came in on (the From host legs show).
-pub(crate) fn caller_id(req: &Message, who: &Identified, host: std::net::SocketAddr) -> CallerId {
+/// the request came in on (the From host legs show). The display name and
+/// user part are re-encoded within `limits` (screening refused a user part
+/// beyond them; a long display name is cut).
+pub(crate) fn caller_id(
+    req: &Message,
+    who: &Identified,
+    host: std::net::SocketAddr,
+    limits: &CopyLimits,
+) -> CallerId {
     let from = req.from_header().ok();
-    let display =
-        from.and_then(|f| f.display_name()).map(|d| String::from_utf8_lossy(d).into_owned());
-    let from_user = from
-        .and_then(|f| f.uri.user)
-        .map(|u| String::from_utf8_lossy(u).into_owned())
-        .unwrap_or_default();
+    let display = from.and_then(|f| f.display_name()).map(|d| limits.display_name(d).0);
+    let display = display.filter(|d| !d.is_empty());
+    let from_user = from.and_then(|f| f.uri.user).map(|u| limits.user(u)).unwrap_or_default();
+    // A From without a user part (or with an empty one) is shown as
+    // anonymous (RFC 3323's convention): `sip:@host` is not a valid URI.
+    let shown_user = if from_user.is_empty() { "anonymous" } else { from_user.as_str() };
     let source = match &who.caller {
         Caller::Extension { aor, .. } => {
             let mut a = Address::new(AddressType::Endpoint, aor.clone());
-            a.name = display.clone().unwrap_or_default();
+            // The record shows the name as the caller wrote it, cut and
+            // cleaned: without the quoting added for the header.
+            a.name = from
+                .and_then(|f| f.display_name())
+                .map(|d| unquoted(&limits.display_name(d).0))
+                .unwrap_or_default();
             a
         }
         _ => Address::new(AddressType::Tel, from_user.clone()),
     };
     let from = match &display {
-        Some(d) => format!("\"{}\" <sip:{from_user}@{host}>", d.replace('"', "")),
-        None => format!("<sip:{from_user}@{host}>"),
+        Some(d) => format!("{d} <sip:{shown_user}@{host}>"),
+        None => format!("<sip:{shown_user}@{host}>"),
     };
     CallerId { source, from }
+}
+
+/// A display name quoted by [`CopyLimits::display_name`], without its
+/// quotes and escapes.
+fn unquoted(q: &str) -> String {
+    let inner = q.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or(q);
+    let mut out = String::with_capacity(inner.len());
+    let mut escaped = false;
+    for c in inner.chars() {
+        if c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(c);
+    }
+    out
 }

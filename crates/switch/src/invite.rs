@@ -8,6 +8,7 @@ use crate::dialer::CallDirectory;
 use crate::input::Now;
 use crate::output::{Event, Output, Persist};
 use crate::switch::Switch;
+use b2bua::limits::Copied;
 use bytes::Bytes;
 use groupcall::{Destination, Fork, GroupDef, GroupSpec};
 use rand::{Rng, RngCore};
@@ -37,6 +38,14 @@ impl Switch {
     pub(crate) fn invite(&mut self, now: Now, key: TxKey, req: Message, peer: Peer) {
         if req.max_forwards().ok().flatten() == Some(0) {
             let resp = self.local.status(&req, 483);
+            return self.respond(now, key, resp);
+        }
+        let screening = self.limits.screen(&req, Copied::Invite);
+        for n in screening.notices(peer, Some(&sip_message::Method::Invite)) {
+            self.out.push_back(Output::Event(Event::Oversize(n)));
+        }
+        if let Some((code, _)) = screening.refused {
+            let resp = self.local.status(&req, code);
             return self.respond(now, key, resp);
         }
         let who = match caller::identify(&mut self.registrar, &self.routes, now.at, &req, &peer) {
@@ -114,7 +123,7 @@ impl Switch {
     ) -> Result<(Fork, Call, String), u16> {
         let customer_id =
             self.registrar.accounts().domain_for_host(&who.domain).map_or(NIL, |d| d.customer_id);
-        let CallerId { source, from } = caller::caller_id(req, who, peer.local);
+        let CallerId { source, from } = caller::caller_id(req, who, peer.local, &self.limits);
         let master = self.new_id();
         let group = routed.group;
         let spec = GroupSpec { customer_id, source: source.clone(), master_call_id: master, group };

@@ -119,6 +119,9 @@ pub enum Event {
     /// A failed authentication, a ban or its end (for the operator's
     /// `security` log and fail2ban).
     Security(registrar::SecurityEvent),
+    /// A value beyond the copy limits: the request was refused, or the
+    /// value cut from what the other legs are sent.
+    Oversize(b2bua::limits::Notice),
 }
 
 /// How a [`crate::Command`] went.

@@ -68,6 +68,8 @@ pub struct Switch {
     /// How long a click-to-call source waits for our ACK (64*T1).
     pub(crate) source_wait: Duration,
     pub(crate) counters: Counters,
+    /// Caps on what is copied from a caller onto its legs.
+    pub(crate) limits: b2bua::CopyLimits,
 }
 
 impl std::fmt::Debug for Switch {
@@ -132,6 +134,7 @@ impl Switch {
             last_input: now.at,
             source_wait: cfg.transactions.t1.saturating_mul(64),
             counters: Counters::default(),
+            limits: cfg.b2bua.limits,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
@@ -349,6 +352,9 @@ impl Switch {
                 BindingChange::Remove { aor, contact } => Persist::BindingRemoved { aor, contact },
             };
             self.out.push_back(Output::Persist(p));
+        }
+        while let Some(n) = self.mgr.poll_notice() {
+            self.out.push_back(Output::Event(Event::Oversize(n)));
         }
         while let Some(ev) = self.registrar.poll_security() {
             self.out.push_back(Output::Event(Event::Security(ev)));
