@@ -148,6 +148,12 @@ impl Collector for Scrape {
             counter(&mut e, "sip_retransmissions", h, c.retransmissions)?;
             let h = "Failed SIP digest authentications (INVITE)";
             counter(&mut e, "sip_auth_failures", h, c.auth_failures)?;
+            let h = "New INVITEs answered 503 by overload control";
+            counter(&mut e, "sip_invites_shed", h, c.shed_invites)?;
+            let h = "New REGISTERs answered 503 beyond the REGISTER rate";
+            counter(&mut e, "sip_registers_shed", h, c.shed_registers)?;
+            let h = "Requests dropped from sources banned for their request rate";
+            counter(&mut e, "sip_rate_limited", h, c.rate_limited)?;
             counter(&mut e, "calls_started", "Inbound calls served", c.calls_started)?;
             let h = "Calls ended, by outcome";
             labelled(&mut e, "calls", h, "outcome", &zip(&OUTCOMES, &c.calls_ended))?;

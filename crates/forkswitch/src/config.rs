@@ -46,6 +46,9 @@ pub struct Config {
     /// Call and fork settings.
     #[serde(default)]
     pub calls: CallsConfig,
+    /// Overload control and per-source rate limits.
+    #[serde(default)]
+    pub overload: OverloadConfig,
     /// DNS for SIP destinations (RFC 3263).
     #[serde(default)]
     pub dns: DnsConfig,
@@ -70,6 +73,41 @@ pub struct DnsConfig {
     /// Per-query timeout in milliseconds (default 2000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// `[overload]`: admission control (see the switch crate's `admission.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadConfig {
+    /// Input queue delay beyond which new INVITEs get 503; 0: never.
+    pub max_queue_delay_ms: u64,
+    /// Delay under which new INVITEs are admitted again.
+    pub resume_queue_delay_ms: u64,
+    /// Live transactions beyond which new INVITEs get 503; 0: no cap.
+    pub max_transactions: usize,
+    /// `Retry-After` of those 503s, seconds.
+    pub retry_after_secs: u32,
+    /// New REGISTERs admitted per second; 0: no limit.
+    pub max_register_rate: u32,
+    /// Requests per second from one source IP (carriers exempt); 0: off.
+    pub source_rate: u32,
+    /// How long a source beyond that rate is banned.
+    pub source_ban_secs: u64,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        let d = switch::AdmissionConfig::default();
+        OverloadConfig {
+            max_queue_delay_ms: d.max_queue_delay.as_millis() as u64,
+            resume_queue_delay_ms: d.resume_queue_delay.as_millis() as u64,
+            max_transactions: d.max_transactions,
+            retry_after_secs: d.retry_after_secs,
+            max_register_rate: d.max_register_rate,
+            source_rate: d.source_rate,
+            source_ban_secs: d.source_ban.as_secs(),
+        }
+    }
 }
 
 /// `[calls]`
@@ -599,6 +637,17 @@ impl Config {
         if self.sip.tcp_max_connections_per_ip == 0 {
             return Err(("sip", "tcp_max_connections_per_ip", "must be at least 1".into()));
         }
+        let o = &self.overload;
+        if o.max_queue_delay_ms > 0 && o.resume_queue_delay_ms >= o.max_queue_delay_ms {
+            let why = "must be smaller than max_queue_delay_ms".into();
+            return Err(("overload", "resume_queue_delay_ms", why));
+        }
+        if !(1..=3600).contains(&o.retry_after_secs) {
+            return Err(("overload", "retry_after_secs", "must be 1..=3600".into()));
+        }
+        if o.source_rate > 0 && o.source_ban_secs == 0 {
+            return Err(("overload", "source_ban_secs", "must be at least 1".into()));
+        }
         if self.timers.t1_ms == 0 {
             return Err(("timers", "t1_ms", "must be at least 1".into()));
         }
@@ -892,6 +941,17 @@ impl Config {
         c.b2bua = self.b2bua();
         c.fork = self.fork();
         c.registrar = self.registrar();
+        let o = &self.overload;
+        c.admission = switch::AdmissionConfig {
+            max_queue_delay: Duration::from_millis(o.max_queue_delay_ms),
+            resume_queue_delay: Duration::from_millis(o.resume_queue_delay_ms),
+            max_transactions: o.max_transactions,
+            retry_after_secs: o.retry_after_secs,
+            max_register_rate: o.max_register_rate,
+            source_rate: o.source_rate,
+            source_ban: Duration::from_secs(o.source_ban_secs),
+            ..Default::default()
+        };
         c.keepalive_interval = (self.registrar.keepalive_interval_secs > 0)
             .then(|| Duration::from_secs(self.registrar.keepalive_interval_secs));
         c

@@ -200,6 +200,15 @@ fn log_event(e: &Event) {
             info!(count, "connection closed: its bindings are unreachable")
         }
         Event::Security(ev) => log_security(ev),
+        Event::Overload { began: true, queue_delay, queue_depth, .. } => {
+            let delay_ms = queue_delay.as_millis() as u64;
+            warn!(target: "security", event = "overload", src = "", user = "", method = "INVITE",
+                  delay_ms, queue = queue_depth, "security event")
+        }
+        Event::Overload { began: false, queue_delay, shed, .. } => {
+            let delay_ms = queue_delay.as_millis() as u64;
+            info!(delay_ms, shed, "overload over: new calls admitted again")
+        }
         Event::Oversize(n) => {
             let src = n.peer.remote;
             let method = n.method.as_ref().map(|m| m.to_string()).unwrap_or_default();
@@ -230,6 +239,9 @@ fn log_security(ev: &SecurityEvent) {
         }
         SecurityEvent::Banned { src, user, method, secs } => {
             warn!(target: "security", event = %event, %src, %user, %method, secs, "security event")
+        }
+        SecurityEvent::RateLimited { src, method, secs } => {
+            warn!(target: "security", event = %event, %src, user = %"", %method, secs, "security event")
         }
         SecurityEvent::Unbanned { src } => {
             warn!(target: "security", event = %event, %src, user = %"", method = %"", "security event")
@@ -327,7 +339,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tokio::pin!(stop);
     loop {
         let input = tokio::select! {
-            Some(inb) = in_rx.recv() => datagram(inb),
+            Some(inb) = in_rx.recv() => {
+                let load = switch::Load {
+                    queue_delay: inb.received_at.elapsed(),
+                    queue_depth: in_rx.len(),
+                };
+                sw.set_load(load);
+                datagram(inb)
+            }
             Some(n) = note_rx.recv() => notice(n),
             Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
             Some(r) = request_rx.recv() => {

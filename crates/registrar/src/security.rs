@@ -29,6 +29,16 @@ pub enum SecurityEvent {
         /// How long the ban lasts, seconds.
         secs: u64,
     },
+    /// A source sent more requests per second than allowed and is banned
+    /// for a while (its requests dropped).
+    RateLimited {
+        /// The source as counted (an IPv6 source by its /64).
+        src: IpAddr,
+        /// The method of the request that passed the rate.
+        method: String,
+        /// How long the ban lasts, seconds.
+        secs: u64,
+    },
     /// A ban ended.
     Unbanned {
         /// The source as counted.
@@ -37,12 +47,14 @@ pub enum SecurityEvent {
 }
 
 impl SecurityEvent {
-    /// The event's name in the log: `auth_failed`, `banned`, `unbanned`.
+    /// The event's name in the log: `auth_failed`, `banned`, `unbanned`,
+    /// `rate_limited`.
     pub fn name(&self) -> &'static str {
         match self {
             SecurityEvent::AuthFailed { .. } => "auth_failed",
             SecurityEvent::Banned { .. } => "banned",
             SecurityEvent::Unbanned { .. } => "unbanned",
+            SecurityEvent::RateLimited { .. } => "rate_limited",
         }
     }
 }

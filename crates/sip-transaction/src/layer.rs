@@ -119,6 +119,14 @@ impl TransactionLayer {
         s
     }
 
+    /// `true` when `request` belongs to a live server transaction (a
+    /// retransmission, or the ACK or CANCEL of one): what admission control
+    /// must never shed.
+    pub fn matches_server(&mut self, request: &Message) -> bool {
+        key::request_key(request, false, &mut self.scratch).is_some()
+            && self.server_index.contains_key(&self.scratch[..])
+    }
+
     /// Live transactions.
     pub fn len(&self) -> usize {
         self.live

@@ -32,6 +32,8 @@ pub struct SwitchConfig {
     pub keepalive_interval: Option<Duration>,
     /// How often carriers given by DNS name are resolved again.
     pub carrier_dns_interval: Duration,
+    /// Overload control and per-source rate limits.
+    pub admission: crate::AdmissionConfig,
 }
 
 impl SwitchConfig {
@@ -48,6 +50,7 @@ impl SwitchConfig {
             registrar: RegistrarConfig::default(),
             keepalive_interval: None,
             carrier_dns_interval: Duration::from_secs(300),
+            admission: crate::AdmissionConfig::default(),
         }
     }
 }

@@ -113,6 +113,12 @@ pub struct Counters {
     pub retransmissions: u64,
     /// Failed digest authentications of INVITEs.
     pub auth_failures: u64,
+    /// New INVITEs answered 503 by overload control.
+    pub shed_invites: u64,
+    /// New REGISTERs answered 503 beyond the REGISTER rate.
+    pub shed_registers: u64,
+    /// Requests dropped from sources banned for their rate.
+    pub rate_limited: u64,
     /// Calls served, and how those that ended went: answered, cancelled,
     /// busy, no answer, failed.
     pub calls_started: u64,
@@ -132,6 +138,9 @@ impl Default for Counters {
             dropped_in: 0,
             retransmissions: 0,
             auth_failures: 0,
+            shed_invites: 0,
+            shed_registers: 0,
+            rate_limited: 0,
             calls_started: 0,
             calls_ended: [0; 5],
             setup_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),

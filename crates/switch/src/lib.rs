@@ -29,6 +29,10 @@
 //!     registered over it become unreachable);
 //!   - [`Input::Command`]: a [`Command`] from the API, with a [`CommandId`];
 //!     its outcome comes back as [`Event::CommandDone`] with that id.
+//! - **Load**: before handing in a datagram, the shell may report how long
+//!   it waited in the input queue with [`Switch::set_load`] (the overload
+//!   signal of admission control, `admission.rs`); the events it causes
+//!   come out with the outputs of the next `handle_input`.
 //! - **Outputs**: after *every* `handle_input` (and after `new`), call
 //!   [`Switch::poll_output`] until it returns [`Output::Timeout`], and do
 //!   what each output says, in order:
@@ -62,6 +66,7 @@
 //! [`Output`], [`Command`], [`Event`], [`Persist`].
 #![deny(missing_docs)]
 
+mod admission;
 mod caller;
 mod calls;
 mod commands;
@@ -79,6 +84,7 @@ mod requests;
 mod switch;
 mod timers;
 
+pub use admission::{AdmissionConfig, Load};
 pub use config::{SwitchConfig, SwitchState};
 pub use counters::Counters;
 pub use input::{ClickToCall, Command, CommandId, Datagram, Input, Now, Target};

@@ -122,6 +122,17 @@ pub enum Event {
     /// A value beyond the copy limits: the request was refused, or the
     /// value cut from what the other legs are sent.
     Oversize(b2bua::limits::Notice),
+    /// Overload began (new INVITEs are answered 503) or ended.
+    Overload {
+        /// `true` when it began.
+        began: bool,
+        /// The input queue delay that made it begin or end.
+        queue_delay: std::time::Duration,
+        /// Datagrams waiting in the queue then.
+        queue_depth: usize,
+        /// New requests shed during the episode (when it ended).
+        shed: u64,
+    },
 }
 
 /// How a [`crate::Command`] went.

@@ -28,6 +28,9 @@ impl Switch {
         };
         self.counters.messages_in.count(&msg);
         if msg.is_request() {
+            if !self.source_admitted(now, &msg, &peer) {
+                return;
+            }
             stamp_received(&mut msg, peer.remote, self.force_rport);
         }
         match validate(&msg, &self.policy) {
@@ -43,7 +46,83 @@ impl Switch {
                 let resp = self.local.rejection(&msg, &r);
                 self.transmit(peer, resp, Token::NONE);
             }
-            Verdict::Accept => self.tx.handle_incoming(now.at, msg, peer),
+            Verdict::Accept => {
+                if msg.is_request() && self.shed(now, &msg) {
+                    let mut resp = self.local.status(&msg, 503);
+                    let after = self.admission.cfg.retry_after_secs.to_string();
+                    resp.push_header(sip_message::HeaderName::RetryAfter, after);
+                    // Stateless (RFC 3261 8.2.7): no transaction is spent on
+                    // it; its ACK matches none and is absorbed.
+                    return self.transmit(peer, resp, Token::NONE);
+                }
+                self.tx.handle_incoming(now.at, msg, peer)
+            }
+        }
+    }
+
+    /// Per-source rate limit (carriers exempt): `false` when the request is
+    /// dropped (its source is banned, or just was).
+    fn source_admitted(&mut self, now: Now, msg: &Message, peer: &Peer) -> bool {
+        if self.admission.cfg.source_rate == 0
+            || self.routes.carrier_for_source(peer.remote.ip()).is_some()
+        {
+            return true;
+        }
+        match self.admission.source(peer.remote.ip(), now.at) {
+            Ok(()) => true,
+            Err(ban) => {
+                self.counters.rate_limited += 1;
+                if let Some(ban) = ban {
+                    let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
+                    let secs = self.admission.cfg.source_ban.as_secs();
+                    let ev = registrar::SecurityEvent::RateLimited { src: ban.src, method, secs };
+                    self.out.push_back(Output::Event(Event::Security(ev)));
+                }
+                false
+            }
+        }
+    }
+
+    /// Admission control: `true` when this new INVITE or REGISTER is to be
+    /// answered 503. Never in-dialog requests, retransmissions, ACK,
+    /// CANCEL, BYE or anything else.
+    fn shed(&mut self, now: Now, msg: &Message) -> bool {
+        let invite = match msg.method() {
+            Some(Method::Invite) => true,
+            Some(Method::Register) => false,
+            _ => return false,
+        };
+        if invite && msg.to_tag().is_some() {
+            return false;
+        }
+        let cap = self.admission.cfg.max_transactions;
+        let quiet = if invite {
+            !self.admission.overloaded() && (cap == 0 || self.tx.len() < cap)
+        } else {
+            self.admission.cfg.max_register_rate == 0
+        };
+        if quiet {
+            return false; // the common case, without the lookup below
+        }
+        if self.tx.matches_server(msg) {
+            return false;
+        }
+        use crate::admission::Admit;
+        let verdict = if invite {
+            self.admission.invite(self.tx.len())
+        } else {
+            self.admission.register(now.at)
+        };
+        match verdict {
+            Admit::Yes => false,
+            Admit::Shed if invite => {
+                self.counters.shed_invites += 1;
+                true
+            }
+            Admit::Shed => {
+                self.counters.shed_registers += 1;
+                true
+            }
         }
     }
 

@@ -70,6 +70,8 @@ pub struct Switch {
     pub(crate) counters: Counters,
     /// Caps on what is copied from a caller onto its legs.
     pub(crate) limits: b2bua::CopyLimits,
+    /// Overload control and per-source limits.
+    pub(crate) admission: crate::admission::Admission,
 }
 
 impl std::fmt::Debug for Switch {
@@ -135,6 +137,7 @@ impl Switch {
             source_wait: cfg.transactions.t1.saturating_mul(64),
             counters: Counters::default(),
             limits: cfg.b2bua.limits,
+            admission: crate::admission::Admission::new(cfg.admission, now.at),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
@@ -181,6 +184,25 @@ impl Switch {
             Some(o) => o,
             None => Output::Timeout(self.next_deadline()),
         }
+    }
+
+    /// The shell's measure of load, reported before the datagram it was
+    /// measured on is handed in: see `admission.rs`. Overload beginning or
+    /// ending is an [`Event::Overload`], output after the next input.
+    pub fn set_load(&mut self, load: crate::Load) {
+        use crate::admission::Transition;
+        let (began, shed) = match self.admission.set_load(load) {
+            Transition::None => return,
+            Transition::Began => (true, 0),
+            Transition::Ended { shed } => (false, shed),
+        };
+        let ev = Event::Overload {
+            began,
+            queue_delay: load.queue_delay,
+            queue_depth: load.queue_depth,
+            shed,
+        };
+        self.out.push_back(Output::Event(ev));
     }
 
     // ----- getters ----------------------------------------------------------
@@ -275,6 +297,7 @@ impl Switch {
         self.timers.jobs.take(job);
         match job {
             Job::Sweep => {
+                self.admission.sweep(now.at);
                 let gone = self.registrar.sweep(now.at, now.wall);
                 if !gone.is_empty() {
                     debug!(expired = gone.len(), "bindings expired");

@@ -404,3 +404,113 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
         transmits(&out).into_iter().filter(|(_, m, _)| m.method() == Some(&Method::Bye)).count();
     assert_eq!(byes, 2, "{out:?}");
 }
+
+fn group_800() -> Group {
+    Group {
+        number: "800".into(),
+        domain: "test".into(),
+        id: None,
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+        destinations: vec![GroupDestination {
+            kind: records::AddressType::Sip,
+            target: "sip:b@203.0.113.9:5070".into(),
+            ring_timeout_secs: None,
+        }],
+        send_reason: true,
+    }
+}
+
+fn statuses(out: &[Output]) -> Vec<u16> {
+    transmits(out).iter().filter_map(|(_, m, _)| m.status()).collect()
+}
+
+#[test]
+fn overload_sheds_new_invites_statelessly_and_nothing_else() {
+    let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 11);
+    let carrier = "198.51.100.7:5060";
+    let calm = switch::Load { queue_delay: Duration::from_millis(2), queue_depth: 0 };
+    let busy = switch::Load { queue_delay: Duration::from_millis(80), queue_depth: 5000 };
+    // A call admitted while calm, ringing at the phone.
+    w.sw.set_load(calm);
+    let first = invite(carrier, "sip:800@test", "ov1");
+    let out = w.datagram(carrier, &first);
+    let leg = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the leg's INVITE");
+    // Overload begins.
+    w.sw.set_load(busy);
+    let out = w.datagram(carrier, &invite(carrier, "sip:800@test", "ov2"));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Event(Event::Overload { began: true, .. }))),
+        "{out:?}"
+    );
+    let sent = transmits(&out);
+    assert_eq!(sent.len(), 1, "one stateless 503, no leg: {sent:?}");
+    let (peer, resp, token) = &sent[0];
+    assert_eq!(resp.status(), Some(503));
+    assert_eq!(resp.header(HeaderName::RetryAfter), Some(&b"5"[..]));
+    assert_eq!(*token, Token::NONE, "no transaction was spent on it");
+    assert_eq!(peer.remote, addr(carrier));
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))), "no record for a shed call");
+    // Its ACK is absorbed; its retransmission gets another 503.
+    let ack = first.replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK");
+    let ack = ack.replace("ov1", "ov2");
+    assert!(statuses(&w.datagram(carrier, &ack)).is_empty());
+    let again = w.datagram(carrier, &invite(carrier, "sip:800@test", "ov2"));
+    assert_eq!(statuses(&again), vec![503]);
+    // The admitted call's retransmitted INVITE is not shed (100 Trying at
+    // most), and the phone's answer goes through to the caller.
+    let out = w.datagram(carrier, &first);
+    assert!(statuses(&out).iter().all(|&s| s == 100), "{:?}", statuses(&out));
+    let ok = reply(&leg.1, 200, "ph", Some("v=0\r\n"), "203.0.113.9:5070");
+    let out = w.datagram("203.0.113.9:5070", &ok);
+    assert!(statuses(&out).contains(&200), "the caller is answered: {:?}", statuses(&out));
+    // OPTIONS are answered.
+    let opts = "OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKo1\r\nMax-Forwards: 70\r\nFrom: <sip:x@test>;tag=o\r\nTo: <sip:test>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(statuses(&w.datagram(carrier, opts)), vec![200]);
+    // Calm again: new calls are taken.
+    w.sw.set_load(calm);
+    let out = w.datagram(carrier, &invite(carrier, "sip:800@test", "ov3"));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::Overload { began: false, shed: 2, .. }))),
+        "{out:?}"
+    );
+    assert!(transmits(&out).iter().any(|(_, m, _)| m.method() == Some(&Method::Invite)));
+    assert_eq!(w.sw.counters().shed_invites, 2);
+}
+
+#[test]
+fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
+    let st = state(vec![group_800()], vec![], vec![]);
+    let t0 = Instant::now();
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.admission.source_rate = 3;
+    let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
+    let mut w = World { sw: Switch::new(cfg, st, 5, now), t0, now: Duration::ZERO };
+    w.drain();
+    let opts = |from: &str, n: u32| {
+        format!("OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKr{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@test>;tag=o\r\nTo: <sip:test>\r\nCall-ID: r{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    };
+    let flood = "192.0.2.66:5060";
+    let mut answered = 0;
+    let mut events = Vec::new();
+    for n in 0..10 {
+        let out = w.datagram(flood, &opts(flood, n));
+        answered += statuses(&out).len();
+        events.extend(out.into_iter().filter_map(|o| match o {
+            Output::Event(Event::Security(e)) => Some(e),
+            _ => None,
+        }));
+    }
+    assert_eq!(answered, 3, "three in its second, the rest dropped");
+    assert_eq!(events.len(), 1, "one event per ban: {events:?}");
+    assert_eq!(events[0].name(), "rate_limited");
+    let carrier = "198.51.100.7:5060";
+    for n in 20..30 {
+        assert_eq!(statuses(&w.datagram(carrier, &opts(carrier, n))), vec![200], "carrier {n}");
+    }
+    assert_eq!(w.sw.counters().rate_limited, 7);
+}

@@ -1,0 +1,327 @@
+//! Admission before forking: overload control and per-source rate limits
+//! (RFC 7339's idea without its header negotiation, and Kamailio's pike).
+//!
+//! **The load signal is the input queue delay**: how long the datagram
+//! just taken waited between the transport reading it and the switch
+//! getting it, reported by the shell ([`Load`]). It is what callers feel
+//! (every message of a call setup waits in that queue) and it rises only
+//! when the switch cannot keep up, whatever the message mix; the number of
+//! live transactions grows with the call rate even when all is well (64*T1
+//! of state per transaction), so it is kept only as a memory cap. When the
+//! delay passes [`AdmissionConfig::max_queue_delay`] the switch is
+//! overloaded until it falls under [`AdmissionConfig::resume_queue_delay`]
+//! (hysteresis, so admission does not flap on every datagram); meanwhile
+//! every *new* INVITE is answered `503` with `Retry-After`, statelessly and
+//! before any transaction, routing or fork exists: a refusal costs one
+//! parse and one send. Retransmissions of admitted INVITEs, in-dialog
+//! requests, ACK, CANCEL, BYE and responses are never shed (they finish
+//! calls already paid for), and OPTIONS keep their answers. New REGISTERs
+//! beyond [`AdmissionConfig::max_register_rate`] per second get 503 too.
+//!
+//! **Per-source limits**: requests from one source (an IPv4 address or an
+//! IPv6 /64; carriers are exempt) beyond [`AdmissionConfig::source_rate`]
+//! per second ban the source for [`AdmissionConfig::source_ban`]: its
+//! requests are then dropped unanswered, as pike does (an answer is what a
+//! flood wants). Each ban is one `rate_limited` security event.
+
+use registrar::ratelimit::source_key;
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Admission settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Input queue delay beyond which new INVITEs are shed; zero: never.
+    pub max_queue_delay: Duration,
+    /// Delay under which shedding stops.
+    pub resume_queue_delay: Duration,
+    /// Live transactions beyond which new INVITEs are shed (a memory cap);
+    /// 0: none.
+    pub max_transactions: usize,
+    /// `Retry-After` of the 503, seconds.
+    pub retry_after_secs: u32,
+    /// New REGISTERs admitted per second; 0: no limit.
+    pub max_register_rate: u32,
+    /// Requests per second from one source; 0: no limit.
+    pub source_rate: u32,
+    /// How long a source beyond its rate is banned.
+    pub source_ban: Duration,
+    /// Most sources whose rate is counted at once (memory bound).
+    pub max_sources: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            max_queue_delay: Duration::from_millis(50),
+            resume_queue_delay: Duration::from_millis(10),
+            max_transactions: 500_000,
+            retry_after_secs: 5,
+            max_register_rate: 2000,
+            source_rate: 0,
+            source_ban: Duration::from_secs(60),
+            max_sources: 100_000,
+        }
+    }
+}
+
+/// The load the shell measured, handed to [`crate::Switch::set_load`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// How long the datagram about to be handed in waited in the input
+    /// queue.
+    pub queue_delay: Duration,
+    /// Datagrams waiting behind it.
+    pub queue_depth: usize,
+}
+
+/// What admission says of a new request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Take it.
+    Yes,
+    /// Answer 503 with `Retry-After`.
+    Shed,
+}
+
+/// One counted second of a source.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    count: u32,
+    banned_until: Option<Instant>,
+}
+
+/// A source passed its rate: the event to log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RateBan {
+    pub(crate) src: IpAddr,
+}
+
+/// Overload state, the REGISTER rate and per-source windows.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) cfg: AdmissionConfig,
+    load: Load,
+    overloaded: bool,
+    /// New INVITEs shed since the switch started.
+    pub(crate) shed_invites: u64,
+    /// New REGISTERs shed.
+    pub(crate) shed_registers: u64,
+    /// Shed in the current overload episode (for its log event).
+    episode_shed: u64,
+    register_window: (Instant, u32),
+    sources: FxHashMap<IpAddr, Window>,
+}
+
+/// How overload changed with a load report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transition {
+    None,
+    /// It started.
+    Began,
+    /// It ended; this many new requests were shed during it.
+    Ended {
+        shed: u64,
+    },
+}
+
+impl Admission {
+    pub(crate) fn new(cfg: AdmissionConfig, now: Instant) -> Admission {
+        Admission {
+            cfg,
+            load: Load::default(),
+            overloaded: false,
+            shed_invites: 0,
+            shed_registers: 0,
+            episode_shed: 0,
+            register_window: (now, 0),
+            sources: FxHashMap::default(),
+        }
+    }
+
+    /// Takes the shell's measure; says when overload begins or ends.
+    pub(crate) fn set_load(&mut self, load: Load) -> Transition {
+        self.load = load;
+        if self.cfg.max_queue_delay.is_zero() {
+            return Transition::None;
+        }
+        if !self.overloaded && load.queue_delay > self.cfg.max_queue_delay {
+            self.overloaded = true;
+            self.episode_shed = 0;
+            return Transition::Began;
+        }
+        if self.overloaded && load.queue_delay < self.cfg.resume_queue_delay {
+            self.overloaded = false;
+            return Transition::Ended { shed: self.episode_shed };
+        }
+        Transition::None
+    }
+
+    /// `true` while new INVITEs are shed.
+    pub(crate) fn overloaded(&self) -> bool {
+        self.overloaded
+    }
+
+    /// A new INVITE (not a retransmission, not in a dialog), with `live`
+    /// transactions.
+    pub(crate) fn invite(&mut self, live: usize) -> Admit {
+        let full = self.cfg.max_transactions > 0 && live >= self.cfg.max_transactions;
+        if self.overloaded || full {
+            self.shed_invites += 1;
+            self.episode_shed += 1;
+            Admit::Shed
+        } else {
+            Admit::Yes
+        }
+    }
+
+    /// A new REGISTER at `now`.
+    pub(crate) fn register(&mut self, now: Instant) -> Admit {
+        let rate = self.cfg.max_register_rate;
+        if rate == 0 {
+            return Admit::Yes;
+        }
+        let (start, count) = &mut self.register_window;
+        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+            (*start, *count) = (now, 0);
+        }
+        *count += 1;
+        if *count > rate {
+            self.shed_registers += 1;
+            self.episode_shed += 1;
+            Admit::Shed
+        } else {
+            Admit::Yes
+        }
+    }
+
+    /// Counts a request from `ip` at `now`: `Err(Some(ban))` when this one
+    /// banned the source, `Err(None)` when it was banned already (drop
+    /// it), `Ok` to go on.
+    pub(crate) fn source(&mut self, ip: IpAddr, now: Instant) -> Result<(), Option<RateBan>> {
+        let rate = self.cfg.source_rate;
+        if rate == 0 {
+            return Ok(());
+        }
+        let key = source_key(ip);
+        if !self.sources.contains_key(&key) && self.sources.len() >= self.cfg.max_sources {
+            // Full: forget the sources whose second is over and that are
+            // not banned; if none is, this one goes uncounted.
+            self.sweep(now);
+            if self.sources.len() >= self.cfg.max_sources {
+                return Ok(());
+            }
+        }
+        let w =
+            self.sources.entry(key).or_insert(Window { start: now, count: 0, banned_until: None });
+        if let Some(until) = w.banned_until {
+            if now < until {
+                return Err(None);
+            }
+            *w = Window { start: now, count: 0, banned_until: None };
+        }
+        if now.saturating_duration_since(w.start) >= Duration::from_secs(1) {
+            (w.start, w.count) = (now, 0);
+        }
+        w.count += 1;
+        if w.count > rate {
+            w.banned_until = Some(now + self.cfg.source_ban);
+            return Err(Some(RateBan { src: key }));
+        }
+        Ok(())
+    }
+
+    /// Forgets sources whose window is over and that are not banned.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        let second = Duration::from_secs(1);
+        self.sources.retain(|_, w| match w.banned_until {
+            Some(until) => now < until,
+            None => now.saturating_duration_since(w.start) < second,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn overload_begins_past_the_limit_and_ends_under_the_resume_delay() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(AdmissionConfig::default(), t0);
+        let at = |d| Load { queue_delay: ms(d), queue_depth: 0 };
+        assert_eq!(a.set_load(at(30)), Transition::None);
+        assert_eq!(a.invite(0), Admit::Yes);
+        assert_eq!(a.set_load(at(51)), Transition::Began);
+        assert_eq!(a.invite(0), Admit::Shed);
+        assert_eq!(a.set_load(at(20)), Transition::None, "hysteresis: still over 10 ms");
+        assert_eq!(a.invite(0), Admit::Shed);
+        assert_eq!(a.set_load(at(9)), Transition::Ended { shed: 2 });
+        assert_eq!(a.invite(0), Admit::Yes);
+        assert_eq!(a.shed_invites, 2);
+    }
+
+    #[test]
+    fn the_transaction_cap_sheds_and_zero_delay_disables_overload() {
+        let t0 = Instant::now();
+        let cfg = AdmissionConfig {
+            max_queue_delay: Duration::ZERO,
+            max_transactions: 10,
+            ..Default::default()
+        };
+        let mut a = Admission::new(cfg, t0);
+        assert_eq!(a.set_load(Load { queue_delay: ms(5000), queue_depth: 9 }), Transition::None);
+        assert_eq!(a.invite(9), Admit::Yes);
+        assert_eq!(a.invite(10), Admit::Shed);
+    }
+
+    #[test]
+    fn registers_beyond_the_rate_are_shed_per_second() {
+        let t0 = Instant::now();
+        let cfg = AdmissionConfig { max_register_rate: 3, ..Default::default() };
+        let mut a = Admission::new(cfg, t0);
+        let got: Vec<Admit> = (0..5).map(|_| a.register(t0)).collect();
+        assert_eq!(got, [Admit::Yes, Admit::Yes, Admit::Yes, Admit::Shed, Admit::Shed]);
+        assert_eq!(a.register(t0 + ms(1000)), Admit::Yes);
+        assert_eq!(a.shed_registers, 2);
+    }
+
+    #[test]
+    fn a_source_beyond_its_rate_is_banned_once_then_dropped_until_the_ban_ends() {
+        let t0 = Instant::now();
+        let cfg = AdmissionConfig { source_rate: 2, source_ban: ms(5000), ..Default::default() };
+        let mut a = Admission::new(cfg, t0);
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let other: IpAddr = "192.0.2.8".parse().expect("ip");
+        assert_eq!(a.source(ip, t0), Ok(()));
+        assert_eq!(a.source(ip, t0), Ok(()));
+        assert_eq!(a.source(ip, t0), Err(Some(RateBan { src: ip })));
+        assert_eq!(a.source(ip, t0 + ms(10)), Err(None));
+        assert_eq!(a.source(other, t0 + ms(10)), Ok(()), "others are not affected");
+        assert_eq!(a.source(ip, t0 + ms(4999)), Err(None));
+        assert_eq!(a.source(ip, t0 + ms(5000)), Ok(()), "the ban ended");
+        // A new second starts a new count.
+        assert_eq!(a.source(other, t0 + ms(1010)), Ok(()));
+        assert_eq!(a.source(other, t0 + ms(1010)), Ok(()));
+    }
+
+    #[test]
+    fn the_source_table_is_bounded() {
+        let t0 = Instant::now();
+        let cfg = AdmissionConfig { source_rate: 1, max_sources: 2, ..Default::default() };
+        let mut a = Admission::new(cfg, t0);
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        assert_eq!(a.source(ip(1), t0), Ok(()));
+        assert_eq!(a.source(ip(2), t0), Ok(()));
+        assert_eq!(a.source(ip(3), t0), Ok(()), "uncounted while full");
+        assert_eq!(a.source(ip(3), t0), Ok(()));
+        assert_eq!(a.source(ip(3), t0 + ms(1000)), Ok(()), "a swept slot is reused");
+        assert_eq!(a.source(ip(3), t0 + ms(1000)), Err(Some(RateBan { src: ip(3) })));
+    }
+}
