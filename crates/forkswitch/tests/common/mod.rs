@@ -616,3 +616,116 @@ pub fn register_over_tcp(
     let ok = String::from_utf8_lossy(&read_stream_message(conn, pending)).into_owned();
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 }
+
+/// [`spawn`], with the server's stderr (where Rust prints a panic) appended
+/// to `stderr.log` in `dir` instead of inherited.
+fn spawn_stderr_logged(cfg: &Path, dir: &Path) -> (Child, Receiver<serde_json::Value>) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forkswitch"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args(["--log-format", "json"])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn forkswitch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    let mut copy = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .expect("stdout.log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(copy, "{line}");
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (child, rx)
+}
+
+impl Server {
+    /// [`Server::start_with`]'s config (port 0 everywhere, `extra`
+    /// appended), with the server's stderr kept in `stderr.log` in its
+    /// directory ([`Server::stderr_log`]): for a test that asserts the
+    /// process printed no panic.
+    pub fn start_with_stderr_logged(extra: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("forkswitch.toml");
+        let db = if extra.contains("[database]") {
+            String::new()
+        } else {
+            "[database]\npath = \"forkswitch.db\"\n".to_owned()
+        };
+        let http = if extra.contains("[http]") {
+            String::new()
+        } else {
+            "[http]\nlisten = \"127.0.0.1:0\"\n".to_owned()
+        };
+        let text = format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{http}{extra}"
+        );
+        std::fs::write(&cfg, text).expect("write config");
+        let (child, lines) = spawn_stderr_logged(&cfg, dir.path());
+        let mut server = Server {
+            child,
+            udp: "0.0.0.0:0".parse().expect("addr"),
+            tcp: "0.0.0.0:0".parse().expect("addr"),
+            http: "0.0.0.0:0".parse().expect("addr"),
+            lines,
+            dir,
+            config: cfg,
+            loaded: serde_json::Value::Null,
+            closed_live: serde_json::Value::Null,
+        };
+        server.await_ready();
+        server
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same
+    /// database and the same UDP, TCP and HTTP ports (the config's port-0
+    /// listen addresses are rewritten to the ports the server had), as a
+    /// supervisor restarting a crashed switch would: phones keep sending to
+    /// the address they know. Its stderr goes to `stderr.log`. Panics if it
+    /// came back elsewhere.
+    pub fn kill9_and_restart_on_same_ports(&mut self) {
+        let (udp, tcp, http) = (self.udp, self.tcp, self.http);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text
+            .replacen("udp = [\"127.0.0.1:0\"]", &format!("udp = [\"{udp}\"]"), 1)
+            .replacen("tcp = [\"127.0.0.1:0\"]", &format!("tcp = [\"{tcp}\"]"), 1)
+            .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""), 1);
+        std::fs::write(&self.config, text).expect("write config");
+        let (child, lines) = spawn_stderr_logged(&self.config, self.dir.path());
+        self.child = child;
+        self.lines = lines;
+        self.await_ready();
+        assert_eq!((self.udp, self.tcp, self.http), (udp, tcp, http), "restarted on other ports");
+    }
+
+    /// What the server wrote to stderr so far (with
+    /// [`Server::start_with_stderr_logged`] or after
+    /// [`Server::kill9_and_restart_on_same_ports`]; empty otherwise).
+    pub fn stderr_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The server's JSON log lines so far, as written (`stdout.log`).
+    pub fn stdout_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+}
