@@ -43,6 +43,8 @@ send_buffer_bytes = 16777216
 level = "info"
 [database]
 path = "fs.db"
+[http]
+listen = "127.0.0.1:0"
 [overload]
 max_queue_delay_ms = ${MAX_QUEUE_DELAY_MS:-50}
 resume_queue_delay_ms = ${RESUME_QUEUE_DELAY_MS:-10}

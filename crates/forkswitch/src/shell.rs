@@ -381,7 +381,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         sw.handle_input(now(), datagram(inb));
         deadline = shell.drain(&mut sw);
     }
-    while !sw.is_idle() {
+    while !sw.can_stop() {
         if Instant::now() >= grace_end {
             warn!(live_transactions = sw.stats().transactions, "grace time over with work left");
             break;

@@ -143,6 +143,18 @@ impl TransactionLayer {
         self.live == 0
     }
 
+    /// `true` when some live transaction still has work to do: a request
+    /// waiting for its final response, or a server transaction not yet
+    /// answered. Those in Completed, Confirmed or Accepted only absorb
+    /// retransmissions until their timers end them. (Walks every slot:
+    /// for a shutdown, not for a hot path.)
+    pub fn has_work(&self) -> bool {
+        self.slots
+            .iter()
+            .filter_map(|s| s.tx.as_ref())
+            .any(|tx| matches!(tx.state, TxState::Calling | TxState::Trying | TxState::Proceeding))
+    }
+
     /// The state of a live transaction; `None` once it terminated.
     pub fn state(&self, key: TxKey) -> Option<TxState> {
         self.tx(key).map(|tx| tx.state)

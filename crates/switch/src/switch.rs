@@ -231,6 +231,14 @@ impl Switch {
         self.tx.is_empty() && self.calls.len() == 0 && self.mgr.is_empty()
     }
 
+    /// `true` when a stopping shell may exit now: no call is served and no
+    /// transaction has work left (those that only absorb retransmissions
+    /// until their timers fire are no reason to wait once nothing is
+    /// received any more).
+    pub fn can_stop(&self) -> bool {
+        self.calls.len() == 0 && self.mgr.is_empty() && !self.tx.has_work()
+    }
+
     /// The registrar (bindings, accounts), for reading.
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
