@@ -238,3 +238,40 @@ fn start_human(dir: &Path) -> (std::process::Child, Receiver<String>, SocketAddr
     };
     (child, rx, SocketAddr::from(([127, 0, 0, 1], port)))
 }
+
+/// A flood from one source: past `[overload] source_rate` requests per
+/// second the source is banned, its requests dropped (no answer), and one
+/// `rate_limited` WARN line is logged, which the fail2ban filter counts.
+#[test]
+fn a_request_flood_is_rate_limited_once_and_fail2ban_sees_it() {
+    let cfg = format!("{CONFIG}[overload]\nsource_rate = 20\nsource_ban_secs = 30\n");
+    let mut server = Server::start_with(&cfg);
+    let sock = udp_client();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let local = sock.local_addr().expect("addr");
+    for n in 0..60 {
+        let req = options(local, server.udp, "UDP", &format!("flood-{n}"));
+        sock.send_to(req.as_bytes(), server.udp).expect("send");
+    }
+    let mut answered = 0;
+    let mut buf = vec![0u8; 65536];
+    while sock.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    // A second can turn within the 60 sends: up to twice the rate.
+    assert!((20..=40).contains(&answered), "{answered} of 60 answered");
+    let ev = server.wait_log(|v| v["event"] == "rate_limited", WAIT, |_, _| {});
+    assert_eq!((ev["level"].as_str(), ev["target"].as_str()), (Some("WARN"), Some("security")));
+    assert_eq!((ev["src"].as_str(), ev["method"].as_str()), (Some("127.0.0.1"), Some("OPTIONS")));
+    assert_eq!(ev["secs"], 30);
+    // Banned: nothing is answered now.
+    let req = options(local, server.udp, "UDP", "after-ban");
+    sock.send_to(req.as_bytes(), server.udp).expect("send");
+    assert!(sock.recv_from(&mut buf).is_err(), "a banned source gets no answer");
+    let all = server.stdout_log();
+    let lines: Vec<&str> = all.lines().filter(|l| l.contains("\"target\":\"security\"")).collect();
+    assert_eq!(lines.len(), 1, "one line per ban, not one per packet: {lines:?}");
+    let log = server.dir.path().join("rate.json.log");
+    std::fs::write(&log, all).expect("write");
+    assert_fail2ban_counts(&log, 1);
+}
