@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod lossy;
 pub mod ports;
 
 use std::io::{BufRead, BufReader};
