@@ -7,6 +7,7 @@
 # retransmission, no UDP drop); then 2 x C is offered.
 #
 #   bash tests/bench/overload.sh ["RATES"] [SECONDS_PER_STEP]   # e.g. "1600 2000 2400" 10
+#   env MAX_QUEUE_DELAY_MS, RESUME_QUEUE_DELAY_MS, MAX_TRANSACTIONS: the [overload] settings
 #
 # One line per step:
 #   overload offered=R admitted=A rejected=J failed=F p99_ms=P
@@ -48,6 +49,7 @@ listen = "127.0.0.1:0"
 [overload]
 max_queue_delay_ms = ${MAX_QUEUE_DELAY_MS:-50}
 resume_queue_delay_ms = ${RESUME_QUEUE_DELAY_MS:-10}
+max_transactions = ${MAX_TRANSACTIONS:-500000}
 [[customers]]
 id = "$CUST"
 [[domains]]
