@@ -47,6 +47,10 @@ impl Server {
     /// `extra` TOML appended. It runs in a temporary directory that holds its
     /// config and database.
     pub fn start_with(extra: &str) -> Server {
+        Self::start_in(extra, Stderr::Inherit)
+    }
+
+    fn start_in(extra: &str, stderr: Stderr) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("forkswitch.toml");
         let db = if extra.contains("[database]") {
@@ -63,7 +67,7 @@ impl Server {
             "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{http}{extra}"
         );
         std::fs::write(&cfg, text).expect("write config");
-        let (child, lines) = spawn(&cfg, dir.path());
+        let (child, lines) = spawn(&cfg, dir.path(), stderr);
         let mut server = Server {
             child,
             udp: "0.0.0.0:0".parse().expect("addr"),
@@ -125,7 +129,7 @@ impl Server {
     pub fn kill9_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, lines) = spawn(&self.config, self.dir.path());
+        let (child, lines) = spawn(&self.config, self.dir.path(), Stderr::Inherit);
         self.child = child;
         self.lines = lines;
         self.await_ready();
@@ -174,7 +178,25 @@ impl Server {
     }
 }
 
-fn spawn(cfg: &Path, dir: &Path) -> (Child, Receiver<serde_json::Value>) {
+/// Where the server's stderr goes.
+#[derive(Clone, Copy)]
+enum Stderr {
+    /// The test's own.
+    Inherit,
+    /// `stderr.log` in the server's directory ([`Server::stderr_log`]).
+    Logged,
+}
+
+fn spawn(cfg: &Path, dir: &Path, stderr: Stderr) -> (Child, Receiver<serde_json::Value>) {
+    let stderr = match stderr {
+        Stderr::Inherit => Stdio::inherit(),
+        Stderr::Logged => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
+            .expect("stderr.log")
+            .into(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_forkswitch"))
         .args(["run", "--config"])
         .arg(cfg)
@@ -182,7 +204,7 @@ fn spawn(cfg: &Path, dir: &Path) -> (Child, Receiver<serde_json::Value>) {
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn forkswitch");
     let stdout = child.stdout.take().expect("stdout");
@@ -618,81 +640,13 @@ pub fn register_over_tcp(
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 }
 
-/// [`spawn`], with the server's stderr (where Rust prints a panic) appended
-/// to `stderr.log` in `dir` instead of inherited.
-fn spawn_stderr_logged(cfg: &Path, dir: &Path) -> (Child, Receiver<serde_json::Value>) {
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("stderr.log"))
-        .expect("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_forkswitch"))
-        .args(["run", "--config"])
-        .arg(cfg)
-        .args(["--log-format", "json"])
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn forkswitch");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    let mut copy = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("stdout.log"))
-        .expect("stdout.log");
-    std::thread::spawn(move || {
-        use std::io::Write;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = writeln!(copy, "{line}");
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (child, rx)
-}
-
 impl Server {
     /// [`Server::start_with`]'s config (port 0 everywhere, `extra`
     /// appended), with the server's stderr kept in `stderr.log` in its
     /// directory ([`Server::stderr_log`]): for a test that asserts the
     /// process printed no panic.
     pub fn start_with_stderr_logged(extra: &str) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("forkswitch.toml");
-        let db = if extra.contains("[database]") {
-            String::new()
-        } else {
-            "[database]\npath = \"forkswitch.db\"\n".to_owned()
-        };
-        let http = if extra.contains("[http]") {
-            String::new()
-        } else {
-            "[http]\nlisten = \"127.0.0.1:0\"\n".to_owned()
-        };
-        let text = format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{http}{extra}"
-        );
-        std::fs::write(&cfg, text).expect("write config");
-        let (child, lines) = spawn_stderr_logged(&cfg, dir.path());
-        let mut server = Server {
-            child,
-            udp: "0.0.0.0:0".parse().expect("addr"),
-            tcp: "0.0.0.0:0".parse().expect("addr"),
-            http: "0.0.0.0:0".parse().expect("addr"),
-            lines,
-            dir,
-            config: cfg,
-            loaded: serde_json::Value::Null,
-            closed_live: serde_json::Value::Null,
-        };
-        server.await_ready();
-        server
+        Self::start_in(extra, Stderr::Logged)
     }
 
     /// Kills the server with SIGKILL and starts it again on the same
@@ -711,7 +665,7 @@ impl Server {
             .replacen("tcp = [\"127.0.0.1:0\"]", &format!("tcp = [\"{tcp}\"]"), 1)
             .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""), 1);
         std::fs::write(&self.config, text).expect("write config");
-        let (child, lines) = spawn_stderr_logged(&self.config, self.dir.path());
+        let (child, lines) = spawn(&self.config, self.dir.path(), Stderr::Logged);
         self.child = child;
         self.lines = lines;
         self.await_ready();
