@@ -3,10 +3,11 @@
 
 use crate::best::normalize;
 use crate::{
-    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, Hop, LegId, LegTarget,
-    Reach,
+    BuildError, ContactTarget, Directory, ForkConfig, GroupDef, GroupSpec, Hop, HuntMemory, LegId,
+    LegTarget, Reach,
 };
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use records::{
     Address, AddressType, AnswerMethod, Call, Groupcall, GroupcallStatus, RingMethod, Timestamp,
@@ -38,6 +39,11 @@ impl RecordMaker {
     /// A fresh (version 4) UUID from the seeded generator.
     pub fn uuid(&mut self) -> Uuid {
         uuid::Builder::from_random_bytes(self.rng.gen()).into_uuid()
+    }
+
+    /// `v` in an order drawn from the seeded generator.
+    pub fn shuffle(&mut self, v: &mut [usize]) {
+        v.shuffle(&mut self.rng);
     }
 
     /// A groupcall record, `progressing`, with a fresh id.
@@ -117,8 +123,14 @@ impl GroupPhase {
 pub(crate) enum Hunt {
     /// Every destination at once; fails when all failed.
     RingAll,
-    /// One destination after the other, whatever each failed with.
-    Linear,
+    /// One destination after the other in the group's hunt order (list
+    /// order for `linear`, drawn at build time for `round_robin`,
+    /// `least_recent` and `random`), whatever each failed with.
+    Sequential,
+    /// A growing prefix of the list: each step adds the next destination
+    /// for its ring timeout (or at once when the newest one failed), the
+    /// others keep ringing; after the last step the group gives up.
+    GrowingPrefix,
     /// One hop after the other (a destination's failover child), the next
     /// only when the last got no response, a 408 or a 5xx; any other failure
     /// ends the group at once.
@@ -130,15 +142,11 @@ impl Hunt {
     pub fn of(method: RingMethod) -> Hunt {
         match method {
             RingMethod::RingAll => Hunt::RingAll,
-            RingMethod::Linear => Hunt::Linear,
-        }
-    }
-
-    /// The ring method shown in the record.
-    pub fn ring_method(self) -> RingMethod {
-        match self {
-            Hunt::RingAll => RingMethod::RingAll,
-            Hunt::Linear | Hunt::Failover => RingMethod::Linear,
+            RingMethod::MemoryHunt => Hunt::GrowingPrefix,
+            RingMethod::Linear
+            | RingMethod::RoundRobin
+            | RingMethod::LeastRecent
+            | RingMethod::Random => Hunt::Sequential,
         }
     }
 
@@ -146,10 +154,41 @@ impl Hunt {
     /// 408, a 3xx is 480), whether the next one is tried.
     pub fn goes_on_after(self, code: u16) -> bool {
         match self {
-            Hunt::RingAll | Hunt::Linear => true,
+            Hunt::RingAll | Hunt::Sequential | Hunt::GrowingPrefix => true,
             Hunt::Failover => code == 408 || (500..=599).contains(&code),
         }
     }
+}
+
+/// Whether a group of this ring method keeps a [`HuntMemory`] across calls.
+pub(crate) fn remembers(method: RingMethod) -> bool {
+    matches!(method, RingMethod::RoundRobin | RingMethod::LeastRecent)
+}
+
+/// The order a sequential group hunts its `members` in: list order, after
+/// the last answerer (`round_robin`), the longest since answering first
+/// (`least_recent`, never answered first, ties in list order), or drawn
+/// from the fork's generator (`random`).
+fn hunt_order(
+    method: RingMethod,
+    members: &[Address],
+    memory: &HuntMemory,
+    maker: &mut RecordMaker,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    match method {
+        RingMethod::RoundRobin => {
+            if let Some(last) = memory.last_answered_position(members) {
+                order.rotate_left(last + 1);
+            }
+        }
+        // Stable: equal times (and never) keep list order; never sorts
+        // before any time.
+        RingMethod::LeastRecent => order.sort_by_key(|&i| memory.last_answer(&members[i])),
+        RingMethod::Random => maker.shuffle(&mut order),
+        RingMethod::RingAll | RingMethod::Linear | RingMethod::MemoryHunt => {}
+    }
+    order
 }
 
 /// One groupcall of the tree.
@@ -170,17 +209,36 @@ pub(crate) struct GroupNode {
     /// (all of them for `ring_all`): a destination failing at once is only
     /// recorded, and the starting loop moves on.
     pub starting: bool,
-    /// `linear`: the destination ringing now.
+    /// Sequential and failover: the order its items are hunted in (item
+    /// indices, each once).
+    pub order: Vec<usize>,
+    /// Sequential and failover: the position in `order` of the destination
+    /// ringing now; memory hunt: the index of the newest destination.
     pub cursor: Option<usize>,
     /// Final codes of its failed destinations, in the order received.
     pub codes: Vec<u16>,
+    /// `max_ring_secs`: how long it may ring from its start.
+    pub max_ring: Option<Duration>,
+    /// When it gives up (its start plus `max_ring`), once started.
+    pub give_up_at: Option<Instant>,
+    /// Memory hunt: when the current step ends (the next destination is
+    /// added, or after the last one the group gives up).
+    pub step_until: Option<Instant>,
+    /// The id of the root or stored group it is made from (none for
+    /// endpoint and failover children).
+    pub def_id: Option<Uuid>,
+    /// What it remembers across calls (`round_robin`, `least_recent`).
+    pub memory: HuntMemory,
 }
 
 /// One destination of a group.
 pub(crate) struct Item {
     pub kind: ItemKind,
     pub ring_timeout: Option<Duration>,
+    /// How long after it is reached it is dialed (`delay_secs`).
+    pub delay: Duration,
     pub state: ItemState,
+    /// `Active`: its ring timeout; `Delayed`: when it is dialed.
     pub deadline: Option<Instant>,
 }
 
@@ -222,7 +280,11 @@ pub(crate) struct PendingResolve {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ItemState {
+    /// Not reached yet.
     Pending,
+    /// Reached, waiting for its delay before it is dialed.
+    Delayed,
+    /// Dialed (or its hops asked for, or its child group started).
     Active,
     Failed(u16),
     Answered,
@@ -327,13 +389,19 @@ fn node(
         items: Vec::new(),
         phase: GroupPhase::Unreached,
         starting: false,
+        order: Vec::new(),
         cursor: None,
         codes: Vec::new(),
+        max_ring: None,
+        give_up_at: None,
+        step_until: None,
+        def_id: None,
+        memory: HuntMemory::default(),
     }
 }
 
 fn item(kind: ItemKind, ring_timeout: Option<Duration>) -> Item {
-    Item { kind, ring_timeout, state: ItemState::Pending, deadline: None }
+    Item { kind, ring_timeout, delay: Duration::ZERO, state: ItemState::Pending, deadline: None }
 }
 
 /// `sip:` prepended when the target has no `sip:`/`sips:` scheme.
@@ -445,7 +513,7 @@ impl Tree {
     ) -> Result<usize, BuildError> {
         let rec = maker.groupcall(
             hops.iter().map(|h| hop_address(&at.address, h)).collect(),
-            Hunt::Failover.ring_method(),
+            RingMethod::Linear,
             AnswerMethod::HangupOthers,
             self.group_id(at.group),
             wall,
@@ -459,6 +527,7 @@ impl Tree {
             items.push(item(ItemKind::Leg(l), None));
         }
         if let Some(n) = self.groups.get_mut(c) {
+            n.order = (0..items.len()).collect();
             n.items = items;
         }
         Ok(c)
@@ -555,8 +624,25 @@ impl Builder<'_> {
             };
             items.push(it);
         }
+        let options = self.dir.group_options(def.id);
+        for (i, it) in items.iter_mut().enumerate() {
+            if !matches!(it.kind, ItemKind::Fails(_)) {
+                it.delay = options.delay(i);
+            }
+        }
+        let memory = if remembers(def.ring_method) {
+            self.dir.hunt_memory(def.id)
+        } else {
+            HuntMemory::default()
+        };
+        let members: Vec<Address> = def.destinations.iter().map(|d| d.address.clone()).collect();
+        let order = hunt_order(def.ring_method, &members, &memory, self.maker);
         if let Some(n) = self.tree.groups.get_mut(g) {
             n.items = items;
+            n.order = order;
+            n.max_ring = options.max_ring;
+            n.def_id = Some(def.id);
+            n.memory = memory;
         }
         Ok(())
     }
@@ -608,6 +694,7 @@ impl Builder<'_> {
             items.push(item(ItemKind::Leg(self.add_leg(c, t, address.clone())?), None));
         }
         if let Some(n) = self.tree.groups.get_mut(c) {
+            n.order = (0..items.len()).collect();
             n.items = items;
         }
         Ok(c)

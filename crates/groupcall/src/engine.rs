@@ -2,11 +2,12 @@
 
 use crate::best::{best_response, caller_response, normalize};
 use crate::build::{
-    self, CancelCause, GroupPhase, Hunt, ItemKind, ItemState, LegPhase, RecordMaker, Tree,
+    self, remembers, CancelCause, GroupPhase, Hunt, ItemKind, ItemState, LegPhase, RecordMaker,
+    Tree,
 };
 use crate::{
-    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, Hop, LegEvent, LegId, Now,
-    Record, ResolveId,
+    Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, Hop, HuntMemoryUpdate,
+    LegEvent, LegId, Now, Record, ResolveId,
 };
 use records::{
     Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp, NIL,
@@ -26,12 +27,26 @@ enum Outcome {
     Rejected,
 }
 
+/// A timer of a group that is due.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    /// The group's `max_ring` is over.
+    GiveUp(usize),
+    /// The group's memory hunt step is over.
+    Step(usize),
+    /// An item's ring timeout is over.
+    RingTimeout(usize, usize),
+    /// An item's delay is over: dial it.
+    Dial(usize, usize),
+}
+
 /// The forking engine for one served call. See the crate documentation.
 pub struct Fork {
     cfg: ForkConfig,
     tree: Tree,
     maker: RecordMaker,
     actions: VecDeque<Action>,
+    memory_updates: VecDeque<HuntMemoryUpdate>,
     started: bool,
     outcome: Outcome,
     hangup_requested: bool,
@@ -110,6 +125,7 @@ impl Fork {
             tree,
             maker,
             actions: VecDeque::new(),
+            memory_updates: VecDeque::new(),
             started: false,
             outcome: Outcome::Pending,
             hangup_requested: false,
@@ -335,23 +351,40 @@ impl Fork {
         }
         if self.is_live() {
             // Parents come before children, so a group's own timeout wins
-            // over its children's at the same instant.
+            // over its children's at the same instant; in a group, giving
+            // up comes first, then the memory hunt step, then its items.
+            let is_due = |d: Option<Instant>| d.is_some_and(|d| d <= now.at);
             let mut due = Vec::new();
             for (g, n) in self.tree.groups.iter().enumerate() {
                 if n.phase != GroupPhase::Hunting {
                     continue;
                 }
+                if is_due(n.give_up_at) {
+                    due.push(Due::GiveUp(g));
+                }
+                if is_due(n.step_until) {
+                    due.push(Due::Step(g));
+                }
                 for (i, it) in n.items.iter().enumerate() {
-                    if it.state == ItemState::Active && it.deadline.is_some_and(|d| d <= now.at) {
-                        due.push((g, i));
+                    if is_due(it.deadline) {
+                        match it.state {
+                            ItemState::Active => due.push(Due::RingTimeout(g, i)),
+                            ItemState::Delayed => due.push(Due::Dial(g, i)),
+                            _ => {}
+                        }
                     }
                 }
             }
-            for (g, i) in due {
+            for d in due {
                 if !self.is_live() {
                     break;
                 }
-                self.ring_timeout(now, g, i);
+                match d {
+                    Due::GiveUp(g) => self.give_up(now, g),
+                    Due::Step(g) => self.memory_step(now, g),
+                    Due::RingTimeout(g, i) => self.ring_timeout(now, g, i),
+                    Due::Dial(g, i) => self.delay_over(now, g, i),
+                }
             }
         }
         for l in 0..self.tree.legs.len() {
@@ -382,8 +415,12 @@ impl Fork {
         if self.is_live() {
             take(self.overall_deadline);
             for n in self.tree.groups.iter().filter(|n| n.phase == GroupPhase::Hunting) {
-                for it in n.items.iter().filter(|it| it.state == ItemState::Active) {
-                    take(it.deadline);
+                take(n.give_up_at);
+                take(n.step_until);
+                for it in &n.items {
+                    if matches!(it.state, ItemState::Active | ItemState::Delayed) {
+                        take(it.deadline);
+                    }
                 }
             }
         }
@@ -400,6 +437,14 @@ impl Fork {
     /// The next thing to do, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The next change of a group's [`crate::HuntMemory`] to store, in
+    /// order: one per `round_robin` or `least_recent` group the answer came
+    /// through (poll it with the actions; a later update of the same group
+    /// replaces an earlier one).
+    pub fn poll_hunt_memory(&mut self) -> Option<HuntMemoryUpdate> {
+        self.memory_updates.pop_front()
     }
 
     /// The root groupcall record.
@@ -487,6 +532,7 @@ impl Fork {
             _ => return,
         };
         n.phase = GroupPhase::Hunting;
+        n.give_up_at = n.max_ring.and_then(|d| after(now.at, d));
         if newly {
             n.rec.tm_create = now.wall;
             n.rec.tm_update = now.wall;
@@ -513,7 +559,8 @@ impl Fork {
                 self.set_starting(g, false);
                 self.check_ring_all(now, g);
             }
-            Hunt::Linear | Hunt::Failover => self.next_linear(now, g),
+            Hunt::Sequential | Hunt::Failover => self.next_linear(now, g),
+            Hunt::GrowingPrefix => self.next_memory(now, g),
         }
     }
 
@@ -523,13 +570,53 @@ impl Fork {
         }
     }
 
+    /// Destination `i` of `g` is reached: dialed now, or after its delay.
     fn start_item(&mut self, now: Now, g: usize, i: usize) {
         let Some(it) = self.tree.groups.get_mut(g).and_then(|n| n.items.get_mut(i)) else { return };
         if it.state != ItemState::Pending {
             return;
         }
+        if it.delay > Duration::ZERO {
+            it.state = ItemState::Delayed;
+            it.deadline = after(now.at, it.delay);
+            return;
+        }
+        self.ring_item(now, g, i);
+    }
+
+    /// The delay of destination `i` of `g` is over: it is dialed now.
+    fn delay_over(&mut self, now: Now, g: usize, i: usize) {
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        if n.phase.is_closed() {
+            return;
+        }
+        n.starting = true;
+        self.ring_item(now, g, i);
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        n.starting = false;
+        let failed = n.items.get(i).and_then(|it| match it.state {
+            ItemState::Failed(code) => Some(code),
+            _ => None,
+        });
+        // Failed at once: move the group on as the starting loop would.
+        if let Some(code) = failed {
+            self.moved_on_after(now, g, i, code);
+        }
+    }
+
+    /// Dials destination `i` of `g` (or asks for its hops, or starts its
+    /// child group); its ring timeout starts (in a memory hunt, the group's
+    /// step timer stands for it).
+    fn ring_item(&mut self, now: Now, g: usize, i: usize) {
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        let memory_hunt = n.hunt == Hunt::GrowingPrefix;
+        let Some(it) = n.items.get_mut(i) else { return };
+        if !matches!(it.state, ItemState::Pending | ItemState::Delayed) {
+            return;
+        }
         it.state = ItemState::Active;
-        it.deadline = it.ring_timeout.and_then(|d| after(now.at, d));
+        it.deadline =
+            if memory_hunt { None } else { it.ring_timeout.and_then(|d| after(now.at, d)) };
         match it.kind {
             ItemKind::Leg(l) => self.dial(now, l),
             ItemKind::Child(c) => self.start_group(now, c),
@@ -546,9 +633,10 @@ impl Fork {
         }
     }
 
-    /// `linear` and failover: dials the next destination, skipping those
-    /// failing at once (as far as the group's [`Hunt`] goes on after their
-    /// code); the group fails past the last one.
+    /// Sequential and failover: dials the next destination in the hunt
+    /// order, skipping those failing at once (as far as the group's
+    /// [`Hunt`] goes on after their code); the group fails past the last
+    /// one.
     fn next_linear(&mut self, now: Now, g: usize) {
         loop {
             if !self.is_live() {
@@ -560,10 +648,10 @@ impl Fork {
             }
             let next = n.cursor.map_or(0, |c| c + 1);
             n.cursor = Some(next);
-            if next >= n.items.len() {
+            let Some(&next) = n.order.get(next) else {
                 self.group_failed(now, g);
                 return;
-            }
+            };
             n.starting = true;
             self.start_item(now, g, next);
             let Some(n) = self.tree.groups.get_mut(g) else { return };
@@ -578,6 +666,83 @@ impl Fork {
                 }
                 _ => return,
             }
+        }
+    }
+
+    /// Memory hunt: adds the next destination (the others keep ringing)
+    /// and starts its step, skipping those failing at once. Past the last
+    /// one, the group fails if every destination failed, else it rings on
+    /// until its step ends.
+    fn next_memory(&mut self, now: Now, g: usize) {
+        loop {
+            if !self.is_live() {
+                return;
+            }
+            let Some(n) = self.tree.groups.get_mut(g) else { return };
+            if n.phase.is_closed() {
+                return;
+            }
+            let next = n.cursor.map_or(0, |c| c + 1);
+            if next >= n.items.len() {
+                if n.items.iter().all(|it| matches!(it.state, ItemState::Failed(_))) {
+                    self.group_failed(now, g);
+                }
+                return;
+            }
+            n.cursor = Some(next);
+            let step = n.items.get(next).and_then(|it| it.ring_timeout);
+            n.step_until = step.and_then(|d| after(now.at, d));
+            n.starting = true;
+            self.start_item(now, g, next);
+            let Some(n) = self.tree.groups.get_mut(g) else { return };
+            n.starting = false;
+            if !matches!(n.items.get(next).map(|it| it.state), Some(ItemState::Failed(_))) {
+                return;
+            }
+        }
+    }
+
+    /// Memory hunt: the step of the newest destination is over: the next
+    /// one is added, or after the last one the group gives up.
+    fn memory_step(&mut self, now: Now, g: usize) {
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        if n.phase != GroupPhase::Hunting {
+            return;
+        }
+        n.step_until = None;
+        let next = n.cursor.map_or(0, |c| c + 1);
+        if next < n.items.len() {
+            self.next_memory(now, g);
+        } else {
+            self.give_up(now, g);
+        }
+    }
+
+    /// Memory hunt: destination `i` failed. When it was the newest, or
+    /// every destination reached so far failed, the hunt moves on.
+    fn memory_failed(&mut self, now: Now, g: usize, i: usize) {
+        let Some(n) = self.tree.groups.get(g) else { return };
+        let reached = n.cursor.map_or(0, |c| c + 1);
+        let all_failed =
+            n.items.iter().take(reached).all(|it| matches!(it.state, ItemState::Failed(_)));
+        if n.cursor == Some(i) || all_failed {
+            self.next_memory(now, g);
+        }
+    }
+
+    /// Group `g` rang long enough (its `max_ring`, or the last step of a
+    /// memory hunt): its legs and children are cancelled and it fails with
+    /// 480 (at the root, the caller is rejected with 480).
+    fn give_up(&mut self, now: Now, g: usize) {
+        let Some(n) = self.tree.groups.get(g) else { return };
+        if n.phase != GroupPhase::Hunting {
+            return;
+        }
+        let parent = n.parent;
+        self.cancel_subtree(now, g, CancelCause::RingTimeout);
+        match parent {
+            Some((p, i)) => self.item_failed(now, p, i, 480),
+            None => self.reject(480),
         }
     }
 
@@ -705,7 +870,7 @@ impl Fork {
         it.state = ItemState::Failed(code);
         it.deadline = None;
         n.codes.push(code);
-        let (closed, starting, hunt, cursor) = (n.phase.is_closed(), n.starting, n.hunt, n.cursor);
+        let (closed, starting) = (n.phase.is_closed(), n.starting);
         if closed || !self.is_live() {
             return;
         }
@@ -716,13 +881,26 @@ impl Fork {
         if starting {
             return;
         }
+        self.moved_on_after(now, g, i, code);
+    }
+
+    /// Destination `i` of `g` failed with `code` (recorded, the group still
+    /// hunting): the group goes on as its [`Hunt`] says.
+    fn moved_on_after(&mut self, now: Now, g: usize, i: usize, code: u16) {
+        let Some(n) = self.tree.groups.get(g) else { return };
+        if n.phase.is_closed() || !self.is_live() {
+            return;
+        }
+        let hunt = n.hunt;
+        let current = n.cursor.and_then(|c| n.order.get(c)).copied();
         match hunt {
             Hunt::RingAll => self.check_ring_all(now, g),
-            Hunt::Linear | Hunt::Failover if cursor != Some(i) => {}
+            Hunt::GrowingPrefix => self.memory_failed(now, g, i),
+            Hunt::Sequential | Hunt::Failover if current != Some(i) => {}
             _ if hunt.goes_on_after(code) => self.next_linear(now, g),
             // Failover: this failure is the callee's answer, not the
             // server's; the other hops would say the same.
-            Hunt::Failover | Hunt::Linear => self.group_failed(now, g),
+            Hunt::Failover | Hunt::Sequential => self.group_failed(now, g),
         }
     }
 
@@ -870,6 +1048,7 @@ impl Fork {
         });
         if let Some((g, i)) = self.item_of_leg(l) {
             self.mark_answered(g, i);
+            self.remember(now, g, i);
         }
         let mut g = first_group;
         let mut via = NIL;
@@ -883,6 +1062,7 @@ impl Fork {
             match parent {
                 Some((p, i)) if p < g => {
                     self.mark_answered(p, i);
+                    self.remember(now, p, i);
                     via = gid;
                     g = p;
                 }
@@ -896,6 +1076,17 @@ impl Fork {
                 self.cancel_leg(now, other, CancelCause::CompletedElsewhere);
             }
         }
+    }
+
+    /// The answer came through destination `i` of `g`: a group that keeps
+    /// a [`crate::HuntMemory`] remembers it and reports it.
+    fn remember(&mut self, now: Now, g: usize, i: usize) {
+        let Some(n) = self.tree.groups.get_mut(g) else { return };
+        let Some(group) = n.def_id.filter(|_| remembers(n.rec.ring_method)) else { return };
+        let Some(member) = n.rec.destinations.get(i) else { return };
+        n.memory.record_answer(member, now.wall);
+        n.memory.retain_members(&n.rec.destinations);
+        self.memory_updates.push_back(HuntMemoryUpdate { group, memory: n.memory.clone() });
     }
 
     fn mark_answered(&mut self, g: usize, i: usize) {

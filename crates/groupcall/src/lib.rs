@@ -4,8 +4,9 @@
 //! groupcall into a tree (endpoints become child groupcalls over their
 //! registered contacts, stored ring groups become nested child groupcalls,
 //! a destination reachable over several next hops becomes a failover child
-//! groupcall), decides which legs to dial and when (`ring_all`, `linear`,
-//! failover), relays ringing and early media to the caller once, picks the
+//! groupcall), decides which legs to dial and when (the ring method of each
+//! group, per level: see "Ring methods"; destination delays; failover),
+//! relays ringing and early media to the caller once, picks the
 //! first answer (set once, on every level), cancels every other leg at every
 //! level (`hangup_others`, with `Reason: SIP;cause=200;text="Call completed
 //! elsewhere"`), or picks the best failure per RFC 3261 section 16.7 step 6.
@@ -20,6 +21,44 @@
 //! names a transport, [`sip_message::Transport`], in a [`Hop`]) and never
 //! spawns a task: the B2BUA turns each [`Action`] into SIP and reports what
 //! each leg did as a [`LegEvent`].
+//!
+//! ## Ring methods
+//!
+//! Each group, the root and every nested one, hunts by its own
+//! [`GroupDef::ring_method`]:
+//!
+//! - `ring_all`: every destination at once; fails when all failed.
+//! - `linear`: one at a time in list order; a destination failing or
+//!   reaching its ring timeout moves the hunt to the next.
+//! - `memory_hunt` (FreePBX): the 1st rings; when its ring timeout is over
+//!   the 2nd is added and the 1st keeps ringing, then the 3rd... The
+//!   ringing set is always a prefix of the list that only grows; each step
+//!   lasts the newly added destination's ring timeout, and ends at once
+//!   when that destination fails. After the last step the group gives up
+//!   (480); when every destination failed, it fails with the best code.
+//! - `round_robin` (Asterisk `rrmemory`): one at a time like `linear`,
+//!   starting after the member that answered the group's last answered call,
+//!   wrapping around; every member is tried before any twice.
+//! - `least_recent` (Asterisk `leastrecent`): one at a time, the member that
+//!   answered a call of this group longest ago first; members that never
+//!   answered come first, in list order.
+//! - `random`: one at a time, in an order drawn from the fork's seeded
+//!   generator (the same seed gives the same order).
+//!
+//! `round_robin` and `least_recent` remember who answered across calls: the
+//! owner hands each group's [`HuntMemory`] in through
+//! [`Directory::hunt_memory`] and stores what [`Fork::poll_hunt_memory`]
+//! reports after an answer ([`HuntMemoryUpdate`]), so that the rotation
+//! survives restarts.
+//!
+//! [`Directory::group_options`] gives a group's [`GroupOptions`]: per
+//! destination `delay_secs` (a destination is dialed that long after it is
+//! reached, in `ring_all` after the group started, and never if the call
+//! was answered or ended first; its ring timeout counts from the dial) and
+//! per group `max_ring_secs` (from its own start the group gives up, its
+//! legs CANCELed, and fails with 480, whatever its method; nested groups
+//! have their own). A destination's ring timeout is
+//! [`Destination::ring_timeout`].
 //!
 //! ## Failover
 //!
@@ -41,9 +80,10 @@
 //! ring timeout covers the whole hunt; hops have none of their own.
 //!
 //! Main types: [`Fork`] (the state machine), [`GroupSpec`] and [`GroupDef`]
-//! (what to ring), [`Directory`] (contacts, stored groups and how
-//! destinations are reached, provided by the B2BUA), [`Reach`] and [`Hop`],
-//! [`ForkConfig`], [`LegEvent`] (inputs), [`Action`] (outputs).
+//! (what to ring), [`Directory`] (contacts, stored groups, their options and
+//! memory, and how destinations are reached, provided by the B2BUA),
+//! [`GroupOptions`], [`HuntMemory`], [`Reach`] and [`Hop`], [`ForkConfig`],
+//! [`LegEvent`] (inputs), [`Action`] and [`HuntMemoryUpdate`] (outputs).
 #![deny(missing_docs)]
 
 use records::{Address, AnswerMethod, Call, Groupcall, RingMethod, Timestamp};
@@ -125,7 +165,8 @@ impl Destination {
 pub struct GroupDef {
     /// Identity of the group (a stored group's id); loops are found by it.
     pub id: Uuid,
-    /// `ring_all` or `linear`.
+    /// How it hunts through its destinations (see the crate documentation,
+    /// "Ring methods").
     pub ring_method: RingMethod,
     /// `hangup_others`.
     pub answer_method: AnswerMethod,
@@ -147,6 +188,92 @@ impl GroupDef {
             send_reason: true,
         }
     }
+}
+
+/// Settings of a group beyond its [`GroupDef`], given by
+/// [`Directory::group_options`]: the group's own limit and the delays of its
+/// destinations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupOptions {
+    /// `max_ring_secs`: from the group's start, how long it may ring before
+    /// it gives up (its legs CANCELed, the group failing with 480),
+    /// whatever its ring method; `None` for no limit of its own.
+    pub max_ring: Option<Duration>,
+    /// `delay_secs` of each destination, by position in
+    /// [`GroupDef::destinations`] (missing entries: no delay): a destination
+    /// is dialed this long after it is reached (in `ring_all`, after the
+    /// group started); its ring timeout counts from when it is dialed.
+    pub delays: Vec<Duration>,
+}
+
+impl GroupOptions {
+    /// The delay of destination `index` (zero when not set).
+    pub fn delay(&self, index: usize) -> Duration {
+        self.delays.get(index).copied().unwrap_or_default()
+    }
+}
+
+/// What a group remembers across calls for `round_robin` and
+/// `least_recent`: who answered it, and when. The owner keeps one per
+/// group id (in its store, so that it survives restarts), hands it to the
+/// fork through [`Directory::hunt_memory`], and stores what
+/// [`Fork::poll_hunt_memory`] reports. Members are destinations, known by
+/// their address type and target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HuntMemory {
+    /// The member that answered the group's last answered call:
+    /// `round_robin` starts after it.
+    pub last_answered: Option<Address>,
+    /// When each member last answered a call of this group (wall clock),
+    /// one entry per member: `least_recent` rings the oldest first.
+    pub answered_at: Vec<(Address, Timestamp)>,
+}
+
+/// The same member of a group: same address type and target.
+fn same_member(a: &Address, b: &Address) -> bool {
+    a.kind == b.kind && a.target == b.target
+}
+
+impl HuntMemory {
+    /// When `member` last answered a call of the group, if ever.
+    pub fn last_answer(&self, member: &Address) -> Option<Timestamp> {
+        self.answered_at.iter().find(|(m, _)| same_member(m, member)).map(|(_, at)| *at)
+    }
+
+    /// `member` answered a call of the group at `at`.
+    pub fn record_answer(&mut self, member: &Address, at: Timestamp) {
+        self.last_answered = Some(member.clone());
+        match self.answered_at.iter_mut().find(|(m, _)| same_member(m, member)) {
+            Some(entry) => entry.1 = at,
+            None => self.answered_at.push((member.clone(), at)),
+        }
+    }
+
+    /// Forgets the members that are not in `members` any more.
+    pub fn retain_members(&mut self, members: &[Address]) {
+        let known = |a: &Address| members.iter().any(|m| same_member(m, a));
+        if self.last_answered.as_ref().is_some_and(|a| !known(a)) {
+            self.last_answered = None;
+        }
+        self.answered_at.retain(|(m, _)| known(m));
+    }
+
+    /// Position in `members` of the member that answered last, if it is
+    /// still one.
+    pub fn last_answered_position(&self, members: &[Address]) -> Option<usize> {
+        let last = self.last_answered.as_ref()?;
+        members.iter().position(|m| same_member(m, last))
+    }
+}
+
+/// A group's [`HuntMemory`] changed (a member of a `round_robin` or
+/// `least_recent` group answered): store it for the group's next calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HuntMemoryUpdate {
+    /// The group's id ([`GroupDef::id`]).
+    pub group: Uuid,
+    /// Its memory now (the whole of it, replacing the stored one).
+    pub memory: HuntMemory,
 }
 
 /// What a fork serves: the root group, its owner and its caller.
@@ -230,6 +357,20 @@ pub trait Directory {
     fn reach(&self, target: &LegTarget) -> Reach {
         let _ = target;
         Reach::Direct
+    }
+    /// The options of group `group` (the root's [`GroupDef::id`] or a
+    /// stored group's): its `max_ring_secs` and its destinations'
+    /// `delay_secs`. The default has none.
+    fn group_options(&self, group: Uuid) -> GroupOptions {
+        let _ = group;
+        GroupOptions::default()
+    }
+    /// What group `group` remembers of its past calls, for `round_robin`
+    /// and `least_recent` (asked for those only). The default remembers
+    /// nothing: the hunt starts with the first member.
+    fn hunt_memory(&self, group: Uuid) -> HuntMemory {
+        let _ = group;
+        HuntMemory::default()
     }
 }
 

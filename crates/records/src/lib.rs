@@ -189,8 +189,20 @@ pub enum RingMethod {
     #[default]
     #[serde(alias = "")]
     RingAll,
-    /// One after another.
+    /// One after another, in list order.
     Linear,
+    /// The first, then the first two, then the first three...: each step
+    /// adds the next destination for its ring timeout, the others keep
+    /// ringing (FreePBX `memoryhunt`).
+    MemoryHunt,
+    /// One after another, starting after the member that answered this
+    /// group's last answered call, wrapping around (Asterisk `rrmemory`).
+    RoundRobin,
+    /// One after another, the member that answered a call of this group
+    /// longest ago (or never) first (Asterisk `leastrecent`).
+    LeastRecent,
+    /// One after another, in a random order.
+    Random,
 }
 
 /// What happens when a destination answers.

@@ -4,7 +4,8 @@
 
 use groupcall::{
     Action, BuildError, ContactTarget, Destination, Directory, Fork, ForkConfig, GroupDef,
-    GroupSpec, Hop, LegEvent, LegId, LegTarget, Now, Reach, Record, ResolveId,
+    GroupOptions, GroupSpec, Hop, HuntMemory, HuntMemoryUpdate, LegEvent, LegId, LegTarget, Now,
+    Reach, Record, ResolveId,
 };
 use records::{
     Address, AddressType, Call, CallStatus, Groupcall, GroupcallStatus, RingMethod, Timestamp, NIL,
@@ -24,6 +25,10 @@ pub struct Dir {
     /// How a `sip` URI (with its `sip:`) or a `tel` number is reached;
     /// `Direct` when absent.
     pub reach: HashMap<String, Reach>,
+    /// Options by group id.
+    pub options: HashMap<Uuid, GroupOptions>,
+    /// Hunt memory by group id.
+    pub memory: HashMap<Uuid, HuntMemory>,
 }
 
 /// Hop `i` of `key`: carrier `c<i>` for a number, a DNS target for a URI.
@@ -85,7 +90,21 @@ impl Dir {
     }
 }
 
+impl Dir {
+    /// Group `id` has these options.
+    pub fn options(mut self, id: Uuid, options: GroupOptions) -> Dir {
+        self.options.insert(id, options);
+        self
+    }
+}
+
 impl Directory for Dir {
+    fn group_options(&self, group: Uuid) -> GroupOptions {
+        self.options.get(&group).cloned().unwrap_or_default()
+    }
+    fn hunt_memory(&self, group: Uuid) -> HuntMemory {
+        self.memory.get(&group).cloned().unwrap_or_default()
+    }
     fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
         self.contacts.get(aor).cloned().unwrap_or_default()
     }
@@ -123,6 +142,10 @@ pub fn ring_all(dests: Vec<Destination>) -> GroupDef {
 }
 pub fn linear(dests: Vec<Destination>) -> GroupDef {
     GroupDef::new(Uuid::new_v4(), RingMethod::Linear, dests)
+}
+/// A group of any ring method, with a fresh id.
+pub fn group_of(method: RingMethod, dests: Vec<Destination>) -> GroupDef {
+    GroupDef::new(Uuid::new_v4(), method, dests)
 }
 
 pub fn spec(group: GroupDef) -> GroupSpec {
@@ -266,6 +289,8 @@ pub struct H {
     pub ms: u64,
     pub check: Checker,
     pub log: Vec<Action>,
+    /// Every hunt memory update reported, in order.
+    pub memory: Vec<HuntMemoryUpdate>,
 }
 
 /// The seed of [`H::build`]'s forks.
@@ -285,7 +310,8 @@ impl H {
         let t0 = Instant::now();
         let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
         let fork = Fork::build(spec(group), dir, cfg, now, seed)?;
-        let mut h = H { fork, t0, ms: 0, check: Checker::default(), log: Vec::new() };
+        let mut h =
+            H { fork, t0, ms: 0, check: Checker::default(), log: Vec::new(), memory: Vec::new() };
         h.drain();
         Ok(h)
     }
@@ -322,6 +348,9 @@ impl H {
             self.check.see(&a);
             self.log.push(a.clone());
             out.push(a);
+        }
+        while let Some(u) = self.fork.poll_hunt_memory() {
+            self.memory.push(u);
         }
         out
     }
