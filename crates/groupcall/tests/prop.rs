@@ -4,14 +4,15 @@
 //! is checked against the invariants (see `common::Checker`), the emitted
 //! records must equal the fork's own, a failover child only dials its next
 //! hop after no response, a 408 or a 5xx, and every fork must reach
-//! `Finished` exactly once.
+//! `Finished` exactly once. Groups use every ring method, sometimes with a
+//! `max_ring`, destination delays and a hunt memory.
 
 mod common;
 
 use common::*;
 use groupcall::{
-    BuildError, Destination, ForkConfig, GroupDef, LegEvent, LegId, LegTarget, Reach, Record,
-    ResolveId,
+    BuildError, Destination, ForkConfig, GroupDef, GroupOptions, HuntMemory, LegEvent, LegId,
+    LegTarget, Reach, Record, ResolveId,
 };
 use proptest::prelude::*;
 use records::RingMethod;
@@ -35,10 +36,38 @@ impl Rng {
 }
 
 fn method(r: &mut Rng) -> RingMethod {
+    match r.below(6) {
+        0 => RingMethod::RingAll,
+        1 => RingMethod::Linear,
+        2 => RingMethod::MemoryHunt,
+        3 => RingMethod::RoundRobin,
+        4 => RingMethod::LeastRecent,
+        _ => RingMethod::Random,
+    }
+}
+
+/// Sometimes a `max_ring`, destination delays and a hunt memory for `def`.
+fn extras(r: &mut Rng, dir: &mut Dir, def: &GroupDef) {
     if r.below(2) == 0 {
-        RingMethod::RingAll
-    } else {
-        RingMethod::Linear
+        let max_ring = (r.below(3) == 0).then(|| Duration::from_secs(1 + r.below(60)));
+        let delays = def
+            .destinations
+            .iter()
+            .map(|_| match r.below(4) {
+                0 => Duration::from_secs(1 + r.below(20)),
+                _ => Duration::ZERO,
+            })
+            .collect();
+        dir.options.insert(def.id, GroupOptions { max_ring, delays });
+    }
+    let n = def.destinations.len() as u64;
+    if n > 0 && r.below(2) == 0 {
+        let mut memory = HuntMemory::default();
+        for _ in 0..r.below(4) {
+            let m = &def.destinations[r.below(n) as usize].address;
+            memory.record_answer(m, records::Timestamp::from_micros(r.below(1 << 40) as i64));
+        }
+        dir.memory.insert(def.id, memory);
     }
 }
 
@@ -89,12 +118,14 @@ fn tree(seed: u64) -> (Dir, GroupDef, ForkConfig) {
         let dests = (0..n).map(|_| destination(&mut r, g + 1, &mut dir)).collect();
         let mut def = GroupDef::new(Uuid::new_v4(), method(&mut r), dests);
         def.send_reason = r.below(2) == 0;
+        extras(&mut r, &mut dir, &def);
         dir = dir.group(&format!("g{g}"), def);
     }
     let n = 1 + r.below(4);
     let dests = (0..n).map(|_| destination(&mut r, 0, &mut dir)).collect();
     let mut root = GroupDef::new(Uuid::new_v4(), method(&mut r), dests);
     root.send_reason = r.below(2) == 0;
+    extras(&mut r, &mut dir, &root);
     let cfg = ForkConfig {
         stop_on_6xx: r.below(2) == 0,
         overall_timeout: Duration::from_secs(20 + r.below(150)),
