@@ -584,23 +584,11 @@ impl Fork {
         self.ring_item(now, g, i);
     }
 
-    /// The delay of destination `i` of `g` is over: it is dialed now.
+    /// The delay of destination `i` of `g` is over: it is dialed now (a
+    /// failure at once moves the group on through [`Fork::item_failed`]).
     fn delay_over(&mut self, now: Now, g: usize, i: usize) {
-        let Some(n) = self.tree.groups.get_mut(g) else { return };
-        if n.phase.is_closed() {
-            return;
-        }
-        n.starting = true;
-        self.ring_item(now, g, i);
-        let Some(n) = self.tree.groups.get_mut(g) else { return };
-        n.starting = false;
-        let failed = n.items.get(i).and_then(|it| match it.state {
-            ItemState::Failed(code) => Some(code),
-            _ => None,
-        });
-        // Failed at once: move the group on as the starting loop would.
-        if let Some(code) = failed {
-            self.moved_on_after(now, g, i, code);
+        if self.tree.groups.get(g).is_some_and(|n| !n.phase.is_closed()) {
+            self.ring_item(now, g, i);
         }
     }
 

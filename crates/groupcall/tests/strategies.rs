@@ -448,3 +448,47 @@ fn hunt_memory_forgets_former_members() {
     memory.retain_members(&[member(1)]);
     assert_eq!(memory, HuntMemory::default());
 }
+
+#[test]
+fn destination_delayed_past_max_ring_is_never_dialed() {
+    let group = ring_all(vec![sip("a@x"), sip("b@x")]);
+    let options = GroupOptions { max_ring: Some(seconds(4)), delays: vec![seconds(0), seconds(4)] };
+    let dir = Dir::new().options(group.id, options);
+    let (mut h, _) = H::started(group, &dir, cfg());
+    let (t, a) = h.tick();
+    assert_eq!((t, cancels(&a), rejects(&a), dial_legs(&a)), (4, vec![0], vec![480], vec![]));
+    run_out(&mut h);
+    assert_eq!(h.check.calls.len(), 1);
+}
+
+#[test]
+fn memory_hunt_delay_is_inside_the_step() {
+    let group = group_of(RingMethod::MemoryHunt, members(2, 10));
+    let options = GroupOptions { max_ring: None, delays: vec![seconds(2), seconds(3)] };
+    let dir = Dir::new().options(group.id, options);
+    let (mut h, a) = H::started(group, &dir, cfg());
+    assert!(dial_legs(&a).is_empty());
+    assert_eq!(dial_legs(&h.tick().1), vec![0]);
+    assert_eq!(h.ms, 2_000);
+    let (t, a) = h.tick();
+    assert_eq!((t, dial_legs(&a)), (10, vec![]), "step 2 starts: its delay first");
+    let (t, a) = h.tick();
+    assert_eq!((t, dial_legs(&a)), (13, vec![1]));
+    let (t, a) = h.tick();
+    assert_eq!((t, cancels(&a), rejects(&a)), (20, vec![0, 1], vec![480]));
+    run_out(&mut h);
+}
+
+#[test]
+fn nested_delay_and_method_are_per_level() {
+    // A random child whose first member waits 2 s, inside a linear root.
+    let child = group_of(RingMethod::Random, members(2, 10));
+    let options = GroupOptions { max_ring: None, delays: vec![seconds(2), seconds(2)] };
+    let dir = Dir::new().group("703", child.clone()).options(child.id, options);
+    let root = linear(vec![timed(grp("703"), 30), sip("z@x")]);
+    let (mut h, a) = H::started(root, &dir, cfg());
+    assert!(dial_legs(&a).is_empty(), "the child's member waits its delay");
+    let (t, a) = h.tick();
+    assert_eq!((t, dial_legs(&a).len()), (2, 1));
+    run_out(&mut h);
+}
