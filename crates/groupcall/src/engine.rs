@@ -104,13 +104,16 @@ fn blame(rec: &mut Call, by: HangupBy, reason: HangupReason) {
 impl Fork {
     /// Expands the tree of `root` (endpoints through `dir.contacts`, nested
     /// groups through `dir.group`, `sip` and `tel` destinations through
-    /// `dir.reach`) and makes the root groupcall record
-    /// (emitted as the first action). Nothing is dialed before
-    /// [`Fork::start`].
+    /// `dir.reach`, the options of the root and of every nested group
+    /// through `dir.group_options`, the memory of `round_robin` and
+    /// `least_recent` groups through `dir.hunt_memory`) and makes the root
+    /// groupcall record (emitted as the first action). Nothing is dialed
+    /// before [`Fork::start`].
     ///
     /// Every id the fork makes (groupcalls, call records, also those made
-    /// later) comes from a generator seeded with `seed`: the same seed and
-    /// the same inputs give the same actions.
+    /// later) and the order of every `random` group come from a generator
+    /// seeded with `seed`: the same seed and the same inputs give the same
+    /// actions.
     pub fn build(
         root: GroupSpec,
         dir: &dyn Directory,

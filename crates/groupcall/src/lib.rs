@@ -147,9 +147,10 @@ impl Default for ForkConfig {
 pub struct Destination {
     /// What to ring.
     pub address: Address,
-    /// How long it rings; `None` uses [`ForkConfig::default_ring_timeout`]
-    /// (for a nested `groupcall` destination, `None` means no limit of its
-    /// own).
+    /// How long it rings, from when it is dialed (in a `memory_hunt`: how
+    /// long its step lasts before the next destination is added); `None`
+    /// uses [`ForkConfig::default_ring_timeout`] (for a nested `groupcall`
+    /// destination, `None` means no limit of its own).
     pub ring_timeout: Option<Duration>,
 }
 
