@@ -10,7 +10,11 @@ BIN=$PWD/target/release/forkswitch
 SCN=$PWD/sipp-scenarios
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}" ${FS_PID:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# KEEP=1 keeps the work directory (SIPp error files, the server's log).
+cleanup() {
+    for p in "${PIDS[@]}" ${FS_PID:-}; do kill "$p" 2>/dev/null || true; done
+    if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 cd "$WORK"
 

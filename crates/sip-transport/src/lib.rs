@@ -13,6 +13,7 @@
 //! too large for UDP, the switch to TCP (RFC 3261 18.1.1): parsing, Via
 //! stamping and response routing belong to the switch core.
 
+mod arrival;
 pub mod socket;
 mod tcp;
 pub mod via_stamp;
@@ -80,7 +81,8 @@ pub struct Inbound {
     pub bytes: Bytes,
     /// Where it came from.
     pub peer: Peer,
-    /// When the transport read it.
+    /// When it arrived: the kernel's receive stamp for UDP (time spent in
+    /// the socket buffer counts, see `arrival.rs`), the read time for TCP.
     pub received_at: Instant,
 }
 
@@ -167,10 +169,12 @@ impl SipTransport {
         for addr in &cfg.udp {
             let n = cfg.udp_sockets_per_addr.max(1);
             let first = socket::udp_socket(*addr, &cfg, n > 1)?;
+            arrival::enable(&first);
             let local = first.local_addr()?;
             let mut sockets = vec![Arc::new(UdpSocket::from_std(first)?)];
             for _ in 1..n {
                 let s = socket::udp_socket(local, &cfg, true)?;
+                arrival::enable(&s);
                 sockets.push(Arc::new(UdpSocket::from_std(s)?));
             }
             udp.push(UdpEndpoint { local, sockets });
@@ -319,6 +323,24 @@ pub(crate) fn inbound(inner: &Inner, bytes: Bytes, peer: Peer, now: Instant) -> 
     Inbound { bytes, peer, received_at: now }
 }
 
+/// One datagram with the kernel's arrival stamp (see `arrival.rs`).
+async fn recv_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = sock.as_raw_fd();
+        sock.async_io(tokio::io::Interest::READABLE, || arrival::recv_from(fd, buf)).await
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (n, from) = sock.recv_from(buf).await?;
+        Ok((n, from, None))
+    }
+}
+
 async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
     let mut shutdown = inner.shutdown.clone();
     // One receive buffer; each datagram is then copied into a buffer of its
@@ -329,10 +351,10 @@ async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAdd
     let mut buf = vec![0u8; 65_536];
     loop {
         let res = tokio::select! {
-            r = sock.recv_from(&mut buf) => r,
+            r = recv_stamped(&sock, &mut buf) => r,
             _ = shutdown.changed() => return,
         };
-        let (n, remote) = match res {
+        let (n, remote, stamp) = match res {
             Ok(x) => x,
             Err(e) => {
                 // ICMP port unreachable surfaces here on some systems.
@@ -340,7 +362,7 @@ async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAdd
                 continue;
             }
         };
-        let now = Instant::now();
+        let now = arrival::arrival(Instant::now(), stamp);
         let data = Bytes::copy_from_slice(&buf[..n]);
         let peer = Peer { transport: Transport::Udp, remote, local, conn: None };
         match inner.inbound.try_send(inbound(&inner, data, peer, now)) {

@@ -10,7 +10,9 @@
 //! of state per transaction), so it is kept only as a memory cap. When the
 //! delay passes [`AdmissionConfig::max_queue_delay`] the switch is
 //! overloaded until it falls under [`AdmissionConfig::resume_queue_delay`]
-//! (hysteresis, so admission does not flap on every datagram); meanwhile
+//! (hysteresis, so admission does not flap on every datagram; 100 and 20
+//! ms by default: at 50 ms the start of every load step, a few tens of ms
+//! of backlog, already shed calls); meanwhile
 //! every *new* INVITE is answered `503` with `Retry-After`, statelessly and
 //! before any transaction, routing or fork exists: a refusal costs one
 //! parse and one send. Retransmissions of admitted INVITEs, in-dialog
@@ -54,8 +56,8 @@ pub struct AdmissionConfig {
 impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
-            max_queue_delay: Duration::from_millis(50),
-            resume_queue_delay: Duration::from_millis(10),
+            max_queue_delay: Duration::from_millis(100),
+            resume_queue_delay: Duration::from_millis(20),
             max_transactions: 500_000,
             retry_after_secs: 5,
             max_register_rate: 2000,
@@ -256,13 +258,13 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Admission::new(AdmissionConfig::default(), t0);
         let at = |d| Load { queue_delay: ms(d), queue_depth: 0 };
-        assert_eq!(a.set_load(at(30)), Transition::None);
+        assert_eq!(a.set_load(at(90)), Transition::None);
         assert_eq!(a.invite(0), Admit::Yes);
-        assert_eq!(a.set_load(at(51)), Transition::Began);
+        assert_eq!(a.set_load(at(101)), Transition::Began);
         assert_eq!(a.invite(0), Admit::Shed);
-        assert_eq!(a.set_load(at(20)), Transition::None, "hysteresis: still over 10 ms");
+        assert_eq!(a.set_load(at(40)), Transition::None, "hysteresis: still over 20 ms");
         assert_eq!(a.invite(0), Admit::Shed);
-        assert_eq!(a.set_load(at(9)), Transition::Ended { shed: 2 });
+        assert_eq!(a.set_load(at(19)), Transition::Ended { shed: 2 });
         assert_eq!(a.invite(0), Admit::Yes);
         assert_eq!(a.shed_invites, 2);
     }

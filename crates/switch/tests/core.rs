@@ -430,7 +430,7 @@ fn overload_sheds_new_invites_statelessly_and_nothing_else() {
     let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 11);
     let carrier = "198.51.100.7:5060";
     let calm = switch::Load { queue_delay: Duration::from_millis(2), queue_depth: 0 };
-    let busy = switch::Load { queue_delay: Duration::from_millis(80), queue_depth: 5000 };
+    let busy = switch::Load { queue_delay: Duration::from_millis(150), queue_depth: 5000 };
     // A call admitted while calm, ringing at the phone.
     w.sw.set_load(calm);
     let first = invite(carrier, "sip:800@test", "ov1");
