@@ -119,7 +119,7 @@ const HISTORY: usize = 24;
 /// click-to-calls whose record is over but that are still live (2), instead
 /// of failing on them, so that fuzzing can look past them. Set it to `false`
 /// once both are fixed.
-const KNOWN_CLICK_TO_CALL_LEAKS: bool = true;
+const KNOWN_CLICK_TO_CALL_LEAKS: bool = false;
 /// A third known finding, not fixed yet (see the same file): a 2xx to a
 /// leg's INVITE that its client transaction does not match (its top Via is
 /// not the one the switch sent: an extra Via, a changed branch) is taken by
@@ -127,7 +127,7 @@ const KNOWN_CLICK_TO_CALL_LEAKS: bool = true;
 /// transaction, in Proceeding, is never ended: it outlives the call forever.
 /// While this is `true`, an input that sent such a 2xx is not checked for
 /// transactions left after the quiet time. Set it to `false` once fixed.
-const KNOWN_STRAY_2XX_LEAK: bool = true;
+const KNOWN_STRAY_2XX_LEAK: bool = false;
 
 /// The peers new messages come from: (transport, address, connection).
 const PEERS: [(Transport, SocketAddr, Option<ConnId>); 7] = [

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use sip_message::{HeaderName, Message, Method, Peer};
-use sip_transaction::{Event, TransactionLayer, TxKey};
+use sip_transaction::{Event, TransactionLayer, TxKey, TxState};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use timer_queue::TimerQueue;
@@ -671,6 +671,20 @@ impl CallManager {
             Some((c, Side::Leg(l))) => {
                 if let Some(call) = self.calls.get_mut(&c) {
                     self.env.leg_2xx(tx, now, call, l, &message);
+                    // The answer came past the leg's INVITE transaction (its
+                    // Via matched none): that transaction will never see a
+                    // final response now and, proceeding, has no timer to
+                    // end it. It ends here (found by fuzzing).
+                    let answered = call.legs.get(l as usize).filter(|leg| leg.dialog.is_some());
+                    let key = answered.map(|leg| leg.invite_key);
+                    let pending = key
+                        .and_then(|k| tx.state(k))
+                        .is_some_and(|s| matches!(s, TxState::Calling | TxState::Proceeding));
+                    if let (Some(key), true) = (key, pending) {
+                        tx.terminate(key);
+                        self.env.owned.remove(&key);
+                        call.keys.retain(|k| *k != key);
+                    }
                 }
                 self.settle(c);
                 None

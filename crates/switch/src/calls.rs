@@ -80,6 +80,9 @@ pub(crate) struct ServedCall {
     /// A click-to-call's source leg (RFC 3725): the B2BUA's leg 0, which
     /// stands for the caller; the fork starts once it answered.
     source: Option<LegRef>,
+    /// Until when the click-to-call source may ring unanswered (then the
+    /// call is hung up, as by the API); `None` once it answered or ended.
+    pub(crate) source_deadline: Option<Instant>,
 }
 
 /// Moves the inbound call record forward (never back) and queues it for the
@@ -122,13 +125,24 @@ impl ServedCall {
             fork_deadline: None,
             started,
             source: None,
+            source_deadline: None,
         }
     }
 
-    /// A click-to-call: `source` is the B2BUA leg rung first.
-    pub(crate) fn with_source(mut self, source: LegRef) -> Self {
+    /// A click-to-call: `source` is the B2BUA leg rung first, for at most
+    /// until `deadline`.
+    pub(crate) fn with_source(mut self, source: LegRef, deadline: Instant) -> Self {
         self.source = Some(source);
+        self.source_deadline = Some(deadline);
         self
+    }
+
+    /// The next deadline of this call: its fork's, or the source's.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        match (self.fork.poll_timeout(), self.source_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// What the click-to-call source did: its record moves on; its answer
@@ -141,7 +155,15 @@ impl ServedCall {
         ev: CallEvent,
     ) {
         let end = |by, reason| (by, reason);
+        if !matches!(ev, CallEvent::LegTrying { .. } | CallEvent::LegRinging { .. }) {
+            self.source_deadline = None;
+        }
         match ev {
+            CallEvent::LegAnswered { leg, .. } if self.fork.is_finished() => {
+                // Hung up (API, ring time over) before this answer crossed
+                // our CANCEL: the source gets its ACK and a BYE.
+                let _ = cx.mgr.ack_and_bye(cx.tx, now.at, cref, leg);
+            }
             CallEvent::LegRinging { .. } | CallEvent::LegEarlyMedia { .. } => {
                 advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Ringing, NOT_ENDED);
             }

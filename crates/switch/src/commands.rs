@@ -141,7 +141,9 @@ impl Switch {
         self.out.push_back(Output::Persist(Persist::Call(record.clone())));
         let call = Box::new(record.clone());
         self.counters.calls_started += 1;
-        self.calls.insert(cref, ServedCall::new(fork, record, from, now.at).with_source(leg));
+        let rings_until = now.at + self.fork_cfg.default_ring_timeout;
+        let served = ServedCall::new(fork, record, from, now.at).with_source(leg, rings_until);
+        self.calls.insert(cref, served);
         self.run_call(now, cref);
         Ok(CommandOutcome::Started { groupcall, call })
     }

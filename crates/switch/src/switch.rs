@@ -265,6 +265,11 @@ impl Switch {
             return;
         }
         s.fork_deadline = None;
+        if s.source_deadline.is_some_and(|d| d <= now.at) {
+            // The click-to-call source rang unanswered for the ring time.
+            s.source_deadline = None;
+            s.fork.hangup(now.into());
+        }
         s.fork.handle_timeout(now.into());
         self.run_call(now, cref);
     }
@@ -414,7 +419,7 @@ impl Switch {
     /// fork and its dialogs are over.
     fn settle_call(&mut self, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
-        let next = s.fork.poll_timeout();
+        let next = s.next_deadline();
         if next != s.fork_deadline {
             s.fork_deadline = next;
             if let Some(at) = next {

@@ -2,12 +2,14 @@
 //! of 2026-12-02 on commit d997d90), each replayed here as plain SIP in
 //! virtual time with the behaviour it should have.
 //!
-//! The three findings are leaks: a call or a transaction the switch keeps
-//! forever. They are not fixed yet, so their tests are `#[ignore]`d (run
-//! them with `cargo test -p switch --test fuzz_regressions -- --ignored`);
-//! remove the `ignore` with the fix, and set the matching `KNOWN_*` constant
-//! of the fuzz target to `false`. The fuzzer's minimised input is quoted
-//! with each (decoded as the target's documentation says).
+//! The three findings were leaks: a call or a transaction the switch kept
+//! forever. Fixed: a click-to-call source rings for the default ring time
+//! at most (`Switch::fork_timer`); a source answering after a hangup gets
+//! its ACK and a BYE (`ServedCall::on_source_event`); a leg's 2xx that its
+//! INVITE transaction did not match ends that transaction
+//! (`CallManager::stray`). The fuzz target's `KNOWN_*` exemptions are off.
+//! The fuzzer's minimised input is quoted with each (decoded as the
+//! target's documentation says).
 
 use bytes::Bytes;
 use records::{Address, AddressType, CallStatus, Timestamp};
@@ -293,16 +295,17 @@ fn answer_byes(w: &mut World, out: &[Output], at: &str) {
 /// and the source has not answered, do what `Command::HangupCall` does
 /// (`fork.hangup`: CANCEL of the source) with reason `noanswer`.
 #[test]
-#[ignore = "fuzz finding 1, not fixed yet: a ringing source is never given up"]
 fn click_to_call_source_that_rings_unanswered_is_given_up() {
     let mut w = World::new();
     let (call, invite) = w.click_to_call();
     w.send(PHONE, &Message::response_to(&invite, 180).to_tag("p").build());
-    // The fork's overall timeout is 120 s by default: nothing may ring longer.
-    let out = w.advance(Duration::from_secs(121));
+    // A source rings for the default ring time (30 s), like any leg.
+    let out = w.advance(Duration::from_secs(29));
+    assert!(sent(&out, PHONE, Method::Cancel).is_empty(), "not before the ring time");
+    let out = w.advance(Duration::from_secs(2));
     let cancel = sent(&out, PHONE, Method::Cancel).into_iter().next();
     let cancel = cancel.unwrap_or_else(|| {
-        panic!("the source still rings after 121 s: {:?} {:?}", sent_to(&out, PHONE), w.sw.stats())
+        panic!("the source still rings after 31 s: {:?} {:?}", sent_to(&out, PHONE), w.sw.stats())
     });
     w.send(PHONE, &Message::response_to(&cancel, 200).build());
     let out = w.send(PHONE, &Message::response_to(&invite, 487).to_tag("p").build());
@@ -351,7 +354,6 @@ fn click_to_call_api_hangup_cancels_a_ringing_source() {
 /// `cx.mgr.ack_and_bye(cx.tx, now.at, cref, leg)`; the B2BUA's `LegEnded`
 /// / `CallEnded` then end the call.
 #[test]
-#[ignore = "fuzz finding 2, not fixed yet: a source answering after a hangup is kept forever"]
 fn click_to_call_source_answering_after_an_api_hangup_is_acked_and_hung_up() {
     for (rang_first, sdp) in [(false, true), (false, false), (true, true)] {
         let mut w = World::new();
@@ -400,7 +402,6 @@ fn click_to_call_source_answering_after_an_api_hangup_is_acked_and_hung_up() {
 /// hardening, discard responses with more than one Via in
 /// `sip-transaction`'s `incoming_response` (RFC 3261 18.1.2).
 #[test]
-#[ignore = "fuzz finding 3, not fixed yet: an unmatched 2xx leaves a transaction forever"]
 fn a_leg_2xx_its_transaction_does_not_match_leaves_no_transaction_behind() {
     let spliced = |b: &[u8]| {
         let mut v = b.to_vec();
