@@ -319,7 +319,7 @@ fn carrier(name: &str, address: &str, transport: &str) -> Carrier {
 }
 
 fn dest(kind: AddressType, target: &str, ring: Option<u64>) -> GroupDestination {
-    GroupDestination { kind, target: target.into(), ring_timeout_secs: ring }
+    GroupDestination { kind, target: target.into(), ring_timeout_secs: ring, delay_secs: None }
 }
 
 fn group(number: &str, ring_method: records::RingMethod, d: Vec<GroupDestination>) -> Group {
@@ -330,6 +330,7 @@ fn group(number: &str, ring_method: records::RingMethod, d: Vec<GroupDestination
         ring_method,
         answer_method: records::AnswerMethod::HangupOthers,
         destinations: d,
+        max_ring_secs: None,
         send_reason: true,
     }
 }

@@ -39,6 +39,11 @@ pub struct RingGroupDestinationIn {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 3600)]
     pub ring_timeout_secs: Option<u64>,
+    /// Staggered ringing: seconds after the group started (ring_all) or
+    /// after the hunt reached it before it is dialed; default: at once.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600)]
+    pub delay_secs: Option<u64>,
 }
 
 /// `POST /v1.0/ringgroups` and `PUT /v1.0/ringgroups/{id}` (all of it).
@@ -51,7 +56,8 @@ pub struct RingGroupBody {
     /// One of your SIP domains; may be left out when you have only one.
     #[serde(default)]
     pub domain: String,
-    /// `ring_all` (default) or `linear`.
+    /// `ring_all` (default), `linear`, `memory_hunt`, `round_robin`,
+    /// `least_recent` or `random`.
     #[serde(default)]
     pub ring_method: RingMethod,
     /// `hangup_others` (default).
@@ -60,6 +66,11 @@ pub struct RingGroupBody {
     /// What to ring, in order (1..64).
     #[schema(min_items = 1, max_items = 64)]
     pub destinations: Vec<RingGroupDestinationIn>,
+    /// The longest the group rings, seconds, whatever its method; default:
+    /// no limit of its own.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub max_ring_secs: Option<u64>,
     /// Send `Reason: SIP;cause=200` on the CANCELs of losing legs (default true).
     #[serde(default)]
     pub send_reason: Option<bool>,
@@ -80,8 +91,10 @@ pub fn to_routing_group(g: &RingGroup) -> routing::Group {
                 kind: d.kind,
                 target: d.target.clone(),
                 ring_timeout_secs: d.ring_timeout_secs,
+                delay_secs: d.delay_secs,
             })
             .collect(),
+        max_ring_secs: g.max_ring_secs,
         send_reason: g.send_reason,
     }
 }
@@ -103,8 +116,10 @@ pub fn from_config_group(g: &routing::Group, customer_id: Uuid, now: Timestamp) 
                 kind: d.kind,
                 target: d.target.clone(),
                 ring_timeout_secs: d.ring_timeout_secs,
+                delay_secs: d.delay_secs,
             })
             .collect(),
+        max_ring_secs: g.max_ring_secs,
         send_reason: g.send_reason,
         origin: Origin::Config,
         tm_create: now,
@@ -151,6 +166,17 @@ async fn record_of(
         .map(|d| (d.kind, d.target.as_str(), d.ring_timeout_secs))
         .collect();
     check_destinations(&dests, &domains, state.options().max_destinations)?;
+    for (i, d) in body.destinations.iter().enumerate() {
+        if d.delay_secs.is_some_and(|s| s > 3600) {
+            return Err(ApiError::invalid_field(
+                &format!("destinations[{i}].delay_secs"),
+                "0..3600",
+            ));
+        }
+    }
+    if body.max_ring_secs.is_some_and(|s| !(1..=86_400).contains(&s)) {
+        return Err(ApiError::invalid_field("max_ring_secs", "1..86400"));
+    }
     let taken = {
         let (n, d) = (number.clone(), domain.clone());
         state
@@ -182,8 +208,10 @@ async fn record_of(
                 kind: d.kind,
                 target: d.target.trim().to_owned(),
                 ring_timeout_secs: d.ring_timeout_secs,
+                delay_secs: d.delay_secs,
             })
             .collect(),
+        max_ring_secs: body.max_ring_secs,
         send_reason: body.send_reason.unwrap_or(true),
         origin: Origin::Api,
         tm_create: now,

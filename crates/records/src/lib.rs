@@ -698,6 +698,10 @@ pub struct RingGroupDestination {
     /// How long it rings (linear: then the next); `None`: the default.
     #[serde(default)]
     pub ring_timeout_secs: Option<u64>,
+    /// Staggered ringing: dialed this long after it is reached (in
+    /// `ring_all`, after the group started); `None`: at once.
+    #[serde(default)]
+    pub delay_secs: Option<u64>,
 }
 
 /// A ring group reachable by `number` in `domain`, as stored by the API (or
@@ -714,12 +718,17 @@ pub struct RingGroup {
     pub number: String,
     /// Its SIP domain.
     pub domain: String,
-    /// `ring_all` or `linear`.
+    /// `ring_all`, `linear`, `memory_hunt`, `round_robin`, `least_recent` or
+    /// `random`.
     pub ring_method: RingMethod,
     /// `hangup_others`.
     pub answer_method: AnswerMethod,
     /// What to ring, in order.
     pub destinations: Vec<RingGroupDestination>,
+    /// The longest the group rings, whatever its method; `None`: no limit
+    /// of its own.
+    #[serde(default)]
+    pub max_ring_secs: Option<u64>,
     /// Send `Reason: SIP;cause=200` on the CANCELs of losing legs.
     pub send_reason: bool,
     /// Config file or API.

@@ -100,6 +100,10 @@ pub struct GroupDestination {
     /// Ring timeout for this destination (linear: then the next one).
     #[serde(default)]
     pub ring_timeout_secs: Option<u64>,
+    /// Staggered ringing: dialed this long after it is reached (in
+    /// `ring_all`, after the group started).
+    #[serde(default)]
+    pub delay_secs: Option<u64>,
 }
 
 /// `[[groups]]`: a ring group reachable by number.
@@ -113,7 +117,8 @@ pub struct Group {
     /// Stable id (generated from the number and domain when absent).
     #[serde(default)]
     pub id: Option<Uuid>,
-    /// `ring_all` (default) or `linear`.
+    /// `ring_all` (default), `linear`, `memory_hunt`, `round_robin`,
+    /// `least_recent` or `random`.
     #[serde(default)]
     pub ring_method: RingMethod,
     /// `hangup_others`.
@@ -121,6 +126,10 @@ pub struct Group {
     pub answer_method: AnswerMethod,
     /// What to ring, in order.
     pub destinations: Vec<GroupDestination>,
+    /// The longest the group rings, whatever its method; `None`: no limit
+    /// of its own.
+    #[serde(default)]
+    pub max_ring_secs: Option<u64>,
     /// Send `Reason: SIP;cause=200;text="Call completed elsewhere"` on the
     /// CANCELs of losing legs (some phones display it wrongly: switch off).
     #[serde(default = "yes")]
@@ -162,7 +171,23 @@ impl Group {
         g.send_reason = self.send_reason;
         g
     }
+
+    /// The fork engine's options of this group: its `max_ring_secs` and
+    /// its destinations' `delay_secs`.
+    pub fn options(&self) -> groupcall::GroupOptions {
+        groupcall::GroupOptions {
+            max_ring: self.max_ring_secs.map(Duration::from_secs),
+            delays: self
+                .destinations
+                .iter()
+                .map(|d| Duration::from_secs(d.delay_secs.unwrap_or(0)))
+                .collect(),
+        }
+    }
 }
+
+/// Longest `max_ring_secs` and `delay_secs` of a group (a day).
+pub const MAX_SECS: u64 = 86_400;
 
 /// Who is calling, as established by the server (digest auth or source IP).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,6 +357,23 @@ impl RouteTable {
                     table: "groups",
                     key: "destinations",
                     reason: format!("group {:?} has no destinations", g.number),
+                });
+            }
+            if g.max_ring_secs.is_some_and(|s| !(1..=MAX_SECS).contains(&s)) {
+                return Err(RouteError {
+                    table: "groups",
+                    key: "max_ring_secs",
+                    reason: format!("group {:?}: must be 1..={MAX_SECS}", g.number),
+                });
+            }
+            if g.destinations.iter().any(|d| d.delay_secs.is_some_and(|s| s > MAX_SECS)) {
+                return Err(RouteError {
+                    table: "groups",
+                    key: "delay_secs",
+                    reason: format!(
+                        "group {:?}: a destination's delay must be 0..={MAX_SECS}",
+                        g.number
+                    ),
                 });
             }
             if by_number.insert((g.number.clone(), g.domain.to_ascii_lowercase()), i).is_some() {

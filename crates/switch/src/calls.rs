@@ -34,6 +34,8 @@ pub(crate) struct CallContext<'a> {
     pub(crate) dialer: Dialer<'a>,
     pub(crate) dns: &'a mut DnsQueries,
     pub(crate) out: &'a mut VecDeque<Output>,
+    /// Where round-robin and least-recent groups' memories are kept.
+    pub(crate) hunt: &'a mut crate::dialer::HuntMemories,
 }
 
 /// The fork's legs and the B2BUA's, one to one. Both are small numbers
@@ -260,6 +262,9 @@ impl ServedCall {
     pub(crate) fn run(&mut self, cx: &mut CallContext<'_>, now: Now, cref: CallRef) {
         while let Some(action) = self.fork.poll_action() {
             self.apply(cx, now, cref, action);
+        }
+        while let Some(u) = self.fork.poll_hunt_memory() {
+            cx.hunt.insert(u.group, u.memory);
         }
     }
 

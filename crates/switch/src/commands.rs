@@ -214,6 +214,7 @@ impl Switch {
             routes: &self.routes,
             domain,
             wall: now.wall,
+            hunt: &self.hunt,
             routed: RefCell::new(None),
         };
         // The source retransmits its 2xx for 64*T1 waiting for our ACK: the

@@ -67,7 +67,13 @@ pub(crate) struct CallDirectory<'a> {
     /// Carrier targets the routing decision already found for this number
     /// (a direct PSTN call): used once instead of routing again.
     pub(crate) routed: RefCell<Option<(String, Vec<CarrierTarget>)>>,
+    /// What round-robin and least-recent groups remember of past calls.
+    pub(crate) hunt: &'a HuntMemories,
 }
+
+/// What each `round_robin` / `least_recent` group remembers (by group id),
+/// kept by the switch across calls.
+pub(crate) type HuntMemories = rustc_hash::FxHashMap<uuid::Uuid, groupcall::HuntMemory>;
 
 impl Directory for CallDirectory<'_> {
     fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
@@ -84,6 +90,15 @@ impl Directory for CallDirectory<'_> {
 
     fn group(&self, key: &str) -> Option<GroupDef> {
         self.routes.group(key, self.domain).map(|g| g.def(None))
+    }
+
+    fn group_options(&self, group: uuid::Uuid) -> groupcall::GroupOptions {
+        let g = self.routes.group(&group.to_string(), self.domain);
+        g.map(|g| g.options()).unwrap_or_default()
+    }
+
+    fn hunt_memory(&self, group: uuid::Uuid) -> groupcall::HuntMemory {
+        self.hunt.get(&group).cloned().unwrap_or_default()
     }
 
     fn reach(&self, target: &LegTarget) -> Reach {

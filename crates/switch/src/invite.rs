@@ -132,6 +132,7 @@ impl Switch {
             routes: &self.routes,
             domain: &who.domain,
             wall: now.wall,
+            hunt: &self.hunt,
             routed: RefCell::new(routed.carriers),
         };
         let seed = self.rng.next_u64();

@@ -72,6 +72,8 @@ pub struct Switch {
     pub(crate) limits: b2bua::CopyLimits,
     /// Overload control and per-source limits.
     pub(crate) admission: crate::admission::Admission,
+    /// What round-robin and least-recent groups remember of past calls.
+    pub(crate) hunt: crate::dialer::HuntMemories,
 }
 
 impl std::fmt::Debug for Switch {
@@ -138,6 +140,7 @@ impl Switch {
             counters: Counters::default(),
             limits: cfg.b2bua.limits,
             admission: crate::admission::Admission::new(cfg.admission, now.at),
+            hunt: Default::default(),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
@@ -351,15 +354,16 @@ impl Switch {
                 busy = true;
                 let cref = ev.call();
                 if let Some(s) = self.calls.get_mut(cref) {
-                    let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, .. } =
-                        self;
+                    let Switch {
+                        tx, mgr, registrar, routes, dns, out, listen, counters, hunt, ..
+                    } = self;
                     let dialer = Dialer {
                         location: registrar.location(),
                         routes,
                         locals: listen,
                         wall: now.wall,
                     };
-                    let mut cx = CallContext { counters, tx, mgr, dialer, dns, out };
+                    let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt };
                     s.on_call_event(&mut cx, now, ev);
                     self.settle_call(cref);
                 }
@@ -407,10 +411,10 @@ impl Switch {
     /// Applies a call's pending fork actions, then settles it.
     pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
-        let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, .. } = self;
+        let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, hunt, .. } = self;
         let dialer =
             Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
-        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out };
+        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt };
         s.run(&mut cx, now, cref);
         self.settle_call(cref);
     }

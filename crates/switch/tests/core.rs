@@ -170,6 +170,7 @@ fn same_seed_same_outputs() {
             kind: records::AddressType::Sip,
             target: "sip:b@203.0.113.9:5070".into(),
             ring_timeout_secs: None,
+            delay_secs: None,
         };
         let g = Group {
             number: "800".into(),
@@ -178,6 +179,7 @@ fn same_seed_same_outputs() {
             ring_method: records::RingMethod::RingAll,
             answer_method: records::AnswerMethod::HangupOthers,
             destinations: vec![dest],
+            max_ring_secs: None,
             send_reason: true,
         };
         let (mut w, _) = World::new(state(vec![g], vec![], vec![]), seed);
@@ -261,6 +263,7 @@ fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
         kind: records::AddressType::Sip,
         target: t.into(),
         ring_timeout_secs: None,
+        delay_secs: None,
     };
     let g = Group {
         number: "801".into(),
@@ -269,6 +272,7 @@ fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
         ring_method: records::RingMethod::RingAll,
         answer_method: records::AnswerMethod::HangupOthers,
         destinations: vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")],
+        max_ring_secs: None,
         send_reason: true,
     };
     let (mut w, _) = World::new(state(vec![g], vec![], vec![]), 5);
@@ -416,7 +420,9 @@ fn group_800() -> Group {
             kind: records::AddressType::Sip,
             target: "sip:b@203.0.113.9:5070".into(),
             ring_timeout_secs: None,
+            delay_secs: None,
         }],
+        max_ring_secs: None,
         send_reason: true,
     }
 }

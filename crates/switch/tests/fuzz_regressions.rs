@@ -68,6 +68,7 @@ fn state() -> SwitchState {
         kind,
         target: target.into(),
         ring_timeout_secs: None,
+        delay_secs: None,
     };
     let group = Group {
         number: "800".into(),
@@ -79,6 +80,7 @@ fn state() -> SwitchState {
             dest(AddressType::Endpoint, "e1@test"),
             dest(AddressType::Sip, &format!("sip:b@{CALLEE}")),
         ],
+        max_ring_secs: None,
         send_reason: true,
     };
     let binding = records::Binding {

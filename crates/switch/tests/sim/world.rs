@@ -74,7 +74,7 @@ pub fn caller_addr(carrier: bool, n: usize) -> SocketAddr {
 }
 
 fn dest(kind: AddressType, target: &str, ring: Option<u64>) -> GroupDestination {
-    GroupDestination { kind, target: target.to_owned(), ring_timeout_secs: ring }
+    GroupDestination { kind, target: target.to_owned(), ring_timeout_secs: ring, delay_secs: None }
 }
 
 fn group(number: &str, method: RingMethod, send_reason: bool, d: Vec<GroupDestination>) -> Group {
@@ -85,6 +85,7 @@ fn group(number: &str, method: RingMethod, send_reason: bool, d: Vec<GroupDestin
         ring_method: method,
         answer_method: Default::default(),
         destinations: d,
+        max_ring_secs: None,
         send_reason,
     }
 }
