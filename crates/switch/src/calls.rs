@@ -157,7 +157,15 @@ impl ServedCall {
         ev: CallEvent,
     ) {
         let end = |by, reason| (by, reason);
-        if !matches!(ev, CallEvent::LegTrying { .. } | CallEvent::LegRinging { .. }) {
+        // A provisional (ringing, early media) leaves the ring time running;
+        // anything final ends it.
+        let provisional = matches!(
+            ev,
+            CallEvent::LegTrying { .. }
+                | CallEvent::LegRinging { .. }
+                | CallEvent::LegEarlyMedia { .. }
+        );
+        if !provisional {
             self.source_deadline = None;
         }
         match ev {

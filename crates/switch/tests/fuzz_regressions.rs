@@ -8,6 +8,9 @@
 //! its ACK and a BYE (`ServedCall::on_source_event`); a leg's 2xx that its
 //! INVITE transaction did not match ends that transaction
 //! (`CallManager::stray`). The fuzz target's `KNOWN_*` exemptions are off.
+//! A fourth leak, found by the verification run after those fixes: a
+//! click-to-call source that sent early media rang forever (its ring
+//! deadline was disarmed by the early media, `ServedCall::on_source_event`).
 //! The fuzzer's minimised input is quoted with each (decoded as the
 //! target's documentation says).
 
@@ -448,5 +451,63 @@ fn a_leg_2xx_its_transaction_does_not_match_leaves_no_transaction_behind() {
             stats.transactions, 0,
             "{what} (answered: {answered}): a transaction outlives the call: {stats:?}"
         );
+    }
+}
+
+/// Finding 4 (verification run after the three fixes above): the source
+/// phone of a click-to-call sends early media (a 180 or 183 with SDP,
+/// reliable or not) and is never picked up. The source ring deadline is
+/// disarmed by the early media, so nothing gives the source up: the call,
+/// its source leg and the source's INVITE client transaction (Proceeding,
+/// which has no timer of its own, RFC 3261 17.1.1.2) live forever, until an
+/// API hangup. Fuzzer input (base64)
+/// `AgEEAwEAAG91dC1ib3V0LWEAAGEYhmEYhmEAAAYtBGABAAAAABAAAAAACAAAAQA=`:
+/// a click-to-call from e1, e1 answers a reliable 180 with SDP, the
+/// switch's PRACK gets its 200, then quiet (`transactions: 1, calls: 1`
+/// after 240 s).
+///
+/// Cause: `calls.rs`, `ServedCall::on_source_event`, cleared
+/// `source_deadline` on every source event but `LegTrying` and
+/// `LegRinging`, so `LegEarlyMedia`, a provisional too, ended the ring
+/// time. Fix: early media keeps the deadline, as the other provisionals do;
+/// only a final outcome of the source (answer, failure, no response,
+/// cancel, hangup) clears it.
+#[test]
+fn click_to_call_source_with_early_media_that_rings_unanswered_is_given_up() {
+    // (code, reliable): the fuzzer's reliable 180 with SDP, and the usual
+    // unreliable 183 with SDP.
+    for (code, reliable) in [(180, true), (183, false), (183, true)] {
+        let mut w = World::new();
+        let (call, invite) = w.click_to_call();
+        let mut early = Message::response_to(&invite, code)
+            .to_tag("p")
+            .header(HeaderName::Contact, format!("<sip:x@{PHONE}>"));
+        if reliable {
+            early = early.header(HeaderName::Require, "100rel").header(HeaderName::RSeq, "1");
+        }
+        let out = w.send(PHONE, &early.body("application/sdp", SDP).build());
+        for prack in sent(&out, PHONE, Method::Prack) {
+            w.send(PHONE, &Message::response_to(&prack, 200).build());
+        }
+        let out = w.advance(Duration::from_secs(29));
+        assert!(
+            sent(&out, PHONE, Method::Cancel).is_empty(),
+            "{code} (reliable {reliable}): not before the ring time"
+        );
+        let out = w.advance(Duration::from_secs(2));
+        let cancel = sent(&out, PHONE, Method::Cancel).into_iter().next();
+        let cancel = cancel.unwrap_or_else(|| {
+            panic!(
+                "{code} (reliable {reliable}): the source still rings after 31 s: {:?} {:?}",
+                sent_to(&out, PHONE),
+                w.sw.stats()
+            )
+        });
+        w.send(PHONE, &Message::response_to(&cancel, 200).build());
+        let out = w.send(PHONE, &Message::response_to(&invite, 487).to_tag("p").build());
+        assert_eq!(sent_to(&out, PHONE), ["ACK"], "{code} (reliable {reliable}): 487 ACKed");
+        w.advance(Duration::from_secs(40));
+        assert!(w.ended.contains(&call), "{code} (reliable {reliable}): {:?}", w.sw.stats());
+        assert!(w.sw.is_idle(), "{code} (reliable {reliable}): {:?}", w.sw.stats());
     }
 }
