@@ -7,7 +7,7 @@
 # retransmission, no UDP drop); then 2 x C is offered.
 #
 #   bash tests/bench/overload.sh ["RATES"] [SECONDS_PER_STEP]   # e.g. "1600 2000 2400" 10
-#   env MAX_QUEUE_DELAY_MS, RESUME_QUEUE_DELAY_MS, MAX_TRANSACTIONS: the [overload] settings;
+#   env MAX_QUEUE_DELAY_MS, RESUME_QUEUE_DELAY_MS, SUSTAIN_MS, MAX_TRANSACTIONS: the [overload] settings;
 #   OVERLOAD_RATE: offer that instead of 2 x C; KEEP=1 keeps the work directory
 #
 # One line per step:
@@ -25,8 +25,9 @@ cd "$(dirname "$0")/../.."
 RATES=${1:-"1600 2000 2400"}
 SECS=${2:-10}
 FS_EXTRA="[overload]
-max_queue_delay_ms = ${MAX_QUEUE_DELAY_MS:-100}
-resume_queue_delay_ms = ${RESUME_QUEUE_DELAY_MS:-20}
+max_queue_delay_ms = ${MAX_QUEUE_DELAY_MS:-50}
+resume_queue_delay_ms = ${RESUME_QUEUE_DELAY_MS:-10}
+sustain_ms = ${SUSTAIN_MS:-100}
 max_transactions = ${MAX_TRANSACTIONS:-500000}"
 . tests/bench/fork3_setup.sh
 start_server

@@ -83,6 +83,8 @@ pub struct OverloadConfig {
     pub max_queue_delay_ms: u64,
     /// Delay under which new INVITEs are admitted again.
     pub resume_queue_delay_ms: u64,
+    /// How long the delay must stay past the limit before shedding starts.
+    pub sustain_ms: u64,
     /// Live transactions beyond which new INVITEs get 503; 0: no cap.
     pub max_transactions: usize,
     /// `Retry-After` of those 503s, seconds.
@@ -101,6 +103,7 @@ impl Default for OverloadConfig {
         OverloadConfig {
             max_queue_delay_ms: d.max_queue_delay.as_millis() as u64,
             resume_queue_delay_ms: d.resume_queue_delay.as_millis() as u64,
+            sustain_ms: d.sustain.as_millis() as u64,
             max_transactions: d.max_transactions,
             retry_after_secs: d.retry_after_secs,
             max_register_rate: d.max_register_rate,
@@ -945,6 +948,7 @@ impl Config {
         c.admission = switch::AdmissionConfig {
             max_queue_delay: Duration::from_millis(o.max_queue_delay_ms),
             resume_queue_delay: Duration::from_millis(o.resume_queue_delay_ms),
+            sustain: Duration::from_millis(o.sustain_ms),
             max_transactions: o.max_transactions,
             retry_after_secs: o.retry_after_secs,
             max_register_rate: o.max_register_rate,

@@ -194,7 +194,7 @@ impl Switch {
     /// ending is an [`Event::Overload`], output after the next input.
     pub fn set_load(&mut self, load: crate::Load) {
         use crate::admission::Transition;
-        let (began, shed) = match self.admission.set_load(load) {
+        let (began, shed) = match self.admission.set_load(load, self.last_input) {
             Transition::None => return,
             Transition::Began => (true, 0),
             Transition::Ended { shed } => (false, shed),

@@ -445,7 +445,9 @@ fn overload_sheds_new_invites_statelessly_and_nothing_else() {
         .into_iter()
         .find(|(_, m, _)| m.method() == Some(&Method::Invite))
         .expect("the leg's INVITE");
-    // Overload begins.
+    // Overload begins once the delay stayed past the limit for 100 ms.
+    w.sw.set_load(busy);
+    w.advance(Duration::from_millis(1100));
     w.sw.set_load(busy);
     let out = w.datagram(carrier, &invite(carrier, "sip:800@test", "ov2"));
     assert!(
