@@ -90,7 +90,8 @@ pub struct GroupcallCreate {
     /// What to ring once the source answered, in order (1..64).
     #[schema(min_items = 1, max_items = 64)]
     pub destinations: Vec<DestinationIn>,
-    /// `ring_all` (default, also `""`) or `linear`.
+    /// `ring_all` (default, also `""`), `linear`, `memory_hunt`,
+    /// `round_robin`, `least_recent` or `random`.
     #[serde(default)]
     pub ring_method: RingMethod,
     /// `hangup_others` (default, also `""`).

@@ -302,7 +302,7 @@ async fn errors_are_envelopes() {
     let e = h.post("/v1.0/groupcalls", body).await.error(400, "INVALID_ARGUMENT");
     assert_eq!(e["details"][0]["field"], "destinations[1].color");
     let mut body = click_body();
-    body["ring_method"] = json!("random");
+    body["ring_method"] = json!("sideways");
     let e = h.post("/v1.0/groupcalls", body).await.error(400, "INVALID_ARGUMENT");
     assert_eq!(e["details"][0]["field"], "ring_method");
     let e = h
