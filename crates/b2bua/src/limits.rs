@@ -25,7 +25,8 @@ pub struct CopyLimits {
     /// Display name of the caller, in bytes after control characters are
     /// removed; longer ones are cut (at a character boundary).
     pub display_name: usize,
-    /// User part of the caller's From URI; longer: 400.
+    /// User part of the caller's From URI; longer: 400. (RFC 4475's
+    /// `longreq`, a valid request, has one of 125 bytes.)
     pub user: usize,
     /// Request-URI of a new INVITE; longer: 414.
     pub request_uri: usize,
@@ -43,7 +44,7 @@ impl Default for CopyLimits {
     fn default() -> Self {
         CopyLimits {
             display_name: 128,
-            user: 64,
+            user: 256,
             request_uri: 256,
             header_value: 256,
             header_values: 4,
@@ -359,7 +360,7 @@ mod tests {
         assert_eq!(l.user(b"a b>c"), "a%20b%3Ec");
         assert_eq!(l.user(b"a%41"), "a%41");
         assert_eq!(l.user(b"%zz"), "%25zz");
-        assert_eq!(l.user(&[b'1'; 100]).len(), 64);
+        assert_eq!(l.user(&[b'1'; 300]).len(), 256);
     }
 
     #[test]
@@ -368,7 +369,7 @@ mod tests {
         let ok = invite("\"Alice\" <sip:alice@example.com>", "Subject: hi\r\n", "v=0\r\n");
         assert_eq!(l.screen(&ok, Copied::Invite), Screening::default());
 
-        let user = format!("<sip:{}@example.com>", "1".repeat(65));
+        let user = format!("<sip:{}@example.com>", "1".repeat(257));
         let s = l.screen(&invite(&user, "", ""), Copied::Invite);
         assert_eq!(s.refused, Some((400, Oversized::User)));
 

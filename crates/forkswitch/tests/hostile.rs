@@ -124,10 +124,10 @@ fn rule_cases(caller: SocketAddr) -> Vec<Case> {
         &plain("\"never ends <sip:alice@test>".to_owned()),
         Expect::Any,
     );
-    add("user part 64 bytes", &plain(format!("<sip:{}@test>", "7".repeat(64))), Expect::Forked);
+    add("user part 256 bytes", &plain(format!("<sip:{}@test>", "7".repeat(256))), Expect::Forked);
     add(
-        "user part 65 bytes",
-        &plain(format!("<sip:{}@test>", "7".repeat(65))),
+        "user part 257 bytes",
+        &plain(format!("<sip:{}@test>", "7".repeat(257))),
         Expect::Refused(400),
     );
     add(
