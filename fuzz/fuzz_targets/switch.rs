@@ -412,6 +412,7 @@ fn state() -> SwitchState {
         ],
         bindings: vec![binding],
         routes: RouteTable::new(carriers, routes, groups).expect("constant routes"),
+        hunt: Vec::new(),
     }
 }
 

@@ -102,6 +102,7 @@ fn load_state(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<SwitchSta
         extensions: db.extensions().map_err(|e| e.to_string())?,
         bindings: db.load_bindings(wall).map_err(|e| format!("cannot load bindings: {e}"))?,
         routes,
+        hunt: db.hunt_memories().map_err(|e| format!("cannot load hunt memories: {e}"))?,
     })
 }
 
@@ -167,6 +168,7 @@ impl Shell {
                         Persist::Groupcall(g) => self.db.upsert_groupcall(g),
                         Persist::Call(c) => self.db.upsert_call(c),
                         Persist::Binding(b) => self.db.upsert_binding(b),
+                        Persist::HuntMemory(m) => self.db.upsert_hunt_memory(m),
                         Persist::BindingRemoved { aor, contact } => {
                             self.db.remove_binding(aor, contact)
                         }

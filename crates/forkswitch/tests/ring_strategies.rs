@@ -1,7 +1,8 @@
 //! Ring strategies through the real binary (issue 12): staggered ringing
 //! (`delay_secs`: the second INVITE leaves that long after the first),
 //! memory hunt (1, then 1+2 while 1 still rings) and round robin across
-//! three calls (each call starts after the member that answered the last).
+//! three calls and a restart (each call starts after the member that
+//! answered the last; the rotation is stored).
 //! The phones are raw UDP sockets that note when each INVITE arrives; the
 //! caller is a raw socket at a trusted carrier address.
 
@@ -223,12 +224,17 @@ fn round_robin_starts_after_the_last_answerer_across_three_calls() {
         b.uri("b"),
         c.uri("c")
     );
-    let server = Server::start_with(&config(&groups));
+    let mut server = Server::start_with(&config(&groups));
     let mut rung = Vec::new();
     for n in 0..3 {
+        if n == 1 {
+            // The rotation is stored: after a restart the next call still
+            // starts after the member that answered (else: a again).
+            server.stop_and_restart();
+        }
         assert_eq!(call(server.udp, "852", 10 + n), 200, "call {n} answered");
         let (who, _) = seen.recv_timeout(WAIT).expect("INVITE");
         rung.push(who);
     }
-    assert_eq!(rung, ["a", "b", "c"], "each call starts after the last answerer");
+    assert_eq!(rung, ["a", "b", "c"], "each call starts after the last answerer, across a restart");
 }

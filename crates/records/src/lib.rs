@@ -741,6 +741,19 @@ pub struct RingGroup {
     pub tm_delete: Timestamp,
 }
 
+/// What a `round_robin` or `least_recent` ring group remembers of its past
+/// calls (who answered last, and when each member last answered), stored
+/// so that the rotation survives a restart. Members are destinations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HuntMemoryRecord {
+    /// The ring group's id.
+    pub group_id: Uuid,
+    /// The member that answered the group's last answered call.
+    pub last_answered: Option<Address>,
+    /// When each member last answered a call of the group.
+    pub answered_at: Vec<(Address, Timestamp)>,
+}
+
 /// Where a customer's events are posted. The secret is stored as given:
 /// it is needed to sign every delivery (HMAC-SHA256), so it cannot be
 /// hashed; the API never returns it.

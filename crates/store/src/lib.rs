@@ -108,8 +108,8 @@ pub use memory::MemoryStore;
 pub use sqlite::{Options, SqliteStore};
 
 use records::{
-    ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall, RingGroup,
-    Timestamp, Webhook,
+    ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
+    HuntMemoryRecord, RingGroup, Timestamp, Webhook,
 };
 use uuid::Uuid;
 
@@ -284,6 +284,8 @@ pub trait Store: Send + Sync {
     fn upsert_ringgroup(&self, group: &RingGroup);
     /// Deletes the ring group with this id, if any.
     fn delete_ringgroup(&self, id: Uuid);
+    /// Inserts or replaces a ring group's hunt memory.
+    fn upsert_hunt_memory(&self, memory: &HuntMemoryRecord);
     /// Makes `groups` the config file's ring groups (as
     /// [`Store::replace_config_extensions`]).
     fn replace_config_ringgroups(&self, groups: &[RingGroup]);
@@ -327,6 +329,8 @@ pub trait Store: Send + Sync {
     fn ringgroup(&self, id: Uuid) -> Result<Option<RingGroup>, StoreError>;
     /// Every ring group, ordered by id (for the switch at start).
     fn ringgroups(&self) -> Result<Vec<RingGroup>, StoreError>;
+    /// Every ring group's hunt memory (for the switch at start).
+    fn hunt_memories(&self) -> Result<Vec<HuntMemoryRecord>, StoreError>;
     /// A page of the customer's ring groups, newest first.
     fn list_ringgroups(
         &self,

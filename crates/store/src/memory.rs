@@ -3,7 +3,7 @@
 use crate::{close_call, hash_api_key, Closed, Cursor, Store, StoreError};
 use records::{
     ApiKey, Binding, Call, CallStatus, Customer, Domain, Extension, ExtensionRecord, Groupcall,
-    GroupcallStatus, Origin, RingGroup, Timestamp, Webhook, NIL,
+    GroupcallStatus, HuntMemoryRecord, Origin, RingGroup, Timestamp, Webhook, NIL,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +19,7 @@ struct Maps {
     groupcalls: HashMap<Uuid, Groupcall>,
     calls: HashMap<Uuid, Call>,
     ringgroups: BTreeMap<Uuid, RingGroup>,
+    hunt: BTreeMap<Uuid, HuntMemoryRecord>,
     webhooks: BTreeMap<Uuid, Webhook>,
     api_keys: HashMap<String, ApiKey>,
 }
@@ -207,6 +208,10 @@ impl Store for MemoryStore {
         self.maps().ringgroups.remove(&id);
     }
 
+    fn upsert_hunt_memory(&self, memory: &HuntMemoryRecord) {
+        self.maps().hunt.insert(memory.group_id, memory.clone());
+    }
+
     fn replace_config_ringgroups(&self, groups: &[RingGroup]) {
         let mut maps = self.maps();
         let keep: std::collections::HashSet<Uuid> = groups.iter().map(|g| g.id).collect();
@@ -290,6 +295,10 @@ impl Store for MemoryStore {
 
     fn ringgroups(&self) -> Result<Vec<RingGroup>, StoreError> {
         Ok(self.maps().ringgroups.values().cloned().collect())
+    }
+
+    fn hunt_memories(&self) -> Result<Vec<HuntMemoryRecord>, StoreError> {
+        Ok(self.maps().hunt.values().cloned().collect())
     }
 
     fn list_ringgroups(

@@ -104,6 +104,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
     UPDATE groupcalls SET live = (json_extract(data, '$.status') IS NOT 'hangup');
     UPDATE calls SET live = (json_extract(data, '$.status') IS NOT 'hangup');",
+    // 4: what round-robin and least-recent ring groups remember.
+    "CREATE TABLE hunt_memory (
+        group_id TEXT NOT NULL PRIMARY KEY,
+        data TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version of a database with every migration applied.

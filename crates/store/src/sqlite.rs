@@ -4,7 +4,7 @@
 use crate::{hash_api_key, schema, Closed, Cursor, JsonRecord, Store, StoreError, StoreStats};
 use records::{
     config_id, ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
-    Origin, RingGroup, Timestamp, Webhook, NIL,
+    HuntMemoryRecord, Origin, RingGroup, Timestamp, Webhook, NIL,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,7 @@ enum Op {
     ReplaceConfigExtensions(Vec<ExtensionRecord>),
     DeleteGroupcall { id: Uuid, at: Timestamp },
     UpsertRingGroup(Box<RingGroup>),
+    UpsertHuntMemory(Box<HuntMemoryRecord>),
     DeleteRingGroup(Uuid),
     ReplaceConfigRingGroups(Vec<RingGroup>),
     UpsertWebhook(Webhook),
@@ -525,6 +526,10 @@ impl Store for SqliteStore {
         self.enqueue(Op::UpsertRingGroup(Box::new(group.clone())));
     }
 
+    fn upsert_hunt_memory(&self, memory: &HuntMemoryRecord) {
+        self.enqueue(Op::UpsertHuntMemory(Box::new(memory.clone())));
+    }
+
     fn delete_ringgroup(&self, id: Uuid) {
         self.enqueue(Op::DeleteRingGroup(id));
     }
@@ -679,6 +684,19 @@ impl Store for SqliteStore {
             ringgroup_from_row,
         )?;
         Ok(v.pop())
+    }
+
+    fn hunt_memories(&self) -> Result<Vec<HuntMemoryRecord>, StoreError> {
+        decode_all(
+            &self.reader(),
+            "SELECT data FROM hunt_memory ORDER BY group_id",
+            [],
+            "hunt_memory",
+            |r| {
+                let data: String = r.get(0).map_err(s)?;
+                serde_json::from_str(&data).map_err(s)
+            },
+        )
     }
 
     fn ringgroups(&self) -> Result<Vec<RingGroup>, StoreError> {
@@ -1013,6 +1031,7 @@ impl Op {
             Op::ReplaceConfigExtensions(_) => "replace_config_extensions",
             Op::DeleteGroupcall { .. } => "delete_groupcall",
             Op::UpsertRingGroup(_) => "upsert_ringgroup",
+            Op::UpsertHuntMemory(_) => "upsert_hunt_memory",
             Op::DeleteRingGroup(_) => "delete_ringgroup",
             Op::ReplaceConfigRingGroups(_) => "replace_config_ringgroups",
             Op::UpsertWebhook(_) => "upsert_webhook",
@@ -1157,6 +1176,13 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
             .execute(params![id.to_string(), at.micros(), when])?;
         }
         Op::UpsertRingGroup(g) => upsert_ringgroup(conn, g)?,
+        Op::UpsertHuntMemory(m) => {
+            conn.prepare_cached(
+                "INSERT INTO hunt_memory (group_id, data) VALUES (?1, ?2) \
+                 ON CONFLICT (group_id) DO UPDATE SET data = excluded.data",
+            )?
+            .execute(params![m.group_id.to_string(), to_json(m)?])?;
+        }
         Op::DeleteRingGroup(id) => {
             conn.prepare_cached("DELETE FROM ringgroups WHERE id = ?1")?
                 .execute([id.to_string()])?;

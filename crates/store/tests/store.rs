@@ -717,6 +717,31 @@ fn concurrent_writers(s: Arc<dyn Store>) {
     assert_eq!(s.load_bindings(ts(0)).expect("load").len(), 2000);
 }
 
+fn hunt_memories(s: &dyn Store) {
+    let a = records::Address::new(records::AddressType::Endpoint, "test12@test");
+    let b = records::Address::new(records::AddressType::Sip, "sip:b@192.0.2.9");
+    let g1 = Uuid::from_u128(1);
+    let m = |last: &records::Address, at| records::HuntMemoryRecord {
+        group_id: g1,
+        last_answered: Some(last.clone()),
+        answered_at: vec![(a.clone(), ts(at)), (b.clone(), ts(5))],
+    };
+    s.upsert_hunt_memory(&m(&a, 1));
+    s.upsert_hunt_memory(&m(&b, 2));
+    let g2 = records::HuntMemoryRecord {
+        group_id: Uuid::from_u128(2),
+        last_answered: None,
+        answered_at: vec![],
+    };
+    s.upsert_hunt_memory(&g2);
+    s.flush().expect("flush");
+    assert_eq!(
+        s.hunt_memories().expect("read"),
+        vec![m(&b, 2), g2],
+        "the last one of a group wins"
+    );
+}
+
 fn sqlite(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir.join("forkswitch.db")).expect("open")
 }
@@ -752,6 +777,7 @@ both!(extension_record, extension_records);
 both!(ringgroup, ringgroups);
 both!(webhook, webhooks);
 both!(api_key, api_keys);
+both!(hunt_memory, hunt_memories);
 both!(registrations, bindings_by_customer);
 both!(batch_of_10000, |s: &dyn Store| {
     many_bindings(s, 10_000);

@@ -272,6 +272,8 @@ impl ServedCall {
             self.apply(cx, now, cref, action);
         }
         while let Some(u) = self.fork.poll_hunt_memory() {
+            let record = crate::dialer::hunt_record(u.group, &u.memory);
+            cx.out.push_back(Output::Persist(Persist::HuntMemory(record)));
             cx.hunt.insert(u.group, u.memory);
         }
     }

@@ -69,4 +69,6 @@ pub struct SwitchState {
     pub bindings: Vec<Binding>,
     /// Carriers, routes and ring groups.
     pub routes: RouteTable,
+    /// What round-robin and least-recent ring groups remembered.
+    pub hunt: Vec<records::HuntMemoryRecord>,
 }

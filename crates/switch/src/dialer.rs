@@ -75,6 +75,26 @@ pub(crate) struct CallDirectory<'a> {
 /// kept by the switch across calls.
 pub(crate) type HuntMemories = rustc_hash::FxHashMap<uuid::Uuid, groupcall::HuntMemory>;
 
+/// A stored hunt memory, for the fork engine.
+pub(crate) fn hunt_from_record(
+    r: records::HuntMemoryRecord,
+) -> (uuid::Uuid, groupcall::HuntMemory) {
+    let m = groupcall::HuntMemory { last_answered: r.last_answered, answered_at: r.answered_at };
+    (r.group_id, m)
+}
+
+/// The fork engine's hunt memory of `group`, to store.
+pub(crate) fn hunt_record(
+    group: uuid::Uuid,
+    m: &groupcall::HuntMemory,
+) -> records::HuntMemoryRecord {
+    records::HuntMemoryRecord {
+        group_id: group,
+        last_answered: m.last_answered.clone(),
+        answered_at: m.answered_at.clone(),
+    }
+}
+
 impl Directory for CallDirectory<'_> {
     fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
         self.location

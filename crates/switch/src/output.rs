@@ -65,6 +65,9 @@ pub enum Persist {
         /// Its contact URI.
         contact: String,
     },
+    /// A round-robin or least-recent ring group's memory changed (a member
+    /// answered): what its next calls start from, after a restart too.
+    HuntMemory(records::HuntMemoryRecord),
 }
 
 /// Something the operator (logs, metrics, webhooks) may want to know.

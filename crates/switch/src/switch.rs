@@ -140,7 +140,7 @@ impl Switch {
             counters: Counters::default(),
             limits: cfg.b2bua.limits,
             admission: crate::admission::Admission::new(cfg.admission, now.at),
-            hunt: Default::default(),
+            hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);

@@ -59,6 +59,7 @@ fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) ->
         extensions: vec![registrar::extension_with_password("e1", "test", "pw1")],
         bindings: Vec::new(),
         routes: RouteTable::new(all, routes, seed_groups).expect("routes"),
+        hunt: Vec::new(),
     }
 }
 

@@ -113,6 +113,7 @@ fn state() -> SwitchState {
         ],
         bindings: vec![binding],
         routes: RouteTable::new(vec![inbound], Vec::new(), vec![group]).expect("routes"),
+        hunt: Vec::new(),
     }
 }
 

@@ -124,6 +124,22 @@ impl Server {
         }
     }
 
+    /// Stops the server with SIGTERM (it flushes the store) and starts it
+    /// again on the same config and database (new ports).
+    pub fn stop_and_restart(&mut self) {
+        let pid = self.child.id();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (child, lines) = spawn(&self.config, self.dir.path(), Stderr::Inherit);
+        self.child = child;
+        self.lines = lines;
+        self.await_ready();
+    }
+
     /// Kills the server with SIGKILL (no shutdown work at all) and starts it
     /// again on the same config and database (new ports).
     pub fn kill9_and_restart(&mut self) {

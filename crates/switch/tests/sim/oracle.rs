@@ -677,7 +677,7 @@ impl Oracle {
                 }
                 self.groupcalls.insert(g.id, g.clone());
             }
-            Persist::Binding(_) | Persist::BindingRemoved { .. } => {}
+            Persist::Binding(_) | Persist::BindingRemoved { .. } | Persist::HuntMemory(_) => {}
         }
     }
 

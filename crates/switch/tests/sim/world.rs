@@ -265,6 +265,7 @@ impl World {
             extensions,
             bindings: Vec::new(),
             routes,
+            hunt: Vec::new(),
         };
         (cfg, state)
     }
