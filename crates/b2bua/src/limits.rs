@@ -164,6 +164,28 @@ fn plain(v: &[u8]) -> bool {
     !v.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
+/// `"` and `\` are escaped in a quoted string (RFC 3261 25.1).
+fn needs_escape(c: char) -> bool {
+    c == '"' || c == '\\'
+}
+
+/// `text` as a quoted string (`"` and `\` escaped); empty for empty text.
+pub fn quoted(text: &str) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 impl CopyLimits {
     /// Screens `m` before it is taken: `refused` says it must be answered
     /// with that status; `trimmed` lists what the copies will cut.
@@ -225,13 +247,13 @@ impl CopyLimits {
         s
     }
 
-    /// The display name `raw` (unquoted, as the codec gives it) quoted
-    /// afresh: control characters removed, `"` and `\` escaped, cut to
-    /// the cap at a character boundary; and whether anything was cut. An
-    /// empty name gives an empty string.
-    pub fn display_name(&self, raw: &[u8]) -> (String, bool) {
+    /// The display name `raw` (unquoted, as the codec gives it) as text:
+    /// control characters removed, cut at a character boundary so that its
+    /// quoted form ([`quoted`]: `"` and `\` escaped) fits the cap; and
+    /// whether anything was cut.
+    pub fn display_text(&self, raw: &[u8]) -> (String, bool) {
         let text = String::from_utf8_lossy(raw);
-        let mut out = String::with_capacity(raw.len().min(self.display_name) + 2);
+        let mut out = String::with_capacity(raw.len().min(self.display_name));
         let mut cut = false;
         let mut used = 0;
         for c in text.trim().chars() {
@@ -239,21 +261,23 @@ impl CopyLimits {
                 cut = true;
                 continue;
             }
-            let need = c.len_utf8() + usize::from(c == '"' || c == '\\');
+            let need = c.len_utf8() + usize::from(needs_escape(c));
             if used + need > self.display_name {
                 cut = true;
                 break;
             }
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
             out.push(c);
             used += need;
         }
-        if out.is_empty() {
-            return (String::new(), cut);
-        }
-        (format!("\"{out}\""), cut)
+        (out, cut)
+    }
+
+    /// The display name `raw` quoted afresh ([`CopyLimits::display_text`],
+    /// then [`quoted`]), and whether anything was cut. An empty name gives
+    /// an empty string.
+    pub fn display_name(&self, raw: &[u8]) -> (String, bool) {
+        let (text, cut) = self.display_text(raw);
+        (quoted(&text), cut)
     }
 
     /// A user part re-encoded for a SIP URI (RFC 3261 25.1 `user`):

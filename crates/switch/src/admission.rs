@@ -119,7 +119,6 @@ pub(crate) struct RateBan {
 #[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) cfg: AdmissionConfig,
-    load: Load,
     overloaded: bool,
     /// Since when the delay has been past the limit (not overloaded yet).
     above_since: Option<Instant>,
@@ -151,7 +150,6 @@ impl Admission {
     pub(crate) fn new(cfg: AdmissionConfig, now: Instant) -> Admission {
         Admission {
             cfg,
-            load: Load::default(),
             overloaded: false,
             above_since: None,
             ended_at: None,
@@ -166,7 +164,6 @@ impl Admission {
     /// Takes the shell's measure at `now`; says when overload begins or
     /// ends.
     pub(crate) fn set_load(&mut self, load: Load, now: Instant) -> Transition {
-        self.load = load;
         let cfg = self.cfg;
         if cfg.max_queue_delay.is_zero() {
             return Transition::None;
@@ -194,16 +191,17 @@ impl Admission {
         Transition::None
     }
 
-    /// `true` while new INVITEs are shed.
-    pub(crate) fn overloaded(&self) -> bool {
-        self.overloaded
+    /// `true` while new INVITEs are shed (overloaded, or `live`
+    /// transactions at the cap).
+    pub(crate) fn sheds_invites(&self, live: usize) -> bool {
+        let full = self.cfg.max_transactions > 0 && live >= self.cfg.max_transactions;
+        self.overloaded || full
     }
 
     /// A new INVITE (not a retransmission, not in a dialog), with `live`
     /// transactions.
     pub(crate) fn invite(&mut self, live: usize) -> Admit {
-        let full = self.cfg.max_transactions > 0 && live >= self.cfg.max_transactions;
-        if self.overloaded || full {
+        if self.sheds_invites(live) {
             self.shed_invites += 1;
             self.episode_shed += 1;
             Admit::Shed

@@ -94,8 +94,8 @@ pub(crate) fn caller_id(
     limits: &CopyLimits,
 ) -> CallerId {
     let from = req.from_header().ok();
-    let display = from.and_then(|f| f.display_name()).map(|d| limits.display_name(d).0);
-    let display = display.filter(|d| !d.is_empty());
+    let name = from.and_then(|f| f.display_name()).map(|d| limits.display_text(d).0);
+    let name = name.unwrap_or_default();
     let from_user = from.and_then(|f| f.uri.user).map(|u| limits.user(u)).unwrap_or_default();
     // A From without a user part (or with an empty one) is shown as
     // anonymous (RFC 3323's convention): `sip:@host` is not a valid URI.
@@ -103,36 +103,15 @@ pub(crate) fn caller_id(
     let source = match &who.caller {
         Caller::Extension { aor, .. } => {
             let mut a = Address::new(AddressType::Endpoint, aor.clone());
-            // The record shows the name as the caller wrote it, cut and
-            // cleaned: without the quoting added for the header.
-            a.name = from
-                .and_then(|f| f.display_name())
-                .map(|d| unquoted(&limits.display_name(d).0))
-                .unwrap_or_default();
+            // The record shows the name cut and cleaned, not quoted.
+            a.name = name.clone();
             a
         }
         _ => Address::new(AddressType::Tel, from_user.clone()),
     };
-    let from = match &display {
-        Some(d) => format!("{d} <sip:{shown_user}@{host}>"),
-        None => format!("<sip:{shown_user}@{host}>"),
+    let from = match name.as_str() {
+        "" => format!("<sip:{shown_user}@{host}>"),
+        n => format!("{} <sip:{shown_user}@{host}>", b2bua::limits::quoted(n)),
     };
     CallerId { source, from }
-}
-
-/// A display name quoted by [`CopyLimits::display_name`], without its
-/// quotes and escapes.
-fn unquoted(q: &str) -> String {
-    let inner = q.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or(q);
-    let mut out = String::with_capacity(inner.len());
-    let mut escaped = false;
-    for c in inner.chars() {
-        if c == '\\' && !escaped {
-            escaped = true;
-            continue;
-        }
-        escaped = false;
-        out.push(c);
-    }
-    out
 }

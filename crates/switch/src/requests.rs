@@ -87,43 +87,25 @@ impl Switch {
     /// answered 503. Never in-dialog requests, retransmissions, ACK,
     /// CANCEL, BYE or anything else.
     fn shed(&mut self, now: Now, msg: &Message) -> bool {
-        let invite = match msg.method() {
-            Some(Method::Invite) => true,
-            Some(Method::Register) => false,
-            _ => return false,
+        let invite = msg.method() == Some(&Method::Invite);
+        let sheddable = match msg.method() {
+            Some(Method::Invite) if msg.to_tag().is_none() => {
+                self.admission.sheds_invites(self.tx.len())
+            }
+            Some(Method::Register) => self.admission.cfg.max_register_rate > 0,
+            _ => false,
         };
-        if invite && msg.to_tag().is_some() {
+        // Requests already taken (retransmissions) are never shed; the
+        // lookup is paid only when shedding is possible.
+        if !sheddable || self.tx.matches_server(msg) {
             return false;
         }
-        let cap = self.admission.cfg.max_transactions;
-        let quiet = if invite {
-            !self.admission.overloaded() && (cap == 0 || self.tx.len() < cap)
-        } else {
-            self.admission.cfg.max_register_rate == 0
-        };
-        if quiet {
-            return false; // the common case, without the lookup below
-        }
-        if self.tx.matches_server(msg) {
-            return false;
-        }
-        use crate::admission::Admit;
         let verdict = if invite {
             self.admission.invite(self.tx.len())
         } else {
             self.admission.register(now.at)
         };
-        match verdict {
-            Admit::Yes => false,
-            Admit::Shed if invite => {
-                self.counters.shed_invites += 1;
-                true
-            }
-            Admit::Shed => {
-                self.counters.shed_registers += 1;
-                true
-            }
-        }
+        verdict == crate::admission::Admit::Shed
     }
 
     pub(crate) fn on_tx_event(&mut self, now: Now, ev: TxEvent) {

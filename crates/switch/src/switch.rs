@@ -226,6 +226,8 @@ impl Switch {
     pub fn counters(&self) -> Counters {
         let mut c = self.counters.clone();
         c.retransmissions = self.tx.retransmissions();
+        c.shed_invites = self.admission.shed_invites;
+        c.shed_registers = self.admission.shed_registers;
         c
     }
 
