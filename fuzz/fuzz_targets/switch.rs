@@ -331,6 +331,7 @@ fn group(number: &str, ring_method: records::RingMethod, d: Vec<GroupDestination
         answer_method: records::AnswerMethod::HangupOthers,
         destinations: d,
         max_ring_secs: None,
+        skip_busy: false,
         send_reason: true,
     }
 }

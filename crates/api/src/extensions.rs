@@ -5,6 +5,10 @@
 //! switch (`PutExtension` / `RemoveExtension`), so it takes effect for the
 //! next REGISTER or INVITE without a restart; extensions from the config
 //! file are shown with `origin: config` and refuse changes (409 READ_ONLY).
+//! Beyond VoIPBin's shape, each extension carries how it takes calls
+//! (`max_calls`, `dnd`, `forward_always`, `forward_busy`,
+//! `forward_noanswer`, `forward_noanswer_secs`: see [`CallHandling`]),
+//! which the fork engine follows on the next call.
 
 use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -13,7 +17,7 @@ use crate::paging::{page, page_type, PageQuery};
 use crate::ApiState;
 use axum::extract::State;
 use axum::Json;
-use records::{ExtensionRecord, Origin, Timestamp};
+use records::{Address, AddressType, CallHandling, ExtensionRecord, Origin, Timestamp};
 use serde::{Deserialize, Serialize};
 use switch::{Command, CommandOutcome};
 use uuid::Uuid;
@@ -37,6 +41,9 @@ pub struct Extension {
     pub username: String,
     /// `config` (read-only) or `api`.
     pub origin: Origin,
+    /// Concurrent-call limit, do-not-disturb and call forwards.
+    #[serde(flatten)]
+    pub handling: CallHandling,
     /// Created.
     pub tm_create: Timestamp,
     /// Last changed.
@@ -56,6 +63,7 @@ impl From<&ExtensionRecord> for Extension {
             domain_name: r.extension.domain.clone(),
             username: r.extension.name.clone(),
             origin: r.origin,
+            handling: r.extension.handling.clone(),
             tm_create: r.tm_create,
             tm_update: r.tm_update,
             tm_delete: r.tm_delete,
@@ -84,6 +92,36 @@ pub struct ExtensionCreate {
     /// One of your SIP domains; may be left out when you have only one.
     #[serde(default)]
     pub domain_name: String,
+    /// Most concurrent calls in or out (1..1000); default unlimited.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_calls: Option<u32>,
+    /// Do not disturb (default false).
+    #[serde(default)]
+    pub dnd: bool,
+    /// Every call goes there instead.
+    #[serde(default)]
+    pub forward_always: Option<Address>,
+    /// Where calls go when it is busy.
+    #[serde(default)]
+    pub forward_busy: Option<Address>,
+    /// Where calls go when it does not answer.
+    #[serde(default)]
+    pub forward_noanswer: Option<Address>,
+    /// Seconds it rings before `forward_noanswer` (1..3600, default 20).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub forward_noanswer_secs: Option<u64>,
+}
+
+/// `Some(None)` for JSON `null` (clear it), `Some(Some(x))` for a value; a
+/// field left out stays `None` (unchanged) through `#[serde(default)]`.
+fn given<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PUT /v1.0/extensions/{id}`: what is given changes.
@@ -100,6 +138,68 @@ pub struct ExtensionUpdate {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 128)]
     pub password: Option<String>,
+    /// Most concurrent calls (1..1000); `null`: unlimited.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub max_calls: Option<Option<u32>>,
+    /// Do not disturb.
+    #[serde(default)]
+    pub dnd: Option<bool>,
+    /// Every call goes there instead; `null` clears it.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<Address>)]
+    pub forward_always: Option<Option<Address>>,
+    /// Where calls go when it is busy; `null` clears it.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<Address>)]
+    pub forward_busy: Option<Option<Address>>,
+    /// Where calls go when it does not answer; `null` clears it.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<Address>)]
+    pub forward_noanswer: Option<Option<Address>>,
+    /// Seconds before `forward_noanswer` (1..3600); `null`: the default.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 3600)]
+    pub forward_noanswer_secs: Option<Option<u64>>,
+}
+
+/// Checks call handling for extension `aor` against the customer's
+/// `domains`: limits in range, forwards to something that can be rung and
+/// not to itself.
+fn check_handling(
+    h: &CallHandling,
+    aor: &str,
+    domains: &[records::Domain],
+) -> Result<(), ApiError> {
+    if h.max_calls.is_some_and(|m| !(1..=1000).contains(&m)) {
+        return Err(ApiError::invalid_field("max_calls", "1..1000, or leave it out"));
+    }
+    if h.forward_noanswer_secs.is_some_and(|s| !(1..=3600).contains(&s)) {
+        return Err(ApiError::invalid_field("forward_noanswer_secs", "1..3600"));
+    }
+    let forwards = [
+        ("forward_always", &h.forward_always),
+        ("forward_busy", &h.forward_busy),
+        ("forward_noanswer", &h.forward_noanswer),
+    ];
+    for (field, to) in forwards {
+        let Some(to) = to else { continue };
+        let target = to.target.trim();
+        if to.kind == AddressType::Endpoint && target.eq_ignore_ascii_case(aor) {
+            return Err(ApiError::invalid_field(field, "forwards to itself"));
+        }
+        crate::groupcalls::check_destinations(&[(to.kind, target, None)], domains, 1)
+            .map_err(|_| ApiError::invalid_field(field, "not a destination that can be rung"))?;
+        if to.kind == AddressType::Tel && !routing::is_e164(target) {
+            return Err(ApiError::invalid_field(field, "not an E.164 number"));
+        }
+    }
+    Ok(())
+}
+
+/// A forward as stored: the target trimmed, display fields dropped.
+fn forward(to: Option<Address>) -> Option<Address> {
+    to.map(|a| Address::new(a.kind, a.target.trim()))
 }
 
 fn check_user(user: &str) -> Result<(), ApiError> {
@@ -141,7 +241,7 @@ async fn owned(
 
 /// Sends the account to the switch, then stores it.
 async fn put(state: &ApiState, r: ExtensionRecord) -> Result<ExtensionRecord, ApiError> {
-    match state.command(Command::PutExtension(r.extension.clone())).await? {
+    match state.command(Command::PutExtension(Box::new(r.extension.clone()))).await? {
         CommandOutcome::Done => {}
         CommandOutcome::Refused(reason) => {
             return Err(ApiError::failed_precondition("EXTENSION_REFUSED", reason))
@@ -211,6 +311,15 @@ pub async fn create(
     }
     let mut ext = registrar::extension_with_password(&user, &domain, &body.password);
     ext.display_name = body.name.clone();
+    ext.handling = CallHandling {
+        max_calls: body.max_calls,
+        dnd: body.dnd,
+        forward_always: forward(body.forward_always),
+        forward_busy: forward(body.forward_busy),
+        forward_noanswer: forward(body.forward_noanswer),
+        forward_noanswer_secs: body.forward_noanswer_secs,
+    };
+    check_handling(&ext.handling, &ext.aor(), &domains)?;
     let now = crate::now();
     let r = ExtensionRecord {
         id: Uuid::new_v4(),
@@ -262,7 +371,8 @@ pub async fn get(
     Ok(Json(Extension::from(&owned(&state, customer, id).await?)))
 }
 
-/// Change an extension's name, detail or password.
+/// Change an extension's name, detail, password or call handling (DND,
+/// forwards, `max_calls`; `null` clears a forward or the limit).
 #[utoipa::path(put, path = "/v1.0/extensions/{id}", tag = "extensions",
     params(("id" = Uuid, Path, description = "Extension id")),
     request_body = ExtensionUpdate,
@@ -300,6 +410,27 @@ pub async fn update(
         check_text("detail", &d)?;
         r.detail = d;
     }
+    let h = &mut r.extension.handling;
+    if let Some(m) = body.max_calls {
+        h.max_calls = m;
+    }
+    if let Some(d) = body.dnd {
+        h.dnd = d;
+    }
+    if let Some(f) = body.forward_always {
+        h.forward_always = forward(f);
+    }
+    if let Some(f) = body.forward_busy {
+        h.forward_busy = forward(f);
+    }
+    if let Some(f) = body.forward_noanswer {
+        h.forward_noanswer = forward(f);
+    }
+    if let Some(s) = body.forward_noanswer_secs {
+        h.forward_noanswer_secs = s;
+    }
+    let domains = state.domains_of(customer.0).await?;
+    check_handling(&r.extension.handling, &r.extension.aor(), &domains)?;
     r.tm_update = crate::now();
     Ok(Json(Extension::from(&put(&state, r).await?)))
 }

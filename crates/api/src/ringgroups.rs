@@ -71,6 +71,11 @@ pub struct RingGroupBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
     pub max_ring_secs: Option<u64>,
+    /// Do not ring members that are busy (at their `max_calls`); when all
+    /// are, the caller gets 486 at once (default false: a busy member
+    /// counts as a 486).
+    #[serde(default)]
+    pub skip_busy: bool,
     /// Send `Reason: SIP;cause=200` on the CANCELs of losing legs (default true).
     #[serde(default)]
     pub send_reason: Option<bool>,
@@ -95,6 +100,7 @@ pub fn to_routing_group(g: &RingGroup) -> routing::Group {
             })
             .collect(),
         max_ring_secs: g.max_ring_secs,
+        skip_busy: g.skip_busy,
         send_reason: g.send_reason,
     }
 }
@@ -120,6 +126,7 @@ pub fn from_config_group(g: &routing::Group, customer_id: Uuid, now: Timestamp) 
             })
             .collect(),
         max_ring_secs: g.max_ring_secs,
+        skip_busy: g.skip_busy,
         send_reason: g.send_reason,
         origin: Origin::Config,
         tm_create: now,
@@ -212,6 +219,7 @@ async fn record_of(
             })
             .collect(),
         max_ring_secs: body.max_ring_secs,
+        skip_busy: body.skip_busy,
         send_reason: body.send_reason.unwrap_or(true),
         origin: Origin::Api,
         tm_create: now,

@@ -667,6 +667,7 @@ async fn ringgroups_crud_and_read_only_config_groups() {
             delay_secs: None,
         }],
         max_ring_secs: None,
+        skip_busy: false,
         send_reason: true,
         origin: Origin::Config,
         tm_create: ts(0),

@@ -316,6 +316,39 @@ pub struct ExtensionConfig {
     /// Caller-ID name.
     #[serde(default)]
     pub display_name: String,
+    /// Most concurrent calls in or out; at the limit it is busy (not rung:
+    /// 486 or `forward_busy`). Absent: unlimited.
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+    /// Do not disturb: direct calls get 486, ring groups skip it.
+    #[serde(default)]
+    pub dnd: bool,
+    /// Every call goes there instead (`{ type = "endpoint", target = "test13@test" }`).
+    #[serde(default)]
+    pub forward_always: Option<records::Address>,
+    /// Where calls go when it is busy.
+    #[serde(default)]
+    pub forward_busy: Option<records::Address>,
+    /// Where calls go when it does not answer (or is not registered).
+    #[serde(default)]
+    pub forward_noanswer: Option<records::Address>,
+    /// Seconds it rings before `forward_noanswer` (default 20).
+    #[serde(default)]
+    pub forward_noanswer_secs: Option<u64>,
+}
+
+impl ExtensionConfig {
+    /// Its call handling, as the records keep it.
+    pub fn handling(&self) -> records::CallHandling {
+        records::CallHandling {
+            max_calls: self.max_calls,
+            dnd: self.dnd,
+            forward_always: self.forward_always.clone(),
+            forward_busy: self.forward_busy.clone(),
+            forward_noanswer: self.forward_noanswer.clone(),
+            forward_noanswer_secs: self.forward_noanswer_secs,
+        }
+    }
 }
 
 /// `[sip]`
@@ -697,6 +730,9 @@ impl Config {
                 }
             }
         }
+        for e in &self.extensions {
+            self.check_handling(e)?;
+        }
         for a in &self.registrar.algorithms {
             if !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256") {
                 return Err((
@@ -743,6 +779,73 @@ impl Config {
                     self.log.level
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// An extension's `max_calls`, `forward_*`: each forward must name
+    /// something that exists (a configured extension or group, an E.164
+    /// number, a SIP URI), and not the extension itself.
+    fn check_handling(
+        &self,
+        e: &ExtensionConfig,
+    ) -> Result<(), (&'static str, &'static str, String)> {
+        let name = format!("{}@{}", e.name, e.domain);
+        let bad =
+            |key: &'static str, why: String| Err(("extensions", key, format!("{name}: {why}")));
+        if e.max_calls == Some(0) {
+            return bad("max_calls", "must be at least 1 (leave it out for no limit)".into());
+        }
+        if let Some(s) = e.forward_noanswer_secs {
+            if e.forward_noanswer.is_none() {
+                return bad("forward_noanswer_secs", "set without forward_noanswer".into());
+            }
+            if !(1..=3600).contains(&s) {
+                return bad("forward_noanswer_secs", "must be 1..=3600".into());
+            }
+        }
+        let forwards = [
+            ("forward_always", &e.forward_always),
+            ("forward_busy", &e.forward_busy),
+            ("forward_noanswer", &e.forward_noanswer),
+        ];
+        for (key, to) in forwards {
+            let Some(to) = to else { continue };
+            let t = to.target.trim();
+            let why = match to.kind {
+                records::AddressType::Endpoint => {
+                    let (user, domain) = t.split_once('@').unwrap_or((t, ""));
+                    let known = self
+                        .extensions
+                        .iter()
+                        .any(|x| x.name == user && x.domain.eq_ignore_ascii_case(domain));
+                    if t.eq_ignore_ascii_case(&name) {
+                        Some("forwards to itself".to_string())
+                    } else if !known {
+                        Some(format!("{t:?} is not in [[extensions]] (write name@domain)"))
+                    } else {
+                        None
+                    }
+                }
+                records::AddressType::Tel => (!routing::is_e164(t))
+                    .then(|| format!("{t:?} is not an E.164 number (+ and digits)")),
+                records::AddressType::Sip => {
+                    let uri = if t.contains(':') { t.to_string() } else { format!("sip:{t}") };
+                    sip_message::Uri::parse(uri.as_bytes())
+                        .is_err()
+                        .then(|| format!("{t:?} is not a SIP URI"))
+                }
+                records::AddressType::Groupcall => {
+                    let known = self.groups.iter().any(|g| {
+                        (g.number == t && g.domain.eq_ignore_ascii_case(&e.domain))
+                            || g.id().to_string() == t
+                    });
+                    (!known).then(|| format!("{t:?} is not a [[groups]] number in {}", e.domain))
+                }
+            };
+            if let Some(why) = why {
+                return bad(key, why);
+            }
         }
         Ok(())
     }
@@ -885,8 +988,7 @@ impl Config {
                         name: e.name.clone(),
                         domain: e.domain.clone(),
                         ha1_md5: String::new(),
-                        ha1_sha256: String::new(),
-                        display_name: String::new(),
+                        ..Default::default()
                     },
                 };
                 if let Some(h) = &e.ha1_md5 {
@@ -896,6 +998,7 @@ impl Config {
                     x.ha1_sha256 = h.to_ascii_lowercase();
                 }
                 x.display_name = e.display_name.clone();
+                x.handling = e.handling();
                 x
             })
             .collect();

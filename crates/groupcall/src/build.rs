@@ -13,6 +13,7 @@ use records::{
     Address, AddressType, AnswerMethod, Call, Groupcall, GroupcallStatus, RingMethod, Timestamp,
     NIL,
 };
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -135,6 +136,17 @@ pub(crate) enum Hunt {
     /// only when the last got no response, a 408 or a 5xx; any other failure
     /// ends the group at once.
     Failover,
+    /// An extension's forward child: its first item rings (the extension,
+    /// or the forward when the extension is not rung); after the extension
+    /// fails, the `busy` item follows a busy answer ([`is_busy`]) and the
+    /// `no_answer` item any other failure; after a forward fails, the
+    /// group fails.
+    Forward {
+        /// Item index of `forward_busy`.
+        busy: Option<usize>,
+        /// Item index of `forward_noanswer` (or `forward_always`).
+        no_answer: Option<usize>,
+    },
 }
 
 impl Hunt {
@@ -156,6 +168,7 @@ impl Hunt {
         match self {
             Hunt::RingAll | Hunt::Sequential | Hunt::GrowingPrefix => true,
             Hunt::Failover => code == 408 || (500..=599).contains(&code),
+            Hunt::Forward { .. } => false,
         }
     }
 }
@@ -217,6 +230,9 @@ pub(crate) struct GroupNode {
     pub cursor: Option<usize>,
     /// Final codes of its failed destinations, in the order received.
     pub codes: Vec<u16>,
+    /// Codes of its skipped destinations ([`ItemKind::Skipped`]), used
+    /// only when no destination failed otherwise.
+    pub skipped: Vec<u16>,
     /// `max_ring_secs`: how long it may ring from its start.
     pub max_ring: Option<Duration>,
     /// When it gives up (its start plus `max_ring`), once started.
@@ -249,8 +265,14 @@ pub(crate) enum ItemKind {
     /// A child group (index into the groups).
     Child(usize),
     /// Fails with this code when reached (an endpoint with no registered
-    /// contact: 480; a destination the directory cannot reach).
+    /// contact: 480; a busy one: 486; a destination the directory cannot
+    /// reach).
     Fails(u16),
+    /// Not rung, and its code not counted (a member in do-not-disturb, a
+    /// busy member of a `skip_busy` group, a forward cut as a loop): when
+    /// every destination of a group is skipped, the group fails with this
+    /// code.
+    Skipped(u16),
     /// Its hops are asked for when it is reached (index into the resolves,
     /// also its [`crate::ResolveId`]); it becomes a `Leg`, a `Child` or
     /// fails once they come.
@@ -392,6 +414,7 @@ fn node(
         order: Vec::new(),
         cursor: None,
         codes: Vec::new(),
+        skipped: Vec::new(),
         max_ring: None,
         give_up_at: None,
         step_until: None,
@@ -547,6 +570,46 @@ struct Builder<'a> {
     wall: Timestamp,
     maker: &'a mut RecordMaker,
     tree: Tree,
+    /// The ids of the stored groups from the root to the group being
+    /// filled: a group met again is a loop.
+    path: Vec<Uuid>,
+    /// The AORs of every `endpoint` destination of the groups as
+    /// configured (the root and its nested groups): a forward to one of
+    /// them would ring a phone that rings already, and is cut.
+    ringing: HashSet<String>,
+    /// The extensions whose forwards are being followed, outermost first: a
+    /// forward back to one of them is a loop, and is cut.
+    forwarding: Vec<String>,
+}
+
+/// Why a forward's destination is not rung: 482 Loop Detected, for one
+/// that rings already or is being forwarded from; 483 Too Many Hops past
+/// the deepest nesting.
+const FORWARD_LOOP: u16 = 482;
+const FORWARD_TOO_DEEP: u16 = 483;
+
+/// The `detail` of a forward's destination in the records.
+fn forward_address(to: &Address, which: &str) -> Address {
+    let mut a = to.clone();
+    a.detail = which.to_string();
+    a
+}
+
+/// Failure codes that mean "busy" to `forward_busy`.
+pub(crate) fn is_busy(code: u16) -> bool {
+    matches!(code, 486 | 600)
+}
+
+/// What a forward child holds besides the extension's own contacts.
+struct ForwardPlan {
+    /// The extension rings first (its contacts), for this long when a
+    /// `forward_noanswer` follows; `None`: it is not rung.
+    member: Option<(Vec<ContactTarget>, Option<Duration>)>,
+    /// `forward_busy`, after a busy answer (or alone, when it was busy).
+    busy: Option<Address>,
+    /// `forward_noanswer`, after no answer (or alone: `forward_always`, or
+    /// no registered contact).
+    no_answer: Option<Address>,
 }
 
 impl Builder<'_> {
@@ -559,74 +622,37 @@ impl Builder<'_> {
         self.tree.add_leg(self.cfg.max_legs, self.maker, group, target, destination)
     }
 
-    /// Fills the items of group `g` from `def`; `depth` is `g`'s depth and
-    /// `path` the ids of the stored groups from the root to `g`.
-    fn fill(
-        &mut self,
-        g: usize,
-        def: &GroupDef,
-        depth: usize,
-        path: &mut Vec<Uuid>,
-    ) -> Result<(), BuildError> {
+    /// Fills the items of group `g` from `def`; `depth` is `g`'s depth.
+    fn fill(&mut self, g: usize, def: &GroupDef, depth: usize) -> Result<(), BuildError> {
+        let options = self.dir.group_options(def.id);
         let mut items = Vec::with_capacity(def.destinations.len());
         for (i, d) in def.destinations.iter().enumerate() {
             let timeout = Some(d.ring_timeout.unwrap_or(self.cfg.default_ring_timeout));
-            let target = &d.address.target;
-            let at = || DestinationRef { group: g, item: i, depth, address: d.address.clone() };
+            let at = DestinationRef { group: g, item: i, depth, address: d.address.clone() };
             let it = match d.address.kind {
-                AddressType::Sip => {
-                    let t = LegTarget::Sip { uri: sip_uri(target) };
-                    self.reached(at(), t, timeout)?
-                }
-                AddressType::Tel => {
-                    let t = LegTarget::Tel { number: target.clone() };
-                    self.reached(at(), t, timeout)?
-                }
-                AddressType::Endpoint => {
-                    let mut contacts = self.dir.contacts(target);
-                    if contacts.is_empty() {
-                        item(ItemKind::Fails(480), None)
-                    } else {
-                        if depth >= self.cfg.max_depth {
-                            return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
-                        }
-                        // Highest q first; stable, so equal q keep their order.
-                        contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
-                        let c = self.endpoint(g, i, &d.address, contacts, def.send_reason)?;
-                        item(ItemKind::Child(c), timeout)
-                    }
-                }
+                AddressType::Endpoint => self.endpoint_item(at, timeout, options.skip_busy)?,
                 AddressType::Groupcall => {
-                    let child = self
-                        .dir
-                        .group(target)
-                        .ok_or_else(|| BuildError::UnknownGroup { key: target.clone() })?;
-                    if path.contains(&child.id) {
+                    let child = self.dir.group(&d.address.target).ok_or_else(|| {
+                        BuildError::UnknownGroup { key: d.address.target.clone() }
+                    })?;
+                    if self.path.contains(&child.id) {
+                        // Back to a group on the path: inside a forward the
+                        // forward made the loop, and is cut there.
+                        if !self.forwarding.is_empty() {
+                            items.push(item(ItemKind::Skipped(FORWARD_LOOP), None));
+                            continue;
+                        }
                         return Err(BuildError::Loop { group: child.id });
                     }
-                    if depth >= self.cfg.max_depth {
-                        return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
-                    }
-                    let rec = self.maker.groupcall(
-                        child.destinations.iter().map(|d| d.address.clone()).collect(),
-                        child.ring_method,
-                        child.answer_method,
-                        self.tree.group_id(g),
-                        self.wall,
-                    );
-                    let n = node(rec, Some((g, i)), child.send_reason, Hunt::of(child.ring_method));
-                    let c = self.tree.push_child(self.cfg.max_legs, n)?;
-                    path.push(child.id);
-                    self.fill(c, &child, depth + 1, path)?;
-                    path.pop();
+                    let c = self.nested_group(&at, &child)?;
                     item(ItemKind::Child(c), d.ring_timeout)
                 }
+                AddressType::Sip | AddressType::Tel => self.uri_item(at, timeout)?,
             };
             items.push(it);
         }
-        let options = self.dir.group_options(def.id);
         for (i, it) in items.iter_mut().enumerate() {
-            if !matches!(it.kind, ItemKind::Fails(_)) {
+            if !matches!(it.kind, ItemKind::Fails(_) | ItemKind::Skipped(_)) {
                 it.delay = options.delay(i);
             }
         }
@@ -645,6 +671,179 @@ impl Builder<'_> {
             n.memory = memory;
         }
         Ok(())
+    }
+
+    /// A stored group nested at destination `at`: a child groupcall
+    /// (appended, filled). The caller has checked for loops.
+    fn nested_group(&mut self, at: &DestinationRef, child: &GroupDef) -> Result<usize, BuildError> {
+        if at.depth >= self.cfg.max_depth {
+            return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
+        }
+        let rec = self.maker.groupcall(
+            child.destinations.iter().map(|d| d.address.clone()).collect(),
+            child.ring_method,
+            child.answer_method,
+            self.tree.group_id(at.group),
+            self.wall,
+        );
+        let n =
+            node(rec, Some((at.group, at.item)), child.send_reason, Hunt::of(child.ring_method));
+        let c = self.tree.push_child(self.cfg.max_legs, n)?;
+        self.path.push(child.id);
+        let filled = self.fill(c, child, at.depth + 1);
+        self.path.pop();
+        filled?;
+        Ok(c)
+    }
+
+    /// A `sip` or `tel` destination.
+    fn uri_item(
+        &mut self,
+        at: DestinationRef,
+        timeout: Option<Duration>,
+    ) -> Result<Item, BuildError> {
+        let target = match at.address.kind {
+            AddressType::Tel => LegTarget::Tel { number: at.address.target.clone() },
+            _ => LegTarget::Sip { uri: sip_uri(&at.address.target) },
+        };
+        self.reached(at, target, timeout)
+    }
+
+    /// An `endpoint` destination, as its [`crate::EndpointPolicy`] says
+    /// (see there for the order): a forward child, skipped, failing, or a
+    /// child ringing its contacts.
+    fn endpoint_item(
+        &mut self,
+        at: DestinationRef,
+        timeout: Option<Duration>,
+        skip_busy: bool,
+    ) -> Result<Item, BuildError> {
+        let aor = at.address.target.clone();
+        let policy = self.dir.endpoint_policy(&aor);
+        let mut plan = ForwardPlan { member: None, busy: None, no_answer: None };
+        if let Some(to) = policy.forward_always {
+            plan.no_answer = Some(forward_address(&to, "forward_always"));
+        } else if policy.dnd {
+            return Ok(item(ItemKind::Skipped(486), None));
+        } else if policy.busy {
+            match policy.forward_busy {
+                Some(to) => plan.busy = Some(forward_address(&to, "forward_busy")),
+                None if skip_busy => return Ok(item(ItemKind::Skipped(486), None)),
+                None => return Ok(item(ItemKind::Fails(486), None)),
+            }
+        } else {
+            let mut contacts = self.dir.contacts(&aor);
+            // Highest q first; stable, so equal q keep their order.
+            contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
+            let no_answer = policy
+                .forward_noanswer
+                .map(|f| (forward_address(&f.to, "forward_noanswer"), f.after));
+            if contacts.is_empty() {
+                match no_answer {
+                    // Not registered: it cannot answer, the forward rings now.
+                    Some((to, _)) => plan.no_answer = Some(to),
+                    None => return Ok(item(ItemKind::Fails(480), None)),
+                }
+            } else if policy.forward_busy.is_none() && no_answer.is_none() {
+                if at.depth >= self.cfg.max_depth {
+                    return Err(BuildError::TooDeep { limit: self.cfg.max_depth });
+                }
+                let c = self.endpoint(&at, contacts)?;
+                return Ok(item(ItemKind::Child(c), timeout));
+            } else {
+                plan.member = Some((contacts, no_answer.as_ref().map(|(_, after)| *after)));
+                plan.busy = policy.forward_busy.map(|to| forward_address(&to, "forward_busy"));
+                plan.no_answer = no_answer.map(|(to, _)| to);
+            }
+        }
+        if at.depth + 1 >= self.cfg.max_depth {
+            return Ok(item(ItemKind::Skipped(FORWARD_TOO_DEEP), None));
+        }
+        self.forwarding.push(aor);
+        let child = self.forward_child(&at, plan);
+        self.forwarding.pop();
+        Ok(item(ItemKind::Child(child?), timeout))
+    }
+
+    /// The forward child of extension `at` (a `linear` groupcall in the
+    /// records, its destinations the extension when it rings, then its
+    /// forwards with `detail` saying which), hunting by [`Hunt::Forward`].
+    fn forward_child(
+        &mut self,
+        at: &DestinationRef,
+        plan: ForwardPlan,
+    ) -> Result<usize, BuildError> {
+        let mut destinations = Vec::with_capacity(3);
+        if plan.member.is_some() {
+            destinations.push(at.address.clone());
+        }
+        let busy = plan.busy.map(|to| {
+            destinations.push(to);
+            destinations.len() - 1
+        });
+        let no_answer = plan.no_answer.map(|to| {
+            destinations.push(to);
+            destinations.len() - 1
+        });
+        let rec = self.maker.groupcall(
+            destinations.clone(),
+            RingMethod::Linear,
+            AnswerMethod::HangupOthers,
+            self.tree.group_id(at.group),
+            self.wall,
+        );
+        let send_reason = self.tree.groups.get(at.group).map(|n| n.send_reason) != Some(false);
+        let n =
+            node(rec, Some((at.group, at.item)), send_reason, Hunt::Forward { busy, no_answer });
+        let f = self.tree.push_child(self.cfg.max_legs, n)?;
+        let depth = at.depth + 1;
+        let mut items = Vec::with_capacity(destinations.len());
+        for (i, address) in destinations.into_iter().enumerate() {
+            let here = DestinationRef { group: f, item: i, depth, address };
+            let it = match &plan.member {
+                Some((contacts, after)) if i == 0 => {
+                    let c = self.endpoint(&here, contacts.clone())?;
+                    item(ItemKind::Child(c), *after)
+                }
+                _ => self.forward_target(here)?,
+            };
+            items.push(it);
+        }
+        if let Some(n) = self.tree.groups.get_mut(f) {
+            n.order = (0..items.len()).collect();
+            n.items = items;
+        }
+        Ok(f)
+    }
+
+    /// A forward's destination, rung like any destination (an extension
+    /// with its own policy, so forwards chain), but cut (482) when it
+    /// would ring an extension that rings already or loops back.
+    fn forward_target(&mut self, at: DestinationRef) -> Result<Item, BuildError> {
+        let timeout = Some(self.cfg.default_ring_timeout);
+        match at.address.kind {
+            AddressType::Endpoint => {
+                let aor = &at.address.target;
+                if self.ringing.contains(aor) || self.forwarding.iter().any(|f| f == aor) {
+                    return Ok(item(ItemKind::Skipped(FORWARD_LOOP), None));
+                }
+                self.endpoint_item(at, timeout, false)
+            }
+            AddressType::Groupcall => {
+                let Some(child) = self.dir.group(&at.address.target) else {
+                    return Ok(item(ItemKind::Fails(404), None));
+                };
+                if self.path.contains(&child.id) {
+                    return Ok(item(ItemKind::Skipped(FORWARD_LOOP), None));
+                }
+                if at.depth >= self.cfg.max_depth {
+                    return Ok(item(ItemKind::Skipped(FORWARD_TOO_DEEP), None));
+                }
+                let c = self.nested_group(&at, &child)?;
+                Ok(item(ItemKind::Child(c), None))
+            }
+            AddressType::Sip | AddressType::Tel => self.uri_item(at, timeout),
+        }
     }
 
     /// A `sip` or `tel` destination, as the directory says it is reached.
@@ -669,29 +868,28 @@ impl Builder<'_> {
         Ok(item(kind, timeout))
     }
 
-    /// A child `ring_all` group over an endpoint's contacts; the endpoint's
-    /// ring timeout is on the parent's item, so the contacts have none.
+    /// A child `ring_all` group over the contacts of the extension at
+    /// `at`; the endpoint's ring timeout is on the parent's item, so the
+    /// contacts have none.
     fn endpoint(
         &mut self,
-        parent: usize,
-        index: usize,
-        address: &Address,
+        at: &DestinationRef,
         contacts: Vec<ContactTarget>,
-        send_reason: bool,
     ) -> Result<usize, BuildError> {
         let rec = self.maker.groupcall(
             contacts.iter().map(|c| Address::new(AddressType::Sip, c.uri.clone())).collect(),
             RingMethod::RingAll,
             AnswerMethod::HangupOthers,
-            self.tree.group_id(parent),
+            self.tree.group_id(at.group),
             self.wall,
         );
-        let n = node(rec, Some((parent, index)), send_reason, Hunt::RingAll);
+        let send_reason = self.tree.groups.get(at.group).map(|n| n.send_reason) != Some(false);
+        let n = node(rec, Some((at.group, at.item)), send_reason, Hunt::RingAll);
         let c = self.tree.push_child(self.cfg.max_legs, n)?;
         let mut items = Vec::with_capacity(contacts.len());
         for contact in contacts {
-            let t = LegTarget::Contact { aor: address.target.clone(), contact };
-            items.push(item(ItemKind::Leg(self.add_leg(c, t, address.clone())?), None));
+            let t = LegTarget::Contact { aor: at.address.target.clone(), contact };
+            items.push(item(ItemKind::Leg(self.add_leg(c, t, at.address.clone())?), None));
         }
         if let Some(n) = self.tree.groups.get_mut(c) {
             n.order = (0..items.len()).collect();
@@ -699,6 +897,33 @@ impl Builder<'_> {
         }
         Ok(c)
     }
+}
+
+/// The AORs of the `endpoint` destinations of `def` and of the stored
+/// groups nested in it (each group once).
+fn configured_endpoints(def: &GroupDef, dir: &dyn Directory) -> HashSet<String> {
+    let mut aors = HashSet::new();
+    let mut seen = vec![def.id];
+    let mut todo = vec![def.clone()];
+    while let Some(g) = todo.pop() {
+        for d in &g.destinations {
+            match d.address.kind {
+                AddressType::Endpoint => {
+                    aors.insert(d.address.target.clone());
+                }
+                AddressType::Groupcall => {
+                    if let Some(child) = dir.group(&d.address.target) {
+                        if !seen.contains(&child.id) && seen.len() < 256 {
+                            seen.push(child.id);
+                            todo.push(child);
+                        }
+                    }
+                }
+                AddressType::Sip | AddressType::Tel => {}
+            }
+        }
+    }
+    aors
 }
 
 /// Expands the tree of `spec`, every id drawn from `maker`; the root record
@@ -722,9 +947,10 @@ pub(crate) fn expand(
     root.phase = GroupPhase::Ready;
     let tree =
         Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new(), resolves: Vec::new() };
-    let mut b = Builder { dir, cfg, wall, maker, tree };
-    let mut path = vec![def.id];
-    b.fill(0, def, 0, &mut path)?;
+    let ringing = configured_endpoints(def, dir);
+    let path = vec![def.id];
+    let mut b = Builder { dir, cfg, wall, maker, tree, path, ringing, forwarding: Vec::new() };
+    b.fill(0, def, 0)?;
     Ok(b.tree)
 }
 

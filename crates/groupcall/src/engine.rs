@@ -2,12 +2,12 @@
 
 use crate::best::{best_response, caller_response, normalize};
 use crate::build::{
-    self, remembers, CancelCause, GroupPhase, Hunt, ItemKind, ItemState, LegPhase, RecordMaker,
-    Tree,
+    self, is_busy, remembers, CancelCause, GroupPhase, Hunt, ItemKind, ItemState, LegPhase,
+    RecordMaker, Tree,
 };
 use crate::{
     Action, BuildError, CancelReason, Directory, ForkConfig, GroupSpec, Hop, HuntMemoryUpdate,
-    LegEvent, LegId, Now, Record, ResolveId,
+    LegEvent, LegId, LegTarget, Now, Record, ResolveId,
 };
 use records::{
     Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp, NIL,
@@ -338,6 +338,7 @@ impl Fork {
             ItemKind::Leg(l) => self.dial(now, l),
             ItemKind::Child(c) => self.start_group(now, c),
             ItemKind::Fails(code) => self.item_failed(now, g, i, code),
+            ItemKind::Skipped(code) => self.item_skipped(now, g, i, code),
             ItemKind::Resolve(_) => {}
         }
         self.settle(now);
@@ -470,6 +471,11 @@ impl Fork {
         self.tree.legs.get(leg.0 as usize).filter(|n| n.rec.is_some()).map(|n| n.call_id)
     }
 
+    /// Where a leg goes.
+    pub fn leg_target(&self, leg: LegId) -> Option<&LegTarget> {
+        self.tree.legs.get(leg.0 as usize).map(|n| &n.target)
+    }
+
     /// `true` once a leg answered and the caller was answered with it.
     pub fn is_answered(&self) -> bool {
         matches!(self.outcome, Outcome::Answered(_))
@@ -564,6 +570,39 @@ impl Fork {
             }
             Hunt::Sequential | Hunt::Failover => self.next_linear(now, g),
             Hunt::GrowingPrefix => self.next_memory(now, g),
+            Hunt::Forward { .. } => self.forward_next(now, g, 0),
+        }
+    }
+
+    /// A forward child: rings item `i` (the extension or a forward); when
+    /// it fails at once, the group goes on as after any failure.
+    fn forward_next(&mut self, now: Now, g: usize, i: usize) {
+        self.set_starting(g, true);
+        self.start_item(now, g, i);
+        self.set_starting(g, false);
+        let state = self.tree.groups.get(g).and_then(|n| n.items.get(i)).map(|it| it.state);
+        if let Some(ItemState::Failed(code)) = state {
+            self.moved_on_after(now, g, i, code);
+        }
+    }
+
+    /// A forward child's item `i` failed with `code`: after the extension
+    /// (item 0, when it rang), its busy or no-answer forward rings; after
+    /// a forward, the group fails.
+    fn forward_after(&mut self, now: Now, g: usize, i: usize, code: u16) {
+        let Some(n) = self.tree.groups.get(g) else { return };
+        let Hunt::Forward { busy, no_answer } = n.hunt else { return };
+        let first = busy.into_iter().chain(no_answer).min();
+        let next = if first == Some(i) || i != 0 {
+            None
+        } else if is_busy(code) {
+            busy
+        } else {
+            no_answer
+        };
+        match next {
+            Some(j) => self.forward_next(now, g, j),
+            None => self.group_failed(now, g),
         }
     }
 
@@ -612,6 +651,7 @@ impl Fork {
             ItemKind::Leg(l) => self.dial(now, l),
             ItemKind::Child(c) => self.start_group(now, c),
             ItemKind::Fails(code) => self.item_failed(now, g, i, code),
+            ItemKind::Skipped(code) => self.item_skipped(now, g, i, code),
             ItemKind::Resolve(r) => {
                 let query = u32::try_from(r).map(ResolveId);
                 let target = self.tree.resolves.get(r).map(|p| p.target.clone());
@@ -853,6 +893,17 @@ impl Fork {
 
     /// A destination failed with `code`: record it, then move the group on.
     fn item_failed(&mut self, now: Now, g: usize, i: usize, code: u16) {
+        self.item_over(now, g, i, code, true);
+    }
+
+    /// A destination was skipped (not rung): as failed, its code kept apart.
+    fn item_skipped(&mut self, now: Now, g: usize, i: usize, code: u16) {
+        self.item_over(now, g, i, code, false);
+    }
+
+    /// A destination is over with `code`, `counted` among the group's
+    /// failure codes or kept with the skipped ones; the group moves on.
+    fn item_over(&mut self, now: Now, g: usize, i: usize, code: u16, counted: bool) {
         let Some(n) = self.tree.groups.get_mut(g) else { return };
         let Some(it) = n.items.get_mut(i) else { return };
         if matches!(it.state, ItemState::Failed(_) | ItemState::Answered) {
@@ -860,7 +911,11 @@ impl Fork {
         }
         it.state = ItemState::Failed(code);
         it.deadline = None;
-        n.codes.push(code);
+        if counted {
+            n.codes.push(code);
+        } else {
+            n.skipped.push(code);
+        }
         let (closed, starting) = (n.phase.is_closed(), n.starting);
         if closed || !self.is_live() {
             return;
@@ -887,6 +942,7 @@ impl Fork {
         match hunt {
             Hunt::RingAll => self.check_ring_all(now, g),
             Hunt::GrowingPrefix => self.memory_failed(now, g, i),
+            Hunt::Forward { .. } => self.forward_after(now, g, i, code),
             Hunt::Sequential | Hunt::Failover if current != Some(i) => {}
             _ if hunt.goes_on_after(code) => self.next_linear(now, g),
             // Failover: this failure is the callee's answer, not the
@@ -903,8 +959,16 @@ impl Fork {
             return;
         }
         n.phase = n.phase.closed();
-        // No destination at all counts as "nobody available".
-        let best = best_response(&n.codes).unwrap_or(480);
+        // Skipped destinations count only when nothing else failed (every
+        // member busy or in DND: 486); no destination at all counts as
+        // "nobody available".
+        // A forward child answers with its last code: the forward's answer
+        // supersedes the extension's.
+        let counted = match n.hunt {
+            Hunt::Forward { .. } => n.codes.last().copied(),
+            _ => best_response(&n.codes),
+        };
+        let best = counted.or_else(|| best_response(&n.skipped)).unwrap_or(480);
         match n.parent {
             Some((p, i)) => self.item_failed(now, p, i, best),
             None => self.reject(caller_response(best)),
@@ -921,7 +985,7 @@ impl Fork {
         match it.kind {
             ItemKind::Leg(l) => self.cancel_leg(now, l, CancelCause::RingTimeout),
             ItemKind::Child(c) => self.cancel_subtree(now, c, CancelCause::RingTimeout),
-            ItemKind::Fails(_) | ItemKind::Resolve(_) => {}
+            ItemKind::Fails(_) | ItemKind::Skipped(_) | ItemKind::Resolve(_) => {}
         }
         self.item_failed(now, g, i, 480);
     }

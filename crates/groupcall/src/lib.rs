@@ -60,6 +60,27 @@
 //! have their own). A destination's ring timeout is
 //! [`Destination::ring_timeout`].
 //!
+//! ## Busy, do not disturb, forwards
+//!
+//! An `endpoint` destination rings as [`Directory::endpoint_policy`] says
+//! ([`EndpointPolicy`], read when the fork is built). In do-not-disturb,
+//! or busy in a group with [`GroupOptions::skip_busy`], it is skipped: not
+//! dialed, no record, its 486 not counted unless every destination of the
+//! group was skipped (an all-busy group fails with 486 at once). Busy
+//! without `skip_busy`, it counts as a 486 without being dialed. A forward
+//! (`forward_always`, `forward_busy`, `forward_noanswer`) makes a
+//! **forward child**: a groupcall (`linear` in its record) whose
+//! destinations are the extension, when it still rings, then the forward
+//! with `detail` naming it; after the extension fails, a busy answer (486,
+//! 600) goes to `forward_busy` and anything else (its no-answer time
+//! [`NoAnswerForward::after`] included) to `forward_noanswer`; the child
+//! fails with the last code. A forward's destination is any address (an
+//! extension with its own policy, so forwards chain; a group; a URI). A
+//! forward to an extension the fork rings already, or back along its own
+//! chain of forwards, or to a group on its own path, is cut (skipped, 482);
+//! past [`ForkConfig::max_depth`], 483. The destination's ring timeout on
+//! the parent covers its forwards, as it covers an endpoint's contacts.
+//!
 //! ## Failover
 //!
 //! Carrier failover of a `tel` destination and RFC 3263 failover of a `sip`
@@ -82,7 +103,8 @@
 //! Main types: [`Fork`] (the state machine), [`GroupSpec`] and [`GroupDef`]
 //! (what to ring), [`Directory`] (contacts, stored groups, their options and
 //! memory, and how destinations are reached, provided by the B2BUA),
-//! [`GroupOptions`], [`HuntMemory`], [`Reach`] and [`Hop`], [`ForkConfig`],
+//! [`GroupOptions`], [`EndpointPolicy`], [`HuntMemory`], [`Reach`] and
+//! [`Hop`], [`ForkConfig`],
 //! [`LegEvent`] (inputs), [`Action`] and [`HuntMemoryUpdate`] (outputs).
 #![deny(missing_docs)]
 
@@ -192,10 +214,14 @@ impl GroupDef {
 }
 
 /// Settings of a group beyond its [`GroupDef`], given by
-/// [`Directory::group_options`]: the group's own limit and the delays of its
-/// destinations.
+/// [`Directory::group_options`]: the group's own limit, the delays of its
+/// destinations and whether it skips busy members.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupOptions {
+    /// `skip_busy` (Asterisk `ringinuse=no`): a busy member
+    /// ([`EndpointPolicy::busy`]) is skipped, its 486 not counted, instead
+    /// of counting as a 486 from that member. Either way it is not dialed.
+    pub skip_busy: bool,
     /// `max_ring_secs`: from the group's start, how long it may ring before
     /// it gives up (its legs CANCELed, the group failing with 480),
     /// whatever its ring method; `None` for no limit of its own.
@@ -212,6 +238,45 @@ impl GroupOptions {
     pub fn delay(&self, index: usize) -> Duration {
         self.delays.get(index).copied().unwrap_or_default()
     }
+}
+
+/// How an `endpoint` (an extension) takes calls, as the directory knows
+/// when the fork is built ([`Directory::endpoint_policy`]). The fork applies
+/// it in this order: `forward_always`; `dnd` (skipped, 486); `busy`
+/// (`forward_busy`, or 486: skipped in a `skip_busy` group); no registered
+/// contact (`forward_noanswer` at once, or 480); else its contacts ring,
+/// followed by `forward_busy` when they answer busy (486, 600) and by
+/// `forward_noanswer` after [`NoAnswerForward::after`] or any other failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// Do not disturb: never rung (skipped; a direct call gets 486).
+    pub dnd: bool,
+    /// On as many calls as it may take (`max_calls`): not rung.
+    pub busy: bool,
+    /// Every call goes there instead.
+    pub forward_always: Option<Address>,
+    /// Where a call goes when the extension is busy.
+    pub forward_busy: Option<Address>,
+    /// Where a call goes when the extension does not answer.
+    pub forward_noanswer: Option<NoAnswerForward>,
+}
+
+impl EndpointPolicy {
+    /// Whether any forward is set.
+    pub fn forwards(&self) -> bool {
+        self.forward_always.is_some()
+            || self.forward_busy.is_some()
+            || self.forward_noanswer.is_some()
+    }
+}
+
+/// `forward_noanswer`: where, and after how long ringing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoAnswerForward {
+    /// The forward's destination.
+    pub to: Address,
+    /// How long the extension rings before the forward is dialed.
+    pub after: Duration,
 }
 
 /// What a group remembers across calls for `round_robin` and
@@ -365,6 +430,12 @@ pub trait Directory {
     fn group_options(&self, group: Uuid) -> GroupOptions {
         let _ = group;
         GroupOptions::default()
+    }
+    /// How extension `aor` takes calls now: do-not-disturb, busy, call
+    /// forwards. The default rings every endpoint as it is.
+    fn endpoint_policy(&self, aor: &str) -> EndpointPolicy {
+        let _ = aor;
+        EndpointPolicy::default()
     }
     /// What group `group` remembers of its past calls, for `round_robin`
     /// and `least_recent` (asked for those only). The default remembers

@@ -5,17 +5,19 @@
 //! records must equal the fork's own, a failover child only dials its next
 //! hop after no response, a 408 or a 5xx, and every fork must reach
 //! `Finished` exactly once. Groups use every ring method, sometimes with a
-//! `max_ring`, destination delays and a hunt memory.
+//! `max_ring`, destination delays, `skip_busy` and a hunt memory;
+//! extensions are sometimes busy, in DND, or forward (always, on busy, on
+//! no answer) to each other, to groups or to a URI, loops included.
 
 mod common;
 
 use common::*;
 use groupcall::{
-    BuildError, Destination, ForkConfig, GroupDef, GroupOptions, HuntMemory, LegEvent, LegId,
-    LegTarget, Reach, Record, ResolveId,
+    BuildError, Destination, EndpointPolicy, ForkConfig, GroupDef, GroupOptions, HuntMemory,
+    LegEvent, LegId, LegTarget, NoAnswerForward, Reach, Record, ResolveId,
 };
 use proptest::prelude::*;
-use records::RingMethod;
+use records::{Address, AddressType, RingMethod};
 use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -58,7 +60,8 @@ fn extras(r: &mut Rng, dir: &mut Dir, def: &GroupDef) {
                 _ => Duration::ZERO,
             })
             .collect();
-        dir.options.insert(def.id, GroupOptions { max_ring, delays });
+        let skip_busy = r.below(2) == 0;
+        dir.options.insert(def.id, GroupOptions { max_ring, delays, skip_busy });
     }
     let n = def.destinations.len() as u64;
     if n > 0 && r.below(2) == 0 {
@@ -69,6 +72,33 @@ fn extras(r: &mut Rng, dir: &mut Dir, def: &GroupDef) {
         }
         dir.memory.insert(def.id, memory);
     }
+}
+
+/// A forward's destination: an extension (loops among them are likely),
+/// a SIP URI or a group.
+fn forward_to(r: &mut Rng) -> Address {
+    match r.below(4) {
+        0 => Address::new(AddressType::Sip, "fwd@example.com"),
+        1 => Address::new(AddressType::Groupcall, format!("g{}", r.below(4))),
+        _ => Address::new(AddressType::Endpoint, format!("e{}@test", r.below(4))),
+    }
+}
+
+/// Random busy, DND and forwards for an extension.
+fn policy(r: &mut Rng) -> EndpointPolicy {
+    let mut p =
+        EndpointPolicy { dnd: r.below(6) == 0, busy: r.below(4) == 0, ..Default::default() };
+    if r.below(4) == 0 {
+        p.forward_always = Some(forward_to(r));
+    }
+    if r.below(3) == 0 {
+        p.forward_busy = Some(forward_to(r));
+    }
+    if r.below(2) == 0 {
+        let after = Duration::from_secs(1 + r.below(30));
+        p.forward_noanswer = Some(NoAnswerForward { to: forward_to(r), after });
+    }
+    p
 }
 
 /// How the directory reaches a `sip` or `tel` destination `key`.
@@ -112,6 +142,12 @@ fn tree(seed: u64) -> (Dir, GroupDef, ForkConfig) {
     let mut dir = Dir::new();
     for e in 0..4 {
         dir = dir.endpoint(&format!("e{e}@test"), r.below(4) as usize);
+    }
+    for e in 0..4 {
+        if r.below(2) == 0 {
+            let policy = policy(&mut r);
+            dir = dir.policy(&format!("e{e}@test"), policy);
+        }
     }
     for g in (0..4u64).rev() {
         let n = r.below(4);

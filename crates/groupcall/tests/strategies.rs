@@ -284,7 +284,11 @@ fn sequential_methods_move_on_after_the_ring_timeout() {
 #[test]
 fn ring_all_delay_dials_later_and_times_from_the_dial() {
     let group = ring_all(vec![timed(sip("a@x"), 30), timed(sip("b@x"), 10)]);
-    let options = GroupOptions { max_ring: None, delays: vec![Duration::ZERO, seconds(5)] };
+    let options = GroupOptions {
+        max_ring: None,
+        delays: vec![Duration::ZERO, seconds(5)],
+        ..Default::default()
+    };
     let dir = Dir::new().options(group.id, options);
     let (mut h, a) = H::started(group, &dir, cfg());
     assert_eq!(dial_legs(&a), vec![0]);
@@ -301,7 +305,11 @@ fn ring_all_delay_dials_later_and_times_from_the_dial() {
 #[test]
 fn delayed_destination_is_never_dialed_after_the_answer() {
     let group = ring_all(vec![sip("a@x"), sip("b@x")]);
-    let options = GroupOptions { max_ring: None, delays: vec![Duration::ZERO, seconds(5)] };
+    let options = GroupOptions {
+        max_ring: None,
+        delays: vec![Duration::ZERO, seconds(5)],
+        ..Default::default()
+    };
     let dir = Dir::new().options(group.id, options);
     let (mut h, _) = H::started(group, &dir, cfg());
     h.at(2);
@@ -317,7 +325,11 @@ fn delayed_destination_is_never_dialed_after_the_answer() {
 #[test]
 fn delayed_destination_is_never_dialed_after_the_call_ended() {
     let group = ring_all(vec![sip("a@x"), sip("b@x")]);
-    let options = GroupOptions { max_ring: None, delays: vec![Duration::ZERO, seconds(5)] };
+    let options = GroupOptions {
+        max_ring: None,
+        delays: vec![Duration::ZERO, seconds(5)],
+        ..Default::default()
+    };
     let dir = Dir::new().options(group.id, options);
     let (mut h, _) = H::started(group, &dir, cfg());
     h.at(1);
@@ -332,7 +344,11 @@ fn delayed_destination_is_never_dialed_after_the_call_ended() {
 #[test]
 fn linear_delay_counts_from_when_the_destination_is_reached() {
     let group = linear(members(2, 10));
-    let options = GroupOptions { max_ring: None, delays: vec![Duration::ZERO, seconds(3)] };
+    let options = GroupOptions {
+        max_ring: None,
+        delays: vec![Duration::ZERO, seconds(3)],
+        ..Default::default()
+    };
     let dir = Dir::new().options(group.id, options);
     let (mut h, _) = H::started(group, &dir, cfg());
     let (t, a) = h.tick();
@@ -356,7 +372,8 @@ fn max_ring_gives_up_whatever_the_method() {
         // ring_all's own ring timeouts must not end it first.
         let secs = if m == RingMethod::RingAll { 100 } else { 30 };
         let group = group_of(m, members(3, secs));
-        let options = GroupOptions { max_ring: Some(seconds(45)), delays: vec![] };
+        let options =
+            GroupOptions { max_ring: Some(seconds(45)), delays: vec![], ..Default::default() };
         let dir = Dir::new().options(group.id, options);
         let (mut h, _) = H::started(group, &dir, cfg());
         let mut last = Vec::new();
@@ -375,7 +392,8 @@ fn max_ring_gives_up_whatever_the_method() {
 #[test]
 fn nested_max_ring_is_the_childs_own() {
     let child = linear(members(3, 30));
-    let options = GroupOptions { max_ring: Some(seconds(10)), delays: vec![] };
+    let options =
+        GroupOptions { max_ring: Some(seconds(10)), delays: vec![], ..Default::default() };
     let dir = Dir::new().group("700", child.clone()).options(child.id, options);
     let root = ring_all(vec![grp("700"), timed(sip("z@x"), 60)]);
     let (mut h, a) = H::started(root, &dir, cfg());
@@ -452,7 +470,11 @@ fn hunt_memory_forgets_former_members() {
 #[test]
 fn destination_delayed_past_max_ring_is_never_dialed() {
     let group = ring_all(vec![sip("a@x"), sip("b@x")]);
-    let options = GroupOptions { max_ring: Some(seconds(4)), delays: vec![seconds(0), seconds(4)] };
+    let options = GroupOptions {
+        max_ring: Some(seconds(4)),
+        delays: vec![seconds(0), seconds(4)],
+        ..Default::default()
+    };
     let dir = Dir::new().options(group.id, options);
     let (mut h, _) = H::started(group, &dir, cfg());
     let (t, a) = h.tick();
@@ -464,7 +486,8 @@ fn destination_delayed_past_max_ring_is_never_dialed() {
 #[test]
 fn memory_hunt_delay_is_inside_the_step() {
     let group = group_of(RingMethod::MemoryHunt, members(2, 10));
-    let options = GroupOptions { max_ring: None, delays: vec![seconds(2), seconds(3)] };
+    let options =
+        GroupOptions { max_ring: None, delays: vec![seconds(2), seconds(3)], ..Default::default() };
     let dir = Dir::new().options(group.id, options);
     let (mut h, a) = H::started(group, &dir, cfg());
     assert!(dial_legs(&a).is_empty());
@@ -483,7 +506,8 @@ fn memory_hunt_delay_is_inside_the_step() {
 fn nested_delay_and_method_are_per_level() {
     // A random child whose first member waits 2 s, inside a linear root.
     let child = group_of(RingMethod::Random, members(2, 10));
-    let options = GroupOptions { max_ring: None, delays: vec![seconds(2), seconds(2)] };
+    let options =
+        GroupOptions { max_ring: None, delays: vec![seconds(2), seconds(2)], ..Default::default() };
     let dir = Dir::new().group("703", child.clone()).options(child.id, options);
     let root = linear(vec![timed(grp("703"), 30), sip("z@x")]);
     let (mut h, a) = H::started(root, &dir, cfg());

@@ -265,6 +265,7 @@ proptest! {
         let options = GroupOptions {
             max_ring: max_ring.map(Duration::from_secs),
             delays: delays.iter().map(|&d| Duration::from_secs(d)).collect(),
+            ..Default::default()
         };
         let dir = Dir::new().options(group.id, options);
         let n = timeouts.len() as u32;

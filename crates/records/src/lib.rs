@@ -508,6 +508,7 @@ mod tests {
             ha1_md5: String::new(),
             ha1_sha256: String::new(),
             display_name: String::new(),
+            handling: CallHandling::default(),
         };
         let r = ExtensionRecord::from_config(e, NIL, Timestamp::from_micros(1));
         assert_eq!(r.id, config_id("test11@test"));
@@ -544,7 +545,7 @@ pub struct Domain {
 
 /// A phone account: extension `name` in `domain`. Only password hashes are
 /// kept: HA1 = H(name ":" domain ":" password) for MD5 and SHA-256.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extension {
     /// Extension name (the user part: `test11`).
     pub name: String,
@@ -559,6 +560,56 @@ pub struct Extension {
     /// Display name (caller-ID name).
     #[serde(default)]
     pub display_name: String,
+    /// Concurrent-call limit, do-not-disturb and call forwards.
+    #[serde(default)]
+    pub handling: CallHandling,
+}
+
+/// How an extension takes calls (FreePBX's DND, call forwarding and
+/// Follow-Me; Asterisk's `ringinuse=no` with a call limit). Forwards go to
+/// any [`Address`]: another extension, a number, a SIP URI, a ring group.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallHandling {
+    /// Most concurrent calls, in or out (an answered call to it, or a call
+    /// it placed); at the limit it is busy: not rung, 486 or
+    /// `forward_busy`. `None`: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u32>,
+    /// Do not disturb: a direct call gets 486, groups skip it.
+    #[serde(default)]
+    pub dnd: bool,
+    /// Every call goes there instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_always: Option<Address>,
+    /// Where calls go when it is busy (at `max_calls`, or its phone
+    /// answers 486 or 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_busy: Option<Address>,
+    /// Where calls go when it does not answer within
+    /// `forward_noanswer_secs`, fails otherwise, or is not registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_noanswer: Option<Address>,
+    /// Seconds it rings before `forward_noanswer` (default
+    /// [`CallHandling::DEFAULT_NOANSWER_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_noanswer_secs: Option<u64>,
+}
+
+impl CallHandling {
+    /// Seconds an extension rings before its `forward_noanswer` when
+    /// `forward_noanswer_secs` is not set.
+    pub const DEFAULT_NOANSWER_SECS: u64 = 20;
+
+    /// Whether it changes anything (not the default).
+    pub fn is_default(&self) -> bool {
+        *self == CallHandling::default()
+    }
+
+    /// Seconds before `forward_noanswer`.
+    pub fn noanswer_secs(&self) -> u64 {
+        self.forward_noanswer_secs.unwrap_or(Self::DEFAULT_NOANSWER_SECS)
+    }
 }
 
 impl Extension {
@@ -729,6 +780,9 @@ pub struct RingGroup {
     /// of its own.
     #[serde(default)]
     pub max_ring_secs: Option<u64>,
+    /// Busy members are not rung (their 486 not counted); all busy: 486.
+    #[serde(default)]
+    pub skip_busy: bool,
     /// Send `Reason: SIP;cause=200` on the CANCELs of losing legs.
     pub send_reason: bool,
     /// Config file or API.

@@ -130,6 +130,7 @@ pub fn extension_with_password(name: &str, domain: &str, password: &str) -> Exte
         ha1_md5: ha1_md5(name, domain, password),
         ha1_sha256: ha1_sha256(name, domain, password),
         display_name: String::new(),
+        handling: Default::default(),
     }
 }
 

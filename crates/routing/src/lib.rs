@@ -130,6 +130,11 @@ pub struct Group {
     /// of its own.
     #[serde(default)]
     pub max_ring_secs: Option<u64>,
+    /// Busy members (at their `max_calls`) are not rung and their 486 not
+    /// counted (Asterisk `ringinuse=no`); when every member is busy the
+    /// caller gets 486 at once.
+    #[serde(default)]
+    pub skip_busy: bool,
     /// Send `Reason: SIP;cause=200;text="Call completed elsewhere"` on the
     /// CANCELs of losing legs (some phones display it wrongly: switch off).
     #[serde(default = "yes")]
@@ -172,8 +177,8 @@ impl Group {
         g
     }
 
-    /// The fork engine's options of this group: its `max_ring_secs` and
-    /// its destinations' `delay_secs`.
+    /// The fork engine's options of this group: its `max_ring_secs`,
+    /// `skip_busy` and its destinations' `delay_secs`.
     pub fn options(&self) -> groupcall::GroupOptions {
         groupcall::GroupOptions {
             max_ring: self.max_ring_secs.map(Duration::from_secs),
@@ -182,6 +187,7 @@ impl Group {
                 .iter()
                 .map(|d| Duration::from_secs(d.delay_secs.unwrap_or(0)))
                 .collect(),
+            skip_busy: self.skip_busy,
         }
     }
 }

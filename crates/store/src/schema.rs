@@ -109,6 +109,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         group_id TEXT NOT NULL PRIMARY KEY,
         data TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 5: how an extension takes calls (max_calls, dnd, forwards), as JSON;
+    // '' is the default (unlimited, no DND, no forward).
+    "ALTER TABLE extensions ADD COLUMN handling TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version of a database with every migration applied.

@@ -3,8 +3,8 @@
 
 use crate::{hash_api_key, schema, Closed, Cursor, JsonRecord, Store, StoreError, StoreStats};
 use records::{
-    config_id, ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
-    HuntMemoryRecord, Origin, RingGroup, Timestamp, Webhook, NIL,
+    config_id, ApiKey, Binding, Call, CallHandling, Customer, Domain, Extension, ExtensionRecord,
+    Groupcall, HuntMemoryRecord, Origin, RingGroup, Timestamp, Webhook, NIL,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ enum Op {
     UpsertCall(Box<Call>),
     UpsertCustomer(Customer),
     UpsertDomain(Domain),
-    UpsertExtension(Extension),
+    UpsertExtension(Box<Extension>),
     DeleteExtension { name: String, domain: String },
     UpsertExtensionRecord(Box<ExtensionRecord>),
     ReplaceConfigExtensions(Vec<ExtensionRecord>),
@@ -374,7 +374,23 @@ fn uuid_col(text: &str) -> Result<Uuid, String> {
 }
 
 const EXTENSION_COLUMNS: &str = "domain, name, ha1_md5, ha1_sha256, display_name, id, \
-     customer_id, detail, origin, tm_create, tm_update";
+     customer_id, detail, origin, tm_create, tm_update, handling";
+
+/// The `handling` column: JSON, '' for the default.
+fn handling_col(text: &str) -> Result<CallHandling, String> {
+    if text.is_empty() {
+        return Ok(CallHandling::default());
+    }
+    serde_json::from_str(text).map_err(|e| format!("bad handling {text:?}: {e}"))
+}
+
+/// The `handling` column of `h`.
+fn handling_text(h: &CallHandling) -> rusqlite::Result<String> {
+    if h.is_default() {
+        return Ok(String::new());
+    }
+    serde_json::to_string(h).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
 
 fn extension_record_from_row(r: &Row<'_>) -> Result<ExtensionRecord, String> {
     let domain: String = r.get(0).map_err(s)?;
@@ -397,6 +413,8 @@ fn extension_record_from_row(r: &Row<'_>) -> Result<ExtensionRecord, String> {
             ha1_md5: r.get(2).map_err(s).map_err(ctx)?,
             ha1_sha256: r.get(3).map_err(s).map_err(ctx)?,
             display_name: r.get(4).map_err(s).map_err(ctx)?,
+            handling: handling_col(&r.get::<_, String>(11).map_err(s).map_err(ctx)?)
+                .map_err(ctx)?,
             name: name.clone(),
             domain: domain.clone(),
         },
@@ -503,7 +521,7 @@ impl Store for SqliteStore {
     }
 
     fn upsert_extension(&self, extension: &Extension) {
-        self.enqueue(Op::UpsertExtension(extension.clone()));
+        self.enqueue(Op::UpsertExtension(Box::new(extension.clone())));
     }
 
     fn delete_extension(&self, name: &str, domain: &str) {
@@ -626,7 +644,7 @@ impl Store for SqliteStore {
     fn extensions(&self) -> Result<Vec<Extension>, StoreError> {
         decode_all(
             &self.reader(),
-            "SELECT name, domain, ha1_md5, ha1_sha256, display_name FROM extensions \
+            "SELECT name, domain, ha1_md5, ha1_sha256, display_name, handling FROM extensions \
              ORDER BY domain, name",
             [],
             "extension",
@@ -637,6 +655,7 @@ impl Store for SqliteStore {
                     ha1_md5: r.get(2).map_err(s)?,
                     ha1_sha256: r.get(3).map_err(s)?,
                     display_name: r.get(4).map_err(s)?,
+                    handling: handling_col(&r.get::<_, String>(5).map_err(s)?)?,
                 })
             },
         )
@@ -1124,11 +1143,12 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
         Op::UpsertExtension(e) => {
             conn.prepare_cached(
                 "INSERT INTO extensions (domain, name, ha1_md5, ha1_sha256, display_name, id, \
-                 customer_id, origin, tm_create, tm_update) \
+                 customer_id, origin, tm_create, tm_update, handling) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE((SELECT customer_id FROM domains \
-                 WHERE name = ?1 COLLATE NOCASE), ''), 'config', 0, 0) \
+                 WHERE name = ?1 COLLATE NOCASE), ''), 'config', 0, 0, ?7) \
                  ON CONFLICT (domain, name) DO UPDATE SET ha1_md5 = excluded.ha1_md5, \
-                 ha1_sha256 = excluded.ha1_sha256, display_name = excluded.display_name",
+                 ha1_sha256 = excluded.ha1_sha256, display_name = excluded.display_name, \
+                 handling = excluded.handling",
             )?
             .execute(params![
                 e.domain,
@@ -1137,6 +1157,7 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
                 e.ha1_sha256,
                 e.display_name,
                 config_id(&e.aor()).to_string(),
+                handling_text(&e.handling)?,
             ])?;
         }
         Op::DeleteExtension { name, domain } => {
@@ -1255,20 +1276,22 @@ fn upsert_extension_record(conn: &Connection, r: &ExtensionRecord) -> rusqlite::
     let e = &r.extension;
     conn.prepare_cached(
         "INSERT INTO extensions (domain, name, ha1_md5, ha1_sha256, display_name, id, \
-         customer_id, detail, origin, tm_create, tm_update) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         customer_id, detail, origin, tm_create, tm_update, handling) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT (domain, name) DO UPDATE SET \
          tm_create = CASE WHEN extensions.tm_create > 0 THEN extensions.tm_create \
              ELSE excluded.tm_create END, \
          tm_update = CASE WHEN extensions.tm_update > 0 AND \
              (extensions.ha1_md5, extensions.ha1_sha256, extensions.display_name, \
-              extensions.customer_id, extensions.detail, extensions.origin) = \
+              extensions.customer_id, extensions.detail, extensions.origin, \
+              extensions.handling) = \
              (excluded.ha1_md5, excluded.ha1_sha256, excluded.display_name, \
-              excluded.customer_id, excluded.detail, excluded.origin) \
+              excluded.customer_id, excluded.detail, excluded.origin, excluded.handling) \
              THEN extensions.tm_update ELSE excluded.tm_update END, \
          ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, \
          display_name = excluded.display_name, id = excluded.id, \
-         customer_id = excluded.customer_id, detail = excluded.detail, origin = excluded.origin",
+         customer_id = excluded.customer_id, detail = excluded.detail, origin = excluded.origin, \
+         handling = excluded.handling",
     )?
     .execute(params![
         e.domain,
@@ -1282,6 +1305,7 @@ fn upsert_extension_record(conn: &Connection, r: &ExtensionRecord) -> rusqlite::
         r.origin.as_str(),
         r.tm_create.micros(),
         r.tm_update.micros(),
+        handling_text(&e.handling)?,
     ])?;
     Ok(())
 }

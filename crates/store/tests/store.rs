@@ -98,6 +98,16 @@ fn extension(name: &str, domain: &str) -> Extension {
         ha1_md5: "0123456789abcdef0123456789abcdef".into(),
         ha1_sha256: "ab".repeat(32),
         display_name: format!("User {name}"),
+        // Not the default, so that every test round-trips it.
+        handling: records::CallHandling {
+            max_calls: Some(2),
+            forward_noanswer: Some(records::Address::new(
+                records::AddressType::Endpoint,
+                format!("voicemail@{domain}"),
+            )),
+            forward_noanswer_secs: Some(15),
+            ..Default::default()
+        },
     }
 }
 
@@ -440,6 +450,7 @@ fn ringgroup(customer_id: Uuid, number: &str, tm: Timestamp) -> RingGroup {
             },
         ],
         max_ring_secs: None,
+        skip_busy: false,
         send_reason: false,
         origin: Origin::Api,
         tm_create: tm,

@@ -8,6 +8,7 @@ use crate::counters::{CallOutcome, Counters};
 use crate::dialer::{dns_question, Dialer};
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::Now;
+use crate::occupancy::Occupancy;
 use crate::output::{Output, Persist, Query};
 use b2bua::{CallEvent, CallManager, CallRef, LegRef};
 use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record};
@@ -36,6 +37,8 @@ pub(crate) struct CallContext<'a> {
     pub(crate) out: &'a mut VecDeque<Output>,
     /// Where round-robin and least-recent groups' memories are kept.
     pub(crate) hunt: &'a mut crate::dialer::HuntMemories,
+    /// Calls per extension (`max_calls`).
+    pub(crate) occupancy: &'a mut crate::occupancy::Occupancy,
 }
 
 /// The fork's legs and the B2BUA's, one to one. Both are small numbers
@@ -85,6 +88,9 @@ pub(crate) struct ServedCall {
     /// Until when the click-to-call source may ring unanswered (then the
     /// call is hung up, as by the API); `None` once it answered or ended.
     pub(crate) source_deadline: Option<Instant>,
+    /// The extensions this call is counted on in the [`Occupancy`] (the
+    /// caller, the one that answered), released when it is forgotten.
+    occupies: Vec<String>,
 }
 
 /// Moves the inbound call record forward (never back) and queues it for the
@@ -128,6 +134,20 @@ impl ServedCall {
             started,
             source: None,
             source_deadline: None,
+            occupies: Vec::new(),
+        }
+    }
+
+    /// The call counts as one of `aor`'s calls until it is forgotten.
+    pub(crate) fn occupy(&mut self, occupancy: &mut Occupancy, aor: &str) {
+        occupancy.enter(aor);
+        self.occupies.push(aor.to_owned());
+    }
+
+    /// The call is forgotten: it no longer counts for its extensions.
+    pub(crate) fn release(&self, occupancy: &mut Occupancy) {
+        for aor in &self.occupies {
+            occupancy.leave(aor);
         }
     }
 
@@ -337,6 +357,10 @@ impl ServedCall {
                     advance_inbound(&mut self.inbound, cx.out, now, st, NOT_ENDED);
                     let setup = now.at.saturating_duration_since(self.started);
                     cx.counters.setup_seconds.observe(setup.as_secs_f64());
+                    if let Some(LegTarget::Contact { aor, .. }) = self.fork.leg_target(leg) {
+                        let aor = aor.clone();
+                        self.occupy(cx.occupancy, &aor);
+                    }
                     cx.mgr.answer_caller(cx.tx, at, cref, lr)
                 }
                 None => Ok(()),

@@ -11,7 +11,6 @@ use groupcall::{ContactTarget, Fork, GroupDef, GroupSpec, LegTarget};
 use rand::RngCore;
 use records::{AddressType, Call, Direction};
 use registrar::Accounts;
-use std::cell::RefCell;
 use uuid::Uuid;
 
 /// A click-to-call's source, checked.
@@ -44,7 +43,7 @@ impl Switch {
                 if a.domain_for_host(&e.domain).is_none() {
                     return CommandOutcome::Refused(format!("no domain {:?}", e.domain));
                 }
-                extensions.push(e);
+                extensions.push(*e);
                 let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
                 self.registrar.set_accounts(next);
                 CommandOutcome::Done
@@ -209,19 +208,12 @@ impl Switch {
             master_call_id: master,
             group,
         };
-        let dir = CallDirectory {
-            location: self.registrar.location(),
-            routes: &self.routes,
-            domain,
-            wall: now.wall,
-            hunt: &self.hunt,
-            routed: RefCell::new(None),
-        };
+        let seed = self.rng.next_u64();
+        let dir = CallDirectory::of(self, domain, now.wall, None);
         // The source retransmits its 2xx for 64*T1 waiting for our ACK: the
         // destinations must answer within that.
         let mut cfg = self.fork_cfg.clone();
         cfg.overall_timeout = cfg.overall_timeout.min(self.source_wait);
-        let seed = self.rng.next_u64();
         Fork::build(spec, &dir, cfg, now.into(), seed).map_err(|e| e.to_string())
     }
 }

@@ -69,6 +69,32 @@ pub(crate) struct CallDirectory<'a> {
     pub(crate) routed: RefCell<Option<(String, Vec<CarrierTarget>)>>,
     /// What round-robin and least-recent groups remember of past calls.
     pub(crate) hunt: &'a HuntMemories,
+    /// Extensions, for their call handling (DND, forwards, `max_calls`).
+    pub(crate) accounts: &'a registrar::Accounts,
+    /// How many calls each extension is on.
+    pub(crate) occupancy: &'a crate::occupancy::Occupancy,
+}
+
+impl<'a> CallDirectory<'a> {
+    /// The directory of `switch` for a call in `domain` at `wall`;
+    /// `routed` are carrier targets routing found already for a number.
+    pub(crate) fn of(
+        switch: &'a crate::Switch,
+        domain: &'a str,
+        wall: Timestamp,
+        routed: Option<(String, Vec<CarrierTarget>)>,
+    ) -> CallDirectory<'a> {
+        CallDirectory {
+            location: switch.registrar.location(),
+            routes: &switch.routes,
+            domain,
+            wall,
+            routed: RefCell::new(routed),
+            hunt: &switch.hunt,
+            accounts: switch.registrar.accounts(),
+            occupancy: &switch.occupancy,
+        }
+    }
 }
 
 /// What each `round_robin` / `least_recent` group remembers (by group id),
@@ -115,6 +141,24 @@ impl Directory for CallDirectory<'_> {
     fn group_options(&self, group: uuid::Uuid) -> groupcall::GroupOptions {
         let g = self.routes.group(&group.to_string(), self.domain);
         g.map(|g| g.options()).unwrap_or_default()
+    }
+
+    fn endpoint_policy(&self, aor: &str) -> groupcall::EndpointPolicy {
+        let (name, domain) = aor.split_once('@').unwrap_or((aor, ""));
+        let Some(ext) = self.accounts.extension(name, domain) else {
+            return groupcall::EndpointPolicy::default();
+        };
+        let h = &ext.handling;
+        groupcall::EndpointPolicy {
+            dnd: h.dnd,
+            busy: h.max_calls.is_some_and(|max| self.occupancy.calls(aor) >= max),
+            forward_always: h.forward_always.clone(),
+            forward_busy: h.forward_busy.clone(),
+            forward_noanswer: h.forward_noanswer.clone().map(|to| groupcall::NoAnswerForward {
+                to,
+                after: std::time::Duration::from_secs(h.noanswer_secs()),
+            }),
+        }
     }
 
     fn hunt_memory(&self, group: uuid::Uuid) -> groupcall::HuntMemory {

@@ -93,7 +93,7 @@ pub enum Command {
     StartGroupcall(Box<ClickToCall>),
     /// Add or replace a phone account (by name and domain); takes effect for
     /// the next request.
-    PutExtension(records::Extension),
+    PutExtension(Box<records::Extension>),
     /// Remove a phone account and its bindings.
     RemoveExtension {
         /// Its name (user part).

@@ -16,7 +16,6 @@ use records::{Address, AddressType, Call, RingMethod, NIL};
 use routing::{CarrierTarget, Decision};
 use sip_message::{HeaderName, Message, Peer};
 use sip_transaction::TxKey;
-use std::cell::RefCell;
 use tracing::debug;
 use uuid::Uuid;
 
@@ -63,7 +62,12 @@ impl Switch {
             Ok((fork, inbound, from)) => {
                 let cref = self.mgr.accept_inbound(key, req, peer);
                 self.counters.calls_started += 1;
-                self.calls.insert(cref, ServedCall::new(fork, inbound, from, now.at));
+                let mut served = ServedCall::new(fork, inbound, from, now.at);
+                if served.inbound.source.kind == AddressType::Endpoint {
+                    let aor = served.inbound.source.target.clone();
+                    served.occupy(&mut self.occupancy, &aor);
+                }
+                self.calls.insert(cref, served);
                 self.run_call(now, cref);
             }
             Err(code) => {
@@ -127,15 +131,8 @@ impl Switch {
         let master = self.new_id();
         let group = routed.group;
         let spec = GroupSpec { customer_id, source: source.clone(), master_call_id: master, group };
-        let dir = CallDirectory {
-            location: self.registrar.location(),
-            routes: &self.routes,
-            domain: &who.domain,
-            wall: now.wall,
-            hunt: &self.hunt,
-            routed: RefCell::new(routed.carriers),
-        };
         let seed = self.rng.next_u64();
+        let dir = CallDirectory::of(self, &who.domain, now.wall, routed.carriers);
         let mut fork =
             Fork::build(spec, &dir, self.fork_cfg.clone(), now.into(), seed).map_err(|e| {
                 debug!(error = %e, "cannot build the fork");
@@ -155,9 +152,21 @@ impl Switch {
     }
 
     /// A one-destination group (a direct call to an extension or a number).
+    /// A direct call to an extension that forwards on no answer rings it
+    /// for its no-answer time, then the forward for the default ring time
+    /// (in a ring group, the member's ring timeout covers both).
     fn single(&mut self, dest: Address) -> GroupDef {
         let id = self.new_id();
-        GroupDef::new(id, RingMethod::RingAll, vec![Destination::new(dest)])
+        let mut d = Destination::new(dest);
+        if d.address.kind == AddressType::Endpoint {
+            let (name, domain) = d.address.target.split_once('@').unwrap_or_default();
+            let handling = self.registrar.accounts().extension(name, domain).map(|e| &e.handling);
+            if let Some(h) = handling.filter(|h| h.forward_noanswer.is_some()) {
+                let noanswer = std::time::Duration::from_secs(h.noanswer_secs());
+                d.ring_timeout = Some(noanswer + self.fork_cfg.default_ring_timeout);
+            }
+        }
+        GroupDef::new(id, RingMethod::RingAll, vec![d])
     }
 
     fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {

@@ -78,6 +78,7 @@ mod input;
 mod invite;
 mod local;
 pub mod methods;
+mod occupancy;
 mod output;
 pub mod received;
 mod requests;

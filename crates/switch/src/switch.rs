@@ -74,6 +74,8 @@ pub struct Switch {
     pub(crate) admission: crate::admission::Admission,
     /// What round-robin and least-recent groups remember of past calls.
     pub(crate) hunt: crate::dialer::HuntMemories,
+    /// How many calls each extension is on (`max_calls`).
+    pub(crate) occupancy: crate::occupancy::Occupancy,
 }
 
 impl std::fmt::Debug for Switch {
@@ -141,6 +143,7 @@ impl Switch {
             limits: cfg.b2bua.limits,
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
+            occupancy: Default::default(),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
@@ -357,7 +360,17 @@ impl Switch {
                 let cref = ev.call();
                 if let Some(s) = self.calls.get_mut(cref) {
                     let Switch {
-                        tx, mgr, registrar, routes, dns, out, listen, counters, hunt, ..
+                        tx,
+                        mgr,
+                        registrar,
+                        routes,
+                        dns,
+                        out,
+                        listen,
+                        counters,
+                        hunt,
+                        occupancy,
+                        ..
                     } = self;
                     let dialer = Dialer {
                         location: registrar.location(),
@@ -365,7 +378,8 @@ impl Switch {
                         locals: listen,
                         wall: now.wall,
                     };
-                    let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt };
+                    let mut cx =
+                        CallContext { counters, tx, mgr, dialer, dns, out, hunt, occupancy };
                     s.on_call_event(&mut cx, now, ev);
                     self.settle_call(cref);
                 }
@@ -413,10 +427,12 @@ impl Switch {
     /// Applies a call's pending fork actions, then settles it.
     pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
-        let Switch { tx, mgr, registrar, routes, dns, out, listen, counters, hunt, .. } = self;
+        let Switch {
+            tx, mgr, registrar, routes, dns, out, listen, counters, hunt, occupancy, ..
+        } = self;
         let dialer =
             Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
-        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt };
+        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt, occupancy };
         s.run(&mut cx, now, cref);
         self.settle_call(cref);
     }
@@ -433,6 +449,7 @@ impl Switch {
             }
         }
         if let Some(call) = self.calls.remove_if_over(cref) {
+            call.release(&mut self.occupancy);
             self.counters.call_ended(call.outcome());
             self.counters.legs_per_groupcall.observe(call.fork.dialed_legs() as f64);
             self.out.push_back(Output::Event(Event::CallEnded { call: call.inbound.id }));

@@ -181,6 +181,7 @@ fn same_seed_same_outputs() {
             answer_method: records::AnswerMethod::HangupOthers,
             destinations: vec![dest],
             max_ring_secs: None,
+            skip_busy: false,
             send_reason: true,
         };
         let (mut w, _) = World::new(state(vec![g], vec![], vec![]), seed);
@@ -274,6 +275,7 @@ fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
         answer_method: records::AnswerMethod::HangupOthers,
         destinations: vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")],
         max_ring_secs: None,
+        skip_busy: false,
         send_reason: true,
     };
     let (mut w, _) = World::new(state(vec![g], vec![], vec![]), 5);
@@ -424,6 +426,7 @@ fn group_800() -> Group {
             delay_secs: None,
         }],
         max_ring_secs: None,
+        skip_busy: false,
         send_reason: true,
     }
 }

@@ -84,6 +84,7 @@ fn state() -> SwitchState {
             dest(AddressType::Sip, &format!("sip:b@{CALLEE}")),
         ],
         max_ring_secs: None,
+        skip_busy: false,
         send_reason: true,
     };
     let binding = records::Binding {

@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use groupcall::{
-    Action, BuildError, ContactTarget, Destination, Directory, Fork, ForkConfig, GroupDef,
-    GroupOptions, GroupSpec, Hop, HuntMemory, HuntMemoryUpdate, LegEvent, LegId, LegTarget, Now,
-    Reach, Record, ResolveId,
+    Action, BuildError, ContactTarget, Destination, Directory, EndpointPolicy, Fork, ForkConfig,
+    GroupDef, GroupOptions, GroupSpec, Hop, HuntMemory, HuntMemoryUpdate, LegEvent, LegId,
+    LegTarget, Now, Reach, Record, ResolveId,
 };
 use records::{
     Address, AddressType, Call, CallStatus, Groupcall, GroupcallStatus, RingMethod, Timestamp, NIL,
@@ -29,6 +29,8 @@ pub struct Dir {
     pub options: HashMap<Uuid, GroupOptions>,
     /// Hunt memory by group id.
     pub memory: HashMap<Uuid, HuntMemory>,
+    /// Busy, DND and forwards by AOR.
+    pub policies: HashMap<String, EndpointPolicy>,
 }
 
 /// Hop `i` of `key`: carrier `c<i>` for a number, a DNS target for a URI.
@@ -96,6 +98,12 @@ impl Dir {
         self.options.insert(id, options);
         self
     }
+
+    /// Extension `aor` takes calls this way.
+    pub fn policy(mut self, aor: &str, policy: EndpointPolicy) -> Dir {
+        self.policies.insert(aor.to_string(), policy);
+        self
+    }
 }
 
 impl Directory for Dir {
@@ -104,6 +112,9 @@ impl Directory for Dir {
     }
     fn hunt_memory(&self, group: Uuid) -> HuntMemory {
         self.memory.get(&group).cloned().unwrap_or_default()
+    }
+    fn endpoint_policy(&self, aor: &str) -> EndpointPolicy {
+        self.policies.get(aor).cloned().unwrap_or_default()
     }
     fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
         self.contacts.get(aor).cloned().unwrap_or_default()

@@ -86,6 +86,7 @@ fn group(number: &str, method: RingMethod, send_reason: bool, d: Vec<GroupDestin
         answer_method: Default::default(),
         destinations: d,
         max_ring_secs: None,
+        skip_busy: false,
         send_reason,
     }
 }
