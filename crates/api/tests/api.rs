@@ -630,6 +630,40 @@ async fn extensions_crud_password_write_only_config_read_only() {
     assert_eq!(r.json()["detail"], "moved");
     let Some(Command::PutExtension(x)) = h.port.commands().pop() else { panic!("no put") };
     assert_eq!(x.ha1_md5, registrar::ha1_md5("test12", "test", "n3w"));
+    // Call handling: set, shown, sent to the switch, cleared with null.
+    let path = format!("/v1.0/extensions/{id}");
+    let put =
+        |body: serde_json::Value| h.send(Method::PUT, &path, Some(KEY_A), Some(body.to_string()));
+    let fwd = json!({"type": "endpoint", "target": "test11@test"});
+    let r = put(json!({"max_calls": 2, "dnd": true, "forward_noanswer": fwd,
+                       "forward_noanswer_secs": 12}))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let e = r.json();
+    assert_eq!((e["max_calls"].as_u64(), e["dnd"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(e["forward_noanswer"]["target"], "test11@test");
+    assert_eq!(e["forward_noanswer_secs"], 12);
+    let Some(Command::PutExtension(x)) = h.port.commands().pop() else { panic!("no put") };
+    assert_eq!(x.handling.max_calls, Some(2));
+    assert_eq!(
+        x.handling.forward_noanswer.as_ref().map(|a| a.target.as_str()),
+        Some("test11@test")
+    );
+    let r = put(json!({"forward_noanswer": null, "max_calls": null})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let e = r.json();
+    assert!(e.get("forward_noanswer").is_none() && e.get("max_calls").is_none(), "{e}");
+    assert_eq!(e["dnd"], true, "a field left out stays");
+    for bad in [
+        json!({"max_calls": 0}),
+        json!({"forward_noanswer_secs": 0}),
+        json!({"forward_busy": {"type": "endpoint", "target": "test12@test"}}),
+        json!({"forward_busy": {"type": "endpoint", "target": "x@elsewhere"}}),
+        json!({"forward_always": {"type": "tel", "target": "12345"}}),
+        json!({"forward_always": {"type": "sip", "target": ""}}),
+    ] {
+        put(bad.clone()).await.error(400, "INVALID_ARGUMENT");
+    }
     // Another customer's id: 404.
     h.send(Method::GET, &format!("/v1.0/extensions/{id}"), Some(KEY_B), None)
         .await

@@ -1120,4 +1120,41 @@ mod tests {
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");
         assert!(e.starts_with("f.toml:4: log.level"), "{e}");
     }
+
+    /// `[[extensions]]` with `extra`, after a customer and domain `test`
+    /// and extension `b`.
+    fn extension_err(extra: &str) -> String {
+        let c = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+        err(&format!(
+            "[sip]\nudp = [\"127.0.0.1:1\"]\n[[customers]]\nid = \"{c}\"\n\
+             [[domains]]\nname = \"test\"\ncustomer_id = \"{c}\"\n\
+             [[extensions]]\nname = \"b\"\ndomain = \"test\"\npassword = \"p\"\n\
+             [[extensions]]\nname = \"a\"\ndomain = \"test\"\npassword = \"p\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn call_handling_errors_name_the_key() {
+        let e = extension_err("max_calls = 0\n");
+        assert_eq!(e, "f.toml:16: extensions.max_calls: a@test: must be at least 1 (leave it out for no limit)");
+        let e = extension_err("forward_noanswer_secs = 5\n");
+        assert!(e.contains("extensions.forward_noanswer_secs: a@test: set without"), "{e}");
+        let fwd = |to: &str| format!("forward_noanswer = {to}\n");
+        let e = extension_err(&fwd(r#"{ type = "endpoint", target = "nobody@test" }"#));
+        assert!(
+            e.starts_with("f.toml:16: extensions.forward_noanswer: a@test: \"nobody@test\""),
+            "{e}"
+        );
+        let e = extension_err(&fwd(r#"{ type = "endpoint", target = "a@test" }"#));
+        assert!(e.ends_with("forwards to itself"), "{e}");
+        let e = extension_err(&fwd(r#"{ type = "tel", target = "555" }"#));
+        assert!(e.contains("not an E.164 number"), "{e}");
+        let e = extension_err(&fwd(r#"{ type = "groupcall", target = "999" }"#));
+        assert!(e.contains("not a [[groups]] number"), "{e}");
+        let e = extension_err(&fwd(r#"{ type = "endpoint" }"#));
+        assert!(e.starts_with("f.toml:16: ") && e.contains("target"), "{e}");
+        let good = fwd(r#"{ type = "endpoint", target = "b@test" }"#);
+        let ok = extension_err(&format!("{good}bogus = 1\n"));
+        assert!(ok.contains("bogus"), "a good forward passes; the next error is found: {ok}");
+    }
 }
