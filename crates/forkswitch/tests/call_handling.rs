@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use records::{AddressType, Call, CallStatus, Groupcall, NIL};
+use records::{AddressType, CallStatus, NIL};
 use std::time::{Duration, Instant};
 
 /// Domain `test`, 127.0.0.1 a trusted carrier source, MD5 digest only,
@@ -52,72 +52,6 @@ fn phone(server: &Server, user: &str, scenario: &str, args: &[&str]) -> Phone {
     };
     let unregister = |_lost_port| unregister_all(server.udp, user, &pw);
     Phone::start_announced(server.dir.path(), scenario, args, None, register, unregister)
-}
-
-fn db(server: &Server) -> store::SqliteStore {
-    store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db")
-}
-
-fn customer() -> uuid::Uuid {
-    uuid::Uuid::parse_str(CUSTOMER).expect("uuid")
-}
-
-/// Polls the store (bounded) until a call record satisfies `done`.
-fn await_call(server: &Server, what: &str, done: impl Fn(&Call) -> bool) -> Call {
-    let db = db(server);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let calls = store::Store::list_calls(&db, customer(), 200, None).expect("list");
-        if let Some(c) = calls.iter().find(|c| done(c)) {
-            return c.clone();
-        }
-        assert!(Instant::now() < deadline, "never {what}: {calls:#?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The finished root groupcall whose `destinations` are `members`, and its
-/// calls (every leg dialed, in any child).
-fn finished_root(server: &Server, members: &[&str]) -> (Groupcall, Vec<Call>) {
-    let db = db(server);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let gcs = store::Store::list_groupcalls(&db, customer(), 200, None).expect("list");
-        let root = gcs.iter().find(|g| {
-            g.master_groupcall_id == NIL
-                && g.status == records::GroupcallStatus::Hangup
-                && g.destinations.iter().map(|d| d.target.as_str()).eq(members.iter().copied())
-        });
-        if let Some(root) = root {
-            let legs: Vec<Call> = store::Store::list_calls(&db, customer(), 200, None)
-                .expect("calls")
-                .into_iter()
-                .filter(|c| {
-                    gcs.iter().any(|g| g.call_ids.contains(&c.id) && in_tree(&gcs, g, root.id))
-                })
-                .collect();
-            if legs.iter().all(|c| c.status == CallStatus::Hangup) {
-                return (root.clone(), legs);
-            }
-        }
-        assert!(Instant::now() < deadline, "no finished groupcall of {members:?}: {gcs:#?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether `g` is `root` or below it.
-fn in_tree(all: &[Groupcall], g: &Groupcall, root: uuid::Uuid) -> bool {
-    let mut cur = g;
-    for _ in 0..16 {
-        if cur.id == root {
-            return true;
-        }
-        match all.iter().find(|p| p.id == cur.master_groupcall_id) {
-            Some(p) => cur = p,
-            None => return false,
-        }
-    }
-    false
 }
 
 #[test]

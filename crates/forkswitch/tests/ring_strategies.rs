@@ -4,7 +4,8 @@
 //! three calls and a restart (each call starts after the member that
 //! answered the last; the rotation is stored).
 //! The phones are raw UDP sockets that note when each INVITE arrives; the
-//! caller is a raw socket at a trusted carrier address.
+//! caller is a raw socket at a trusted carrier address. The same three run
+//! again with SIPp phones and a SIPp caller, timed from the leg records.
 
 mod common;
 
@@ -237,4 +238,119 @@ fn round_robin_starts_after_the_last_answerer_across_three_calls() {
         rung.push(who);
     }
     assert_eq!(rung, ["a", "b", "c"], "each call starts after the last answerer, across a restart");
+}
+
+// ---- the same strategies with SIPp phones and a SIPp caller ----
+//
+// Each phone is SIPp playing one scenario for one call on its own port; the
+// group's destinations are their `sip:` URIs. Timing is read from the leg
+// records (`tm_create` is when the switch sent the leg's INVITE).
+
+/// A group `number` hunting `method` over the SIPp `phones`, each
+/// destination with `options` (TOML fields after its target, e.g.
+/// `ring_timeout_secs = 2`).
+fn sipp_group(number: &str, method: &str, phones: &[(&Phone, &str)]) -> String {
+    let d: Vec<String> = phones
+        .iter()
+        .enumerate()
+        .map(|(i, (p, options))| {
+            let sep = if options.is_empty() { "" } else { ", " };
+            format!("{{ type = \"sip\", target = \"{}\"{sep}{options} }}", p.uri(&format!("p{i}")))
+        })
+        .collect();
+    format!(
+        "[[groups]]\nnumber = \"{number}\"\ndomain = \"test\"\nring_method = \"{method}\"\ndestinations = [{}]\n",
+        d.join(", ")
+    )
+}
+
+fn targets(phones: &[&Phone]) -> Vec<String> {
+    phones.iter().enumerate().map(|(i, p)| p.uri(&format!("p{i}"))).collect()
+}
+
+/// The leg to `uri` among `legs`.
+fn leg_to<'a>(legs: &'a [records::Call], uri: &str) -> &'a records::Call {
+    legs.iter().find(|c| c.destination.target == uri).unwrap_or_else(|| panic!("no leg to {uri}"))
+}
+
+fn ms_between(a: &records::Call, b: &records::Call) -> i64 {
+    (b.tm_create.micros() - a.tm_create.micros()) / 1000
+}
+
+#[test]
+fn sipp_staggered_ringing_second_invite_delay_secs_after_the_first() {
+    let dir = tempfile::tempdir().expect("dir");
+    let desk = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let mobile = Phone::start(dir.path(), "uas_answer.xml", &["-d", "500"]);
+    let groups = sipp_group("860", "ring_all", &[(&desk, ""), (&mobile, "delay_secs = 2")]);
+    let server = Server::start_with(&config(&groups));
+    caller(server.dir.path(), server.udp, "860", "uac.xml", &[]);
+    let t = targets(&[&desk, &mobile]);
+    desk.assert_ok();
+    mobile.assert_ok();
+    let (root, legs) = finished_root(&server, &[&t[0], &t[1]]);
+    let (d, m) = (leg_to(&legs, &t[0]), leg_to(&legs, &t[1]));
+    assert_eq!(root.answer_call_id, m.id);
+    let gap = ms_between(d, m);
+    assert!((1900..=2100).contains(&gap), "the mobile's INVITE left {gap} ms after the desk's");
+}
+
+#[test]
+fn sipp_memory_hunt_rings_a_growing_prefix() {
+    let dir = tempfile::tempdir().expect("dir");
+    // p0 and p1 ring until the answer elsewhere CANCELs them (with the
+    // Reason header: they kept ringing, never timed out); p2 answers 1 s
+    // after its INVITE.
+    let p0 = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let p1 = Phone::start(dir.path(), "uas_ring_cancel_reason.xml", &[]);
+    let p2 = Phone::start(dir.path(), "uas_answer.xml", &["-d", "1000"]);
+    let step = "ring_timeout_secs = 2";
+    let groups = sipp_group("861", "memory_hunt", &[(&p0, step), (&p1, step), (&p2, step)]);
+    let server = Server::start_with(&config(&groups));
+    caller(server.dir.path(), server.udp, "861", "uac.xml", &[]);
+    let t = targets(&[&p0, &p1, &p2]);
+    for p in [p0, p1, p2] {
+        p.assert_ok();
+    }
+    let (root, legs) = finished_root(&server, &[&t[0], &t[1], &t[2]]);
+    assert_eq!(legs.len(), 3, "each rung once: {legs:#?}");
+    let by = |i: usize| leg_to(&legs, &t[i]);
+    for (a, b) in [(0, 1), (1, 2)] {
+        let gap = ms_between(by(a), by(b));
+        assert!((1900..=2200).contains(&gap), "p{b} was added {gap} ms after p{a} (step 2 s)");
+    }
+    assert_eq!(root.answer_call_id, by(2).id);
+    for i in [0, 1] {
+        assert_eq!(by(i).hangup_reason, records::HangupReason::Cancel, "p{i} rang to the end");
+    }
+}
+
+#[test]
+fn sipp_round_robin_each_call_starts_after_the_last_answerer() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Each phone answers one call and exits: a call hunting the wrong one
+    // first would dial a closed port and show an extra leg.
+    let phones: Vec<Phone> =
+        (0..3).map(|_| Phone::start(dir.path(), "uas_answer.xml", &[])).collect();
+    let groups =
+        sipp_group("862", "round_robin", &[(&phones[0], ""), (&phones[1], ""), (&phones[2], "")]);
+    let server = Server::start_with(&config(&groups));
+    for _ in 0..3 {
+        caller(server.dir.path(), server.udp, "862", "uac.xml", &[]);
+    }
+    let t = targets(&phones.iter().collect::<Vec<_>>());
+    for p in phones {
+        p.assert_ok();
+    }
+    let members: Vec<&str> = t.iter().map(String::as_str).collect();
+    let calls = finished_roots(&server, &members, 3);
+    let answered: Vec<&str> = calls
+        .iter()
+        .map(|(root, legs)| {
+            assert_eq!(legs.len(), 1, "one leg per call: {legs:#?}");
+            assert_eq!(root.answer_call_id, legs[0].id);
+            legs[0].destination.target.as_str()
+        })
+        .collect();
+    assert_eq!(answered, members, "p0, then p1, then p2");
 }

@@ -700,3 +700,97 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 }
+
+// ---- records of finished calls, read from the store ----
+
+pub fn db(server: &Server) -> store::SqliteStore {
+    store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db")
+}
+
+pub fn customer() -> uuid::Uuid {
+    uuid::Uuid::parse_str(CUSTOMER).expect("uuid")
+}
+
+/// Polls the store (bounded) until a call record satisfies `done`.
+pub fn await_call(
+    server: &Server,
+    what: &str,
+    done: impl Fn(&records::Call) -> bool,
+) -> records::Call {
+    let db = db(server);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let calls = store::Store::list_calls(&db, customer(), 200, None).expect("list");
+        if let Some(c) = calls.iter().find(|c| done(c)) {
+            return c.clone();
+        }
+        assert!(Instant::now() < deadline, "never {what}: {calls:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The newest finished root groupcall whose `destinations` are `members`,
+/// and its calls (every leg dialed, in any child).
+pub fn finished_root(
+    server: &Server,
+    members: &[&str],
+) -> (records::Groupcall, Vec<records::Call>) {
+    let mut roots = finished_roots(server, members, 1);
+    roots.pop().expect("one root")
+}
+
+/// Once (bounded) at least `n` root groupcalls whose `destinations` are
+/// `members` are finished with every leg over: each with its calls (every
+/// leg dialed, in any child), oldest first.
+pub fn finished_roots(
+    server: &Server,
+    members: &[&str],
+    n: usize,
+) -> Vec<(records::Groupcall, Vec<records::Call>)> {
+    let db = db(server);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let gcs = store::Store::list_groupcalls(&db, customer(), 500, None).expect("list");
+        let calls = store::Store::list_calls(&db, customer(), 500, None).expect("calls");
+        let mut done: Vec<_> = gcs
+            .iter()
+            .filter(|g| {
+                g.master_groupcall_id == records::NIL
+                    && g.status == records::GroupcallStatus::Hangup
+                    && g.destinations.iter().map(|d| d.target.as_str()).eq(members.iter().copied())
+            })
+            .map(|root| {
+                let legs: Vec<records::Call> = calls
+                    .iter()
+                    .filter(|c| {
+                        gcs.iter().any(|g| g.call_ids.contains(&c.id) && in_tree(&gcs, g, root.id))
+                    })
+                    .cloned()
+                    .collect();
+                (root.clone(), legs)
+            })
+            .filter(|(_, legs)| legs.iter().all(|c| c.status == records::CallStatus::Hangup))
+            .collect();
+        if done.len() >= n {
+            done.sort_by_key(|(g, _)| g.tm_create);
+            return done;
+        }
+        assert!(Instant::now() < deadline, "not {n} finished groupcalls of {members:?}: {gcs:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `g` is `root` or below it.
+pub fn in_tree(all: &[records::Groupcall], g: &records::Groupcall, root: uuid::Uuid) -> bool {
+    let mut cur = g;
+    for _ in 0..16 {
+        if cur.id == root {
+            return true;
+        }
+        match all.iter().find(|p| p.id == cur.master_groupcall_id) {
+            Some(p) => cur = p,
+            None => return false,
+        }
+    }
+    false
+}
