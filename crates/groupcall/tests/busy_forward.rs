@@ -26,15 +26,6 @@ fn dialed(a: &[Action]) -> Vec<String> {
         .collect()
 }
 
-fn rejects(a: &[Action]) -> Vec<u16> {
-    a.iter()
-        .filter_map(|a| match a {
-            Action::RejectCaller { code } => Some(*code),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Every groupcall record the fork emitted, last version of each.
 fn groupcalls(h: &H) -> Vec<Groupcall> {
     let mut out: Vec<Groupcall> = Vec::new();

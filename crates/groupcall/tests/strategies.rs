@@ -28,15 +28,6 @@ fn cancels(a: &[Action]) -> Vec<u32> {
         .collect()
 }
 
-fn rejects(a: &[Action]) -> Vec<u16> {
-    a.iter()
-        .filter_map(|a| match a {
-            Action::RejectCaller { code } => Some(*code),
-            _ => None,
-        })
-        .collect()
-}
-
 fn answers(a: &[Action]) -> Vec<u32> {
     a.iter()
         .filter_map(|a| match a {

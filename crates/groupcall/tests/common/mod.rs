@@ -442,3 +442,13 @@ pub fn dial_legs(a: &[Action]) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The codes the caller was rejected with in `a`.
+pub fn rejects(a: &[Action]) -> Vec<u16> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::RejectCaller { code } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
