@@ -2,7 +2,9 @@
 
 use crate::{B2buaConfig, LocalContact};
 use bytes::{BufMut, Bytes, BytesMut};
-use sip_message::{HeaderName, Message, MessageBuilder, Method, NameAddr, Peer, Transport, Uri};
+use sip_message::{
+    HeaderName, Message, MessageBuilder, Method, NameAddr, Peer, Scheme, Transport, Uri,
+};
 use std::net::{IpAddr, SocketAddr};
 
 /// Most Record-Route values kept in a route set.
@@ -142,7 +144,8 @@ fn uri_peer(u: &Uri<'_>, base: &Peer, locals: &[LocalContact]) -> Option<Peer> {
         Some(t) => Transport::from_token(t)?,
         None => base.transport,
     };
-    let remote = SocketAddr::new(ip, u.port.unwrap_or(5060));
+    let transport = if u.scheme == Scheme::Sips { transport.secured() } else { transport };
+    let remote = SocketAddr::new(ip, u.port.unwrap_or(transport.default_port()));
     let local = if transport == base.transport {
         base.local
     } else {
@@ -226,7 +229,7 @@ pub(crate) fn contact_value(locals: &[LocalContact], peer: &Peer) -> Bytes {
     let addr = our_addr(locals, peer);
     Bytes::from(match peer.transport {
         Transport::Udp => format!("<sip:forkswitch@{addr}>"),
-        Transport::Tcp => format!("<sip:forkswitch@{addr};transport=tcp>"),
+        t => format!("<sip:forkswitch@{addr};transport={}>", t.uri_param()),
     })
 }
 
