@@ -2,7 +2,8 @@
 //! for the TLS and WSS listeners (certificate chain and key from PEM, client
 //! certificates required when a CA is given) and the client configuration
 //! for outbound TLS (the webpki roots plus that CA, SNI from the host name
-//! the destination was resolved from).
+//! the destination was resolved from, our certificate shown to servers that
+//! ask for one).
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -62,7 +63,7 @@ impl fmt::Debug for TlsSettings {
 impl Default for TlsSettings {
     /// Outbound only, trusting the webpki roots.
     fn default() -> Self {
-        TlsSettings { server: None, client: client_config(RootCertStore::empty()) }
+        TlsSettings { server: None, client: client_config(RootCertStore::empty(), None) }
     }
 }
 
@@ -81,21 +82,32 @@ fn certs(pem: &[u8], input: PemInput) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-/// Outbound TLS trusts the webpki roots and `extra`.
-fn client_config(extra: RootCertStore) -> Arc<ClientConfig> {
+/// Our certificate chain and its key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Outbound TLS trusts the webpki roots and `extra`, and shows `identity`
+/// to servers that ask for a client certificate.
+fn client_config(extra: RootCertStore, identity: Option<Identity>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     roots.roots.extend(extra.roots);
-    let cfg = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    // The ring provider supports the default versions: this cannot fail.
-    Arc::new(cfg.unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3")))
+        // The ring provider supports the default versions.
+        .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
+        .with_root_certificates(roots);
+    let cfg = match identity {
+        // The key was just accepted for the server side: the same pair.
+        Some((chain, key)) => builder.clone().with_client_auth_cert(chain, key).ok(),
+        None => None,
+    };
+    Arc::new(cfg.unwrap_or_else(|| builder.with_no_client_auth()))
 }
 
 impl TlsSettings {
     /// Settings from a PEM certificate chain and private key, and optional
     /// PEM CA certificates: with them, TLS and WSS clients must present a
     /// certificate that chains to one (and outbound TLS trusts them too).
+    /// Outbound TLS shows this certificate to servers that ask for one.
     pub fn from_pem(cert: &[u8], key: &[u8], ca: Option<&[u8]>) -> Result<TlsSettings, TlsError> {
         let chain = certs(cert, PemInput::Cert)?;
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError {
@@ -123,10 +135,12 @@ impl TlsSettings {
         } else {
             builder.with_no_client_auth()
         };
+        let identity = (chain.clone(), key.clone_key());
         let server = builder
             .with_single_cert(chain, key)
             .map_err(|e| TlsError { input: PemInput::Key, reason: e.to_string() })?;
-        Ok(TlsSettings { server: Some(Arc::new(server)), client: client_config(ca_roots) })
+        let client = client_config(ca_roots, Some(identity));
+        Ok(TlsSettings { server: Some(Arc::new(server)), client })
     }
 
     /// Whether a certificate is configured (TLS and WSS listeners need it).

@@ -30,6 +30,8 @@ pub(crate) fn offers_sip<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool
 
 /// The handshake answer: 101 with `Sec-WebSocket-Protocol: sip`, or 400
 /// when the client did not offer it.
+// The signature is tungstenite's `Callback`.
+#[allow(clippy::result_large_err)]
 fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
     let values = req.headers().get_all("sec-websocket-protocol");
     if !offers_sip(values.iter().map(|v| v.as_bytes())) {
