@@ -3,7 +3,8 @@
 //! over TLS, WS and WSS; a call from a UDP SIPp caller that reaches the
 //! phone over its own TLS or WS connection (the WS phone has a `.invalid`
 //! Contact host, as browsers do); a closed WS connection makes its binding
-//! unreachable; an upgrade without the `sip` subprotocol is refused; CRLF
+//! unreachable; a `sips:` destination is called over mutual TLS; an
+//! upgrade without the `sip` subprotocol is refused; CRLF
 //! keep-alive pings get pongs on TCP and TLS; a missing certificate file is
 //! a config error naming file, line and key.
 
@@ -173,8 +174,15 @@ fn call_reaches(w: &mut impl Wire, server: &Server, user: &str, transport: &str,
     let dir = server.dir.path().to_owned();
     let target = server.udp;
     let call = std::thread::spawn(move || caller(&dir, target, "816", "uac.xml", &[]));
+    answer_call(w, &format!("INVITE sip:{user}@"), transport, contact);
+    call.join().expect("caller");
+}
+
+/// Gets an INVITE whose request line starts with `request` over `w` (top
+/// Via of `transport`), answers 200, and takes the ACK and the BYE.
+fn answer_call(w: &mut impl Wire, request: &str, transport: &str, contact: &str) {
     let invite = w.recv();
-    assert!(invite.starts_with(&format!("INVITE sip:{user}@")), "{invite}");
+    assert!(invite.starts_with(request), "{invite}");
     assert!(header(&invite, "Via").starts_with(&format!("Via: SIP/2.0/{transport} ")), "{invite}");
     let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7002 RTP/AVP 0\r\n";
     let with_tag = response(&invite, "200 OK", "", sdp).replacen(
@@ -193,7 +201,6 @@ fn call_reaches(w: &mut impl Wire, server: &Server, user: &str, transport: &str,
     let bye = w.recv();
     assert!(bye.starts_with("BYE "), "{bye}");
     w.send(&response(&bye, "200 OK", "", ""));
-    call.join().expect("caller");
 }
 
 #[test]
@@ -272,6 +279,83 @@ fn crlf_ping_gets_a_pong_on_tcp_and_tls() {
         let resp = read_stream_message(s, &mut Vec::new());
         assert_eq!(status_of(&resp), 200, "{}", String::from_utf8_lossy(&resp));
     }
+}
+
+/// A `sips:` destination: the switch dials it over TLS, verifies the
+/// callee's certificate (by IP address, against `[tls] ca`) and shows its
+/// own certificate to a callee that requires one.
+#[test]
+fn sips_destination_is_called_over_mutual_tls() {
+    let certs = gen_cert();
+    let callee = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let callee_addr = callee.local_addr().expect("addr");
+    let extra = format!(
+        "{}ca = {:?}\n[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+         [[carriers]]\nname = \"loopback\"\naddress = \"127.0.0.1:9\"\ninbound_sources = [\"127.0.0.1/32\"]\ninbound_domain = \"test\"\n\
+         [[groups]]\nnumber = \"817\"\ndomain = \"test\"\ndestinations = [{{ type = \"sip\", target = \"sips:p@{callee_addr}\" }}]\n",
+        tls_section(certs.path()),
+        certs.path().join("cert.pem").to_string_lossy()
+    );
+    let server = Server::start_with_sip("tls = [\"127.0.0.1:0\"]\n", &extra);
+    let dir = server.dir.path().to_owned();
+    let target = server.udp;
+    let call = std::thread::spawn(move || caller(&dir, target, "817", "uac.xml", &[]));
+    let tcp = accept_within(&callee);
+    let mut phone = Framed { s: tls_server(tcp, certs.path()), pending: Vec::new() };
+    let contact = format!("<sips:p@{callee_addr}>");
+    answer_call(&mut phone, &format!("INVITE sips:p@{callee_addr}"), "TLS", &contact);
+    let client_cert = phone.s.conn.peer_certificates().map(|c| c.len());
+    assert_eq!(client_cert, Some(1), "the switch showed its certificate");
+    call.join().expect("caller");
+}
+
+fn accept_within(l: &std::net::TcpListener) -> TcpStream {
+    l.set_nonblocking(true).expect("nonblocking");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).expect("blocking");
+                s.set_read_timeout(Some(WAIT)).expect("timeout");
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "the switch never connected");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// The callee's side of TLS: the generated certificate, and a client
+/// certificate required, signed by it.
+fn tls_server(
+    tcp: TcpStream,
+    certs: &Path,
+) -> rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("cert.pem"))
+        .expect("cert.pem")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(certs.join("key.pem")).expect("key");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(chain[0].clone()).expect("trust it");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let conn = rustls::ServerConnection::new(Arc::new(cfg)).expect("server");
+    rustls::StreamOwned::new(conn, tcp)
 }
 
 trait ReadWrite: Read + Write {}
