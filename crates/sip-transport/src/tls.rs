@@ -187,6 +187,47 @@ mod tests {
         assert!(ok.expect("valid").can_serve());
     }
 
+    /// With a CA, a client without a certificate is turned away: its
+    /// connection closes and nothing it sent comes up.
+    #[tokio::test]
+    async fn with_a_ca_client_certificates_are_required() {
+        use crate::{Notice, SipTransport, TransportConfig};
+        use sip_message::{Peer, Transport};
+        use tokio::sync::mpsc;
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+        let (cert, key) = (c.cert.pem(), c.key_pair.serialize_pem());
+        let settings =
+            TlsSettings::from_pem(cert.as_bytes(), key.as_bytes(), Some(cert.as_bytes()));
+        let (in_tx, mut inbound) = mpsc::channel(4);
+        let (note_tx, _server_notices) = mpsc::unbounded_channel();
+        let server_cfg = TransportConfig {
+            tls: vec!["127.0.0.1:0".parse().expect("addr")],
+            tls_settings: settings.clone().expect("tls"),
+            ..Default::default()
+        };
+        let server = SipTransport::bind(server_cfg, in_tx, note_tx).await.expect("bind");
+        let addr = server.local_addrs()[0].1;
+        // A client that trusts the server but has no certificate of its own.
+        let mut roots = RootCertStore::empty();
+        roots.add(certs(cert.as_bytes(), PemInput::Cert).expect("pem")[0].clone()).expect("ca");
+        let anonymous = TlsSettings { server: None, client: client_config(roots, None) };
+        let (cin_tx, _cin) = mpsc::channel(4);
+        let (cnote_tx, mut notices) = mpsc::unbounded_channel();
+        let client_cfg = TransportConfig { tls_settings: anonymous, ..Default::default() };
+        let client = SipTransport::bind(client_cfg, cin_tx, cnote_tx).await.expect("bind");
+        let peer = Peer { transport: Transport::Tls, remote: addr, local: addr, conn: None };
+        let msg = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        client.send_bytes(&peer, bytes::Bytes::from(msg), 1);
+        let wait = std::time::Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout(wait, notices.recv()).await.expect("within the wait") {
+                Some(Notice::Closed(_)) | Some(Notice::SendFailed(_)) => break,
+                None => panic!("notices closed"),
+            }
+        }
+        assert!(inbound.try_recv().is_err(), "nothing from a client without a certificate");
+    }
+
     #[test]
     fn server_name_prefers_the_host() {
         let remote: SocketAddr = "192.0.2.1:5061".parse().expect("addr");

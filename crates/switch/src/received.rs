@@ -141,6 +141,21 @@ mod tests {
     }
 
     #[test]
+    fn stream_requests_are_answered_over_their_connection() {
+        // A browser's Via names a .invalid host: only the connection reaches it.
+        for (transport, via) in [
+            (Transport::Ws, "SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa"),
+            (Transport::Tls, "SIP/2.0/TLS phone.example.com:5061;branch=z9hG4bKa"),
+        ] {
+            let mut m = req(via);
+            let src = "192.0.2.9:40000".parse().expect("addr");
+            assert!(stamp_received(&mut m, src, false));
+            let peer = Peer { transport, conn: Some(3), ..udp_peer("192.0.2.9:40000") };
+            assert_eq!(response_target(&m, &peer), peer);
+        }
+    }
+
+    #[test]
     fn forced_rport() {
         let mut m = req("SIP/2.0/UDP phone.example.com;branch=z9hG4bKa");
         assert!(stamp_received(&mut m, "192.0.2.9:40000".parse().expect("addr"), true));
