@@ -2,7 +2,9 @@
 
 use crate::{B2buaConfig, LocalContact};
 use bytes::{BufMut, Bytes, BytesMut};
-use sip_message::{HeaderName, Message, MessageBuilder, Method, NameAddr, Peer, Transport, Uri};
+use sip_message::{
+    HeaderName, Message, MessageBuilder, Method, NameAddr, Peer, Scheme, Transport, Uri,
+};
 use std::net::{IpAddr, SocketAddr};
 
 /// Most Record-Route values kept in a route set.
@@ -130,7 +132,8 @@ impl Dialog {
     }
 }
 
-/// The peer a URI with an IP address host designates.
+/// The peer a URI with an IP address host designates; `None` for a
+/// WebSocket one (only its connection, the dialog's peer, reaches it).
 fn uri_peer(u: &Uri<'_>, base: &Peer, locals: &[LocalContact]) -> Option<Peer> {
     if !u.is_sip() {
         return None;
@@ -142,7 +145,12 @@ fn uri_peer(u: &Uri<'_>, base: &Peer, locals: &[LocalContact]) -> Option<Peer> {
         Some(t) => Transport::from_token(t)?,
         None => base.transport,
     };
-    let remote = SocketAddr::new(ip, u.port.unwrap_or(5060));
+    let transport = if u.scheme == Scheme::Sips { transport.secured() } else { transport };
+    if matches!(transport, Transport::Ws | Transport::Wss) {
+        // RFC 7118: a WebSocket client is reached over its connection only.
+        return None;
+    }
+    let remote = SocketAddr::new(ip, u.port.unwrap_or(transport.default_port()));
     let local = if transport == base.transport {
         base.local
     } else {
@@ -226,7 +234,7 @@ pub(crate) fn contact_value(locals: &[LocalContact], peer: &Peer) -> Bytes {
     let addr = our_addr(locals, peer);
     Bytes::from(match peer.transport {
         Transport::Udp => format!("<sip:forkswitch@{addr}>"),
-        Transport::Tcp => format!("<sip:forkswitch@{addr};transport=tcp>"),
+        t => format!("<sip:forkswitch@{addr};transport={}>", t.uri_param()),
     })
 }
 
@@ -350,7 +358,19 @@ mod tests {
         assert_eq!(p.remote, "[2001:db8::5]:5080".parse().unwrap());
         assert_eq!(p.local, "203.0.113.1:5070".parse().unwrap());
         d.remote_target = Bytes::from_static(b"sip:bob@192.0.2.5;transport=tls");
-        assert_eq!(d.destination(&[]), d.peer, "no TLS here: the dialog's peer");
+        let p = d.destination(&[]);
+        assert_eq!((p.transport, p.remote), (Transport::Tls, "192.0.2.5:5061".parse().unwrap()));
+        d.remote_target = Bytes::from_static(b"sips:bob@192.0.2.5:5071");
+        let p = d.destination(&[]);
+        assert_eq!((p.transport, p.remote), (Transport::Tls, "192.0.2.5:5071".parse().unwrap()));
+        // A WebSocket peer is reached over its connection only, whatever
+        // address its Contact names.
+        d.peer.transport = Transport::Ws;
+        d.peer.conn = Some(7);
+        d.remote_target = Bytes::from_static(b"sip:bob@192.168.1.5:54321;transport=ws");
+        assert_eq!(d.destination(&[]), d.peer);
+        d.peer.transport = Transport::Udp;
+        d.peer.conn = None;
         d.remote_target = Bytes::from_static(b"tel:+15551234");
         assert_eq!(d.destination(&[]), d.peer);
     }

@@ -13,6 +13,12 @@ use std::time::Duration;
 pub struct Config {
     /// SIP listeners and transport limits.
     pub sip: SipConfig,
+    /// The certificate of the TLS and WSS listeners (and outbound TLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `[tls]` loaded (by [`Config::parse`]), or outbound-only defaults.
+    #[serde(skip)]
+    pub tls_settings: sip_transport::TlsSettings,
     /// RFC 3261 timers.
     #[serde(default)]
     pub timers: TimerConfig,
@@ -61,6 +67,22 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<routing::Group>,
+}
+
+/// `[tls]`: PEM files for the TLS and WSS listeners (`forkswitch gen-cert`
+/// makes a self-signed pair for local tests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (also shown to TLS servers that ask for a
+    /// client certificate).
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+    /// CA certificates: when set, TLS and WSS clients must present a
+    /// certificate signed by one of them (outbound TLS trusts them too).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 /// `[dns]`
@@ -361,6 +383,15 @@ pub struct SipConfig {
     /// TCP listen addresses.
     #[serde(default)]
     pub tcp: Vec<SocketAddr>,
+    /// TLS listen addresses (need `[tls]`).
+    #[serde(default)]
+    pub tls: Vec<SocketAddr>,
+    /// WebSocket listen addresses (RFC 7118).
+    #[serde(default)]
+    pub ws: Vec<SocketAddr>,
+    /// Secure WebSocket listen addresses (need `[tls]`).
+    #[serde(default)]
+    pub wss: Vec<SocketAddr>,
     /// Host names meaning "this switch".
     #[serde(default = "default_aliases")]
     pub aliases: Vec<String>,
@@ -646,17 +677,50 @@ impl Config {
 
     /// Parses and checks configuration text read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             ConfigError { path: path.to_owned(), line, key: None, reason: e.message().to_owned() }
         })?;
-        cfg.check().map_err(|(table, key, reason)| ConfigError {
+        let error = |(table, key, reason): (&str, &str, String)| ConfigError {
             path: path.to_owned(),
             line: line_of(text, table, key),
             key: Some(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") }),
             reason,
-        })?;
+        };
+        cfg.check().map_err(error)?;
+        cfg.tls_settings = cfg.load_tls().map_err(error)?;
         Ok(cfg)
+    }
+
+    /// Reads `[tls]`'s PEM files; checks that TLS and WSS listeners have them.
+    fn load_tls(&self) -> Result<sip_transport::TlsSettings, (&'static str, &'static str, String)> {
+        let Some(t) = &self.tls else {
+            for (key, addrs) in [("tls", &self.sip.tls), ("wss", &self.sip.wss)] {
+                if !addrs.is_empty() {
+                    let why = "needs a [tls] section with cert and key".into();
+                    return Err(("sip", key, why));
+                }
+            }
+            return Ok(sip_transport::TlsSettings::default());
+        };
+        let read = |key: &'static str, path: &Path| {
+            std::fs::read(path)
+                .map_err(|e| ("tls", key, format!("cannot read {}: {e}", path.display())))
+        };
+        let cert = read("cert", &t.cert)?;
+        let key = read("key", &t.key)?;
+        let ca = match &t.ca {
+            Some(p) => Some(read("ca", p)?),
+            None => None,
+        };
+        sip_transport::TlsSettings::from_pem(&cert, &key, ca.as_deref()).map_err(|e| {
+            let (key, path) = match e.input {
+                sip_transport::PemInput::Cert => ("cert", &t.cert),
+                sip_transport::PemInput::Key => ("key", &t.key),
+                sip_transport::PemInput::Ca => ("ca", t.ca.as_ref().unwrap_or(&t.cert)),
+            };
+            ("tls", key, format!("{}: {e}", path.display()))
+        })
     }
 
     fn check(&self) -> Result<(), (&'static str, &'static str, String)> {
@@ -1079,6 +1143,10 @@ impl Config {
         sip_transport::TransportConfig {
             udp: self.sip.udp.clone(),
             tcp: self.sip.tcp.clone(),
+            tls: self.sip.tls.clone(),
+            ws: self.sip.ws.clone(),
+            wss: self.sip.wss.clone(),
+            tls_settings: self.tls_settings.clone(),
             udp_sockets_per_addr: self.sip.udp_sockets_per_addr,
             recv_buffer: self.sip.recv_buffer_bytes,
             send_buffer: self.sip.send_buffer_bytes,
@@ -1156,5 +1224,35 @@ mod tests {
         let good = fwd(r#"{ type = "endpoint", target = "b@test" }"#);
         let ok = extension_err(&format!("{good}bogus = 1\n"));
         assert!(ok.contains("bogus"), "a good forward passes; the next error is found: {ok}");
+    }
+
+    #[test]
+    fn tls_errors_name_file_line_key() {
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\ntls = [\"127.0.0.1:5061\"]\n");
+        assert_eq!(e, "f.toml:3: sip.tls: needs a [tls] section with cert and key");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\nwss = [\"127.0.0.1:8443\"]\n");
+        assert_eq!(e, "f.toml:3: sip.wss: needs a [tls] section with cert and key");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\nws = [\"localhost\"]\n");
+        assert!(e.starts_with("f.toml:3: "), "{e}");
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = crate::gen_cert::write(dir.path()).expect("gen-cert");
+        let section = |c: &Path, k: &Path| {
+            format!(
+                "[sip]\nudp = [\"127.0.0.1:1\"]\ntls = [\"127.0.0.1:0\"]\n[tls]\ncert = {:?}\nkey = {:?}\n",
+                c.display().to_string(),
+                k.display().to_string()
+            )
+        };
+        let missing = dir.path().join("missing.pem");
+        let e = err(&section(&missing, &key));
+        assert!(e.starts_with("f.toml:5: tls.cert: cannot read "), "{e}");
+        let e = err(&section(&cert, &missing));
+        assert!(e.starts_with("f.toml:6: tls.key: cannot read "), "{e}");
+        let e = err(&section(&key, &key));
+        assert!(e.starts_with("f.toml:5: tls.cert: ") && e.contains("no certificate"), "{e}");
+        let e = err(&section(&cert, &cert));
+        assert!(e.starts_with("f.toml:6: tls.key: ") && e.contains("no private key"), "{e}");
+        let ok = Config::parse(Path::new("f.toml"), &section(&cert, &key)).expect("valid");
+        assert!(ok.transport().tls_settings.can_serve());
     }
 }

@@ -1,9 +1,11 @@
 //! Finding a SIP server per RFC 3263 section 4: a URI's host becomes an
-//! ordered list of (transport, address) to try. NAPTR (SIP+D2U, SIP+D2T),
-//! then SRV (`_sip._udp`, `_sip._tcp`, by priority then weight), then
-//! A/AAAA on port 5060. An explicit port skips NAPTR and SRV; an explicit
-//! transport skips NAPTR. IP addresses need no lookup and never come here.
-//! Runs in the I/O shell: the call core only sees the resulting list.
+//! ordered list of (transport, address) to try. NAPTR (SIP+D2U, SIP+D2T,
+//! SIPS+D2T), then SRV (`_sip._udp`, `_sip._tcp`, by priority then weight),
+//! then A/AAAA on port 5060. A TLS target (`sips:`, `transport=tls`) asks
+//! `_sips._tcp`, then A/AAAA on port 5061. An explicit port skips NAPTR and
+//! SRV; an explicit transport skips NAPTR. IP addresses need no lookup and
+//! never come here. Runs in the I/O shell: the call core only sees the
+//! resulting list.
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::proto::rr::{RData, RecordType};
@@ -80,13 +82,17 @@ impl SipResolver {
             return self.addresses(host, p).await.into_iter().map(|a| (t, a)).collect();
         }
         if let Some(t) = transport {
-            let name = format!("_sip._{}.{host}", t.via_token().to_ascii_lowercase());
+            let name = match t {
+                Transport::Tls => format!("_sips._tcp.{host}"),
+                t => format!("_sip._{}.{host}", t.uri_param()),
+            };
             if !self.srv(&name, t, &mut out).await {
-                out.extend(self.addresses(host, 5060).await.into_iter().map(|a| (t, a)));
+                let port = t.default_port();
+                out.extend(self.addresses(host, port).await.into_iter().map(|a| (t, a)));
             }
             return out;
         }
-        // NAPTR: services SIP+D2U / SIP+D2T with the "s" flag point at SRV
+        // NAPTR: services SIP+D2U / SIP+D2T / SIPS+D2T with the "s" flag point at SRV
         // names, in order, then preference.
         if let Ok(naptr) = self.r.lookup(host, RecordType::NAPTR).await {
             let mut recs: Vec<_> = naptr
@@ -102,6 +108,7 @@ impl SipResolver {
                 let t = match service.as_str() {
                     "SIP+D2U" => Transport::Udp,
                     "SIP+D2T" if self.tcp => Transport::Tcp,
+                    "SIPS+D2T" => Transport::Tls,
                     _ => continue,
                 };
                 if !n.flags().eq_ignore_ascii_case(b"s") {

@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod config;
 mod dns;
+mod gen_cert;
 mod http;
 mod shell;
 
@@ -44,6 +45,12 @@ enum Command {
         /// Configuration file.
         file: PathBuf,
     },
+    /// Write a self-signed cert.pem and key.pem for localhost and 127.0.0.1
+    /// (for local TLS and WSS tests) into a directory.
+    GenCert {
+        /// Where to write them (made if missing).
+        dir: PathBuf,
+    },
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -66,6 +73,16 @@ fn init_logging(level: &str, format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::GenCert { dir } => match gen_cert::write(&dir) {
+            Ok((cert, key)) => {
+                println!("wrote {} and {}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());

@@ -9,6 +9,7 @@ use api::{PortRequest, Snapshot, Webhooks};
 use records::ExtensionRecord;
 use records::Timestamp;
 use registrar::SecurityEvent;
+use sip_message::Transport;
 use sip_transport::{Inbound, Notice, SipTransport};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -154,10 +155,17 @@ impl Shell {
                 Output::Resolve(q) => {
                     let resolver = self.resolver.clone();
                     let done = self.resolved.clone();
+                    let transport = self.transport.clone();
                     tokio::spawn(async move {
                         let targets = resolver.targets(&q.host, q.port, q.transport).await;
                         let targets = targets
                             .into_iter()
+                            .inspect(|(t, address)| {
+                                // TLS verifies the certificate against the name.
+                                if *t == Transport::Tls {
+                                    transport.set_tls_name(*address, &q.host);
+                                }
+                            })
                             .map(|(transport, address)| Target { transport, address })
                             .collect();
                         let _ = done.send((q.id, targets));

@@ -36,7 +36,7 @@ pub enum BindingChange {
 pub struct Location {
     /// The binding (persisted).
     pub binding: Binding,
-    /// The stream (TCP) connection it was registered over (memory only).
+    /// The stream (TCP, TLS, WS) connection it was registered over (memory only).
     pub conn: Option<ConnId>,
     /// The stream connection this binding was registered over has closed (an
     /// RFC 5626 flow failure): it cannot be reached until it registers again
@@ -57,7 +57,7 @@ impl Location {
     }
 
     /// Where requests for this contact go: the source address and transport
-    /// of its REGISTER, over the same TCP connection when there is one (NAT
+    /// of its REGISTER, over the same stream connection when there is one (NAT
     /// traversal, RFC 5626 flows).
     pub fn target(&self) -> Peer {
         let transport =
@@ -157,7 +157,7 @@ impl LocationStore {
         self.locations(aor, wall).into_iter().map(|l| l.binding).collect()
     }
 
-    /// Like [`LocationStore::lookup`], with the TCP connection of each.
+    /// Like [`LocationStore::lookup`], with the stream connection of each.
     pub fn locations(&self, aor: &str, wall: Timestamp) -> Vec<Location> {
         self.collect(aor, |l| !l.is_expired(wall))
     }

@@ -320,11 +320,16 @@ impl RouteTable {
                     }
                 }
             }
-            if Transport::from_token(c.transport.as_bytes()).is_none() {
+            // WebSocket is for browsers that connect in: a carrier is dialled.
+            let dialable = matches!(
+                Transport::from_token(c.transport.as_bytes()),
+                Some(Transport::Udp | Transport::Tcp | Transport::Tls)
+            );
+            if !dialable {
                 return Err(RouteError {
                     table: "carriers",
                     key: "transport",
-                    reason: format!("carrier {:?}: transport must be udp or tcp", c.name),
+                    reason: format!("carrier {:?}: transport must be udp, tcp or tls", c.name),
                 });
             }
         }

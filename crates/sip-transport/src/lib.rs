@@ -1,22 +1,30 @@
-//! # sip-transport: SIP over UDP and TCP
+//! # sip-transport: SIP over UDP, TCP, TLS, WS and WSS
 //!
-//! The only forkswitch crate that touches SIP sockets. It binds UDP and TCP
-//! listeners (IPv4 and IPv6, made with socket2: SO_REUSEADDR, large buffers,
-//! optional SO_REUSEPORT with several UDP sockets), frames what arrives on
-//! streams, and hands every message up unparsed as an [`Inbound`] carrying
-//! its [`Peer`] and receive time. Sending goes through [`SipTransport`]:
-//! UDP, or TCP with one connection per remote address, reused. What it
+//! The only forkswitch crate that touches SIP sockets. It binds UDP, TCP,
+//! TLS (RFC 3261 26), WebSocket and secure WebSocket (RFC 7118) listeners
+//! (IPv4 and IPv6, made with socket2: SO_REUSEADDR, large buffers, optional
+//! SO_REUSEPORT with several UDP sockets), frames what arrives on TCP and
+//! TLS streams (one WebSocket message is one SIP message), and hands every
+//! message up unparsed as an [`Inbound`] carrying its [`Peer`] and receive
+//! time. Sending goes through [`SipTransport`]: UDP, or a stream connection
+//! per remote address and transport, reused; outbound connections are TCP
+//! or TLS ([`TlsSettings`]: certificates verified, SNI from the host name
+//! given by [`SipTransport::set_tls_name`]). WebSocket peers (browsers)
+//! connect in and are only reached over their own connection. What it
 //! learns on the way (a send that failed, a connection that closed) comes
-//! up as a [`Notice`].
+//! up as a [`Notice`], the same for every stream transport.
 //!
-//! It never interprets a message beyond stream framing and, for a request
-//! too large for UDP, the switch to TCP (RFC 3261 18.1.1): parsing, Via
-//! stamping and response routing belong to the switch core.
+//! It never interprets a message beyond stream framing, RFC 5626 keep-alive
+//! pongs and, for a request too large for UDP, the switch to TCP (RFC 3261
+//! 18.1.1): parsing, Via stamping and response routing belong to the switch
+//! core.
 
 mod arrival;
 pub mod socket;
-mod tcp;
+mod stream;
+mod tls;
 pub mod via_stamp;
+mod ws;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -29,6 +37,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+pub use tls::{PemInput, TlsError, TlsSettings};
 pub use via_stamp::via_to_tcp;
 
 /// RFC 3261 18.1.1: requests larger than this go over TCP when possible.
@@ -41,6 +50,14 @@ pub struct TransportConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP addresses to listen on.
     pub tcp: Vec<SocketAddr>,
+    /// TLS addresses to listen on (need a certificate in `tls_settings`).
+    pub tls: Vec<SocketAddr>,
+    /// WebSocket addresses to listen on.
+    pub ws: Vec<SocketAddr>,
+    /// Secure WebSocket addresses to listen on (need a certificate in `tls_settings`).
+    pub wss: Vec<SocketAddr>,
+    /// Certificates for the TLS and WSS listeners and outbound TLS.
+    pub tls_settings: TlsSettings,
     /// UDP sockets per address (SO_REUSEPORT when > 1).
     pub udp_sockets_per_addr: usize,
     /// SO_RCVBUF in bytes.
@@ -49,11 +66,11 @@ pub struct TransportConfig {
     pub send_buffer: usize,
     /// Largest message accepted on a stream (datagrams are bounded by UDP).
     pub max_message: usize,
-    /// A TCP connection with no traffic for this long is closed.
+    /// A stream connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
-    /// Open TCP connections allowed per remote IP.
+    /// Open stream connections (all transports) allowed per remote IP.
     pub tcp_max_conns_per_ip: usize,
-    /// Timeout for opening an outbound TCP connection.
+    /// Timeout for opening an outbound TCP (or TLS) connection.
     pub tcp_connect_timeout: Duration,
 }
 
@@ -62,6 +79,10 @@ impl Default for TransportConfig {
         TransportConfig {
             udp: vec![],
             tcp: vec![],
+            tls: vec![],
+            ws: vec![],
+            wss: vec![],
+            tls_settings: TlsSettings::default(),
             udp_sockets_per_addr: 1,
             recv_buffer: 4 << 20,
             send_buffer: 4 << 20,
@@ -82,7 +103,8 @@ pub struct Inbound {
     /// Where it came from.
     pub peer: Peer,
     /// When it arrived: the kernel's receive stamp for UDP (time spent in
-    /// the socket buffer counts, see `arrival.rs`), the read time for TCP.
+    /// the socket buffer counts, see `arrival.rs`), the read time for
+    /// streams.
     pub received_at: Instant,
 }
 
@@ -132,14 +154,19 @@ struct UdpEndpoint {
 pub(crate) struct ConnEntry {
     pub(crate) tx: mpsc::Sender<(Bytes, u64)>,
     pub(crate) remote: SocketAddr,
+    pub(crate) transport: Transport,
 }
 
 pub(crate) struct Inner {
     pub(crate) cfg: TransportConfig,
     udp: Vec<UdpEndpoint>,
     pub(crate) tcp_locals: Vec<SocketAddr>,
+    /// TLS, WS and WSS listeners.
+    stream_locals: Vec<(Transport, SocketAddr)>,
     pub(crate) conns: DashMap<ConnId, ConnEntry>,
-    pub(crate) by_remote: DashMap<SocketAddr, ConnId>,
+    pub(crate) by_remote: DashMap<(Transport, SocketAddr), ConnId>,
+    /// Host names to verify outbound TLS servers against, by address.
+    pub(crate) tls_names: DashMap<SocketAddr, String>,
     pub(crate) per_ip: DashMap<IpAddr, usize>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) inbound: mpsc::Sender<Inbound>,
@@ -179,20 +206,42 @@ impl SipTransport {
             }
             udp.push(UdpEndpoint { local, sockets });
         }
+        let acceptor = cfg.tls_settings.acceptor();
+        if acceptor.is_none() && !(cfg.tls.is_empty() && cfg.wss.is_empty()) {
+            let why = "TLS and WSS listeners need a certificate";
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+        }
         let mut listeners = Vec::new();
         let mut tcp_locals = Vec::new();
-        for addr in &cfg.tcp {
-            let l = socket::tcp_listener(*addr, &cfg)?;
-            let l = tokio::net::TcpListener::from_std(l)?;
-            tcp_locals.push(l.local_addr()?);
-            listeners.push(l);
+        let mut stream_locals = Vec::new();
+        let kinds = [
+            (&cfg.tcp, Transport::Tcp, Some(stream::Listener::Tcp)),
+            (&cfg.tls, Transport::Tls, acceptor.clone().map(stream::Listener::Tls)),
+            (&cfg.ws, Transport::Ws, Some(stream::Listener::Ws)),
+            (&cfg.wss, Transport::Wss, acceptor.map(stream::Listener::Wss)),
+        ];
+        for (addrs, transport, kind) in kinds {
+            // `None` only without a certificate, and then without addresses.
+            let Some(kind) = kind else { continue };
+            for addr in addrs {
+                let l = socket::tcp_listener(*addr, &cfg)?;
+                let l = tokio::net::TcpListener::from_std(l)?;
+                let local = l.local_addr()?;
+                match transport {
+                    Transport::Tcp => tcp_locals.push(local),
+                    t => stream_locals.push((t, local)),
+                }
+                listeners.push((l, kind.clone()));
+            }
         }
         let inner = Arc::new(Inner {
             cfg,
             udp,
             tcp_locals,
+            stream_locals,
             conns: DashMap::new(),
             by_remote: DashMap::new(),
+            tls_names: DashMap::new(),
             per_ip: DashMap::new(),
             next_conn: AtomicU64::new(1),
             inbound,
@@ -205,8 +254,8 @@ impl SipTransport {
                 tokio::spawn(udp_recv_loop(inner.clone(), s.clone(), ep.local));
             }
         }
-        for l in listeners {
-            tokio::spawn(tcp::accept_loop(inner.clone(), l));
+        for (l, kind) in listeners {
+            tokio::spawn(stream::accept_loop(inner.clone(), l, kind));
         }
         Ok(SipTransport { inner, stop: Arc::new(stop_tx) })
     }
@@ -215,7 +264,15 @@ impl SipTransport {
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         let mut v: Vec<_> = self.inner.udp.iter().map(|e| (Transport::Udp, e.local)).collect();
         v.extend(self.inner.tcp_locals.iter().map(|a| (Transport::Tcp, *a)));
+        v.extend(self.inner.stream_locals.iter().copied());
         v
+    }
+
+    /// Outbound TLS to `addr` verifies the server's certificate against
+    /// `host` (and sends it as SNI): the name `addr` was resolved from.
+    /// Without one, the certificate must name the IP address.
+    pub fn set_tls_name(&self, addr: SocketAddr, host: &str) {
+        self.inner.tls_names.insert(addr, host.to_owned());
     }
 
     /// A local address for `transport` in the same family as `remote`.
@@ -232,12 +289,12 @@ impl SipTransport {
         &self.inner.stats
     }
 
-    /// Open TCP connections.
+    /// Open stream connections (TCP, TLS, WS and WSS).
     pub fn tcp_connections(&self) -> usize {
         self.inner.conns.len()
     }
 
-    /// Stops reading from every socket and closes TCP connections; sends
+    /// Stops reading from every socket and closes stream connections; sends
     /// still work so that in-flight transactions can finish.
     pub fn stop_receiving(&self) {
         let _ = self.stop.send(true);
@@ -252,7 +309,7 @@ impl SipTransport {
             if bytes.len() > UDP_MTU_LIMIT {
                 if let Some(tcp_msg) = via_stamp::via_to_tcp(msg) {
                     let tcp_peer = Peer { transport: Transport::Tcp, conn: None, ..*peer };
-                    tcp::send(&self.inner, &tcp_peer, tcp_msg.to_bytes(), token, Some(bytes));
+                    stream::send(&self.inner, &tcp_peer, tcp_msg.to_bytes(), token, Some(bytes));
                     return;
                 }
             }
@@ -262,11 +319,12 @@ impl SipTransport {
         self.send_bytes(peer, msg.to_bytes(), token);
     }
 
-    /// Sends raw bytes to `peer` as they are.
+    /// Sends raw bytes to `peer` as they are: one datagram, stream write or
+    /// WebSocket message.
     pub fn send_bytes(&self, peer: &Peer, bytes: Bytes, token: u64) {
         match peer.transport {
             Transport::Udp => self.send_udp(peer, bytes, token),
-            Transport::Tcp => tcp::send(&self.inner, peer, bytes, token, None),
+            _ => stream::send(&self.inner, peer, bytes, token, None),
         }
     }
 

@@ -10,7 +10,7 @@ use groupcall::{ContactTarget, Directory, GroupDef, Hop, LegTarget, Reach};
 use records::Timestamp;
 use registrar::LocationStore;
 use routing::{CarrierTarget, RouteTable};
-use sip_message::{Peer, Transport, Uri};
+use sip_message::{Peer, Scheme, Transport, Uri};
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 
@@ -46,10 +46,11 @@ pub(crate) fn ip_hop(uri: &str, u: &Uri<'_>) -> Option<Hop> {
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let ip: IpAddr = host.parse().ok()?;
     let transport = u.transport().and_then(Transport::from_token).unwrap_or(Transport::Udp);
+    let transport = if u.scheme == Scheme::Sips { transport.secured() } else { transport };
     Some(Hop {
         request_uri: uri.to_owned(),
         transport,
-        address: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+        address: SocketAddr::new(ip, u.port.unwrap_or(transport.default_port())),
         trunk: None,
     })
 }
@@ -195,7 +196,12 @@ impl Directory for CallDirectory<'_> {
 pub(crate) fn dns_question(uri: &str) -> Option<(String, Option<u16>, Option<Transport>)> {
     let u = Uri::parse(uri.as_bytes()).ok()?;
     let host = String::from_utf8_lossy(u.host).into_owned();
-    Some((host, u.port, u.transport().and_then(Transport::from_token)))
+    let transport = u.transport().and_then(Transport::from_token);
+    let transport = match u.scheme {
+        Scheme::Sips => Some(transport.unwrap_or(Transport::Tls).secured()),
+        _ => transport,
+    };
+    Some((host, u.port, transport))
 }
 
 /// Turns a fork's leg target into what the B2BUA dials, or the status the

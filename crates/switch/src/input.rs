@@ -27,7 +27,7 @@ pub struct Now {
 #[derive(Clone, Debug)]
 pub struct Datagram {
     /// Where it came from: transport, remote and local address, and the
-    /// stream connection for TCP.
+    /// stream connection for TCP, TLS, WS and WSS.
     pub peer: Peer,
     /// The bytes, unparsed.
     pub bytes: Bytes,

@@ -4,7 +4,7 @@
 //! core does it before the transaction layer sees the request.)
 
 use bytes::{BufMut, BytesMut};
-use sip_message::{HeaderName, Message, Peer, Transport};
+use sip_message::{HeaderName, Message, Peer};
 use std::net::{IpAddr, SocketAddr};
 
 fn host_ip(host: &[u8]) -> Option<IpAddr> {
@@ -59,7 +59,7 @@ pub fn stamp_received(msg: &mut Message, src: SocketAddr, force_rport: bool) -> 
 }
 
 /// Where to send a response (RFC 3261 18.2.2, RFC 3581 4), given the peer the
-/// request came from: over the same connection for TCP (the transport falls
+/// request came from: over the same connection for TCP, TLS, WS and WSS (the transport falls
 /// back to `received`:sent-by port when it has closed); for UDP to
 /// `received`:`rport`, else `received` (or sent-by host):sent-by port (5060).
 pub fn response_target(resp: &Message, request_peer: &Peer) -> Peer {
@@ -73,7 +73,7 @@ pub fn response_target(resp: &Message, request_peer: &Peer) -> Peer {
     match (request_peer.transport, ip) {
         (_, None) => *request_peer,
         // Keep an open connection; the address is the fallback once closed.
-        (Transport::Tcp, Some(_)) if request_peer.conn.is_some() => *request_peer,
+        (t, Some(_)) if t.is_reliable() && request_peer.conn.is_some() => *request_peer,
         (_, Some(ip)) => Peer { remote: SocketAddr::new(ip, port), ..*request_peer },
     }
 }
@@ -82,6 +82,7 @@ pub fn response_target(resp: &Message, request_peer: &Peer) -> Peer {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use sip_message::Transport;
 
     fn req(via: &str) -> Message {
         Message::parse(Bytes::from(format!(
@@ -137,6 +138,21 @@ mod tests {
         assert_eq!(m.top_via().expect("via").received(), Some(&b"::1"[..]));
         let t = response_target(&m, &udp_peer("[::1]:40000"));
         assert_eq!(t.remote, "[::1]:40000".parse().expect("addr"));
+    }
+
+    #[test]
+    fn stream_requests_are_answered_over_their_connection() {
+        // A browser's Via names a .invalid host: only the connection reaches it.
+        for (transport, via) in [
+            (Transport::Ws, "SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa"),
+            (Transport::Tls, "SIP/2.0/TLS phone.example.com:5061;branch=z9hG4bKa"),
+        ] {
+            let mut m = req(via);
+            let src = "192.0.2.9:40000".parse().expect("addr");
+            assert!(stamp_received(&mut m, src, false));
+            let peer = Peer { transport, conn: Some(3), ..udp_peer("192.0.2.9:40000") };
+            assert_eq!(response_target(&m, &peer), peer);
+        }
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Server {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// TLS, WS and WSS listeners, when configured (else port 0).
+    pub tls: SocketAddr,
+    pub ws: SocketAddr,
+    pub wss: SocketAddr,
     /// The REST API (`[http] listen`, on a port picked at run time).
     pub http: SocketAddr,
     lines: Receiver<serde_json::Value>,
@@ -47,10 +51,16 @@ impl Server {
     /// `extra` TOML appended. It runs in a temporary directory that holds its
     /// config and database.
     pub fn start_with(extra: &str) -> Server {
-        Self::start_in(extra, Stderr::Inherit)
+        Self::start_in("", extra, Stderr::Inherit)
     }
 
-    fn start_in(extra: &str, stderr: Stderr) -> Server {
+    /// [`Server::start_with`], with `sip` added to the `[sip]` table (more
+    /// listeners: `tls = ["127.0.0.1:0"]`).
+    pub fn start_with_sip(sip: &str, extra: &str) -> Server {
+        Self::start_in(sip, extra, Stderr::Inherit)
+    }
+
+    fn start_in(sip: &str, extra: &str, stderr: Stderr) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("forkswitch.toml");
         let db = if extra.contains("[database]") {
@@ -64,7 +74,7 @@ impl Server {
             "[http]\nlisten = \"127.0.0.1:0\"\n".to_owned()
         };
         let text = format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n[log]\nlevel = \"debug\"\n{db}{http}{extra}"
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}[log]\nlevel = \"debug\"\n{db}{http}{extra}"
         );
         std::fs::write(&cfg, text).expect("write config");
         let (child, lines) = spawn(&cfg, dir.path(), stderr);
@@ -72,6 +82,9 @@ impl Server {
             child,
             udp: "0.0.0.0:0".parse().expect("addr"),
             tcp: "0.0.0.0:0".parse().expect("addr"),
+            tls: "0.0.0.0:0".parse().expect("addr"),
+            ws: "0.0.0.0:0".parse().expect("addr"),
+            wss: "0.0.0.0:0".parse().expect("addr"),
             http: "0.0.0.0:0".parse().expect("addr"),
             lines,
             dir,
@@ -95,6 +108,9 @@ impl Server {
                     match v["transport"].as_str() {
                         Some("UDP") => s.udp = addr,
                         Some("TCP") => s.tcp = addr,
+                        Some("TLS") => s.tls = addr,
+                        Some("WS") => s.ws = addr,
+                        Some("WSS") => s.wss = addr,
                         _ => {}
                     }
                 }
@@ -304,9 +320,9 @@ pub fn tcp_client(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads one SIP message (head + Content-Length body) from a stream.
-pub fn read_stream_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> Vec<u8> {
-    use std::io::Read;
+/// Reads one SIP message (head + Content-Length body) from a stream (TCP,
+/// or TLS over it).
+pub fn read_stream_message<S: std::io::Read + ?Sized>(s: &mut S, pending: &mut Vec<u8>) -> Vec<u8> {
     loop {
         if let Some(pos) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&pending[..pos]).to_ascii_lowercase();
@@ -662,7 +678,7 @@ impl Server {
     /// directory ([`Server::stderr_log`]): for a test that asserts the
     /// process printed no panic.
     pub fn start_with_stderr_logged(extra: &str) -> Server {
-        Self::start_in(extra, Stderr::Logged)
+        Self::start_in("", extra, Stderr::Logged)
     }
 
     /// Kills the server with SIGKILL and starts it again on the same
