@@ -99,6 +99,14 @@ impl Script {
         }
     }
 
+    /// The exit status within `timeout` (panics if it is still running).
+    pub fn assert_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match self.wait(timeout) {
+            Some(st) => st,
+            None => panic!("{}: still running after {timeout:?}\n{}", self.name, self.report()),
+        }
+    }
+
     /// What it printed and wrote to stderr.
     pub fn report(&self) -> String {
         let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
