@@ -5,9 +5,9 @@
 //! group 800 over TLS (digest on the 407); test12 is rung over its own
 //! connection and answers; RTP flows between the two; test11 hangs up.
 //! And pjsip refuses a switch whose certificate its CA did not sign.
-//! (pjsua2-python 2.15.1.post1 bundles OpenSSL 1.0.2k: TLS 1.2 at most.) Needs `python3`
-//! with pjsua2 (`.ci/run` installs it): without it this test fails, saying
-//! so.
+//! (pjsua2-python 2.15.1.post1 bundles OpenSSL 1.0.2k: TLS 1.2 at most.)
+//! Needs `python3` with pjsua2 (`.ci/run` installs it): without it these
+//! tests fail, saying so.
 
 mod common;
 
