@@ -74,7 +74,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// The certificate chain.
+    /// The certificate chain (also shown to TLS servers that ask for a
+    /// client certificate).
     pub cert: PathBuf,
     /// The private key.
     pub key: PathBuf,

@@ -39,7 +39,6 @@ use tracing::{debug, warn};
 
 pub use tls::{PemInput, TlsError, TlsSettings};
 pub use via_stamp::via_to_tcp;
-pub use ws::SUBPROTOCOL as WS_SUBPROTOCOL;
 
 /// RFC 3261 18.1.1: requests larger than this go over TCP when possible.
 pub const UDP_MTU_LIMIT: usize = 1300;
@@ -51,11 +50,11 @@ pub struct TransportConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP addresses to listen on.
     pub tcp: Vec<SocketAddr>,
-    /// TLS addresses to listen on (need a certificate in `tls`).
+    /// TLS addresses to listen on (need a certificate in `tls_settings`).
     pub tls: Vec<SocketAddr>,
     /// WebSocket addresses to listen on.
     pub ws: Vec<SocketAddr>,
-    /// Secure WebSocket addresses to listen on (need a certificate in `tls`).
+    /// Secure WebSocket addresses to listen on (need a certificate in `tls_settings`).
     pub wss: Vec<SocketAddr>,
     /// Certificates for the TLS and WSS listeners and outbound TLS.
     pub tls_settings: TlsSettings,
@@ -168,7 +167,6 @@ pub(crate) struct Inner {
     pub(crate) by_remote: DashMap<(Transport, SocketAddr), ConnId>,
     /// Host names to verify outbound TLS servers against, by address.
     pub(crate) tls_names: DashMap<SocketAddr, String>,
-    pub(crate) tls: TlsSettings,
     pub(crate) per_ip: DashMap<IpAddr, usize>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) inbound: mpsc::Sender<Inbound>,
@@ -236,7 +234,6 @@ impl SipTransport {
                 listeners.push((l, kind.clone()));
             }
         }
-        let tls = cfg.tls_settings.clone();
         let inner = Arc::new(Inner {
             cfg,
             udp,
@@ -245,7 +242,6 @@ impl SipTransport {
             conns: DashMap::new(),
             by_remote: DashMap::new(),
             tls_names: DashMap::new(),
-            tls,
             per_ip: DashMap::new(),
             next_conn: AtomicU64::new(1),
             inbound,

@@ -279,7 +279,7 @@ async fn tls_connect(
     remote: SocketAddr,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let name = tls::server_name(inner.tls_names.get(&remote).map(|n| n.clone()), remote);
-    let connect = inner.tls.connector().connect(name, stream);
+    let connect = inner.cfg.tls_settings.connector().connect(name, stream);
     match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, connect).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout")),

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::debug;
 
 /// The WebSocket subprotocol of SIP (RFC 7118 4.1).
-pub const SUBPROTOCOL: &str = "sip";
+const SUBPROTOCOL: &str = "sip";
 
 /// Whether the `Sec-WebSocket-Protocol` values of an upgrade request offer
 /// the `sip` subprotocol (a comma-separated list, in one header or many).
