@@ -6,7 +6,8 @@
 //! operator needs to run the switch without editing its config file:
 //! extensions (phone accounts), ring groups, the current registrations, and
 //! the customer's webhook. Plus `GET /metrics` (Prometheus/OpenMetrics
-//! text) and `GET /v1.0/openapi.json` (generated from the code).
+//! text), `GET /v1.0/openapi.json` (generated from the code) and `GET
+//! /phone` (a JsSIP browser phone).
 //!
 //! What it never does: it never holds the switch core or reads its call
 //! state. Live changes go through [`SwitchPort`] (a
@@ -34,7 +35,8 @@
 //! [`error`] (the envelope, request ids, the request log line), [`extract`]
 //! (bodies, queries, path ids), [`auth`], [`paging`], [`groupcalls`],
 //! [`calls`], [`extensions`], [`ringgroups`], [`registrations`],
-//! [`webhooks`], [`metrics`], [`openapi`], [`port`], [`tls`].
+//! [`webhooks`], [`metrics`], [`openapi`], [`port`], [`tls`], [`phone`]
+//! (the browser phone page, `GET /phone`).
 //!
 //! Main types: [`ApiState`], [`ApiOptions`], [`SwitchPort`], [`Snapshot`],
 //! [`Webhooks`], [`ApiError`].
@@ -49,6 +51,7 @@ pub mod groupcalls;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod phone;
 pub mod port;
 pub mod registrations;
 pub mod ringgroups;
@@ -206,6 +209,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1.0/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::scrape))
+        .route("/phone", get(phone::page))
+        .route("/phone/phone.js", get(phone::script))
+        .route("/phone/jssip.min.js", get(phone::jssip))
         .method_not_allowed_fallback(error::wrong_method)
         .route_layer(from_fn(error::remember_route))
         .fallback(error::no_route)

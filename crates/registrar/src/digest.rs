@@ -41,7 +41,7 @@ use md5::{Digest as _, Md5};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha2::Sha256;
-use sip_message::{AuthParams, HeaderName, Message};
+use sip_message::{AuthParams, HeaderName, Message, Transport};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -323,6 +323,25 @@ impl DigestAuth {
                 )
             })
             .collect()
+    }
+
+    /// [`DigestAuth::challenges`] for a request that came over `transport`.
+    /// Over WS and WSS an offered MD5 goes last: JsSIP, the usual browser
+    /// stack, keeps only the last `WWW-Authenticate` / `Proxy-Authenticate`
+    /// header and aborts on any algorithm but MD5, while SIPp and many desk
+    /// phones read only the first.
+    pub fn challenges_over(
+        &mut self,
+        now: Instant,
+        realm: &str,
+        stale: bool,
+        transport: Transport,
+    ) -> Vec<String> {
+        let mut c = self.challenges(now, realm, stale);
+        if matches!(transport, Transport::Ws | Transport::Wss) {
+            c.sort_by_key(|v| v.contains("algorithm=MD5,"));
+        }
+        c
     }
 
     fn check_nonce(&mut self, now: Instant, nonce: &[u8], realm: &str) -> NonceState {
@@ -634,6 +653,21 @@ mod tests {
         let n = md5_only.nonce(t0, SIP_REALM);
         let sha = creds(Algorithm::Sha256, "alice", "pw", &n, 1, true);
         assert_eq!(check(&mut md5_only, t0, &sha), Outcome::Malformed("algorithm not offered"));
+    }
+
+    #[test]
+    fn md5_goes_last_over_websocket_only() {
+        let cfg = DigestConfig {
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            ..Default::default()
+        };
+        let mut a = auth(cfg);
+        let t0 = Instant::now();
+        let algs = |c: Vec<String>| -> Vec<bool> { c.iter().map(|v| v.contains("MD5")).collect() };
+        assert_eq!(algs(a.challenges_over(t0, SIP_REALM, false, Transport::Udp)), [true, false]);
+        assert_eq!(algs(a.challenges_over(t0, SIP_REALM, false, Transport::Tls)), [true, false]);
+        assert_eq!(algs(a.challenges_over(t0, SIP_REALM, true, Transport::Ws)), [false, true]);
+        assert_eq!(algs(a.challenges_over(t0, SIP_REALM, false, Transport::Wss)), [false, true]);
     }
 
     #[test]

@@ -391,7 +391,8 @@ impl Registrar {
             Outcome::Authenticated { username, .. } => username,
             Outcome::Missing | Outcome::Stale => {
                 let mut r = Reject::new(401);
-                for c in self.digest.challenges(now, realm, outcome == Outcome::Stale) {
+                let stale = outcome == Outcome::Stale;
+                for c in self.digest.challenges_over(now, realm, stale, peer.transport) {
                     r.headers.push((HeaderName::WwwAuthenticate, c));
                 }
                 return Err(r);

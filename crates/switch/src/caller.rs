@@ -65,12 +65,18 @@ pub(crate) fn identify(
             domain: realm,
         }),
         Outcome::Authenticated { .. } => Err(Refusal::Status(403)),
-        Outcome::Missing => {
-            Err(Refusal::Challenge(registrar.digest_mut().challenges(now, &realm, false)))
-        }
-        Outcome::Stale => {
-            Err(Refusal::Challenge(registrar.digest_mut().challenges(now, &realm, true)))
-        }
+        Outcome::Missing => Err(Refusal::Challenge(registrar.digest_mut().challenges_over(
+            now,
+            &realm,
+            false,
+            peer.transport,
+        ))),
+        Outcome::Stale => Err(Refusal::Challenge(registrar.digest_mut().challenges_over(
+            now,
+            &realm,
+            true,
+            peer.transport,
+        ))),
         Outcome::Rejected => Err(Refusal::AuthFailed { user: from_user }),
         Outcome::Malformed(_) => Err(Refusal::Status(400)),
     }

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod lossy;
 pub mod ports;
+pub mod script;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -62,7 +63,6 @@ impl Server {
 
     fn start_in(sip: &str, extra: &str, stderr: Stderr) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("forkswitch.toml");
         let db = if extra.contains("[database]") {
             String::new()
         } else {
@@ -76,6 +76,35 @@ impl Server {
         let text = format!(
             "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n{sip}[log]\nlevel = \"debug\"\n{db}{http}{extra}"
         );
+        Self::start_config(dir, &text, stderr)
+    }
+
+    /// Starts the server on the shipped `config/forkswitch.toml` (its
+    /// extensions test11-test13, ring groups 800-802), every listener on
+    /// port 0, with `sip` added to its `[sip]` table and `extra` appended.
+    pub fn start_default_config(sip: &str, extra: &str) -> Server {
+        let shipped = std::fs::read_to_string(repo_root().join("config/forkswitch.toml"))
+            .expect("config/forkswitch.toml");
+        let mut text = String::new();
+        for line in shipped.lines() {
+            let line = match line {
+                l if l.starts_with("udp = [") => "udp = [\"127.0.0.1:0\"]",
+                l if l.starts_with("tcp = [") => "tcp = [\"127.0.0.1:0\"]",
+                l if l.starts_with("listen = \"127.0.0.1:8080\"") => "listen = \"127.0.0.1:0\"",
+                l => l,
+            };
+            text.push_str(line);
+            text.push('\n');
+            if line == "[sip]" {
+                text.push_str(sip);
+            }
+        }
+        text.push_str(extra);
+        Self::start_config(tempfile::tempdir().expect("tempdir"), &text, Stderr::Inherit)
+    }
+
+    fn start_config(dir: tempfile::TempDir, text: &str, stderr: Stderr) -> Server {
+        let cfg = dir.path().join("forkswitch.toml");
         std::fs::write(&cfg, text).expect("write config");
         let (child, lines) = spawn(&cfg, dir.path(), stderr);
         let mut server = Server {

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the real SIP peers the integration tests drive, when missing
+# (quick when all are there): SIPp and fail2ban (Debian), Debian's Chromium
+# with playwright-core (npm, pinned by tests/browser/package-lock.json) for
+# the JsSIP browser phone, and pjsua2-python (PyPI) for the pjsip phone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+need_pkgs=()
+command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
+command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "== installing ${need_pkgs[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+echo "== sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -1)"
+echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+
+if ! (cd tests/browser && node -e "require.resolve('playwright-core')" 2>/dev/null \
+    && [ "$(node -p "require('playwright-core/package.json').version")" = \
+         "$(node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")" ]); then
+    echo "== npm ci in tests/browser"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "== playwright-core: $(cd tests/browser && node -p "require('playwright-core/package.json').version")"
+
+PJSUA2=2.15.1.post1
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("pjsua2-python"))' 2>/dev/null)" != "$PJSUA2" ]; then
+    echo "== pip install pjsua2-python==$PJSUA2"
+    python3 -m pip install --quiet --root-user-action=ignore "pjsua2-python==$PJSUA2"
+fi
+python3 -c 'import pjsua2' && echo "== pjsua2-python $PJSUA2 imports"
