@@ -43,6 +43,11 @@ fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorRespons
     Ok(resp)
 }
 
+/// Initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER: usize = 4096;
+/// Most bytes queued for a WebSocket peer that does not read.
+const WS_MAX_WRITE_BUFFER: usize = 1 << 20;
+
 /// Runs the WebSocket handshake on `stream` (bounded in time), then the
 /// connection until either side closes it.
 pub(crate) async fn serve<S>(inner: Arc<Inner>, stream: S, conn: Conn)
@@ -50,7 +55,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max = Some(inner.cfg.max_message);
-    let config = WebSocketConfig::default().max_message_size(max).max_frame_size(max);
+    // tungstenite's defaults (128 KiB read and 128 KiB write buffer per
+    // connection) cost ~130 kB per held browser phone (tests/bench/conns.sh);
+    // SIP messages are small: a 4 KiB read buffer grows for a larger one,
+    // each message is written at once, and a peer that stops reading is
+    // cut off past 1 MiB queued.
+    let config = WebSocketConfig::default()
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER);
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config));
     let ws = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, handshake).await {
