@@ -91,7 +91,7 @@ fn param(header: &str, name: &str) -> Option<String> {
 /// One SIP message stream: TLS (framed by Content-Length) or WSS (one
 /// message per WebSocket message).
 enum Conn {
-    Tls(BufReader<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<BufReader<tokio_rustls::client::TlsStream<TcpStream>>>),
     Wss(Box<tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
@@ -108,7 +108,7 @@ impl Conn {
 
     async fn recv(&mut self) -> Result<String, String> {
         match self {
-            Conn::Tls(s) => read_framed(s).await,
+            Conn::Tls(s) => read_framed(s.as_mut()).await,
             Conn::Wss(ws) => {
                 use futures_util::StreamExt;
                 loop {
@@ -165,7 +165,7 @@ async fn connect(
     let name = ServerName::IpAddress(args.server.ip().into());
     let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
     if args.transport == "tls" {
-        return Ok((Conn::Tls(BufReader::new(stream)), local));
+        return Ok((Conn::Tls(Box::new(BufReader::new(stream))), local));
     }
     let mut req =
         format!("wss://{}/", args.server).into_client_request().map_err(|e| e.to_string())?;
