@@ -559,12 +559,20 @@ impl Tree {
 
 /// The destination as a hop leg's record shows it: `detail` says which hop.
 fn hop_address(destination: &Address, hop: &Hop) -> Address {
-    let mut a = destination.clone();
-    a.detail = hop.to_string();
+    with_detail(destination, hop.to_string())
+}
+
+/// `address` with `detail` set: how the records say which hop or which
+/// forward a destination is.
+fn with_detail(address: &Address, detail: impl Into<String>) -> Address {
+    let mut a = address.clone();
+    a.detail = detail.into();
     a
 }
 
 struct Builder<'a> {
+    /// The root group, for [`Builder::rings_already`].
+    root: &'a GroupDef,
     dir: &'a dyn Directory,
     cfg: &'a ForkConfig,
     wall: Timestamp,
@@ -575,8 +583,10 @@ struct Builder<'a> {
     path: Vec<Uuid>,
     /// The AORs of every `endpoint` destination of the groups as
     /// configured (the root and its nested groups): a forward to one of
-    /// them would ring a phone that rings already, and is cut.
-    ringing: HashSet<String>,
+    /// them would ring a phone that rings already, and is cut. Gathered
+    /// the first time a forward to an extension is met (most calls have
+    /// none).
+    ringing: Option<HashSet<String>>,
     /// The extensions whose forwards are being followed, outermost first: a
     /// forward back to one of them is a loop, and is cut.
     forwarding: Vec<String>,
@@ -587,13 +597,6 @@ struct Builder<'a> {
 /// the deepest nesting.
 const FORWARD_LOOP: u16 = 482;
 const FORWARD_TOO_DEEP: u16 = 483;
-
-/// The `detail` of a forward's destination in the records.
-fn forward_address(to: &Address, which: &str) -> Address {
-    let mut a = to.clone();
-    a.detail = which.to_string();
-    a
-}
 
 /// Failure codes that mean "busy" to `forward_busy`.
 pub(crate) fn is_busy(code: u16) -> bool {
@@ -722,12 +725,12 @@ impl Builder<'_> {
         let policy = self.dir.endpoint_policy(&aor);
         let mut plan = ForwardPlan { member: None, busy: None, no_answer: None };
         if let Some(to) = policy.forward_always {
-            plan.no_answer = Some(forward_address(&to, "forward_always"));
+            plan.no_answer = Some(with_detail(&to, "forward_always"));
         } else if policy.dnd {
             return Ok(item(ItemKind::Skipped(486), None));
         } else if policy.busy {
             match policy.forward_busy {
-                Some(to) => plan.busy = Some(forward_address(&to, "forward_busy")),
+                Some(to) => plan.busy = Some(with_detail(&to, "forward_busy")),
                 None if skip_busy => return Ok(item(ItemKind::Skipped(486), None)),
                 None => return Ok(item(ItemKind::Fails(486), None)),
             }
@@ -735,9 +738,8 @@ impl Builder<'_> {
             let mut contacts = self.dir.contacts(&aor);
             // Highest q first; stable, so equal q keep their order.
             contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
-            let no_answer = policy
-                .forward_noanswer
-                .map(|f| (forward_address(&f.to, "forward_noanswer"), f.after));
+            let no_answer =
+                policy.forward_noanswer.map(|f| (with_detail(&f.to, "forward_noanswer"), f.after));
             if contacts.is_empty() {
                 match no_answer {
                     // Not registered: it cannot answer, the forward rings now.
@@ -752,7 +754,7 @@ impl Builder<'_> {
                 return Ok(item(ItemKind::Child(c), timeout));
             } else {
                 plan.member = Some((contacts, no_answer.as_ref().map(|(_, after)| *after)));
-                plan.busy = policy.forward_busy.map(|to| forward_address(&to, "forward_busy"));
+                plan.busy = policy.forward_busy.map(|to| with_detail(&to, "forward_busy"));
                 plan.no_answer = no_answer.map(|(to, _)| to);
             }
         }
@@ -824,7 +826,7 @@ impl Builder<'_> {
         match at.address.kind {
             AddressType::Endpoint => {
                 let aor = &at.address.target;
-                if self.ringing.contains(aor) || self.forwarding.iter().any(|f| f == aor) {
+                if self.rings_already(aor) || self.forwarding.iter().any(|f| f == aor) {
                     return Ok(item(ItemKind::Skipped(FORWARD_LOOP), None));
                 }
                 self.endpoint_item(at, timeout, false)
@@ -844,6 +846,13 @@ impl Builder<'_> {
             }
             AddressType::Sip | AddressType::Tel => self.uri_item(at, timeout),
         }
+    }
+
+    /// Whether `aor` is an `endpoint` destination of the groups as
+    /// configured.
+    fn rings_already(&mut self, aor: &str) -> bool {
+        let (root, dir) = (self.root, self.dir);
+        self.ringing.get_or_insert_with(|| configured_endpoints(root, dir)).contains(aor)
     }
 
     /// A `sip` or `tel` destination, as the directory says it is reached.
@@ -899,31 +908,44 @@ impl Builder<'_> {
     }
 }
 
-/// The AORs of the `endpoint` destinations of `def` and of the stored
+/// The AORs of the `endpoint` destinations of `root` and of the stored
 /// groups nested in it (each group once).
-fn configured_endpoints(def: &GroupDef, dir: &dyn Directory) -> HashSet<String> {
+fn configured_endpoints(root: &GroupDef, dir: &dyn Directory) -> HashSet<String> {
     let mut aors = HashSet::new();
-    let mut seen = vec![def.id];
-    let mut todo = vec![def.clone()];
+    let mut seen = vec![root.id];
+    let mut todo = gather(root, dir, &mut aors, &mut seen);
     while let Some(g) = todo.pop() {
-        for d in &g.destinations {
-            match d.address.kind {
-                AddressType::Endpoint => {
-                    aors.insert(d.address.target.clone());
-                }
-                AddressType::Groupcall => {
-                    if let Some(child) = dir.group(&d.address.target) {
-                        if !seen.contains(&child.id) && seen.len() < 256 {
-                            seen.push(child.id);
-                            todo.push(child);
-                        }
-                    }
-                }
-                AddressType::Sip | AddressType::Tel => {}
-            }
-        }
+        todo.extend(gather(&g, dir, &mut aors, &mut seen));
     }
     aors
+}
+
+/// Adds the `endpoint` destinations of `g` to `aors`; returns the groups
+/// nested in it that are not `seen` yet (marking them seen, 256 at most).
+fn gather(
+    g: &GroupDef,
+    dir: &dyn Directory,
+    aors: &mut HashSet<String>,
+    seen: &mut Vec<Uuid>,
+) -> Vec<GroupDef> {
+    let mut nested = Vec::new();
+    for d in &g.destinations {
+        match d.address.kind {
+            AddressType::Endpoint => {
+                aors.insert(d.address.target.clone());
+            }
+            AddressType::Groupcall => {
+                if let Some(child) = dir.group(&d.address.target) {
+                    if !seen.contains(&child.id) && seen.len() < 256 {
+                        seen.push(child.id);
+                        nested.push(child);
+                    }
+                }
+            }
+            AddressType::Sip | AddressType::Tel => {}
+        }
+    }
+    nested
 }
 
 /// Expands the tree of `spec`, every id drawn from `maker`; the root record
@@ -947,9 +969,9 @@ pub(crate) fn expand(
     root.phase = GroupPhase::Ready;
     let tree =
         Tree { groups: Groups { root, rest: Vec::new() }, legs: Vec::new(), resolves: Vec::new() };
-    let ringing = configured_endpoints(def, dir);
     let path = vec![def.id];
-    let mut b = Builder { dir, cfg, wall, maker, tree, path, ringing, forwarding: Vec::new() };
+    let forwarding = Vec::new();
+    let mut b = Builder { root: def, dir, cfg, wall, maker, tree, path, ringing: None, forwarding };
     b.fill(0, def, 0)?;
     Ok(b.tree)
 }

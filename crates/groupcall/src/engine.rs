@@ -592,13 +592,12 @@ impl Fork {
     fn forward_after(&mut self, now: Now, g: usize, i: usize, code: u16) {
         let Some(n) = self.tree.groups.get(g) else { return };
         let Hunt::Forward { busy, no_answer } = n.hunt else { return };
-        let first = busy.into_iter().chain(no_answer).min();
-        let next = if first == Some(i) || i != 0 {
-            None
-        } else if is_busy(code) {
-            busy
-        } else {
-            no_answer
+        // Item 0 is the extension when it rang: then no forward is item 0.
+        let extension_failed = i == 0 && busy != Some(0) && no_answer != Some(0);
+        let next = match extension_failed {
+            false => None,
+            true if is_busy(code) => busy,
+            true => no_answer,
         };
         match next {
             Some(j) => self.forward_next(now, g, j),

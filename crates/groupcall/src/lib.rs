@@ -261,15 +261,6 @@ pub struct EndpointPolicy {
     pub forward_noanswer: Option<NoAnswerForward>,
 }
 
-impl EndpointPolicy {
-    /// Whether any forward is set.
-    pub fn forwards(&self) -> bool {
-        self.forward_always.is_some()
-            || self.forward_busy.is_some()
-            || self.forward_noanswer.is_some()
-    }
-}
-
 /// `forward_noanswer`: where, and after how long ringing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NoAnswerForward {

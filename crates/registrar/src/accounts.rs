@@ -78,6 +78,12 @@ impl Accounts {
         self.extensions.get(&(di, name.to_owned()))
     }
 
+    /// The extension of address-of-record `name@domain`.
+    pub fn extension_of(&self, aor: &str) -> Option<&Extension> {
+        let (name, domain) = aor.split_once('@')?;
+        self.extension(name, domain)
+    }
+
     /// The customer owning API key `key`.
     pub fn customer_by_api_key(&self, key: &str) -> Option<&Customer> {
         self.api_keys.get(key).and_then(|&i| self.customers.get(i))

@@ -65,18 +65,11 @@ pub(crate) fn identify(
             domain: realm,
         }),
         Outcome::Authenticated { .. } => Err(Refusal::Status(403)),
-        Outcome::Missing => Err(Refusal::Challenge(registrar.digest_mut().challenges_over(
-            now,
-            &realm,
-            false,
-            peer.transport,
-        ))),
-        Outcome::Stale => Err(Refusal::Challenge(registrar.digest_mut().challenges_over(
-            now,
-            &realm,
-            true,
-            peer.transport,
-        ))),
+        Outcome::Missing | Outcome::Stale => {
+            let stale = outcome == Outcome::Stale;
+            let digest = registrar.digest_mut();
+            Err(Refusal::Challenge(digest.challenges_over(now, &realm, stale, peer.transport)))
+        }
         Outcome::Rejected => Err(Refusal::AuthFailed { user: from_user }),
         Outcome::Malformed(_) => Err(Refusal::Status(400)),
     }

@@ -145,8 +145,7 @@ impl Directory for CallDirectory<'_> {
     }
 
     fn endpoint_policy(&self, aor: &str) -> groupcall::EndpointPolicy {
-        let (name, domain) = aor.split_once('@').unwrap_or((aor, ""));
-        let Some(ext) = self.accounts.extension(name, domain) else {
+        let Some(ext) = self.accounts.extension_of(aor) else {
             return groupcall::EndpointPolicy::default();
         };
         let h = &ext.handling;

@@ -159,8 +159,8 @@ impl Switch {
         let id = self.new_id();
         let mut d = Destination::new(dest);
         if d.address.kind == AddressType::Endpoint {
-            let (name, domain) = d.address.target.split_once('@').unwrap_or_default();
-            let handling = self.registrar.accounts().extension(name, domain).map(|e| &e.handling);
+            let accounts = self.registrar.accounts();
+            let handling = accounts.extension_of(&d.address.target).map(|e| &e.handling);
             if let Some(h) = handling.filter(|h| h.forward_noanswer.is_some()) {
                 let noanswer = std::time::Duration::from_secs(h.noanswer_secs());
                 d.ring_timeout = Some(noanswer + self.fork_cfg.default_ring_timeout);

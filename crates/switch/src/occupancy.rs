@@ -16,7 +16,12 @@ pub(crate) struct Occupancy {
 impl Occupancy {
     /// `aor` is on one more call.
     pub(crate) fn enter(&mut self, aor: &str) {
-        *self.on_calls.entry(aor.to_owned()).or_default() += 1;
+        match self.on_calls.get_mut(aor) {
+            Some(n) => *n += 1,
+            None => {
+                self.on_calls.insert(aor.to_owned(), 1);
+            }
+        }
     }
 
     /// `aor` left a call it was counted on.
