@@ -33,18 +33,6 @@ fn pjsip(server: &Server, name: &str, args: &[&str]) -> Script {
     Script::start(name, server.dir.path(), "python3", &all)
 }
 
-/// `forkswitch gen-cert` into a fresh directory.
-fn gen_cert() -> tempfile::TempDir {
-    let certs = tempfile::tempdir().expect("dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkswitch"))
-        .arg("gen-cert")
-        .arg(certs.path())
-        .output()
-        .expect("run gen-cert");
-    assert!(out.status.success(), "gen-cert: {}", String::from_utf8_lossy(&out.stderr));
-    certs
-}
-
 /// The shipped config with a TLS listener on `certs`' certificate.
 fn tls_server(certs: &std::path::Path) -> Server {
     let cert = certs.join("cert.pem").to_string_lossy().into_owned();

@@ -20,18 +20,6 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tungstenite::client::IntoClientRequest;
 
-/// `forkswitch gen-cert` into a fresh directory.
-fn gen_cert() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkswitch"))
-        .arg("gen-cert")
-        .arg(dir.path())
-        .output()
-        .expect("run gen-cert");
-    assert!(out.status.success(), "gen-cert: {}", String::from_utf8_lossy(&out.stderr));
-    dir
-}
-
 fn tls_section(certs: &Path) -> String {
     let path = |f: &str| certs.join(f).to_string_lossy().into_owned();
     format!("[tls]\ncert = {:?}\nkey = {:?}\n", path("cert.pem"), path("key.pem"))

@@ -839,3 +839,16 @@ pub fn in_tree(all: &[records::Groupcall], g: &records::Groupcall, root: uuid::U
     }
     false
 }
+
+/// `forkswitch gen-cert` into a fresh directory (its `cert.pem` and
+/// `key.pem`, self-signed for localhost and 127.0.0.1).
+pub fn gen_cert() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forkswitch"))
+        .arg("gen-cert")
+        .arg(dir.path())
+        .output()
+        .expect("run gen-cert");
+    assert!(out.status.success(), "gen-cert: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
