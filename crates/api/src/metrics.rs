@@ -202,6 +202,8 @@ impl Collector for Scrape {
         let st = &self.store;
         let values = [("written", st.written), ("failed", st.failed), ("dropped", st.dropped)];
         labelled(&mut e, "store_writes", "Store writes, by result", "result", &values)?;
+        let h = "Store transactions committed (each holds the writes queued meanwhile)";
+        counter(&mut e, "store_commits", h, st.batches)?;
         let h = "Store writes queued, not yet committed";
         gauge(&mut e, "store_queue_depth", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
         Ok(())

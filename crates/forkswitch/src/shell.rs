@@ -33,7 +33,11 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
     if cfg.database.path.is_empty() {
         return Ok(Arc::new(store::MemoryStore::new()));
     }
-    store::SqliteStore::open(std::path::Path::new(&cfg.database.path))
+    let opts = store::Options {
+        max_delay: Duration::from_millis(cfg.database.commit_delay_ms),
+        ..store::Options::default()
+    };
+    store::SqliteStore::open_with(std::path::Path::new(&cfg.database.path), opts)
         .map(|s| Arc::new(s) as Arc<dyn Store>)
         .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
 }
