@@ -1,16 +1,22 @@
 // Two browser phones (the /phone page, JsSIP) in Debian's headless Chromium,
 // driven by playwright-core, for crates/forkswitch/tests/phone.rs.
 //
-//   node tests/browser/phones.mjs ring-group  HTTP_URL WS_URL
-//   node tests/browser/phones.mjs webrtc-call HTTP_URL WS_URL
+//   node tests/browser/phones.mjs ring-group  HTTP_URL WS_URL WSS_URL CERT_PEM
+//   node tests/browser/phones.mjs webrtc-call HTTP_URL WS_URL WSS_URL CERT_PEM
+//
+// The ring group scenario registers test13 over WSS; Chromium trusts the
+// switch's certificate CERT_PEM by its public key
+// (--ignore-certificate-errors-spki-list), and no other.
 //
 // Prints one JSON object per line: {"event":"browser","pid":N} first (so the
 // caller can kill it), {"event":"ready"} once test12 and test13 are
 // registered, {"event":"done",...} at the end; {"event":"error"} and exit
 // code 1 on any failure. Every wait is bounded; the whole run is too.
 import { chromium } from 'playwright-core';
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
-const [scenario, http, ws] = process.argv.slice(2);
+const [scenario, http, ws, wss, certPem] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 20000;
 const RUN_MS = 90000;
@@ -30,15 +36,24 @@ const fail = (message) => finish(1, { event: 'error', message });
 setTimeout(() => fail(`the whole run took more than ${RUN_MS} ms`), RUN_MS).unref();
 process.on('SIGTERM', () => fail('SIGTERM'));
 
-/** Opens the phone page as `user` (password `<user>-secret`), registered. */
-async function phone(user, extra = '') {
+/** Base64 SHA-256 of the certificate's SubjectPublicKeyInfo. */
+function spki(pemFile) {
+  const der = new X509Certificate(readFileSync(pemFile)).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(der).digest('base64');
+}
+
+/**
+ * Opens the phone page as `user` (password `<user>-secret`), registered
+ * through the switch's WebSocket URL `url`.
+ */
+async function phone(user, extra = '', url = ws) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on('console', (m) => {
     if (m.type() === 'error') process.stderr.write(`[${user} console] ${m.text()}\n`);
   });
   page.on('pageerror', (e) => process.stderr.write(`[${user} pageerror] ${e}\n`));
-  const q = new URLSearchParams({ user, password: `${user}-secret`, ws, autoregister: '1' });
+  const q = new URLSearchParams({ user, password: `${user}-secret`, ws: url, autoregister: '1' });
   await page.goto(`${http}/phone?${q}${extra}`);
   await reach(page, user, '#reg', 'registered');
   return page;
@@ -66,7 +81,7 @@ const states = (page) =>
 /** test12 answers a ring group call (SIPp), test13 shows "answered elsewhere". */
 async function ringGroup() {
   const p12 = await phone('test12');
-  const p13 = await phone('test13');
+  const p13 = await phone('test13', '', wss);
   say({ event: 'ready' });
   await reach(p12, 'test12', '#call', 'ringing');
   await reach(p13, 'test13', '#call', 'ringing');
@@ -159,7 +174,9 @@ async function webrtcCall() {
 const scenarios = { 'ring-group': ringGroup, 'webrtc-call': webrtcCall };
 
 try {
-  if (!scenarios[scenario] || !http || !ws) throw new Error(`usage: phones.mjs ${Object.keys(scenarios).join('|')} HTTP_URL WS_URL`);
+  if (!scenarios[scenario] || !http || !ws || !wss || !certPem) {
+    throw new Error(`usage: phones.mjs ${Object.keys(scenarios).join('|')} HTTP_URL WS_URL WSS_URL CERT_PEM`);
+  }
   // A browser server, for its PID; playwright gives it a fresh
   // --user-data-dir (a new temporary profile).
   server = await chromium.launchServer({
@@ -177,6 +194,7 @@ try {
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection',
+      `--ignore-certificate-errors-spki-list=${spki(certPem)}`,
     ],
   });
   say({ event: 'browser', pid: server.process().pid });

@@ -35,16 +35,12 @@ fn pjsip(server: &Server, name: &str, args: &[&str]) -> Script {
 
 /// The shipped config with a TLS listener on `certs`' certificate.
 fn tls_server(certs: &std::path::Path) -> Server {
-    let cert = certs.join("cert.pem").to_string_lossy().into_owned();
-    let key = certs.join("key.pem").to_string_lossy().into_owned();
-    Server::start_default_config(
-        "tls = [\"127.0.0.1:0\"]\n",
-        &format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n"),
-    )
+    Server::start_default_config("tls = [\"127.0.0.1:0\"]\n", &tls_section(certs))
 }
 
 #[test]
 fn pjsip_phones_register_ring_and_answer_over_tls() {
+    common::netns::enter();
     pjsua2_present();
     let certs = gen_cert();
     let cert = certs.path().join("cert.pem").to_string_lossy().into_owned();
@@ -83,6 +79,7 @@ fn pjsip_phones_register_ring_and_answer_over_tls() {
 
 #[test]
 fn pjsip_refuses_a_switch_certificate_it_does_not_trust() {
+    common::netns::enter();
     pjsua2_present();
     let (certs, other) = (gen_cert(), gen_cert());
     let server = tls_server(certs.path());

@@ -20,11 +20,6 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tungstenite::client::IntoClientRequest;
 
-fn tls_section(certs: &Path) -> String {
-    let path = |f: &str| certs.join(f).to_string_lossy().into_owned();
-    format!("[tls]\ncert = {:?}\nkey = {:?}\n", path("cert.pem"), path("key.pem"))
-}
-
 /// A server with TLS, WS and WSS listeners, domain `test` (127.0.0.1 a
 /// trusted carrier source, so the SIPp caller needs no digest), extension
 /// `user` (password `pw-<user>`) and group 816 ringing it.

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod lossy;
+pub mod netns;
 pub mod ports;
 pub mod script;
 
@@ -851,4 +852,11 @@ pub fn gen_cert() -> tempfile::TempDir {
         .expect("run gen-cert");
     assert!(out.status.success(), "gen-cert: {}", String::from_utf8_lossy(&out.stderr));
     dir
+}
+
+/// The `[tls]` section serving `certs`' (a [`gen_cert`] directory)
+/// certificate and key.
+pub fn tls_section(certs: &std::path::Path) -> String {
+    let path = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    format!("[tls]\ncert = {:?}\nkey = {:?}\n", path("cert.pem"), path("key.pem"))
 }

@@ -68,9 +68,11 @@ impl Proto {
     }
 }
 
-/// `(local port, inode)` of every socket in `/proc/net/<table>`.
+/// `(local port, inode)` of every socket in `/proc/thread-self/net/<table>`:
+/// the calling thread's network namespace (`/proc/net` is the main
+/// thread's, and a test may run in its own, see [`super::netns`]).
 fn sockets(table: &str) -> Vec<(u16, u64)> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{table}")) else {
         return Vec::new();
     };
     text.lines()
