@@ -83,6 +83,10 @@ pub struct TlsConfig {
     /// certificate signed by one of them (outbound TLS trusts them too).
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// With `ca`: `false` lets clients connect without a certificate (one
+    /// they present must still be signed by `ca`). Default `true`.
+    #[serde(default)]
+    pub require_client_cert: Option<bool>,
 }
 
 /// `[dns]`
@@ -722,14 +726,27 @@ impl Config {
             Some(p) => Some(read("ca", p)?),
             None => None,
         };
-        sip_transport::TlsSettings::from_pem(&cert, &key, ca.as_deref()).map_err(|e| {
-            let (key, path) = match e.input {
-                sip_transport::PemInput::Cert => ("cert", &t.cert),
-                sip_transport::PemInput::Key => ("key", &t.key),
-                sip_transport::PemInput::Ca => ("ca", t.ca.as_ref().unwrap_or(&t.cert)),
-            };
-            ("tls", key, format!("{}: {e}", path.display()))
-        })
+        let client_certs = match t.require_client_cert {
+            Some(_) if t.ca.is_none() => {
+                return Err((
+                    "tls",
+                    "require_client_cert",
+                    "needs ca (the CA clients' certificates chain to)".into(),
+                ));
+            }
+            Some(false) => sip_transport::ClientCerts::Optional,
+            _ => sip_transport::ClientCerts::Required,
+        };
+        sip_transport::TlsSettings::from_pem_with(&cert, &key, ca.as_deref(), client_certs).map_err(
+            |e| {
+                let (key, path) = match e.input {
+                    sip_transport::PemInput::Cert => ("cert", &t.cert),
+                    sip_transport::PemInput::Key => ("key", &t.key),
+                    sip_transport::PemInput::Ca => ("ca", t.ca.as_ref().unwrap_or(&t.cert)),
+                };
+                ("tls", key, format!("{}: {e}", path.display()))
+            },
+        )
     }
 
     fn check(&self) -> Result<(), (&'static str, &'static str, String)> {
@@ -1266,6 +1283,11 @@ mod tests {
         assert!(e.starts_with("f.toml:5: tls.cert: ") && e.contains("no certificate"), "{e}");
         let e = err(&section(&cert, &cert));
         assert!(e.starts_with("f.toml:6: tls.key: ") && e.contains("no private key"), "{e}");
+        let e = err(&format!("{}require_client_cert = false\n", section(&cert, &key)));
+        assert_eq!(
+            e,
+            "f.toml:7: tls.require_client_cert: needs ca (the CA clients' certificates chain to)"
+        );
         let ok = Config::parse(Path::new("f.toml"), &section(&cert, &key)).expect("valid");
         assert!(ok.transport().tls_settings.can_serve());
     }

@@ -24,8 +24,13 @@ use tungstenite::client::IntoClientRequest;
 /// trusted carrier source, so the SIPp caller needs no digest), extension
 /// `user` (password `pw-<user>`) and group 816 ringing it.
 fn server(certs: &Path, user: &str) -> Server {
+    server_with(certs, user, "")
+}
+
+/// [`server`] with more `[tls]` settings.
+fn server_with(certs: &Path, user: &str, tls: &str) -> Server {
     let extra = format!(
-        "{}[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+        "{}{tls}[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
          [[carriers]]\nname = \"loopback\"\naddress = \"127.0.0.1:9\"\ninbound_sources = [\"127.0.0.1/32\"]\ninbound_domain = \"test\"\n\
          [[extensions]]\nname = \"{user}\"\ndomain = \"test\"\npassword = \"pw-{user}\"\n[registrar]\nalgorithms = [\"MD5\"]\n\
          [[groups]]\nnumber = \"816\"\ndomain = \"test\"\ndestinations = [{{ type = \"endpoint\", target = \"{user}@test\" }}]\n",
@@ -223,6 +228,48 @@ fn register_over_wss() {
     let mut phone = ws_connect(&format!("wss://localhost:{}/", server.wss.port()), tls);
     let contact = "<sip:s1@k2m9q.invalid;transport=wss>";
     register(&mut phone, server.wss, "s1", "WSS k2m9q.invalid", contact);
+}
+
+/// With `[tls] ca` a client must show a certificate signed by it, unless
+/// `require_client_cert = false`: then one without any registers over TLS.
+#[test]
+fn client_certificates_required_unless_optional() {
+    let certs = gen_cert();
+    let ca = format!("ca = {:?}\n", certs.path().join("cert.pem").to_string_lossy());
+    // tls_client shows no certificate.
+    let strict = server_with(certs.path(), "c1", &ca);
+    let mut conn = tls_client(strict.tls, certs.path());
+    let wrote = conn.write_all(b"\r\n\r\n").and_then(|_| conn.flush());
+    let mut buf = [0u8; 64];
+    let read = wrote.and_then(|_| conn.read(&mut buf));
+    assert!(matches!(read, Err(_) | Ok(0)), "no certificate, yet {read:?}");
+    drop(strict);
+    let lax = server_with(certs.path(), "c2", &format!("{ca}require_client_cert = false\n"));
+    let conn = tls_client(lax.tls, certs.path());
+    let local = conn.sock.local_addr().expect("addr");
+    let mut phone = Framed { s: conn, pending: Vec::new() };
+    let contact = format!("<sip:c2@{local};transport=tls>");
+    register(&mut phone, lax.tls, "c2", &format!("TLS {local}"), &contact);
+}
+
+/// A WebSocket ping (a browser's or a proxy's keepalive) gets its pong,
+/// on a registered connection that stays usable.
+#[test]
+fn websocket_ping_gets_a_pong() {
+    let certs = gen_cert();
+    let server = server(certs.path(), "k1");
+    let mut phone = ws_connect(&format!("ws://{}/", server.ws), tcp_client(server.ws));
+    let contact = "<sip:k1@p0ng9.invalid;transport=ws>";
+    register(&mut phone, server.ws, "k1", "WS p0ng9.invalid", contact);
+    phone.0.send(tungstenite::Message::Ping(b"keepalive".to_vec().into())).expect("ping");
+    loop {
+        match phone.0.read().expect("a pong within the wait") {
+            tungstenite::Message::Pong(p) => break assert_eq!(&p[..], b"keepalive"),
+            tungstenite::Message::Close(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+    call_reaches(&mut phone, &server, "k1", "WS", contact);
 }
 
 #[test]

@@ -37,7 +37,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-pub use tls::{PemInput, TlsError, TlsSettings};
+pub use tls::{ClientCerts, PemInput, TlsError, TlsSettings};
 pub use via_stamp::via_to_tcp;
 
 /// RFC 3261 18.1.1: requests larger than this go over TCP when possible.

@@ -46,6 +46,18 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
+/// Whether TLS and WSS clients must present a certificate, when CA
+/// certificates for them are configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// A client without a certificate chaining to the CA is refused.
+    #[default]
+    Required,
+    /// A client may present none (digest still applies to its requests);
+    /// one it presents must chain to the CA.
+    Optional,
+}
+
 /// The rustls configurations of the TLS and WSS listeners and of outbound
 /// TLS; cheap to clone.
 #[derive(Clone)]
@@ -109,6 +121,17 @@ impl TlsSettings {
     /// certificate that chains to one (and outbound TLS trusts them too).
     /// Outbound TLS shows this certificate to servers that ask for one.
     pub fn from_pem(cert: &[u8], key: &[u8], ca: Option<&[u8]>) -> Result<TlsSettings, TlsError> {
+        Self::from_pem_with(cert, key, ca, ClientCerts::Required)
+    }
+
+    /// [`TlsSettings::from_pem`], saying whether clients must present a
+    /// certificate when `ca` is given.
+    pub fn from_pem_with(
+        cert: &[u8],
+        key: &[u8],
+        ca: Option<&[u8]>,
+        client_certs: ClientCerts,
+    ) -> Result<TlsSettings, TlsError> {
         let chain = certs(cert, PemInput::Cert)?;
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError {
             input: PemInput::Key,
@@ -128,9 +151,14 @@ impl TlsSettings {
             .map_err(|e| TlsError { input: PemInput::Cert, reason: e.to_string() })?;
         let builder = if ca.is_some() {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots.clone()), provider())
-                    .build()
-                    .map_err(|e| TlsError { input: PemInput::Ca, reason: e.to_string() })?;
+                WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots.clone()), provider());
+            let verifier = match client_certs {
+                ClientCerts::Required => verifier,
+                ClientCerts::Optional => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError { input: PemInput::Ca, reason: e.to_string() })?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
