@@ -339,6 +339,47 @@ fn sips_destination_is_called_over_mutual_tls() {
     call.join().expect("caller");
 }
 
+/// After a restart the TLS connection a phone registered over is gone (and
+/// its source port was ephemeral): the binding is dialed over a new TLS
+/// connection to its Contact's address, where the phone listens. A
+/// WebSocket binding, which nothing can connect to, is skipped until it
+/// registers again (the call fails at once instead of trying it).
+#[test]
+fn after_a_restart_a_tls_binding_is_dialed_at_its_contact() {
+    let certs = gen_cert();
+    let pem = certs.path().join("cert.pem");
+    // ca: the switch trusts the phone's certificate when it connects to it;
+    // the phone registers without one.
+    let tls = format!("ca = {:?}\nrequire_client_cert = false\n", pem.to_string_lossy());
+    let mut server = server_with(certs.path(), "r1", &tls);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = listener.local_addr().expect("addr");
+    let conn = tls_client(server.tls, certs.path());
+    let local = conn.sock.local_addr().expect("addr");
+    let mut phone = Framed { s: conn, pending: Vec::new() };
+    let contact = format!("<sip:r1@{listen};transport=tls>");
+    register(&mut phone, server.tls, "r1", &format!("TLS {local}"), &contact);
+    let mut browser = ws_connect(&format!("ws://{}/", server.ws), tcp_client(server.ws));
+    let ws_contact = "<sip:r1@q8z2w.invalid;transport=ws>";
+    register(&mut browser, server.ws, "r1", "WS q8z2w.invalid", ws_contact);
+    server.stop_and_restart();
+    drop((phone, browser));
+    let (dir, target) = (server.dir.path().to_owned(), server.udp);
+    let call = std::thread::spawn(move || caller(&dir, target, "816", "uac.xml", &[]));
+    let tcp = accept_within(&listener);
+    let mut callee = Framed { s: tls_server(tcp, certs.path()), pending: Vec::new() };
+    answer_call(&mut callee, &format!("INVITE sip:r1@{listen}"), "TLS", &contact);
+    call.join().expect("caller");
+    // One leg in r1's group of contacts: the WebSocket binding was not
+    // dialed.
+    let (root, _) = finished_groupcall(&server);
+    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
+    let r1 = store::Store::groupcall(&db, root.answer_groupcall_id)
+        .expect("read")
+        .expect("r1's groupcall");
+    assert_eq!(r1.call_ids.len(), 1, "{r1:?}");
+}
+
 fn accept_within(l: &std::net::TcpListener) -> TcpStream {
     l.set_nonblocking(true).expect("nonblocking");
     let deadline = std::time::Instant::now() + WAIT;

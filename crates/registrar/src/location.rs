@@ -58,17 +58,54 @@ impl Location {
 
     /// Where requests for this contact go: the source address and transport
     /// of its REGISTER, over the same stream connection when there is one (NAT
-    /// traversal, RFC 5626 flows).
+    /// traversal, RFC 5626 flows). A TCP or TLS binding loaded from the
+    /// database has no connection (none survives a restart) and its source
+    /// port was the phone's ephemeral one: a new connection goes to the
+    /// address in its Contact instead, when that is an IP address (where the
+    /// phone listens, RFC 3261 section 18.2.2).
     pub fn target(&self) -> Peer {
         let transport =
             Transport::from_token(self.binding.transport.as_bytes()).unwrap_or(Transport::Udp);
+        let remote = match (transport, self.conn) {
+            (Transport::Tcp | Transport::Tls, None) => {
+                contact_address(&self.binding.contact, transport).unwrap_or(self.binding.source)
+            }
+            _ => self.binding.source,
+        };
         Peer {
             transport,
-            remote: self.binding.source,
+            remote,
             local: self.binding.local,
             conn: if transport.is_reliable() { self.conn } else { None },
         }
     }
+
+    /// Whether nothing can open a connection to this binding: a WebSocket
+    /// client (it accepts none) or a Contact host ending in `.invalid`
+    /// (RFC 7118's browser contacts): reached only over the connection it
+    /// registered on.
+    fn reached_only_by_its_flow(&self) -> bool {
+        let ws = matches!(self.binding.transport.to_ascii_uppercase().as_str(), "WS" | "WSS");
+        let host =
+            uri_of(&self.binding.contact).map(|u| u.host.to_ascii_lowercase()).unwrap_or_default();
+        ws || host.ends_with(b".invalid")
+    }
+}
+
+/// The Contact URI in `contact` (with or without angle brackets).
+fn uri_of(contact: &str) -> Option<sip_message::Uri<'_>> {
+    let bare = contact.trim().trim_start_matches('<').trim_end_matches('>');
+    sip_message::Uri::parse(bare.as_bytes()).ok()
+}
+
+/// The socket address a Contact URI names, when its host is an IP address
+/// (default port 5060, 5061 for TLS or `sips:`).
+fn contact_address(contact: &str, transport: Transport) -> Option<std::net::SocketAddr> {
+    let uri = uri_of(contact)?;
+    let host = std::str::from_utf8(uri.host).ok()?;
+    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let secure = transport == Transport::Tls || uri.scheme == sip_message::Scheme::Sips;
+    Some(std::net::SocketAddr::new(ip, uri.port.unwrap_or(if secure { 5061 } else { 5060 })))
 }
 
 /// A change to an AOR's bindings.
@@ -275,11 +312,15 @@ impl LocationStore {
 
     /// Restores bindings read from the database at start-up (queues no
     /// [`BindingChange`]). A binding with the same AOR and contact as one
-    /// already loaded replaces it.
+    /// already loaded replaces it. One that only the connection it registered
+    /// over could reach (WebSocket, `.invalid` Contact) is loaded
+    /// [`Location::closed`]: that connection is gone with the old process, so
+    /// it is skipped until it registers again (browsers reconnect and do).
     pub fn load(&mut self, bindings: Vec<Binding>) {
         for b in bindings {
             let list = self.map.entry(b.aor.clone()).or_default();
-            let loc = Location { binding: b, conn: None, closed: false };
+            let mut loc = Location { binding: b, conn: None, closed: false };
+            loc.closed = loc.reached_only_by_its_flow();
             match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
                 Some(slot) => *slot = loc,
                 None => list.push(loc),
@@ -355,6 +396,54 @@ mod tests {
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_micros(s * 1_000_000)
+    }
+
+    /// After a restart: TCP/TLS bindings are dialed at their Contact's
+    /// address (their source port was ephemeral), WebSocket and `.invalid`
+    /// ones are skipped until they register again; with a live connection
+    /// the source and the connection are used, as before.
+    #[test]
+    fn loaded_stream_bindings_go_to_their_contact_or_wait_for_a_register() {
+        let mut store = LocationStore::new();
+        let with = |contact: &str, transport: &str| Binding {
+            transport: transport.into(),
+            ..binding("a@test", contact, 1000, 100)
+        };
+        store.load(vec![
+            with("sip:a@192.0.2.7:5070;transport=tcp", "TCP"),
+            with("<sips:a@[2001:db8::7]>", "TLS"),
+            with("sip:a@192.0.2.8;transport=tls", "TLS"),
+            with("sip:a@phone.example.com;transport=tcp", "TCP"),
+            with("sip:a@192.0.2.9:5080", "UDP"),
+            with("sip:a@k2m9q.invalid;transport=ws", "WS"),
+            with("sip:a@192.0.2.10:5090;transport=wss", "WSS"),
+            with("sip:a@r4.invalid;transport=tcp", "TCP"),
+        ]);
+        let remotes: Vec<String> = store
+            .reachable("a@test", at(1))
+            .iter()
+            .map(|l| format!("{} {}", l.binding.transport, l.target().remote))
+            .collect();
+        assert_eq!(
+            remotes,
+            [
+                "TCP 192.0.2.7:5070",
+                "TLS [2001:db8::7]:5061",
+                "TLS 192.0.2.8:5061",
+                "TCP 192.0.2.1:5060", // a name: the source, as before
+                "UDP 192.0.2.1:5060", // UDP: the source (NAT)
+            ]
+        );
+        // Registered over a live connection: the source and that connection.
+        let live = Location {
+            binding: with("sip:a@192.0.2.7:5070;transport=tcp", "TCP"),
+            conn: Some(3),
+            closed: false,
+        };
+        assert_eq!(
+            (live.target().remote.to_string(), live.target().conn),
+            ("192.0.2.1:5060".into(), Some(3))
+        );
     }
 
     #[test]
