@@ -3,9 +3,9 @@
 //! Chromium (driven by playwright-core, `tests/browser/phones.mjs`)
 //! register as test12 (over WS) and test13 (over WSS); a SIPp caller dials
 //! ring group 800, one page answers and the other shows "answered
-//! elsewhere"; and a page calls
-//! the other and gives up while it rings (a missed call there), then calls
-//! again until WebRTC media flows on loopback. Each test runs in a network
+//! elsewhere"; and a page calls the other and gives up while it rings (a
+//! missed call there), then calls again until WebRTC media flows on
+//! loopback. Each test runs in a network
 //! namespace of its own with only `lo` ([`common::netns`]): Chromium would
 //! otherwise also try the machine's other addresses for WebRTC.
 //! Needs /usr/bin/chromium and `npm ci` in tests/browser (`.ci/run` does

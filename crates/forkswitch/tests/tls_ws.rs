@@ -27,6 +27,11 @@ fn server(certs: &Path, user: &str) -> Server {
     server_with(certs, user, "")
 }
 
+/// The `[tls] ca` line trusting `certs`' own (self-signed) certificate.
+fn ca_line(certs: &Path) -> String {
+    format!("ca = {:?}\n", certs.join("cert.pem").to_string_lossy())
+}
+
 /// [`server`] with more `[tls]` settings.
 fn server_with(certs: &Path, user: &str, tls: &str) -> Server {
     let extra = format!(
@@ -235,7 +240,7 @@ fn register_over_wss() {
 #[test]
 fn client_certificates_required_unless_optional() {
     let certs = gen_cert();
-    let ca = format!("ca = {:?}\n", certs.path().join("cert.pem").to_string_lossy());
+    let ca = ca_line(certs.path());
     // tls_client shows no certificate.
     let strict = server_with(certs.path(), "c1", &ca);
     let mut conn = tls_client(strict.tls, certs.path());
@@ -320,11 +325,11 @@ fn sips_destination_is_called_over_mutual_tls() {
     let callee = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let callee_addr = callee.local_addr().expect("addr");
     let extra = format!(
-        "{}ca = {:?}\n[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+        "{}{}[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
          [[carriers]]\nname = \"loopback\"\naddress = \"127.0.0.1:9\"\ninbound_sources = [\"127.0.0.1/32\"]\ninbound_domain = \"test\"\n\
          [[groups]]\nnumber = \"817\"\ndomain = \"test\"\ndestinations = [{{ type = \"sip\", target = \"sips:p@{callee_addr}\" }}]\n",
         tls_section(certs.path()),
-        certs.path().join("cert.pem").to_string_lossy()
+        ca_line(certs.path())
     );
     let server = Server::start_with_sip("tls = [\"127.0.0.1:0\"]\n", &extra);
     let dir = server.dir.path().to_owned();
@@ -347,10 +352,9 @@ fn sips_destination_is_called_over_mutual_tls() {
 #[test]
 fn after_a_restart_a_tls_binding_is_dialed_at_its_contact() {
     let certs = gen_cert();
-    let pem = certs.path().join("cert.pem");
     // ca: the switch trusts the phone's certificate when it connects to it;
     // the phone registers without one.
-    let tls = format!("ca = {:?}\nrequire_client_cert = false\n", pem.to_string_lossy());
+    let tls = format!("{}require_client_cert = false\n", ca_line(certs.path()));
     let mut server = server_with(certs.path(), "r1", &tls);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = listener.local_addr().expect("addr");

@@ -64,8 +64,7 @@ impl Location {
     /// address in its Contact instead, when that is an IP address (where the
     /// phone listens, RFC 3261 section 18.2.2).
     pub fn target(&self) -> Peer {
-        let transport =
-            Transport::from_token(self.binding.transport.as_bytes()).unwrap_or(Transport::Udp);
+        let transport = self.transport();
         let remote = match (transport, self.conn) {
             (Transport::Tcp | Transport::Tls, None) => {
                 contact_address(&self.binding.contact, transport).unwrap_or(self.binding.source)
@@ -80,12 +79,18 @@ impl Location {
         }
     }
 
+    /// The transport it registered over (UDP when the stored token is
+    /// unknown).
+    fn transport(&self) -> Transport {
+        Transport::from_token(self.binding.transport.as_bytes()).unwrap_or(Transport::Udp)
+    }
+
     /// Whether nothing can open a connection to this binding: a WebSocket
     /// client (it accepts none) or a Contact host ending in `.invalid`
     /// (RFC 7118's browser contacts): reached only over the connection it
     /// registered on.
     fn reached_only_by_its_flow(&self) -> bool {
-        let ws = matches!(self.binding.transport.to_ascii_uppercase().as_str(), "WS" | "WSS");
+        let ws = matches!(self.transport(), Transport::Ws | Transport::Wss);
         let host =
             uri_of(&self.binding.contact).map(|u| u.host.to_ascii_lowercase()).unwrap_or_default();
         ws || host.ends_with(b".invalid")
