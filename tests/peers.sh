@@ -2,7 +2,10 @@
 # Installs the real SIP peers the integration tests drive, when missing
 # (quick when all are there): SIPp and fail2ban (Debian), Debian's Chromium
 # with playwright-core (npm, pinned by tests/browser/package-lock.json) for
-# the JsSIP browser phone, and pjsua2-python (PyPI) for the pjsip phone.
+# the JsSIP browser phone, pjsua2-python (PyPI) for the pjsip phone,
+# crates.io cargo-deb (pinned) for the Debian package test, and Debian's
+# prometheus (promtool checks the alerting rules), tshark (opens the pcap
+# and decodes HEP) and systemd (systemd-analyze verifies the unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,10 @@ need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+command -v dpkg-deb >/dev/null 2>&1 || need_pkgs+=(dpkg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]}"
     apt-get update -qq
@@ -33,3 +40,12 @@ if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("pjsua2-pyth
     python3 -m pip install --quiet --root-user-action=ignore "pjsua2-python==$PJSUA2"
 fi
 python3 -c 'import pjsua2' && echo "== pjsua2-python $PJSUA2 imports"
+
+# cargo-deb builds the .deb in crates/forkswitch/tests/package.rs (about 2 min
+# to install from source on a 2-core box; once per machine).
+CARGO_DEB=3.6.0
+if [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DEB" ]; then
+    echo "== cargo install cargo-deb $CARGO_DEB"
+    cargo install --locked --quiet cargo-deb --version "$CARGO_DEB"
+fi
+echo "== cargo-deb $(cargo deb --version 2>/dev/null | awk '{print $2}'), promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), $(tshark --version 2>/dev/null | head -1)"
