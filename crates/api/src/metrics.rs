@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 use store::StoreStats;
-use switch::counters::{Histogram, COUNTED_METHODS};
+use switch::counters::{Histogram, COUNTED_METHODS, SECURITY_EVENTS};
 
 /// The OpenMetrics text content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -154,6 +154,9 @@ impl Collector for Scrape {
             counter(&mut e, "sip_registers_shed", h, c.shed_registers)?;
             let h = "Requests dropped from sources banned for their request rate";
             counter(&mut e, "sip_rate_limited", h, c.rate_limited)?;
+            let h = "Security events (REGISTER and INVITE): failed authentications, bans, rate limits";
+            let events = zip(&SECURITY_EVENTS, &c.security_events);
+            labelled(&mut e, "security_events", h, "event", &events)?;
             counter(&mut e, "calls_started", "Inbound calls served", c.calls_started)?;
             let h = "Calls ended, by outcome";
             labelled(&mut e, "calls", h, "outcome", &zip(&OUTCOMES, &c.calls_ended))?;
@@ -206,6 +209,10 @@ impl Collector for Scrape {
         counter(&mut e, "store_commits", h, st.batches)?;
         let h = "Store writes queued, not yet committed";
         gauge(&mut e, "store_queue_depth", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
+        let h = "Record changes waiting for the store (its queue depth)";
+        gauge(&mut e, "store_pending", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
+        let h = "Record changes dropped because the store's queue was full";
+        counter(&mut e, "store_dropped", h, st.dropped)?;
         Ok(())
     }
 }

@@ -119,6 +119,8 @@ pub struct Counters {
     pub shed_registers: u64,
     /// Requests dropped from sources banned for their rate.
     pub rate_limited: u64,
+    /// Security events by kind, indexed like [`SECURITY_EVENTS`].
+    pub security_events: [u64; 4],
     /// Calls served, and how those that ended went: answered, cancelled,
     /// busy, no answer, failed.
     pub calls_started: u64,
@@ -141,6 +143,7 @@ impl Default for Counters {
             shed_invites: 0,
             shed_registers: 0,
             rate_limited: 0,
+            security_events: [0; 4],
             calls_started: 0,
             calls_ended: [0; 5],
             setup_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
@@ -149,7 +152,19 @@ impl Default for Counters {
     }
 }
 
+/// The names of [`Counters::security_events`], in order
+/// ([`registrar::SecurityEvent::name`]).
+pub const SECURITY_EVENTS: [&str; 4] = ["auth_failed", "banned", "unbanned", "rate_limited"];
+
 impl Counters {
+    /// Counts a security event (failed authentication, ban, end of a ban,
+    /// rate limit), REGISTER and INVITE alike.
+    pub fn security_event(&mut self, ev: &registrar::SecurityEvent) {
+        if let Some(i) = SECURITY_EVENTS.iter().position(|n| *n == ev.name()) {
+            self.security_events[i] += 1;
+        }
+    }
+
     /// Counts an ended call.
     pub fn call_ended(&mut self, outcome: CallOutcome) {
         let i = match outcome {

@@ -413,6 +413,7 @@ impl Switch {
             self.out.push_back(Output::Event(Event::Oversize(n)));
         }
         while let Some(ev) = self.registrar.poll_security() {
+            self.counters.security_event(&ev);
             self.out.push_back(Output::Event(Event::Security(ev)));
         }
     }

@@ -4,6 +4,7 @@
 //! Ports for SIPp and in-process peers, and readiness, come from [`ports`].
 #![allow(dead_code)]
 
+pub mod fork;
 pub mod http;
 pub mod lossy;
 pub mod netns;
