@@ -1,0 +1,69 @@
+//! # sip-trace: the SIP messages of recent calls, kept and exported
+//!
+//! What an operator reaches for when a call goes wrong: its messages. This
+//! crate keeps every SIP message the switch receives and sends
+//! ([`Captured`]: time, direction, transport, addresses, bytes) in a
+//! [`TraceStore`] bounded in bytes and in age (the oldest go first, so a
+//! flood of hostile messages cannot grow it past its budget), indexed by
+//! Call-ID; and it encodes messages for tools: a pcap file that Wireshark and
+//! tshark open as SIP ([`pcap`]), and HEP v3 packets for Homer and other
+//! capture servers ([`hep`]).
+//!
+//! It is pure: it never reads a clock or touches a socket. Times come in
+//! with the messages (microseconds since the Unix epoch) and "now" is an
+//! argument. The shell captures (its tap where datagrams come in and
+//! transmits go out), the API reads.
+//!
+//! Main types: [`TraceStore`], [`TraceLimits`], [`Captured`], [`Direction`];
+//! functions [`call_id_of`], [`pcap::write`], [`hep::encode`].
+#![deny(missing_docs)]
+
+mod callid;
+pub mod hep;
+pub mod pcap;
+mod store;
+
+pub use callid::call_id_of;
+pub use store::{TraceLimits, TraceStore, TraceStats};
+
+use bytes::Bytes;
+use sip_message::Transport;
+use std::net::SocketAddr;
+
+/// Which way a message went, seen from the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Received by the switch.
+    In,
+    /// Sent by the switch.
+    Out,
+}
+
+impl Direction {
+    /// `in` or `out`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// One SIP message as it crossed the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// When, microseconds since the Unix epoch.
+    pub time_us: i64,
+    /// Received or sent.
+    pub direction: Direction,
+    /// Over what.
+    pub transport: Transport,
+    /// Source address.
+    pub src: SocketAddr,
+    /// Destination address.
+    pub dst: SocketAddr,
+    /// The message's Call-ID (empty when it has none).
+    pub call_id: Bytes,
+    /// The message, as on the wire.
+    pub bytes: Bytes,
+}
