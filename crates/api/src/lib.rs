@@ -36,7 +36,8 @@
 //! (bodies, queries, path ids), [`auth`], [`paging`], [`groupcalls`],
 //! [`calls`], [`extensions`], [`ringgroups`], [`registrations`],
 //! [`webhooks`], [`metrics`], [`openapi`], [`port`], [`tls`], [`phone`]
-//! (the browser phone page, `GET /phone`).
+//! (the browser phone page, `GET /phone`), [`traces`] (a call's SIP
+//! messages, JSON or pcap).
 //!
 //! Main types: [`ApiState`], [`ApiOptions`], [`SwitchPort`], [`Snapshot`],
 //! [`Webhooks`], [`ApiError`].
@@ -56,6 +57,7 @@ pub mod port;
 pub mod registrations;
 pub mod ringgroups;
 pub mod tls;
+pub mod traces;
 pub mod webhooks;
 
 pub use error::ApiError;
@@ -93,6 +95,8 @@ struct Inner {
     webhooks: Webhooks,
     metrics: metrics::Metrics,
     options: ApiOptions,
+    /// The shell's call trace store, once given ([`ApiState::set_traces`]).
+    traces: std::sync::OnceLock<traces::Traces>,
 }
 
 /// What every handler shares: the store, the switch port, the webhook
@@ -123,6 +127,7 @@ impl ApiState {
                 webhooks,
                 metrics: metrics::Metrics::default(),
                 options,
+                traces: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -130,6 +135,16 @@ impl ApiState {
     /// The webhook dispatcher (for [`Webhooks::publish`]).
     pub fn webhooks(&self) -> &Webhooks {
         &self.inner.webhooks
+    }
+
+    /// Serves the call traces from `traces` (the shell's store; `[trace]`
+    /// on). Without it the messages endpoints answer an empty list. Set once.
+    pub fn set_traces(&self, traces: traces::Traces) {
+        let _ = self.inner.traces.set(traces);
+    }
+
+    pub(crate) fn traces(&self) -> Option<&traces::Traces> {
+        self.inner.traces.get()
     }
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
@@ -189,9 +204,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1.0/groupcalls", post(groupcalls::create).get(groupcalls::list))
         .route("/v1.0/groupcalls/{id}", get(groupcalls::get).delete(groupcalls::delete))
         .route("/v1.0/groupcalls/{id}/hangup", post(groupcalls::hangup))
+        .route("/v1.0/groupcalls/{id}/messages", get(traces::groupcall_messages))
         .route("/v1.0/calls", get(calls::list))
         .route("/v1.0/calls/{id}", get(calls::get))
         .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1.0/calls/{id}/messages", get(traces::call_messages))
         .route("/v1.0/extensions", post(extensions::create).get(extensions::list))
         .route(
             "/v1.0/extensions/{id}",

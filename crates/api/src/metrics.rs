@@ -67,6 +67,7 @@ struct Scrape {
     snapshot: Option<crate::Snapshot>,
     store: StoreStats,
     webhooks: WebhookStats,
+    traces: Option<sip_trace::TraceStats>,
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -154,7 +155,8 @@ impl Collector for Scrape {
             counter(&mut e, "sip_registers_shed", h, c.shed_registers)?;
             let h = "Requests dropped from sources banned for their request rate";
             counter(&mut e, "sip_rate_limited", h, c.rate_limited)?;
-            let h = "Security events (REGISTER and INVITE): failed authentications, bans, rate limits";
+            let h =
+                "Security events (REGISTER and INVITE): failed authentications, bans, rate limits";
             let events = zip(&SECURITY_EVENTS, &c.security_events);
             labelled(&mut e, "security_events", h, "event", &events)?;
             counter(&mut e, "calls_started", "Inbound calls served", c.calls_started)?;
@@ -209,6 +211,19 @@ impl Collector for Scrape {
         counter(&mut e, "store_commits", h, st.batches)?;
         let h = "Store writes queued, not yet committed";
         gauge(&mut e, "store_queue_depth", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
+        if let Some(t) = &self.traces {
+            let h =
+                "Bytes the call trace store holds (messages and bookkeeping; [trace] max_bytes)";
+            gauge(&mut e, "trace_bytes", h, signed(t.bytes))?;
+            gauge(
+                &mut e,
+                "trace_messages",
+                "SIP messages the call trace store holds",
+                signed(t.messages),
+            )?;
+            let h = "SIP messages the call trace store let go (budget or age)";
+            counter(&mut e, "trace_evicted", h, t.evicted)?;
+        }
         let h = "Record changes waiting for the store (its queue depth)";
         gauge(&mut e, "store_pending", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
         let h = "Record changes dropped because the store's queue was full";
@@ -225,8 +240,13 @@ pub async fn scrape(State(state): State<ApiState>) -> Response {
         Ok(Ok(s)) => Some(s),
         _ => None,
     };
-    let scrape =
-        Scrape { snapshot, store: state.store().stats(), webhooks: state.webhooks().stats() };
+    let traces = state.traces().map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).stats());
+    let scrape = Scrape {
+        snapshot,
+        store: state.store().stats(),
+        webhooks: state.webhooks().stats(),
+        traces,
+    };
     let m = state.metrics();
     let mut registry = Registry::with_prefix("forkswitch");
     registry.register(

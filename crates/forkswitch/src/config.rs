@@ -67,6 +67,74 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<routing::Group>,
+    /// Call traces: the SIP messages of recent calls, kept for the API.
+    #[serde(default)]
+    pub trace: TraceConfig,
+    /// HEP v3 to a capture server (Homer); none: off.
+    #[serde(default)]
+    pub hep: Option<HepConfig>,
+}
+
+/// `[trace]`: every SIP message received and sent, kept in memory for
+/// `GET /v1.0/groupcalls/{id}/messages` (the oldest go first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most bytes held (messages and their bookkeeping).
+    #[serde(default = "trace_max_bytes")]
+    pub max_bytes: usize,
+    /// Messages older than this leave.
+    #[serde(default = "trace_keep_secs")]
+    pub keep_secs: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig { enabled: true, max_bytes: trace_max_bytes(), keep_secs: trace_keep_secs() }
+    }
+}
+
+fn trace_max_bytes() -> usize {
+    64 << 20
+}
+
+fn trace_keep_secs() -> u64 {
+    3600
+}
+
+/// `[hep]`: every SIP message received and sent, as HEP v3 to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HepConfig {
+    /// The collector, `ip:port` (Homer: 9060).
+    pub address: SocketAddr,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: HepTransport,
+    /// Capture agent id (HEP chunk 12).
+    #[serde(default = "hep_capture_id")]
+    pub capture_id: u32,
+    /// The collector's password (HEP chunk 14); none when empty.
+    #[serde(default)]
+    pub password: String,
+}
+
+fn hep_capture_id() -> u32 {
+    2001
+}
+
+/// How HEP packets travel.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HepTransport {
+    /// One datagram per packet.
+    #[default]
+    Udp,
+    /// One connection, packets back to back (reconnected when it fails).
+    Tcp,
 }
 
 /// `[tls]`: PEM files for the TLS and WSS listeners (`forkswitch gen-cert`
@@ -773,6 +841,15 @@ impl Config {
         }
         if o.source_rate > 0 && o.source_ban_secs == 0 {
             return Err(("overload", "source_ban_secs", "must be at least 1".into()));
+        }
+        if self.trace.enabled && !(1 << 20..=1 << 40).contains(&self.trace.max_bytes) {
+            return Err(("trace", "max_bytes", "must be 1048576 (1 MiB) ..= 2^40".into()));
+        }
+        if self.trace.keep_secs == 0 {
+            return Err(("trace", "keep_secs", "must be at least 1".into()));
+        }
+        if self.hep.as_ref().is_some_and(|h| h.address.port() == 0) {
+            return Err(("hep", "address", "needs a port (Homer listens on 9060)".into()));
         }
         if self.database.commit_delay_ms > 1000 {
             return Err(("database", "commit_delay_ms", "must be 0..=1000".into()));

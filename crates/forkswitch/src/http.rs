@@ -47,7 +47,11 @@ impl Server {
 
 /// Binds `[http] listen` (failing at start when it cannot) and starts the
 /// API on its own thread.
-pub fn start(cfg: &Config, db: Arc<dyn Store>) -> Result<Http, String> {
+pub fn start(
+    cfg: &Config,
+    db: Arc<dyn Store>,
+    traces: Option<crate::capture::SharedTraces>,
+) -> Result<Http, String> {
     let listener = std::net::TcpListener::bind(cfg.http.listen)
         .map_err(|e| format!("cannot bind [http] listen {}: {e}", cfg.http.listen))?;
     listener.set_nonblocking(true).map_err(|e| format!("http listener: {e}"))?;
@@ -69,6 +73,9 @@ pub fn start(cfg: &Config, db: Arc<dyn Store>) -> Result<Http, String> {
     let (port, requests) = api::channel(PORT_QUEUE, PORT_TIMEOUT);
     let options = ApiOptions { body_limit: cfg.http.body_limit_bytes, ..ApiOptions::default() };
     let state = ApiState::new(db, Arc::new(port), webhooks.clone(), options);
+    if let Some(t) = traces {
+        state.set_traces(t);
+    }
     let router = api::router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let https = tls.is_some();

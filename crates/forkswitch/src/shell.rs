@@ -126,6 +126,7 @@ struct Shell {
     resolved: mpsc::UnboundedSender<(QueryId, Vec<Target>)>,
     pending: Pending,
     webhooks: Webhooks,
+    capture: crate::capture::Capture,
 }
 
 impl Shell {
@@ -150,6 +151,7 @@ impl Shell {
         loop {
             match sw.poll_output() {
                 Output::Transmit(t) => {
+                    self.capture.sent(&t.peer, &t.message);
                     if t.message.is_request() {
                         self.transport.send_request(&t.peer, &t.message, t.token.0);
                     } else {
@@ -334,7 +336,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         info!(transport = %t, addr = %a, "listening");
     }
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
-    let http = crate::http::start(&cfg, db.clone())?;
+    let (capture, traces) = crate::capture::Capture::start(&cfg.trace, cfg.hep.as_ref());
+    let http = crate::http::start(&cfg, db.clone(), traces)?;
     let mut request_rx = http.requests;
     let mut shell = Shell {
         transport: transport.clone(),
@@ -343,6 +346,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         resolved: resolved_tx,
         pending: Pending::default(),
         webhooks: http.webhooks,
+        capture,
     };
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
     let mut deadline = shell.drain(&mut sw);
@@ -359,6 +363,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                     queue_depth: in_rx.len(),
                 };
                 sw.set_load(load);
+                shell.capture.received(&inb);
                 datagram(inb)
             }
             Some(n) = note_rx.recv() => notice(n),

@@ -36,6 +36,10 @@ fn selectors(text: &str) -> Vec<Selector> {
         while end < b.len() && is_name_byte(b[end]) {
             end += 1;
         }
+        if end == at + "forkswitch_".len() {
+            i = end; // the prefix alone (`forkswitch_*` in a comment)
+            continue;
+        }
         let mut labels = Vec::new();
         if b.get(end) == Some(&b'{') {
             let close = text[end..].find('}').map_or(b.len(), |p| p + end);
@@ -101,11 +105,8 @@ fn promtool_accepts_the_alerting_rules() {
         .arg(&rules)
         .output()
         .expect("promtool (Debian prometheus; tests/peers.sh installs it)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool check rules {RULES}:\n{said}");
     assert!(said.contains("SUCCESS"), "{said}");
 }
@@ -124,7 +125,9 @@ fn every_metric_of_the_dashboard_and_rules_is_served() {
         selectors(&rules).into_iter().map(|s| ("rules", s)).collect();
     wanted.extend(exprs.iter().flat_map(|e| selectors(e)).map(|s| ("dashboard", s)));
     // The template variable's query names one too.
-    wanted.extend(selectors(&dashboard["templating"].to_string()).into_iter().map(|s| ("dashboard", s)));
+    wanted.extend(
+        selectors(&dashboard["templating"].to_string()).into_iter().map(|s| ("dashboard", s)),
+    );
 
     let server = common::fork::ring_group_call("");
     let api = Api::new(server.http, "demo-api-key");
@@ -136,9 +139,9 @@ fn every_metric_of_the_dashboard_and_rules_is_served() {
 
     let mut missing = Vec::new();
     for (from, (name, labels)) in &wanted {
-        let ok = served.get(name).is_some_and(|sets| {
-            sets.iter().any(|set| labels.iter().all(|l| set.contains(l)))
-        });
+        let ok = served
+            .get(name)
+            .is_some_and(|sets| sets.iter().any(|set| labels.iter().all(|l| set.contains(l))));
         if !ok {
             missing.push(format!("{from}: {name} {labels:?}"));
         }
@@ -156,7 +159,10 @@ fn selectors_are_read_from_promql() {
     assert_eq!(
         s,
         vec![
-            ("forkswitch_calls_total".to_owned(), vec![("outcome".to_owned(), "answered".to_owned())]),
+            (
+                "forkswitch_calls_total".to_owned(),
+                vec![("outcome".to_owned(), "answered".to_owned())]
+            ),
             ("forkswitch_up".to_owned(), vec![]),
         ]
     );

@@ -121,7 +121,8 @@ mod tests {
     #[test]
     fn ipv4_udp_with_every_chunk() {
         let agent = Agent { capture_id: 2001, password: "secret".into() };
-        let p = encode(&sample("192.0.2.1:5062", "127.0.0.1:5060", Transport::Udp), &agent, b"corr");
+        let p =
+            encode(&sample("192.0.2.1:5062", "127.0.0.1:5060", Transport::Udp), &agent, b"corr");
         let c = chunks(&p);
         let want: Vec<(u16, Vec<u8>)> = vec![
             (1, vec![2]),
@@ -143,7 +144,11 @@ mod tests {
 
     #[test]
     fn ipv6_tcp_without_password_or_correlation() {
-        let p = encode(&sample("[2001:db8::1]:5061", "[::1]:5060", Transport::Tls), &Agent::default(), b"");
+        let p = encode(
+            &sample("[2001:db8::1]:5061", "[::1]:5060", Transport::Tls),
+            &Agent::default(),
+            b"",
+        );
         let c = chunks(&p);
         assert_eq!(c[0], (1, vec![10]));
         assert_eq!(c[1], (2, vec![6]));

@@ -24,7 +24,7 @@ pub mod pcap;
 mod store;
 
 pub use callid::call_id_of;
-pub use store::{TraceLimits, TraceStore, TraceStats};
+pub use store::{TraceLimits, TraceStats, TraceStore};
 
 use bytes::Bytes;
 use sip_message::Transport;

@@ -23,7 +23,8 @@ const MAX_PAYLOAD: usize = 65_000;
 
 /// The pcap file of `messages`, in their order.
 pub fn write(messages: &[Captured]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + messages.iter().map(|m| m.bytes.len() + 64).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(24 + messages.iter().map(|m| m.bytes.len() + 64).sum::<usize>());
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
@@ -185,7 +186,10 @@ mod tests {
             b"odd",
         );
         assert_eq!(p[0] >> 4, 6);
-        assert_eq!(&p[24..40], &"127.0.0.1".parse::<std::net::Ipv4Addr>().expect("ip").to_ipv6_mapped().octets());
+        assert_eq!(
+            &p[24..40],
+            &"127.0.0.1".parse::<std::net::Ipv4Addr>().expect("ip").to_ipv6_mapped().octets()
+        );
         let pseudo = ones_sum(ones_sum(0, &p[8..24]), &p[24..40]);
         assert_eq!(fold(ones_sum(pseudo + 17 + 11, &p[40..])), 0);
     }

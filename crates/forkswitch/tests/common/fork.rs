@@ -6,11 +6,18 @@
 use super::{caller, Phone, Server, CUSTOMER};
 use std::path::Path;
 
-/// Config: domain `test`; 127.0.0.1 is a trusted carrier source (so SIPp
-/// callers need no digest), plus `groups`.
+/// The API key of the customer that owns domain `test`.
+pub const KEY: &str = "key-of-the-test-customer";
+/// The API key of another customer (who owns nothing of `test`).
+pub const OTHER_KEY: &str = "key-of-another-customer";
+
+/// Config: domain `test` (customer key [`KEY`], another customer with
+/// [`OTHER_KEY`]); 127.0.0.1 is a trusted carrier source (so SIPp callers
+/// need no digest), plus `groups`.
 pub fn trusted(groups: &str) -> String {
     format!(
-        "[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
+        "[[customers]]\nid = \"{CUSTOMER}\"\napi_keys = [\"{KEY}\"]\n\
+         [[customers]]\nid = \"6a2bd2f0-0c3e-11ee-9a8c-0b6c1e0f4a11\"\napi_keys = [\"{OTHER_KEY}\"]\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
          [[carriers]]\nname = \"loopback\"\naddress = \"127.0.0.1:9\"\ninbound_sources = [\"127.0.0.1/32\"]\ninbound_domain = \"test\"\n\
          {groups}"
     )

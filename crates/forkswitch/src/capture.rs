@@ -1,0 +1,211 @@
+//! The shell's tap on SIP messages: every datagram or stream message that
+//! comes in and every transmit that goes out is captured once
+//! ([`Capture::received`], [`Capture::sent`]: one line each in the shell's
+//! loop) into the call trace store (`[trace]`, read by the API) and, when
+//! `[hep]` names a collector, sent as HEP v3.
+//!
+//! Neither may cost calls anything when it is slow or broken: the store is
+//! bounded (sip-trace) and takes a lock the API holds only to copy a call's
+//! messages out; HEP packets are handed to a thread of their own through a
+//! bounded queue with `try_send` (full: the packet is dropped and counted),
+//! and that thread alone waits on the network.
+
+use crate::config::{HepConfig, HepTransport, TraceConfig};
+use bytes::Bytes;
+use records::Timestamp;
+use sip_message::{Message, Peer};
+use sip_trace::{Captured, Direction, TraceLimits, TraceStore};
+use sip_transport::Inbound;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+
+/// The call trace store as the shell and the API share it.
+pub type SharedTraces = Arc<Mutex<TraceStore>>;
+
+/// What the tap feeds.
+pub struct Capture {
+    traces: Option<SharedTraces>,
+    hep: Option<HepSender>,
+}
+
+fn wall_micros() -> i64 {
+    Timestamp::from_system(SystemTime::now()).micros()
+}
+
+impl Capture {
+    /// The tap for `[trace]` and `[hep]`; also returns the store for the API
+    /// (none when `[trace] enabled = false`).
+    pub fn start(trace: &TraceConfig, hep: Option<&HepConfig>) -> (Capture, Option<SharedTraces>) {
+        let traces = trace.enabled.then(|| {
+            let limits = TraceLimits {
+                max_bytes: trace.max_bytes,
+                keep_us: i64::try_from(trace.keep_secs).unwrap_or(i64::MAX / 1_000_000) * 1_000_000,
+            };
+            Arc::new(Mutex::new(TraceStore::new(limits)))
+        });
+        let hep = hep.map(HepSender::start);
+        (Capture { traces: traces.clone(), hep }, traces)
+    }
+
+    fn on(&self) -> bool {
+        self.traces.is_some() || self.hep.is_some()
+    }
+
+    /// A message that came in (before the switch parses it).
+    pub fn received(&self, inb: &Inbound) {
+        if !self.on() {
+            return;
+        }
+        let p = &inb.peer;
+        // A buffer of its own: what the store counts is what it holds.
+        let bytes = Bytes::copy_from_slice(&inb.bytes);
+        self.capture(Direction::In, p, p.remote, p.local, bytes);
+    }
+
+    /// A message the switch sends (serialized as the transport will).
+    pub fn sent(&self, peer: &Peer, msg: &Message) {
+        if !self.on() {
+            return;
+        }
+        self.capture(Direction::Out, peer, peer.local, peer.remote, msg.to_bytes());
+    }
+
+    fn capture(
+        &self,
+        direction: Direction,
+        peer: &Peer,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+        bytes: Bytes,
+    ) {
+        let call_id = sip_trace::call_id_of(&bytes).map(|c| bytes.slice_ref(c)).unwrap_or_default();
+        let c = Captured {
+            time_us: wall_micros(),
+            direction,
+            transport: peer.transport,
+            src,
+            dst,
+            call_id,
+            bytes,
+        };
+        if let Some(h) = &self.hep {
+            h.send(&c);
+        }
+        if let Some(t) = &self.traces {
+            t.lock().unwrap_or_else(|e| e.into_inner()).record(c);
+        }
+    }
+}
+
+/// HEP packets waiting for the sender thread; beyond, dropped.
+const HEP_QUEUE: usize = 10_000;
+
+/// Hands captured messages to the HEP thread.
+struct HepSender {
+    queue: SyncSender<Captured>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl HepSender {
+    fn start(cfg: &HepConfig) -> HepSender {
+        let (queue, rx) = sync_channel(HEP_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let link = HepLink {
+            cfg: cfg.clone(),
+            agent: sip_trace::hep::Agent {
+                capture_id: cfg.capture_id,
+                password: cfg.password.clone(),
+            },
+            dropped: dropped.clone(),
+        };
+        let spawned =
+            std::thread::Builder::new().name("forkswitch-hep".into()).spawn(move || link.run(rx));
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the HEP thread: no HEP");
+        }
+        info!(collector = %cfg.address, transport = ?cfg.transport, capture_id = cfg.capture_id, "HEP on");
+        HepSender { queue, dropped }
+    }
+
+    fn send(&self, c: &Captured) {
+        match self.queue.try_send(c.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// The HEP thread's side: encodes and sends, reconnecting TCP as needed.
+struct HepLink {
+    cfg: HepConfig,
+    agent: sip_trace::hep::Agent,
+    dropped: Arc<AtomicU64>,
+}
+
+/// How the thread reaches the collector.
+enum Socket {
+    Udp(std::net::UdpSocket),
+    Tcp(Option<std::net::TcpStream>),
+}
+
+impl HepLink {
+    fn run(self, rx: Receiver<Captured>) {
+        let mut socket = match self.cfg.transport {
+            HepTransport::Udp => match std::net::UdpSocket::bind(unspecified(self.cfg.address)) {
+                Ok(s) => Socket::Udp(s),
+                Err(e) => return warn!(error = %e, "HEP: cannot open a UDP socket"),
+            },
+            HepTransport::Tcp => Socket::Tcp(None),
+        };
+        let mut reported = 0;
+        while let Ok(c) = rx.recv() {
+            let packet = sip_trace::hep::encode(&c, &self.agent, &c.call_id);
+            if let Err(e) = self.deliver(&mut socket, &packet) {
+                self.dropped.fetch_add(1, Relaxed);
+                let dropped = self.dropped.load(Relaxed);
+                // One line per thousand drops: a collector that is down
+                // must not flood the log either.
+                if dropped / 1000 >= reported {
+                    reported = dropped / 1000 + 1;
+                    warn!(error = %e, collector = %self.cfg.address, dropped, "HEP: cannot send");
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, socket: &mut Socket, packet: &[u8]) -> std::io::Result<()> {
+        match socket {
+            Socket::Udp(s) => s.send_to(packet, self.cfg.address).map(|_| ()),
+            Socket::Tcp(conn) => {
+                if conn.is_none() {
+                    let s = std::net::TcpStream::connect_timeout(
+                        &self.cfg.address,
+                        Duration::from_secs(2),
+                    )?;
+                    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+                    s.set_nodelay(true)?;
+                    *conn = Some(s);
+                }
+                let Some(s) = conn.as_mut() else { return Ok(()) };
+                let r = s.write_all(packet);
+                if r.is_err() {
+                    *conn = None;
+                }
+                r
+            }
+        }
+    }
+}
+
+fn unspecified(to: std::net::SocketAddr) -> std::net::SocketAddr {
+    match to {
+        std::net::SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+        std::net::SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    }
+}
