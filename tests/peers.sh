@@ -4,8 +4,9 @@
 # with playwright-core (npm, pinned by tests/browser/package-lock.json) for
 # the JsSIP browser phone, pjsua2-python (PyPI) for the pjsip phone,
 # crates.io cargo-deb (pinned) for the Debian package test, and Debian's
-# prometheus (promtool checks the alerting rules), tshark (opens the pcap
-# and decodes HEP) and systemd (systemd-analyze verifies the unit).
+# prometheus (promtool checks the alerting rules), tshark (opens the pcap,
+# captures HEP), kamailio (its sipcapture module receives HEP) and systemd
+# (systemd-analyze verifies the unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
+command -v kamailio >/dev/null 2>&1 || need_pkgs+=(kamailio)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need_pkgs+=(dpkg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

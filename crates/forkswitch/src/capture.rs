@@ -2,7 +2,11 @@
 //! comes in and every transmit that goes out is captured once
 //! ([`Capture::received`], [`Capture::sent`]: one line each in the shell's
 //! loop) into the call trace store (`[trace]`, read by the API) and, when
-//! `[hep]` names a collector, sent as HEP v3.
+//! `[hep]` names a collector, sent as HEP v3 at the end of the round of
+//! outputs ([`Capture::flush`]), with the inbound call's Call-ID as the
+//! correlation id of every leg's messages, learnt from the records the
+//! switch persists ([`Capture::persisted`]) as Kamailio's siptrace is told
+//! it by its script.
 //!
 //! Neither may cost calls anything when it is slow or broken: the store is
 //! bounded (sip-trace) and takes a lock the API holds only to copy a call's
@@ -12,16 +16,19 @@
 
 use crate::config::{HepConfig, HepTransport, TraceConfig};
 use bytes::Bytes;
-use records::Timestamp;
+use records::{Timestamp, NIL};
 use sip_message::{Message, Peer};
 use sip_trace::{Captured, Direction, TraceLimits, TraceStore};
 use sip_transport::Inbound;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use switch::Persist;
 use tracing::{info, warn};
+use uuid::Uuid;
 
 /// The call trace store as the shell and the API share it.
 pub type SharedTraces = Arc<Mutex<TraceStore>>;
@@ -30,6 +37,7 @@ pub type SharedTraces = Arc<Mutex<TraceStore>>;
 pub struct Capture {
     traces: Option<SharedTraces>,
     hep: Option<HepSender>,
+    correlation: Correlation,
 }
 
 fn wall_micros() -> i64 {
@@ -48,7 +56,8 @@ impl Capture {
             Arc::new(Mutex::new(TraceStore::new(limits)))
         });
         let hep = hep.map(HepSender::start);
-        (Capture { traces: traces.clone(), hep }, traces)
+        let correlation = Correlation::default();
+        (Capture { traces: traces.clone(), hep, correlation }, traces)
     }
 
     fn on(&self) -> bool {
@@ -56,7 +65,7 @@ impl Capture {
     }
 
     /// A message that came in (before the switch parses it).
-    pub fn received(&self, inb: &Inbound) {
+    pub fn received(&mut self, inb: &Inbound) {
         if !self.on() {
             return;
         }
@@ -67,7 +76,7 @@ impl Capture {
     }
 
     /// A message the switch sends (serialized as the transport will).
-    pub fn sent(&self, peer: &Peer, msg: &Message) {
+    pub fn sent(&mut self, peer: &Peer, msg: &Message) {
         if !self.on() {
             return;
         }
@@ -75,7 +84,7 @@ impl Capture {
     }
 
     fn capture(
-        &self,
+        &mut self,
         direction: Direction,
         peer: &Peer,
         src: std::net::SocketAddr,
@@ -92,11 +101,107 @@ impl Capture {
             call_id,
             bytes,
         };
-        if let Some(h) = &self.hep {
-            h.send(&c);
+        if self.hep.is_some() {
+            // Sent at the end of this round of outputs, when the records
+            // that name this message's call have been seen too.
+            self.correlation.pending.push(c.clone());
         }
         if let Some(t) = &self.traces {
             t.lock().unwrap_or_else(|e| e.into_inner()).record(c);
+        }
+    }
+
+    /// A record the switch persisted: which leg belongs to which call
+    /// (HEP's correlation id is the inbound call's Call-ID on every leg).
+    pub fn persisted(&mut self, p: &Persist) {
+        if self.hep.is_some() {
+            self.correlation.learn(p);
+        }
+    }
+
+    /// The end of a round of outputs: HEP packets of what was captured go.
+    pub fn flush(&mut self) {
+        let Some(h) = &self.hep else { return };
+        for c in self.correlation.pending.drain(..) {
+            let corr =
+                self.correlation.legs.get(&c.call_id).cloned().unwrap_or_else(|| c.call_id.clone());
+            h.send(c, corr);
+        }
+    }
+}
+
+/// Most calls, legs and groupcalls remembered for HEP correlation; the
+/// oldest are forgotten first (their late messages then carry their own
+/// Call-ID).
+const MAX_CORRELATED: usize = 200_000;
+
+/// Which inbound call each leg's Call-ID belongs to, learnt from the
+/// records (an inbound call, then its groupcall tree, then each leg).
+#[derive(Default)]
+struct Correlation {
+    /// Inbound call record id -> its Call-ID.
+    inbound: HashMap<Uuid, Bytes>,
+    /// Groupcall id -> the inbound call's Call-ID.
+    groupcalls: HashMap<Uuid, Bytes>,
+    /// A Call-ID (any leg's, the inbound one's) -> the inbound call's.
+    legs: HashMap<Bytes, Bytes>,
+    /// Insertion order, to forget the oldest.
+    order: VecDeque<Remembered>,
+    /// Captured this round, not yet handed to HEP.
+    pending: Vec<Captured>,
+}
+
+enum Remembered {
+    Call(Uuid),
+    Groupcall(Uuid),
+    Leg(Bytes),
+}
+
+impl Correlation {
+    fn learn(&mut self, p: &Persist) {
+        match p {
+            Persist::Call(c) if c.groupcall_id == NIL => {
+                let cid = Bytes::copy_from_slice(c.sip_call_id.as_bytes());
+                if self.inbound.insert(c.id, cid.clone()).is_none() {
+                    self.remember(Remembered::Call(c.id));
+                }
+                self.leg(cid.clone(), cid);
+            }
+            Persist::Call(c) if !c.sip_call_id.is_empty() => {
+                if let Some(root) = self.groupcalls.get(&c.groupcall_id).cloned() {
+                    self.leg(Bytes::copy_from_slice(c.sip_call_id.as_bytes()), root);
+                }
+            }
+            Persist::Groupcall(g) => {
+                let root = match (g.master_call_id, g.master_groupcall_id) {
+                    (call, _) if call != NIL => self.inbound.get(&call).cloned(),
+                    (_, parent) => self.groupcalls.get(&parent).cloned(),
+                };
+                if let Some(root) = root {
+                    if self.groupcalls.insert(g.id, root).is_none() {
+                        self.remember(Remembered::Groupcall(g.id));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn leg(&mut self, cid: Bytes, root: Bytes) {
+        if self.legs.insert(cid.clone(), root).is_none() {
+            self.remember(Remembered::Leg(cid));
+        }
+    }
+
+    fn remember(&mut self, r: Remembered) {
+        self.order.push_back(r);
+        while self.order.len() > MAX_CORRELATED {
+            match self.order.pop_front() {
+                Some(Remembered::Call(id)) => drop(self.inbound.remove(&id)),
+                Some(Remembered::Groupcall(id)) => drop(self.groupcalls.remove(&id)),
+                Some(Remembered::Leg(cid)) => drop(self.legs.remove(&cid)),
+                None => break,
+            }
         }
     }
 }
@@ -106,7 +211,7 @@ const HEP_QUEUE: usize = 10_000;
 
 /// Hands captured messages to the HEP thread.
 struct HepSender {
-    queue: SyncSender<Captured>,
+    queue: SyncSender<(Captured, Bytes)>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -131,8 +236,8 @@ impl HepSender {
         HepSender { queue, dropped }
     }
 
-    fn send(&self, c: &Captured) {
-        match self.queue.try_send(c.clone()) {
+    fn send(&self, c: Captured, correlation: Bytes) {
+        match self.queue.try_send((c, correlation)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Relaxed);
@@ -155,7 +260,7 @@ enum Socket {
 }
 
 impl HepLink {
-    fn run(self, rx: Receiver<Captured>) {
+    fn run(self, rx: Receiver<(Captured, Bytes)>) {
         let mut socket = match self.cfg.transport {
             HepTransport::Udp => match std::net::UdpSocket::bind(unspecified(self.cfg.address)) {
                 Ok(s) => Socket::Udp(s),
@@ -164,8 +269,8 @@ impl HepLink {
             HepTransport::Tcp => Socket::Tcp(None),
         };
         let mut reported = 0;
-        while let Ok(c) = rx.recv() {
-            let packet = sip_trace::hep::encode(&c, &self.agent, &c.call_id);
+        while let Ok((c, correlation)) = rx.recv() {
+            let packet = sip_trace::hep::encode(&c, &self.agent, &correlation);
             if let Err(e) = self.deliver(&mut socket, &packet) {
                 self.dropped.fetch_add(1, Relaxed);
                 let dropped = self.dropped.load(Relaxed);

@@ -178,6 +178,7 @@ impl Shell {
                     });
                 }
                 Output::Persist(p) => {
+                    self.capture.persisted(&p);
                     match &p {
                         Persist::Groupcall(g) => self.db.upsert_groupcall(g),
                         Persist::Call(c) => self.db.upsert_call(c),
@@ -195,7 +196,10 @@ impl Shell {
                     }
                 }
                 Output::Event(e) => log_event(&e),
-                Output::Timeout(at) => return at,
+                Output::Timeout(at) => {
+                    self.capture.flush();
+                    return at;
+                }
             }
         }
     }
