@@ -37,7 +37,8 @@
 //! [`calls`], [`extensions`], [`ringgroups`], [`registrations`],
 //! [`webhooks`], [`metrics`], [`openapi`], [`port`], [`tls`], [`phone`]
 //! (the browser phone page, `GET /phone`), [`traces`] (a call's SIP
-//! messages, JSON or pcap).
+//! messages, JSON or pcap), [`console`] (the operator's console, `GET
+//! /console`, and its event stream).
 //!
 //! Main types: [`ApiState`], [`ApiOptions`], [`SwitchPort`], [`Snapshot`],
 //! [`Webhooks`], [`ApiError`].
@@ -45,6 +46,7 @@
 
 pub mod auth;
 pub mod calls;
+pub mod console;
 pub mod error;
 pub mod extensions;
 pub mod extract;
@@ -60,6 +62,7 @@ pub mod tls;
 pub mod traces;
 pub mod webhooks;
 
+pub use console::LiveEvents;
 pub use error::ApiError;
 pub use port::{channel, BoxFuture, ChannelPort, PortRequest, Snapshot, SwitchPort, Unavailable};
 pub use webhooks::{WebhookOptions, Webhooks};
@@ -97,6 +100,7 @@ struct Inner {
     options: ApiOptions,
     /// The shell's call trace store, once given ([`ApiState::set_traces`]).
     traces: std::sync::OnceLock<traces::Traces>,
+    events: console::LiveEvents,
 }
 
 /// What every handler shares: the store, the switch port, the webhook
@@ -128,6 +132,7 @@ impl ApiState {
                 metrics: metrics::Metrics::default(),
                 options,
                 traces: std::sync::OnceLock::new(),
+                events: console::LiveEvents::default(),
             }),
         }
     }
@@ -141,6 +146,12 @@ impl ApiState {
     /// on). Without it the messages endpoints answer an empty list. Set once.
     pub fn set_traces(&self, traces: traces::Traces) {
         let _ = self.inner.traces.set(traces);
+    }
+
+    /// Where the shell publishes persisted records for the consoles
+    /// ([`LiveEvents::publish`]).
+    pub fn events(&self) -> &console::LiveEvents {
+        &self.inner.events
     }
 
     pub(crate) fn traces(&self) -> Option<&traces::Traces> {
@@ -226,6 +237,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1.0/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1.0/events", get(console::events))
+        .route("/console", get(console::page))
+        .route("/console/console.js", get(console::script))
         .route("/phone", get(phone::page))
         .route("/phone/phone.js", get(phone::script))
         .route("/phone/jssip.min.js", get(phone::jssip))

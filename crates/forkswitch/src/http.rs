@@ -22,6 +22,8 @@ pub struct Http {
     pub requests: mpsc::Receiver<PortRequest>,
     /// Where every persisted record goes, for webhooks (and metrics).
     pub webhooks: Webhooks,
+    /// ... and for the open consoles.
+    pub events: api::LiveEvents,
     /// The server, to stop at shutdown.
     pub server: Server,
 }
@@ -76,6 +78,7 @@ pub fn start(
     if let Some(t) = traces {
         state.set_traces(t);
     }
+    let events = state.events().clone();
     let router = api::router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let https = tls.is_some();
@@ -99,7 +102,8 @@ pub fn start(
         })
         .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
     info!(addr = %addr, tls = https, webhooks = hooks, "http listening");
-    Ok(Http { requests, webhooks, server: Server { stop: Some(stop), thread: Some(thread) } })
+    let server = Server { stop: Some(stop), thread: Some(thread) };
+    Ok(Http { requests, webhooks, events, server })
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (Linux: the

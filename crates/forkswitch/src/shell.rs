@@ -127,6 +127,7 @@ struct Shell {
     pending: Pending,
     webhooks: Webhooks,
     capture: crate::capture::Capture,
+    events: api::LiveEvents,
 }
 
 impl Shell {
@@ -189,6 +190,7 @@ impl Shell {
                         }
                     }
                     self.webhooks.publish(&p);
+                    self.events.publish(&p);
                 }
                 Output::Event(Event::CommandDone { id, outcome }) => {
                     if let Some(reply) = self.pending.replies.remove(&id.0) {
@@ -351,6 +353,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         pending: Pending::default(),
         webhooks: http.webhooks,
         capture,
+        events: http.events,
     };
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
     let mut deadline = shell.drain(&mut sw);
