@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const UNIT: &str = "/lib/systemd/system/forkswitch.service";
+/// Where the unit is installed, as the package lists it.
+const UNIT_SUFFIX: &str = "systemd/system/forkswitch.service";
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -43,7 +44,9 @@ fn text(out: &std::process::Output) -> String {
 }
 
 /// An exclusive lock held until dropped (dpkg state is machine-wide).
-struct MachineLock(std::fs::File);
+struct MachineLock {
+    _held: std::fs::File,
+}
 
 impl MachineLock {
     fn take() -> MachineLock {
@@ -51,7 +54,7 @@ impl MachineLock {
         // SAFETY: flock on a descriptor we own; released when it closes.
         let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
-        MachineLock(f)
+        MachineLock { _held: f }
     }
 }
 
@@ -90,17 +93,21 @@ fn user_exists(name: &str) -> bool {
     Command::new("getent").args(["passwd", name]).status().is_ok_and(|s| s.success())
 }
 
-/// What the package holds: the binary, the config as a conffile, the unit.
-fn check_contents(deb: &Path) {
+/// What the package holds: the binary, the config as a conffile, the unit
+/// (its installed path is returned).
+fn check_contents(deb: &Path) -> String {
     let files = text(&run(Command::new("dpkg-deb").arg("-c").arg(deb)));
-    for f in ["./usr/bin/forkswitch", "./etc/forkswitch/forkswitch.toml", ".".to_owned() + UNIT]
-        .iter()
-        .map(|s| s.to_string())
-    {
-        assert!(files.lines().any(|l| l.ends_with(&f)), "{f} is not in the package:\n{files}");
+    for f in ["./usr/bin/forkswitch", "./etc/forkswitch/forkswitch.toml"] {
+        assert!(files.lines().any(|l| l.ends_with(f)), "{f} is not in the package:\n{files}");
     }
+    let unit = files
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .find(|p| p.ends_with(UNIT_SUFFIX))
+        .unwrap_or_else(|| panic!("no forkswitch.service in the package:\n{files}"));
     let conffiles = text(&run(Command::new("dpkg-deb").arg("-I").arg(deb).arg("conffiles")));
     assert_eq!(conffiles.trim(), "/etc/forkswitch/forkswitch.toml");
+    unit.trim_start_matches('.').to_owned()
 }
 
 /// A `Key=value` of the installed unit's `[Service]` section.
@@ -112,10 +119,10 @@ fn unit_value(unit: &str, key: &str) -> String {
         .to_owned()
 }
 
-/// Checks the installed unit: verify passes, sandboxing is on.
-fn check_unit() -> String {
-    let unit = std::fs::read_to_string(UNIT).expect("the package installs its unit");
-    let verify = Command::new("systemd-analyze").args(["verify", UNIT]).output().expect("verify");
+/// Checks the installed unit at `path`: verify passes, sandboxing is on.
+fn check_unit(path: &str) -> String {
+    let unit = std::fs::read_to_string(path).expect("the package installs its unit");
+    let verify = Command::new("systemd-analyze").args(["verify", path]).output().expect("verify");
     let said = String::from_utf8_lossy(&verify.stderr).into_owned();
     assert!(verify.status.success(), "systemd-analyze verify failed:\n{said}");
     assert!(!said.contains("forkswitch.service"), "systemd-analyze verify warns:\n{said}");
@@ -207,7 +214,7 @@ fn deb_installs_runs_as_its_user_and_purges_cleanly() {
     common::netns::enter();
     let _lock = MachineLock::take();
     let deb = build_package();
-    check_contents(&deb);
+    let unit_path = check_contents(&deb);
     if installed() {
         run(Command::new("dpkg").args(["--purge", "forkswitch"]));
     }
@@ -215,7 +222,7 @@ fn deb_installs_runs_as_its_user_and_purges_cleanly() {
     assert!(user_exists("forkswitch"), "no forkswitch system user after install");
     assert_eq!(owner_of("/var/lib/forkswitch"), "forkswitch:forkswitch 750");
     assert_eq!(owner_of("/etc/forkswitch/forkswitch.toml"), "root:forkswitch 640");
-    let unit = check_unit();
+    let unit = check_unit(&unit_path);
 
     let child = start_as_unit(&unit);
     register_a_phone();
@@ -227,7 +234,7 @@ fn deb_installs_runs_as_its_user_and_purges_cleanly() {
 
     run(Command::new("dpkg").args(["--purge", "forkswitch"]));
     assert!(!installed(), "still installed after purge");
-    for gone in ["/usr/bin/forkswitch", "/etc/forkswitch", "/var/lib/forkswitch", UNIT] {
+    for gone in ["/usr/bin/forkswitch", "/etc/forkswitch", "/var/lib/forkswitch", &unit_path] {
         assert!(!Path::new(gone).exists(), "{gone} is left after purge");
     }
     assert!(!user_exists("forkswitch"), "the forkswitch user is left after purge");
