@@ -8,6 +8,10 @@
 #
 #   bash tests/api/schemathesis.sh              # SEED=1 EXAMPLES=40 by default
 #
+# GET /v1.0/events (the console's Server-Sent Events) is left out: the
+# stream never ends, so no response would ever be complete
+# (crates/forkswitch/tests/console.rs tests it in a browser).
+#
 # Only 127.0.0.1 is used; only the process started here is stopped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -70,6 +74,7 @@ echo "== schemathesis against $URL (seed $SEED, $EXAMPLES examples per operation
 (cd "$work" && st run "$URL/v1.0/openapi.json" --url "$URL" \
     -H "Authorization: Bearer $KEY" \
     --seed "$SEED" -n "$EXAMPLES" \
+    --exclude-path /v1.0/events \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection)
 kill -0 "$pid" || { echo "forkswitch died under schemathesis" >&2; cat "$work/log" >&2; exit 1; }
 echo "schemathesis: passed, forkswitch still up"
