@@ -11,25 +11,14 @@
 // Screenshots go to SCREENSHOT_DIR. One JSON object per line on stdout;
 // {"event":"error"} and exit code 1 on any failure. Every wait is bounded.
 import { chromium } from 'playwright-core';
+import { bound, fail, finish, say, track } from './run.mjs';
 
 const [url, loser, shots] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 20000;
 const RUN_MS = 90000;
 
-const say = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
-let server = null;
-
-async function finish(code, extra) {
-  if (extra) say(extra);
-  const closing = server ? server.close().catch(() => {}) : Promise.resolve();
-  await Promise.race([closing, new Promise((r) => setTimeout(r, 5000))]);
-  if (server) server.kill().catch(() => {});
-  process.exit(code);
-}
-const fail = (message) => finish(1, { event: 'error', message });
-setTimeout(() => fail(`the whole run took more than ${RUN_MS} ms`), RUN_MS).unref();
-process.on('SIGTERM', () => fail('SIGTERM'));
+bound(RUN_MS);
 
 /** Waits until `sel` matches at least `n` elements; on timeout, says what the page shows. */
 async function waitFor(page, sel, what, n = 1) {
@@ -46,7 +35,7 @@ async function waitFor(page, sel, what, n = 1) {
   }
 }
 
-async function run() {
+async function run(server) {
   const browser = await chromium.connect(server.wsEndpoint());
   const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   page.on('pageerror', (e) => process.stderr.write(`[console pageerror] ${e}\n`));
@@ -81,14 +70,14 @@ async function run() {
 
 try {
   if (!url || !loser || !shots) throw new Error('usage: console.mjs CONSOLE_URL LOSER_ADDR SCREENSHOT_DIR');
-  server = await chromium.launchServer({
+  const server = track(await chromium.launchServer({
     executablePath: CHROMIUM,
     host: '127.0.0.1',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  }));
   say({ event: 'browser', pid: server.process().pid });
-  const result = await run();
+  const result = await run(server);
   await finish(0, { event: 'done', ...result });
 } catch (e) {
   await fail(String(e && e.stack ? e.stack : e));

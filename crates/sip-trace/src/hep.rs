@@ -11,9 +11,8 @@
 //! agent id (12), the password when one is set (14), the message (15) and
 //! the correlation id (17), which ties a call's legs together.
 
-use crate::Captured;
+use crate::{Captured, Ends};
 use sip_message::Transport;
-use std::net::IpAddr;
 
 /// Protocol type of a SIP payload (chunk 11).
 const PROTO_SIP: u8 = 1;
@@ -47,9 +46,9 @@ fn chunk(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
 pub fn encode(m: &Captured, agent: &Agent, correlation: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(m.bytes.len() + 128 + correlation.len());
     out.extend_from_slice(b"HEP3\0\0");
-    let (family, src, dst): (u8, Vec<u8>, Vec<u8>) = match (m.src.ip(), m.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (AF_INET, s.octets().to_vec(), d.octets().to_vec()),
-        (s, d) => (AF_INET6, v6(s).to_vec(), v6(d).to_vec()),
+    let (family, src, dst): (u8, Vec<u8>, Vec<u8>) = match Ends::of(m.src, m.dst) {
+        Ends::V4(s, d) => (AF_INET, s.to_vec(), d.to_vec()),
+        Ends::V6(s, d) => (AF_INET6, s.to_vec(), d.to_vec()),
     };
     chunk(&mut out, 1, &[family]);
     let proto = if m.transport == Transport::Udp { IPPROTO_UDP } else { IPPROTO_TCP };
@@ -74,13 +73,6 @@ pub fn encode(m: &Captured, agent: &Agent, correlation: &[u8]) -> Vec<u8> {
     let len = out.len() as u16;
     out[4..6].copy_from_slice(&len.to_be_bytes());
     out
-}
-
-fn v6(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V6(a) => a.octets(),
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-    }
 }
 
 #[cfg(test)]

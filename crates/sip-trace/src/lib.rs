@@ -28,7 +28,27 @@ pub use store::{TraceLimits, TraceStats, TraceStore};
 
 use bytes::Bytes;
 use sip_message::Transport;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+/// Both addresses of a message in one IP family, as packet formats carry
+/// them: IPv4 when both are, else IPv6 (an IPv4 address as IPv4-mapped).
+pub(crate) enum Ends {
+    V4([u8; 4], [u8; 4]),
+    V6([u8; 16], [u8; 16]),
+}
+
+impl Ends {
+    pub(crate) fn of(src: SocketAddr, dst: SocketAddr) -> Ends {
+        let v6 = |ip: IpAddr| match ip {
+            IpAddr::V6(a) => a.octets(),
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        };
+        match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Ends::V4(s.octets(), d.octets()),
+            (s, d) => Ends::V6(v6(s), v6(d)),
+        }
+    }
+}
 
 /// Which way a message went, seen from the switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 //! the API's JSON (`transport`). Checksums are computed, so tools flag
 //! nothing.
 
-use crate::Captured;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use crate::{Captured, Ends};
+use std::net::SocketAddr;
 
 /// The pcap content type (`Accept` of the API's download).
 pub const CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
@@ -44,21 +44,6 @@ pub fn write(messages: &[Captured]) -> Vec<u8> {
         out.extend_from_slice(&packet);
     }
     out
-}
-
-/// Both addresses in one family: IPv4 when both are, else IPv6 (an IPv4
-/// address as IPv4-mapped).
-fn same_family(src: SocketAddr, dst: SocketAddr) -> (IpAddr, IpAddr) {
-    let v6 = |ip: IpAddr| -> Ipv6Addr {
-        match ip {
-            IpAddr::V4(a) => a.to_ipv6_mapped(),
-            IpAddr::V6(a) => a,
-        }
-    };
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (IpAddr::V4(a), IpAddr::V4(b)),
-        (a, b) => (IpAddr::V6(v6(a)), IpAddr::V6(v6(b))),
-    }
 }
 
 /// One's-complement sum of 16-bit words (an odd byte padded with zero).
@@ -99,24 +84,23 @@ fn udp(src_port: u16, dst_port: u16, payload: &[u8], pseudo: u32) -> Vec<u8> {
 
 /// A raw IPv4 or IPv6 packet carrying `payload` in UDP from `src` to `dst`.
 pub(crate) fn ip_udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    match same_family(src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let pseudo = ones_sum(ones_sum(0, &s.octets()), &d.octets());
+    match Ends::of(src, dst) {
+        Ends::V4(s, d) => {
+            let pseudo = ones_sum(ones_sum(0, &s), &d);
             let datagram = udp(src.port(), dst.port(), payload, pseudo);
             let total = (20 + datagram.len()) as u16;
             let mut p = Vec::with_capacity(usize::from(total));
             p.extend_from_slice(&[0x45, 0]);
             p.extend_from_slice(&total.to_be_bytes());
             p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]); // id, DF, TTL, UDP, checksum
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&s);
+            p.extend_from_slice(&d);
             let sum = fold(ones_sum(0, &p));
             p[10..12].copy_from_slice(&sum.to_be_bytes());
             p.extend_from_slice(&datagram);
             p
         }
-        (s, d) => {
-            let (s, d) = (v6_octets(s), v6_octets(d));
+        Ends::V6(s, d) => {
             let pseudo = ones_sum(ones_sum(0, &s), &d);
             let datagram = udp(src.port(), dst.port(), payload, pseudo);
             let mut p = Vec::with_capacity(40 + datagram.len());
@@ -128,13 +112,6 @@ pub(crate) fn ip_udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) ->
             p.extend_from_slice(&datagram);
             p
         }
-    }
-}
-
-fn v6_octets(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V6(a) => a.octets(),
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
     }
 }
 
