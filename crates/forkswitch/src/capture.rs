@@ -11,8 +11,8 @@
 //! Neither may cost calls anything when it is slow or broken: the store is
 //! bounded (sip-trace) and takes a lock the API holds only to copy a call's
 //! messages out; HEP packets are handed to a thread of their own through a
-//! bounded queue with `try_send` (full: the packet is dropped and counted),
-//! and that thread alone waits on the network.
+//! queue bounded in packets and bytes, with `try_send` (full: the packet is
+//! dropped and counted), and that thread alone waits on the network.
 
 use crate::config::{HepConfig, HepTransport, TraceConfig};
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use sip_trace::{Captured, Direction, TraceLimits, TraceStore};
 use sip_transport::Inbound;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -208,10 +208,14 @@ impl Correlation {
 
 /// HEP packets waiting for the sender thread; beyond, dropped.
 const HEP_QUEUE: usize = 10_000;
+/// ... and the bytes they may hold (a flood of 64 kB messages must not
+/// queue 640 MB).
+const HEP_QUEUE_BYTES: usize = 16 << 20;
 
 /// Hands captured messages to the HEP thread.
 struct HepSender {
     queue: SyncSender<(Captured, Bytes)>,
+    queued_bytes: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -219,7 +223,9 @@ impl HepSender {
     fn start(cfg: &HepConfig) -> HepSender {
         let (queue, rx) = sync_channel(HEP_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let link = HepLink {
+            queued_bytes: queued_bytes.clone(),
             cfg: cfg.clone(),
             agent: sip_trace::hep::Agent {
                 capture_id: cfg.capture_id,
@@ -233,13 +239,20 @@ impl HepSender {
             warn!(error = %e, "cannot start the HEP thread: no HEP");
         }
         info!(collector = %cfg.address, transport = ?cfg.transport, capture_id = cfg.capture_id, "HEP on");
-        HepSender { queue, dropped }
+        HepSender { queue, queued_bytes, dropped }
     }
 
     fn send(&self, c: Captured, correlation: Bytes) {
+        let size = c.bytes.len();
+        if self.queued_bytes.load(Relaxed) + size > HEP_QUEUE_BYTES {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        self.queued_bytes.fetch_add(size, Relaxed);
         match self.queue.try_send((c, correlation)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(size, Relaxed);
                 self.dropped.fetch_add(1, Relaxed);
             }
         }
@@ -248,6 +261,7 @@ impl HepSender {
 
 /// The HEP thread's side: encodes and sends, reconnecting TCP as needed.
 struct HepLink {
+    queued_bytes: Arc<AtomicUsize>,
     cfg: HepConfig,
     agent: sip_trace::hep::Agent,
     dropped: Arc<AtomicU64>,
@@ -270,6 +284,7 @@ impl HepLink {
         };
         let mut reported = 0;
         while let Ok((c, correlation)) = rx.recv() {
+            self.queued_bytes.fetch_sub(c.bytes.len(), Relaxed);
             let packet = sip_trace::hep::encode(&c, &self.agent, &correlation);
             if let Err(e) = self.deliver(&mut socket, &packet) {
                 self.dropped.fetch_add(1, Relaxed);
