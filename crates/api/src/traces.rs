@@ -68,7 +68,7 @@ impl From<&Captured> for SipMessage {
             transport: c.transport.to_string(),
             src: c.src.to_string(),
             dst: c.dst.to_string(),
-            call_id: String::from_utf8_lossy(&c.call_id).into_owned(),
+            call_id: String::from_utf8_lossy(c.call_id()).into_owned(),
             message: String::from_utf8_lossy(&c.bytes).into_owned(),
         }
     }

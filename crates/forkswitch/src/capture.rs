@@ -17,7 +17,7 @@
 use crate::config::{HepConfig, HepTransport, TraceConfig};
 use bytes::Bytes;
 use records::{Timestamp, NIL};
-use sip_message::{Message, Peer};
+use sip_message::Peer;
 use sip_trace::{Captured, Direction, TraceLimits, TraceStore};
 use sip_transport::Inbound;
 use std::collections::{HashMap, VecDeque};
@@ -75,12 +75,12 @@ impl Capture {
         self.capture(Direction::In, p, p.remote, p.local, bytes);
     }
 
-    /// A message the switch sends (serialized as the transport will).
-    pub fn sent(&mut self, peer: &Peer, msg: &Message) {
+    /// A message the switch sends, as the bytes that go.
+    pub fn sent(&mut self, peer: &Peer, bytes: &Bytes) {
         if !self.on() {
             return;
         }
-        self.capture(Direction::Out, peer, peer.local, peer.remote, msg.to_bytes());
+        self.capture(Direction::Out, peer, peer.local, peer.remote, bytes.clone());
     }
 
     fn capture(
@@ -91,14 +91,13 @@ impl Capture {
         dst: std::net::SocketAddr,
         bytes: Bytes,
     ) {
-        let call_id = sip_trace::call_id_of(&bytes).map(|c| bytes.slice_ref(c)).unwrap_or_default();
         let c = Captured {
             time_us: wall_micros(),
             direction,
             transport: peer.transport,
             src,
             dst,
-            call_id,
+            call_id_range: sip_trace::call_id_range(&bytes),
             bytes,
         };
         if self.hep.is_some() {
@@ -123,8 +122,10 @@ impl Capture {
     pub fn flush(&mut self) {
         let Some(h) = &self.hep else { return };
         for c in self.correlation.pending.drain(..) {
-            let corr =
-                self.correlation.legs.get(&c.call_id).cloned().unwrap_or_else(|| c.call_id.clone());
+            let corr = match self.correlation.legs.get(c.call_id()) {
+                Some(root) => root.clone(),
+                None => Bytes::copy_from_slice(c.call_id()),
+            };
             h.send(c, corr);
         }
     }

@@ -147,18 +147,27 @@ impl Shell {
         }
     }
 
+    /// Sends a message, serialized once: the capture tap sees the bytes
+    /// that go. A request too large for UDP goes through `send_request`,
+    /// which may move it to TCP (RFC 3261 18.1.1) and serializes it again.
+    fn transmit(&mut self, t: switch::Transmit) {
+        let bytes = t.message.to_bytes();
+        self.capture.sent(&t.peer, &bytes);
+        let big_udp_request = t.message.is_request()
+            && t.peer.transport == Transport::Udp
+            && bytes.len() > sip_transport::UDP_MTU_LIMIT;
+        if big_udp_request {
+            self.transport.send_request(&t.peer, &t.message, t.token.0);
+        } else {
+            self.transport.send_bytes(&t.peer, bytes, t.token.0);
+        }
+    }
+
     /// Does what the switch asks until it names its next deadline.
     fn drain(&mut self, sw: &mut Switch) -> Instant {
         loop {
             match sw.poll_output() {
-                Output::Transmit(t) => {
-                    self.capture.sent(&t.peer, &t.message);
-                    if t.message.is_request() {
-                        self.transport.send_request(&t.peer, &t.message, t.token.0);
-                    } else {
-                        self.transport.send_bytes(&t.peer, t.message.to_bytes(), t.token.0);
-                    }
-                }
+                Output::Transmit(t) => self.transmit(t),
                 Output::Resolve(q) => {
                     let resolver = self.resolver.clone();
                     let done = self.resolved.clone();

@@ -1,6 +1,7 @@
-//! The Debian package, for real: `cargo deb` builds
-//! `target/debian/forkswitch_<ver>_amd64.deb` from the release binary (the
-//! one the benches use: one release build serves both), the package is
+//! The Debian package, for real: `cargo deb --no-build` packs
+//! `target/debian/forkswitch_<ver>_amd64.deb` around the release binary of
+//! `cargo build --release -p forkswitch` (the one the benches use: one
+//! release build serves both), the package is
 //! installed with `dpkg -i` on this machine, `systemd-analyze verify` checks
 //! its unit, the unit's `ExecStart` line runs as the unit's `User` in its
 //! `WorkingDirectory`, a phone registers and the binding lands in the
@@ -64,17 +65,36 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| common::repo_root().join("target"))
 }
 
-/// `cargo deb -p forkswitch`: builds (or reuses) the release binary and the
-/// package; returns the package's path.
+/// A `cargo` command that sees the environment a user's shell would: not
+/// the one `cargo test` gives this test (its `CARGO_*` package variables
+/// and library path), which made the nested build recompile the binary.
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.args(args).current_dir(common::repo_root()).env_remove("LD_LIBRARY_PATH");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// The package of the release binary: `cargo build --release -p
+/// forkswitch` (the README's and the benches' build: a no-op when it is up
+/// to date, so one release build serves all), then `cargo deb --no-build`.
+/// Returns the package's path.
 fn build_package() -> PathBuf {
-    let version = Command::new("cargo").args(["deb", "--version"]).output();
+    let version = cargo(&["deb", "--version"]).output();
     assert!(
         version.as_ref().is_ok_and(|o| o.status.success()),
         "`cargo deb` is missing: run tests/peers.sh (it installs crates.io cargo-deb, pinned)"
     );
     let started = Instant::now();
-    run(Command::new("cargo").args(["deb", "-p", "forkswitch"]).current_dir(common::repo_root()));
-    eprintln!("cargo deb took {:.0} s", started.elapsed().as_secs_f64());
+    run(&mut cargo(&["build", "--release", "-p", "forkswitch"]));
+    eprintln!("release build: {:.0} s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    run(&mut cargo(&["deb", "-p", "forkswitch", "--no-build"]));
+    eprintln!("cargo deb: {:.1} s", started.elapsed().as_secs_f64());
     let deb = target_dir()
         .join("debian")
         .join(format!("forkswitch_{}_amd64.deb", env!("CARGO_PKG_VERSION")));

@@ -10,20 +10,39 @@ pub const MAX_CALL_ID: usize = 256;
 /// its header section, trimmed; `None` without one (or with one longer
 /// than [`MAX_CALL_ID`]).
 pub fn call_id_of(msg: &[u8]) -> Option<&[u8]> {
-    // Skip the start line; stop at the empty line that ends the headers.
-    let mut at = memchr::memchr(b'\n', msg)? + 1;
-    while at < msg.len() {
-        let end = memchr::memchr(b'\n', &msg[at..]).map_or(msg.len(), |n| at + n);
+    // One pass over the line ends (the tap runs this on every message):
+    // only a line starting with `C`, `c`, `I` or `i` is looked at; the
+    // empty line that ends the headers ends the search.
+    let mut ends = memchr::memchr_iter(b'\n', msg);
+    let mut at = ends.next()? + 1;
+    for end in ends.chain(std::iter::once(msg.len())) {
         let line = trim_cr(&msg[at..end]);
-        if line.is_empty() {
-            return None;
-        }
-        if let Some(v) = header_value(line) {
-            return (v.len() <= MAX_CALL_ID && !v.is_empty()).then_some(v);
+        match line.first() {
+            None => return None,
+            Some(b'C' | b'c' | b'I' | b'i') => {
+                if let Some(v) = header_value(line) {
+                    return (v.len() <= MAX_CALL_ID && !v.is_empty()).then_some(v);
+                }
+            }
+            Some(_) => {}
         }
         at = end + 1;
+        if at >= msg.len() {
+            break;
+        }
     }
     None
+}
+
+/// Where [`call_id_of`] finds the Call-ID in `msg`; `0..0` without one.
+pub fn call_id_range(msg: &[u8]) -> std::ops::Range<usize> {
+    match call_id_of(msg) {
+        Some(v) => {
+            let start = v.as_ptr() as usize - msg.as_ptr() as usize;
+            start..start + v.len()
+        }
+        None => 0..0,
+    }
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -52,6 +71,13 @@ mod tests {
         assert_eq!(call_id_of(m), Some(&b"xyz"[..]));
         let m = b"SIP/2.0 200 OK\r\ncall-id:q\r\n\r\n";
         assert_eq!(call_id_of(m), Some(&b"q"[..]));
+    }
+
+    #[test]
+    fn the_range_points_at_it() {
+        let m = b"BYE sip:a SIP/2.0\r\nCall-ID: xyz\r\n\r\n";
+        assert_eq!(&m[call_id_range(m)], b"xyz");
+        assert_eq!(call_id_range(b"BYE sip:a SIP/2.0\r\n\r\n"), 0..0);
     }
 
     #[test]

@@ -105,8 +105,8 @@ mod tests {
             transport,
             src: src.parse().expect("addr"),
             dst: dst.parse().expect("addr"),
-            call_id: Bytes::from_static(b"abc"),
             bytes: Bytes::from_static(b"BYE sip:x SIP/2.0\r\n\r\n"),
+            call_id_range: 0..0,
         }
     }
 

@@ -15,7 +15,8 @@
 //! transmits go out), the API reads.
 //!
 //! Main types: [`TraceStore`], [`TraceLimits`], [`Captured`], [`Direction`];
-//! functions [`call_id_of`], [`pcap::write`], [`hep::encode`].
+//! functions [`call_id_of`], [`call_id_range`], [`pcap::write`],
+//! [`hep::encode`].
 #![deny(missing_docs)]
 
 mod callid;
@@ -23,7 +24,7 @@ pub mod hep;
 pub mod pcap;
 mod store;
 
-pub use callid::call_id_of;
+pub use callid::{call_id_of, call_id_range};
 pub use store::{TraceLimits, TraceStats, TraceStore};
 
 use bytes::Bytes;
@@ -82,8 +83,17 @@ pub struct Captured {
     pub src: SocketAddr,
     /// Destination address.
     pub dst: SocketAddr,
-    /// The message's Call-ID (empty when it has none).
-    pub call_id: Bytes,
+    /// Where the message's Call-ID is in `bytes` ([`call_id_range`]:
+    /// empty when it has none). A range, not a copy: the tap stores it for
+    /// every message.
+    pub call_id_range: std::ops::Range<usize>,
     /// The message, as on the wire.
     pub bytes: Bytes,
+}
+
+impl Captured {
+    /// The message's Call-ID (empty when it has none).
+    pub fn call_id(&self) -> &[u8] {
+        self.bytes.get(self.call_id_range.clone()).unwrap_or_default()
+    }
 }

@@ -129,8 +129,8 @@ mod tests {
             transport: Transport::Udp,
             src: src.parse().expect("addr"),
             dst: dst.parse().expect("addr"),
-            call_id: Bytes::from_static(b"c"),
             bytes: Bytes::copy_from_slice(text.as_bytes()),
+            call_id_range: 0..0,
         }
     }
 

@@ -92,18 +92,19 @@ impl TraceStore {
     /// then lets the oldest go until the store is within its limits at
     /// `c.time_us`. A message larger than the whole budget is not kept.
     pub fn record(&mut self, c: Captured) {
-        let cost = entry_cost(&c) + key_cost(&c.call_id);
+        let cost = entry_cost(&c) + key_cost(c.call_id());
         if cost > self.limits.max_bytes {
             self.evicted += 1;
             return;
         }
         let now = c.time_us;
         let seq = self.first_seq + self.queue.len() as u64;
-        match self.by_call_id.get_mut(&c.call_id) {
+        match self.by_call_id.get_mut(c.call_id()) {
             Some(list) => list.push_back(seq),
             None => {
-                self.bytes += key_cost(&c.call_id);
-                self.by_call_id.insert(c.call_id.clone(), VecDeque::from([seq]));
+                self.bytes += key_cost(c.call_id());
+                let key = Bytes::copy_from_slice(c.call_id());
+                self.by_call_id.insert(key, VecDeque::from([seq]));
             }
         }
         self.bytes += entry_cost(&c);
@@ -128,11 +129,11 @@ impl TraceStore {
         self.bytes -= entry_cost(&c);
         self.first_seq += 1;
         self.evicted += 1;
-        if let Some(list) = self.by_call_id.get_mut(&c.call_id) {
+        if let Some(list) = self.by_call_id.get_mut(c.call_id()) {
             list.pop_front();
             if list.is_empty() {
-                self.by_call_id.remove(&c.call_id);
-                self.bytes -= key_cost(&c.call_id);
+                self.by_call_id.remove(c.call_id());
+                self.bytes -= key_cost(c.call_id());
             }
         }
     }
@@ -184,14 +185,17 @@ mod tests {
     use sip_message::Transport;
 
     fn msg(t: i64, call_id: &str, body_len: usize) -> Captured {
+        let mut bytes = format!("OPTIONS x SIP/2.0\r\nCall-ID: {call_id}\r\n\r\n").into_bytes();
+        bytes.resize(bytes.len().max(body_len), b'x');
+        let bytes = Bytes::from(bytes);
         Captured {
             time_us: t,
             direction: Direction::In,
             transport: Transport::Udp,
             src: "127.0.0.1:5062".parse().expect("addr"),
             dst: "127.0.0.1:5060".parse().expect("addr"),
-            call_id: Bytes::copy_from_slice(call_id.as_bytes()),
-            bytes: Bytes::from(vec![b'x'; body_len]),
+            call_id_range: crate::call_id_range(&bytes),
+            bytes,
         }
     }
 
@@ -213,7 +217,7 @@ mod tests {
 
     #[test]
     fn the_oldest_go_first_when_the_budget_is_spent() {
-        let per = 100 + ENTRY_OVERHEAD + 1 + KEY_OVERHEAD;
+        let per = 100 + ENTRY_OVERHEAD + 1 + KEY_OVERHEAD; // 100-byte messages, 1-byte Call-IDs
         let mut s = TraceStore::new(TraceLimits { max_bytes: 3 * per, keep_us: i64::MAX });
         for t in 0..5 {
             s.record(msg(t, &t.to_string(), 100));
@@ -245,7 +249,7 @@ mod tests {
         let mut peak = 0;
         for i in 0..100_000i64 {
             // Tiny messages, each a new (long) Call-ID: the index costs too.
-            s.record(msg(i, &format!("{i:0>200}"), 1));
+            s.record(msg(i, &format!("{i:0>200}"), 0));
             peak = peak.max(s.stats().bytes);
         }
         assert!(peak <= max, "{peak}");
@@ -253,6 +257,7 @@ mod tests {
         assert_eq!(s.stats().call_ids, s.stats().messages);
         // One message over the whole budget is refused, not kept.
         s.record(msg(100_000, "big", max));
+        assert_eq!(s.stats().call_ids, s.stats().messages);
         assert!(s.messages(&[b"big"], 100_000).is_empty());
         assert!(s.stats().bytes <= max);
     }
