@@ -299,6 +299,14 @@ pub fn check_destinations(
     Ok(())
 }
 
+/// `true` when `target` is `name@domain` in one of `owner`'s domains (the
+/// extension need not exist).
+pub fn is_endpoint_of(target: &str, owner: Uuid, known: &dyn Known) -> bool {
+    target
+        .split_once('@')
+        .is_some_and(|(user, domain)| !user.is_empty() && known.domain_owner(domain) == Some(owner))
+}
+
 fn not_served(domain: &str) -> String {
     format!("{domain:?} is not a domain of this switch")
 }
@@ -314,9 +322,7 @@ fn destination_target(
         return Err("empty".into());
     }
     let ok = match kind {
-        AddressType::Endpoint => t.split_once('@').is_some_and(|(user, domain)| {
-            !user.is_empty() && known.domain_owner(domain) == Some(from.owner)
-        }),
+        AddressType::Endpoint => is_endpoint_of(t, from.owner, known),
         AddressType::Tel => is_e164(t),
         AddressType::Sip => {
             let uri = if t.contains(':') { t.to_owned() } else { format!("sip:{t}") };

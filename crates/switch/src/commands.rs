@@ -11,7 +11,6 @@ use groupcall::{ContactTarget, Destination, Fork, GroupDef, GroupSpec, LegTarget
 use provisioning::Home;
 use rand::RngCore;
 use records::{AddressType, Call, Direction, RingGroupDestination};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// A click-to-call's source, checked.
@@ -91,7 +90,7 @@ impl Switch {
             .map(|d| RingGroupDestination {
                 kind: d.address.kind,
                 target: d.address.target.clone(),
-                ring_timeout_secs: d.ring_timeout_secs,
+                ring_timeout_secs: d.ring_timeout.map(|t| t.as_secs()),
                 delay_secs: None,
             })
             .collect();
@@ -189,10 +188,7 @@ impl Switch {
         let destinations = c
             .destinations
             .iter()
-            .map(|d| Destination {
-                address: d.address.clone(),
-                ring_timeout: d.ring_timeout_secs.map(Duration::from_secs),
-            })
+            .map(|d| Destination { address: d.address.clone(), ring_timeout: d.ring_timeout })
             .collect();
         let mut group = GroupDef::new(self.new_id(), c.ring_method, destinations);
         group.answer_method = c.answer_method;

@@ -72,9 +72,9 @@ pub struct ClickToCall {
 pub struct ClickDestination {
     /// What to ring.
     pub address: records::Address,
-    /// How long it rings, seconds (linear: then the next); `None`: the
-    /// switch's default.
-    pub ring_timeout_secs: Option<u64>,
+    /// How long it rings (linear: then the next); `None`: the switch's
+    /// default.
+    pub ring_timeout: Option<std::time::Duration>,
 }
 
 impl ClickToCall {

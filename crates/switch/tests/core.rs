@@ -356,7 +356,7 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
         source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
         destinations: vec![switch::ClickDestination {
             address: records::Address::new(records::AddressType::Sip, "sip:b@203.0.113.9:5070"),
-            ring_timeout_secs: None,
+            ring_timeout: None,
         }],
         ring_method: records::RingMethod::RingAll,
         answer_method: records::AnswerMethod::HangupOthers,

@@ -202,7 +202,7 @@ impl World {
             source: Address::new(AddressType::Endpoint, "e1@test"),
             destinations: vec![ClickDestination {
                 address: Address::new(AddressType::Sip, format!("sip:b@{CALLEE}")),
-                ring_timeout_secs: None,
+                ring_timeout: None,
             }],
             ring_method: records::RingMethod::RingAll,
             answer_method: records::AnswerMethod::HangupOthers,
