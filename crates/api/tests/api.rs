@@ -702,6 +702,56 @@ async fn extensions_crud_password_write_only_config_read_only() {
     h.get(&format!("/v1.0/extensions/{id}")).await.error(404, "NOT_FOUND");
 }
 
+#[tokio::test]
+async fn extensions_follow_the_config_files_rules_with_the_same_reasons() {
+    let h = harness();
+    let post = |extra: Value| {
+        let mut body = json!({"extension": "t60", "password": "pw"});
+        if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(x.clone());
+        }
+        h.post("/v1.0/extensions", body)
+    };
+    let cases = [
+        (
+            json!({"max_calls": 1001}),
+            "max_calls",
+            "must be at most 1000 (leave it out for no limit)",
+        ),
+        (
+            json!({"forward_noanswer_secs": 5}),
+            "forward_noanswer_secs",
+            "set without forward_noanswer",
+        ),
+        (
+            json!({"forward_busy": {"type": "endpoint", "target": "nobody@test"}}),
+            "forward_busy",
+            "\"nobody@test\" is not an extension (write name@domain)",
+        ),
+        (json!({"extension": "t 60"}), "extension", "1..64 of letters, digits, . _ - + ~"),
+    ];
+    for (extra, field, reason) in cases {
+        let e = post(extra.clone()).await.error(400, "INVALID_ARGUMENT");
+        assert_eq!(e["details"][0]["field"], field, "{extra}");
+        assert_eq!(e["details"][0]["description"], reason, "{extra}");
+    }
+    assert!(h.port.commands().is_empty(), "nothing reached the switch");
+    let r = post(json!({"forward_noanswer": {"type": "endpoint", "target": "test11@test"},
+                        "forward_noanswer_secs": 5, "max_calls": 1000}))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The switch's own check (the same rules) answers the same way.
+    h.port.answer(|_| {
+        let why = provisioning::check_extension(
+            &records::Extension { name: "x y".into(), ..Default::default() },
+            &provisioning::Listed { domains: &[], extensions: &[], ring_groups: &[] },
+        );
+        Ok(CommandOutcome::Invalid(why.expect_err("invalid")))
+    });
+    let e = post(json!({"extension": "t61"})).await.error(400, "INVALID_ARGUMENT");
+    assert_eq!(e["details"][0]["field"], "extension");
+}
+
 // ---- ring groups -------------------------------------------------------------
 
 #[tokio::test]

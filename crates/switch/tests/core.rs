@@ -522,3 +522,72 @@ fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
     }
     assert_eq!(w.sw.counters().rate_limited, 7);
 }
+
+/// What a command output, as (persisted records, its outcome).
+fn command(w: &mut World, id: u64, command: Command) -> (Vec<Persist>, CommandOutcome) {
+    let out = w.input(Input::Command { id: CommandId(id), command });
+    let mut persisted = Vec::new();
+    for o in out {
+        match o {
+            Output::Persist(p) => persisted.push(p),
+            Output::Event(Event::CommandDone { id: done, outcome }) => {
+                assert_eq!(done, CommandId(id));
+                return (persisted, outcome);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no outcome for command {id}")
+}
+
+#[test]
+fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome() {
+    let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 3);
+    let mut e = records::ExtensionRecord::from_config(
+        registrar::extension_with_password("e2", "test", "pw2"),
+        CUSTOMER,
+        Timestamp::from_micros(1),
+    );
+    e.extension.handling.max_calls = Some(1001);
+    let (p, outcome) = command(&mut w, 1, Command::PutExtension(Box::new(e.clone())));
+    let CommandOutcome::Invalid(why) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(why.to_string(), "max_calls: must be at most 1000 (leave it out for no limit)");
+    assert!(p.is_empty(), "nothing stored: {p:?}");
+    e.extension.handling.max_calls = Some(2);
+    let (p, outcome) = command(&mut w, 2, Command::PutExtension(Box::new(e.clone())));
+    assert_eq!(outcome, CommandOutcome::Done);
+    assert_eq!(p, vec![Persist::Extension(e.clone())]);
+    // In effect at once: e2 can be a forward now.
+    let mut e1 = records::ExtensionRecord::from_config(
+        registrar::extension_with_password("e1", "test", "pw1"),
+        CUSTOMER,
+        Timestamp::from_micros(1),
+    );
+    let to_e2 = records::Address::new(records::AddressType::Endpoint, "e2@test");
+    e1.extension.handling.forward_busy = Some(to_e2);
+    let (_, outcome) = command(&mut w, 3, Command::PutExtension(Box::new(e1)));
+    assert_eq!(outcome, CommandOutcome::Done);
+
+    let taken = RingGroup { id: Uuid::from_u128(9), ..group_800() };
+    let (p, outcome) = command(&mut w, 4, Command::PutGroup(Box::new(taken)));
+    let CommandOutcome::Invalid(why) = outcome else { panic!("{outcome:?}") };
+    assert_eq!((why.fault, p.len()), (provisioning::Fault::Taken, 0));
+    let g = RingGroup { skip_busy: true, ..group_800() };
+    let (p, outcome) = command(&mut w, 5, Command::PutGroup(Box::new(g.clone())));
+    assert_eq!((p, outcome), (vec![Persist::RingGroup(g.clone())], CommandOutcome::Done));
+
+    // Removals reach the store even when the switch had nothing.
+    let (p, outcome) = command(&mut w, 6, Command::RemoveGroup { id: g.id });
+    assert_eq!((p, outcome), (vec![Persist::RingGroupRemoved { id: g.id }], CommandOutcome::Done));
+    let (p, outcome) = command(&mut w, 7, Command::RemoveGroup { id: g.id });
+    assert_eq!(
+        (p, outcome),
+        (vec![Persist::RingGroupRemoved { id: g.id }], CommandOutcome::NotFound)
+    );
+    let gone = Persist::ExtensionRemoved { name: "e2".into(), domain: "test".into() };
+    let remove = || Command::RemoveExtension { name: "e2".into(), domain: "test".into() };
+    let (p, outcome) = command(&mut w, 8, remove());
+    assert_eq!((p, outcome), (vec![gone.clone()], CommandOutcome::Done));
+    let (p, outcome) = command(&mut w, 9, remove());
+    assert_eq!((p, outcome), (vec![gone], CommandOutcome::NotFound));
+}
