@@ -69,7 +69,7 @@ pub enum Persist {
     /// answered): what its next calls start from, after a restart too.
     HuntMemory(records::HuntMemoryRecord),
     /// A phone account added or changed (a `PutExtension` in effect).
-    Extension(records::ExtensionRecord),
+    Extension(Box<records::ExtensionRecord>),
     /// A phone account removed.
     ExtensionRemoved {
         /// Its name (user part).
@@ -78,7 +78,7 @@ pub enum Persist {
         domain: String,
     },
     /// A ring group added or changed (a `PutGroup` in effect).
-    RingGroup(records::RingGroup),
+    RingGroup(Box<records::RingGroup>),
     /// A ring group removed.
     RingGroupRemoved {
         /// Its id.

@@ -52,7 +52,7 @@ impl Switch {
         extensions.push(e.clone());
         let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
         self.registrar.set_accounts(next);
-        self.out.push_back(Output::Persist(Persist::Extension(r)));
+        self.out.push_back(Output::Persist(Persist::Extension(Box::new(r))));
         CommandOutcome::Done
     }
 
@@ -84,7 +84,7 @@ impl Switch {
         if let Err(e) = self.routes.put_group(g.clone()) {
             return CommandOutcome::Refused(e.reason);
         }
-        self.out.push_back(Output::Persist(Persist::RingGroup(g)));
+        self.out.push_back(Output::Persist(Persist::RingGroup(Box::new(g))));
         CommandOutcome::Done
     }
 

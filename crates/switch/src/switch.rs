@@ -115,7 +115,7 @@ impl Switch {
         let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
         registrar.location_mut().load(state.bindings);
         let b2bua_cfg = cfg.b2bua();
-        let limits = b2bua_cfg.limits.clone();
+        let limits = b2bua_cfg.limits;
         let transactions = cfg.transactions();
         let locals = cfg
             .listen

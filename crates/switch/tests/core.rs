@@ -556,7 +556,7 @@ fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome(
     e.extension.handling.max_calls = Some(2);
     let (p, outcome) = command(&mut w, 2, Command::PutExtension(Box::new(e.clone())));
     assert_eq!(outcome, CommandOutcome::Done);
-    assert_eq!(p, vec![Persist::Extension(e.clone())]);
+    assert_eq!(p, vec![Persist::Extension(Box::new(e.clone()))]);
     // In effect at once: e2 can be a forward now.
     let mut e1 = records::ExtensionRecord::from_config(
         registrar::extension_with_password("e1", "test", "pw1"),
@@ -574,7 +574,7 @@ fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome(
     assert_eq!((why.fault, p.len()), (provisioning::Fault::Taken, 0));
     let g = RingGroup { skip_busy: true, ..group_800() };
     let (p, outcome) = command(&mut w, 5, Command::PutGroup(Box::new(g.clone())));
-    assert_eq!((p, outcome), (vec![Persist::RingGroup(g.clone())], CommandOutcome::Done));
+    assert_eq!((p, outcome), (vec![Persist::RingGroup(Box::new(g.clone()))], CommandOutcome::Done));
 
     // Removals reach the store even when the switch had nothing.
     let (p, outcome) = command(&mut w, 6, Command::RemoveGroup { id: g.id });
