@@ -2,9 +2,10 @@
 //! the `source` phone first, then forks to the destinations), list the
 //! customer's groupcalls, read one as it lives (status, `call_ids` as legs
 //! are dialed, `answer_call_id` once answered: the store holds what the
-//! switch persisted), hang one up, delete one. Why here and not in the
-//! switch: validation, scoping and the VoIPBin shape are the API's; the
-//! switch only gets a [`switch::Command`].
+//! switch persisted), hang one up, delete one. Scoping and the VoIPBin
+//! shape are the API's; the destinations are checked by the provisioning
+//! rules' destination check (as a ring group's), here against the store for
+//! a 400, and again by the switch, which gets a [`switch::Command`].
 
 use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
