@@ -6,8 +6,9 @@
 //! reply, silence while it is "dead").
 //!
 //! It keeps a ledger of every branch ever offered so that a run can be
-//! judged at its end ([`SimRtpengine::violations`]): every offer deleted
-//! exactly once, by its branch or with its call; no branch delete for the
+//! judged at its end ([`SimRtpengine::violations`]): every offered branch
+//! deleted exactly once (per life: an offer after its delete starts a new
+//! one), by its branch or with its call; no branch delete for the
 //! branch that won; no call left.
 
 use crate::codec::{unframe, Cookie};
@@ -63,12 +64,14 @@ pub struct BranchLedger {
     pub offers: u32,
     /// `answer`s executed for it.
     pub answers: u32,
+    /// Times it came to life: its first offer, and an offer after a delete.
+    pub lives: u32,
     /// The To tag of its answer.
     pub to_tag: Option<String>,
     /// Effective `delete`s naming its Via branch.
     pub deleted_by_branch: u32,
-    /// It was still live when its call was deleted whole.
-    pub deleted_by_call: bool,
+    /// Times it was still live when its call was deleted whole.
+    pub deleted_by_call: u32,
 }
 
 /// Counts of what the simulated rtpengine did.
@@ -198,9 +201,12 @@ impl SimRtpengine {
     pub fn violations(&self, won: impl Fn(&str, &str) -> bool) -> Vec<String> {
         let mut v = self.misuse.clone();
         for ((call, branch), l) in &self.ledger {
-            let deletes = l.deleted_by_branch + u32::from(l.deleted_by_call);
-            if deletes != 1 {
-                v.push(format!("{call} branch {branch:?}: offered, deleted {deletes} times"));
+            let deletes = l.deleted_by_branch + l.deleted_by_call;
+            if deletes != l.lives {
+                v.push(format!(
+                    "{call} branch {branch:?}: offered {} time(s), deleted {deletes} time(s)",
+                    l.lives
+                ));
             }
             if l.deleted_by_branch > 0 && won(call, branch) {
                 v.push(format!("{call} branch {branch:?}: won, yet deleted by branch"));
@@ -259,8 +265,17 @@ impl SimRtpengine {
         let branch = o.via_branch.unwrap_or_default();
         let call =
             self.calls.entry(o.call_id.clone()).or_insert(SimCall { branches: BTreeMap::new() });
-        call.branches.entry(branch.clone()).or_insert(SimBranch { to_tag: None, deleted: false });
-        self.ledger.entry((o.call_id, branch)).or_default().offers += 1;
+        let b = call
+            .branches
+            .entry(branch.clone())
+            .or_insert(SimBranch { to_tag: None, deleted: true });
+        let l = self.ledger.entry((o.call_id, branch)).or_default();
+        l.offers += 1;
+        if b.deleted {
+            // A new branch, or one offered again after its delete.
+            *b = SimBranch { to_tag: None, deleted: false };
+            l.lives += 1;
+        }
         Reply::ok(ReplyBody::Sdp(self.sdp()))
     }
 
@@ -307,10 +322,8 @@ impl SimRtpengine {
             None => {
                 for (branch, b) in &call.branches {
                     if !b.deleted {
-                        self.ledger
-                            .entry((d.call_id.clone(), branch.clone()))
-                            .or_default()
-                            .deleted_by_call = true;
+                        let key = (d.call_id.clone(), branch.clone());
+                        self.ledger.entry(key).or_default().deleted_by_call += 1;
                     }
                 }
                 self.calls.remove(&d.call_id);
