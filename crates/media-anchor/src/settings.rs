@@ -374,6 +374,18 @@ profile = "webrtc"
     }
 
     #[test]
+    fn the_media_bench_config_is_valid() {
+        let text = include_str!("../../../tests/bench/media/forkswitch.toml");
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let media: MediaSection = table["media"].clone().try_into().unwrap();
+        let MediaSettings::Rtpengine { rtpengine, default } = media.validate().unwrap() else {
+            panic!("the media bench anchors")
+        };
+        assert_eq!(rtpengine.instances[0].addr, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!(default, Anchoring::Anchored(Profile::Rtp));
+    }
+
+    #[test]
     fn destinations() {
         let on = MediaSettings::Rtpengine {
             rtpengine: RtpengineSettings::new(vec![parse_instance("127.0.0.1:1").unwrap()]),
