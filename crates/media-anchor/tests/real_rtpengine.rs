@@ -187,6 +187,27 @@ fn the_webrtc_profile_and_back() {
     for absent in ["a=candidate", "a=fingerprint", "a=ice-", "a=rtcp-mux", "SAVP"] {
         assert!(!to_phone.contains(absent), "{absent:?} in {to_phone}");
     }
+    // The phone's plain answer, back toward the browser: WebRTC again, with
+    // rtpengine in the passive DTLS role and rtcp-mux.
+    let back = Command::Answer(Answer {
+        call_id: "w2".into(),
+        from_tag: "caller-tag".into(),
+        to_tag: "phone".into(),
+        via_branch: Some("b1".into()),
+        sdp: sdp_for(4004),
+        options: LegMedia::Webrtc.options(SdpRole::Answer),
+    });
+    let to_browser = sdp_of(d.request(back));
+    for needle in [
+        " UDP/TLS/RTP/SAVPF 0",
+        "a=candidate:",
+        "a=fingerprint:",
+        "a=setup:passive",
+        "a=rtcp-mux",
+        "a=mid:",
+    ] {
+        assert!(to_browser.contains(needle), "{needle:?} not in the answer {to_browser}");
+    }
     let srtp = LegMedia::SrtpSdes.options(SdpRole::Offer);
     let sdes = sdp_of(d.request(offer("w3", "b1", sdp_for(4002), srtp)));
     assert!(sdes.contains(" RTP/SAVP 0") && sdes.contains("a=crypto:"), "{sdes}");
