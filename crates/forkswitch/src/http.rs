@@ -73,7 +73,7 @@ pub fn start(
     let webhooks = Webhooks::new(cfg.webhooks(), rt.handle().clone());
     let hooks = webhooks.load(db.as_ref()).map_err(|e| format!("cannot read webhooks: {e}"))?;
     let (port, requests) = api::channel(PORT_QUEUE, PORT_TIMEOUT);
-    let options = ApiOptions { body_limit: cfg.http.body_limit_bytes, ..ApiOptions::default() };
+    let options = ApiOptions { body_limit: cfg.http.body_limit_bytes };
     let state = ApiState::new(db, Arc::new(port), webhooks.clone(), options);
     if let Some(t) = traces {
         state.set_traces(t);
