@@ -117,7 +117,8 @@ fn user_exists(name: &str) -> bool {
 /// (its installed path is returned).
 fn check_contents(deb: &Path) -> String {
     let files = text(&run(Command::new("dpkg-deb").arg("-c").arg(deb)));
-    for f in ["./usr/bin/forkswitch", "./etc/forkswitch/forkswitch.toml"] {
+    // dpkg-deb lists paths with or without a leading "./".
+    for f in ["usr/bin/forkswitch", "etc/forkswitch/forkswitch.toml"] {
         assert!(files.lines().any(|l| l.ends_with(f)), "{f} is not in the package:\n{files}");
     }
     let unit = files
@@ -127,7 +128,7 @@ fn check_contents(deb: &Path) -> String {
         .unwrap_or_else(|| panic!("no forkswitch.service in the package:\n{files}"));
     let conffiles = text(&run(Command::new("dpkg-deb").arg("-I").arg(deb).arg("conffiles")));
     assert_eq!(conffiles.trim(), "/etc/forkswitch/forkswitch.toml");
-    unit.trim_start_matches('.').to_owned()
+    format!("/{}", unit.trim_start_matches('.').trim_start_matches('/'))
 }
 
 /// A `Key=value` of the installed unit's `[Service]` section.
