@@ -65,8 +65,12 @@ fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) ->
 
 impl World {
     fn new(st: SwitchState, seed: u64) -> (World, Vec<Output>) {
-        let t0 = Instant::now();
         let cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US)), (Transport::Tcp, addr(US))]);
+        World::with_config(cfg, st, seed)
+    }
+
+    fn with_config(cfg: SwitchConfig, st: SwitchState, seed: u64) -> (World, Vec<Output>) {
+        let t0 = Instant::now();
         let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
         let mut w = World { sw: Switch::new(cfg, st, seed, now), t0, now: Duration::ZERO };
         let first = w.drain();
@@ -525,4 +529,66 @@ fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
         assert_eq!(statuses(&w.datagram(carrier, &opts(carrier, n))), vec![200], "carrier {n}");
     }
     assert_eq!(w.sw.counters().rate_limited, 7);
+}
+
+/// Every output as text, in order: a transmit as its peer and bytes.
+fn as_text(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .map(|o| match o {
+            Output::Transmit(t) => {
+                format!("{} {}", t.peer, String::from_utf8_lossy(&t.message.to_bytes()))
+            }
+            o => format!("{o:?}"),
+        })
+        .collect()
+}
+
+/// The housekeeping that walks tables: NAT keep-alives to every UDP
+/// binding (a branch each, from the seeded generator), failed-auth counting
+/// in a full table (which counters make room), bans and their ends.
+fn housekeeping_run(seed: u64) -> Vec<String> {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.keepalive_interval = Some(Duration::from_secs(10));
+    cfg.registrar.ban = registrar::BanConfig {
+        max_failures: 2,
+        window: Duration::from_secs(60),
+        ban_for: Duration::from_secs(30),
+        action: registrar::BanAction::Reject,
+        max_tracked: 4,
+    };
+    let mut st = state(vec![], vec![], vec![]);
+    st.bindings = (0..12)
+        .map(|i| records::Binding {
+            aor: format!("k{i}@test"),
+            contact: format!("sip:k{i}@192.0.2.{}:5060", 100 + i),
+            ..binding(&format!("192.0.2.{}:5060", 100 + i))
+        })
+        .collect();
+    let (mut w, first) = World::with_config(cfg, st, seed);
+    let mut all = as_text(&first);
+    let register = |from: &str, n: u32| {
+        format!("REGISTER sip:test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKreg{n}\r\nMax-Forwards: 70\r\nFrom: <sip:e1@test>;tag=r{n}\r\nTo: <sip:e1@test>\r\nCall-ID: reg{n}@{from}\r\nCSeq: {n} REGISTER\r\nContact: <sip:e1@{from}>\r\nAuthorization: Digest username=\"e1\", realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
+    };
+    // Five sources fail in a table of four (the fifth makes room), then
+    // four of them fail again: a second failure bans.
+    for (n, s) in [1, 2, 3, 4, 5, 2, 3, 4, 1].into_iter().enumerate() {
+        let from = format!("203.0.113.{s}:5060");
+        all.extend(as_text(&w.datagram(&from, &register(&from, n as u32 + 1))));
+        all.extend(as_text(&w.advance(Duration::from_millis(100))));
+    }
+    // Keep-alives every 10 s; the bans end at 30 s.
+    all.extend(as_text(&w.advance(Duration::from_secs(45))));
+    all
+}
+
+#[test]
+fn same_seed_same_housekeeping_outputs() {
+    let a = housekeeping_run(21);
+    let count = |what: &str| a.iter().filter(|o| o.contains(what)).count();
+    assert!(count("<sip:keepalive@") >= 24, "keep-alives to every UDP binding: {a:#?}");
+    assert!(count("Banned") >= 1, "a source was banned: {a:#?}");
+    assert!(count("Unbanned") >= 1, "a ban ended: {a:#?}");
+    for run in 0..3 {
+        assert_eq!(a, housekeeping_run(21), "run {run}: the same outputs, in the same order");
+    }
 }
