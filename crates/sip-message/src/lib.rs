@@ -38,7 +38,7 @@ pub use error::{HeaderError, ParseError};
 pub use framing::{FramingError, StreamDecoder, StreamItem};
 pub use header::HeaderName;
 pub use message::{HeaderRef, Message};
-pub use method::Method;
+pub use method::{InDialog, Method, SUPPORTED, SUPPORTED_OPTIONS};
 pub use net::{ConnId, Peer, Transport};
 pub use params::Params;
 pub use typed::{AuthParams, CSeq, RAck, Reason};

@@ -22,7 +22,7 @@ pub struct SwitchConfig {
     pub force_rport: bool,
     /// RFC 3261 timers.
     pub transactions: sip_transaction::Config,
-    /// B2BUA settings (its method list is replaced by the switch's one).
+    /// B2BUA settings.
     pub b2bua: b2bua::B2buaConfig,
     /// Fork engine settings.
     pub fork: groupcall::ForkConfig,

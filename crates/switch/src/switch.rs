@@ -12,7 +12,6 @@ use crate::dialer::Dialer;
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::{Input, Now, Target};
 use crate::local::{LocalAnswers, LocalIdentity};
-use crate::methods;
 use crate::output::{Event, Output, Persist, Query, Token, Transmit};
 use crate::received::response_target;
 use crate::timers::{Job, JobIntervals, TimerKey, Timers};
@@ -106,8 +105,6 @@ impl Switch {
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
         let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
         registrar.location_mut().load(state.bindings);
-        let mut b2bua_cfg = cfg.b2bua.clone();
-        b2bua_cfg.methods = methods::supported();
         let locals = cfg
             .listen
             .iter()
@@ -121,7 +118,7 @@ impl Switch {
         let mut sw = Switch {
             force_rport: cfg.force_rport,
             fork_cfg: cfg.fork.clone(),
-            policy: methods::policy(),
+            policy: Policy::default(),
             identity: LocalIdentity {
                 names: cfg.aliases.clone(),
                 addrs: cfg.listen.iter().map(|(_, a)| *a).collect(),
@@ -130,7 +127,7 @@ impl Switch {
             tx: TransactionLayer::with_owner_timers(cfg.transactions, rng.next_u64()),
             registrar,
             routes: state.routes,
-            mgr: CallManager::with_owner_timers(b2bua_cfg, locals, rng.next_u64()),
+            mgr: CallManager::with_owner_timers(cfg.b2bua.clone(), locals, rng.next_u64()),
             calls: Calls::default(),
             dns: DnsQueries::default(),
             timers: Timers::new(every),

@@ -592,3 +592,89 @@ fn same_seed_same_housekeeping_outputs() {
         assert_eq!(a, housekeeping_run(21), "run {run}: the same outputs, in the same order");
     }
 }
+
+/// A request from the trusted carrier: `to_tag` makes it in-dialog.
+fn request(method: &str, ruri: &str, call_id: &str, cseq: u32, to_tag: Option<&str>) -> String {
+    let from = "198.51.100.7:5060";
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!("{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call_id}{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001@pstn>;tag=c1\r\nTo: <sip:800@test>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:c@{from}>\r\nContent-Length: 0\r\n\r\n")
+}
+
+/// Every method the codec knows, and an extension.
+fn every_method() -> Vec<Method> {
+    let known = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE"];
+    let more = ["NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "FOO"];
+    known.iter().chain(&more).map(|t| Method::from_token(t.as_bytes())).collect()
+}
+
+/// The one method list (`sip_message::SUPPORTED`) decides everywhere: a
+/// method off it gets 501 with the one `Allow`, outside a dialog and
+/// inside; every `Allow` the switch sends (OPTIONS, 501, the leg's INVITE,
+/// the caller's 200) is that list; inside a bridged dialog exactly the
+/// methods it marks relayed reach the other leg. A second list anywhere
+/// (the codec's policy, the B2BUA's relay set or its `Allow`) fails this.
+#[test]
+fn every_method_is_judged_by_the_one_list() {
+    let allow = sip_message::method::allow();
+    let allow = allow.as_bytes();
+    let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 13);
+    let carrier = "198.51.100.7:5060";
+    for (n, m) in every_method().iter().enumerate() {
+        let ruri = if *m == Method::Options { "sip:192.0.2.1:5060" } else { "sip:nobody@test" };
+        let out = w.datagram(carrier, &request(&m.to_string(), ruri, &format!("o{n}"), 1, None));
+        let replies = transmits(&out);
+        let not_implemented = replies.iter().find(|(_, r, _)| r.status() == Some(501));
+        assert_eq!(not_implemented.is_some(), !m.is_supported(), "{m} outside a dialog");
+        for (_, r, _) in replies.iter().filter(|(_, r, _)| matches!(r.status(), Some(200 | 501))) {
+            assert_eq!(r.header(HeaderName::Allow), Some(allow), "{m}: {r:?}");
+        }
+    }
+    // A bridged call: the caller's 200 and the leg's INVITE carry the list.
+    let out = w.datagram(carrier, &invite(carrier, "sip:800@test", "d1"));
+    let (_, leg_invite, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the leg's INVITE");
+    assert_eq!(leg_invite.header(HeaderName::Allow), Some(allow));
+    let callee = "203.0.113.9:5070";
+    let out = w.datagram(callee, &reply(&leg_invite, 200, "leg", Some("v=0\r\n"), callee));
+    let (_, ok, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.status() == Some(200))
+        .expect("the caller's 200");
+    assert_eq!(ok.header(HeaderName::Allow), Some(allow));
+    let tag = ok.to_header().expect("To").tag().map(|t| String::from_utf8_lossy(t).into_owned());
+    let contact = ok.contacts().expect("Contact");
+    let ruri = match contact {
+        sip_message::Contacts::List(l) => String::from_utf8_lossy(l[0].uri.raw).into_owned(),
+        sip_message::Contacts::Star => unreachable!("a 200's Contact"),
+    };
+    w.datagram(carrier, &request("ACK", &ruri, "d1", 1, tag.as_deref()));
+    // Inside it (a re-INVITE last: its answer would want an ACK).
+    let mut inside: Vec<Method> = every_method()
+        .into_iter()
+        .filter(|m| !matches!(m, Method::Ack | Method::Bye | Method::Cancel | Method::Invite))
+        .collect();
+    inside.push(Method::Invite);
+    for (n, m) in inside.iter().enumerate() {
+        let cseq = n as u32 + 2;
+        let out = w.datagram(carrier, &request(&m.to_string(), &ruri, "d1", cseq, tag.as_deref()));
+        let sent = transmits(&out);
+        let relayed: Vec<&Message> = sent
+            .iter()
+            .filter(|(p, r, _)| p.remote == addr(callee) && r.method() == Some(m))
+            .map(|(_, r, _)| r)
+            .collect();
+        assert_eq!(relayed.len(), usize::from(m.is_relayed_in_dialog()), "{m} inside: {sent:?}");
+        let not_implemented = sent.iter().find(|(_, r, _)| r.status() == Some(501));
+        assert_eq!(not_implemented.is_some(), !m.is_supported(), "{m} inside: {sent:?}");
+        if let Some((_, r, _)) = not_implemented {
+            assert_eq!(r.header(HeaderName::Allow), Some(allow), "{m}");
+        }
+        if let Some(fwd) = relayed.first().filter(|_| *m != Method::Invite) {
+            let ok = String::from_utf8_lossy(&Message::response_to(fwd, 200).build().to_bytes())
+                .into_owned();
+            w.datagram(callee, &ok);
+        }
+    }
+}
