@@ -678,3 +678,128 @@ fn every_method_is_judged_by_the_one_list() {
         }
     }
 }
+
+/// One leg (group 800) ends with `status` (`None`: no response at all):
+/// the last records of the leg and of the caller, and the caller's final.
+fn one_leg_ends(status: Option<u16>) -> (records::Call, records::Call, Option<u16>) {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.fork.default_ring_timeout = Duration::from_secs(60);
+    let (mut w, _) = World::with_config(cfg, state(vec![group_800()], vec![], vec![]), 17);
+    let carrier = "198.51.100.7:5060";
+    let mut out = w.datagram(carrier, &invite(carrier, "sip:800@test", "s1"));
+    let (_, leg_invite, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the leg's INVITE");
+    let callee = "203.0.113.9:5070";
+    match status {
+        Some(code) => {
+            out.extend(w.datagram(callee, &reply(&leg_invite, code, "leg", None, callee)))
+        }
+        None => out.extend(w.advance(Duration::from_secs(40))),
+    }
+    let caller_final = transmits(&out)
+        .iter()
+        .filter(|(p, _, _)| p.remote == addr(carrier))
+        .filter_map(|(_, m, _)| m.status())
+        .find(|s| *s >= 200);
+    let last = |direction: records::Direction| {
+        out.iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::Persist(Persist::Call(c)) if c.direction == direction => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a call record")
+    };
+    (last(records::Direction::Outgoing), last(records::Direction::Incoming), caller_final)
+}
+
+/// A click-to-call whose source (the party rung first) ends with `status`
+/// (`None`: no response at all): the source's last record.
+fn source_ends(status: Option<u16>) -> records::Call {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.fork.default_ring_timeout = Duration::from_secs(60);
+    let mut st = state(vec![], vec![], vec![]);
+    st.bindings = vec![binding("192.0.2.60:5060")];
+    let (mut w, _) = World::with_config(cfg, st, 19);
+    let c2c = switch::ClickToCall {
+        customer_id: CUSTOMER,
+        source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
+        destinations: vec![groupcall::Destination::new(records::Address::new(
+            records::AddressType::Sip,
+            "sip:b@203.0.113.9:5070",
+        ))],
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+    };
+    let command = Command::StartGroupcall(Box::new(c2c));
+    let mut out = w.input(Input::Command { id: CommandId(1), command });
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Event(Event::CommandDone {
+                outcome: CommandOutcome::Started { call, .. },
+                ..
+            }) => Some(call.id),
+            _ => None,
+        })
+        .expect("started");
+    let (_, invite, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the source's INVITE");
+    let source = "192.0.2.60:5060";
+    match status {
+        Some(code) => out.extend(w.datagram(source, &reply(&invite, code, "src", None, source))),
+        None => out.extend(w.advance(Duration::from_secs(40))),
+    }
+    out.iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Persist(Persist::Call(c)) if c.id == id => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the source's record")
+}
+
+/// One function turns a status into a hangup reason for legs and callers
+/// alike (`records::HangupReason::for_status`): every class a leg can end
+/// with, the codes it singles out, and no response at all, through the
+/// core, for a fork's leg, a click-to-call's source and the inbound
+/// caller. The same status gives the same reason on each; 3xx and 503
+/// reach the caller as 480 and 500.
+#[test]
+fn legs_and_callers_get_their_hangup_reason_from_one_table() {
+    use records::HangupBy::{Local, Remote};
+    use records::HangupReason::{Busy, Cancel, Failed, Noanswer};
+    let table = [
+        (Some(302), (Remote, Noanswer), 480, Noanswer),
+        (Some(400), (Remote, Failed), 400, Failed),
+        (Some(404), (Remote, Failed), 404, Failed),
+        (Some(408), (Remote, Noanswer), 408, Noanswer),
+        (Some(480), (Remote, Noanswer), 480, Noanswer),
+        (Some(486), (Remote, Busy), 486, Busy),
+        (Some(487), (Remote, Cancel), 487, Cancel),
+        (Some(488), (Remote, Failed), 488, Failed),
+        (Some(500), (Remote, Failed), 500, Failed),
+        (Some(503), (Remote, Failed), 500, Failed),
+        (Some(600), (Remote, Busy), 600, Busy),
+        (Some(603), (Remote, Failed), 603, Failed),
+        (Some(606), (Remote, Failed), 606, Failed),
+        (None, (Local, Noanswer), 408, Noanswer),
+    ];
+    for (status, leg_end, caller_code, caller_reason) in table {
+        let (leg, caller, caller_final) = one_leg_ends(status);
+        assert_eq!((leg.hangup_by, leg.hangup_reason), leg_end, "{status:?}: the leg");
+        let source = source_ends(status);
+        assert_eq!((source.hangup_by, source.hangup_reason), leg_end, "{status:?}: the source");
+        assert_eq!(caller_final, Some(caller_code), "{status:?}: the caller's final");
+        assert_eq!(
+            (caller.status, caller.hangup_reason),
+            (records::CallStatus::Hangup, caller_reason),
+            "{status:?}: the caller"
+        );
+        assert_eq!(caller_reason, records::HangupReason::for_status(caller_code));
+    }
+}
