@@ -47,7 +47,6 @@
 //! [`CallEvent`], [`Stateless`], [`CallRef`], [`LegRef`].
 #![deny(missing_docs)]
 
-mod auth;
 mod caller;
 mod dialog;
 mod env;

@@ -29,7 +29,7 @@ use crate::digest::{Algorithm, DigestAuth, DigestConfig, Outcome};
 use crate::location::{by_q_desc, BindingChange, Change, Location, LocationStore};
 use crate::ratelimit::{AuthLimiter, BanAction, BanConfig, Verdict};
 use crate::security::{loggable_user, SecurityEvent};
-use crate::util::{derive_seed, hex, percent_decode, sip_uri_eq};
+use crate::util::{derive_seed, percent_decode, sip_uri_eq};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use records::{Binding, Timestamp};
@@ -639,7 +639,7 @@ fn http_date(wall: Timestamp) -> String {
 fn tag(rng: &mut StdRng) -> String {
     let mut b = [0u8; 6];
     rng.fill_bytes(&mut b);
-    hex(&b)
+    sip_message::hex::encode(&b)
 }
 
 fn respond(req: &Message, r: Reject, rng: &mut StdRng) -> Message {

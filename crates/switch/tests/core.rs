@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use records::{Timestamp, NIL};
 use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
+use sip_message::digest::{Algorithm, QopAuth, RequestDigest};
 use sip_message::{HeaderName, Message, Method, Peer, Transport};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -227,16 +228,14 @@ fn send_failure_fails_over_to_the_next_carrier_at_once() {
     let nonce = pa.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
     let uri = "sip:+15557654321@test";
     let ha1 = registrar::ha1_md5("e1", "test", "pw1");
-    let resp = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "x",
-        Some("auth"),
-        "INVITE",
-        uri,
-    );
+    let resp = RequestDigest {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        qop: Some(QopAuth { nc: b"00000001", cnonce: b"x", qop: b"auth" }),
+        method: b"INVITE",
+        uri: uri.as_bytes(),
+    }
+    .hex(&ha1);
     let auth = format!("Proxy-Authorization: Digest username=\"e1\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"x\"\r\n");
     let text = text
         .replace("branch=z9hG4bKf1", "branch=z9hG4bKf2")
