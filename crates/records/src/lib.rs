@@ -5,6 +5,7 @@
 //! nil UUIDs for "none", and `tm_*` timestamps written
 //! `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) with `9999-01-01 00:00:00.000000`
 //! meaning "not yet". Plain data: no I/O, no clock (times are passed in).
+#![deny(missing_docs)]
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

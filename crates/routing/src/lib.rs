@@ -9,6 +9,7 @@
 //!
 //! Carrier addresses are IP:port here; DNS (RFC 3263) belongs to the I/O
 //! shell that resolves a [`CarrierTarget`] before dialing.
+#![deny(missing_docs)]
 
 use groupcall::{Destination, GroupDef};
 use ipnet::IpNet;
@@ -434,6 +435,8 @@ impl RouteTable {
         }
     }
 
+    /// The first carrier whose `inbound_sources` contain `ip`: who an
+    /// unauthenticated INVITE from there comes from.
     pub fn carrier_for_source(&self, ip: IpAddr) -> Option<&Carrier> {
         self.carriers.iter().find(|c| c.inbound_sources.iter().any(|n| n.contains(&ip)))
     }
