@@ -347,12 +347,10 @@ fn reply(to: &Message, code: u16, tag: &str, sdp: Option<&str>, at: &str) -> Str
     String::from_utf8_lossy(&b.build().to_bytes()).into_owned()
 }
 
-#[test]
-fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
-    let mut st = state(vec![], vec![], vec![]);
-    st.bindings = vec![binding("192.0.2.60:5060")];
-    let (mut w, _) = World::new(st, 9);
-    let c2c = switch::ClickToCall {
+/// A click-to-call from e1@test (rung at its binding first) to
+/// sip:b@203.0.113.9:5070.
+fn click_to_call_e1_to_b() -> Command {
+    Command::StartGroupcall(Box::new(switch::ClickToCall {
         customer_id: CUSTOMER,
         source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
         destinations: vec![groupcall::Destination::new(records::Address::new(
@@ -361,19 +359,29 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
         ))],
         ring_method: records::RingMethod::RingAll,
         answer_method: records::AnswerMethod::HangupOthers,
-    };
-    let command = Command::StartGroupcall(Box::new(c2c));
-    let out = w.input(Input::Command { id: CommandId(7), command });
-    let (groupcall, call) = out
-        .iter()
+    }))
+}
+
+/// The groupcall and the source's call record that command `id` started.
+fn started(out: &[Output], id: CommandId) -> (records::Groupcall, records::Call) {
+    out.iter()
         .find_map(|o| match o {
             Output::Event(Event::CommandDone {
-                id: CommandId(7),
+                id: done,
                 outcome: CommandOutcome::Started { groupcall, call },
-            }) => Some((groupcall.clone(), call.clone())),
+            }) if *done == id => Some(((**groupcall).clone(), (**call).clone())),
             _ => None,
         })
-        .expect("started");
+        .expect("started")
+}
+
+#[test]
+fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
+    let mut st = state(vec![], vec![], vec![]);
+    st.bindings = vec![binding("192.0.2.60:5060")];
+    let (mut w, _) = World::new(st, 9);
+    let out = w.input(Input::Command { id: CommandId(7), command: click_to_call_e1_to_b() });
+    let (groupcall, call) = started(&out, CommandId(7));
     assert_eq!(groupcall.master_call_id, call.id, "the source's call is the groupcall's master");
     let t = transmits(&out);
     let (to, inv_a, _) =
@@ -678,88 +686,69 @@ fn every_method_is_judged_by_the_one_list() {
     }
 }
 
+/// Settings where nothing stops ringing before Timer B (32 s).
+fn rings_past_timer_b() -> SwitchConfig {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.fork.default_ring_timeout = Duration::from_secs(60);
+    cfg
+}
+
+/// The party at `at` answers `invite` with `status`; `None`: it never
+/// answers (Timer B runs out). What the switch output meanwhile.
+fn ends_with(w: &mut World, invite: &Message, at: &str, status: Option<u16>) -> Vec<Output> {
+    match status {
+        Some(code) => w.datagram(at, &reply(invite, code, "end", None, at)),
+        None => w.advance(Duration::from_secs(40)),
+    }
+}
+
+/// The last call record in `out` that `which` picks.
+fn last_call(out: &[Output], which: impl Fn(&records::Call) -> bool) -> records::Call {
+    out.iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Persist(Persist::Call(c)) if which(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a call record")
+}
+
 /// One leg (group 800) ends with `status` (`None`: no response at all):
 /// the last records of the leg and of the caller, and the caller's final.
 fn one_leg_ends(status: Option<u16>) -> (records::Call, records::Call, Option<u16>) {
-    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
-    cfg.fork.default_ring_timeout = Duration::from_secs(60);
-    let (mut w, _) = World::with_config(cfg, state(vec![group_800()], vec![], vec![]), 17);
+    let st = state(vec![group_800()], vec![], vec![]);
+    let (mut w, _) = World::with_config(rings_past_timer_b(), st, 17);
     let carrier = "198.51.100.7:5060";
     let mut out = w.datagram(carrier, &invite(carrier, "sip:800@test", "s1"));
     let (_, leg_invite, _) = transmits(&out)
         .into_iter()
         .find(|(_, m, _)| m.method() == Some(&Method::Invite))
         .expect("the leg's INVITE");
-    let callee = "203.0.113.9:5070";
-    match status {
-        Some(code) => {
-            out.extend(w.datagram(callee, &reply(&leg_invite, code, "leg", None, callee)))
-        }
-        None => out.extend(w.advance(Duration::from_secs(40))),
-    }
+    out.extend(ends_with(&mut w, &leg_invite, "203.0.113.9:5070", status));
     let caller_final = transmits(&out)
         .iter()
         .filter(|(p, _, _)| p.remote == addr(carrier))
         .filter_map(|(_, m, _)| m.status())
         .find(|s| *s >= 200);
-    let last = |direction: records::Direction| {
-        out.iter()
-            .rev()
-            .find_map(|o| match o {
-                Output::Persist(Persist::Call(c)) if c.direction == direction => Some(c.clone()),
-                _ => None,
-            })
-            .expect("a call record")
-    };
-    (last(records::Direction::Outgoing), last(records::Direction::Incoming), caller_final)
+    let leg = last_call(&out, |c| c.direction == records::Direction::Outgoing);
+    let caller = last_call(&out, |c| c.direction == records::Direction::Incoming);
+    (leg, caller, caller_final)
 }
 
 /// A click-to-call whose source (the party rung first) ends with `status`
 /// (`None`: no response at all): the source's last record.
 fn source_ends(status: Option<u16>) -> records::Call {
-    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
-    cfg.fork.default_ring_timeout = Duration::from_secs(60);
     let mut st = state(vec![], vec![], vec![]);
     st.bindings = vec![binding("192.0.2.60:5060")];
-    let (mut w, _) = World::with_config(cfg, st, 19);
-    let c2c = switch::ClickToCall {
-        customer_id: CUSTOMER,
-        source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
-        destinations: vec![groupcall::Destination::new(records::Address::new(
-            records::AddressType::Sip,
-            "sip:b@203.0.113.9:5070",
-        ))],
-        ring_method: records::RingMethod::RingAll,
-        answer_method: records::AnswerMethod::HangupOthers,
-    };
-    let command = Command::StartGroupcall(Box::new(c2c));
-    let mut out = w.input(Input::Command { id: CommandId(1), command });
-    let id = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Event(Event::CommandDone {
-                outcome: CommandOutcome::Started { call, .. },
-                ..
-            }) => Some(call.id),
-            _ => None,
-        })
-        .expect("started");
+    let (mut w, _) = World::with_config(rings_past_timer_b(), st, 19);
+    let mut out = w.input(Input::Command { id: CommandId(1), command: click_to_call_e1_to_b() });
+    let id = started(&out, CommandId(1)).1.id;
     let (_, invite, _) = transmits(&out)
         .into_iter()
         .find(|(_, m, _)| m.method() == Some(&Method::Invite))
         .expect("the source's INVITE");
-    let source = "192.0.2.60:5060";
-    match status {
-        Some(code) => out.extend(w.datagram(source, &reply(&invite, code, "src", None, source))),
-        None => out.extend(w.advance(Duration::from_secs(40))),
-    }
-    out.iter()
-        .rev()
-        .find_map(|o| match o {
-            Output::Persist(Persist::Call(c)) if c.id == id => Some(c.clone()),
-            _ => None,
-        })
-        .expect("the source's record")
+    out.extend(ends_with(&mut w, &invite, "192.0.2.60:5060", status));
+    last_call(&out, |c| c.id == id)
 }
 
 /// One function turns a status into a hangup reason for legs and callers
