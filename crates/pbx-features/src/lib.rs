@@ -56,20 +56,31 @@
 //! [`FeatureCodes`], [`RingingCall`], [`Replaces`], [`GroupcallMissed`].
 #![deny(missing_docs)]
 
+pub mod codes;
 pub mod dialog_info;
 mod header_params;
+pub mod missed;
 pub mod notifier;
+pub mod pickup;
+pub mod replaces;
 pub mod subscribe;
 pub mod watched;
+
+pub use codes::{CodeError, Dialable, FeatureCode, FeatureCodeSettings, FeatureCodes};
 
 pub use dialog_info::{
     DialogEntry, DialogIds, DialogInfo, DialogState, Direction, DocumentState, Identity,
     Termination, TerminationEvent,
 };
+pub use missed::{GroupcallMissed, MemberOutcome, RungMember};
 pub use notifier::{
     NewSubscription, Notifier, NotifierCounters, NotifierSettings, Notify, NotifyDialog,
     NotifyOutcome, SettingsError, Subscriber, SubscriberGone, SubscriptionId,
 };
+pub use pickup::{
+    choose as choose_pickup, CallPhase, Picker, Pickup, PickupVerdict, RingingCall, RingingLeg,
+};
+pub use replaces::Replaces;
 pub use subscribe::{
     Refusal, SubscribeAnswer, SubscribeRequest, SubscriptionKey, SubscriptionState,
     TerminationReason,

@@ -711,12 +711,10 @@ impl<D> Notifier<D> {
 }
 
 /// Removes `id` from the set under `key`, and the set when it empties.
-fn remove_from<K: Ord + ?Sized, Q: Ord + Clone>(
-    index: &mut BTreeMap<Q, BTreeSet<SubscriptionId>>,
-    key: &K,
-    id: SubscriptionId,
-) where
-    Q: std::borrow::Borrow<K>,
+fn remove_from<K, Q>(index: &mut BTreeMap<Q, BTreeSet<SubscriptionId>>, key: &K, id: SubscriptionId)
+where
+    K: Ord + ?Sized,
+    Q: Ord + std::borrow::Borrow<K>,
 {
     if let Some(set) = index.get_mut(key) {
         set.remove(&id);
@@ -753,4 +751,33 @@ fn prepared_notify<D>(p: Prepared, dialog: NotifyDialog<'_, D>) -> Notify<'_, D>
 fn whole_seconds(d: Duration) -> u32 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_by_key() {
+        assert_eq!(NotifierSettings::default().check(), Ok(()));
+        let bad = |s: NotifierSettings| s.check().unwrap_err().key;
+        let d = NotifierSettings::default;
+        assert_eq!(bad(NotifierSettings { min_expires: 0, ..d() }), "min_expires");
+        assert_eq!(bad(NotifierSettings { max_expires: 30, ..d() }), "max_expires");
+        assert_eq!(bad(NotifierSettings { default_expires: 7200, ..d() }), "default_expires");
+        assert_eq!(bad(NotifierSettings { max_per_watched: 0, ..d() }), "max_per_watched");
+        assert_eq!(bad(NotifierSettings { max_dialogs_shown: 0, ..d() }), "max_dialogs_shown");
+        assert_eq!(
+            bad(NotifierSettings { notify_give_up: Duration::ZERO, ..d() }),
+            "notify_give_up"
+        );
+    }
+
+    #[test]
+    fn seconds_left_round_up() {
+        assert_eq!(whole_seconds(Duration::from_millis(200)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(60)), 60);
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
+        assert_eq!(whole_seconds(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
 }

@@ -343,9 +343,9 @@ fn an_end_decided_while_a_notify_is_out_waits_for_it() {
 
 #[test]
 fn failed_or_unanswered_notifies_drop_the_subscription_silently() {
-    let mut cfg = NotifierSettings::default();
-    cfg.notify_give_up = Duration::from_secs(40);
-    let mut r = Run::new(cfg);
+    let give_up = Duration::from_secs(40);
+    let mut r =
+        Run::new(NotifierSettings { notify_give_up: give_up, ..NotifierSettings::default() });
     let w = ext("test12@test");
     let p = peer(5070, None);
     let (a, _) = accepted(r.subscribe("a", "test11@test", p, &w, None));
