@@ -10,9 +10,10 @@
 //!
 //! Everything written is bounded and re-encoded, never passed through:
 //! text is XML-escaped, control characters are dropped, a display name is
-//! cut at [`MAX_DISPLAY`] bytes (at a character boundary), and a URI,
-//! Call-ID or tag longer than its cap is left out rather than cut (a cut
-//! URI would name someone else).
+//! cut at [`MAX_DISPLAY`] bytes (at a character boundary), a URI is
+//! percent-encoded where it holds characters a URI may not (so that it is
+//! a valid `xs:anyURI`), and an identity URI, Call-ID or tag longer than
+//! its cap is left out rather than cut (a cut URI would name someone else).
 
 use sip_message::NameAddr;
 use std::fmt::Write as _;
@@ -150,15 +151,16 @@ pub struct Identity {
 
 impl Identity {
     /// An identity, bounded: control characters are removed from the
-    /// display name, which is cut at [`MAX_DISPLAY`] bytes; `None` when the
-    /// URI is empty, longer than [`MAX_URI`] or holds control characters.
+    /// display name, which is cut at [`MAX_DISPLAY`] bytes; the URI is
+    /// percent-encoded where it must be. `None` when the URI is empty or,
+    /// encoded, longer than [`MAX_URI`].
     pub fn new(display: Option<&str>, uri: &str) -> Option<Identity> {
-        let uri = uri.trim();
-        if uri.is_empty() || uri.len() > MAX_URI || uri.chars().any(char::is_control) {
+        let uri = encode_uri(uri.trim());
+        if uri.is_empty() || uri.len() > MAX_URI {
             return None;
         }
         let display = display.map(bounded_display).filter(|d| !d.is_empty());
-        Some(Identity { display, uri: uri.to_owned() })
+        Some(Identity { display, uri })
     }
 
     /// The identity of a From/To/Contact value: its display name unquoted
@@ -275,7 +277,7 @@ impl DialogInfo<'_> {
             self.version,
             self.state.as_str()
         );
-        push_escaped(&mut out, cut(self.entity, MAX_URI));
+        push_escaped(&mut out, &entity_uri(self.entity));
         out.push_str("\">\n");
         for d in self.dialogs {
             write_dialog(&mut out, d);
@@ -351,6 +353,41 @@ fn cut(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// `uri` with every byte a URI may not hold written `%XX`: what is not an
+/// RFC 3986 unreserved or reserved character, and a `%` that does not start
+/// an escape. SIP URIs are ASCII already (RFC 3261 19.1.1); this makes sure.
+/// `[` and `]` are escaped too: a `sip:` URI is not hierarchical, so an
+/// IPv6 host's brackets would make it an invalid `xs:anyURI` (libxml2
+/// refuses `sip:a@[2001:db8::1]`); a lamp shows the user part anyway.
+fn encode_uri(uri: &str) -> String {
+    let b = uri.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    for (i, &c) in b.iter().enumerate() {
+        let escape =
+            c == b'%' && b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if escape || c.is_ascii_alphanumeric() || b"-_.!~*'();/?:@&=+$,".contains(&c) {
+            out.push(char::from(c));
+        } else {
+            let _ = write!(out, "%{c:02X}");
+        }
+    }
+    out
+}
+
+/// The entity URI, encoded and cut to [`MAX_URI`] bytes, never inside an
+/// escape (it is the switch's own, and required).
+fn entity_uri(entity: &str) -> String {
+    let mut uri = encode_uri(entity);
+    if uri.len() > MAX_URI {
+        let mut end = MAX_URI;
+        while end > 0 && uri.as_bytes()[end.saturating_sub(2)..end].contains(&b'%') {
+            end -= 1;
+        }
+        uri.truncate(end);
+    }
+    uri
 }
 
 /// Appends `s` escaped for XML text and attribute values; characters XML
@@ -438,7 +475,7 @@ mod tests {
         assert!(shown.starts_with("ab"));
         assert!(shown.len() <= MAX_DISPLAY && shown.len() >= MAX_DISPLAY - 1);
         assert!(Identity::new(None, &format!("sip:{}@y", "a".repeat(MAX_URI))).is_none());
-        assert!(Identity::new(None, "sip:a\r\n@y").is_none());
+        assert_eq!(Identity::new(None, "sip:a\r\n@y").unwrap().uri(), "sip:a%0D%0A@y");
         assert!(Identity::new(None, "  ").is_none());
         assert_eq!(Identity::new(Some(" \u{7} "), "sip:a@b").unwrap().display(), None);
         // An oversized Call-ID leaves every id attribute out; an oversized
@@ -466,6 +503,17 @@ mod tests {
         assert_eq!(id.uri(), "sip:bob@example.com");
         let na = NameAddr::parse(b"sip:carol@example.com").unwrap();
         assert_eq!(Identity::from_name_addr(&na).unwrap().display(), None);
+    }
+
+    #[test]
+    fn uris_are_re_encoded_and_the_entity_cut_outside_escapes() {
+        assert_eq!(encode_uri("sip:+1555@h;user=phone"), "sip:+1555@h;user=phone");
+        assert_eq!(encode_uri("sip:j%20d@[2001:db8::1]"), "sip:j%20d@%5B2001:db8::1%5D");
+        assert_eq!(encode_uri("sip:a%zz\"b c<é>#@h%"), "sip:a%25zz%22b%20c%3C%C3%A9%3E%23@h%25");
+        let long = format!("sip:{}", "é".repeat(MAX_URI));
+        let cut = entity_uri(&long);
+        assert!(cut.len() <= MAX_URI && cut.ends_with("%A9"), "{cut}");
+        assert_eq!(entity_uri("sip:800@test"), "sip:800@test");
     }
 
     #[test]

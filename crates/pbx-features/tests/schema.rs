@@ -170,6 +170,10 @@ fn edge_documents_validate_and_a_broken_one_does_not() {
             remote: Identity::new(Some(&hostile), "sip:a@b;p=\"<&>\""),
             ..leg("h", DialogState::Early, None)
         },
+        DialogEntry {
+            remote: Identity::new(Some("IPv6 carrier"), "sip:+15551234567@[2001:db8::1]:5060"),
+            ..DialogEntry::new("v6", DialogState::Trying)
+        },
         DialogEntry::new("bare", DialogState::Confirmed),
         DialogEntry::new("t1", ended(TerminationEvent::Error, Some(500))),
         DialogEntry::new("t2", ended(TerminationEvent::LocalBye, Some(99))),
@@ -184,10 +188,10 @@ fn edge_documents_validate_and_a_broken_one_does_not() {
     };
     let good = vec![
         ("edges".to_owned(), doc(DocumentState::Full, &dialogs)),
-        ("partial".to_owned(), doc(DocumentState::Partial, &dialogs[1..2])),
+        ("partial".to_owned(), doc(DocumentState::Partial, &dialogs[2..3])),
         ("empty".to_owned(), doc(DocumentState::Full, &[])),
     ];
-    let broken = doc(DocumentState::Full, &dialogs[1..2])
+    let broken = doc(DocumentState::Full, &dialogs[2..3])
         .replace("<state>confirmed", "<state x=\"1\">confirmed");
     let mut all = good.clone();
     all.push(("broken".to_owned(), broken));
@@ -200,4 +204,39 @@ fn edge_documents_validate_and_a_broken_one_does_not() {
         ("broken".to_owned(), false),
         "xmllint must refuse a broken one"
     );
+}
+
+#[test]
+fn documents_of_random_hostile_text_validate() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    // Any characters (controls, quotes, brackets, ampersands, non-ASCII,
+    // U+FFFE), in every place text goes; a fixed seed, one xmllint run.
+    let text = proptest::string::string_regex("(?s).{0,40}").unwrap();
+    let mut runner = TestRunner::deterministic();
+    let mut docs = Vec::new();
+    for i in 0..200 {
+        let mut pick = || text.new_tree(&mut runner).unwrap().current();
+        let (id, call_id, tag, display, user) = (pick(), pick(), pick(), pick(), pick());
+        let dialog = DialogEntry {
+            id: format!("d{id}"),
+            state: DialogState::Early,
+            direction: Some(Direction::Recipient),
+            ids: Some(DialogIds { call_id, local_tag: Some(tag.clone()), remote_tag: Some(tag) }),
+            local: None,
+            remote: Identity::new(Some(&display), &format!("sip:{}@test", user.trim())),
+        };
+        let entity = format!("sip:{}@test", pick().trim());
+        let xml = DialogInfo {
+            version: i,
+            state: DocumentState::Full,
+            entity: &entity,
+            dialogs: &[dialog],
+        }
+        .to_xml();
+        docs.push((format!("random-{i}"), xml));
+    }
+    for (name, ok) in validate(&docs) {
+        assert!(ok, "{name} does not validate:\n{}", docs.iter().find(|d| d.0 == name).unwrap().1);
+    }
 }
