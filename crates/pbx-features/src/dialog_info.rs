@@ -15,6 +15,7 @@
 //! a valid `xs:anyURI`), and an identity URI, Call-ID or tag longer than
 //! its cap is left out rather than cut (a cut URI would name someone else).
 
+use records::{HangupBy, HangupReason};
 use sip_message::NameAddr;
 use std::fmt::Write as _;
 
@@ -73,6 +74,26 @@ pub struct Termination {
     /// The SIP status that ended it (written only within 100-699, as the
     /// schema requires).
     pub code: Option<u16>,
+}
+
+impl Termination {
+    /// How a leg toward the watched phone ended, from its call record: the
+    /// record's hangup reason (the one place a SIP status becomes a reason)
+    /// and who hung up, read from the watched phone's side (the phone
+    /// hanging up is `local-bye`, the switch on the other party's behalf
+    /// `remote-bye`), with the final status when there was one.
+    pub fn of_leg(reason: HangupReason, by: HangupBy, code: Option<u16>) -> Termination {
+        let event = match (reason, by) {
+            (HangupReason::Cancel, _) => Some(TerminationEvent::Cancelled),
+            (HangupReason::Busy | HangupReason::Failed, _) => Some(TerminationEvent::Rejected),
+            (HangupReason::Noanswer | HangupReason::Timeout, _) => Some(TerminationEvent::Timeout),
+            (HangupReason::Dialout, _) => Some(TerminationEvent::Error),
+            (HangupReason::Normal, HangupBy::Remote) => Some(TerminationEvent::LocalBye),
+            (HangupReason::Normal, HangupBy::Local) => Some(TerminationEvent::RemoteBye),
+            (HangupReason::Normal | HangupReason::None, _) => None,
+        };
+        Termination { event, code }
+    }
 }
 
 /// The `event` attribute of a terminated dialog's `<state>`.
@@ -465,6 +486,23 @@ mod tests {
         d.state = DialogState::Terminated(Termination { event: None, code: Some(99) });
         assert!(xml(&d).contains("<state>terminated</state>"));
         assert!(xml(&d).contains("state=\"partial\""));
+    }
+
+    #[test]
+    fn terminations_of_leg_records() {
+        use TerminationEvent::*;
+        let of = |r, b| Termination::of_leg(r, b, None).event;
+        assert_eq!(of(HangupReason::Cancel, HangupBy::Local), Some(Cancelled));
+        assert_eq!(of(HangupReason::Busy, HangupBy::Remote), Some(Rejected));
+        assert_eq!(of(HangupReason::Noanswer, HangupBy::Local), Some(Timeout));
+        assert_eq!(of(HangupReason::Dialout, HangupBy::Local), Some(Error));
+        assert_eq!(of(HangupReason::Normal, HangupBy::Remote), Some(LocalBye));
+        assert_eq!(of(HangupReason::Normal, HangupBy::Local), Some(RemoteBye));
+        assert_eq!(of(HangupReason::None, HangupBy::None), None);
+        assert_eq!(
+            Termination::of_leg(HangupReason::Busy, HangupBy::Remote, Some(486)).code,
+            Some(486)
+        );
     }
 
     #[test]
