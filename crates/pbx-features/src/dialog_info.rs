@@ -180,7 +180,8 @@ impl Identity {
         if uri.is_empty() || uri.len() > MAX_URI {
             return None;
         }
-        let display = display.map(bounded_display).filter(|d| !d.is_empty());
+        let display = display.map(|d| bounded_text(d.trim(), MAX_DISPLAY));
+        let display = display.filter(|d| !d.is_empty());
         Some(Identity { display, uri })
     }
 
@@ -218,12 +219,12 @@ fn unescape_quoted(v: &[u8]) -> String {
     out
 }
 
-/// A display name without control characters, at most [`MAX_DISPLAY`]
-/// bytes, cut at a character boundary.
-fn bounded_display(d: &str) -> String {
-    let mut out = String::with_capacity(d.len().min(MAX_DISPLAY));
-    for c in d.trim().chars().filter(|c| !c.is_control()) {
-        if out.len() + c.len_utf8() > MAX_DISPLAY {
+/// `s` without control characters, at most `max` bytes, cut at a
+/// character boundary.
+fn bounded_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > max {
             break;
         }
         out.push(c);
@@ -310,7 +311,7 @@ impl DialogInfo<'_> {
 
 fn write_dialog(out: &mut String, d: &DialogEntry) {
     out.push_str("  <dialog id=\"");
-    push_escaped(out, cut(&d.id, MAX_ID));
+    push_escaped(out, &bounded_text(&d.id, MAX_ID));
     out.push('"');
     if let Some(ids) = d.ids.as_ref().filter(|i| fits(&i.call_id)) {
         attr(out, "call-id", &ids.call_id);
@@ -362,18 +363,6 @@ fn attr(out: &mut String, name: &str, value: &str) {
 /// characters.
 fn fits(v: &str) -> bool {
     !v.is_empty() && v.len() <= MAX_ID && !v.chars().any(char::is_control)
-}
-
-/// `s` cut to at most `max` bytes at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// `uri` with every byte a URI may not hold written `%XX`: what is not an

@@ -11,6 +11,10 @@ use std::fmt;
 /// The event package served: RFC 4235's `dialog`.
 pub const EVENT_PACKAGE: &str = "dialog";
 
+/// The name of the NOTIFY header carrying a [`SubscriptionState`] (it has
+/// no [`HeaderName`] of its own: write it with `header_named`).
+pub const SUBSCRIPTION_STATE_HEADER: &str = "Subscription-State";
+
 /// Longest Call-ID taken from a SUBSCRIBE, in bytes.
 pub const MAX_CALL_ID: usize = 256;
 /// Longest From/To tag taken from a SUBSCRIBE, in bytes.
