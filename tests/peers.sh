@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real SIP peers the integration tests drive, when missing
 # (quick when all are there): SIPp, fail2ban and rtpengine (Debian; the
-# media-anchoring tests run it in userspace, --table=-1), Debian's Chromium
-# with playwright-core (npm, pinned by tests/browser/package-lock.json) for
-# the JsSIP browser phone, and pjsua2-python (PyPI) for the pjsip phone.
+# media-anchoring tests run it in userspace, --table=-1), xmllint (Debian's
+# libxml2-utils: pbx-features checks its dialog-info bodies against RFC
+# 4235's schema), Debian's Chromium with playwright-core (npm, pinned by
+# tests/browser/package-lock.json) for the JsSIP browser phone, and
+# pjsua2-python (PyPI) for the pjsip phone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
 command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
+command -v xmllint >/dev/null 2>&1 || need_pkgs+=(libxml2-utils)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]}"
@@ -21,6 +24,7 @@ fi
 echo "== sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -1)"
 echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 echo "== rtpengine: $(rtpengine --version 2>&1 | head -1)"
+echo "== xmllint: $(xmllint --version 2>&1 | head -1)"
 
 if ! (cd tests/browser && node -e "require.resolve('playwright-core')" 2>/dev/null \
     && [ "$(node -p "require('playwright-core/package.json').version")" = \
