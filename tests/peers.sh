@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real SIP peers the integration tests drive, when missing
 # (quick when all are there): SIPp, fail2ban and rtpengine (Debian; the
-# media-anchoring tests run it in userspace, --table=-1), Debian's Chromium
-# with playwright-core (npm, pinned by tests/browser/package-lock.json) for
-# the JsSIP browser phone, pjsua2-python (PyPI) for the pjsip phone,
-# crates.io cargo-deb (pinned) for the Debian package test, and Debian's
-# prometheus (promtool checks the alerting rules), tshark (opens the pcap,
-# captures HEP), kamailio (its sipcapture module receives HEP) and systemd
+# media-anchoring tests run it in userspace, --table=-1), xmllint (Debian's
+# libxml2-utils: pbx-features checks its dialog-info bodies against RFC
+# 4235's schema), Debian's Chromium with playwright-core (npm, pinned by
+# tests/browser/package-lock.json) for the JsSIP browser phone and the
+# console, pjsua2-python (PyPI) for the pjsip phone, crates.io cargo-deb
+# (pinned) for the Debian package test, and Debian's prometheus (promtool
+# checks the alerting rules), tshark (opens the pcap, captures HEP),
+# kamailio (its sipcapture module receives HEP) and systemd
 # (systemd-analyze verifies the unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
 command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
+command -v xmllint >/dev/null 2>&1 || need_pkgs+=(libxml2-utils)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
@@ -30,6 +33,7 @@ fi
 echo "== sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -1)"
 echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 echo "== rtpengine: $(rtpengine --version 2>&1 | head -1)"
+echo "== xmllint: $(xmllint --version 2>&1 | head -1)"
 
 if ! (cd tests/browser && node -e "require.resolve('playwright-core')" 2>/dev/null \
     && [ "$(node -p "require('playwright-core/package.json').version")" = \
