@@ -100,17 +100,30 @@
 //! reconciliation), [`hash_api_key`].
 #![deny(missing_docs)]
 
+mod apply;
+mod columns;
+mod db;
 mod memory;
+mod op;
+mod postgres;
+mod pg_schema;
+mod reads;
 mod schema;
+mod sql_store;
 mod sqlite;
+mod window;
+mod writer;
 
 pub use memory::MemoryStore;
-pub use sqlite::{Options, SqliteStore};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use writer::Options;
 
 use records::{
     ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
     HuntMemoryRecord, RingGroup, Timestamp, Webhook,
 };
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// What can go wrong opening, reading or flushing a store.
@@ -119,14 +132,24 @@ pub enum StoreError {
     /// An error from SQLite.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database cannot be reached or cannot write now (PostgreSQL down,
+    /// connection lost, disk full): the API answers 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement.
+    #[error("database: {0}")]
+    Database(String),
     /// The database has more migrations applied than this build knows.
     #[error("database schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew {
-        /// `user_version` of the database.
+        /// Schema version of the database.
         found: i64,
         /// Number of migrations this build has.
         known: usize,
     },
+    /// A database URL this build does not know.
+    #[error("{0}")]
+    BadUrl(String),
     /// An I/O error (starting the writer thread).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -142,6 +165,42 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+/// Opens the store a `[database] url` names: `sqlite:PATH` (a file, made
+/// if missing) or `postgres://...` / `postgresql://...` (a libpq-style URL;
+/// `host=/dir` in its query for a Unix socket), applying the missing schema
+/// migrations. `options` tune the write path of either.
+pub fn open(url: &str, options: Options) -> Result<Arc<dyn Store>, StoreError> {
+    match parse_url(url)? {
+        Backend::Sqlite(path) => Ok(Arc::new(SqliteStore::open_with(path, options)?)),
+        Backend::Postgres(url) => Ok(Arc::new(PgStore::open_with(url, options)?)),
+    }
+}
+
+/// Which database a URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend<'a> {
+    /// `sqlite:PATH`.
+    Sqlite(&'a str),
+    /// `postgres://...`, `postgresql://...`.
+    Postgres(&'a str),
+}
+
+/// Checks a `[database] url` without opening anything.
+pub fn parse_url(url: &str) -> Result<Backend<'_>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err(StoreError::BadUrl("sqlite: needs a file path (sqlite:forkswitch.db)".into()));
+        }
+        return Ok(Backend::Sqlite(path));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Backend::Postgres(url));
+    }
+    Err(StoreError::BadUrl(format!(
+        "{url:?}: expected sqlite:PATH or postgres://USER@HOST/DB"
+    )))
 }
 
 /// A stored record as its JSON text (exactly what serde writes for the
@@ -226,8 +285,15 @@ pub(crate) fn close_call(c: &mut Call, at: Timestamp) {
 /// Counters of a store (all since it was opened).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Writes queued and not yet taken by the writer.
+    /// Record changes held: queued, or in the writer's commit window
+    /// (also while the database is away).
     pub queued: u64,
+    /// The most that may be held ([`Options::max_pending`]).
+    pub max_pending: u64,
+    /// Whether the last commit reached the database.
+    pub available: bool,
+    /// Ended records deleted by retention.
+    pub expired: u64,
     /// Writes committed.
     pub written: u64,
     /// Writes that failed (logged).
@@ -406,6 +472,11 @@ pub trait Store: Send + Sync {
 
     /// Counters (all zero where the implementation keeps none).
     fn stats(&self) -> StoreStats {
-        StoreStats::default()
+        StoreStats { available: true, ..StoreStats::default() }
     }
+
+    /// Retention: deletes the ended (`hangup`) groupcall and call records
+    /// created before `created_before`, in small batches off the caller's
+    /// path (the writer does one batch per commit window). Returns at once.
+    fn expire_records(&self, created_before: Timestamp);
 }
