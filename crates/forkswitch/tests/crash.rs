@@ -523,3 +523,6 @@ fn kill9_with_100_live_calls_then_restart_restores_bindings_and_closes_records()
         started.elapsed()
     );
 }
+
+// The same crash with the records in PostgreSQL.
+also_on_postgres!(kill9_with_100_live_calls_then_restart_restores_bindings_and_closes_records);

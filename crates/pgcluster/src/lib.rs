@@ -40,6 +40,8 @@ pub fn shared() -> &'static Cluster {
         extern "C" fn stop_shared() {
             if let Some(c) = SHARED.get() {
                 c.stop();
+                // A static is never dropped: remove its directory here.
+                let _ = std::fs::remove_dir_all(c.dir.path());
             }
         }
         // SAFETY: registers a plain function with no arguments, run once
@@ -145,11 +147,17 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("pgcluster.").tempdir().expect("tempdir");
         let owner = owner();
         if let Some((uid, gid)) = owner {
-            let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes())
-                .expect("path");
+            let path =
+                std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
             // SAFETY: a valid NUL-terminated path.
             let rc = unsafe { libc::chown(path.as_ptr(), uid, gid) };
-            assert_eq!(rc, 0, "chown {}: {}", dir.path().display(), std::io::Error::last_os_error());
+            assert_eq!(
+                rc,
+                0,
+                "chown {}: {}",
+                dir.path().display(),
+                std::io::Error::last_os_error()
+            );
         }
         let data = dir.path().join("data");
         let st = as_owner(&mut Command::new(bin.join("initdb")), owner)
@@ -220,11 +228,7 @@ impl Cluster {
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
             .output()
             .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "psql {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -242,10 +246,10 @@ impl Cluster {
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("server.log")).map_or_else(
-                |_| Stdio::null(),
-                Stdio::from,
-            ));
+            .stderr(
+                std::fs::File::create(self.dir.path().join("server.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            );
         {
             use std::os::unix::process::CommandExt;
             // SAFETY: prctl is async-signal-safe; nothing else runs here.
@@ -270,8 +274,8 @@ impl Cluster {
                 break;
             }
             if let Ok(Some(st)) = child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.path().join("server.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
                 panic!("postgres exited ({st}):\n{log}");
             }
             assert!(Instant::now() < deadline, "postgres not ready in 30 s");

@@ -7,8 +7,8 @@ use crate::hash_api_key;
 use crate::op::Op;
 use crate::window::RecordSet;
 use records::{
-    ApiKey, Binding, CallHandling, Customer, Domain, Extension, ExtensionRecord, Origin,
-    RingGroup, Timestamp, Webhook,
+    ApiKey, Binding, CallHandling, Customer, Domain, Extension, ExtensionRecord, Origin, RingGroup,
+    Timestamp, Webhook,
 };
 use std::collections::HashSet;
 use uuid::Uuid;
@@ -127,7 +127,8 @@ fn upsert_customer(db: &mut dyn Db, c: &Customer) -> Result<(), DbError> {
 }
 
 fn upsert_domain(db: &mut dyn Db, d: &Domain) -> Result<(), DbError> {
-    let aliases = serde_json::to_string(&d.aliases).map_err(|e| DbError::Rejected(e.to_string()))?;
+    let aliases =
+        serde_json::to_string(&d.aliases).map_err(|e| DbError::Rejected(e.to_string()))?;
     db.execute(
         "INSERT INTO domains (name, customer_id, aliases) VALUES (?1, ?2, ?3) \
          ON CONFLICT (name) DO UPDATE SET customer_id = excluded.customer_id, \
@@ -215,10 +216,8 @@ fn upsert_extension_record(db: &mut dyn Db, r: &ExtensionRecord) -> Result<(), D
 }
 
 fn replace_config_extensions(db: &mut dyn Db, records: &[ExtensionRecord]) -> Result<(), DbError> {
-    let keep: HashSet<(&str, &str)> = records
-        .iter()
-        .map(|r| (r.extension.domain.as_str(), r.extension.name.as_str()))
-        .collect();
+    let keep: HashSet<(&str, &str)> =
+        records.iter().map(|r| (r.extension.domain.as_str(), r.extension.name.as_str())).collect();
     let config = collect(
         db,
         "SELECT domain, name FROM extensions WHERE origin = 'config'",

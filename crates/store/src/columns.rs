@@ -382,8 +382,12 @@ mod tests {
         for v in [RingAll, Linear, MemoryHunt, RoundRobin, LeastRecent, Random] {
             assert_eq!(ring_method(v), serde_name(v));
         }
-        assert_eq!(answer_method(AnswerMethod::HangupOthers), serde_name(AnswerMethod::HangupOthers));
-        for v in [GroupcallStatus::Progressing, GroupcallStatus::Hangingup, GroupcallStatus::Hangup] {
+        assert_eq!(
+            answer_method(AnswerMethod::HangupOthers),
+            serde_name(AnswerMethod::HangupOthers)
+        );
+        for v in [GroupcallStatus::Progressing, GroupcallStatus::Hangingup, GroupcallStatus::Hangup]
+        {
             assert_eq!(groupcall_status(v), serde_name(v));
         }
         use CallStatus::*;
@@ -397,16 +401,9 @@ mod tests {
             assert_eq!(hangup_by(v), serde_name(v));
         }
         use HangupReason as R;
-        for v in [
-            R::None,
-            R::Normal,
-            R::Failed,
-            R::Busy,
-            R::Cancel,
-            R::Timeout,
-            R::Noanswer,
-            R::Dialout,
-        ] {
+        for v in
+            [R::None, R::Normal, R::Failed, R::Busy, R::Cancel, R::Timeout, R::Noanswer, R::Dialout]
+        {
             assert_eq!(hangup_reason(v), serde_name(v));
         }
     }

@@ -105,8 +105,8 @@ mod columns;
 mod db;
 mod memory;
 mod op;
-mod postgres;
 mod pg_schema;
+mod postgres;
 mod reads;
 mod schema;
 mod sql_store;
@@ -178,6 +178,16 @@ pub fn open(url: &str, options: Options) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// A `[database] url` for logs: the SQLite path, or PostgreSQL's
+/// `user@host:port/db` (never its password).
+pub fn display_url(url: &str) -> String {
+    match parse_url(url) {
+        Ok(Backend::Sqlite(path)) => path.to_owned(),
+        Ok(Backend::Postgres(u)) => postgres::display(u),
+        Err(_) => "?".into(),
+    }
+}
+
 /// Which database a URL names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend<'a> {
@@ -191,16 +201,16 @@ pub enum Backend<'a> {
 pub fn parse_url(url: &str) -> Result<Backend<'_>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         if path.is_empty() {
-            return Err(StoreError::BadUrl("sqlite: needs a file path (sqlite:forkswitch.db)".into()));
+            return Err(StoreError::BadUrl(
+                "sqlite: needs a file path (sqlite:forkswitch.db)".into(),
+            ));
         }
         return Ok(Backend::Sqlite(path));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Backend::Postgres(url));
     }
-    Err(StoreError::BadUrl(format!(
-        "{url:?}: expected sqlite:PATH or postgres://USER@HOST/DB"
-    )))
+    Err(StoreError::BadUrl(format!("{url:?}: expected sqlite:PATH or postgres://USER@HOST/DB")))
 }
 
 /// A stored record as its JSON text (exactly what serde writes for the

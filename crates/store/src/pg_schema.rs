@@ -185,7 +185,10 @@ pub(crate) fn migrate_to(db: &mut dyn Db, target: usize) -> Result<usize, StoreE
             tracing::info!(version = i + 1, "store: applying PostgreSQL schema migration");
             db.batch(sql)?;
             let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
-            db.execute("INSERT INTO schema_migrations (version) VALUES (?1)", &[Value::Int(version)])?;
+            db.execute(
+                "INSERT INTO schema_migrations (version) VALUES (?1)",
+                &[Value::Int(version)],
+            )?;
         }
         Ok(target.saturating_sub(from))
     })();

@@ -59,8 +59,17 @@ impl PgStore {
         Self::open_with(url, Options::default())
     }
 
-    /// [`PgStore::open`] with `opts`.
+    /// [`PgStore::open`] with `opts`. Callable from inside a tokio runtime:
+    /// the connecting is done on a thread of its own.
     pub fn open_with(url: &str, opts: Options) -> Result<PgStore, StoreError> {
+        std::thread::scope(|s| {
+            s.spawn(|| Self::open_here(url, opts))
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Database("opening panicked".into())))
+        })
+    }
+
+    fn open_here(url: &str, opts: Options) -> Result<PgStore, StoreError> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
         let target = describe(&config);
@@ -80,6 +89,14 @@ impl PgStore {
 }
 
 crate::sql_store::impl_sql_store!(PgStore);
+
+/// `postgres://user@host:port/db` of a URL, without its password.
+pub(crate) fn display(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => format!("postgres://{}", describe(&c)),
+        Err(_) => "postgres://?".into(),
+    }
+}
 
 /// `user@host:port/db` of a config (no password), for logs.
 fn describe(c: &tokio_postgres::Config) -> String {
@@ -112,15 +129,16 @@ impl Readers {
         for i in 0..READERS {
             let mut conn = PgConn::new(config.clone())?;
             let rx = rx.clone();
-            let t = std::thread::Builder::new().name(format!("store-reader-{i}")).spawn(
-                move || loop {
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(&mut conn),
-                        Err(_) => return,
+            let t =
+                std::thread::Builder::new().name(format!("store-reader-{i}")).spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(&mut conn),
+                            Err(_) => return,
+                        }
                     }
-                },
-            )?;
+                })?;
             threads.push(t);
         }
         Ok(Readers { tx: Some(tx), threads })
@@ -283,7 +301,8 @@ impl Db for PgConn {
     }
 
     fn write_records(&mut self, set: &RecordSet) -> Result<(), DbError> {
-        let groupcalls: Vec<_> = set.groupcalls.values().map(|g| columns::groupcall_cols(g)).collect();
+        let groupcalls: Vec<_> =
+            set.groupcalls.values().map(|g| columns::groupcall_cols(g)).collect();
         self.upsert_unnest("groupcalls", &columns::GROUPCALL_COLUMNS, &groupcalls)?;
         let calls: Vec<_> = set.calls.values().map(|c| columns::call_cols(c)).collect();
         self.upsert_unnest("calls", &columns::CALL_COLUMNS, &calls)
@@ -411,7 +430,10 @@ impl ToSql for Col<'_> {
 struct PgTime(Timestamp);
 
 impl<'a> FromSql<'a> for PgTime {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let v = i64::from_sql(&Type::INT8, raw)?;
         Ok(PgTime(Timestamp::from_micros(match *ty {
             Type::INT8 => v,
@@ -429,7 +451,10 @@ impl<'a> FromSql<'a> for PgTime {
 struct PgJson(String);
 
 impl<'a> FromSql<'a> for PgJson {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let text = match (*ty == Type::JSONB, raw.split_first()) {
             (true, Some((1, rest))) => rest,
             (true, _) => return Err("unknown jsonb version".into()),

@@ -33,7 +33,13 @@ fn binding_from_row(r: &dyn Row) -> Result<Binding, String> {
     let a = |e: std::net::AddrParseError| e.to_string();
     Ok(Binding {
         instance: r.opt_text(2).map_err(ctx)?,
-        reg_id: r.opt_int(3).map_err(ctx)?.map(u32::try_from).transpose().map_err(s).map_err(ctx)?,
+        reg_id: r
+            .opt_int(3)
+            .map_err(ctx)?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(s)
+            .map_err(ctx)?,
         q: u16::try_from(r.int(4).map_err(ctx)?).map_err(s).map_err(ctx)?,
         expires_at: r.time(5).map_err(ctx)?,
         call_id: r.text(6).map_err(ctx)?,
@@ -49,8 +55,7 @@ fn binding_from_row(r: &dyn Row) -> Result<Binding, String> {
 
 /// The bindings not expired at `now`, after deleting the expired ones.
 pub(crate) fn load_bindings(db: &mut dyn Db, now: Timestamp) -> Result<Vec<Binding>, DbError> {
-    let deleted =
-        db.execute("DELETE FROM bindings WHERE expires_at <= ?1", &[Value::Time(now)])?;
+    let deleted = db.execute("DELETE FROM bindings WHERE expires_at <= ?1", &[Value::Time(now)])?;
     if deleted > 0 {
         tracing::info!(deleted, "store: deleted expired bindings");
     }

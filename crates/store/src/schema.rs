@@ -386,10 +386,7 @@ mod tests {
         let mut conn = Connection::open(dir.path().join("db")).expect("open");
         migrate_to(&mut conn, MIGRATIONS.len()).expect("migrate");
         for table in ["groupcalls", "calls"] {
-            let sql = format!(
-                "EXPLAIN QUERY PLAN {}",
-                crate::columns::sql::page(table)
-            );
+            let sql = format!("EXPLAIN QUERY PLAN {}", crate::columns::sql::page(table));
             let plan: Vec<String> = conn
                 .prepare(&sql)
                 .expect("prepare")

@@ -69,10 +69,7 @@ impl SqliteStore {
         &self.path
     }
 
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut dyn Db) -> Result<T, DbError>,
-    ) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T, DbError>) -> Result<T, StoreError> {
         let mut conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut *conn).map_err(Into::into)
     }
@@ -126,8 +123,15 @@ fn classify(e: rusqlite::Error) -> DbError {
     use ErrorCode::*;
     match e.sqlite_error_code() {
         Some(
-            DatabaseBusy | DatabaseLocked | OutOfMemory | ReadOnly | SystemIoFailure | DiskFull
-            | CannotOpen | FileLockingProtocolFailed | PermissionDenied,
+            DatabaseBusy
+            | DatabaseLocked
+            | OutOfMemory
+            | ReadOnly
+            | SystemIoFailure
+            | DiskFull
+            | CannotOpen
+            | FileLockingProtocolFailed
+            | PermissionDenied,
         ) => DbError::Unavailable(e.to_string()),
         _ => DbError::Rejected(e.to_string()),
     }
@@ -238,7 +242,8 @@ impl Db for Connection {
     }
 
     fn write_records(&mut self, set: &RecordSet) -> Result<(), DbError> {
-        let groupcalls: Vec<_> = set.groupcalls.values().map(|g| columns::groupcall_cols(g)).collect();
+        let groupcalls: Vec<_> =
+            set.groupcalls.values().map(|g| columns::groupcall_cols(g)).collect();
         upsert_rows(self, Table::Groupcalls, &groupcalls)?;
         let calls: Vec<_> = set.calls.values().map(|c| columns::call_cols(c)).collect();
         upsert_rows(self, Table::Calls, &calls)
@@ -276,10 +281,7 @@ fn upsert_sql(table: Table, rows: usize) -> &'static str {
                 })
                 .collect()
         };
-        [
-            build("groupcalls", &columns::GROUPCALL_COLUMNS),
-            build("calls", &columns::CALL_COLUMNS),
-        ]
+        [build("groupcalls", &columns::GROUPCALL_COLUMNS), build("calls", &columns::CALL_COLUMNS)]
     });
     let i = CHUNKS.iter().position(|&n| n == rows).unwrap_or(CHUNKS.len() - 1);
     &all[table as usize][i]

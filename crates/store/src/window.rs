@@ -79,7 +79,9 @@ impl RecordSet {
             Op::UpsertBinding(b) => {
                 self.bindings.insert((b.aor.clone(), b.contact.clone()), Some(b)).is_some()
             }
-            Op::RemoveBinding { aor, contact } => self.bindings.insert((aor, contact), None).is_some(),
+            Op::RemoveBinding { aor, contact } => {
+                self.bindings.insert((aor, contact), None).is_some()
+            }
             Op::UpsertHuntMemory(m) => self.hunt.insert(m.group_id, m).is_some(),
             other => return Err(other),
         };

@@ -243,7 +243,8 @@ impl<D: Db> Writer<D> {
             match msg {
                 Ok(Msg::Op(op)) => self.absorb(op),
                 Ok(Msg::Flush(done)) => {
-                    let r = self.commit_all().map(|()| std::mem::take(&mut self.failed_since_flush));
+                    let r =
+                        self.commit_all().map(|()| std::mem::take(&mut self.failed_since_flush));
                     let _ = done.send(r);
                 }
                 Ok(Msg::Close(at, done)) => {
@@ -322,17 +323,18 @@ impl<D: Db> Writer<D> {
     /// skipped), or why the database could not take it.
     fn commit(&mut self, steps: &[Step]) -> Result<u64, String> {
         let db = &mut self.db;
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<u64, DbError> {
-            begin(db)?;
-            let mut failed = 0;
-            for step in steps {
-                match write_step(db, step) {
-                    Ok(n) => failed += n,
-                    Err(e) => return apply::finish(db, Err(e)),
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<u64, DbError> {
+                begin(db)?;
+                let mut failed = 0;
+                for step in steps {
+                    match write_step(db, step) {
+                        Ok(n) => failed += n,
+                        Err(e) => return apply::finish(db, Err(e)),
+                    }
                 }
-            }
-            apply::finish(db, Ok(failed))
-        }));
+                apply::finish(db, Ok(failed))
+            }));
         match r {
             Ok(Ok(failed)) => Ok(failed),
             Ok(Err(DbError::Unavailable(e))) => Err(e),
