@@ -243,7 +243,7 @@ impl Cluster {
             .arg(self.data_dir())
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(self.socket_dir())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "timezone=UTC"])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
             .stdout(Stdio::null())
             .stderr(
