@@ -524,11 +524,13 @@ fn kill9_with_100_live_calls_then_restart_restores_bindings_and_closes_records()
     );
 }
 
-/// When a SIPp `-trace_msg` block was logged: the epoch seconds that end
-/// its separator line (`date<TAB>time<TAB>secs.micros`).
+/// When a SIPp `-trace_msg` block was logged (micros since the epoch):
+/// its separator line ends with the date and time, UTC (`start_sipp` runs
+/// SIPp with `TZ=UTC`).
 fn traced_at(separator: &str) -> Option<i64> {
-    let (secs, micros) = separator.split_whitespace().last()?.split_once('.')?;
-    Some(secs.parse::<i64>().ok()? * 1_000_000 + micros.parse::<i64>().ok()?)
+    let mut words = separator.split_whitespace().rev();
+    let (time, date) = (words.next()?, words.next()?);
+    records::Timestamp::parse(&format!("{date} {time}")).map(|t| t.micros())
 }
 
 /// Call-ID and arrival time (micros since the epoch) of each 200 to a BYE

@@ -117,6 +117,7 @@ impl Queue {
             window_start: Instant::now(),
             outage: None,
             expiring: None,
+            expire_at: Instant::now(),
             failed_since_flush: 0,
         };
         let thread =
@@ -230,40 +231,72 @@ struct Writer<D> {
     outage: Option<Outage>,
     /// A retention pass under way: ended records created before this go.
     expiring: Option<Timestamp>,
+    /// When its next batch is due.
+    expire_at: Instant,
     failed_since_flush: u64,
 }
 
 impl<D: Db> Writer<D> {
     fn run(mut self) {
         loop {
+            // A window closes on time even while changes keep coming.
+            if self.deadline().is_some_and(|at| Instant::now() >= at) {
+                self.on_deadline();
+                continue;
+            }
             let msg = match self.deadline() {
                 None => self.rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
                 Some(at) => self.rx.recv_timeout(at.saturating_duration_since(Instant::now())),
             };
             match msg {
-                Ok(Msg::Op(op)) => self.absorb(op),
-                Ok(Msg::Flush(done)) => {
-                    let r =
-                        self.commit_all().map(|()| std::mem::take(&mut self.failed_since_flush));
-                    let _ = done.send(r);
-                }
-                Ok(Msg::Close(at, done)) => {
-                    let r = self
-                        .commit_all()
-                        .and_then(|()| apply::close_live(&mut self.db, at).map_err(Into::into));
-                    let _ = done.send(r);
-                }
-                Ok(Msg::Expire(before)) => self.expiring = Some(before),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.commit_all().is_ok() {
-                        self.expire_some();
-                    }
-                }
+                Ok(msg) => self.handle(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.on_deadline(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         self.stop();
         tracing::debug!("store: writer stopped");
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Op(op) => self.absorb(op),
+            Msg::Flush(done) => {
+                let r = self.commit_all().map(|()| std::mem::take(&mut self.failed_since_flush));
+                let _ = done.send(r);
+            }
+            Msg::Close(at, done) => {
+                let r = self
+                    .commit_all()
+                    .and_then(|()| apply::close_live(&mut self.db, at).map_err(Into::into));
+                let _ = done.send(r);
+            }
+            Msg::Expire(before) => {
+                if self.expiring.is_none() {
+                    self.expire_at = Instant::now();
+                }
+                self.expiring = Some(before);
+            }
+        }
+    }
+
+    /// The window closed (or a retry or a retention batch is due): take
+    /// what is already queued (group commit), commit, then one retention
+    /// batch when one is due.
+    fn on_deadline(&mut self) {
+        for _ in 0..self.opts.max_batch {
+            match self.rx.try_recv() {
+                Ok(msg) => self.handle(msg),
+                Err(_) => break,
+            }
+        }
+        if self.commit_all().is_ok() && self.expiring.is_some() {
+            let now = Instant::now();
+            if now >= self.expire_at {
+                self.expire_some();
+                self.expire_at = now + self.opts.max_delay.max(Duration::from_millis(10));
+            }
+        }
     }
 
     /// When the writer must act without a message: the window closing, the
@@ -272,10 +305,12 @@ impl<D: Db> Writer<D> {
         if let Some(o) = &self.outage {
             return Some(o.retry_at);
         }
-        if !self.window.is_empty() {
-            return Some(self.window_start + self.opts.max_delay);
+        let window = (!self.window.is_empty()).then(|| self.window_start + self.opts.max_delay);
+        let expire = self.expiring.map(|_| self.expire_at);
+        match (window, expire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.expiring.map(|_| Instant::now() + self.opts.max_delay.max(Duration::from_millis(10)))
     }
 
     fn absorb(&mut self, op: Op) {

@@ -569,7 +569,8 @@ pub fn start_sipp(dir: &Path, args: &[String]) -> ports::PortChild {
     let proto = if tcp { ports::Proto::Tcp } else { ports::Proto::Udp };
     ports::spawn_on_free_port(&format!("sipp {args:?}"), proto, |port| {
         let mut c = Command::new("sipp");
-        c.args(args).args(["-p", &port.to_string()]).current_dir(dir);
+        // Trace times in UTC, as the records' (crash.rs compares them).
+        c.args(args).args(["-p", &port.to_string()]).current_dir(dir).env("TZ", "UTC");
         c
     })
 }
