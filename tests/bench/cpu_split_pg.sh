@@ -2,13 +2,13 @@
 # ../shared/bench/cpu_split.sh with the records in PostgreSQL: the same
 # fork3 load and per-thread CPU of forkswitch, plus the CPU of PostgreSQL's
 # processes (server and backends, from /proc) per call. A throwaway cluster
-# (tests/bench/pg_cluster.sh) is started and stopped here.
+# (tests/pg_cluster.sh) is started and stopped here.
 #   flock /tmp/bench.lock bash tests/bench/cpu_split_pg.sh [RATE] [CALLS]
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 RATE=${1:-1500}; CALLS=${2:-15000}
-. "$ROOT/tests/bench/pg_cluster.sh"
+. "$ROOT/tests/pg_cluster.sh"
 pg_start
 trap pg_stop EXIT
 W=$(mktemp -d /tmp/cpusplitpg.XXXX)
