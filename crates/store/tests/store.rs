@@ -765,11 +765,6 @@ fn postgres() -> PgStore {
     PgStore::open(&pgcluster::shared().database()).expect("open")
 }
 
-fn postgres_with(opts: Options) -> (PgStore, String) {
-    let url = pgcluster::shared().database();
-    (PgStore::open_with(&url, opts).expect("open"), url)
-}
-
 macro_rules! both {
     ($name:ident, $f:expr) => {
         mod $name {
@@ -1099,4 +1094,25 @@ fn retention_of_a_million_rows_sqlite() {
 #[ignore]
 fn retention_of_a_million_rows_postgres() {
     retention_of_a_million_rows_does_not_stall_the_writer(&postgres());
+}
+
+/// PostgreSQL's migrations: a new database gets every one (recorded in
+/// `schema_migrations`), a reopen applies none, and a database that a newer
+/// build migrated is refused.
+#[test]
+fn postgres_schema_versions() {
+    let cluster = pgcluster::shared();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().expect("name").to_owned();
+    drop(PgStore::open(&url).expect("open"));
+    let versions =
+        || cluster.psql_in(&db, "SELECT string_agg(version::text, ',') FROM schema_migrations");
+    assert_eq!(versions().trim(), "1");
+    drop(PgStore::open(&url).expect("reopen"));
+    assert_eq!(versions().trim(), "1", "nothing applied twice");
+    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (2)");
+    match PgStore::open(&url) {
+        Err(store::StoreError::SchemaTooNew { found: 2, known: 1 }) => {}
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
 }
