@@ -25,7 +25,7 @@ pg_stop() {
     for _ in $(seq 100); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.1; done
   fi
   [ -n "${PG_DIR:-}" ] && rm -rf "$PG_DIR"
-  PG_PID=""; PG_DIR=""
+  PG_PID=""; PG_DIR=""; return 0
 }
 pg_cpu_ticks() {
   local pids total=0 p
