@@ -363,14 +363,21 @@ const PG_EPOCH: i64 = 946_684_800_000_000;
 /// A time as PostgreSQL's binary `timestamptz` (or `bigint` micros); the
 /// end of time is its `infinity`.
 fn time_to_sql(t: Timestamp, ty: &Type, out: &mut BytesMut) {
+    // PostgreSQL's range (4714 BC to 294277 AD, from 2000); beyond it, a
+    // time (a cursor made from a page token, say) is +-infinity.
+    const PG_END: i64 = 9_223_371_331_200_000_000;
+    const PG_START: i64 = -211_813_488_000_000_000;
     let us = t.micros();
     if *ty == Type::INT8 {
         out.put_i64(us);
-    } else if us == i64::MAX {
-        out.put_i64(i64::MAX);
-    } else {
-        out.put_i64(us.saturating_sub(PG_EPOCH));
+        return;
     }
+    let pg = us.saturating_sub(PG_EPOCH);
+    out.put_i64(match pg {
+        _ if us == i64::MAX || pg >= PG_END => i64::MAX,
+        _ if pg < PG_START => i64::MIN,
+        pg => pg,
+    });
 }
 
 /// JSON text as `jsonb` (version 1 and the text) or `json`/`text`.
@@ -387,6 +394,11 @@ impl ToSql for Value<'_> {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> SqlResult {
         match self {
             Value::Null => return Ok(IsNull::Yes),
+            // PostgreSQL text holds no NUL: such a value (from a request)
+            // can match nothing stored, and must not fail the statement.
+            Value::Text(s) if s.contains('\0') => {
+                return s.replace('\0', "\u{fffd}").to_sql(ty, out)
+            }
             Value::Text(s) => return s.to_sql(ty, out),
             Value::Int(i) => match *ty {
                 Type::INT2 => return i16::try_from(*i)?.to_sql(ty, out),

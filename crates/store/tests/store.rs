@@ -1116,3 +1116,20 @@ fn postgres_schema_versions() {
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }
+
+/// Cursors made from hostile page tokens (a NUL in a binding key, times
+/// beyond any database's range) read an empty or a whole page, never fail.
+fn hostile_cursors(s: &dyn Store) {
+    let c = Uuid::new_v4();
+    let after = Some(("a\0b".to_owned(), "\0".to_owned()));
+    s.list_bindings(c, ts(0), 10, after).expect("a NUL in a cursor");
+    for micros in [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX] {
+        let cursor = Some(Cursor::after(Timestamp::from_micros(micros), Uuid::max()));
+        s.list_groupcalls(c, 10, cursor).expect("groupcalls");
+        s.list_calls(c, 10, cursor).expect("calls");
+        s.list_ringgroups(c, 10, cursor).expect("ringgroups");
+        s.list_extension_records(c, 10, cursor).expect("extensions");
+    }
+}
+
+both!(hostile_cursor, hostile_cursors);
