@@ -216,24 +216,28 @@ fn upsert_extension_record(db: &mut dyn Db, r: &ExtensionRecord) -> Result<(), D
 }
 
 fn replace_config_extensions(db: &mut dyn Db, records: &[ExtensionRecord]) -> Result<(), DbError> {
-    let keep: HashSet<(&str, &str)> =
-        records.iter().map(|r| (r.extension.domain.as_str(), r.extension.name.as_str())).collect();
-    let config = collect(
-        db,
-        "SELECT domain, name FROM extensions WHERE origin = 'config'",
-        &[],
-        "extension",
-        |r| Ok((r.text(0)?, r.text(1)?)),
-    )?;
-    for (domain, name) in config {
-        if !keep.contains(&(domain.as_str(), name.as_str())) {
-            delete_extension(db, &domain, &name)?;
-        }
+    let keep = records.iter().map(|r| (r.extension.domain.clone(), r.extension.name.clone()));
+    let sql = "SELECT domain, name FROM extensions WHERE origin = 'config'";
+    for (domain, name) in stale_config(db, sql, keep, |r| Ok((r.text(0)?, r.text(1)?)))? {
+        delete_extension(db, &domain, &name)?;
     }
     for r in records {
         upsert_extension_record(db, &ExtensionRecord { origin: Origin::Config, ..r.clone() })?;
     }
     Ok(())
+}
+
+/// The keys of a table's config-origin rows (`sql` selects them, `key`
+/// reads one) that are not in `keep`: what a new config file removed.
+fn stale_config<K: Eq + std::hash::Hash>(
+    db: &mut dyn Db,
+    sql: &'static str,
+    keep: impl IntoIterator<Item = K>,
+    key: impl Fn(&dyn crate::db::Row) -> Result<K, String>,
+) -> Result<Vec<K>, DbError> {
+    let keep: HashSet<K> = keep.into_iter().collect();
+    let all = collect(db, sql, &[], "config row", key)?;
+    Ok(all.into_iter().filter(|k| !keep.contains(k)).collect())
 }
 
 fn upsert_ringgroup(db: &mut dyn Db, g: &RingGroup) -> Result<(), DbError> {
@@ -262,12 +266,9 @@ fn delete_ringgroup(db: &mut dyn Db, id: Uuid) -> Result<(), DbError> {
 }
 
 fn replace_config_ringgroups(db: &mut dyn Db, groups: &[RingGroup]) -> Result<(), DbError> {
-    let keep: HashSet<Uuid> = groups.iter().map(|g| g.id).collect();
     let sql = "SELECT id FROM ringgroups WHERE origin = 'config'";
-    for id in collect(db, sql, &[], "ringgroup", |r| r.uuid(0))? {
-        if !keep.contains(&id) {
-            delete_ringgroup(db, id)?;
-        }
+    for id in stale_config(db, sql, groups.iter().map(|g| g.id), |r| r.uuid(0))? {
+        delete_ringgroup(db, id)?;
     }
     for g in groups {
         upsert_ringgroup(db, &RingGroup { origin: Origin::Config, ..g.clone() })?;
@@ -298,12 +299,9 @@ fn delete_webhook(db: &mut dyn Db, customer: Uuid) -> Result<(), DbError> {
 }
 
 fn replace_config_webhooks(db: &mut dyn Db, hooks: &[Webhook]) -> Result<(), DbError> {
-    let keep: HashSet<Uuid> = hooks.iter().map(|w| w.customer_id).collect();
     let sql = "SELECT customer_id FROM webhooks WHERE origin = 'config'";
-    for id in collect(db, sql, &[], "webhook", |r| r.uuid(0))? {
-        if !keep.contains(&id) {
-            delete_webhook(db, id)?;
-        }
+    for id in stale_config(db, sql, hooks.iter().map(|w| w.customer_id), |r| r.uuid(0))? {
+        delete_webhook(db, id)?;
     }
     for w in hooks {
         upsert_webhook(db, &Webhook { origin: Origin::Config, ..w.clone() })?;

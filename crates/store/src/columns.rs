@@ -146,6 +146,18 @@ pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 24] {
     ]
 }
 
+/// The column values of a set's groupcalls and calls (in key order), for
+/// a bulk upsert.
+pub(crate) type Rows<'a> = (Vec<[Col<'a>; 20]>, Vec<[Col<'a>; 24]>);
+
+/// [`Rows`] of `set`.
+pub(crate) fn rows(set: &crate::window::RecordSet) -> Rows<'_> {
+    (
+        set.groupcalls.values().map(|g| groupcall_cols(g)).collect(),
+        set.calls.values().map(|c| call_cols(c)).collect(),
+    )
+}
+
 /// An enum from its JSON name (serde's, aliases included).
 fn named<T: serde::de::DeserializeOwned>(r: &dyn Row, i: usize) -> Result<T, String> {
     let text = r.text(i)?;

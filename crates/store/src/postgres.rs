@@ -301,10 +301,8 @@ impl Db for PgConn {
     }
 
     fn write_records(&mut self, set: &RecordSet) -> Result<(), DbError> {
-        let groupcalls: Vec<_> =
-            set.groupcalls.values().map(|g| columns::groupcall_cols(g)).collect();
+        let (groupcalls, calls) = columns::rows(set);
         self.upsert_unnest("groupcalls", &columns::GROUPCALL_COLUMNS, &groupcalls)?;
-        let calls: Vec<_> = set.calls.values().map(|c| columns::call_cols(c)).collect();
         self.upsert_unnest("calls", &columns::CALL_COLUMNS, &calls)
     }
 }

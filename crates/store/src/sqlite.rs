@@ -242,10 +242,8 @@ impl Db for Connection {
     }
 
     fn write_records(&mut self, set: &RecordSet) -> Result<(), DbError> {
-        let groupcalls: Vec<_> =
-            set.groupcalls.values().map(|g| columns::groupcall_cols(g)).collect();
+        let (groupcalls, calls) = columns::rows(set);
         upsert_rows(self, Table::Groupcalls, &groupcalls)?;
-        let calls: Vec<_> = set.calls.values().map(|c| columns::call_cols(c)).collect();
         upsert_rows(self, Table::Calls, &calls)
     }
 }
