@@ -43,7 +43,7 @@ pub struct Options {
     /// rather than `NORMAL` (survives a process crash). Default `false`.
     pub full_sync: bool,
     /// Rows deleted per retention statement ([`crate::Store::expire_records`]),
-    /// one statement per commit window. Default 2000.
+    /// one statement per commit window. Default 1000.
     pub expire_batch: u64,
     /// At shutdown, how long the writer keeps retrying a database that is
     /// away before giving up on what it holds (logged). Default 10 s.
@@ -58,7 +58,7 @@ impl Default for Options {
             max_delay: Duration::from_millis(100),
             busy_timeout: Duration::from_secs(5),
             full_sync: false,
-            expire_batch: 2000,
+            expire_batch: 1000,
             shutdown_wait: Duration::from_secs(10),
         }
     }
