@@ -5,6 +5,7 @@
 #   pg_start      -> sets PG_URL, PG_PID, PG_DIR (creates database "bench")
 #   pg_stop       -> fast shutdown by PID, removes the dir
 #   pg_cpu_ticks  -> user+system clock ticks of the server and its children
+#                    (live and ended)
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pg_start() {
@@ -28,9 +29,11 @@ pg_stop() {
   PG_PID=""; PG_DIR=""; return 0
 }
 pg_cpu_ticks() {
-  local pids total=0 p
-  pids="$PG_PID $(ps -o pid= --ppid "$PG_PID")"
-  for p in $pids; do
+  # The postmaster's own time and its reaped children's (backends that
+  # ended), plus the live children's.
+  local total p
+  total=$(awk '{print $14 + $15 + $16 + $17}' /proc/$PG_PID/stat)
+  for p in $(ps -o pid= --ppid "$PG_PID"); do
     [ -r /proc/$p/stat ] && total=$((total + $(awk '{print $14 + $15}' /proc/$p/stat)))
   done
   echo "$total"

@@ -8,14 +8,15 @@ set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 RATE=${1:-1500}; CALLS=${2:-15000}
+SHARED=${SHARED:-$ROOT/../shared}
 . "$ROOT/tests/pg_cluster.sh"
 pg_start
 trap pg_stop EXIT
 W=$(mktemp -d /tmp/cpusplitpg.XXXX)
-sed "s|^path = \"forkswitch-bench.db\"|url = \"$PG_URL\"|" "$ROOT/../shared/bench/forkswitch/forkswitch.toml" > "$W/fs.toml"
+sed "s|^path = \"forkswitch-bench.db\"|url = \"$PG_URL\"|" "$SHARED/bench/forkswitch/forkswitch.toml" > "$W/fs.toml"
 # cpu_split.sh rewrites only a path line: ours has none, so the url stays.
 before=$(pg_cpu_ticks)
-FS_BIN=${FS_BIN:-$ROOT/target/release/forkswitch} bash "$ROOT/../shared/bench/cpu_split.sh" "$RATE" "$CALLS" "$W/fs.toml"
+FS_BIN=${FS_BIN:-$ROOT/target/release/forkswitch} bash "$SHARED/bench/cpu_split.sh" "$RATE" "$CALLS" "$W/fs.toml"
 after=$(pg_cpu_ticks)
 HZ=$(getconf CLK_TCK)
 awk -v a="$after" -v b="$before" -v hz="$HZ" -v n="$CALLS" \
