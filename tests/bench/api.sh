@@ -20,7 +20,8 @@ ROOT=$PWD
 RATES=${1-"800 1200 1600 2000"}
 SECS=${2:-10}
 N=${N:-100000}
-ANCHOR=$ROOT/../shared/bench/run_anchor.sh
+SHARED=${SHARED:-$ROOT/../shared}
+ANCHOR=$SHARED/bench/run_anchor.sh
 [ -x "$ANCHOR" ] || ANCHOR="bash $ANCHOR"
 cargo build -q --release -p forkswitch
 cargo build -q --release -p api --example api_load
@@ -38,7 +39,7 @@ CUST=5e4a0680-804e-11ec-8477-2fea5968d85b
 DB_URL="sqlite:$WORK/bench.db"
 if [ "${DB:-sqlite}" = postgres ]; then pg_start; DB_URL=$PG_URL; fi
 sed -e "s|^path = .*|url = \"$DB_URL\"|" -e "s|^id = \"$CUST\"$|id = \"$CUST\"\napi_keys = [\"$KEY\"]|" \
-    "$ROOT/../shared/bench/forkswitch/forkswitch.toml" > "$WORK/fs.toml"
+    "$SHARED/bench/forkswitch/forkswitch.toml" > "$WORK/fs.toml"
 printf '\n[http]\nlisten = "127.0.0.1:%s"\n' "$HTTP_PORT" >> "$WORK/fs.toml"
 "$BIN" check-config "$WORK/fs.toml" >/dev/null
 # The anchor starts FS_BIN with its own config: this wrapper swaps in ours.

@@ -12,7 +12,6 @@
 use records::{Address, AddressType, Groupcall, GroupcallStatus, Timestamp, NIL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::Store;
 use uuid::Uuid;
 
 fn seed(db: &str, customer: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {

@@ -361,7 +361,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
-    let mut ticks = 0u32;
+    let mut retention_in = 0u32;
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = stop_signal();
     info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
@@ -385,10 +385,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
             _ = tokio::time::sleep_until(deadline.into()) => Input::Timeout,
             _ = stats.tick() => {
-                if ticks % RETENTION_TICKS == 0 {
+                if retention_in == 0 {
                     expire_records(&cfg, db.as_ref());
+                    retention_in = RETENTION_TICKS;
                 }
-                ticks = ticks.wrapping_add(1);
+                retention_in -= 1;
                 let s = sw.stats();
                 let t = transport.stats();
                 use std::sync::atomic::Ordering::Relaxed;
