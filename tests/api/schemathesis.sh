@@ -22,7 +22,7 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/forkswitch"
 work=$(mktemp -d)
 pid=""
 . tests/pg_cluster.sh
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; pg_stop; rm -rf "$work"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; pg_stop; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 # Runs forkswitch with the [database] section $1 and schemathesis against it.
