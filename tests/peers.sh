@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real SIP peers the integration tests drive, when missing
 # (quick when all are there): SIPp, fail2ban and rtpengine (Debian; the
-# media-anchoring tests run it in userspace, --table=-1), Debian's Chromium
-# with playwright-core (npm, pinned by tests/browser/package-lock.json) for
-# the JsSIP browser phone, pjsua2-python (PyPI) for the pjsip phone, and
-# Debian's PostgreSQL (the tests start throwaway clusters of their own:
-# crates/pgcluster; no server is left running).
+# media-anchoring tests run it in userspace, --table=-1), xmllint (Debian's
+# libxml2-utils: pbx-features checks its dialog-info bodies against RFC
+# 4235's schema), Debian's Chromium with playwright-core (npm, pinned by
+# tests/browser/package-lock.json) for the JsSIP browser phone,
+# pjsua2-python (PyPI) for the pjsip phone, and Debian's PostgreSQL (the
+# tests start throwaway clusters of their own: crates/pgcluster; no server
+# is left running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,7 @@ need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
 command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
+command -v xmllint >/dev/null 2>&1 || need_pkgs+=(libxml2-utils)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -24,6 +27,7 @@ fi
 echo "== sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -1)"
 echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 echo "== rtpengine: $(rtpengine --version 2>&1 | head -1)"
+echo "== xmllint: $(xmllint --version 2>&1 | head -1)"
 echo "== postgresql: $(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)"
 
 if ! (cd tests/browser && node -e "require.resolve('playwright-core')" 2>/dev/null \

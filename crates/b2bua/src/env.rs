@@ -22,7 +22,7 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
 
 pub(crate) struct Env {
     pub(crate) cfg: B2buaConfig,
-    /// `cfg.methods` as an `Allow` value.
+    /// The `Allow` value of our dialogs' messages.
     pub(crate) allow: Bytes,
     pub(crate) locals: Vec<LocalContact>,
     pub(crate) rng: StdRng,
@@ -36,20 +36,11 @@ pub(crate) struct Env {
     pub(crate) notices: VecDeque<crate::limits::Notice>,
 }
 
-/// The `Allow` value listing `methods`.
-pub(crate) fn allow_value(methods: &[Method]) -> Bytes {
-    let names: Vec<String> =
-        methods.iter().map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned()).collect();
-    Bytes::from(names.join(", "))
-}
-
 impl Env {
-    /// `true` when an in-dialog request of `method` is relayed.
+    /// `true` when an in-dialog request of `method` is relayed (see
+    /// [`sip_message::SUPPORTED`]).
     pub(crate) fn relays(&self, method: &Method) -> bool {
-        matches!(
-            method,
-            Method::Invite | Method::Update | Method::Info | Method::Options | Method::Message
-        ) && self.cfg.methods.contains(method)
+        method.is_relayed_in_dialog()
     }
 
     /// `n` random alphanumerics.

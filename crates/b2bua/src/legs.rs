@@ -9,7 +9,7 @@ use crate::state::{
 };
 use crate::{B2buaError, CallEvent, DialTarget, LegRef};
 use bytes::Bytes;
-use sip_message::{HeaderName, Message, Method};
+use sip_message::{digest, HeaderName, Message, Method};
 use sip_transaction::{cancel_for, TransactionLayer};
 use std::time::Instant;
 
@@ -174,9 +174,10 @@ impl Env {
         };
         let uri = String::from_utf8_lossy(&leg.request_uri).into_owned();
         let cnonce = String::from_utf8_lossy(&self.token(16)).into_owned();
+        let who = digest::Credentials { user: &user, password: &pass };
         let Some(answer) = resp
             .header_values(challenge_name)
-            .find_map(|ch| crate::auth::answer(ch, "INVITE", &uri, &user, &pass, &cnonce))
+            .find_map(|ch| digest::authorization(ch, "INVITE", &uri, who, &cnonce))
         else {
             return false;
         };

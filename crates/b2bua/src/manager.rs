@@ -91,7 +91,7 @@ impl CallManager {
     ) -> Self {
         CallManager {
             env: Env {
-                allow: crate::env::allow_value(&cfg.methods),
+                allow: Bytes::from(sip_message::method::allow()),
                 cfg,
                 locals,
                 rng: StdRng::seed_from_u64(seed),

@@ -85,10 +85,6 @@ fn live_groupcall(api: &Api, legs: usize) -> Value {
     found.expect("live groupcall").clone()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn click_to_call_answered_and_hung_up_through_the_api_with_webhooks_and_metrics() {
     let hooks = Hooks::start(1);
@@ -153,7 +149,10 @@ fn click_to_call_answered_and_hung_up_through_the_api_with_webhooks_and_metrics(
         let sig = h.header("x-forkswitch-signature").expect("signature header");
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
         mac.update(&h.body);
-        assert_eq!(sig, format!("sha256={}", hex(&mac.finalize().into_bytes())));
+        assert_eq!(
+            sig,
+            format!("sha256={}", sip_message::hex::encode(&mac.finalize().into_bytes()))
+        );
         match &first {
             None => {
                 assert_eq!(h.answered, 500);

@@ -10,7 +10,8 @@ use crate::{
     LegEvent, LegId, LegTarget, Now, Record, ResolveId,
 };
 use records::{
-    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp, NIL,
+    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp,
+    NIL, NO_RESPONSE,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -104,9 +105,8 @@ fn blame(rec: &mut Call, by: HangupBy, reason: HangupReason) {
 impl Fork {
     /// Expands the tree of `root` (endpoints through `dir.contacts`, nested
     /// groups through `dir.group`, `sip` and `tel` destinations through
-    /// `dir.reach`, the options of the root and of every nested group
-    /// through `dir.group_options`, the memory of `round_robin` and
-    /// `least_recent` groups through `dir.hunt_memory`) and makes the root
+    /// `dir.reach`, the memory of `round_robin` and `least_recent` groups
+    /// through `dir.hunt_memory`) and makes the root
     /// groupcall record (emitted as the first action). Nothing is dialed
     /// before [`Fork::start`].
     ///
@@ -848,15 +848,12 @@ impl Fork {
                 }
             }
             LegEvent::Failed { code } => {
-                let reason = if matches!(code, 486 | 600) {
-                    HangupReason::Busy
-                } else {
-                    HangupReason::Failed
-                };
+                let reason = HangupReason::for_status(code);
                 self.leg_failed(now, l, HangupBy::Remote, reason, normalize(code));
             }
             LegEvent::NoResponse => {
-                self.leg_failed(now, l, HangupBy::Local, HangupReason::Timeout, 408)
+                let reason = HangupReason::for_status(NO_RESPONSE);
+                self.leg_failed(now, l, HangupBy::Local, reason, NO_RESPONSE)
             }
             // Not expected before a CANCEL or an answer: the far end gave up.
             LegEvent::Cancelled => {

@@ -214,7 +214,9 @@ impl ServedCall {
                 self.fork.caller_cancelled(now.into());
             }
             CallEvent::LegNoResponse { .. } | CallEvent::LegCancelled { .. } => {
-                let e = end(HangupBy::Local, HangupReason::Noanswer);
+                // No final response: none at all, or none before its ring
+                // time ended (our CANCEL).
+                let e = end(HangupBy::Local, HangupReason::for_status(records::NO_RESPONSE));
                 advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
                 self.fork.caller_cancelled(now.into());
             }

@@ -659,17 +659,17 @@ pub const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
 /// A digest answer (MD5, qop=auth, realm `test`) for `user` to a challenge
 /// with `nonce`: the value of an Authorization / Proxy-Authorization header.
 pub fn digest_answer(user: &str, password: &str, method: &str, uri: &str, nonce: &str) -> String {
+    use sip_message::digest::{Algorithm, QopAuth, RequestDigest};
     let ha1 = registrar::ha1_md5(user, "test", password);
-    let response = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "abc123",
-        Some("auth"),
-        method,
-        uri,
-    );
+    let qop = Some(QopAuth { nc: b"00000001", cnonce: b"abc123", qop: b"auth" });
+    let response = RequestDigest {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        qop,
+        method: method.as_bytes(),
+        uri: uri.as_bytes(),
+    }
+    .hex(&ha1);
     format!(
         "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc123\""
     )
