@@ -8,8 +8,10 @@
 # console, pjsua2-python (PyPI) for the pjsip phone, crates.io cargo-deb
 # (pinned) for the Debian package test, and Debian's prometheus (promtool
 # checks the alerting rules), tshark (opens the pcap, captures HEP),
-# kamailio (its sipcapture module receives HEP) and systemd
-# (systemd-analyze verifies the unit).
+# kamailio (its sipcapture module receives HEP), systemd
+# (systemd-analyze verifies the unit) and PostgreSQL (the tests start
+# throwaway clusters of their own: crates/pgcluster; no server is left
+# running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,7 @@ command -v tshark >/dev/null 2>&1 || need_pkgs+=(tshark)
 command -v kamailio >/dev/null 2>&1 || need_pkgs+=(kamailio)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need_pkgs+=(dpkg)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]}"
     apt-get update -qq
@@ -34,6 +37,7 @@ echo "== sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -1)"
 echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 echo "== rtpengine: $(rtpengine --version 2>&1 | head -1)"
 echo "== xmllint: $(xmllint --version 2>&1 | head -1)"
+echo "== postgresql: $(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)"
 
 if ! (cd tests/browser && node -e "require.resolve('playwright-core')" 2>/dev/null \
     && [ "$(node -p "require('playwright-core/package.json').version")" = \

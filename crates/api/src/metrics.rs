@@ -209,7 +209,8 @@ impl Collector for Scrape {
         labelled(&mut e, "store_writes", "Store writes, by result", "result", &values)?;
         let h = "Store transactions committed (each holds the writes queued meanwhile)";
         counter(&mut e, "store_commits", h, st.batches)?;
-        let h = "Store writes queued, not yet committed";
+        let h = "Store writes pending: queued, or held in the commit window (also while the \
+                 database is away)";
         gauge(&mut e, "store_queue_depth", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
         if let Some(t) = &self.traces {
             let h =
@@ -224,10 +225,12 @@ impl Collector for Scrape {
             let h = "SIP messages the call trace store let go (budget or age)";
             counter(&mut e, "trace_evicted", h, t.evicted)?;
         }
-        let h = "Record changes waiting for the store (its queue depth)";
-        gauge(&mut e, "store_pending", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
-        let h = "Record changes dropped because the store's queue was full";
-        counter(&mut e, "store_dropped", h, st.dropped)?;
+        let h = "Most store writes held ([database] max_pending); past it the newest are dropped";
+        gauge(&mut e, "store_queue_limit", h, i64::try_from(st.max_pending).unwrap_or(i64::MAX))?;
+        let h = "1 when the last store commit reached the database, 0 while it is away";
+        gauge(&mut e, "store_database_up", h, i64::from(st.available))?;
+        let h = "Ended records deleted by retention ([database] keep_days)";
+        counter(&mut e, "store_records_expired", h, st.expired)?;
         Ok(())
     }
 }

@@ -319,28 +319,85 @@ fn max_legs() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// SQLite file; empty keeps everything in memory (lost on restart).
-    #[serde(default = "db_path")]
-    pub path: String,
-    /// How long the store writer waits, from a batch's first write, for
-    /// more writes before committing (0..=1000 ms). 0, the default, is group
-    /// commit: a record is durable and visible to the API about one commit
-    /// after it changed. A few tens of ms let one commit hold most of a
-    /// call's changes (a record changes 4 to 6 times in a call): at 1,600
-    /// forked calls/s, 50 ms cut the writer's CPU by ~30% and its disk
-    /// writes by ~half, and leaves records that much older when read.
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB` (`?host=/dir` for a
+    /// Unix socket); set it or `path`, not both.
     #[serde(default)]
+    pub url: Option<String>,
+    /// SQLite file (the older key); "" keeps everything in memory (lost on
+    /// restart). Without `url` or `path`: `forkswitch.db`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The writer's commit window (0..=200 ms): each record is written once
+    /// per window in its latest version (a short call that starts, rings,
+    /// answers and ends inside one window is one row write), and a crash
+    /// can lose at most the last window. 0 commits as soon as nothing more
+    /// is queued (group commit).
+    #[serde(default = "commit_delay_ms")]
     pub commit_delay_ms: u64,
+    /// Most record changes held while the database is away (or slow);
+    /// past it the newest are dropped and counted.
+    #[serde(default = "max_pending")]
+    pub max_pending: u64,
+    /// Ended groupcall and call records older than this many days are
+    /// deleted, in small batches by the writer; 0 keeps them forever.
+    #[serde(default)]
+    pub keep_days: u32,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { path: db_path(), commit_delay_ms: 0 }
+        DatabaseConfig {
+            url: None,
+            path: None,
+            commit_delay_ms: commit_delay_ms(),
+            max_pending: max_pending(),
+            keep_days: 0,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's URL; `None`: in memory (`path = ""`).
+    pub fn store_url(&self) -> Option<String> {
+        match (&self.url, self.path.as_deref()) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some("")) => None,
+            (None, Some(path)) => Some(format!("sqlite:{path}")),
+            (None, None) => Some(format!("sqlite:{}", db_path())),
+        }
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_some() && self.path.is_some() {
+            return Err(("url", "set url or path, not both".into()));
+        }
+        if let Some(url) = &self.url {
+            store::parse_url(url).map_err(|e| ("url", e.to_string()))?;
+        }
+        if self.commit_delay_ms > 200 {
+            return Err(("commit_delay_ms", "must be 0..=200".into()));
+        }
+        if self.max_pending == 0 {
+            return Err(("max_pending", "must be at least 1".into()));
+        }
+        if self.keep_days > 36_500 {
+            return Err(("keep_days", "must be 0..=36500 (0: keep forever)".into()));
+        }
+        Ok(())
     }
 }
 
 fn db_path() -> String {
     "forkswitch.db".into()
+}
+/// 100 ms: at 1,500 forked calls/s it cut the writer's CPU per call by
+/// most of what coalescing can (see README "Records in PostgreSQL");
+/// records are at most that old when read, and a crash loses at most that.
+fn commit_delay_ms() -> u64 {
+    100
+}
+fn max_pending() -> u64 {
+    500_000
 }
 
 /// `[registrar]`
@@ -960,9 +1017,7 @@ impl Config {
 
     /// `[database]` and `[timers]`.
     fn check_storage_and_timers(&self) -> Result<(), Broken> {
-        if self.database.commit_delay_ms > 1000 {
-            return Err(("database", "commit_delay_ms", "must be 0..=1000".into()));
-        }
+        self.database.check().map_err(|(key, why)| ("database", key, why))?;
         if self.timers.t1_ms == 0 {
             return Err(("timers", "t1_ms", "must be at least 1".into()));
         }
@@ -1324,8 +1379,16 @@ mod tests {
         assert!(e.starts_with("f.toml:2: "), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[timers]\nt1_ms = 500\nt2_ms = 10\n");
         assert_eq!(e, "f.toml:5: timers.t2_ms: must not be smaller than t1_ms");
-        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 5000\n");
-        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=1000");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 500\n");
+        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=200");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\nurl = \"mysql://x\"\n");
+        assert!(
+            e.starts_with("f.toml:4: database.url: \"mysql://x\": expected sqlite:PATH"),
+            "{e}"
+        );
+        let e =
+            err("[sip]\nudp = [\"127.0.0.1:1\"]\n[database]\npath = \"a\"\nurl = \"sqlite:b\"\n");
+        assert_eq!(e, "f.toml:5: database.url: set url or path, not both");
         let e = err("[sip]\nudp = []\n");
         assert!(e.contains("sip.udp"), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");

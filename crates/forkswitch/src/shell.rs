@@ -28,18 +28,32 @@ fn now() -> Now {
     Now { at: Instant::now(), wall: Timestamp::from_system(SystemTime::now()) }
 }
 
-/// Opens the configured store: SQLite, or memory when no path is set.
+/// Opens the configured store: SQLite or PostgreSQL by `[database] url`
+/// (or `path`), or memory when `path = ""`.
 fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
-    if cfg.database.path.is_empty() {
+    let Some(url) = cfg.database.store_url() else {
         return Ok(Arc::new(store::MemoryStore::new()));
-    }
+    };
     let opts = store::Options {
         max_delay: Duration::from_millis(cfg.database.commit_delay_ms),
+        max_pending: cfg.database.max_pending,
         ..store::Options::default()
     };
-    store::SqliteStore::open_with(std::path::Path::new(&cfg.database.path), opts)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
+    store::open(&url, opts)
+        .map_err(|e| format!("{}: cannot open the database: {e}", store::display_url(&url)))
+}
+
+/// Every this many stats ticks (10 s), the writer is asked to delete
+/// records past `[database] keep_days`.
+const RETENTION_TICKS: u32 = 6;
+
+/// Asks the store to delete ended records past `keep_days` (0: never).
+fn expire_records(cfg: &Config, db: &dyn Store) {
+    let days = i64::from(cfg.database.keep_days);
+    if days > 0 {
+        let cutoff = now().wall.micros() - days * 86_400_000_000;
+        db.expire_records(Timestamp::from_micros(cutoff));
+    }
 }
 
 /// Writes what the config file defines to the store (it wins over what a
@@ -322,7 +336,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         bindings = state.bindings.len(),
         extensions = state.extensions.len(),
         domains = state.domains.len(),
-        database = %cfg.database.path,
+        database = %cfg.database.store_url().map_or("memory".into(), |u| store::display_url(&u)),
         "location loaded"
     );
     let resolver = SipResolver::new(
@@ -357,6 +371,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
+    let mut retention_in = 0u32;
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = stop_signal();
     info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
@@ -381,6 +396,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
             _ = tokio::time::sleep_until(deadline.into()) => Input::Timeout,
             _ = stats.tick() => {
+                if retention_in == 0 {
+                    expire_records(&cfg, db.as_ref());
+                    retention_in = RETENTION_TICKS;
+                }
+                retention_in -= 1;
                 let s = sw.stats();
                 let t = transport.stats();
                 use std::sync::atomic::Ordering::Relaxed;

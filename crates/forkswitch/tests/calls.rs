@@ -547,3 +547,10 @@ fn reinvite_from_the_callee_side_reaches_the_caller() {
 fn reliable_provisional_from_a_leg_is_pracked_by_the_switch() {
     fork_call("818", "ring_all", &[("uas_prack.xml", &[])], "uac.xml");
 }
+
+// Calls whose records are checked, again with the records in PostgreSQL.
+also_on_postgres!(
+    ring_all_first_answer_wins_others_cancelled_with_reason,
+    linear_busy_then_ring_timeout_then_answer,
+    nested_group_answer_deep_cancels_every_level,
+);
