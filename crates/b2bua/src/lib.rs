@@ -48,13 +48,19 @@
 
 mod auth;
 mod caller;
+mod caller_state;
 mod dialog;
-mod env;
+mod events;
+mod index;
+mod leg_state;
 mod legs;
 pub mod limits;
 mod manager;
 mod relay;
+mod settings;
 mod state;
+mod timers;
+mod turn;
 
 pub use limits::CopyLimits;
 pub use manager::CallManager;
