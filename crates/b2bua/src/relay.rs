@@ -70,23 +70,9 @@ impl CallTurn<'_> {
             self.wire.reply(key, &req, 481);
             return;
         }
-        let Some(seq) = req.cseq().ok().map(|c| c.seq) else {
-            self.wire.reply(key, &req, 400);
+        if let Err(code) = self.remote_seq(side, st, &req) {
+            self.wire.reply(key, &req, code);
             return;
-        };
-        let tracked = match (side, st) {
-            (Side::Caller, _) | (Side::Leg(_), DialogState::Confirmed) => {
-                self.call.dialog_mut(side)
-            }
-            _ => None,
-        };
-        if let Some(d) = tracked {
-            // RFC 3261 12.2.2: a lower CSeq is out of order.
-            if d.remote_seq.is_some_and(|r| seq <= r) {
-                self.wire.reply(key, &req, 500);
-                return;
-            }
-            d.remote_seq = Some(seq);
         }
         let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
         let relays = self.wire.settings.relays(&method);
@@ -117,6 +103,26 @@ impl CallTurn<'_> {
             (_, _) if relays => self.wire.reply(key, &req, refusal(&method)),
             _ => self.wire.reply(key, &req, 405),
         }
+    }
+
+    /// Records the CSeq of a request in `side`'s dialog (the caller's, or
+    /// a leg's confirmed one); `Err` is the status that refuses it: 400
+    /// without a CSeq, 500 out of order (RFC 3261 12.2.2).
+    fn remote_seq(&mut self, side: Side, st: DialogState, req: &Message) -> Result<(), u16> {
+        let seq = req.cseq().ok().map(|c| c.seq).ok_or(400u16)?;
+        let tracked = match (side, st) {
+            (Side::Caller, _) | (Side::Leg(_), DialogState::Confirmed) => {
+                self.call.dialog_mut(side)
+            }
+            _ => None,
+        };
+        if let Some(d) = tracked {
+            if d.remote_seq.is_some_and(|r| seq <= r) {
+                return Err(500);
+            }
+            d.remote_seq = Some(seq);
+        }
+        Ok(())
     }
 
     /// The side's confirmed dialog ended from its side (its BYE, or a 481 or
@@ -157,36 +163,47 @@ impl CallTurn<'_> {
         }
     }
 
+    /// Where a request of `method` from `from` may be relayed now: the
+    /// side bridged with it; `Err` is the status that refuses it (beyond
+    /// the copy limits, nobody to relay to, too many relays, or an INVITE
+    /// while another is in progress).
+    fn relay_target(
+        &mut self,
+        from: Side,
+        req: &Message,
+        method: &Method,
+        peer: Peer,
+    ) -> Result<Side, u16> {
+        let screening = self.wire.settings.cfg.limits.screen(req, Copied::Relay);
+        self.wire.out.notices.extend(screening.notices(peer, Some(method)));
+        if let Some((code, _)) = screening.refused {
+            return Err(code);
+        }
+        let to = self.call.other(from).filter(|&t| self.call.side_up(t)).ok_or(refusal(method))?;
+        if self.call.relays.iter().filter(|r| !r.answered).count() >= MAX_RELAYS {
+            return Err(500);
+        }
+        // RFC 3261 14.1/14.2: one INVITE transaction at a time per dialog,
+        // in either direction (ours wait for their ACK).
+        let busy = || {
+            self.call.relays.iter().any(|r| r.invite && !r.answered) || self.call.awaits_ack()
+        };
+        if *method == Method::Invite && busy() {
+            return Err(491);
+        }
+        Ok(to)
+    }
+
     /// Relays a request from `from` to the side bridged with it.
     fn relay(&mut self, from: Side, key: TxKey, req: Message, peer: Peer) {
         let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
+        let to = match self.relay_target(from, &req, &method, peer) {
+            Ok(to) => to,
+            Err(code) => return self.wire.reply(key, &req, code),
+        };
         let settings = self.wire.settings;
         let limits = &settings.cfg.limits;
-        let screening = limits.screen(&req, Copied::Relay);
-        self.wire.out.notices.extend(screening.notices(peer, Some(&method)));
-        if let Some((code, _)) = screening.refused {
-            self.wire.reply(key, &req, code);
-            return;
-        }
-        let Some(to) = self.call.other(from).filter(|&t| self.call.side_up(t)) else {
-            self.wire.reply(key, &req, refusal(&method));
-            return;
-        };
-        if self.call.relays.iter().filter(|r| !r.answered).count() >= MAX_RELAYS {
-            self.wire.reply(key, &req, 500);
-            return;
-        }
         let invite = method == Method::Invite;
-        if invite {
-            // RFC 3261 14.1/14.2: one INVITE transaction at a time per
-            // dialog, in either direction (ours wait for their ACK).
-            let busy =
-                self.call.relays.iter().any(|r| r.invite && !r.answered) || self.call.awaits_ack();
-            if busy {
-                self.wire.reply(key, &req, 491);
-                return;
-            }
-        }
         if invite || method == Method::Update {
             if let Some(d) = self.call.dialog_mut(from) {
                 d.refresh_target(&req);
