@@ -185,9 +185,8 @@ impl CallTurn<'_> {
         }
         // RFC 3261 14.1/14.2: one INVITE transaction at a time per dialog,
         // in either direction (ours wait for their ACK).
-        let busy = || {
-            self.call.relays.iter().any(|r| r.invite && !r.answered) || self.call.awaits_ack()
-        };
+        let busy =
+            || self.call.relays.iter().any(|r| r.invite && !r.answered) || self.call.awaits_ack();
         if *method == Method::Invite && busy() {
             return Err(491);
         }
