@@ -22,6 +22,7 @@
 
 use crate::dialog::{Body, Dialog, LegTemplate};
 use crate::state::{Pending2xx, Stored};
+use crate::{CallEvent, CallRef, LegRef};
 use bytes::Bytes;
 use sip_message::Message;
 use sip_transaction::TxKey;
@@ -47,6 +48,17 @@ pub(crate) enum Progress {
     Ringing = 2,
     /// 183 with SDP.
     EarlyMedia = 4,
+}
+
+impl Progress {
+    /// The event that reports it for leg `leg` of `call`.
+    pub(crate) fn event(self, call: CallRef, leg: LegRef) -> CallEvent {
+        match self {
+            Progress::Trying => CallEvent::LegTrying { call, leg },
+            Progress::Ringing => CallEvent::LegRinging { call, leg },
+            Progress::EarlyMedia => CallEvent::LegEarlyMedia { call, leg },
+        }
+    }
 }
 
 /// The kinds of provisional responses a leg reported already: each is

@@ -165,26 +165,18 @@ impl CallTurn<'_> {
         let limits = &settings.cfg.limits;
         let Some(leg) = self.call.legs.get_mut(l as usize) else { return };
         let Some(inviting) = leg.inviting_mut() else { return };
-        let first = if code == 100 {
-            inviting
-                .reported
-                .first(Progress::Trying)
-                .then_some(CallEvent::LegTrying { call: id, leg: LegRef(l) })
+        let progress = if code == 100 {
+            Progress::Trying
         } else if let Some(sdp) = limits.body(resp) {
             inviting.early_sdp = Some(sdp);
-            inviting
-                .reported
-                .first(Progress::EarlyMedia)
-                .then_some(CallEvent::LegEarlyMedia { call: id, leg: LegRef(l) })
+            Progress::EarlyMedia
         } else {
-            inviting
-                .reported
-                .first(Progress::Ringing)
-                .then_some(CallEvent::LegRinging { call: id, leg: LegRef(l) })
+            Progress::Ringing
         };
+        let news = inviting.reported.first(progress);
         let cancel_now = leg.provisional();
-        if let Some(ev) = first {
-            self.wire.emit(ev);
+        if news {
+            self.wire.emit(progress.event(id, LegRef(l)));
         }
         if let Some(reason) = cancel_now {
             self.send_cancel(l, reason);
