@@ -182,7 +182,7 @@ impl CallTurn<'_> {
             return;
         }
         if src.ack_held() {
-            let reject = self.call.caller.offer.as_ref().map(dialog::rejecting_answer);
+            let reject = self.call.caller.offer.sdp().map(dialog::rejecting_answer);
             self.release_held(Held::LegInvite(s), reject);
         }
         self.bye_side(Side::Leg(s));

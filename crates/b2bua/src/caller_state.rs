@@ -54,6 +54,35 @@ pub(crate) struct InboundInvite {
     pub(crate) rel: Option<Reliable>,
 }
 
+/// The caller's offer, shared by every leg's INVITE.
+#[derive(Clone, Debug)]
+pub(crate) enum Offer {
+    /// No offer (yet): each leg's offer comes in its 2xx, and its ACK
+    /// waits for the caller's answer (RFC 3264 delayed offer).
+    Delayed,
+    /// The offer (for a click-to-call, the source's 2xx offer).
+    Sdp(Body),
+    /// There was one, and the caller is answered: it is needed no more
+    /// (nor the caller's INVITE it was part of).
+    Used,
+}
+
+impl Offer {
+    /// The offer, when one is there and still needed.
+    pub(crate) fn sdp(&self) -> Option<&Body> {
+        match self {
+            Offer::Sdp(b) => Some(b),
+            Offer::Delayed | Offer::Used => None,
+        }
+    }
+}
+
+impl From<Option<Body>> for Offer {
+    fn from(body: Option<Body>) -> Offer {
+        body.map_or(Offer::Delayed, Offer::Sdp)
+    }
+}
+
 /// A 2xx to the caller held until the PRACK of a reliable provisional with
 /// SDP (RFC 3262 3), and whose ACK waits for the caller's.
 #[derive(Debug)]
@@ -91,10 +120,7 @@ pub(crate) struct Caller {
     pub(crate) peer: Peer,
     /// Our dialog with the caller (our tag from the start).
     pub(crate) dialog: Dialog,
-    /// The offer every leg's INVITE shares (for a click-to-call, the
-    /// source's 2xx offer once it answered); `None`: a delayed offer, the
-    /// legs' ACKs wait for the caller's answer.
-    pub(crate) offer: Option<Body>,
+    pub(crate) offer: Offer,
     state: CallerState,
     /// Our last 2xx to the caller (to its INVITE or a re-INVITE), until
     /// its ACK (13.3.1.4).
@@ -108,7 +134,7 @@ impl Caller {
         key: TxKey,
         peer: Peer,
         dialog: Dialog,
-        offer: Option<Body>,
+        offer: Offer,
         invite: InboundInvite,
     ) -> Caller {
         let state = CallerState::Proceeding(Box::new(invite));
@@ -187,6 +213,7 @@ impl Caller {
 
     /// Our 2xx waits for a PRACK: `AnswerHeld`.
     pub(crate) fn answer_held(&mut self, held: HeldAnswer) {
+        self.offer_used();
         self.state = match std::mem::replace(&mut self.state, CallerState::Closed) {
             CallerState::Proceeding(i) => CallerState::AnswerHeld(i, held),
             other => other,
@@ -196,6 +223,7 @@ impl Caller {
     /// Our 2xx went out: `Confirmed`. From `AnswerHeld`, the held 2xx
     /// (to send now).
     pub(crate) fn confirmed(&mut self) -> Option<HeldAnswer> {
+        self.offer_used();
         match std::mem::replace(&mut self.state, CallerState::Confirmed) {
             CallerState::AnswerHeld(_, held) => Some(held),
             CallerState::Proceeding(_) => None,
@@ -209,7 +237,14 @@ impl Caller {
     /// A click-to-call's stand-in caller was bridged: the source leg stands
     /// for it from now on.
     pub(crate) fn bridged_to_source(&mut self) {
+        self.offer_used();
         self.state = CallerState::Ended;
+    }
+
+    fn offer_used(&mut self) {
+        if let Offer::Sdp(_) = self.offer {
+            self.offer = Offer::Used;
+        }
     }
 
     /// A final non-2xx went out, or the INVITE ended without one.

@@ -97,7 +97,8 @@ impl Dialog {
             local_tag: t.local_tag.clone(),
             remote_tag: Bytes::copy_from_slice(resp.to_tag().unwrap_or_default()),
             local: t.local.clone(),
-            remote: resp.header_bytes(HeaderName::To).unwrap_or_default(),
+            // A copy: the dialog outlives the response's datagram.
+            remote: Bytes::copy_from_slice(resp.header(HeaderName::To).unwrap_or_default()),
             local_seq: t.invite_seq,
             remote_seq: None,
             remote_target: contact_uri(resp).unwrap_or_else(|| t.request_uri.clone()),

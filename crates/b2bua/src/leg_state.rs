@@ -224,13 +224,7 @@ impl Leg {
 
     /// The INVITE in progress, to record its early dialogs and SDP.
     pub(crate) fn inviting_mut(&mut self) -> Option<&mut Inviting> {
-        match &mut self.state {
-            LegState::Calling(i)
-            | LegState::CancelAsked(i, _)
-            | LegState::Proceeding(i)
-            | LegState::Cancelling(i, _) => Some(i),
-            _ => None,
-        }
+        self.template_and_inviting().map(|(_, i)| i)
     }
 
     /// The template with the INVITE in progress, to make an early dialog

@@ -2,6 +2,7 @@
 //! Each step is a method of the call's [`CallTurn`]; what it does to a leg
 //! is one of the leg's transitions (`leg_state.rs`).
 
+use crate::caller_state::Offer;
 use crate::dialog::{self, Dialog, LegTemplate};
 use crate::leg_state::{Early, Leg, LegAck, LegState, Progress, MAX_EARLY};
 use crate::limits::INVITE_COPIED;
@@ -71,7 +72,7 @@ impl CallTurn<'_> {
             .header(HeaderName::CSeq, "1 INVITE")
             .header(HeaderName::Contact, settings.contact(&t.peer))
             .header(HeaderName::Allow, settings.allow.clone());
-        if caller.offer.is_some() {
+        if !matches!(caller.offer, Offer::Delayed) {
             // We PRACK reliable provisionals ourselves. With a delayed
             // offer the leg's offer must come in the 2xx, so no 100rel.
             b = b.header(HeaderName::Supported, "100rel");
@@ -87,7 +88,7 @@ impl CallTurn<'_> {
                 b = b.header_named(n, Bytes::from(v.clone()));
             }
         }
-        if let Some(body) = &caller.offer {
+        if let Some(body) = caller.offer.sdp() {
             b = b.body(body.ctype.clone(), body.bytes.clone());
         }
         b
@@ -254,10 +255,10 @@ impl CallTurn<'_> {
         d.local_seq = leg.early_seq(resp.to_tag().unwrap_or_default());
         let invite_seq = leg.template().invite_seq;
         let answer = self.wire.settings.cfg.limits.body(resp);
-        let delayed = self.call.caller.offer.is_none();
+        let delayed = matches!(self.call.caller.offer, Offer::Delayed);
         if self.call.origin == crate::state::Origin::Source(l) {
             // The source's offer: what the other legs are sent.
-            self.call.caller.offer = answer.clone();
+            self.call.caller.offer = answer.clone().into();
         }
         let ack = if delayed {
             LegAck::Held

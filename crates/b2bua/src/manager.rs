@@ -4,7 +4,7 @@
 //! fork engine's decisions are made on. Transaction events come in through
 //! `events.rs`.
 
-use crate::caller_state::{Caller, InboundInvite, Reliable};
+use crate::caller_state::{Caller, InboundInvite, Offer, Reliable};
 use crate::dialog::{self, Dialog};
 use crate::index::CallIndex;
 use crate::settings::{Settings, Tokens};
@@ -111,11 +111,12 @@ impl CallManager {
             .or_else(|| invite.from_header().ok().map(|f| Bytes::copy_from_slice(f.uri.raw)))
             .unwrap_or_else(|| Bytes::from(format!("sip:{}", peer.remote)));
         let d = Dialog {
-            call_id: invite.header_bytes(HeaderName::CallId).unwrap_or_default(),
+            // Copies: the dialog outlives the INVITE's datagram.
+            call_id: Bytes::copy_from_slice(invite.header(HeaderName::CallId).unwrap_or_default()),
             local_tag: local_tag.clone(),
             remote_tag: Bytes::copy_from_slice(invite.from_tag().unwrap_or_default()),
             local: dialog::with_tag(&to, &local_tag),
-            remote: invite.header_bytes(HeaderName::From).unwrap_or_default(),
+            remote: Bytes::copy_from_slice(invite.header(HeaderName::From).unwrap_or_default()),
             local_seq: 0,
             remote_seq: invite.cseq().ok().map(|c| c.seq),
             remote_target,
@@ -131,7 +132,7 @@ impl CallManager {
             queue: VecDeque::new(),
         });
         self.index.add_dialog(&d.call_id, &d.local_tag, id, Side::Caller);
-        let offer = cfg.limits.body(&invite);
+        let offer = cfg.limits.body(&invite).into();
         let max_forwards = invite.max_forwards().ok().flatten();
         let invite = InboundInvite { request: invite, max_forwards, rel };
         let mut call =
@@ -174,7 +175,7 @@ impl CallManager {
             Message::request(Method::Invite, Bytes::from(source.request_uri.clone())).build();
         let invite = InboundInvite { request: placeholder, max_forwards: None, rel: None };
         let no_key = TxKey::from_bits(u64::MAX);
-        let caller = Caller::proceeding(no_key, peer, stand_in, None, invite);
+        let caller = Caller::proceeding(no_key, peer, stand_in, Offer::Delayed, invite);
         let mut call = Call::new(id, Origin::Source(0), caller);
         let (_, wire) = self.split(tx, now);
         let leg = CallTurn { call: &mut call, wire }.dial(source)?;
@@ -195,7 +196,7 @@ impl CallManager {
     /// `true` once the caller side has an offer for the legs: an inbound
     /// caller's INVITE body, or the answered source's 2xx body.
     pub fn has_offer(&self, call: CallRef) -> bool {
-        self.calls.get(&call).is_some_and(|c| c.caller.offer.is_some())
+        self.calls.get(&call).is_some_and(|c| !matches!(c.caller.offer, Offer::Delayed))
     }
 
     /// Dials a leg: a new dialog (Call-ID, tags, CSeq, Via, Contact of our
