@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real SIP peers the integration tests drive, when missing
-# (quick when all are there): SIPp and fail2ban (Debian), Debian's Chromium
+# (quick when all are there): SIPp, fail2ban and rtpengine (Debian; the
+# media-anchoring tests run it in userspace, --table=-1), Debian's Chromium
 # with playwright-core (npm, pinned by tests/browser/package-lock.json) for
 # the JsSIP browser phone, and pjsua2-python (PyPI) for the pjsip phone.
 set -euo pipefail
@@ -10,6 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs+=(fail2ban)
+command -v rtpengine >/dev/null 2>&1 || need_pkgs+=(rtpengine-daemon)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "== installing ${need_pkgs[*]}"
@@ -18,6 +20,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 echo "== sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -1)"
 echo "== chromium: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+echo "== rtpengine: $(rtpengine --version 2>&1 | head -1)"
 
 if ! (cd tests/browser && node -e "require.resolve('playwright-core')" 2>/dev/null \
     && [ "$(node -p "require('playwright-core/package.json').version")" = \
