@@ -53,6 +53,7 @@ pub mod openapi;
 pub mod paging;
 pub mod phone;
 pub mod port;
+mod provision;
 pub mod registrations;
 pub mod ringgroups;
 pub mod tls;
@@ -66,24 +67,22 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
-use records::{Domain, Timestamp};
+use records::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
 use store::{Store, StoreError};
-use uuid::Uuid;
 
-/// Limits of the API.
+/// Limits of the API (those of what it provisions are the `provisioning`
+/// rules').
 #[derive(Clone, Debug)]
 pub struct ApiOptions {
     /// Largest request body, bytes (413 beyond). Default 64 KiB.
     pub body_limit: usize,
-    /// Most destinations of a groupcall or ring group. Default 64.
-    pub max_destinations: usize,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
-        ApiOptions { body_limit: 64 * 1024, max_destinations: 64 }
+        ApiOptions { body_limit: 64 * 1024 }
     }
 }
 
@@ -167,12 +166,6 @@ impl ApiState {
 
     pub(crate) async fn snapshot(&self) -> Result<Snapshot, Unavailable> {
         self.inner.switch.snapshot().await
-    }
-
-    /// The customer's SIP domains.
-    pub(crate) async fn domains_of(&self, customer: Uuid) -> Result<Vec<Domain>, ApiError> {
-        let all = self.db(|s| s.domains()).await?;
-        Ok(all.into_iter().filter(|d| d.customer_id == customer).collect())
     }
 }
 

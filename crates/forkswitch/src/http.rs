@@ -67,7 +67,7 @@ pub fn start(cfg: &Config, db: Arc<dyn Store>) -> Result<Http, String> {
     let webhooks = Webhooks::new(cfg.webhooks(), rt.handle().clone());
     let hooks = webhooks.load(db.as_ref()).map_err(|e| format!("cannot read webhooks: {e}"))?;
     let (port, requests) = api::channel(PORT_QUEUE, PORT_TIMEOUT);
-    let options = ApiOptions { body_limit: cfg.http.body_limit_bytes, ..ApiOptions::default() };
+    let options = ApiOptions { body_limit: cfg.http.body_limit_bytes };
     let state = ApiState::new(db, Arc::new(port), webhooks.clone(), options);
     let router = api::router(state);
     let (stop, stopped) = oneshot::channel::<()>();

@@ -46,12 +46,6 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
 /// previous run stored, and shows in the API as read-only).
 fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), String> {
     let (customers, domains, extensions) = cfg.accounts();
-    let owner = |domain: &str| {
-        domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(domain))
-            .map_or(records::NIL, |d| d.customer_id)
-    };
     for c in &customers {
         db.upsert_customer(c);
     }
@@ -60,15 +54,10 @@ fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), Str
     }
     let ext_records: Vec<ExtensionRecord> = extensions
         .iter()
-        .map(|e| ExtensionRecord::from_config(e.clone(), owner(&e.domain), wall))
+        .map(|e| ExtensionRecord::from_config(e.clone(), cfg.owner(&e.domain), wall))
         .collect();
     db.replace_config_extensions(&ext_records);
-    let groups: Vec<records::RingGroup> = cfg
-        .groups
-        .iter()
-        .map(|g| api::ringgroups::from_config_group(g, owner(&g.domain), wall))
-        .collect();
-    db.replace_config_ringgroups(&groups);
+    db.replace_config_ringgroups(&cfg.ring_groups(wall));
     let hooks: Vec<records::Webhook> = cfg
         .customers
         .iter()
@@ -88,27 +77,35 @@ fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), Str
 }
 
 /// What the switch starts with: accounts and ring groups (the config
-/// file's and the API's), live bindings, routes.
+/// file's, just stored, and the API's), live bindings, carriers, routes.
 fn load_state(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<SwitchState, String> {
     store_config(cfg, db, wall)?;
-    let mut groups = cfg.groups.clone();
-    let api_groups = db.ringgroups().map_err(|e| format!("cannot read ring groups: {e}"))?;
-    groups.extend(
-        api_groups
-            .iter()
-            .filter(|g| g.origin == records::Origin::Api)
-            .map(api::ringgroups::to_routing_group),
-    );
-    let routes = routing::RouteTable::new(cfg.carriers.clone(), cfg.routes.clone(), groups)
-        .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     Ok(SwitchState {
         customers: db.customers().map_err(|e| e.to_string())?,
         domains: db.domains().map_err(|e| e.to_string())?,
         extensions: db.extensions().map_err(|e| e.to_string())?,
         bindings: db.load_bindings(wall).map_err(|e| format!("cannot load bindings: {e}"))?,
-        routes,
+        carriers: cfg.carriers.clone(),
+        routes: cfg.routes.clone(),
+        ring_groups: db.ringgroups().map_err(|e| format!("cannot read ring groups: {e}"))?,
         hunt: db.hunt_memories().map_err(|e| format!("cannot load hunt memories: {e}"))?,
     })
+}
+
+/// Stores what the switch asks to (in the order it asks), for every
+/// backend through the [`Store`] trait.
+fn persist(db: &dyn Store, p: &Persist) {
+    match p {
+        Persist::Groupcall(g) => db.upsert_groupcall(g),
+        Persist::Call(c) => db.upsert_call(c),
+        Persist::Binding(b) => db.upsert_binding(b),
+        Persist::HuntMemory(m) => db.upsert_hunt_memory(m),
+        Persist::BindingRemoved { aor, contact } => db.remove_binding(aor, contact),
+        Persist::Extension(r) => db.upsert_extension_record(r),
+        Persist::ExtensionRemoved { name, domain } => db.delete_extension(name, domain),
+        Persist::RingGroup(g) => db.upsert_ringgroup(g),
+        Persist::RingGroupRemoved { id } => db.delete_ringgroup(*id),
+    }
 }
 
 /// Commands waiting for their outcome, by id.
@@ -176,15 +173,7 @@ impl Shell {
                     });
                 }
                 Output::Persist(p) => {
-                    match &p {
-                        Persist::Groupcall(g) => self.db.upsert_groupcall(g),
-                        Persist::Call(c) => self.db.upsert_call(c),
-                        Persist::Binding(b) => self.db.upsert_binding(b),
-                        Persist::HuntMemory(m) => self.db.upsert_hunt_memory(m),
-                        Persist::BindingRemoved { aor, contact } => {
-                            self.db.remove_binding(aor, contact)
-                        }
-                    }
+                    persist(self.db.as_ref(), &p);
                     self.webhooks.publish(&p);
                 }
                 Output::Event(Event::CommandDone { id, outcome }) => {
@@ -344,7 +333,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         pending: Pending::default(),
         webhooks: http.webhooks,
     };
-    let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
+    let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now())
+        .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -116,9 +116,8 @@ fn blame(rec: &mut Call, by: HangupBy, reason: HangupReason) {
 impl Fork {
     /// Expands the tree of `root` (endpoints through `dir.contacts`, nested
     /// groups through `dir.group`, `sip` and `tel` destinations through
-    /// `dir.reach`, the options of the root and of every nested group
-    /// through `dir.group_options`, the memory of `round_robin` and
-    /// `least_recent` groups through `dir.hunt_memory`) and makes the root
+    /// `dir.reach`, the memory of `round_robin` and `least_recent` groups
+    /// through `dir.hunt_memory`) and makes the root
     /// groupcall record (emitted as the first action). Nothing is dialed
     /// before [`Fork::start`].
     ///

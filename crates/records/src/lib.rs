@@ -684,7 +684,6 @@ impl Origin {
 
 /// The stable id of a config-defined record named `key` (`name@domain`,
 /// `number@domain`): UUID v5 in the OID namespace, the same on every start.
-/// The same derivation as `routing::Group::id`.
 pub fn config_id(key: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes())
 }
@@ -740,6 +739,7 @@ impl ExtensionRecord {
 /// shape of the others.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RingGroupDestination {
     /// `endpoint`, `tel`, `sip` or `groupcall`.
     #[serde(rename = "type")]

@@ -97,7 +97,7 @@ impl Switch {
                 Routed { group: self.single(dest.clone()), dialed: dest, carriers: None }
             }
             Decision::Group(g) => Routed {
-                group: g.def(None),
+                group: GroupDef::from(&*g),
                 dialed: Address::new(AddressType::Groupcall, format!("{}@{}", g.number, g.domain)),
                 carriers: None,
             },

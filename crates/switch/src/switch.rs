@@ -20,7 +20,7 @@ use groupcall::Hop;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use registrar::{Accounts, BindingChange, Registrar};
-use routing::RouteTable;
+use routing::{RouteError, RouteTable};
 use sip_message::{Message, Peer, Policy};
 use sip_transaction::{TransactionLayer, TxKey};
 
@@ -100,14 +100,23 @@ impl Switch {
     /// from a generator seeded with `seed`: give a fresh one from the OS in
     /// production, a fixed one in a test to replay it. `now` starts the
     /// housekeeping timers; the carriers given by DNS name are asked for at
-    /// once (see [`Switch::poll_output`]).
-    pub fn new(cfg: SwitchConfig, state: SwitchState, seed: u64, now: Now) -> Switch {
+    /// once (see [`Switch::poll_output`]). `Err` when the carriers, routes
+    /// or ring groups of `state` do not fit together (see
+    /// [`SwitchState::check`]).
+    pub fn new(
+        cfg: SwitchConfig,
+        state: SwitchState,
+        seed: u64,
+        now: Now,
+    ) -> Result<Switch, RouteError> {
+        let routes = state.route_table()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
         let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
         registrar.location_mut().load(state.bindings);
-        let mut b2bua_cfg = cfg.b2bua.clone();
-        b2bua_cfg.methods = methods::supported();
+        let b2bua_cfg = cfg.b2bua();
+        let limits = b2bua_cfg.limits;
+        let transactions = cfg.transactions();
         let locals = cfg
             .listen
             .iter()
@@ -120,16 +129,16 @@ impl Switch {
         };
         let mut sw = Switch {
             force_rport: cfg.force_rport,
-            fork_cfg: cfg.fork.clone(),
+            fork_cfg: cfg.fork(),
             policy: methods::policy(),
             identity: LocalIdentity {
                 names: cfg.aliases.clone(),
                 addrs: cfg.listen.iter().map(|(_, a)| *a).collect(),
             },
             local: LocalAnswers::new(cfg.user_agent.clone(), StdRng::seed_from_u64(rng.next_u64())),
-            tx: TransactionLayer::with_owner_timers(cfg.transactions, rng.next_u64()),
+            tx: TransactionLayer::with_owner_timers(transactions, rng.next_u64()),
             registrar,
-            routes: state.routes,
+            routes,
             b2bua: CallManager::with_owner_timers(b2bua_cfg, locals, rng.next_u64()),
             calls: Calls::default(),
             dns: DnsQueries::default(),
@@ -138,9 +147,9 @@ impl Switch {
             out: VecDeque::new(),
             listen: cfg.listen,
             last_input: now.at,
-            source_wait: cfg.transactions.t1.saturating_mul(64),
+            source_wait: cfg.timers.t1.saturating_mul(64),
             counters: Counters::default(),
-            limits: cfg.b2bua.limits,
+            limits,
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
@@ -148,7 +157,7 @@ impl Switch {
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
         sw.run_job(now, Job::CarrierDns);
-        sw
+        Ok(sw)
     }
 
     // ----- the contract -----------------------------------------------------

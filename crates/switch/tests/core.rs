@@ -3,13 +3,12 @@
 //! under loss are the simulation's job (`tests/simulation.rs`).
 
 use bytes::Bytes;
-use records::{Timestamp, NIL};
-use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
+use records::{RingGroup, RingGroupDestination, Timestamp, NIL};
 use sip_message::{HeaderName, Message, Method, Peer, Transport};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use switch::{Carrier, Route, Switch, SwitchConfig};
 use switch::{Command, CommandId, CommandOutcome, Datagram, Event, Input, Now, Output, Persist};
-use switch::{Switch, SwitchConfig};
 use switch::{SwitchState, Token};
 use uuid::Uuid;
 
@@ -43,7 +42,27 @@ fn carrier(name: &str, address: &str, transport: &str) -> Carrier {
     }
 }
 
-fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) -> SwitchState {
+/// Ring group `number` of domain `test` (owned by [`CUSTOMER`]), `ring_all`.
+fn ring_group(number: &str, destinations: Vec<RingGroupDestination>) -> RingGroup {
+    RingGroup {
+        id: records::config_id(&format!("{number}@test")),
+        customer_id: CUSTOMER,
+        number: number.into(),
+        domain: "test".into(),
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+        destinations,
+        max_ring_secs: None,
+        skip_busy: false,
+        send_reason: true,
+        origin: records::Origin::Config,
+        tm_create: Timestamp::NOT_YET,
+        tm_update: Timestamp::NOT_YET,
+        tm_delete: Timestamp::NOT_YET,
+    }
+}
+
+fn state(seed_groups: Vec<RingGroup>, carriers: Vec<Carrier>, routes: Vec<Route>) -> SwitchState {
     let mut trusted = carrier("pstn-in", "198.51.100.1:5060", "udp");
     trusted.inbound_sources = vec!["198.51.100.0/24".parse().expect("net")];
     trusted.inbound_domain = "test".into();
@@ -58,7 +77,9 @@ fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) ->
         }],
         extensions: vec![registrar::extension_with_password("e1", "test", "pw1")],
         bindings: Vec::new(),
-        routes: RouteTable::new(all, routes, seed_groups).expect("routes"),
+        carriers: all,
+        routes,
+        ring_groups: seed_groups,
         hunt: Vec::new(),
     }
 }
@@ -68,7 +89,8 @@ impl World {
         let t0 = Instant::now();
         let cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US)), (Transport::Tcp, addr(US))]);
         let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
-        let mut w = World { sw: Switch::new(cfg, st, seed, now), t0, now: Duration::ZERO };
+        let sw = Switch::new(cfg, st, seed, now).expect("switch");
+        let mut w = World { sw, t0, now: Duration::ZERO };
         let first = w.drain();
         (w, first)
     }
@@ -167,23 +189,13 @@ fn ipv6_udp_inbound_is_stamped() {
 #[test]
 fn same_seed_same_outputs() {
     let run = |seed: u64| {
-        let dest = GroupDestination {
+        let dest = RingGroupDestination {
             kind: records::AddressType::Sip,
             target: "sip:b@203.0.113.9:5070".into(),
             ring_timeout_secs: None,
             delay_secs: None,
         };
-        let g = Group {
-            number: "800".into(),
-            domain: "test".into(),
-            id: None,
-            ring_method: records::RingMethod::RingAll,
-            answer_method: records::AnswerMethod::HangupOthers,
-            destinations: vec![dest],
-            max_ring_secs: None,
-            skip_busy: false,
-            send_reason: true,
-        };
+        let g = ring_group("800", vec![dest]);
         let (mut w, _) = World::new(state(vec![g], vec![], vec![]), seed);
         let mut all =
             w.datagram("198.51.100.7:5060", &invite("198.51.100.7:5060", "sip:800@test", "d1"));
@@ -261,23 +273,13 @@ fn send_failure_fails_over_to_the_next_carrier_at_once() {
 
 #[test]
 fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
-    let dest = |t: &str| GroupDestination {
+    let dest = |t: &str| RingGroupDestination {
         kind: records::AddressType::Sip,
         target: t.into(),
         ring_timeout_secs: None,
         delay_secs: None,
     };
-    let g = Group {
-        number: "801".into(),
-        domain: "test".into(),
-        id: None,
-        ring_method: records::RingMethod::RingAll,
-        answer_method: records::AnswerMethod::HangupOthers,
-        destinations: vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")],
-        max_ring_secs: None,
-        skip_busy: false,
-        send_reason: true,
-    };
+    let g = ring_group("801", vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")]);
     let (mut w, _) = World::new(state(vec![g], vec![], vec![]), 5);
     let caller = "198.51.100.7:5060";
     let out = w.datagram(caller, &invite(caller, "sip:801@test", "h1"));
@@ -352,10 +354,10 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
     let c2c = switch::ClickToCall {
         customer_id: CUSTOMER,
         source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
-        destinations: vec![groupcall::Destination::new(records::Address::new(
-            records::AddressType::Sip,
-            "sip:b@203.0.113.9:5070",
-        ))],
+        destinations: vec![switch::ClickDestination {
+            address: records::Address::new(records::AddressType::Sip, "sip:b@203.0.113.9:5070"),
+            ring_timeout: None,
+        }],
         ring_method: records::RingMethod::RingAll,
         answer_method: records::AnswerMethod::HangupOthers,
     };
@@ -412,23 +414,16 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
     assert_eq!(byes, 2, "{out:?}");
 }
 
-fn group_800() -> Group {
-    Group {
-        number: "800".into(),
-        domain: "test".into(),
-        id: None,
-        ring_method: records::RingMethod::RingAll,
-        answer_method: records::AnswerMethod::HangupOthers,
-        destinations: vec![GroupDestination {
+fn group_800() -> RingGroup {
+    ring_group(
+        "800",
+        vec![RingGroupDestination {
             kind: records::AddressType::Sip,
             target: "sip:b@203.0.113.9:5070".into(),
             ring_timeout_secs: None,
             delay_secs: None,
         }],
-        max_ring_secs: None,
-        skip_busy: false,
-        send_reason: true,
-    }
+    )
 }
 
 fn statuses(out: &[Output]) -> Vec<u16> {
@@ -501,7 +496,8 @@ fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
     let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
     cfg.admission.source_rate = 3;
     let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
-    let mut w = World { sw: Switch::new(cfg, st, 5, now), t0, now: Duration::ZERO };
+    let mut w =
+        World { sw: Switch::new(cfg, st, 5, now).expect("switch"), t0, now: Duration::ZERO };
     w.drain();
     let opts = |from: &str, n: u32| {
         format!("OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKr{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@test>;tag=o\r\nTo: <sip:test>\r\nCall-ID: r{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
@@ -525,4 +521,73 @@ fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
         assert_eq!(statuses(&w.datagram(carrier, &opts(carrier, n))), vec![200], "carrier {n}");
     }
     assert_eq!(w.sw.counters().rate_limited, 7);
+}
+
+/// What a command output, as (persisted records, its outcome).
+fn command(w: &mut World, id: u64, command: Command) -> (Vec<Persist>, CommandOutcome) {
+    let out = w.input(Input::Command { id: CommandId(id), command });
+    let mut persisted = Vec::new();
+    for o in out {
+        match o {
+            Output::Persist(p) => persisted.push(p),
+            Output::Event(Event::CommandDone { id: done, outcome }) => {
+                assert_eq!(done, CommandId(id));
+                return (persisted, outcome);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no outcome for command {id}")
+}
+
+#[test]
+fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome() {
+    let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 3);
+    let mut e = records::ExtensionRecord::from_config(
+        registrar::extension_with_password("e2", "test", "pw2"),
+        CUSTOMER,
+        Timestamp::from_micros(1),
+    );
+    e.extension.handling.max_calls = Some(1001);
+    let (p, outcome) = command(&mut w, 1, Command::PutExtension(Box::new(e.clone())));
+    let CommandOutcome::Invalid(why) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(why.to_string(), "max_calls: must be at most 1000 (leave it out for no limit)");
+    assert!(p.is_empty(), "nothing stored: {p:?}");
+    e.extension.handling.max_calls = Some(2);
+    let (p, outcome) = command(&mut w, 2, Command::PutExtension(Box::new(e.clone())));
+    assert_eq!(outcome, CommandOutcome::Done);
+    assert_eq!(p, vec![Persist::Extension(Box::new(e.clone()))]);
+    // In effect at once: e2 can be a forward now.
+    let mut e1 = records::ExtensionRecord::from_config(
+        registrar::extension_with_password("e1", "test", "pw1"),
+        CUSTOMER,
+        Timestamp::from_micros(1),
+    );
+    let to_e2 = records::Address::new(records::AddressType::Endpoint, "e2@test");
+    e1.extension.handling.forward_busy = Some(to_e2);
+    let (_, outcome) = command(&mut w, 3, Command::PutExtension(Box::new(e1)));
+    assert_eq!(outcome, CommandOutcome::Done);
+
+    let taken = RingGroup { id: Uuid::from_u128(9), ..group_800() };
+    let (p, outcome) = command(&mut w, 4, Command::PutGroup(Box::new(taken)));
+    let CommandOutcome::Invalid(why) = outcome else { panic!("{outcome:?}") };
+    assert_eq!((why.fault, p.len()), (provisioning::Fault::Taken, 0));
+    let g = RingGroup { skip_busy: true, ..group_800() };
+    let (p, outcome) = command(&mut w, 5, Command::PutGroup(Box::new(g.clone())));
+    assert_eq!((p, outcome), (vec![Persist::RingGroup(Box::new(g.clone()))], CommandOutcome::Done));
+
+    // Removals reach the store even when the switch had nothing.
+    let (p, outcome) = command(&mut w, 6, Command::RemoveGroup { id: g.id });
+    assert_eq!((p, outcome), (vec![Persist::RingGroupRemoved { id: g.id }], CommandOutcome::Done));
+    let (p, outcome) = command(&mut w, 7, Command::RemoveGroup { id: g.id });
+    assert_eq!(
+        (p, outcome),
+        (vec![Persist::RingGroupRemoved { id: g.id }], CommandOutcome::NotFound)
+    );
+    let gone = Persist::ExtensionRemoved { name: "e2".into(), domain: "test".into() };
+    let remove = || Command::RemoveExtension { name: "e2".into(), domain: "test".into() };
+    let (p, outcome) = command(&mut w, 8, remove());
+    assert_eq!((p, outcome), (vec![gone.clone()], CommandOutcome::Done));
+    let (p, outcome) = command(&mut w, 9, remove());
+    assert_eq!((p, outcome), (vec![gone], CommandOutcome::NotFound));
 }

@@ -677,7 +677,13 @@ impl Oracle {
                 }
                 self.groupcalls.insert(g.id, g.clone());
             }
-            Persist::Binding(_) | Persist::BindingRemoved { .. } | Persist::HuntMemory(_) => {}
+            Persist::Binding(_)
+            | Persist::BindingRemoved { .. }
+            | Persist::HuntMemory(_)
+            | Persist::Extension(_)
+            | Persist::ExtensionRemoved { .. }
+            | Persist::RingGroup(_)
+            | Persist::RingGroupRemoved { .. } => {}
         }
     }
 

@@ -355,7 +355,7 @@ pub fn run_seed(seed: u64, calls: usize) -> Report {
     let env = Env::new(base, rng, Net::new(weather), oracle);
     let (cfg, state) = world.switch_config();
     let now = Now { at: base, wall: Timestamp::from_micros(WALL_BASE_US) };
-    let switch = Switch::new(cfg, state, switch_seed, now);
+    let switch = Switch::new(cfg, state, switch_seed, now).expect("switch");
     let mut sim = Sim {
         env,
         world,
