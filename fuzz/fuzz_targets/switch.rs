@@ -69,7 +69,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use records::{Address, AddressType, Timestamp};
 use records::{RingGroup, RingGroupDestination};
-use sip_message::{AuthParams, ConnId, HeaderName, Message, Method, Peer, Transport};
+use sip_message::{digest, AuthParams, ConnId, HeaderName, Message, Method, Peer, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -460,43 +460,20 @@ fn contact_uri(m: &Message, fallback: String) -> String {
         .unwrap_or(fallback)
 }
 
-/// The Authorization value answering `challenges` as `user`/`pass` (MD5;
-/// qop=auth when offered), for `method` to `uri`.
+/// The Authorization value answering the first MD5 challenge of
+/// `challenges` as `user`/`pass` (qop=auth when offered), for `method` to
+/// `uri`.
 fn answer(challenges: &[Bytes], method: &str, uri: &str, user: &str, pass: &str) -> Option<String> {
-    for ch in challenges {
-        let Ok(p) = AuthParams::parse(ch) else { continue };
-        if !p.is_digest() {
-            continue;
-        }
-        if p.get("algorithm").is_some_and(|a| !a.eq_ignore_ascii_case(b"MD5")) {
-            continue;
-        }
-        let get = |n: &str| p.get(n).map(|v| String::from_utf8_lossy(v).into_owned());
-        let (Some(realm), Some(nonce)) = (get("realm"), get("nonce")) else { continue };
-        let qop = get("qop").filter(|q| q.split(',').any(|t| t.trim() == "auth"));
-        let ha1 = registrar::ha1_md5(user, &realm, pass);
-        let resp = registrar::digest::response(
-            registrar::Algorithm::Md5,
-            &ha1,
-            &nonce,
-            "00000001",
-            "fz",
-            qop.as_ref().map(|_| "auth"),
-            method,
-            uri,
-        );
-        let mut v = format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5"
-        );
-        if qop.is_some() {
-            v.push_str(", qop=auth, nc=00000001, cnonce=\"fz\"");
-        }
-        if let Some(o) = get("opaque") {
-            v.push_str(&format!(", opaque=\"{o}\""));
-        }
-        return Some(v);
-    }
-    None
+    let md5 = |ch: &Bytes| {
+        AuthParams::parse(ch).is_ok_and(|p| {
+            p.is_digest() && p.get("algorithm").is_none_or(|a| a.eq_ignore_ascii_case(b"MD5"))
+        })
+    };
+    let who = digest::Credentials { user, password: pass };
+    challenges
+        .iter()
+        .find(|ch| md5(ch))
+        .and_then(|ch| digest::authorization(ch, method, uri, who, "fz"))
 }
 
 /// Where the header block of `b` ends (the blank line), or its length.

@@ -36,7 +36,9 @@
 //! (bodies, queries, path ids), [`auth`], [`paging`], [`groupcalls`],
 //! [`calls`], [`extensions`], [`ringgroups`], [`registrations`],
 //! [`webhooks`], [`metrics`], [`openapi`], [`port`], [`tls`], [`phone`]
-//! (the browser phone page, `GET /phone`).
+//! (the browser phone page, `GET /phone`), [`traces`] (a call's SIP
+//! messages, JSON or pcap), [`console`] (the operator's console, `GET
+//! /console`, and its event stream).
 //!
 //! Main types: [`ApiState`], [`ApiOptions`], [`SwitchPort`], [`Snapshot`],
 //! [`Webhooks`], [`ApiError`].
@@ -44,6 +46,7 @@
 
 pub mod auth;
 pub mod calls;
+pub mod console;
 pub mod error;
 pub mod extensions;
 pub mod extract;
@@ -57,8 +60,10 @@ mod provision;
 pub mod registrations;
 pub mod ringgroups;
 pub mod tls;
+pub mod traces;
 pub mod webhooks;
 
+pub use console::LiveEvents;
 pub use error::ApiError;
 pub use port::{channel, BoxFuture, ChannelPort, PortRequest, Snapshot, SwitchPort, Unavailable};
 pub use webhooks::{WebhookOptions, Webhooks};
@@ -92,6 +97,9 @@ struct Inner {
     webhooks: Webhooks,
     metrics: metrics::Metrics,
     options: ApiOptions,
+    /// The shell's call trace store, once given ([`ApiState::set_traces`]).
+    traces: std::sync::OnceLock<traces::Traces>,
+    events: console::LiveEvents,
 }
 
 /// What every handler shares: the store, the switch port, the webhook
@@ -122,6 +130,8 @@ impl ApiState {
                 webhooks,
                 metrics: metrics::Metrics::default(),
                 options,
+                traces: std::sync::OnceLock::new(),
+                events: console::LiveEvents::default(),
             }),
         }
     }
@@ -129,6 +139,22 @@ impl ApiState {
     /// The webhook dispatcher (for [`Webhooks::publish`]).
     pub fn webhooks(&self) -> &Webhooks {
         &self.inner.webhooks
+    }
+
+    /// Serves the call traces from `traces` (the shell's store; `[trace]`
+    /// on). Without it the messages endpoints answer an empty list. Set once.
+    pub fn set_traces(&self, traces: traces::Traces) {
+        let _ = self.inner.traces.set(traces);
+    }
+
+    /// Where the shell publishes persisted records for the consoles
+    /// ([`LiveEvents::publish`]).
+    pub fn events(&self) -> &console::LiveEvents {
+        &self.inner.events
+    }
+
+    pub(crate) fn traces(&self) -> Option<&traces::Traces> {
+        self.inner.traces.get()
     }
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
@@ -182,9 +208,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1.0/groupcalls", post(groupcalls::create).get(groupcalls::list))
         .route("/v1.0/groupcalls/{id}", get(groupcalls::get).delete(groupcalls::delete))
         .route("/v1.0/groupcalls/{id}/hangup", post(groupcalls::hangup))
+        .route("/v1.0/groupcalls/{id}/messages", get(traces::groupcall_messages))
         .route("/v1.0/calls", get(calls::list))
         .route("/v1.0/calls/{id}", get(calls::get))
         .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1.0/calls/{id}/messages", get(traces::call_messages))
         .route("/v1.0/extensions", post(extensions::create).get(extensions::list))
         .route(
             "/v1.0/extensions/{id}",
@@ -202,6 +230,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1.0/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1.0/events", get(console::events))
+        .route("/console", get(console::page))
+        .route("/console/console.js", get(console::script))
         .route("/phone", get(phone::page))
         .route("/phone/phone.js", get(phone::script))
         .route("/phone/jssip.min.js", get(phone::jssip))

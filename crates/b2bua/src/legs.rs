@@ -11,7 +11,7 @@ use crate::state::{Role, Side, MAX_FORKS, MAX_LEGS};
 use crate::turn::CallTurn;
 use crate::{B2buaError, CallEvent, DialTarget, LegRef};
 use bytes::Bytes;
-use sip_message::{HeaderName, Message, MessageBuilder, Method};
+use sip_message::{digest, HeaderName, Message, MessageBuilder, Method};
 use sip_transaction::cancel_for;
 
 impl CallTurn<'_> {
@@ -125,9 +125,10 @@ impl CallTurn<'_> {
         let t = leg.template();
         let uri = String::from_utf8_lossy(&t.request_uri).into_owned();
         let cnonce = String::from_utf8_lossy(&self.wire.tokens.token(16)).into_owned();
+        let who = digest::Credentials { user, password: pass };
         let Some(answer) = resp
             .header_values(challenge_name)
-            .find_map(|ch| crate::auth::answer(ch, "INVITE", &uri, user, pass, &cnonce))
+            .find_map(|ch| digest::authorization(ch, "INVITE", &uri, who, &cnonce))
         else {
             return false;
         };

@@ -23,9 +23,10 @@
 //!   Reason (RFC 3326), and the 64*T1 give-up;
 //! - the caller's 2xx is retransmitted until its ACK (13.3.1.4); delayed
 //!   offers hold the winner's ACK until the caller's ACK brings the answer;
-//! - once bridged, in-dialog requests (BYE, and re-INVITE, UPDATE, INFO,
-//!   OPTIONS, MESSAGE when [`B2buaConfig::methods`] lists them) are relayed
-//!   between the two dialogs and their responses relayed back.
+//! - once bridged, in-dialog requests (BYE, and those
+//!   [`sip_message::SUPPORTED`] marks relayed: re-INVITE, UPDATE, INFO,
+//!   OPTIONS) are relayed between the two dialogs and their responses
+//!   relayed back.
 //!
 //! What its owner (the switch core) must do:
 //! - feed *every* transaction event to [`CallManager::handle_event`]
@@ -64,7 +65,6 @@
 //! [`CallEvent`], [`Stateless`], [`CallRef`], [`LegRef`].
 #![deny(missing_docs)]
 
-mod auth;
 mod caller;
 mod caller_state;
 mod dialog;
@@ -83,7 +83,7 @@ mod turn;
 pub use limits::CopyLimits;
 pub use manager::CallManager;
 
-use sip_message::{Message, Method, Peer, Transport};
+use sip_message::{Message, Peer, Transport};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -105,20 +105,8 @@ pub struct B2buaConfig {
     /// Send 180/183 reliably (RFC 3262) to a caller that supports 100rel.
     /// A caller that *requires* 100rel always gets reliable provisionals.
     pub send_100rel_to_caller: bool,
-    /// The methods the owner supports, in order: the `Allow` of our dialogs'
-    /// messages, and which in-dialog requests are relayed (re-INVITE,
-    /// UPDATE, INFO, OPTIONS, MESSAGE: those listed). The switch gives its
-    /// one list here, so every `Allow` it sends is the same.
-    pub methods: Vec<Method>,
     /// Caps on what is copied from one leg onto another.
     pub limits: CopyLimits,
-}
-
-/// Everything the B2BUA can do in a dialog: the default of
-/// [`B2buaConfig::methods`].
-pub fn all_methods() -> Vec<Method> {
-    use Method::*;
-    vec![Invite, Ack, Cancel, Bye, Prack, Update, Info, Options, Message]
 }
 
 impl Default for B2buaConfig {
@@ -129,7 +117,6 @@ impl Default for B2buaConfig {
             t2: Duration::from_secs(4),
             max_forwards: 70,
             send_100rel_to_caller: false,
-            methods: all_methods(),
             limits: CopyLimits::default(),
         }
     }

@@ -1,6 +1,6 @@
-//! Requests inside our dialogs: BYE, PRACK, and the relay of re-INVITE,
-//! UPDATE, INFO, OPTIONS and MESSAGE (those the owner supports) between the
-//! bridged sides.
+//! Requests inside our dialogs: BYE, PRACK, and the relay of the methods
+//! [`sip_message::SUPPORTED`] marks relayed (re-INVITE, UPDATE, INFO,
+//! OPTIONS) between the bridged sides.
 
 use crate::caller_state::CallerState;
 use crate::dialog;

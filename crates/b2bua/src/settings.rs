@@ -23,7 +23,7 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) cfg: B2buaConfig,
-    /// `cfg.methods` as an `Allow` value.
+    /// The `Allow` value of our dialogs' messages.
     pub(crate) allow: Bytes,
     /// Our address per transport (Via sent-by, Contact).
     pub(crate) locals: Vec<LocalContact>,
@@ -31,20 +31,13 @@ pub(crate) struct Settings {
 
 impl Settings {
     pub(crate) fn new(cfg: B2buaConfig, locals: Vec<LocalContact>) -> Settings {
-        let names: Vec<String> = cfg
-            .methods
-            .iter()
-            .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
-            .collect();
-        Settings { allow: Bytes::from(names.join(", ")), cfg, locals }
+        Settings { allow: Bytes::from(sip_message::method::allow()), cfg, locals }
     }
 
-    /// `true` when an in-dialog request of `method` is relayed.
+    /// `true` when an in-dialog request of `method` is relayed (see
+    /// [`sip_message::SUPPORTED`]).
     pub(crate) fn relays(&self, method: &Method) -> bool {
-        matches!(
-            method,
-            Method::Invite | Method::Update | Method::Info | Method::Options | Method::Message
-        ) && self.cfg.methods.contains(method)
+        method.is_relayed_in_dialog()
     }
 
     /// `response_to(req, code)` plus our Server header.

@@ -67,6 +67,74 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// Call traces: the SIP messages of recent calls, kept for the API.
+    #[serde(default)]
+    pub trace: TraceConfig,
+    /// HEP v3 to a capture server (Homer); none: off.
+    #[serde(default)]
+    pub hep: Option<HepConfig>,
+}
+
+/// `[trace]`: every SIP message received and sent, kept in memory for
+/// `GET /v1.0/groupcalls/{id}/messages` (the oldest go first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most bytes held (messages and their bookkeeping).
+    #[serde(default = "trace_max_bytes")]
+    pub max_bytes: usize,
+    /// Messages older than this leave.
+    #[serde(default = "trace_keep_secs")]
+    pub keep_secs: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig { enabled: true, max_bytes: trace_max_bytes(), keep_secs: trace_keep_secs() }
+    }
+}
+
+fn trace_max_bytes() -> usize {
+    64 << 20
+}
+
+fn trace_keep_secs() -> u64 {
+    3600
+}
+
+/// `[hep]`: every SIP message received and sent, as HEP v3 to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HepConfig {
+    /// The collector, `ip:port` (Homer: 9060).
+    pub address: SocketAddr,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: HepTransport,
+    /// Capture agent id (HEP chunk 12).
+    #[serde(default = "hep_capture_id")]
+    pub capture_id: u32,
+    /// The collector's password (HEP chunk 14); none when empty.
+    #[serde(default)]
+    pub password: String,
+}
+
+fn hep_capture_id() -> u32 {
+    2001
+}
+
+/// How HEP packets travel.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HepTransport {
+    /// One datagram per packet.
+    #[default]
+    Udp,
+    /// One connection, packets back to back (reconnected when it fails).
+    Tcp,
 }
 
 /// `[[groups]]`: a ring group reachable by number; stored (and served) as
@@ -251,28 +319,85 @@ fn max_legs() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// SQLite file; empty keeps everything in memory (lost on restart).
-    #[serde(default = "db_path")]
-    pub path: String,
-    /// How long the store writer waits, from a batch's first write, for
-    /// more writes before committing (0..=1000 ms). 0, the default, is group
-    /// commit: a record is durable and visible to the API about one commit
-    /// after it changed. A few tens of ms let one commit hold most of a
-    /// call's changes (a record changes 4 to 6 times in a call): at 1,600
-    /// forked calls/s, 50 ms cut the writer's CPU by ~30% and its disk
-    /// writes by ~half, and leaves records that much older when read.
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB` (`?host=/dir` for a
+    /// Unix socket); set it or `path`, not both.
     #[serde(default)]
+    pub url: Option<String>,
+    /// SQLite file (the older key); "" keeps everything in memory (lost on
+    /// restart). Without `url` or `path`: `forkswitch.db`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The writer's commit window (0..=200 ms): each record is written once
+    /// per window in its latest version (a short call that starts, rings,
+    /// answers and ends inside one window is one row write), and a crash
+    /// can lose at most the last window. 0 commits as soon as nothing more
+    /// is queued (group commit).
+    #[serde(default = "commit_delay_ms")]
     pub commit_delay_ms: u64,
+    /// Most record changes held while the database is away (or slow);
+    /// past it the newest are dropped and counted.
+    #[serde(default = "max_pending")]
+    pub max_pending: u64,
+    /// Ended groupcall and call records older than this many days are
+    /// deleted, in small batches by the writer; 0 keeps them forever.
+    #[serde(default)]
+    pub keep_days: u32,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { path: db_path(), commit_delay_ms: 0 }
+        DatabaseConfig {
+            url: None,
+            path: None,
+            commit_delay_ms: commit_delay_ms(),
+            max_pending: max_pending(),
+            keep_days: 0,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's URL; `None`: in memory (`path = ""`).
+    pub fn store_url(&self) -> Option<String> {
+        match (&self.url, self.path.as_deref()) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some("")) => None,
+            (None, Some(path)) => Some(format!("sqlite:{path}")),
+            (None, None) => Some(format!("sqlite:{}", db_path())),
+        }
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_some() && self.path.is_some() {
+            return Err(("url", "set url or path, not both".into()));
+        }
+        if let Some(url) = &self.url {
+            store::parse_url(url).map_err(|e| ("url", e.to_string()))?;
+        }
+        if self.commit_delay_ms > 200 {
+            return Err(("commit_delay_ms", "must be 0..=200".into()));
+        }
+        if self.max_pending == 0 {
+            return Err(("max_pending", "must be at least 1".into()));
+        }
+        if self.keep_days > 36_500 {
+            return Err(("keep_days", "must be 0..=36500 (0: keep forever)".into()));
+        }
+        Ok(())
     }
 }
 
 fn db_path() -> String {
     "forkswitch.db".into()
+}
+/// 100 ms: at 1,500 forked calls/s it cut the writer's CPU per call by
+/// most of what coalescing can (see README "Records in PostgreSQL");
+/// records are at most that old when read, and a crash loses at most that.
+fn commit_delay_ms() -> u64 {
+    100
+}
+fn max_pending() -> u64 {
+    500_000
 }
 
 /// `[registrar]`
@@ -837,7 +962,22 @@ impl Config {
         self.check_provisioning()?;
         self.check_registrar()?;
         self.check_routes()?;
-        self.check_calls_and_log()
+        self.check_calls_and_log()?;
+        self.check_capture()
+    }
+
+    /// `[trace]` and `[hep]`.
+    fn check_capture(&self) -> Result<(), Broken> {
+        if self.trace.enabled && !(1 << 20..=1 << 40).contains(&self.trace.max_bytes) {
+            return Err(("trace", "max_bytes", "must be 1048576 (1 MiB) ..= 2^40".into()));
+        }
+        if self.trace.keep_secs == 0 {
+            return Err(("trace", "keep_secs", "must be at least 1".into()));
+        }
+        if self.hep.as_ref().is_some_and(|h| h.address.port() == 0) {
+            return Err(("hep", "address", "needs a port (Homer listens on 9060)".into()));
+        }
+        Ok(())
     }
 
     /// `[sip]`: something to listen on, and sane socket limits.
@@ -877,9 +1017,7 @@ impl Config {
 
     /// `[database]` and `[timers]`.
     fn check_storage_and_timers(&self) -> Result<(), Broken> {
-        if self.database.commit_delay_ms > 1000 {
-            return Err(("database", "commit_delay_ms", "must be 0..=1000".into()));
-        }
+        self.database.check().map_err(|(key, why)| ("database", key, why))?;
         if self.timers.t1_ms == 0 {
             return Err(("timers", "t1_ms", "must be at least 1".into()));
         }
@@ -1241,8 +1379,16 @@ mod tests {
         assert!(e.starts_with("f.toml:2: "), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[timers]\nt1_ms = 500\nt2_ms = 10\n");
         assert_eq!(e, "f.toml:5: timers.t2_ms: must not be smaller than t1_ms");
-        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 5000\n");
-        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=1000");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 500\n");
+        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=200");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\nurl = \"mysql://x\"\n");
+        assert!(
+            e.starts_with("f.toml:4: database.url: \"mysql://x\": expected sqlite:PATH"),
+            "{e}"
+        );
+        let e =
+            err("[sip]\nudp = [\"127.0.0.1:1\"]\n[database]\npath = \"a\"\nurl = \"sqlite:b\"\n");
+        assert_eq!(e, "f.toml:5: database.url: set url or path, not both");
         let e = err("[sip]\nudp = []\n");
         assert!(e.contains("sip.udp"), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");

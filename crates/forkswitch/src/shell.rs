@@ -28,18 +28,32 @@ fn now() -> Now {
     Now { at: Instant::now(), wall: Timestamp::from_system(SystemTime::now()) }
 }
 
-/// Opens the configured store: SQLite, or memory when no path is set.
+/// Opens the configured store: SQLite or PostgreSQL by `[database] url`
+/// (or `path`), or memory when `path = ""`.
 fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
-    if cfg.database.path.is_empty() {
+    let Some(url) = cfg.database.store_url() else {
         return Ok(Arc::new(store::MemoryStore::new()));
-    }
+    };
     let opts = store::Options {
         max_delay: Duration::from_millis(cfg.database.commit_delay_ms),
+        max_pending: cfg.database.max_pending,
         ..store::Options::default()
     };
-    store::SqliteStore::open_with(std::path::Path::new(&cfg.database.path), opts)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
+    store::open(&url, opts)
+        .map_err(|e| format!("{}: cannot open the database: {e}", store::display_url(&url)))
+}
+
+/// Every this many stats ticks (10 s), the writer is asked to delete
+/// records past `[database] keep_days`.
+const RETENTION_TICKS: u32 = 6;
+
+/// Asks the store to delete ended records past `keep_days` (0: never).
+fn expire_records(cfg: &Config, db: &dyn Store) {
+    let days = i64::from(cfg.database.keep_days);
+    if days > 0 {
+        let cutoff = now().wall.micros() - days * 86_400_000_000;
+        db.expire_records(Timestamp::from_micros(cutoff));
+    }
 }
 
 /// Writes what the config file defines to the store (it wins over what a
@@ -123,6 +137,8 @@ struct Shell {
     resolved: mpsc::UnboundedSender<(QueryId, Vec<Target>)>,
     pending: Pending,
     webhooks: Webhooks,
+    capture: crate::capture::Capture,
+    events: api::LiveEvents,
 }
 
 impl Shell {
@@ -142,17 +158,27 @@ impl Shell {
         }
     }
 
+    /// Sends a message, serialized once: the capture tap sees the bytes
+    /// that go. A request too large for UDP goes through `send_request`,
+    /// which may move it to TCP (RFC 3261 18.1.1) and serializes it again.
+    fn transmit(&mut self, t: switch::Transmit) {
+        let bytes = t.message.to_bytes();
+        self.capture.sent(&t.peer, &bytes);
+        let big_udp_request = t.message.is_request()
+            && t.peer.transport == Transport::Udp
+            && bytes.len() > sip_transport::UDP_MTU_LIMIT;
+        if big_udp_request {
+            self.transport.send_request(&t.peer, &t.message, t.token.0);
+        } else {
+            self.transport.send_bytes(&t.peer, bytes, t.token.0);
+        }
+    }
+
     /// Does what the switch asks until it names its next deadline.
     fn drain(&mut self, sw: &mut Switch) -> Instant {
         loop {
             match sw.poll_output() {
-                Output::Transmit(t) => {
-                    if t.message.is_request() {
-                        self.transport.send_request(&t.peer, &t.message, t.token.0);
-                    } else {
-                        self.transport.send_bytes(&t.peer, t.message.to_bytes(), t.token.0);
-                    }
-                }
+                Output::Transmit(t) => self.transmit(t),
                 Output::Resolve(q) => {
                     let resolver = self.resolver.clone();
                     let done = self.resolved.clone();
@@ -173,8 +199,10 @@ impl Shell {
                     });
                 }
                 Output::Persist(p) => {
+                    self.capture.persisted(&p);
                     persist(self.db.as_ref(), &p);
                     self.webhooks.publish(&p);
+                    self.events.publish(&p);
                 }
                 Output::Event(Event::CommandDone { id, outcome }) => {
                     if let Some(reply) = self.pending.replies.remove(&id.0) {
@@ -182,7 +210,10 @@ impl Shell {
                     }
                 }
                 Output::Event(e) => log_event(&e),
-                Output::Timeout(at) => return at,
+                Output::Timeout(at) => {
+                    self.capture.flush();
+                    return at;
+                }
             }
         }
     }
@@ -305,7 +336,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         bindings = state.bindings.len(),
         extensions = state.extensions.len(),
         domains = state.domains.len(),
-        database = %cfg.database.path,
+        database = %cfg.database.store_url().map_or("memory".into(), |u| store::display_url(&u)),
         "location loaded"
     );
     let resolver = SipResolver::new(
@@ -323,7 +354,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         info!(transport = %t, addr = %a, "listening");
     }
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
-    let http = crate::http::start(&cfg, db.clone())?;
+    let (capture, traces) = crate::capture::Capture::start(&cfg.trace, cfg.hep.as_ref());
+    let http = crate::http::start(&cfg, db.clone(), traces)?;
     let mut request_rx = http.requests;
     let mut shell = Shell {
         transport: transport.clone(),
@@ -332,11 +364,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         resolved: resolved_tx,
         pending: Pending::default(),
         webhooks: http.webhooks,
+        capture,
+        events: http.events,
     };
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now())
         .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
+    let mut retention_in = 0u32;
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = stop_signal();
     info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");
@@ -349,6 +384,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                     queue_depth: in_rx.len(),
                 };
                 sw.set_load(load);
+                shell.capture.received(&inb);
                 datagram(inb)
             }
             Some(n) = note_rx.recv() => notice(n),
@@ -360,6 +396,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
             _ = tokio::time::sleep_until(deadline.into()) => Input::Timeout,
             _ = stats.tick() => {
+                if retention_in == 0 {
+                    expire_records(&cfg, db.as_ref());
+                    retention_in = RETENTION_TICKS;
+                }
+                retention_in -= 1;
                 let s = sw.stats();
                 let t = transport.stats();
                 use std::sync::atomic::Ordering::Relaxed;

@@ -598,9 +598,10 @@ struct Builder<'a> {
 const FORWARD_LOOP: u16 = 482;
 const FORWARD_TOO_DEEP: u16 = 483;
 
-/// Failure codes that mean "busy" to `forward_busy`.
+/// Failure codes that mean "busy" to `forward_busy`: those the one
+/// status-to-hangup-reason function calls busy.
 pub(crate) fn is_busy(code: u16) -> bool {
-    matches!(code, 486 | 600)
+    records::HangupReason::for_status(code) == records::HangupReason::Busy
 }
 
 /// What a forward child holds besides the extension's own contacts.

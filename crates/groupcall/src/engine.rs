@@ -10,7 +10,8 @@ use crate::{
     LegEvent, LegId, LegTarget, Now, Record, ResolveId,
 };
 use records::{
-    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp, NIL,
+    Call, CallStatus, Direction, Groupcall, GroupcallStatus, HangupBy, HangupReason, Timestamp,
+    NIL, NO_RESPONSE,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -876,15 +877,12 @@ impl Fork {
                 }
             }
             LegEvent::Failed { code } => {
-                let reason = if matches!(code, 486 | 600) {
-                    HangupReason::Busy
-                } else {
-                    HangupReason::Failed
-                };
+                let reason = HangupReason::for_status(code);
                 self.leg_failed(now, l, HangupBy::Remote, reason, normalize(code));
             }
             LegEvent::NoResponse => {
-                self.leg_failed(now, l, HangupBy::Local, HangupReason::Timeout, 408)
+                let reason = HangupReason::for_status(NO_RESPONSE);
+                self.leg_failed(now, l, HangupBy::Local, reason, NO_RESPONSE)
             }
             // Not expected before a CANCEL or an answer: the far end gave up.
             LegEvent::Cancelled => {

@@ -9,6 +9,7 @@
 //!
 //! Carrier addresses are IP:port here; DNS (RFC 3263) belongs to the I/O
 //! shell that resolves a [`CarrierTarget`] before dialing.
+#![deny(missing_docs)]
 
 use ipnet::IpNet;
 use provisioning::is_e164;

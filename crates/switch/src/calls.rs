@@ -327,7 +327,9 @@ impl Switch {
                 call.fork.caller_cancelled(now.into());
             }
             CallEvent::LegNoResponse { .. } | CallEvent::LegCancelled { .. } => {
-                let end = (HangupBy::Local, HangupReason::Noanswer);
+                // No final response: none at all, or none before its ring
+                // time ended (our CANCEL).
+                let end = (HangupBy::Local, HangupReason::for_status(records::NO_RESPONSE));
                 call.advance(out, now, CallStatus::Hangup, end);
                 call.fork.caller_cancelled(now.into());
             }

@@ -110,7 +110,7 @@ impl SwitchConfig {
         sip_transaction::Config { t1, t2, t4, ..Default::default() }
     }
 
-    /// The B2BUA's settings, with the switch's one list of methods.
+    /// The B2BUA's settings.
     pub(crate) fn b2bua(&self) -> b2bua::B2buaConfig {
         b2bua::B2buaConfig {
             user_agent: self.user_agent.clone(),
@@ -118,7 +118,6 @@ impl SwitchConfig {
             t2: self.timers.t2,
             max_forwards: MAX_FORWARDS,
             send_100rel_to_caller: self.calls.send_100rel_to_caller,
-            methods: crate::methods::supported(),
             ..Default::default()
         }
     }

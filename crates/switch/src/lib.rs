@@ -65,7 +65,8 @@
 //! One [`timer_queue::TimerQueue`] holds every timer of the machine, keyed
 //! by owner (transaction, a call's dialogs, a call's fork, housekeeping);
 //! each owner keeps its own current deadline. One list of methods
-//! ([`methods`]) makes the 501 decision and every `Allow` header. Failover
+//! ([`sip_message::SUPPORTED`]) makes the 501 decision, every `Allow`
+//! header, the in-dialog requests relayed and the methods counted. Failover
 //! (carriers, DNS targets) is a linear child of the fork, visible in the
 //! records. Persistence is an output: the switch holds no store.
 //!
@@ -84,7 +85,6 @@ mod dns;
 mod input;
 mod invite;
 mod local;
-pub mod methods;
 mod occupancy;
 mod output;
 mod provision;

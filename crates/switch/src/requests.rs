@@ -76,6 +76,7 @@ impl Switch {
                     let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
                     let secs = self.admission.cfg.source_ban.as_secs();
                     let ev = registrar::SecurityEvent::RateLimited { src: ban.src, method, secs };
+                    self.counters.security_event(&ev);
                     self.out.push_back(Output::Event(Event::Security(ev)));
                 }
                 false

@@ -11,7 +11,6 @@ use crate::counters::Counters;
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::{Input, Now, Target};
 use crate::local::{LocalAnswers, LocalIdentity};
-use crate::methods;
 use crate::output::{Event, Output, Persist, Query, Token, Transmit};
 use crate::received::response_target;
 use crate::timers::{Job, JobIntervals, TimerKey, Timers};
@@ -130,7 +129,7 @@ impl Switch {
         let mut sw = Switch {
             force_rport: cfg.force_rport,
             fork_cfg: cfg.fork(),
-            policy: methods::policy(),
+            policy: Policy::default(),
             identity: LocalIdentity {
                 names: cfg.aliases.clone(),
                 addrs: cfg.listen.iter().map(|(_, a)| *a).collect(),
@@ -392,6 +391,7 @@ impl Switch {
             self.out.push_back(Output::Event(Event::Oversize(n)));
         }
         while let Some(ev) = self.registrar.poll_security() {
+            self.counters.security_event(&ev);
             self.out.push_back(Output::Event(Event::Security(ev)));
         }
     }

@@ -13,6 +13,7 @@ use crate::sim::ua::{Action, Agent, Env, Stack};
 use crate::sim::world::DOMAIN;
 use bytes::Bytes;
 use rand::Rng;
+use sip_message::digest::Credentials;
 use sip_message::{HeaderName, Message, Method};
 use sip_transaction::{cancel_for, Event as TxEvent, TxKey};
 
@@ -206,8 +207,7 @@ impl Caller {
             resp.header_values(HeaderName::ProxyAuthenticate),
             "INVITE",
             &uri,
-            ext,
-            password,
+            Credentials { user: ext, password },
             &env.token(),
         ) else {
             env.oracle.violation("caller: no MD5 challenge in the switch's 407".into());

@@ -1071,15 +1071,14 @@ impl Oracle {
                 (Some((e_ord, code)), _) if input_of(e_ord) <= f_in => {
                     // Its own final came first (a 2xx then would have won).
                     if !(200..300).contains(&code) {
-                        let reason = if matches!(code, 486 | 600) { Busy } else { Failed };
-                        own.push((Remote, reason));
+                        own.push((Remote, HangupReason::for_status(code)));
                         if !prov_before(input_of(e_ord)) {
                             local.push(Noanswer);
                         }
                     }
                 }
                 (Option::None, Some(_)) => {
-                    own.push((Local, Timeout));
+                    own.push((Local, HangupReason::for_status(records::NO_RESPONSE)));
                     local.push(Noanswer);
                 }
                 _ => {
