@@ -158,8 +158,7 @@ fn every_message_of_a_call_reaches_kamailio_sipcapture() {
         .expect("result")
         .clone();
     assert!(want.len() >= 15, "{} messages", want.len());
-    let inbound =
-        store::Store::call(&db(&server), root.master_call_id).expect("read").expect("call");
+    let inbound = db(&server).call(root.master_call_id).expect("read").expect("call");
 
     // Kamailio received and parsed every one, from the right address, byte
     // for byte.

@@ -51,8 +51,7 @@ fn a_ring_group_calls_messages_as_json_and_pcap() {
         }
     }
     // The caller's leg: INVITE in, 200 out, ACK and BYE in.
-    let inbound =
-        store::Store::call(&db(&server), root.master_call_id).expect("read").expect("inbound call");
+    let inbound = db(&server).call(root.master_call_id).expect("read").expect("inbound call");
     let caller = ladder(&all, &inbound.sip_call_id);
     for (d, start) in [("in", "INVITE "), ("out", "SIP/2.0 200"), ("in", "ACK "), ("in", "BYE ")] {
         assert!(has(&caller, d, start), "caller leg lacks {d} {start}: {caller:?}");
