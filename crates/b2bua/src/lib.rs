@@ -173,6 +173,23 @@ pub struct DialTarget {
     /// Extra header fields; a name that is not a token or a value with CR
     /// or LF is skipped.
     pub extra_headers: Vec<(String, String)>,
+    /// The offer (SDP) for this leg instead of the caller's: the media
+    /// relay's offer when media is anchored; `None`: the caller's.
+    pub sdp: Option<bytes::Bytes>,
+}
+
+/// What an anchored media offer of a call is made from
+/// ([`CallManager::caller_media`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallerMedia {
+    /// The caller's SIP Call-ID.
+    pub call_id: String,
+    /// The caller's From tag.
+    pub from_tag: String,
+    /// The caller's offer.
+    pub sdp: bytes::Bytes,
+    /// The transport the caller's INVITE came over.
+    pub transport: Transport,
 }
 
 /// What happened to a call. Every leg gets exactly one terminal event
