@@ -120,7 +120,8 @@ pub(crate) enum MediaStep {
     /// Dial the leg (with rtpengine's offer, or the caller's one when
     /// `on_failure = "passthrough"` let it through unanchored).
     Dial { call: CallRef, leg: LegId, target: Box<DialTarget> },
-    /// The leg's offer failed and `on_failure = "reject"`: fail the leg.
+    /// The leg's offer failed and `on_failure = "reject"`: fail the leg and
+    /// refuse the call (503).
     FailLeg { call: CallRef, leg: LegId },
     /// Send the leg's 183 or 2xx to the caller, with rtpengine's SDP
     /// (`None`: the leg's own, when the answer failed).
@@ -472,7 +473,10 @@ impl crate::Switch {
             match step {
                 MediaStep::Dial { leg, target, .. } => sw.dial_now(now, fc, leg, *target),
                 MediaStep::FailLeg { leg, .. } => {
-                    fc.fork.leg_event(now.into(), leg, LegEvent::Failed { code: 503 })
+                    // No relay for the caller's offer: no leg can be
+                    // anchored, the caller gets 503.
+                    fc.fork.refuse(now.into(), 503);
+                    fc.fork.leg_event(now.into(), leg, LegEvent::Failed { code: 503 });
                 }
                 MediaStep::Relay { leg, early, sdp, .. } => {
                     sw.relay_anchored(now, fc, leg, (early, sdp))
