@@ -340,6 +340,17 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     let empty = wait_for(|| ng.list(media_anchor::InstanceId(0)).is_empty());
     assert!(empty, "the call deleted at rtpengine: {}", rtpengine.log());
     assert_eq!(relay(&caller_rtp, caller_sends_to, &p0_rtp, 1), 0, "no relay after the call");
+    // What the operator sees: every request by command and result.
+    let api = common::http::Api::new(server.http, fork::KEY);
+    let metrics = api.get("/metrics").body;
+    for line in [
+        "media_ng_requests_total{command=\"offer\",result=\"ok\"} 2",
+        "media_ng_requests_total{command=\"answer\",result=\"ok\"} 1",
+        "media_ng_requests_total{command=\"delete\",result=\"ok\"} 2",
+        "media_rtpengine_up 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     drop(server);
 }
 
@@ -350,7 +361,7 @@ fn rtpengine_going_away_costs_no_call_and_new_calls_get_on_failure() {
     let p0_addr = p0.local_addr().unwrap();
     let groups = fork::group("800", "ring_all", &[("sip", format!("sip:p0@{p0_addr}"), None)]);
     let config = fork::trusted(&groups) + &media_config(rtpengine.ng_addr(), "reject");
-    let server = Server::start_with(&config);
+    let mut server = Server::start_with(&config);
     let (tx0, rx0) = mpsc::channel();
     let answering = thread::spawn(move || answering_phone(p0, 4000, tx0));
     let mut caller = Caller::new(server.udp, "media-outage-1@test");
@@ -366,6 +377,14 @@ fn rtpengine_going_away_costs_no_call_and_new_calls_get_on_failure() {
     let fin = second.invite(&sdp(4004));
     assert!(is_status(&fin, 503), "{fin}");
     assert!(started.elapsed() < Duration::from_secs(5), "within the ng timeouts");
+    // The operator is told, once, on a WARN line naming the instance.
+    let down = server.wait_log(
+        |v| v["message"] == "rtpengine stopped answering: marked down",
+        WAIT,
+        |_, _| {},
+    );
+    assert_eq!(down["level"], "WARN", "{down}");
+    assert_eq!(down["rtpengine"], rtpengine.ng_addr().to_string(), "{down}");
     // The established call is not torn down: its BYE still goes end to end.
     assert_eq!(caller.bye(), 200);
     answering.join().expect("the answering phone got the BYE");

@@ -17,8 +17,8 @@ use b2bua::{CallRef, DialTarget};
 use bytes::Bytes;
 use groupcall::LegId;
 use media_anchor::{
-    Answer, ClientEvent, Command, Delete, Done, Failure, NgClient, Offer, OnFailure, Profile,
-    Reply, RequestToken, RtpengineSettings, SdpRole,
+    Answer, ClientEvent, Command, Delete, Done, Failure, InstanceState, NgClient, Offer, OnFailure,
+    Profile, Reply, RequestToken, RtpengineSettings, SdpRole,
 };
 use rustc_hash::FxHashMap;
 use sip_message::Transport;
@@ -424,6 +424,12 @@ impl MediaControl {
     pub(crate) fn calls(&self) -> usize {
         self.calls.len()
     }
+
+    /// rtpengine instances configured, and those up.
+    pub(crate) fn instances(&self) -> (u64, u64) {
+        let up = self.client.instances().filter(|(_, _, s)| *s == InstanceState::Up).count();
+        (self.client.instances().count() as u64, up as u64)
+    }
 }
 
 /// A leg's SDP toward the caller, to be answered.
@@ -459,6 +465,9 @@ impl crate::Switch {
             self.out.push_back(Output::Media(t));
         }
         while let Some(ev) = m.poll_event() {
+            if let MediaEvent::Request { command, result, latency } = &ev {
+                self.counters.media.request(command, result, *latency);
+            }
             self.out.push_back(Output::Event(Event::Media(ev)));
         }
         busy

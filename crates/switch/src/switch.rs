@@ -259,6 +259,9 @@ impl Switch {
         c.retransmissions = self.tx.retransmissions();
         c.shed_invites = self.admission.shed_invites;
         c.shed_registers = self.admission.shed_registers;
+        if let Some(m) = &self.media {
+            (c.media.instances, c.media.instances_up) = m.instances();
+        }
         c
     }
 
