@@ -171,6 +171,8 @@ impl Switch {
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
         sw.run_job(now, Job::CarrierDns);
+        // The ng client's first pings (media on), and its deadline.
+        sw.pump(now);
         Ok(sw)
     }
 
