@@ -107,6 +107,11 @@ pub struct B2buaConfig {
     pub send_100rel_to_caller: bool,
     /// Caps on what is copied from one leg onto another.
     pub limits: CopyLimits,
+    /// Hold the SDP of relayed re-INVITEs and UPDATEs (and of their 2xx)
+    /// for the owner to replace: [`CallEvent::RelayOffer`] /
+    /// [`CallEvent::RelayAnswer`], then [`CallManager::release_relay`]
+    /// (media anchoring). Off: bodies are relayed as they come.
+    pub hold_relayed_sdp: bool,
 }
 
 impl Default for B2buaConfig {
@@ -118,6 +123,7 @@ impl Default for B2buaConfig {
             max_forwards: 70,
             send_100rel_to_caller: false,
             limits: CopyLimits::default(),
+            hold_relayed_sdp: false,
         }
     }
 }
@@ -143,9 +149,14 @@ impl CallRef {
     }
 }
 
+/// A relayed request or response held for its SDP
+/// ([`CallEvent::RelayOffer`], [`CallEvent::RelayAnswer`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct RelayRef(pub(crate) u64);
+
 /// An outbound leg of a call; legs are numbered from 0 in dial order.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct LegRef(u32);
+pub struct LegRef(pub(crate) u32);
 
 impl LegRef {
     /// The leg's number within its call (0 for the first one dialed).
@@ -289,6 +300,27 @@ pub enum CallEvent {
         /// The call.
         call: CallRef,
     },
+    /// A re-INVITE or UPDATE with SDP from one side waits to be relayed
+    /// (only with [`B2buaConfig::hold_relayed_sdp`]): read its SDP with
+    /// [`CallManager::held_sdp`], then [`CallManager::release_relay`].
+    RelayOffer {
+        /// The call.
+        call: CallRef,
+        /// The held request.
+        relay: RelayRef,
+        /// The side it came from: a leg, or `None` for the caller.
+        from_leg: Option<LegRef>,
+    },
+    /// The 2xx with SDP to a relayed re-INVITE or UPDATE waits to be
+    /// relayed back to `from_leg`'s side (the offerer): as `RelayOffer`.
+    RelayAnswer {
+        /// The call.
+        call: CallRef,
+        /// The held response.
+        relay: RelayRef,
+        /// The side the request came from: a leg, or `None`: the caller.
+        from_leg: Option<LegRef>,
+    },
     /// Every leg and dialog of the call is gone; the [`CallRef`] is freed.
     CallEnded {
         /// The call.
@@ -312,6 +344,8 @@ impl CallEvent {
             | CallEvent::CallerCancelled { call }
             | CallEvent::CallerHungUp { call }
             | CallEvent::CallerNoAck { call }
+            | CallEvent::RelayOffer { call, .. }
+            | CallEvent::RelayAnswer { call, .. }
             | CallEvent::CallEnded { call } => call,
         }
     }

@@ -13,6 +13,7 @@ use crate::turn::{CallTurn, Outputs, Wire};
 use crate::{limits::Notice, Stateless};
 use crate::{
     B2buaConfig, B2buaError, CallEvent, CallRef, CallerMedia, DialTarget, LegRef, LocalContact,
+    RelayRef,
 };
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -493,6 +494,31 @@ impl CallManager {
             return a.answer.as_mut().map(|b| *b = body).is_some();
         }
         l.inviting_mut().and_then(|i| i.early_sdp.as_mut()).map(|b| *b = body).is_some()
+    }
+
+    /// The SDP of a held relay ([`CallEvent::RelayOffer`],
+    /// [`CallEvent::RelayAnswer`]), as it came within the copy limits.
+    pub fn held_sdp(&self, call: CallRef, relay: RelayRef) -> Option<Bytes> {
+        let c = self.calls.get(&call)?;
+        let h = c.held.iter().find(|h| h.id == relay.0)?;
+        let m = match &h.what {
+            crate::state::HeldSdp::Request { request, .. } => request,
+            crate::state::HeldSdp::Response { far, .. } => far,
+        };
+        self.settings.cfg.limits.body(m).map(|b| b.bytes)
+    }
+
+    /// Lets a held relay go on with `sdp` as its body (the media relay's),
+    /// or its own (`None`).
+    pub fn release_relay(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: CallRef,
+        relay: RelayRef,
+        sdp: Option<Bytes>,
+    ) -> Result<(), B2buaError> {
+        self.with_call(tx, now, call, |t| t.release_relay(relay.0, sdp))
     }
 
     // ----- internals --------------------------------------------------------

@@ -173,11 +173,27 @@ impl Caller {
         fin
     }
 
-    /// BYE; returns its response's status.
-    fn bye(&self) -> u16 {
-        self.send(&self.request("BYE", &self.contact, 2, "", ""));
+    /// A re-INVITE (CSeq `cseq`) with `sdp`; returns its final response
+    /// (a 2xx is ACKed).
+    fn reinvite(&self, cseq: u32, sdp: &str) -> String {
+        let ct = "Content-Type: application/sdp\r\n";
+        self.send(&self.request("INVITE", &self.contact, cseq, ct, sdp));
+        let want = format!("CSeq: {cseq} INVITE");
+        let (fin, _) = recv_until(&self.sip, "the re-INVITE's final response", |m| {
+            m.starts_with("SIP/2.0 ") && status_of(m.as_bytes()) >= 200 && m.contains(&want)
+        });
+        if is_status(&fin, 200) {
+            self.send(&self.request("ACK", &self.contact, cseq, "", ""));
+        }
+        fin
+    }
+
+    /// BYE (CSeq `cseq`); returns its response's status.
+    fn bye(&self, cseq: u32) -> u16 {
+        self.send(&self.request("BYE", &self.contact, cseq, "", ""));
+        let want = format!("CSeq: {cseq} BYE");
         let (r, _) = recv_until(&self.sip, "the BYE's response", |m| {
-            m.starts_with("SIP/2.0 ") && m.contains("CSeq: 2 BYE")
+            m.starts_with("SIP/2.0 ") && m.contains(&want)
         });
         status_of(r.as_bytes())
     }
@@ -191,7 +207,9 @@ struct Offered {
 }
 
 /// A phone that answers: INVITE -> 180, 200 with its SDP (`rtp_port`);
-/// the ACK; then a BYE (200). Its offer is sent on `offered` after the ACK.
+/// the ACK; re-INVITEs (200 with the same SDP, each offer sent on
+/// `offered`); then a BYE (200). Its offer is sent on `offered` after the
+/// ACK.
 fn answering_phone(sip: UdpSocket, rtp_port: u16, offered: mpsc::Sender<Offered>) {
     let local = sip.local_addr().expect("addr");
     let (inv, from) = recv_until(&sip, "the INVITE", |m| is_request(m, "INVITE"));
@@ -204,8 +222,21 @@ fn answering_phone(sip: UdpSocket, rtp_port: u16, offered: mpsc::Sender<Offered>
     recv_until(&sip, "the ACK", |m| is_request(m, "ACK"));
     let s = body(&inv).to_owned();
     let _ = offered.send(Offered { port: audio_port(&s), sdp: s });
-    let (bye, from) = recv_until(&sip, "the BYE", |m| is_request(m, "BYE"));
-    sip.send_to(response(&bye, "200 OK", "p0tag", local, None).as_bytes(), from).expect("send");
+    loop {
+        let (req, from) = recv_until(&sip, "a re-INVITE or the BYE", |m| {
+            is_request(m, "INVITE") || is_request(m, "BYE")
+        });
+        if is_request(&req, "BYE") {
+            let ok = response(&req, "200 OK", "p0tag", local, None);
+            sip.send_to(ok.as_bytes(), from).expect("send");
+            return;
+        }
+        let ok = response(&req, "200 OK", "p0tag", local, Some(&sdp(rtp_port)));
+        sip.send_to(ok.as_bytes(), from).expect("send");
+        recv_until(&sip, "the re-INVITE's ACK", |m| is_request(m, "ACK"));
+        let s = body(&req).to_owned();
+        let _ = offered.send(Offered { port: audio_port(&s), sdp: s });
+    }
 }
 
 /// A phone that rings until CANCELed: 180, then 200 to the CANCEL and 487
@@ -334,18 +365,32 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     let q = ng.query(&caller.call_id);
     assert_eq!(q.rtp.packets, 13, "{q:?}");
 
+    // The caller moves its media (a re-INVITE): the phone is offered
+    // rtpengine's port again, the caller gets rtpengine's answer, and RTP
+    // flows from the new port.
+    let moved = udp();
+    let ok = caller.reinvite(2, &sdp(port_of(&moved)));
+    assert!(is_status(&ok, 200), "{ok}");
+    let reoffered = rx0.recv_timeout(WAIT).expect("p0's re-INVITE");
+    assert!(in_range(reoffered.port, &rtpengine), "{}", reoffered.sdp);
+    assert_ne!(reoffered.port, port_of(&moved), "the phone never sees the caller's port");
+    let caller_sends_to = audio_port(body(&ok));
+    assert!(in_range(caller_sends_to, &rtpengine), "{ok}");
+    assert_eq!(relay(&moved, caller_sends_to, &p0_rtp, 3), 3, "caller (moved) -> p0");
+    assert_eq!(relay(&p0_rtp, reoffered.port, &moved, 3), 3, "p0 -> caller (moved)");
+
     // The hangup; then rtpengine holds nothing of ours.
-    assert_eq!(caller.bye(), 200);
+    assert_eq!(caller.bye(3), 200);
     answering.join().expect("the answering phone");
     let empty = wait_for(|| ng.list(media_anchor::InstanceId(0)).is_empty());
     assert!(empty, "the call deleted at rtpengine: {}", rtpengine.log());
-    assert_eq!(relay(&caller_rtp, caller_sends_to, &p0_rtp, 1), 0, "no relay after the call");
+    assert_eq!(relay(&moved, caller_sends_to, &p0_rtp, 1), 0, "no relay after the call");
     // What the operator sees: every request by command and result.
     let api = common::http::Api::new(server.http, fork::KEY);
     let metrics = api.get("/metrics").body;
     for line in [
-        "media_ng_requests_total{command=\"offer\",result=\"ok\"} 2",
-        "media_ng_requests_total{command=\"answer\",result=\"ok\"} 1",
+        "media_ng_requests_total{command=\"offer\",result=\"ok\"} 3",
+        "media_ng_requests_total{command=\"answer\",result=\"ok\"} 2",
         "media_ng_requests_total{command=\"delete\",result=\"ok\"} 2",
         "media_rtpengine_up 1",
     ] {
@@ -386,7 +431,7 @@ fn rtpengine_going_away_costs_no_call_and_new_calls_get_on_failure() {
     assert_eq!(down["level"], "WARN", "{down}");
     assert_eq!(down["rtpengine"], rtpengine.ng_addr().to_string(), "{down}");
     // The established call is not torn down: its BYE still goes end to end.
-    assert_eq!(caller.bye(), 200);
+    assert_eq!(caller.bye(2), 200);
     answering.join().expect("the answering phone got the BYE");
     drop(server);
 }

@@ -290,6 +290,10 @@ impl Switch {
                     }
                 }
                 CallEvent::CallEnded { call: cref } => sw.media_call_ended(now, cref),
+                CallEvent::RelayOffer { .. } | CallEvent::RelayAnswer { .. } => {
+                    sw.media_held_relay(now, call, ev);
+                    return;
+                }
                 _ => {}
             }
             if !call.feed_fork(now, ev, &mut sw.out) {

@@ -121,6 +121,14 @@ impl SwitchConfig {
             t2: self.timers.t2,
             max_forwards: MAX_FORWARDS,
             send_100rel_to_caller: self.calls.send_100rel_to_caller,
+            // Anchored media: re-INVITE and UPDATE SDP go through rtpengine.
+            hold_relayed_sdp: matches!(
+                self.media,
+                media_anchor::MediaSettings::Rtpengine {
+                    default: media_anchor::Anchoring::Anchored(_),
+                    ..
+                }
+            ),
             ..Default::default()
         }
     }

@@ -13,7 +13,7 @@
 //! the loser of a double answer), never one for the winner; one bare
 //! `delete` of the whole call when its dialogs are over.
 
-use b2bua::{CallRef, DialTarget};
+use b2bua::{CallRef, DialTarget, RelayRef};
 use bytes::Bytes;
 use groupcall::LegId;
 use media_anchor::{
@@ -74,10 +74,10 @@ enum LegMedia {
     Offering(Box<DialTarget>),
     /// Its offer was cancelled while out: the reply gets a delete.
     Abandoned,
-    /// Anchored: rtpengine holds its branch.
-    Anchored,
-    /// It won: only the whole call's delete touches it.
-    Won,
+    /// Anchored: rtpengine holds its branch; the leg's transport.
+    Anchored(Transport),
+    /// It won (its To tag): only the whole call's delete touches it.
+    Won(Transport, String),
     /// Its branch was deleted (or was never anchored).
     Gone,
 }
@@ -110,6 +110,8 @@ enum Awaited {
     Offer { call: CallRef, leg: LegId },
     /// A leg's SDP toward the caller: its 183 (`early`) or 2xx waits.
     Answer { call: CallRef, leg: LegId, early: bool },
+    /// A relayed re-INVITE's or UPDATE's offer, or its 2xx's answer.
+    Relay { call: CallRef, relay: RelayRef },
     /// A delete: nothing waits.
     Delete,
 }
@@ -126,6 +128,20 @@ pub(crate) enum MediaStep {
     /// Send the leg's 183 or 2xx to the caller, with rtpengine's SDP
     /// (`None`: the leg's own, when the answer failed).
     Relay { call: CallRef, leg: LegId, early: bool, sdp: Option<Bytes> },
+    /// Let a held in-dialog relay go on with rtpengine's SDP (`None`: its
+    /// own: an established call is never torn down for its media).
+    Release { call: CallRef, relay: RelayRef, sdp: Option<Bytes> },
+}
+
+/// A re-INVITE's or UPDATE's SDP (or its 2xx's) held by the B2BUA.
+pub(crate) struct HeldSdp {
+    pub(crate) call: CallRef,
+    pub(crate) relay: RelayRef,
+    /// The offerer: the caller (`None`) or a fork leg.
+    pub(crate) from_leg: Option<LegId>,
+    pub(crate) sdp: Bytes,
+    /// The 2xx's answer (else the request's offer).
+    pub(crate) answer: bool,
 }
 
 /// The ng client and every anchored call.
@@ -202,9 +218,9 @@ impl MediaControl {
     /// `true` when the leg's media is anchored (its SDP toward the caller
     /// must go through an answer).
     pub(crate) fn is_anchored(&self, call: CallRef, leg: LegId) -> bool {
-        self.calls
-            .get(&call)
-            .is_some_and(|c| matches!(c.legs.get(&leg), Some(LegMedia::Anchored | LegMedia::Won)))
+        self.calls.get(&call).is_some_and(|c| {
+            matches!(c.legs.get(&leg), Some(LegMedia::Anchored(_) | LegMedia::Won(..)))
+        })
     }
 
     /// `true` when the leg's INVITE waits for its offer.
@@ -221,7 +237,11 @@ impl MediaControl {
         let Some(mc) = self.calls.get_mut(&a.call) else { return };
         let branch = mc.branch(a.call, a.leg);
         if !a.early {
-            mc.legs.insert(a.leg, LegMedia::Won);
+            if let Some(l) = mc.legs.get_mut(&a.leg) {
+                if let LegMedia::Anchored(t) = *l {
+                    *l = LegMedia::Won(t, a.to_tag.clone());
+                }
+            }
         }
         let options = self.profile.for_leg(mc.caller_transport).options(SdpRole::Answer);
         let command = Command::Answer(Answer {
@@ -234,6 +254,39 @@ impl MediaControl {
         });
         let awaited = Awaited::Answer { call: a.call, leg: a.leg, early: a.early };
         self.send(now, command, awaited);
+    }
+
+    /// Sends the offer (or answer) of a held in-dialog relay through the
+    /// winner's branch; `false` when the call is not anchored (let it go
+    /// as it is).
+    pub(crate) fn relay_sdp(&mut self, now: Instant, h: HeldSdp) -> bool {
+        let Some(mc) = self.calls.get(&h.call) else { return false };
+        let winner = mc.legs.iter().find_map(|(l, m)| match m {
+            LegMedia::Won(t, tag) => Some((*l, *t, tag.clone())),
+            _ => None,
+        });
+        let Some((leg, leg_transport, leg_tag)) = winner else { return false };
+        if h.from_leg.is_some_and(|l| l != leg) {
+            return false;
+        }
+        // Tags by who offered; the options fit the side the SDP goes to.
+        let (offerer, answerer) = match h.from_leg {
+            None => (mc.from_tag.clone(), leg_tag),
+            Some(_) => (leg_tag, mc.from_tag.clone()),
+        };
+        let toward_leg = h.from_leg.is_none() != h.answer;
+        let transport = if toward_leg { leg_transport } else { mc.caller_transport };
+        let role = if h.answer { SdpRole::Answer } else { SdpRole::Offer };
+        let options = self.profile.for_leg(transport).options(role);
+        let (call_id, via_branch) = (mc.call_id.clone(), Some(mc.branch(h.call, leg)));
+        let command = if h.answer {
+            let (from_tag, to_tag) = (offerer, answerer);
+            Command::Answer(Answer { call_id, from_tag, to_tag, via_branch, sdp: h.sdp, options })
+        } else {
+            Command::Offer(Offer { call_id, from_tag: offerer, via_branch, sdp: h.sdp, options })
+        };
+        self.send(now, command, Awaited::Relay { call: h.call, relay: h.relay });
+        true
     }
 
     /// A losing leg: its branch is deleted (once; never the winner's). A
@@ -249,12 +302,12 @@ impl MediaControl {
         let Some(state) = mc.legs.get_mut(&leg) else { return };
         match state {
             LegMedia::Offering(_) => *state = LegMedia::Abandoned,
-            LegMedia::Anchored => {
+            LegMedia::Anchored(_) => {
                 *state = LegMedia::Gone;
                 let d = Delete::branch(&mc.call_id, &mc.from_tag, &mc.branch(call, leg), to_tag);
                 self.send(now, Command::Delete(d), Awaited::Delete);
             }
-            LegMedia::Abandoned | LegMedia::Won | LegMedia::Gone => {}
+            LegMedia::Abandoned | LegMedia::Won(..) | LegMedia::Gone => {}
         }
     }
 
@@ -356,6 +409,7 @@ impl MediaControl {
             Awaited::Answer { call, leg, early } => {
                 Some(MediaStep::Relay { call, leg, early, sdp })
             }
+            Awaited::Relay { call, relay } => Some(MediaStep::Release { call, relay, sdp }),
             Awaited::Delete => None,
         }
     }
@@ -367,7 +421,9 @@ impl MediaControl {
         outcome: &Result<Reply, Failure>,
     ) {
         let call = match *awaited {
-            Awaited::Offer { call, .. } | Awaited::Answer { call, .. } => call,
+            Awaited::Offer { call, .. }
+            | Awaited::Answer { call, .. }
+            | Awaited::Relay { call, .. } => call,
             Awaited::Delete => return,
         };
         let call_id = self.calls.get(&call).map(|c| c.call_id.clone()).unwrap_or_default();
@@ -391,7 +447,7 @@ impl MediaControl {
         let taken = std::mem::replace(state, LegMedia::Gone);
         match (taken, sdp) {
             (LegMedia::Offering(mut target), Some(sdp)) => {
-                *state = LegMedia::Anchored;
+                *state = LegMedia::Anchored(target.next_hop.transport);
                 target.sdp = Some(sdp);
                 Some(MediaStep::Dial { call, leg, target })
             }
@@ -447,6 +503,7 @@ pub(crate) struct LegAnswer {
 use crate::calls::ForkedCall;
 use crate::input::Now;
 use crate::output::{Event, Output};
+use b2bua::CallEvent;
 use groupcall::LegEvent;
 
 impl crate::Switch {
@@ -475,9 +532,15 @@ impl crate::Switch {
 
     /// What a reply (or its failure) lets go on.
     fn media_step(&mut self, now: Now, step: MediaStep) {
-        let (MediaStep::Dial { call, .. }
-        | MediaStep::FailLeg { call, .. }
-        | MediaStep::Relay { call, .. }) = step;
+        let call = match step {
+            MediaStep::Dial { call, .. }
+            | MediaStep::FailLeg { call, .. }
+            | MediaStep::Relay { call, .. } => call,
+            MediaStep::Release { call, relay, sdp } => {
+                let _ = self.b2bua.release_relay(&mut self.tx, now.at, call, relay, sdp);
+                return;
+            }
+        };
         self.on_forked_call(call, |sw, fc| {
             match step {
                 MediaStep::Dial { leg, target, .. } => sw.dial_now(now, fc, leg, *target),
@@ -490,6 +553,7 @@ impl crate::Switch {
                 MediaStep::Relay { leg, early, sdp, .. } => {
                     sw.relay_anchored(now, fc, leg, (early, sdp))
                 }
+                MediaStep::Release { .. } => {}
             }
             sw.apply_actions(now, fc);
         });
@@ -569,6 +633,27 @@ impl crate::Switch {
         m.leg_lost(now.at, fc.cref, leg, None);
         fc.fork.leg_event(now.into(), leg, LegEvent::Cancelled);
         true
+    }
+
+    /// A re-INVITE's or UPDATE's SDP (or its 2xx's) the B2BUA holds: through
+    /// rtpengine when the call is anchored, else on at once.
+    pub(crate) fn media_held_relay(&mut self, now: Now, fc: &ForkedCall, ev: CallEvent) {
+        let (call, relay, from_leg, answer) = match ev {
+            CallEvent::RelayOffer { call, relay, from_leg } => (call, relay, from_leg, false),
+            CallEvent::RelayAnswer { call, relay, from_leg } => (call, relay, from_leg, true),
+            _ => return,
+        };
+        let sdp = self.b2bua.held_sdp(call, relay);
+        let sent = match (&mut self.media, sdp) {
+            (Some(m), Some(sdp)) => {
+                let from_leg = from_leg.and_then(|lr| fc.fork_leg(lr));
+                m.relay_sdp(now.at, HeldSdp { call, relay, from_leg, sdp, answer })
+            }
+            _ => false,
+        };
+        if !sent {
+            let _ = self.b2bua.release_relay(&mut self.tx, now.at, call, relay, None);
+        }
     }
 
     /// The call's dialogs are over: its media goes.
