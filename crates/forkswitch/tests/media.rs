@@ -1,8 +1,9 @@
 //! Media anchoring through a real rtpengine (started by the harness on
 //! ports picked at run time, killed by PID): raw-socket phones on a forked
-//! call see only rtpengine's address in the SDP, RTP flows through the
-//! anchored ports both ways, the losing branch is deleted while the
-//! winner's media keeps flowing, and nothing is left after the hangup; an
+//! call see only rtpengine's address in the SDP (the INVITEs, the losing
+//! leg's early media, the winner's 2xx, a re-INVITE and its 2xx), RTP flows
+//! through the anchored ports both ways, the losing branch is deleted while
+//! the winner's media keeps flowing, and nothing is left after the hangup; an
 //! rtpengine that goes away costs no established call, and a new call
 //! gets what `on_failure` says.
 
@@ -124,6 +125,8 @@ struct Caller {
     tag: &'static str,
     to: String,
     contact: String,
+    /// The SDP of each 183 received.
+    early: Vec<String>,
 }
 
 impl Caller {
@@ -135,6 +138,7 @@ impl Caller {
             tag: "caller-tag",
             to: String::new(),
             contact: String::new(),
+            early: Vec::new(),
         }
     }
 
@@ -161,9 +165,14 @@ impl Caller {
         let invite =
             self.request("INVITE", "sip:800@test", 1, "Content-Type: application/sdp\r\n", sdp);
         self.send(&invite);
+        let early = std::cell::RefCell::new(Vec::new());
         let (fin, _) = recv_until(&self.sip, "a final response to the INVITE", |m| {
+            if is_status(m, 183) {
+                early.borrow_mut().push(body(m).to_owned());
+            }
             m.starts_with("SIP/2.0 ") && status_of(m.as_bytes()) >= 200
         });
+        self.early = early.into_inner();
         if is_status(&fin, 200) {
             self.to = header(&fin, "To").to_owned();
             self.contact = uri_in(header(&fin, "Contact")).to_owned();
@@ -239,12 +248,14 @@ fn answering_phone(sip: UdpSocket, rtp_port: u16, offered: mpsc::Sender<Offered>
     }
 }
 
-/// A phone that rings until CANCELed: 180, then 200 to the CANCEL and 487
-/// to the INVITE, and the 487's ACK. Its offer is sent on `offered`.
-fn ringing_phone(sip: UdpSocket, offered: mpsc::Sender<Offered>) {
+/// A phone that plays early media until CANCELed: 183 with SDP (its
+/// `rtp_port`), then 200 to the CANCEL and 487 to the INVITE, and the
+/// 487's ACK. Its offer is sent on `offered`.
+fn early_media_phone(sip: UdpSocket, rtp_port: u16, offered: mpsc::Sender<Offered>) {
     let local = sip.local_addr().expect("addr");
     let (inv, from) = recv_until(&sip, "the INVITE", |m| is_request(m, "INVITE"));
-    let ringing = response(&inv, "180 Ringing", "p1tag", local, None);
+    let early = sdp(rtp_port);
+    let ringing = response(&inv, "183 Session Progress", "p1tag", local, Some(&early));
     sip.send_to(ringing.as_bytes(), from).expect("send");
     let (cancel, from) = recv_until(&sip, "the CANCEL", |m| is_request(m, "CANCEL"));
     sip.send_to(response(&cancel, "200 OK", "p1tag", local, None).as_bytes(), from).expect("send");
@@ -311,12 +322,12 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     let groups = fork::group("800", "ring_all", &dests);
     let config = fork::trusted(&groups) + &media_config(rtpengine.ng_addr(), "reject");
     let server = Server::start_with(&config);
-    let (caller_rtp, p0_rtp) = (udp(), udp());
+    let (caller_rtp, p0_rtp, p1_rtp) = (udp(), udp(), udp());
     let (tx0, rx0) = mpsc::channel();
     let (tx1, rx1) = mpsc::channel();
-    let p0_port = port_of(&p0_rtp);
+    let (p0_port, p1_port) = (port_of(&p0_rtp), port_of(&p1_rtp));
     let answering = thread::spawn(move || answering_phone(p0, p0_port, tx0));
-    let ringing = thread::spawn(move || ringing_phone(p1, tx1));
+    let ringing = thread::spawn(move || early_media_phone(p1, p1_port, tx1));
 
     let mut caller = Caller::new(server.udp, "media-fork-1@test");
     let ok = caller.invite(&sdp(port_of(&caller_rtp)));
@@ -326,6 +337,10 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     let caller_sends_to = audio_port(to_caller);
     assert!(in_range(caller_sends_to, &rtpengine), "rtpengine's port: {to_caller}");
     assert_ne!(caller_sends_to, p0_port, "the caller never sees the phone's port");
+    // p1's early media reached the caller answered by rtpengine too.
+    assert_eq!(caller.early.len(), 1, "one 183 with SDP");
+    assert!(in_range(audio_port(&caller.early[0]), &rtpengine), "{}", caller.early[0]);
+    assert_ne!(audio_port(&caller.early[0]), p1_port);
     // Each phone was offered rtpengine's address and its own ports.
     let offered0 = rx0.recv_timeout(WAIT).expect("p0's offer");
     let offered1 = rx1.recv_timeout(WAIT).expect("p1's offer");
@@ -390,7 +405,7 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     let metrics = api.get("/metrics").body;
     for line in [
         "media_ng_requests_total{command=\"offer\",result=\"ok\"} 3",
-        "media_ng_requests_total{command=\"answer\",result=\"ok\"} 2",
+        "media_ng_requests_total{command=\"answer\",result=\"ok\"} 3",
         "media_ng_requests_total{command=\"delete\",result=\"ok\"} 2",
         "media_rtpengine_up 1",
     ] {
