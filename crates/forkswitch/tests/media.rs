@@ -10,7 +10,7 @@
 mod common;
 
 use common::{fork, status_of, Server, WAIT};
-use rtpengine_harness::{NgDriver, Rtpengine};
+use rtpengine_harness::{audio_port, relay_rtp as relay, NgDriver, Rtpengine};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::thread;
@@ -38,15 +38,6 @@ fn sdp(port: u16) -> String {
 /// The body of a SIP message.
 fn body(msg: &str) -> &str {
     msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
-/// The `m=audio` port of an SDP (0 without one).
-fn audio_port(sdp: &str) -> u16 {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Every value of header `name` (full name), in order.
@@ -264,27 +255,6 @@ fn early_media_phone(sip: UdpSocket, rtp_port: u16, offered: mpsc::Sender<Offere
     recv_until(&sip, "the 487's ACK", |m| is_request(m, "ACK"));
     let s = body(&inv).to_owned();
     let _ = offered.send(Offered { port: audio_port(&s), sdp: s });
-}
-
-/// Sends `n` RTP packets from `from` to 127.0.0.1:`port`; returns how many
-/// `to` received (each within a short wait).
-fn relay(from: &UdpSocket, port: u16, to: &UdpSocket, n: u16) -> u16 {
-    to.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    let mut got = 0;
-    let mut buf = [0u8; 2048];
-    for seq in 0..n {
-        let mut pkt = vec![0x80, 0x00];
-        pkt.extend_from_slice(&seq.to_be_bytes());
-        pkt.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-        pkt.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
-        pkt.extend(std::iter::repeat_n(0xff, 160));
-        from.send_to(&pkt, (LOOPBACK, port)).expect("send rtp");
-        if let Ok((len, _)) = to.recv_from(&mut buf) {
-            assert_eq!(len, pkt.len(), "relayed unchanged");
-            got += 1;
-        }
-    }
-    got
 }
 
 /// `[media]` toward `rtpengine`, with short ng timeouts.

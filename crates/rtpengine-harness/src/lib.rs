@@ -221,6 +221,38 @@ impl Drop for Rtpengine {
     }
 }
 
+/// Sends `n` RTP packets (PCMU-sized) from `from` to 127.0.0.1:`port`;
+/// returns how many `to` received unchanged, each within 500 ms.
+pub fn relay_rtp(from: &UdpSocket, port: u16, to: &UdpSocket, n: u16) -> u16 {
+    let _ = to.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut got = 0;
+    let mut buf = [0u8; 2048];
+    for seq in 0..n {
+        let mut pkt = vec![0x80, 0x00];
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        pkt.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        pkt.extend(std::iter::repeat_n(0xff, 160));
+        if from.send_to(&pkt, SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+            continue;
+        }
+        if let Ok((len, _)) = to.recv_from(&mut buf) {
+            assert_eq!(len, pkt.len(), "relayed unchanged");
+            got += 1;
+        }
+    }
+    got
+}
+
+/// The `m=audio` port of an SDP (0 without one).
+pub fn audio_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `media-anchor`'s client over a real UDP socket, one request at a time.
 pub struct NgDriver {
     socket: UdpSocket,

@@ -892,6 +892,15 @@ fn media_world(on_failure: OnFailure, seed: u64) -> (World, Vec<Output>) {
     World::with_config(cfg, state(vec![group], Vec::new(), Vec::new()), seed)
 }
 
+/// [`media_world`] with its simulated rtpengine (seeded with `seed` too),
+/// the switch's first pings answered.
+fn media_started(on_failure: OnFailure, seed: u64) -> (World, SimRtpengine) {
+    let mut rtp = SimRtpengine::new(RELAY_IP.parse().expect("ip"), SimFaults::NONE, seed);
+    let (mut w, first) = media_world(on_failure, seed);
+    through(&mut w, &mut rtp, first);
+    (w, rtp)
+}
+
 /// Hands every ng datagram of `out` to `rtp` and its replies back to the
 /// switch, until no more come; returns the other outputs, in order.
 fn through(w: &mut World, rtp: &mut SimRtpengine, out: Vec<Output>) -> Vec<Output> {
@@ -955,9 +964,7 @@ const CALLER: &str = "198.51.100.1:5060";
 
 #[test]
 fn an_anchored_fork_offers_per_leg_answers_the_winner_and_deletes_every_offer_once() {
-    let mut rtp = SimRtpengine::new(RELAY_IP.parse().unwrap(), SimFaults::NONE, 1);
-    let (mut w, first) = media_world(OnFailure::Reject, 7);
-    through(&mut w, &mut rtp, first);
+    let (mut w, mut rtp) = media_started(OnFailure::Reject, 7);
     // The INVITE: one offer per leg goes out, and no leg INVITE before
     // its offer's reply.
     let out = w.datagram(CALLER, &invite(CALLER, "sip:800@test", "m1"));
@@ -1045,9 +1052,7 @@ fn an_anchored_fork_offers_per_leg_answers_the_winner_and_deletes_every_offer_on
 /// The caller's INVITE to group 800 with rtpengine failing per `faults`
 /// (or silent); the outputs over `wait` of virtual time.
 fn failing_call(on_failure: OnFailure, faults: Option<SimFaults>, wait: Duration) -> Vec<Output> {
-    let mut rtp = SimRtpengine::new(RELAY_IP.parse().unwrap(), SimFaults::NONE, 2);
-    let (mut w, first) = media_world(on_failure, 9);
-    through(&mut w, &mut rtp, first);
+    let (mut w, mut rtp) = media_started(on_failure, 9);
     match faults {
         Some(f) => rtp.set_faults(f),
         None => rtp.set_silent(true),
@@ -1079,9 +1084,7 @@ fn an_error_reply_or_silence_gets_503_or_the_call_unanchored() {
 
 #[test]
 fn a_reply_with_a_wrong_cookie_or_from_elsewhere_is_dropped() {
-    let mut rtp = SimRtpengine::new(RELAY_IP.parse().unwrap(), SimFaults::NONE, 3);
-    let (mut w, first) = media_world(OnFailure::Reject, 11);
-    through(&mut w, &mut rtp, first);
+    let (mut w, mut rtp) = media_started(OnFailure::Reject, 11);
     let out = w.datagram(CALLER, &invite(CALLER, "sip:800@test", "m3"));
     let offers: Vec<_> = out
         .iter()
