@@ -506,7 +506,7 @@ impl Switch {
         };
         match dialer.target(target, &call.from) {
             Ok(dt) => {
-                if let Err(dt) = self.offer_leg(now, call, leg, dt) {
+                if let Some(dt) = self.offer_leg(now, call, leg, dt) {
                     self.dial_now(now, call, leg, dt);
                 }
             }

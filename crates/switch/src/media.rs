@@ -583,19 +583,19 @@ impl crate::Switch {
     }
 
     /// Sends leg `leg`'s offer when its media is anchored (an inbound
-    /// caller with an offer, media on); `Err(target)` gives the target back
-    /// to be dialed at once.
+    /// caller with an offer, media on); the target comes back (`Some`) when
+    /// it is to be dialed at once.
     pub(crate) fn offer_leg(
         &mut self,
         now: Now,
         fc: &ForkedCall,
         leg: LegId,
         target: DialTarget,
-    ) -> Result<(), DialTarget> {
-        let Some(m) = self.media.as_mut().filter(|_| fc.is_inbound()) else { return Err(target) };
-        let Some(caller) = self.b2bua.caller_media(fc.cref) else { return Err(target) };
+    ) -> Option<DialTarget> {
+        let Some(m) = self.media.as_mut().filter(|_| fc.is_inbound()) else { return Some(target) };
+        let Some(caller) = self.b2bua.caller_media(fc.cref) else { return Some(target) };
         m.offer(now.at, LegOffer { call: fc.cref, leg, target, caller: &caller });
-        Ok(())
+        None
     }
 
     /// Sends the answer for an anchored leg's 183 (`early`) or 2xx;
