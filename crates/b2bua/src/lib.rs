@@ -26,7 +26,9 @@
 //! - once bridged, in-dialog requests (BYE, and those
 //!   [`sip_message::SUPPORTED`] marks relayed: re-INVITE, UPDATE, INFO,
 //!   OPTIONS) are relayed between the two dialogs and their responses
-//!   relayed back.
+//!   relayed back; with [`B2buaConfig::hold_relayed_sdp`] the SDP of a
+//!   relayed re-INVITE/UPDATE and of its 2xx waits for its owner (media
+//!   anchoring: [`CallEvent::RelayOffer`], [`CallManager::release_relay`]).
 //!
 //! What its owner (the switch core) must do:
 //! - feed *every* transaction event to [`CallManager::handle_event`]
