@@ -369,6 +369,18 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     answering.join().expect("the answering phone");
     let empty = wait_for(|| ng.list(media_anchor::InstanceId(0)).is_empty());
     assert!(empty, "the call deleted at rtpengine: {}", rtpengine.log());
+    // The legs' call records name the rtpengine and the address each got.
+    let (_root, calls) = common::finished_groupcall(&server);
+    let legs: Vec<_> =
+        calls.iter().filter(|c| c.direction == records::Direction::Outgoing).collect();
+    let mut addresses: Vec<&str> = legs.iter().map(|c| c.media_address.as_str()).collect();
+    addresses.sort_unstable();
+    let mut offered = [offered0.port, offered1.port].map(|p| format!("{LOOPBACK}:{p}"));
+    offered.sort_unstable();
+    assert_eq!(addresses, offered, "{legs:?}");
+    for c in &legs {
+        assert_eq!(c.media_anchor, rtpengine.ng_addr().to_string(), "{c:?}");
+    }
     assert_eq!(relay(&moved, caller_sends_to, &p0_rtp, 1), 0, "no relay after the call");
     // What the operator sees: every request by command and result.
     let api = common::http::Api::new(server.http, fork::KEY);

@@ -422,6 +422,14 @@ pub struct Call {
     pub tm_update: Timestamp,
     /// Deleted.
     pub tm_delete: Timestamp,
+    /// The rtpengine (its ng address, `IP:port`) that anchors this leg's
+    /// media; empty when its media is not anchored.
+    #[serde(default)]
+    pub media_anchor: String,
+    /// The media address (`IP:port` of the first audio stream) rtpengine
+    /// gave this leg in its SDP; empty when its media is not anchored.
+    #[serde(default)]
+    pub media_address: String,
 }
 
 impl Call {
@@ -453,6 +461,8 @@ impl Call {
             tm_create: wall,
             tm_update: wall,
             tm_delete: Timestamp::NOT_YET,
+            media_anchor: String::new(),
+            media_address: String::new(),
         }
     }
 }

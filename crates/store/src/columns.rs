@@ -46,7 +46,7 @@ pub(crate) const GROUPCALL_COLUMNS: [&str; 20] = [
 ];
 
 /// The columns of `calls`, in the order of [`call_cols`].
-pub(crate) const CALL_COLUMNS: [&str; 24] = [
+pub(crate) const CALL_COLUMNS: [&str; 26] = [
     "id",
     "customer_id",
     "groupcall_id",
@@ -71,6 +71,8 @@ pub(crate) const CALL_COLUMNS: [&str; 24] = [
     "tm_create",
     "tm_update",
     "tm_delete",
+    "media_anchor",
+    "media_address",
 ];
 
 fn json(v: &impl serde::Serialize) -> String {
@@ -115,7 +117,7 @@ pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 20] {
 }
 
 /// A call's column values.
-pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 24] {
+pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
     let [st, sg, sn, sname, sd] = address(&c.source);
     let [dt, dg, dn, dname, dd] = address(&c.destination);
     [
@@ -143,12 +145,14 @@ pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 24] {
         Col::Time(c.tm_create),
         Col::Time(c.tm_update),
         Col::Time(c.tm_delete),
+        Col::Text(&c.media_anchor),
+        Col::Text(&c.media_address),
     ]
 }
 
 /// The column values of a set's groupcalls and calls (in key order), for
 /// a bulk upsert.
-pub(crate) type Rows<'a> = (Vec<[Col<'a>; 20]>, Vec<[Col<'a>; 24]>);
+pub(crate) type Rows<'a> = (Vec<[Col<'a>; 20]>, Vec<[Col<'a>; 26]>);
 
 /// [`Rows`] of `set`.
 pub(crate) fn rows(set: &crate::window::RecordSet) -> Rows<'_> {
@@ -229,6 +233,8 @@ pub(crate) fn call_from_row(r: &dyn Row) -> Result<Call, String> {
             tm_create: r.time(21)?,
             tm_update: r.time(22)?,
             tm_delete: r.time(23)?,
+            media_anchor: r.text(24)?,
+            media_address: r.text(25)?,
         })
     })()
     .map_err(ctx)

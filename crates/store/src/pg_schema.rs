@@ -132,6 +132,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_paging ON calls (customer_id, tm_create DESC, id DESC);
     CREATE INDEX calls_destination ON calls (destination_target, tm_create);
     CREATE INDEX calls_status ON calls (status, tm_create);",
+    // 2: which rtpengine anchors a leg's media, and the address it gave
+    // the leg ('' when media is not anchored).
+    "ALTER TABLE calls ADD COLUMN media_anchor text NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN media_address text NOT NULL DEFAULT '';",
 ];
 
 /// A constant of ours for `pg_advisory_xact_lock`.

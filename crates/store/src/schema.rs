@@ -220,6 +220,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_paging ON calls (customer_id, tm_create DESC, id DESC);
     CREATE INDEX calls_destination ON calls (destination_target, tm_create);
     CREATE INDEX calls_status ON calls (status, tm_create);",
+    // 7: which rtpengine anchors a leg's media, and the address it gave
+    // the leg ('' when media is not anchored).
+    "ALTER TABLE calls ADD COLUMN media_anchor TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN media_address TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version of a database with every migration applied.

@@ -87,6 +87,8 @@ fn call(customer_id: Uuid, tm_create: Timestamp, tm_delete: Timestamp) -> Call {
         tm_create,
         tm_update: Timestamp::from_micros(tm_create.micros() + 3),
         tm_delete,
+        media_anchor: "127.0.0.1:2223".into(),
+        media_address: "192.0.2.7:30000".into(),
     }
 }
 
@@ -1105,14 +1107,18 @@ fn postgres_schema_versions() {
     let url = cluster.database();
     let db = url.rsplit('/').next().expect("name").to_owned();
     drop(PgStore::open(&url).expect("open"));
-    let versions =
-        || cluster.psql_in(&db, "SELECT string_agg(version::text, ',') FROM schema_migrations");
-    assert_eq!(versions().trim(), "1");
+    let versions = || {
+        cluster.psql_in(
+            &db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
+        )
+    };
+    assert_eq!(versions().trim(), "1,2");
     drop(PgStore::open(&url).expect("reopen"));
-    assert_eq!(versions().trim(), "1", "nothing applied twice");
-    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (2)");
+    assert_eq!(versions().trim(), "1,2", "nothing applied twice");
+    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (3)");
     match PgStore::open(&url) {
-        Err(store::StoreError::SchemaTooNew { found: 2, known: 1 }) => {}
+        Err(store::StoreError::SchemaTooNew { found: 3, known: 2 }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }

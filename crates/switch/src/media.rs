@@ -120,8 +120,9 @@ enum Awaited {
 #[derive(Debug)]
 pub(crate) enum MediaStep {
     /// Dial the leg (with rtpengine's offer, or the caller's one when
-    /// `on_failure = "passthrough"` let it through unanchored).
-    Dial { call: CallRef, leg: LegId, target: Box<DialTarget> },
+    /// `on_failure = "passthrough"` let it through unanchored: no
+    /// `anchor`).
+    Dial { call: CallRef, leg: LegId, target: Box<DialTarget>, anchor: Option<LegAnchor> },
     /// The leg's offer failed and `on_failure = "reject"`: fail the leg and
     /// refuse the call (503).
     FailLeg { call: CallRef, leg: LegId },
@@ -131,6 +132,15 @@ pub(crate) enum MediaStep {
     /// Let a held in-dialog relay go on with rtpengine's SDP (`None`: its
     /// own: an established call is never torn down for its media).
     Release { call: CallRef, relay: RelayRef, sdp: Option<Bytes> },
+}
+
+/// Where a leg's media is anchored, for its call record.
+#[derive(Debug)]
+pub(crate) struct LegAnchor {
+    /// The ng address of the rtpengine that holds it.
+    pub(crate) rtpengine: SocketAddr,
+    /// The audio address rtpengine's offer gives the leg.
+    pub(crate) address: Option<SocketAddr>,
 }
 
 /// A re-INVITE's or UPDATE's SDP (or its 2xx's) held by the B2BUA.
@@ -405,7 +415,16 @@ impl MediaControl {
             self.failed(done.command.as_str(), &awaited, &done.outcome);
         }
         match awaited {
-            Awaited::Offer { call, leg } => self.offer_done(now, call, leg, sdp),
+            Awaited::Offer { call, leg } => {
+                let rtpengine = done.instance.and_then(|id| {
+                    self.client.instances().find_map(|(i, addr, _)| (i == id).then_some(addr))
+                });
+                let anchor = sdp.as_ref().zip(rtpengine).map(|(sdp, rtpengine)| LegAnchor {
+                    rtpengine,
+                    address: media_anchor::audio_address(sdp),
+                });
+                self.offer_done(now, (call, leg), sdp, anchor)
+            }
             Awaited::Answer { call, leg, early } => {
                 Some(MediaStep::Relay { call, leg, early, sdp })
             }
@@ -438,9 +457,9 @@ impl MediaControl {
     fn offer_done(
         &mut self,
         now: Instant,
-        call: CallRef,
-        leg: LegId,
+        (call, leg): (CallRef, LegId),
         sdp: Option<Bytes>,
+        anchor: Option<LegAnchor>,
     ) -> Option<MediaStep> {
         let mc = self.calls.get_mut(&call)?;
         let state = mc.legs.get_mut(&leg)?;
@@ -449,10 +468,10 @@ impl MediaControl {
             (LegMedia::Offering(mut target), Some(sdp)) => {
                 *state = LegMedia::Anchored(target.next_hop.transport);
                 target.sdp = Some(sdp);
-                Some(MediaStep::Dial { call, leg, target })
+                Some(MediaStep::Dial { call, leg, target, anchor })
             }
             (LegMedia::Offering(target), None) => match self.on_failure {
-                OnFailure::Passthrough => Some(MediaStep::Dial { call, leg, target }),
+                OnFailure::Passthrough => Some(MediaStep::Dial { call, leg, target, anchor: None }),
                 OnFailure::Reject => Some(MediaStep::FailLeg { call, leg }),
             },
             (LegMedia::Abandoned, Some(_)) => {
@@ -543,7 +562,13 @@ impl crate::Switch {
         };
         self.on_forked_call(call, |sw, fc| {
             match step {
-                MediaStep::Dial { leg, target, .. } => sw.dial_now(now, fc, leg, *target),
+                MediaStep::Dial { leg, target, anchor, .. } => {
+                    sw.dial_now(now, fc, leg, *target);
+                    if let Some(a) = anchor {
+                        let address = a.address.map(|x| x.to_string()).unwrap_or_default();
+                        fc.fork.leg_media(now.into(), leg, &a.rtpengine.to_string(), &address);
+                    }
+                }
                 MediaStep::FailLeg { leg, .. } => {
                     // No relay for the caller's offer: no leg can be
                     // anchored, the caller gets 503.
