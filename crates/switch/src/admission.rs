@@ -2,28 +2,40 @@
 //! (RFC 7339's idea without its header negotiation, and Kamailio's pike).
 //!
 //! **The load signal is the input queue delay**: how long the datagram
-//! just taken waited between the transport reading it and the switch
-//! getting it, reported by the shell ([`Load`]). It is what callers feel
-//! (every message of a call setup waits in that queue) and it rises only
-//! when the switch cannot keep up, whatever the message mix; the number of
-//! live transactions grows with the call rate even when all is well (64*T1
-//! of state per transaction), so it is kept only as a memory cap. When the
-//! delay passes [`AdmissionConfig::max_queue_delay`] the switch is
-//! overloaded until it falls under [`AdmissionConfig::resume_queue_delay`]
-//! (hysteresis, so admission does not flap on every datagram). A burst is
-//! not overload: the delay must stay past the limit for
-//! [`AdmissionConfig::sustain`] (100 ms) first, unless an overload ended
-//! within the last second (then at once, as CoDel re-enters dropping).
-//! Defaults 50 / 10 ms: measured with `tests/bench/overload.sh`, a plain
-//! 100 / 20 ms limit kept clean rates clean but let admitted calls' p99
-//! setup reach 280 ms at twice the capacity, and a plain 50 ms limit shed
-//! calls at the start of every load step. Meanwhile
-//! every *new* INVITE is answered `503` with `Retry-After`, statelessly and
-//! before any transaction, routing or fork exists: a refusal costs one
-//! parse and one send. Retransmissions of admitted INVITEs, in-dialog
-//! requests, ACK, CANCEL, BYE and responses are never shed (they finish
-//! calls already paid for), and OPTIONS keep their answers. New REGISTERs
-//! beyond [`AdmissionConfig::max_register_rate`] per second get 503 too.
+//! just taken waited between its arrival (the kernel's stamp) and the
+//! switch getting it, reported by the shell ([`Load`]). It is what callers
+//! feel (every message of a call setup waits in that queue) and it rises
+//! only when the switch cannot keep up, whatever the message mix; the
+//! number of live transactions grows with the call rate even when all is
+//! well (64*T1 of state per transaction), so it is kept only as a memory
+//! cap.
+//!
+//! **New INVITEs are refused only in the proportion the switch cannot
+//! serve.** While the delay stays under [`AdmissionConfig::max_queue_delay`]
+//! (the target) every call is taken. A burst is not overload: only when the
+//! delay has stayed past the target for [`AdmissionConfig::sustain`] (or at
+//! once, if an overload ended within [`AdmissionConfig::calm`]) does
+//! shedding begin, at the fraction the queue's growth over that time calls
+//! for (growing by g seconds a second means 1 + g times the work the switch
+//! does: refusing g / (1 + g) of new calls balances it). From then on a
+//! proportional-integral controller moves the fraction every
+//! [`UPDATE`] on the smallest delay seen in that time (the standing queue,
+//! not its spikes): up while it is past the target or rising, down while
+//! it is under the target or falling, so the admitted rate settles where
+//! the queue stays near the target, instead of everything being refused
+//! until the queue is empty and admitted again until it is full. Refusals
+//! are spread evenly (a running credit, no random draw). Once the fraction
+//! is back to zero and the delay under
+//! [`AdmissionConfig::resume_queue_delay`], the overload is over. Defaults
+//! 50 / 10 / 100 ms, measured on `tests/bench/overload.sh` and the
+//! side-by-side bench (setup p99 under 150 ms with a 20 ms ring: a setup
+//! crosses the queue about twice, its INVITE and its 200). A refused call
+//! gets `503` with `Retry-After`, statelessly and before any transaction,
+//! routing or fork exists: a refusal costs one parse and one send.
+//! Retransmissions of admitted INVITEs, in-dialog requests, ACK, CANCEL,
+//! BYE and responses are never shed (they finish calls already paid for),
+//! and OPTIONS keep their answers. New REGISTERs beyond
+//! [`AdmissionConfig::max_register_rate`] per second get 503 too.
 //!
 //! **Per-source limits**: requests from one source (an IPv4 address or an
 //! IPv6 /64; carriers are exempt) beyond [`AdmissionConfig::source_rate`]
@@ -39,9 +51,12 @@ use std::time::{Duration, Instant};
 /// Admission settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
-    /// Input queue delay beyond which new INVITEs are shed; zero: never.
+    /// The input queue delay admission keeps calls under: past it
+    /// (sustained), new INVITEs are shed in the proportion needed to bring
+    /// it back; zero: never.
     pub max_queue_delay: Duration,
-    /// Delay under which shedding stops.
+    /// Delay under which, the shed fraction back to zero, the overload
+    /// ends.
     pub resume_queue_delay: Duration,
     /// How long the delay must stay past the limit before shedding starts
     /// (a burst shorter than this is queued, not refused), unless the last
@@ -115,13 +130,87 @@ pub(crate) struct RateBan {
     pub(crate) src: IpAddr,
 }
 
+/// How often the shed fraction is adjusted.
+pub(crate) const UPDATE: Duration = Duration::from_millis(10);
+/// Proportional gain: the fraction moves this much per second the
+/// standing delay moves.
+const GAIN_PER_DELAY: f64 = 10.0;
+/// Integral gain: the fraction moves this much per second of delay past
+/// (or under) the target, per second.
+const GAIN_PER_EXCESS: f64 = 50.0;
+/// Bounds of the fraction shed when an overload begins.
+const START_FRACTION: (f64, f64) = (0.05, 0.9);
+
+/// How new INVITEs are taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Control {
+    /// Every one. `above`: since when, and from what delay, the queue
+    /// delay has stayed past the target.
+    Admitting { above: Option<(Instant, Duration)> },
+    /// Overloaded: a fraction refused.
+    Shedding(Shedding),
+}
+
+/// The controller of an overload.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Shedding {
+    /// Fraction of new INVITEs refused, 0.0 to 1.0.
+    fraction: f64,
+    /// Admissions owed: each new INVITE adds `1 - fraction`, each whole
+    /// one admits a call.
+    credit: f64,
+    /// When the fraction was last adjusted, and the standing delay then.
+    updated: Instant,
+    last: Duration,
+    /// Smallest delay seen since `updated`.
+    floor: Duration,
+}
+
+impl Shedding {
+    /// The start of an overload: the delay went from `from` at `since` to
+    /// `delay` at `now`.
+    fn begin(since: Instant, from: Duration, delay: Duration, now: Instant) -> Shedding {
+        let elapsed = now.saturating_duration_since(since).as_secs_f64();
+        let growth =
+            if elapsed > 0.0 { delay.saturating_sub(from).as_secs_f64() / elapsed } else { 0.0 };
+        let (lo, hi) = START_FRACTION;
+        let fraction = (growth / (1.0 + growth)).clamp(lo, hi);
+        Shedding { fraction, credit: 0.0, updated: now, last: delay, floor: delay }
+    }
+
+    /// Takes a delay measured at `now`; every [`UPDATE`], moves the
+    /// fraction on the standing delay against `target`.
+    fn measure(&mut self, delay: Duration, now: Instant, target: Duration) {
+        self.floor = self.floor.min(delay);
+        let dt = now.saturating_duration_since(self.updated);
+        if dt < UPDATE {
+            return;
+        }
+        let floor = self.floor.as_secs_f64();
+        let rise = floor - self.last.as_secs_f64();
+        let excess = floor - target.as_secs_f64();
+        let step = GAIN_PER_DELAY * rise + GAIN_PER_EXCESS * excess * dt.as_secs_f64();
+        self.fraction = (self.fraction + step).clamp(0.0, 1.0);
+        (self.updated, self.last, self.floor) = (now, self.floor, Duration::MAX);
+    }
+
+    /// A new INVITE: `true` to refuse it.
+    fn refuses(&mut self) -> bool {
+        self.credit += 1.0 - self.fraction;
+        if self.credit >= 1.0 {
+            self.credit -= 1.0;
+            false
+        } else {
+            true
+        }
+    }
+}
+
 /// Overload state, the REGISTER rate and per-source windows.
 #[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) cfg: AdmissionConfig,
-    overloaded: bool,
-    /// Since when the delay has been past the limit (not overloaded yet).
-    above_since: Option<Instant>,
+    control: Control,
     /// When the last overload ended.
     ended_at: Option<Instant>,
     /// New INVITEs shed since the switch started.
@@ -150,8 +239,7 @@ impl Admission {
     pub(crate) fn new(cfg: AdmissionConfig, now: Instant) -> Admission {
         Admission {
             cfg,
-            overloaded: false,
-            above_since: None,
+            control: Control::Admitting { above: None },
             ended_at: None,
             shed_invites: 0,
             shed_registers: 0,
@@ -168,40 +256,51 @@ impl Admission {
         if cfg.max_queue_delay.is_zero() {
             return Transition::None;
         }
-        if self.overloaded {
-            if load.queue_delay < cfg.resume_queue_delay {
-                self.overloaded = false;
+        let delay = load.queue_delay;
+        match &mut self.control {
+            Control::Shedding(s) => {
+                s.measure(delay, now, cfg.max_queue_delay);
+                if s.fraction > 0.0 || delay >= cfg.resume_queue_delay {
+                    return Transition::None;
+                }
+                self.control = Control::Admitting { above: None };
                 self.ended_at = Some(now);
-                return Transition::Ended { shed: self.episode_shed };
+                Transition::Ended { shed: self.episode_shed }
             }
-            return Transition::None;
+            Control::Admitting { above } => {
+                if delay <= cfg.max_queue_delay {
+                    *above = None;
+                    return Transition::None;
+                }
+                let (since, from) = *above.get_or_insert((now, delay));
+                let recent =
+                    self.ended_at.is_some_and(|t| now.saturating_duration_since(t) < cfg.calm);
+                if !recent && now.saturating_duration_since(since) < cfg.sustain {
+                    return Transition::None;
+                }
+                self.control = Control::Shedding(Shedding::begin(since, from, delay, now));
+                self.episode_shed = 0;
+                Transition::Began
+            }
         }
-        if load.queue_delay <= cfg.max_queue_delay {
-            self.above_since = None;
-            return Transition::None;
-        }
-        let since = *self.above_since.get_or_insert(now);
-        let recent = self.ended_at.is_some_and(|t| now.saturating_duration_since(t) < cfg.calm);
-        if recent || now.saturating_duration_since(since) >= cfg.sustain {
-            self.overloaded = true;
-            self.above_since = None;
-            self.episode_shed = 0;
-            return Transition::Began;
-        }
-        Transition::None
     }
 
-    /// `true` while new INVITEs are shed (overloaded, or `live`
+    /// `true` while new INVITEs may be shed (overloaded, or `live`
     /// transactions at the cap).
     pub(crate) fn sheds_invites(&self, live: usize) -> bool {
         let full = self.cfg.max_transactions > 0 && live >= self.cfg.max_transactions;
-        self.overloaded || full
+        full || matches!(self.control, Control::Shedding(_))
     }
 
     /// A new INVITE (not a retransmission, not in a dialog), with `live`
     /// transactions.
     pub(crate) fn invite(&mut self, live: usize) -> Admit {
-        if self.sheds_invites(live) {
+        let full = self.cfg.max_transactions > 0 && live >= self.cfg.max_transactions;
+        let refused = match &mut self.control {
+            Control::Shedding(s) => s.refuses() || full,
+            Control::Admitting { .. } => full,
+        };
+        if refused {
             self.shed_invites += 1;
             self.episode_shed += 1;
             Admit::Shed
@@ -284,28 +383,106 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn at(delay_ms: u64) -> Load {
+        Load { queue_delay: ms(delay_ms), queue_depth: 0 }
+    }
+
+    impl Admission {
+        fn shed_fraction(&self) -> f64 {
+            match self.control {
+                Control::Shedding(s) => s.fraction,
+                Control::Admitting { .. } => 0.0,
+            }
+        }
+    }
+
+    /// Past the 50 ms target from `t0`, growing by 1 ms every ms (twice
+    /// the work the switch does) until overload begins at `t0 + 100 ms`.
+    fn overload_at_twice_capacity(a: &mut Admission, t0: Instant) -> Instant {
+        for i in 0..100 {
+            assert_eq!(a.set_load(at(51 + i), t0 + ms(i)), Transition::None, "{i} ms");
+            assert_eq!(a.invite(0), Admit::Yes, "taken while it may be a burst");
+        }
+        assert_eq!(a.set_load(at(151), t0 + ms(100)), Transition::Began);
+        t0 + ms(100)
+    }
+
     #[test]
-    fn overload_begins_past_the_limit_sustained_and_ends_under_the_resume_delay() {
+    fn a_burst_is_queued_and_a_sustained_overload_sheds_what_its_growth_calls_for() {
         let t0 = Instant::now();
         let mut a = Admission::new(AdmissionConfig::default(), t0);
-        let at = |d| Load { queue_delay: ms(d), queue_depth: 0 };
         assert_eq!(a.set_load(at(40), t0), Transition::None);
         assert_eq!(a.set_load(at(60), t0 + ms(10)), Transition::None, "a burst is queued");
         assert_eq!(a.set_load(at(45), t0 + ms(50)), Transition::None, "and over");
-        assert_eq!(a.set_load(at(60), t0 + ms(100)), Transition::None);
+        overload_at_twice_capacity(&mut a, t0 + ms(100));
+        // Half the work must go: every other new INVITE is refused.
+        let got: Vec<Admit> = (0..6).map(|_| a.invite(0)).collect();
+        use Admit::{Shed, Yes};
+        assert_eq!(got, [Shed, Yes, Shed, Yes, Shed, Yes]);
+        assert_eq!(a.shed_invites, 3);
+    }
+
+    #[test]
+    fn the_fraction_follows_the_standing_delay_and_the_overload_ends_back_at_zero() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(AdmissionConfig::default(), t0);
+        let mut t = overload_at_twice_capacity(&mut a, t0);
+        let start = a.shed_fraction();
+        assert!((start - 0.5).abs() < 1e-9, "{start}");
+        // Still 100 ms past the target: more is refused, update by update.
+        for _ in 0..10 {
+            t += UPDATE;
+            assert_eq!(a.set_load(at(150), t), Transition::None);
+        }
+        let high = a.shed_fraction();
+        assert!(high > start + 0.3, "{start} -> {high}");
+        // Spikes do not count: an update sees the smallest delay of its
+        // interval (a twin fed a steady 150 ms ends at the same fraction).
+        let mut twin = Admission::new(AdmissionConfig::default(), t0);
+        overload_at_twice_capacity(&mut twin, t0);
+        let mut tt = t0 + ms(100);
+        for _ in 0..10 {
+            tt += UPDATE;
+            twin.set_load(at(150), tt);
+        }
+        a.set_load(at(400), t + ms(5));
+        a.set_load(at(150), t + UPDATE);
+        twin.set_load(at(150), tt + UPDATE);
+        t += UPDATE;
+        assert_eq!(a.shed_fraction(), twin.shed_fraction());
+        let shed = (0..10).filter(|_| a.invite(0) == Admit::Shed).count() as u64;
+        assert!((7..=10).contains(&shed), "most of ten refused: {shed}");
+        // The queue drains (1 ms every 10 ms) and the fraction with it.
+        for d in (20..150).rev() {
+            t += UPDATE;
+            assert_eq!(a.set_load(at(d), t), Transition::None);
+        }
+        assert!(a.shed_fraction() < 0.5, "{}", a.shed_fraction());
+        // Under the target the fraction falls to zero; the overload ends
+        // once the delay is also under the resume delay.
+        let mut ended = None;
+        for _ in 0..1000 {
+            t += UPDATE;
+            if let Transition::Ended { shed } = a.set_load(at(20), t) {
+                panic!("ended at 20 ms, past the resume delay, shed {shed}");
+            }
+            if a.shed_fraction() == 0.0 {
+                ended = Some(a.set_load(at(9), t + ms(1)));
+                break;
+            }
+        }
+        assert_eq!(ended, Some(Transition::Ended { shed }));
         assert_eq!(a.invite(0), Admit::Yes);
-        assert_eq!(a.set_load(at(80), t0 + ms(199)), Transition::None);
-        assert_eq!(a.set_load(at(80), t0 + ms(200)), Transition::Began, "past it for 100 ms");
-        assert_eq!(a.invite(0), Admit::Shed);
-        assert_eq!(a.set_load(at(30), t0 + ms(210)), Transition::None, "hysteresis: over 10 ms");
-        assert_eq!(a.invite(0), Admit::Shed);
-        assert_eq!(a.set_load(at(9), t0 + ms(220)), Transition::Ended { shed: 2 });
-        assert_eq!(a.invite(0), Admit::Yes);
-        assert_eq!(a.shed_invites, 2);
-        // Soon after, a new overload starts at once; once calm, it waits again.
-        assert_eq!(a.set_load(at(60), t0 + ms(500)), Transition::Began, "within 1 s: at once");
-        assert_eq!(a.set_load(at(5), t0 + ms(600)), Transition::Ended { shed: 0 });
-        assert_eq!(a.set_load(at(60), t0 + ms(1700)), Transition::None, "calm again: waits");
+        // Soon after, a new overload starts at once; once calm, it waits.
+        assert_eq!(a.set_load(at(60), t + ms(500)), Transition::Began, "within 1 s: at once");
+        assert!(a.shed_fraction() >= START_FRACTION.0);
+        for _ in 0..1000 {
+            t += UPDATE;
+            if a.set_load(at(5), t + ms(500)) != Transition::None {
+                break;
+            }
+        }
+        assert_eq!(a.set_load(at(60), t + ms(2000)), Transition::None, "calm again: waits");
     }
 
     #[test]
