@@ -21,9 +21,10 @@
 //! proportional-integral controller moves the fraction every
 //! [`UPDATE`] on the smallest delay seen in that time (the standing queue,
 //! not its spikes): up while it is past the target or rising, down while
-//! it is under the target or falling, so the admitted rate settles where
-//! the queue stays near the target, instead of everything being refused
-//! until the queue is empty and admitted again until it is full. Refusals
+//! it is under the target or falling, and halved when the queue emptied,
+//! so the admitted rate settles where the queue stays near the target,
+//! instead of everything being refused until the queue is empty and
+//! admitted again until it is full. Refusals
 //! are spread evenly (a running credit, no random draw). Once the fraction
 //! is back to zero and the delay under
 //! [`AdmissionConfig::resume_queue_delay`], the overload is over. Defaults
@@ -140,6 +141,8 @@ const GAIN_PER_DELAY: f64 = 10.0;
 const GAIN_PER_EXCESS: f64 = 50.0;
 /// Bounds of the fraction shed when an overload begins.
 const START_FRACTION: (f64, f64) = (0.05, 0.9);
+/// A smaller fraction is none.
+const MIN_FRACTION: f64 = 0.01;
 
 /// How new INVITEs are taken.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -179,18 +182,26 @@ impl Shedding {
     }
 
     /// Takes a delay measured at `now`; every [`UPDATE`], moves the
-    /// fraction on the standing delay against `target`.
-    fn measure(&mut self, delay: Duration, now: Instant, target: Duration) {
+    /// fraction on the standing delay: against the target, and halved
+    /// when the queue emptied (under the resume delay: more was refused
+    /// than need be).
+    fn measure(&mut self, delay: Duration, now: Instant, cfg: &AdmissionConfig) {
         self.floor = self.floor.min(delay);
         let dt = now.saturating_duration_since(self.updated);
         if dt < UPDATE {
             return;
         }
+        // A stall (the thread not run) counts as one interval, not as its
+        // length: its backlog shows in the delay already.
+        let dt = dt.min(UPDATE * 2).as_secs_f64();
         let floor = self.floor.as_secs_f64();
         let rise = floor - self.last.as_secs_f64();
-        let excess = floor - target.as_secs_f64();
-        let step = GAIN_PER_DELAY * rise + GAIN_PER_EXCESS * excess * dt.as_secs_f64();
-        self.fraction = (self.fraction + step).clamp(0.0, 1.0);
+        let excess = floor - cfg.max_queue_delay.as_secs_f64();
+        let mut fraction = self.fraction + GAIN_PER_DELAY * rise + GAIN_PER_EXCESS * excess * dt;
+        if self.floor < cfg.resume_queue_delay {
+            fraction /= 2.0;
+        }
+        self.fraction = if fraction < MIN_FRACTION { 0.0 } else { fraction.min(1.0) };
         (self.updated, self.last, self.floor) = (now, self.floor, Duration::MAX);
     }
 
@@ -259,7 +270,7 @@ impl Admission {
         let delay = load.queue_delay;
         match &mut self.control {
             Control::Shedding(s) => {
-                s.measure(delay, now, cfg.max_queue_delay);
+                s.measure(delay, now, &cfg);
                 if s.fraction > 0.0 || delay >= cfg.resume_queue_delay {
                     return Transition::None;
                 }
@@ -483,6 +494,29 @@ mod tests {
             }
         }
         assert_eq!(a.set_load(at(60), t + ms(2000)), Transition::None, "calm again: waits");
+    }
+
+    #[test]
+    fn after_a_stall_everything_is_refused_until_the_backlog_is_gone_then_nothing() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(AdmissionConfig::default(), t0);
+        let t = overload_at_twice_capacity(&mut a, t0);
+        // The thread did not run for 2 s: a backlog of a second (the
+        // first update after the stall still had its floor from before).
+        a.set_load(at(1000), t + ms(2000));
+        a.set_load(at(990), t + ms(2000) + UPDATE);
+        assert_eq!(a.shed_fraction(), 1.0);
+        assert_eq!(a.invite(0), Admit::Shed);
+        // Worked off: the queue is empty, and within a few updates
+        // nothing is refused any more.
+        let mut t = t + ms(2000) + UPDATE * 2;
+        let mut updates = 0;
+        while a.set_load(at(5), t) == Transition::None {
+            updates += 1;
+            assert!(updates <= 3, "still refusing {} with an empty queue", a.shed_fraction());
+            t += UPDATE;
+        }
+        assert_eq!(a.invite(0), Admit::Yes);
     }
 
     #[test]
