@@ -153,9 +153,12 @@ impl Shell {
     /// it measured (for admission control), then the switch. `behind`:
     /// messages read with it and waiting.
     fn receive(&mut self, inb: Inbound, behind: usize) {
-        let load = switch::Load { queue_delay: inb.received_at.elapsed(), queue_depth: behind };
-        self.sw.set_load(load);
-        self.feed(Input::Datagram(Datagram { peer: inb.peer, bytes: inb.bytes }));
+        let now = now();
+        let queue_delay = now.at.saturating_duration_since(inb.received_at);
+        self.sw.set_load(switch::Load { queue_delay, queue_depth: behind });
+        let input = Input::Datagram(Datagram { peer: inb.peer, bytes: inb.bytes });
+        self.sw.handle_input(now, input);
+        self.drain();
     }
 
     /// Every message the switch sends, over any transport, passes here.
