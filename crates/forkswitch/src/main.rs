@@ -1,9 +1,10 @@
 //! # forkswitch
 //!
 //! The softswitch binary: reads the TOML configuration, sets up logging,
-//! and runs the tokio shell ([`shell`]) around the switch core (crate
-//! `switch`, one sans-IO state machine) until SIGINT/SIGTERM. All SIP logic
-//! lives in the library crates; this crate only does I/O.
+//! and runs the shell ([`shell`]: the switch's own thread, with a tokio
+//! runtime beside it) around the switch core (crate `switch`, one sans-IO
+//! state machine) until SIGINT/SIGTERM. All SIP logic lives in the library
+//! crates; this crate only does I/O.
 
 /// mimalloc: measured faster than glibc malloc on the call path, and it
 /// returns freed memory (transactions linger 32 s, then go) to the system.
