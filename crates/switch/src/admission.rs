@@ -21,8 +21,11 @@
 //! proportional-integral controller moves the fraction every
 //! [`UPDATE`] on the smallest delay seen in that time (the standing queue,
 //! not its spikes): up while it is past the target or rising, down while
-//! it is under the target or falling, and halved when the queue emptied,
-//! so the admitted rate settles where the queue stays near the target,
+//! it is under the target or falling, halved when the queue emptied, and
+//! at one (every new INVITE refused) while the standing delay is past
+//! twice the target, where admitted calls' own messages, and soon their
+//! retransmissions, are more than the switch can take. So the admitted
+//! rate settles where the queue stays near the target,
 //! instead of everything being refused until the queue is empty and
 //! admitted again until it is full. Refusals
 //! are spread evenly (a running credit, no random draw). Once the fraction
@@ -143,6 +146,8 @@ const GAIN_PER_EXCESS: f64 = 50.0;
 const START_FRACTION: (f64, f64) = (0.05, 0.9);
 /// A smaller fraction is none.
 const MIN_FRACTION: f64 = 0.01;
+/// A standing delay this many times the target refuses every new INVITE.
+const CEILING: u32 = 2;
 
 /// How new INVITEs are taken.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -200,6 +205,12 @@ impl Shedding {
         let mut fraction = self.fraction + GAIN_PER_DELAY * rise + GAIN_PER_EXCESS * excess * dt;
         if self.floor < cfg.resume_queue_delay {
             fraction /= 2.0;
+        }
+        if self.floor > cfg.max_queue_delay * CEILING {
+            // Far past the target, admitted calls' own messages (and soon
+            // their retransmissions) are more than the switch can take:
+            // nothing new until the queue comes back.
+            fraction = 1.0;
         }
         self.fraction = if fraction < MIN_FRACTION { 0.0 } else { fraction.min(1.0) };
         (self.updated, self.last, self.floor) = (now, self.floor, Duration::MAX);
@@ -435,36 +446,52 @@ mod tests {
 
     #[test]
     fn the_fraction_follows_the_standing_delay_and_the_overload_ends_back_at_zero() {
+        // A target of 100 ms: the overload begins at 151 ms, under the
+        // ceiling (twice the target).
+        let cfg = AdmissionConfig { max_queue_delay: ms(100), ..Default::default() };
         let t0 = Instant::now();
-        let mut a = Admission::new(AdmissionConfig::default(), t0);
-        let mut t = overload_at_twice_capacity(&mut a, t0);
-        let start = a.shed_fraction();
-        assert!((start - 0.5).abs() < 1e-9, "{start}");
-        // Still 100 ms past the target: more is refused, update by update.
-        for _ in 0..10 {
-            t += UPDATE;
-            assert_eq!(a.set_load(at(150), t), Transition::None);
+        let mut a = Admission::new(cfg, t0);
+        for i in 0..100 {
+            a.set_load(at(101 + i / 2), t0 + ms(i));
         }
+        assert_eq!(a.set_load(at(151), t0 + ms(100)), Transition::Began);
+        let mut t = t0 + ms(100);
+        let start = a.shed_fraction();
+        assert!((start - 1.0 / 3.0).abs() < 1e-9, "growth 0.5: a third refused, {start}");
+        // Still 50 ms past the target: more is refused, update by update.
+        let steady = |a: &mut Admission, mut t: Instant| {
+            for _ in 0..10 {
+                t += UPDATE;
+                assert_eq!(a.set_load(at(150), t), Transition::None);
+            }
+            t
+        };
+        t = steady(&mut a, t);
         let high = a.shed_fraction();
-        assert!(high > start + 0.3, "{start} -> {high}");
+        assert!(high > start + 0.1 && high < 1.0, "{start} -> {high}");
         // Spikes do not count: an update sees the smallest delay of its
         // interval (a twin fed a steady 150 ms ends at the same fraction).
-        let mut twin = Admission::new(AdmissionConfig::default(), t0);
-        overload_at_twice_capacity(&mut twin, t0);
-        let mut tt = t0 + ms(100);
-        for _ in 0..10 {
-            tt += UPDATE;
-            twin.set_load(at(150), tt);
+        let mut twin = Admission::new(cfg, t0);
+        for i in 0..100 {
+            twin.set_load(at(101 + i / 2), t0 + ms(i));
         }
+        twin.set_load(at(151), t0 + ms(100));
+        let tt = steady(&mut twin, t0 + ms(100));
         a.set_load(at(400), t + ms(5));
         a.set_load(at(150), t + UPDATE);
         twin.set_load(at(150), tt + UPDATE);
         t += UPDATE;
         assert_eq!(a.shed_fraction(), twin.shed_fraction());
         let shed = (0..10).filter(|_| a.invite(0) == Admit::Shed).count() as u64;
-        assert!((7..=10).contains(&shed), "most of ten refused: {shed}");
+        assert!((5..10).contains(&shed), "most of ten refused: {shed}");
+        // Past twice the target: every new INVITE is refused.
+        for _ in 0..2 {
+            t += UPDATE;
+            a.set_load(at(210), t);
+        }
+        assert_eq!(a.shed_fraction(), 1.0);
         // The queue drains (1 ms every 10 ms) and the fraction with it.
-        for d in (20..150).rev() {
+        for d in (20..200).rev() {
             t += UPDATE;
             assert_eq!(a.set_load(at(d), t), Transition::None);
         }
@@ -485,7 +512,7 @@ mod tests {
         assert_eq!(ended, Some(Transition::Ended { shed }));
         assert_eq!(a.invite(0), Admit::Yes);
         // Soon after, a new overload starts at once; once calm, it waits.
-        assert_eq!(a.set_load(at(60), t + ms(500)), Transition::Began, "within 1 s: at once");
+        assert_eq!(a.set_load(at(120), t + ms(500)), Transition::Began, "within 1 s: at once");
         assert!(a.shed_fraction() >= START_FRACTION.0);
         for _ in 0..1000 {
             t += UPDATE;
@@ -493,7 +520,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(a.set_load(at(60), t + ms(2000)), Transition::None, "calm again: waits");
+        assert_eq!(a.set_load(at(120), t + ms(2000)), Transition::None, "calm again: waits");
     }
 
     #[test]
