@@ -68,14 +68,15 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use records::{Address, AddressType, Timestamp};
-use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
-use sip_message::{AuthParams, ConnId, HeaderName, Message, Method, Peer, Transport};
+use records::{RingGroup, RingGroupDestination};
+use sip_message::{digest, AuthParams, ConnId, HeaderName, Message, Method, Peer, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use switch::{ClickToCall, Command, CommandId, CommandOutcome, Datagram, Event, Input, Now};
-use switch::{Output, Persist, QueryId, Switch, SwitchConfig, SwitchState, Target, Token};
+use switch::{Carrier, ClickDestination, ClickToCall, Command, CommandId, CommandOutcome};
+use switch::{Datagram, Event, Input, Now, Output, Persist, QueryId, Route, Switch};
+use switch::{SwitchConfig, SwitchState, Target, Token};
 use uuid::Uuid;
 
 const fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
@@ -318,21 +319,30 @@ fn carrier(name: &str, address: &str, transport: &str) -> Carrier {
     }
 }
 
-fn dest(kind: AddressType, target: &str, ring: Option<u64>) -> GroupDestination {
-    GroupDestination { kind, target: target.into(), ring_timeout_secs: ring, delay_secs: None }
+fn dest(kind: AddressType, target: &str, ring: Option<u64>) -> RingGroupDestination {
+    RingGroupDestination { kind, target: target.into(), ring_timeout_secs: ring, delay_secs: None }
 }
 
-fn group(number: &str, ring_method: records::RingMethod, d: Vec<GroupDestination>) -> Group {
-    Group {
+fn group(
+    number: &str,
+    ring_method: records::RingMethod,
+    d: Vec<RingGroupDestination>,
+) -> RingGroup {
+    RingGroup {
+        id: records::config_id(&format!("{number}@{DOMAIN}")),
+        customer_id: CUSTOMER,
         number: number.into(),
         domain: DOMAIN.into(),
-        id: None,
         ring_method,
         answer_method: records::AnswerMethod::HangupOthers,
         destinations: d,
         max_ring_secs: None,
         skip_busy: false,
         send_reason: true,
+        origin: records::Origin::Config,
+        tm_create: Timestamp::NOT_YET,
+        tm_update: Timestamp::NOT_YET,
+        tm_delete: Timestamp::NOT_YET,
     }
 }
 
@@ -412,19 +422,21 @@ fn state() -> SwitchState {
             registrar::extension_with_password("e3", DOMAIN, "pw3"),
         ],
         bindings: vec![binding],
-        routes: RouteTable::new(carriers, routes, groups).expect("constant routes"),
+        carriers,
+        routes,
+        ring_groups: groups,
         hunt: Vec::new(),
     }
 }
 
 fn config(flags: u8) -> SwitchConfig {
     let mut cfg = SwitchConfig::new(vec![(Transport::Udp, US), (Transport::Tcp, US)]);
-    cfg.b2bua.send_100rel_to_caller = flags & 1 != 0;
+    cfg.calls.send_100rel_to_caller = flags & 1 != 0;
     cfg.force_rport = flags & 2 != 0;
     cfg.keepalive_interval = (flags & 4 != 0).then_some(Duration::from_secs(5));
-    cfg.fork.stop_on_6xx = flags & 8 == 0;
-    cfg.fork.default_ring_timeout = Duration::from_secs(8);
-    cfg.fork.overall_timeout = Duration::from_secs(60);
+    cfg.calls.stop_on_6xx = flags & 8 == 0;
+    cfg.calls.default_ring_timeout = Duration::from_secs(8);
+    cfg.calls.overall_timeout = Duration::from_secs(60);
     cfg
 }
 
@@ -448,43 +460,20 @@ fn contact_uri(m: &Message, fallback: String) -> String {
         .unwrap_or(fallback)
 }
 
-/// The Authorization value answering `challenges` as `user`/`pass` (MD5;
-/// qop=auth when offered), for `method` to `uri`.
+/// The Authorization value answering the first MD5 challenge of
+/// `challenges` as `user`/`pass` (qop=auth when offered), for `method` to
+/// `uri`.
 fn answer(challenges: &[Bytes], method: &str, uri: &str, user: &str, pass: &str) -> Option<String> {
-    for ch in challenges {
-        let Ok(p) = AuthParams::parse(ch) else { continue };
-        if !p.is_digest() {
-            continue;
-        }
-        if p.get("algorithm").is_some_and(|a| !a.eq_ignore_ascii_case(b"MD5")) {
-            continue;
-        }
-        let get = |n: &str| p.get(n).map(|v| String::from_utf8_lossy(v).into_owned());
-        let (Some(realm), Some(nonce)) = (get("realm"), get("nonce")) else { continue };
-        let qop = get("qop").filter(|q| q.split(',').any(|t| t.trim() == "auth"));
-        let ha1 = registrar::ha1_md5(user, &realm, pass);
-        let resp = registrar::digest::response(
-            registrar::Algorithm::Md5,
-            &ha1,
-            &nonce,
-            "00000001",
-            "fz",
-            qop.as_ref().map(|_| "auth"),
-            method,
-            uri,
-        );
-        let mut v = format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5"
-        );
-        if qop.is_some() {
-            v.push_str(", qop=auth, nc=00000001, cnonce=\"fz\"");
-        }
-        if let Some(o) = get("opaque") {
-            v.push_str(&format!(", opaque=\"{o}\""));
-        }
-        return Some(v);
-    }
-    None
+    let md5 = |ch: &Bytes| {
+        AuthParams::parse(ch).is_ok_and(|p| {
+            p.is_digest() && p.get("algorithm").is_none_or(|a| a.eq_ignore_ascii_case(b"MD5"))
+        })
+    };
+    let who = digest::Credentials { user, password: pass };
+    challenges
+        .iter()
+        .find(|ch| md5(ch))
+        .and_then(|ch| digest::authorization(ch, method, uri, who, "fz"))
 }
 
 /// Where the header block of `b` ends (the blank line), or its length.
@@ -544,7 +533,7 @@ impl Harness {
         static T0: OnceLock<Instant> = OnceLock::new();
         let t0 = *T0.get_or_init(Instant::now);
         let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
-        let sw = Switch::new(config(flags), state(), SEED, now);
+        let sw = Switch::new(config(flags), state(), SEED, now).expect("constant state");
         let mut h = Harness {
             sw,
             t0,
@@ -1142,7 +1131,7 @@ impl Harness {
                 let destinations = (0..1 + d.byte() % 3)
                     .map(|_| {
                         let (kind, target) = d.pick(&all);
-                        groupcall::Destination::new(Address::new(kind, target))
+                        ClickDestination { address: Address::new(kind, target), ring_timeout: None }
                     })
                     .collect();
                 let source = d.pick(&["e1@test", "e2@test", "e3@test"]);

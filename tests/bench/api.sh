@@ -7,16 +7,21 @@
 #
 #   bash tests/bench/api.sh ["RATES"] [SECONDS_PER_STEP]   # e.g. "800 1200 1600 2000" 10
 #
+# N=1000000 stores a million groupcalls; DB=postgres keeps the records in a
+# throwaway PostgreSQL cluster (tests/pg_cluster.sh) instead of SQLite;
+# RATES="" measures the list latency only.
+#
 # Last line: `api_list_p99_ms=P fork3_cps=C fork3_cps_with_api=A` (a step is
 # clean with 0 failed calls, 0 retransmissions and no UDP drops). Only
 # 127.0.0.1 is used; only processes started here are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-RATES=${1:-"800 1200 1600 2000"}
+RATES=${1-"800 1200 1600 2000"}
 SECS=${2:-10}
 N=${N:-100000}
-ANCHOR=$ROOT/../shared/bench/run_anchor.sh
+SHARED=${SHARED:-$ROOT/../shared}
+ANCHOR=$SHARED/bench/run_anchor.sh
 [ -x "$ANCHOR" ] || ANCHOR="bash $ANCHOR"
 cargo build -q --release -p forkswitch
 cargo build -q --release -p api --example api_load
@@ -24,14 +29,17 @@ BIN=$ROOT/target/release/forkswitch
 LOAD=$ROOT/target/release/examples/api_load
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
+. "$ROOT/tests/pg_cluster.sh"
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; pg_stop; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 KEY="bench-$(date +%s%N)"
 CUST=5e4a0680-804e-11ec-8477-2fea5968d85b
 # The anchor's forkswitch config (same port map as Kamailio's), plus the API.
-sed -e "s|^path = .*|path = \"$WORK/bench.db\"|" -e "s|^id = \"$CUST\"$|id = \"$CUST\"\napi_keys = [\"$KEY\"]|" \
-    "$ROOT/../shared/bench/forkswitch/forkswitch.toml" > "$WORK/fs.toml"
+DB_URL="sqlite:$WORK/bench.db"
+if [ "${DB:-sqlite}" = postgres ]; then pg_start; DB_URL=$PG_URL; fi
+sed -e "s|^path = .*|url = \"$DB_URL\"|" -e "s|^id = \"$CUST\"$|id = \"$CUST\"\napi_keys = [\"$KEY\"]|" \
+    "$SHARED/bench/forkswitch/forkswitch.toml" > "$WORK/fs.toml"
 printf '\n[http]\nlisten = "127.0.0.1:%s"\n' "$HTTP_PORT" >> "$WORK/fs.toml"
 "$BIN" check-config "$WORK/fs.toml" >/dev/null
 # The anchor starts FS_BIN with its own config: this wrapper swaps in ours.
@@ -40,7 +48,10 @@ cat > "$WORK/fs-wrapper.sh" <<WRAP
 exec "$BIN" run --config "$WORK/fs.toml"
 WRAP
 chmod +x "$WORK/fs-wrapper.sh"
-"$LOAD" seed "$WORK/bench.db" "$CUST" "$N" >/dev/null
+"$LOAD" seed "$DB_URL" "$CUST" "$N" >/dev/null
+# A bulk load's statistics: autovacuum would analyze a real database within
+# a minute; without them PostgreSQL plans the page query as a scan and sort.
+[ "${DB:-sqlite}" = postgres ] && "$PG_BIN/psql" -X -q -h "$PG_DIR" -p "$PG_PORT" -U postgres -d bench -c ANALYZE
 URL="http://127.0.0.1:$HTTP_PORT/v1.0/groupcalls?page_size=100"
 
 # 1. The list latency alone (switch idle), 200 requests/s for 10 s.

@@ -13,6 +13,7 @@
 // registered, {"event":"done",...} at the end; {"event":"error"} and exit
 // code 1 on any failure. Every wait is bounded; the whole run is too.
 import { chromium } from 'playwright-core';
+import { bound, fail, finish, say, track } from './run.mjs';
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
@@ -21,20 +22,8 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 20000;
 const RUN_MS = 90000;
 
-const say = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
-let server = null;
 let browser = null;
-
-async function finish(code, extra) {
-  if (extra) say(extra);
-  const closing = server ? server.close().catch(() => {}) : Promise.resolve();
-  await Promise.race([closing, new Promise((r) => setTimeout(r, 5000))]);
-  if (server) server.kill().catch(() => {});
-  process.exit(code);
-}
-const fail = (message) => finish(1, { event: 'error', message });
-setTimeout(() => fail(`the whole run took more than ${RUN_MS} ms`), RUN_MS).unref();
-process.on('SIGTERM', () => fail('SIGTERM'));
+bound(RUN_MS);
 
 /** Base64 SHA-256 of the certificate's SubjectPublicKeyInfo. */
 function spki(pemFile) {
@@ -179,7 +168,7 @@ try {
   }
   // A browser server, for its PID; playwright gives it a fresh
   // --user-data-dir (a new temporary profile).
-  server = await chromium.launchServer({
+  const server = track(await chromium.launchServer({
     executablePath: CHROMIUM,
     host: '127.0.0.1',
     args: [
@@ -196,7 +185,7 @@ try {
       '--allow-loopback-in-peer-connection',
       `--ignore-certificate-errors-spki-list=${spki(certPem)}`,
     ],
-  });
+  }));
   say({ event: 'browser', pid: server.process().pid });
   browser = await chromium.connect(server.wsEndpoint());
   say({ event: 'connected', version: browser.version() });

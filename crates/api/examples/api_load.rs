@@ -5,17 +5,18 @@
 //! `api_requests=N ok=M errors=E p50_ms=.. p99_ms=.. max_ms=..`.
 //!
 //! Also: `api_load seed DB CUSTOMER N` writes N groupcalls of CUSTOMER into
-//! the SQLite file DB (three share each tm_create, as ties do in real
-//! traffic) before the switch starts.
+//! DB (a `[database] url`, `sqlite:PATH` or `postgres://...`, or a SQLite
+//! file path; three share each tm_create, as ties do in real traffic)
+//! before the switch starts.
 
 use records::{Address, AddressType, Groupcall, GroupcallStatus, Timestamp, NIL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::Store;
 use uuid::Uuid;
 
 fn seed(db: &str, customer: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let s = store::SqliteStore::open(db)?;
+    let url = if store::parse_url(db).is_ok() { db.to_owned() } else { format!("sqlite:{db}") };
+    let s = store::open(&url, store::Options::default())?;
     let customer = Uuid::parse_str(customer)?;
     let base = 1_700_000_000_000_000i64;
     for i in 0..n {

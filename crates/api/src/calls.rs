@@ -16,7 +16,11 @@ use uuid::Uuid;
 
 page_type!(CallPage, Call, "A page of calls.");
 
-async fn owned(state: &ApiState, customer: CustomerId, id: Uuid) -> Result<Call, ApiError> {
+pub(crate) async fn owned(
+    state: &ApiState,
+    customer: CustomerId,
+    id: Uuid,
+) -> Result<Call, ApiError> {
     match state.db(move |s| s.call(id)).await? {
         Some(c) if c.customer_id == customer.0 => Ok(c),
         _ => Err(ApiError::not_found("CALL_NOT_FOUND", format!("no call {id}"))),

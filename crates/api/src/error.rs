@@ -146,6 +146,17 @@ impl ApiError {
         )
     }
 
+    /// 503 UNAVAILABLE: the database cannot be read now (PostgreSQL down,
+    /// connection lost); `cause` is logged at WARN, not sent.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "api: database unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            "the database cannot be reached; try again",
+        )
+    }
+
     /// 500 INTERNAL; `cause` is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "api: internal error");
@@ -218,7 +229,10 @@ impl From<crate::Unavailable> for ApiError {
 
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
-        ApiError::internal(e)
+        match e {
+            store::StoreError::Unavailable(_) => ApiError::database_unavailable(e),
+            e => ApiError::internal(e),
+        }
     }
 }
 

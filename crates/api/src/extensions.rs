@@ -1,10 +1,12 @@
 //! `/v1.0/extensions`: phone accounts in VoIPBin's shape (`id, customer_id,
 //! name, detail, extension, domain_name, username, tm_*`). The password is
 //! write-only: only its HA1 hashes (MD5 and SHA-256, realm = domain) are
-//! kept, and no response carries it. A change is stored and sent to the
-//! switch (`PutExtension` / `RemoveExtension`), so it takes effect for the
-//! next REGISTER or INVITE without a restart; extensions from the config
-//! file are shown with `origin: config` and refuse changes (409 READ_ONLY).
+//! kept, and no response carries it. A change is checked by the
+//! provisioning rules (those of the config file's `[[extensions]]`) and sent
+//! to the switch (`PutExtension` / `RemoveExtension`), which puts it in
+//! effect for the next REGISTER or INVITE without a restart and has it
+//! stored; extensions from the config file are shown with `origin: config`
+//! and refuse changes (409 READ_ONLY).
 //! Beyond VoIPBin's shape, each extension carries how it takes calls
 //! (`max_calls`, `dnd`, `forward_always`, `forward_busy`,
 //! `forward_noanswer`, `forward_noanswer_secs`: see [`CallHandling`]),
@@ -14,12 +16,13 @@ use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{Body, IdPath, Params};
 use crate::paging::{page, page_type, PageQuery};
+use crate::provision::{change, rejected, Reading, Resource, Stored};
 use crate::ApiState;
 use axum::extract::State;
 use axum::Json;
-use records::{Address, AddressType, CallHandling, ExtensionRecord, Origin, Timestamp};
+use records::{Address, CallHandling, ExtensionRecord, Origin, Timestamp};
 use serde::{Deserialize, Serialize};
-use switch::{Command, CommandOutcome};
+use switch::Command;
 use uuid::Uuid;
 
 /// An extension as the API shows it (never a password or a hash).
@@ -108,7 +111,8 @@ pub struct ExtensionCreate {
     /// Where calls go when it does not answer.
     #[serde(default)]
     pub forward_noanswer: Option<Address>,
-    /// Seconds it rings before `forward_noanswer` (1..3600, default 20).
+    /// Seconds it rings before `forward_noanswer` (1..3600, default 20);
+    /// only with `forward_noanswer`.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 3600)]
     pub forward_noanswer_secs: Option<u64>,
@@ -153,63 +157,21 @@ pub struct ExtensionUpdate {
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<Address>)]
     pub forward_busy: Option<Option<Address>>,
-    /// Where calls go when it does not answer; `null` clears it.
+    /// Where calls go when it does not answer; `null` clears it (and its
+    /// `forward_noanswer_secs`, unless given).
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<Address>)]
     pub forward_noanswer: Option<Option<Address>>,
-    /// Seconds before `forward_noanswer` (1..3600); `null`: the default.
+    /// Seconds before `forward_noanswer` (1..3600; only with
+    /// `forward_noanswer`); `null`: the default.
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 3600)]
     pub forward_noanswer_secs: Option<Option<u64>>,
 }
 
-/// Checks call handling for extension `aor` against the customer's
-/// `domains`: limits in range, forwards to something that can be rung and
-/// not to itself.
-fn check_handling(
-    h: &CallHandling,
-    aor: &str,
-    domains: &[records::Domain],
-) -> Result<(), ApiError> {
-    if h.max_calls.is_some_and(|m| !(1..=1000).contains(&m)) {
-        return Err(ApiError::invalid_field("max_calls", "1..1000, or leave it out"));
-    }
-    if h.forward_noanswer_secs.is_some_and(|s| !(1..=3600).contains(&s)) {
-        return Err(ApiError::invalid_field("forward_noanswer_secs", "1..3600"));
-    }
-    let forwards = [
-        ("forward_always", &h.forward_always),
-        ("forward_busy", &h.forward_busy),
-        ("forward_noanswer", &h.forward_noanswer),
-    ];
-    for (field, to) in forwards {
-        let Some(to) = to else { continue };
-        let target = to.target.trim();
-        if to.kind == AddressType::Endpoint && target.eq_ignore_ascii_case(aor) {
-            return Err(ApiError::invalid_field(field, "forwards to itself"));
-        }
-        crate::groupcalls::check_destinations(&[(to.kind, target, None)], domains, 1)
-            .map_err(|_| ApiError::invalid_field(field, "not a destination that can be rung"))?;
-        if to.kind == AddressType::Tel && !routing::is_e164(target) {
-            return Err(ApiError::invalid_field(field, "not an E.164 number"));
-        }
-    }
-    Ok(())
-}
-
 /// A forward as stored: the target trimmed, display fields dropped.
 fn forward(to: Option<Address>) -> Option<Address> {
     to.map(|a| Address::new(a.kind, a.target.trim()))
-}
-
-fn check_user(user: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&user.len())
-        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field("extension", "1..64 of letters, digits, . _ - + ~"))
-    }
 }
 
 fn check_password(pw: &str) -> Result<(), ApiError> {
@@ -239,22 +201,30 @@ async fn owned(
     }
 }
 
-/// Sends the account to the switch, then stores it.
-async fn put(state: &ApiState, r: ExtensionRecord) -> Result<ExtensionRecord, ApiError> {
-    match state.command(Command::PutExtension(Box::new(r.extension.clone()))).await? {
-        CommandOutcome::Done => {}
-        CommandOutcome::Refused(reason) => {
-            return Err(ApiError::failed_precondition("EXTENSION_REFUSED", reason))
-        }
-        other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+/// How the errors of an extension change are called.
+const EXTENSION: Resource =
+    Resource { refused: "EXTENSION_REFUSED", taken: "EXTENSION_EXISTS", field: body_field };
+
+/// A record field's name in the request body.
+fn body_field(field: &str) -> &str {
+    match field {
+        "name" => "extension",
+        "domain" => "domain_name",
+        "display_name" => "name",
+        other => other,
     }
-    let stored = r.clone();
-    state
-        .db(move |s| {
-            s.upsert_extension_record(&stored);
-            s.flush()
-        })
-        .await?;
+}
+
+/// Checks the account by the provisioning rules against what the store
+/// holds, and has the switch put it in effect (and stored).
+async fn put(
+    state: &ApiState,
+    stored: &Stored,
+    r: ExtensionRecord,
+) -> Result<ExtensionRecord, ApiError> {
+    provisioning::check_extension(&r.extension, &stored.known())
+        .map_err(|e| rejected(e, &EXTENSION))?;
+    change(state, Command::PutExtension(Box::new(r.clone())), &EXTENSION).await?;
     Ok(r)
 }
 
@@ -276,34 +246,11 @@ pub async fn create(
     Body(body): Body<ExtensionCreate>,
 ) -> Result<Json<Extension>, ApiError> {
     let user = body.extension.trim().to_owned();
-    check_user(&user)?;
     check_password(&body.password)?;
-    check_text("name", &body.name)?;
     check_text("detail", &body.detail)?;
-    let domains = state.domains_of(customer.0).await?;
-    let want = body.domain_name.trim();
-    let domain = match (want, domains.as_slice()) {
-        ("", [only]) => only.name.clone(),
-        ("", _) => {
-            return Err(ApiError::invalid_field(
-                "domain_name",
-                "required: you have several domains",
-            ))
-        }
-        (d, _) => match domains.iter().find(|x| x.name.eq_ignore_ascii_case(d)) {
-            Some(x) => x.name.clone(),
-            None => return Err(ApiError::invalid_field("domain_name", "not one of your domains")),
-        },
-    };
-    let exists = {
-        let (u, d) = (user.clone(), domain.clone());
-        state
-            .db(move |s| {
-                Ok(s.extensions()?.iter().any(|e| e.name == u && e.domain.eq_ignore_ascii_case(&d)))
-            })
-            .await?
-    };
-    if exists {
+    let stored = Stored::read(&state, Reading::Everything).await?;
+    let domain = stored.domain_of(customer.0, body.domain_name.trim(), "domain_name")?;
+    if stored.has_extension(&user, &domain) {
         return Err(ApiError::already_exists(
             "EXTENSION_EXISTS",
             format!("extension {user}@{domain} exists already"),
@@ -319,7 +266,6 @@ pub async fn create(
         forward_noanswer: forward(body.forward_noanswer),
         forward_noanswer_secs: body.forward_noanswer_secs,
     };
-    check_handling(&ext.handling, &ext.aor(), &domains)?;
     let now = crate::now();
     let r = ExtensionRecord {
         id: Uuid::new_v4(),
@@ -331,7 +277,7 @@ pub async fn create(
         tm_update: now,
         tm_delete: Timestamp::NOT_YET,
     };
-    Ok(Json(Extension::from(&put(&state, r).await?)))
+    Ok(Json(Extension::from(&put(&state, &stored, r).await?)))
 }
 
 /// List the customer's extensions, newest first.
@@ -403,7 +349,6 @@ pub async fn update(
         r.extension.ha1_sha256 = fresh.ha1_sha256;
     }
     if let Some(n) = body.name {
-        check_text("name", &n)?;
         r.extension.display_name = n;
     }
     if let Some(d) = body.detail {
@@ -424,15 +369,18 @@ pub async fn update(
         h.forward_busy = forward(f);
     }
     if let Some(f) = body.forward_noanswer {
+        // Its ring time goes with a cleared forward.
+        if f.is_none() && body.forward_noanswer_secs.is_none() {
+            h.forward_noanswer_secs = None;
+        }
         h.forward_noanswer = forward(f);
     }
     if let Some(s) = body.forward_noanswer_secs {
         h.forward_noanswer_secs = s;
     }
-    let domains = state.domains_of(customer.0).await?;
-    check_handling(&r.extension.handling, &r.extension.aor(), &domains)?;
     r.tm_update = crate::now();
-    Ok(Json(Extension::from(&put(&state, r).await?)))
+    let stored = Stored::read(&state, Reading::Everything).await?;
+    Ok(Json(Extension::from(&put(&state, &stored, r).await?)))
 }
 
 /// Delete an extension (its registrations go with it).
@@ -457,22 +405,7 @@ pub async fn delete(
         return Err(ApiError::read_only("extension"));
     }
     let (name, domain) = (r.extension.name.clone(), r.extension.domain.clone());
-    match state
-        .command(Command::RemoveExtension { name: name.clone(), domain: domain.clone() })
-        .await?
-    {
-        CommandOutcome::Done | CommandOutcome::NotFound => {}
-        CommandOutcome::Refused(reason) => {
-            return Err(ApiError::failed_precondition("EXTENSION_REFUSED", reason))
-        }
-        other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
-    }
-    state
-        .db(move |s| {
-            s.delete_extension(&name, &domain);
-            s.flush()
-        })
-        .await?;
+    change(&state, Command::RemoveExtension { name, domain }, &EXTENSION).await?;
     let now = crate::now();
     r.tm_update = now;
     r.tm_delete = now;

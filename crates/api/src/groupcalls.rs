@@ -2,24 +2,35 @@
 //! the `source` phone first, then forks to the destinations), list the
 //! customer's groupcalls, read one as it lives (status, `call_ids` as legs
 //! are dialed, `answer_call_id` once answered: the store holds what the
-//! switch persisted), hang one up, delete one. Why here and not in the
-//! switch: validation, scoping and the VoIPBin shape are the API's; the
-//! switch only gets a [`switch::Command`].
+//! switch persisted), hang one up, delete one. Scoping and the VoIPBin
+//! shape are the API's; the destinations are checked by the provisioning
+//! rules' destination check (as a ring group's), here against the store for
+//! a 400, and again by the switch, which gets a [`switch::Command`].
 
 use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{Body, IdPath, Params};
 use crate::paging::{page_type, JsonPage, PageQuery};
+use crate::provision::{rejected, Reading, Resource, Stored};
 use crate::ApiState;
 use axum::extract::State;
 use axum::Json;
-use records::{Address, AddressType, AnswerMethod, Domain, Groupcall, GroupcallStatus, RingMethod};
+use provisioning::Home;
+use records::{
+    Address, AddressType, AnswerMethod, Groupcall, GroupcallStatus, RingGroupDestination,
+    RingMethod,
+};
 use serde::Deserialize;
 use std::time::Duration;
-use switch::{ClickToCall, Command, CommandOutcome};
+use switch::{ClickDestination, ClickToCall, Command, CommandOutcome};
 use uuid::Uuid;
 
 page_type!(GroupcallPage, Groupcall, "A page of groupcalls.");
+
+/// How the errors of a click-to-call are called (the body's fields are
+/// the rules' own).
+const GROUPCALL: Resource =
+    Resource { refused: "GROUPCALL_REFUSED", taken: "GROUPCALL_REFUSED", field: |f| f };
 
 /// An address in a request body (unknown fields refused).
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
@@ -99,49 +110,6 @@ pub struct GroupcallCreate {
     pub answer_method: AnswerMethod,
 }
 
-/// `true` when `target` (`ext@domain`) is in one of `domains`.
-pub(crate) fn in_domains(target: &str, domains: &[Domain]) -> bool {
-    let Some((user, host)) = target.split_once('@') else { return false };
-    !user.is_empty()
-        && domains.iter().any(|d| {
-            d.name.eq_ignore_ascii_case(host)
-                || d.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
-        })
-}
-
-/// Checks a body's destinations: count, targets, endpoints of the
-/// customer, timeouts. `prefix` names the field in errors.
-pub(crate) fn check_destinations(
-    dests: &[(AddressType, &str, Option<u64>)],
-    domains: &[Domain],
-    max: usize,
-) -> Result<(), ApiError> {
-    if dests.is_empty() {
-        return Err(ApiError::invalid_field("destinations", "at least one destination is needed"));
-    }
-    if dests.len() > max {
-        return Err(ApiError::invalid_field("destinations", format!("at most {max} destinations")));
-    }
-    for (i, (kind, target, timeout)) in dests.iter().enumerate() {
-        if target.trim().is_empty() {
-            return Err(ApiError::invalid_field(&format!("destinations[{i}].target"), "empty"));
-        }
-        if *kind == AddressType::Endpoint && !in_domains(target.trim(), domains) {
-            return Err(ApiError::invalid_field(
-                &format!("destinations[{i}].target"),
-                "not an extension (ext@domain) of one of your domains",
-            ));
-        }
-        if matches!(timeout, Some(t) if !(1..=3600).contains(t)) {
-            return Err(ApiError::invalid_field(
-                &format!("destinations[{i}].ring_timeout_secs"),
-                "must be 1..3600",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The customer's groupcall `id`, or 404 (another customer's too).
 pub(crate) async fn owned(
     state: &ApiState,
@@ -189,26 +157,37 @@ pub async fn create(
             "the source must be an endpoint (a phone account ext@domain)",
         ));
     }
-    let domains = state.domains_of(customer.0).await?;
-    if !in_domains(body.source.target.trim(), &domains) {
+    let dests: Vec<RingGroupDestination> = body
+        .destinations
+        .iter()
+        .map(|d| RingGroupDestination {
+            kind: d.kind,
+            target: d.target.trim().to_owned(),
+            ring_timeout_secs: d.ring_timeout_secs,
+            delay_secs: None,
+        })
+        .collect();
+    let nested = dests.iter().any(|d| d.kind == AddressType::Groupcall);
+    let reading = if nested { Reading::RingGroups } else { Reading::DomainsOnly };
+    let stored = Stored::read(&state, reading).await?;
+    let source = body.source.target.trim();
+    if !provisioning::is_endpoint_of(source, customer.0, &stored.known()) {
         return Err(ApiError::invalid_field(
             "source.target",
             "not an extension (ext@domain) of one of your domains",
         ));
     }
-    let dests: Vec<_> = body
-        .destinations
-        .iter()
-        .map(|d| (d.kind, d.target.as_str(), d.ring_timeout_secs))
-        .collect();
-    check_destinations(&dests, &domains, state.options().max_destinations)?;
+    let domain = source.split_once('@').map_or("", |(_, d)| d);
+    let home = Home { owner: customer.0, domain };
+    provisioning::check_destinations(&dests, home, &stored.known())
+        .map_err(|e| rejected(e, &GROUPCALL))?;
     let c2c = ClickToCall {
         customer_id: customer.0,
         source: body.source.address(),
         destinations: body
             .destinations
             .iter()
-            .map(|d| groupcall::Destination {
+            .map(|d| ClickDestination {
                 address: Address {
                     kind: d.kind,
                     target: d.target.trim().to_owned(),
@@ -228,8 +207,9 @@ pub async fn create(
             Ok(Json(reread(&state, id, *groupcall).await?))
         }
         CommandOutcome::Refused(reason) => {
-            Err(ApiError::failed_precondition("GROUPCALL_REFUSED", reason))
+            Err(ApiError::failed_precondition(GROUPCALL.refused, reason))
         }
+        CommandOutcome::Invalid(e) => Err(rejected(e, &GROUPCALL)),
         CommandOutcome::NotFound => Err(ApiError::failed_precondition(
             "SOURCE_NOT_FOUND",
             "the source is not a registered phone",

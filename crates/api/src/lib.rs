@@ -36,7 +36,9 @@
 //! (bodies, queries, path ids), [`auth`], [`paging`], [`groupcalls`],
 //! [`calls`], [`extensions`], [`ringgroups`], [`registrations`],
 //! [`webhooks`], [`metrics`], [`openapi`], [`port`], [`tls`], [`phone`]
-//! (the browser phone page, `GET /phone`).
+//! (the browser phone page, `GET /phone`), [`traces`] (a call's SIP
+//! messages, JSON or pcap), [`console`] (the operator's console, `GET
+//! /console`, and its event stream).
 //!
 //! Main types: [`ApiState`], [`ApiOptions`], [`SwitchPort`], [`Snapshot`],
 //! [`Webhooks`], [`ApiError`].
@@ -44,6 +46,7 @@
 
 pub mod auth;
 pub mod calls;
+pub mod console;
 pub mod error;
 pub mod extensions;
 pub mod extract;
@@ -53,11 +56,14 @@ pub mod openapi;
 pub mod paging;
 pub mod phone;
 pub mod port;
+mod provision;
 pub mod registrations;
 pub mod ringgroups;
 pub mod tls;
+pub mod traces;
 pub mod webhooks;
 
+pub use console::LiveEvents;
 pub use error::ApiError;
 pub use port::{channel, BoxFuture, ChannelPort, PortRequest, Snapshot, SwitchPort, Unavailable};
 pub use webhooks::{WebhookOptions, Webhooks};
@@ -66,24 +72,22 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
-use records::{Domain, Timestamp};
+use records::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
 use store::{Store, StoreError};
-use uuid::Uuid;
 
-/// Limits of the API.
+/// Limits of the API (those of what it provisions are the `provisioning`
+/// rules').
 #[derive(Clone, Debug)]
 pub struct ApiOptions {
     /// Largest request body, bytes (413 beyond). Default 64 KiB.
     pub body_limit: usize,
-    /// Most destinations of a groupcall or ring group. Default 64.
-    pub max_destinations: usize,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
-        ApiOptions { body_limit: 64 * 1024, max_destinations: 64 }
+        ApiOptions { body_limit: 64 * 1024 }
     }
 }
 
@@ -93,6 +97,9 @@ struct Inner {
     webhooks: Webhooks,
     metrics: metrics::Metrics,
     options: ApiOptions,
+    /// The shell's call trace store, once given ([`ApiState::set_traces`]).
+    traces: std::sync::OnceLock<traces::Traces>,
+    events: console::LiveEvents,
 }
 
 /// What every handler shares: the store, the switch port, the webhook
@@ -123,6 +130,8 @@ impl ApiState {
                 webhooks,
                 metrics: metrics::Metrics::default(),
                 options,
+                traces: std::sync::OnceLock::new(),
+                events: console::LiveEvents::default(),
             }),
         }
     }
@@ -130,6 +139,22 @@ impl ApiState {
     /// The webhook dispatcher (for [`Webhooks::publish`]).
     pub fn webhooks(&self) -> &Webhooks {
         &self.inner.webhooks
+    }
+
+    /// Serves the call traces from `traces` (the shell's store; `[trace]`
+    /// on). Without it the messages endpoints answer an empty list. Set once.
+    pub fn set_traces(&self, traces: traces::Traces) {
+        let _ = self.inner.traces.set(traces);
+    }
+
+    /// Where the shell publishes persisted records for the consoles
+    /// ([`LiveEvents::publish`]).
+    pub fn events(&self) -> &console::LiveEvents {
+        &self.inner.events
+    }
+
+    pub(crate) fn traces(&self) -> Option<&traces::Traces> {
+        self.inner.traces.get()
     }
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
@@ -168,12 +193,6 @@ impl ApiState {
     pub(crate) async fn snapshot(&self) -> Result<Snapshot, Unavailable> {
         self.inner.switch.snapshot().await
     }
-
-    /// The customer's SIP domains.
-    pub(crate) async fn domains_of(&self, customer: Uuid) -> Result<Vec<Domain>, ApiError> {
-        let all = self.db(|s| s.domains()).await?;
-        Ok(all.into_iter().filter(|d| d.customer_id == customer).collect())
-    }
 }
 
 /// The wall clock, read here for the API's own records.
@@ -189,9 +208,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1.0/groupcalls", post(groupcalls::create).get(groupcalls::list))
         .route("/v1.0/groupcalls/{id}", get(groupcalls::get).delete(groupcalls::delete))
         .route("/v1.0/groupcalls/{id}/hangup", post(groupcalls::hangup))
+        .route("/v1.0/groupcalls/{id}/messages", get(traces::groupcall_messages))
         .route("/v1.0/calls", get(calls::list))
         .route("/v1.0/calls/{id}", get(calls::get))
         .route("/v1.0/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1.0/calls/{id}/messages", get(traces::call_messages))
         .route("/v1.0/extensions", post(extensions::create).get(extensions::list))
         .route(
             "/v1.0/extensions/{id}",
@@ -209,6 +230,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1.0/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1.0/events", get(console::events))
+        .route("/console", get(console::page))
+        .route("/console/console.js", get(console::script))
         .route("/phone", get(phone::page))
         .route("/phone/phone.js", get(phone::script))
         .route("/phone/jssip.min.js", get(phone::jssip))

@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 use store::StoreStats;
-use switch::counters::{Histogram, COUNTED_METHODS};
+use switch::counters::{Histogram, COUNTED_METHODS, SECURITY_EVENTS};
 
 /// The OpenMetrics text content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,6 +67,7 @@ struct Scrape {
     snapshot: Option<crate::Snapshot>,
     store: StoreStats,
     webhooks: WebhookStats,
+    traces: Option<sip_trace::TraceStats>,
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -154,6 +155,10 @@ impl Collector for Scrape {
             counter(&mut e, "sip_registers_shed", h, c.shed_registers)?;
             let h = "Requests dropped from sources banned for their request rate";
             counter(&mut e, "sip_rate_limited", h, c.rate_limited)?;
+            let h =
+                "Security events (REGISTER and INVITE): failed authentications, bans, rate limits";
+            let events = zip(&SECURITY_EVENTS, &c.security_events);
+            labelled(&mut e, "security_events", h, "event", &events)?;
             counter(&mut e, "calls_started", "Inbound calls served", c.calls_started)?;
             let h = "Calls ended, by outcome";
             labelled(&mut e, "calls", h, "outcome", &zip(&OUTCOMES, &c.calls_ended))?;
@@ -204,8 +209,28 @@ impl Collector for Scrape {
         labelled(&mut e, "store_writes", "Store writes, by result", "result", &values)?;
         let h = "Store transactions committed (each holds the writes queued meanwhile)";
         counter(&mut e, "store_commits", h, st.batches)?;
-        let h = "Store writes queued, not yet committed";
+        let h = "Store writes pending: queued, or held in the commit window (also while the \
+                 database is away)";
         gauge(&mut e, "store_queue_depth", h, i64::try_from(st.queued).unwrap_or(i64::MAX))?;
+        if let Some(t) = &self.traces {
+            let h =
+                "Bytes the call trace store holds (messages and bookkeeping; [trace] max_bytes)";
+            gauge(&mut e, "trace_bytes", h, signed(t.bytes))?;
+            gauge(
+                &mut e,
+                "trace_messages",
+                "SIP messages the call trace store holds",
+                signed(t.messages),
+            )?;
+            let h = "SIP messages the call trace store let go (budget or age)";
+            counter(&mut e, "trace_evicted", h, t.evicted)?;
+        }
+        let h = "Most store writes held ([database] max_pending); past it the newest are dropped";
+        gauge(&mut e, "store_queue_limit", h, i64::try_from(st.max_pending).unwrap_or(i64::MAX))?;
+        let h = "1 when the last store commit reached the database, 0 while it is away";
+        gauge(&mut e, "store_database_up", h, i64::from(st.available))?;
+        let h = "Ended records deleted by retention ([database] keep_days)";
+        counter(&mut e, "store_records_expired", h, st.expired)?;
         Ok(())
     }
 }
@@ -218,8 +243,13 @@ pub async fn scrape(State(state): State<ApiState>) -> Response {
         Ok(Ok(s)) => Some(s),
         _ => None,
     };
-    let scrape =
-        Scrape { snapshot, store: state.store().stats(), webhooks: state.webhooks().stats() };
+    let traces = state.traces().map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).stats());
+    let scrape = Scrape {
+        snapshot,
+        store: state.store().stats(),
+        webhooks: state.webhooks().stats(),
+        traces,
+    };
     let m = state.metrics();
     let mut registry = Registry::with_prefix("forkswitch");
     registry.register(

@@ -6,7 +6,10 @@
 //! answers, so that a schema-driven tester (schemathesis) can check the
 //! live API against it.
 
-use crate::{calls, error, extensions, groupcalls, metrics, registrations, ringgroups, webhooks};
+use crate::{
+    calls, console, error, extensions, groupcalls, metrics, registrations, ringgroups, traces,
+    webhooks,
+};
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -26,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         registrations::list,
         webhooks::get_config, webhooks::put_config, webhooks::delete_config,
         metrics::scrape, document,
+        traces::groupcall_messages, traces::call_messages, console::events,
     ),
     components(schemas(error::ErrorEnvelope, error::ErrorBody, error::ErrorDetail)),
     modifiers(&Security),

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::Json;
 use records::{Binding, Timestamp};
 use serde::Serialize;
+use sip_message::hex;
 
 /// One registered contact.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -81,29 +82,14 @@ pub struct RegistrationQuery {
     pub page_token: Option<String>,
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<String> {
-    if s.len() & 1 == 1 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    Some(String::from_utf8_lossy(&bytes?).into_owned())
-}
-
 fn encode(aor: &str, contact: &str) -> String {
-    hex(&format!("{aor}\n{contact}"))
+    hex::encode(format!("{aor}\n{contact}").as_bytes())
 }
 
 fn decode(token: &str) -> Option<(String, String)> {
     // Any hex names a place in the (aor, contact) order: ours name the last
     // binding of a page; anything else still names some place.
-    let text = unhex(token)?;
+    let text = String::from_utf8_lossy(&hex::decode(token.as_bytes())?).into_owned();
     let (a, c) = text.split_once('\n').unwrap_or((&text, ""));
     Some((a.to_owned(), c.to_owned()))
 }

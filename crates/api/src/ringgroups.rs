@@ -1,18 +1,17 @@
 //! `/v1.0/ringgroups`: ring groups reachable by number in a domain (what
 //! `[[groups]]` in the config file defines), with their ring method, answer
 //! method, destinations (each with its own options: ring timeout today) and
-//! whether losing legs get a `Reason` header. Stored, and sent to the switch
-//! (`PutGroup` / `RemoveGroup`) so that a change takes effect at once;
-//! config-file groups show `origin: config` and refuse changes.
-//! [`to_routing_group`] and [`from_config_group`] convert for the shell
-//! (stored groups into the route table at start; config groups into the
-//! store).
+//! whether losing legs get a `Reason` header. A change is checked by the
+//! provisioning rules (those of the config file's `[[groups]]`) and sent to
+//! the switch (`PutGroup` / `RemoveGroup`), which puts it in effect at once
+//! and has it stored; config-file groups show `origin: config` and refuse
+//! changes.
 
 use crate::auth::CustomerId;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{Body, IdPath, Params};
-use crate::groupcalls::check_destinations;
 use crate::paging::{page, page_type, PageQuery};
+use crate::provision::{change, rejected, Reading, Resource, Stored};
 use crate::ApiState;
 use axum::extract::State;
 use axum::Json;
@@ -20,7 +19,7 @@ use records::{
     AddressType, AnswerMethod, Origin, RingGroup, RingGroupDestination, RingMethod, Timestamp,
 };
 use serde::Deserialize;
-use switch::{Command, CommandOutcome};
+use switch::Command;
 use uuid::Uuid;
 
 page_type!(RingGroupPage, RingGroup, "A page of ring groups.");
@@ -81,59 +80,10 @@ pub struct RingGroupBody {
     pub send_reason: Option<bool>,
 }
 
-/// The switch's group for a stored one.
-pub fn to_routing_group(g: &RingGroup) -> routing::Group {
-    routing::Group {
-        number: g.number.clone(),
-        domain: g.domain.clone(),
-        id: Some(g.id),
-        ring_method: g.ring_method,
-        answer_method: g.answer_method,
-        destinations: g
-            .destinations
-            .iter()
-            .map(|d| routing::GroupDestination {
-                kind: d.kind,
-                target: d.target.clone(),
-                ring_timeout_secs: d.ring_timeout_secs,
-                delay_secs: d.delay_secs,
-            })
-            .collect(),
-        max_ring_secs: g.max_ring_secs,
-        skip_busy: g.skip_busy,
-        send_reason: g.send_reason,
-    }
-}
-
-/// The stored record of a config-file group (id: the group's own, stable),
-/// owned by `customer_id` (its domain's), at `now`.
-pub fn from_config_group(g: &routing::Group, customer_id: Uuid, now: Timestamp) -> RingGroup {
-    RingGroup {
-        id: g.id(),
-        customer_id,
-        number: g.number.clone(),
-        domain: g.domain.clone(),
-        ring_method: g.ring_method,
-        answer_method: g.answer_method,
-        destinations: g
-            .destinations
-            .iter()
-            .map(|d| RingGroupDestination {
-                kind: d.kind,
-                target: d.target.clone(),
-                ring_timeout_secs: d.ring_timeout_secs,
-                delay_secs: d.delay_secs,
-            })
-            .collect(),
-        max_ring_secs: g.max_ring_secs,
-        skip_busy: g.skip_busy,
-        send_reason: g.send_reason,
-        origin: Origin::Config,
-        tm_create: now,
-        tm_update: now,
-        tm_delete: Timestamp::NOT_YET,
-    }
-}
+/// How the errors of a ring group change are called (the body's fields
+/// are the record's).
+const RING_GROUP: Resource =
+    Resource { refused: "RINGGROUP_REFUSED", taken: "RINGGROUP_EXISTS", field: |f| f };
 
 async fn owned(state: &ApiState, customer: CustomerId, id: Uuid) -> Result<RingGroup, ApiError> {
     match state.db(move |s| s.ringgroup(id)).await? {
@@ -142,69 +92,21 @@ async fn owned(state: &ApiState, customer: CustomerId, id: Uuid) -> Result<RingG
     }
 }
 
-/// Checks a body and makes the record `id` of it.
+/// The record `id` of a body, checked by the provisioning rules against
+/// what the store holds.
 async fn record_of(
     state: &ApiState,
     customer: CustomerId,
     id: Uuid,
     body: RingGroupBody,
 ) -> Result<RingGroup, ApiError> {
-    let number = body.number.trim().to_owned();
-    let ok = (1..=32).contains(&number.len())
-        && number.bytes().all(|b| b.is_ascii_alphanumeric() || b"*#+._-".contains(&b));
-    if !ok {
-        return Err(ApiError::invalid_field("number", "1..32 of letters, digits, * # + . _ -"));
-    }
-    let domains = state.domains_of(customer.0).await?;
-    let want = body.domain.trim();
-    let domain = match (want, domains.as_slice()) {
-        ("", [only]) => only.name.clone(),
-        ("", _) => {
-            return Err(ApiError::invalid_field("domain", "required: you have several domains"))
-        }
-        (d, _) => match domains.iter().find(|x| x.name.eq_ignore_ascii_case(d)) {
-            Some(x) => x.name.clone(),
-            None => return Err(ApiError::invalid_field("domain", "not one of your domains")),
-        },
-    };
-    let dests: Vec<_> = body
-        .destinations
-        .iter()
-        .map(|d| (d.kind, d.target.as_str(), d.ring_timeout_secs))
-        .collect();
-    check_destinations(&dests, &domains, state.options().max_destinations)?;
-    for (i, d) in body.destinations.iter().enumerate() {
-        if d.delay_secs.is_some_and(|s| s > 3600) {
-            return Err(ApiError::invalid_field(
-                &format!("destinations[{i}].delay_secs"),
-                "0..3600",
-            ));
-        }
-    }
-    if body.max_ring_secs.is_some_and(|s| !(1..=86_400).contains(&s)) {
-        return Err(ApiError::invalid_field("max_ring_secs", "1..86400"));
-    }
-    let taken = {
-        let (n, d) = (number.clone(), domain.clone());
-        state
-            .db(move |s| {
-                Ok(s.ringgroups()?
-                    .iter()
-                    .any(|g| g.id != id && g.number == n && g.domain.eq_ignore_ascii_case(&d)))
-            })
-            .await?
-    };
-    if taken {
-        return Err(ApiError::already_exists(
-            "RINGGROUP_EXISTS",
-            format!("ring group {number}@{domain} exists already"),
-        ));
-    }
+    let stored = Stored::read(state, Reading::Everything).await?;
+    let domain = stored.domain_of(customer.0, body.domain.trim(), "domain")?;
     let now = crate::now();
-    Ok(RingGroup {
+    let g = RingGroup {
         id,
         customer_id: customer.0,
-        number,
+        number: body.number.trim().to_owned(),
         domain,
         ring_method: body.ring_method,
         answer_method: body.answer_method,
@@ -225,28 +127,17 @@ async fn record_of(
         tm_create: now,
         tm_update: now,
         tm_delete: Timestamp::NOT_YET,
-    })
+    };
+    provisioning::check_ring_group(&g, &stored.known()).map_err(|e| rejected(e, &RING_GROUP))?;
+    Ok(g)
 }
 
-/// Sends the group to the switch, then stores it.
+/// Has the switch put the group in effect (and stored); the group as
+/// stored (its first `tm_create` kept).
 async fn put(state: &ApiState, g: RingGroup) -> Result<RingGroup, ApiError> {
-    match state.command(Command::PutGroup(Box::new(to_routing_group(&g)))).await? {
-        CommandOutcome::Done => {}
-        CommandOutcome::Refused(reason) => {
-            return Err(ApiError::failed_precondition("RINGGROUP_REFUSED", reason))
-        }
-        other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
-    }
+    change(state, Command::PutGroup(Box::new(g.clone())), &RING_GROUP).await?;
     let id = g.id;
-    let stored = g.clone();
-    let now = state
-        .db(move |s| {
-            s.upsert_ringgroup(&stored);
-            s.flush()?;
-            s.ringgroup(id)
-        })
-        .await?;
-    Ok(now.unwrap_or(g))
+    Ok(state.db(move |s| s.ringgroup(id)).await?.unwrap_or(g))
 }
 
 /// Create a ring group.
@@ -356,19 +247,7 @@ pub async fn delete(
     if g.origin == Origin::Config {
         return Err(ApiError::read_only("ring group"));
     }
-    match state.command(Command::RemoveGroup { id }).await? {
-        CommandOutcome::Done | CommandOutcome::NotFound => {}
-        CommandOutcome::Refused(reason) => {
-            return Err(ApiError::failed_precondition("RINGGROUP_REFUSED", reason))
-        }
-        other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
-    }
-    state
-        .db(move |s| {
-            s.delete_ringgroup(id);
-            s.flush()
-        })
-        .await?;
+    change(&state, Command::RemoveGroup { id }, &RING_GROUP).await?;
     let now = crate::now();
     g.tm_update = now;
     g.tm_delete = now;

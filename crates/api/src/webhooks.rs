@@ -155,9 +155,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
         Err(_) => return String::new(),
     };
     mac.update(body);
-    let tag = mac.finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", sip_message::hex::encode(&mac.finalize().into_bytes()))
 }
 
 fn call_event(status: CallStatus) -> &'static str {

@@ -23,9 +23,10 @@
 //!   Reason (RFC 3326), and the 64*T1 give-up;
 //! - the caller's 2xx is retransmitted until its ACK (13.3.1.4); delayed
 //!   offers hold the winner's ACK until the caller's ACK brings the answer;
-//! - once bridged, in-dialog requests (BYE, and re-INVITE, UPDATE, INFO,
-//!   OPTIONS, MESSAGE when [`B2buaConfig::methods`] lists them) are relayed
-//!   between the two dialogs and their responses relayed back.
+//! - once bridged, in-dialog requests (BYE, and those
+//!   [`sip_message::SUPPORTED`] marks relayed: re-INVITE, UPDATE, INFO,
+//!   OPTIONS) are relayed between the two dialogs and their responses
+//!   relayed back.
 //!
 //! What its owner (the switch core) must do:
 //! - feed *every* transaction event to [`CallManager::handle_event`]
@@ -34,7 +35,8 @@
 //!   (a new INVITE: route it, then [`CallManager::accept_inbound`]);
 //! - after every call, send [`CallManager::poll_stateless`] messages before
 //!   the layer's `poll_transmit` ones (an ACK precedes the BYE after it),
-//!   and pass [`CallManager::poll_event`] events to the fork engine;
+//!   pass [`CallManager::poll_event`] events to the fork engine, and log
+//!   [`CallManager::poll_notice`] values (what the copy limits cut);
 //! - call [`CallManager::handle_timeout`] at [`CallManager::poll_timeout`]
 //!   (or, made with [`CallManager::with_owner_timers`], file every
 //!   [`CallManager::poll_timer`] deadline in its own queue and call
@@ -42,24 +44,46 @@
 //! - use the transaction layer's T1 in [`B2buaConfig`]; reject an INVITE
 //!   with Max-Forwards 0 (483) or an unsupported Require (420) itself.
 //!
+//! How it is built (one `&mut self` machine, like str0m's `Rtc`):
+//! - a call is data (`state.rs`): the caller's side, whose life is one
+//!   `CallerState` (`caller_state.rs`: Proceeding, AnswerHeld, Confirmed,
+//!   ByeAfterAck, Terminating, Ended, Closed), and its legs, each one
+//!   `LegState` (`leg_state.rs`: Calling, CancelAsked, Proceeding,
+//!   Cancelling, Confirmed, Terminating, Failed, Ended). Their transitions
+//!   are the only way either changes; a leg keeps its INVITE only while it
+//!   may be CANCELed or re-sent with credentials, then its dialog and ACK;
+//! - every step of a call is a method of one per-call context, `CallTurn`
+//!   (`turn.rs`): the call, and the `Wire` it acts through (the time, the
+//!   transaction layer, the settings, the identifiers, the index of keys
+//!   and dialogs, the output queues). `legs.rs` (the legs' INVITEs,
+//!   responses, CANCEL), `caller.rs` (responses to the caller, BYEs),
+//!   `relay.rs` (in-dialog requests) and `timers.rs` hold the steps;
+//! - a transaction event is routed to its call, then taken by it
+//!   (`events.rs`).
+//!
 //! Main types: [`CallManager`], [`B2buaConfig`], [`DialTarget`],
 //! [`CallEvent`], [`Stateless`], [`CallRef`], [`LegRef`].
 #![deny(missing_docs)]
 
-mod auth;
 mod caller;
+mod caller_state;
 mod dialog;
-mod env;
+mod events;
+mod index;
+mod leg_state;
 mod legs;
 pub mod limits;
 mod manager;
 mod relay;
+mod settings;
 mod state;
+mod timers;
+mod turn;
 
 pub use limits::CopyLimits;
 pub use manager::CallManager;
 
-use sip_message::{Message, Method, Peer, Transport};
+use sip_message::{Message, Peer, Transport};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -81,20 +105,8 @@ pub struct B2buaConfig {
     /// Send 180/183 reliably (RFC 3262) to a caller that supports 100rel.
     /// A caller that *requires* 100rel always gets reliable provisionals.
     pub send_100rel_to_caller: bool,
-    /// The methods the owner supports, in order: the `Allow` of our dialogs'
-    /// messages, and which in-dialog requests are relayed (re-INVITE,
-    /// UPDATE, INFO, OPTIONS, MESSAGE: those listed). The switch gives its
-    /// one list here, so every `Allow` it sends is the same.
-    pub methods: Vec<Method>,
     /// Caps on what is copied from one leg onto another.
     pub limits: CopyLimits,
-}
-
-/// Everything the B2BUA can do in a dialog: the default of
-/// [`B2buaConfig::methods`].
-pub fn all_methods() -> Vec<Method> {
-    use Method::*;
-    vec![Invite, Ack, Cancel, Bye, Prack, Update, Info, Options, Message]
 }
 
 impl Default for B2buaConfig {
@@ -105,7 +117,6 @@ impl Default for B2buaConfig {
             t2: Duration::from_secs(4),
             max_forwards: 70,
             send_100rel_to_caller: false,
-            methods: all_methods(),
             limits: CopyLimits::default(),
         }
     }

@@ -15,8 +15,8 @@
 //!     --conns 10000 --user-prefix b --password-prefix pw
 //! ```
 
-use md5::{Digest, Md5};
 use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+use sip_message::digest::{self, Algorithm, QopAuth, RequestDigest};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -67,14 +67,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("--transport is tls or wss".into());
     }
     Ok(a)
-}
-
-fn hex(d: impl AsRef<[u8]>) -> String {
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn md5(s: &str) -> String {
-    hex(Md5::digest(s.as_bytes()))
 }
 
 /// `name="value"` or `name=value` from a challenge.
@@ -213,14 +205,23 @@ async fn register_on(
     let nonce = param(www, "nonce").ok_or("no nonce")?;
     let user = format!("{}{i:06}", args.user_prefix);
     let pw = format!("{}{i:06}", args.password_prefix);
-    let ha1 = md5(&format!("{user}:{realm}:{pw}"));
-    let ha2 = md5("REGISTER:sip:test");
-    let (response, qop) = if www.contains("qop") {
-        let cnonce = format!("{i:08x}");
-        let r = md5(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"));
-        (r, format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""))
-    } else {
-        (md5(&format!("{ha1}:{nonce}:{ha2}")), String::new())
+    let cnonce = format!("{i:08x}");
+    let with_qop = www.contains("qop");
+    let response = RequestDigest {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        qop: with_qop.then_some(QopAuth {
+            nc: b"00000001",
+            cnonce: cnonce.as_bytes(),
+            qop: b"auth",
+        }),
+        method: b"REGISTER",
+        uri: b"sip:test",
+    }
+    .hex(&digest::ha1(Algorithm::Md5, &user, &realm, &pw));
+    let qop = match with_qop {
+        true => format!(", qop=auth, nc=00000001, cnonce=\"{cnonce}\""),
+        false => String::new(),
     };
     let opaque = param(www, "opaque").map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default();
     let auth = format!(

@@ -60,14 +60,147 @@ pub struct Config {
     pub dns: DnsConfig,
     /// PSTN trunks.
     #[serde(default)]
-    pub carriers: Vec<routing::Carrier>,
+    pub carriers: Vec<switch::Carrier>,
     /// E.164 prefix routes to carriers.
     #[serde(default)]
-    pub routes: Vec<routing::Route>,
+    pub routes: Vec<switch::Route>,
     /// Ring groups.
     #[serde(default)]
-    pub groups: Vec<routing::Group>,
+    pub groups: Vec<GroupConfig>,
+    /// Call traces: the SIP messages of recent calls, kept for the API.
+    #[serde(default)]
+    pub trace: TraceConfig,
+    /// HEP v3 to a capture server (Homer); none: off.
+    #[serde(default)]
+    pub hep: Option<HepConfig>,
 }
+
+/// `[trace]`: every SIP message received and sent, kept in memory for
+/// `GET /v1.0/groupcalls/{id}/messages` (the oldest go first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most bytes held (messages and their bookkeeping).
+    #[serde(default = "trace_max_bytes")]
+    pub max_bytes: usize,
+    /// Messages older than this leave.
+    #[serde(default = "trace_keep_secs")]
+    pub keep_secs: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig { enabled: true, max_bytes: trace_max_bytes(), keep_secs: trace_keep_secs() }
+    }
+}
+
+fn trace_max_bytes() -> usize {
+    64 << 20
+}
+
+fn trace_keep_secs() -> u64 {
+    3600
+}
+
+/// `[hep]`: every SIP message received and sent, as HEP v3 to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HepConfig {
+    /// The collector, `ip:port` (Homer: 9060).
+    pub address: SocketAddr,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: HepTransport,
+    /// Capture agent id (HEP chunk 12).
+    #[serde(default = "hep_capture_id")]
+    pub capture_id: u32,
+    /// The collector's password (HEP chunk 14); none when empty.
+    #[serde(default)]
+    pub password: String,
+}
+
+fn hep_capture_id() -> u32 {
+    2001
+}
+
+/// How HEP packets travel.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HepTransport {
+    /// One datagram per packet.
+    #[default]
+    Udp,
+    /// One connection, packets back to back (reconnected when it fails).
+    Tcp,
+}
+
+/// `[[groups]]`: a ring group reachable by number; stored (and served) as
+/// the [`records::RingGroup`] of [`GroupConfig::record`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Number dialed to reach it (Request-URI user), e.g. `800`.
+    pub number: String,
+    /// Domain it belongs to.
+    pub domain: String,
+    /// Stable id (by default [`records::config_id`] of `number@domain`).
+    #[serde(default)]
+    pub id: Option<uuid::Uuid>,
+    /// `ring_all` (default), `linear`, `memory_hunt`, `round_robin`,
+    /// `least_recent` or `random`.
+    #[serde(default)]
+    pub ring_method: records::RingMethod,
+    /// `hangup_others`.
+    #[serde(default)]
+    pub answer_method: records::AnswerMethod,
+    /// What to ring, in order (`type`, `target`, `ring_timeout_secs`,
+    /// `delay_secs`).
+    pub destinations: Vec<records::RingGroupDestination>,
+    /// The longest the group rings, whatever its method.
+    #[serde(default)]
+    pub max_ring_secs: Option<u64>,
+    /// Busy members are not rung and their 486 not counted.
+    #[serde(default)]
+    pub skip_busy: bool,
+    /// `Reason: SIP;cause=200` on the CANCELs of losing legs.
+    #[serde(default = "yes")]
+    pub send_reason: bool,
+}
+
+impl GroupConfig {
+    /// The group's id: configured, or derived from `number@domain`.
+    pub fn id(&self) -> uuid::Uuid {
+        self.id.unwrap_or_else(|| records::config_id(&format!("{}@{}", self.number, self.domain)))
+    }
+
+    /// The record of this group (origin config), owned by `customer_id`
+    /// (its domain's), at `now`.
+    pub fn record(&self, customer_id: uuid::Uuid, now: records::Timestamp) -> records::RingGroup {
+        records::RingGroup {
+            id: self.id(),
+            customer_id,
+            number: self.number.clone(),
+            domain: self.domain.clone(),
+            ring_method: self.ring_method,
+            answer_method: self.answer_method,
+            destinations: self.destinations.clone(),
+            max_ring_secs: self.max_ring_secs,
+            skip_busy: self.skip_busy,
+            send_reason: self.send_reason,
+            origin: records::Origin::Config,
+            tm_create: now,
+            tm_update: now,
+            tm_delete: records::Timestamp::NOT_YET,
+        }
+    }
+}
+
+/// A broken rule of the file: the table, the key (its line is found by
+/// it), and why.
+type Broken = (&'static str, &'static str, String);
 
 /// `[tls]`: PEM files for the TLS and WSS listeners (`forkswitch gen-cert`
 /// makes a self-signed pair for local tests).
@@ -187,28 +320,85 @@ fn max_legs() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// SQLite file; empty keeps everything in memory (lost on restart).
-    #[serde(default = "db_path")]
-    pub path: String,
-    /// How long the store writer waits, from a batch's first write, for
-    /// more writes before committing (0..=1000 ms). 0, the default, is group
-    /// commit: a record is durable and visible to the API about one commit
-    /// after it changed. A few tens of ms let one commit hold most of a
-    /// call's changes (a record changes 4 to 6 times in a call): at 1,600
-    /// forked calls/s, 50 ms cut the writer's CPU by ~30% and its disk
-    /// writes by ~half, and leaves records that much older when read.
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB` (`?host=/dir` for a
+    /// Unix socket); set it or `path`, not both.
     #[serde(default)]
+    pub url: Option<String>,
+    /// SQLite file (the older key); "" keeps everything in memory (lost on
+    /// restart). Without `url` or `path`: `forkswitch.db`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The writer's commit window (0..=200 ms): each record is written once
+    /// per window in its latest version (a short call that starts, rings,
+    /// answers and ends inside one window is one row write), and a crash
+    /// can lose at most the last window. 0 commits as soon as nothing more
+    /// is queued (group commit).
+    #[serde(default = "commit_delay_ms")]
     pub commit_delay_ms: u64,
+    /// Most record changes held while the database is away (or slow);
+    /// past it the newest are dropped and counted.
+    #[serde(default = "max_pending")]
+    pub max_pending: u64,
+    /// Ended groupcall and call records older than this many days are
+    /// deleted, in small batches by the writer; 0 keeps them forever.
+    #[serde(default)]
+    pub keep_days: u32,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { path: db_path(), commit_delay_ms: 0 }
+        DatabaseConfig {
+            url: None,
+            path: None,
+            commit_delay_ms: commit_delay_ms(),
+            max_pending: max_pending(),
+            keep_days: 0,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's URL; `None`: in memory (`path = ""`).
+    pub fn store_url(&self) -> Option<String> {
+        match (&self.url, self.path.as_deref()) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some("")) => None,
+            (None, Some(path)) => Some(format!("sqlite:{path}")),
+            (None, None) => Some(format!("sqlite:{}", db_path())),
+        }
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_some() && self.path.is_some() {
+            return Err(("url", "set url or path, not both".into()));
+        }
+        if let Some(url) = &self.url {
+            store::parse_url(url).map_err(|e| ("url", e.to_string()))?;
+        }
+        if self.commit_delay_ms > 200 {
+            return Err(("commit_delay_ms", "must be 0..=200".into()));
+        }
+        if self.max_pending == 0 {
+            return Err(("max_pending", "must be at least 1".into()));
+        }
+        if self.keep_days > 36_500 {
+            return Err(("keep_days", "must be 0..=36500 (0: keep forever)".into()));
+        }
+        Ok(())
     }
 }
 
 fn db_path() -> String {
     "forkswitch.db".into()
+}
+/// 100 ms: at 1,500 forked calls/s it cut the writer's CPU per call by
+/// most of what coalescing can (see README "Records in PostgreSQL");
+/// records are at most that old when read, and a crash loses at most that.
+fn commit_delay_ms() -> u64 {
+    100
+}
+fn max_pending() -> u64 {
+    500_000
 }
 
 /// `[registrar]`
@@ -677,6 +867,18 @@ fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// A provisioning rule broken by the record `who` (`a@test`, `800@test`)
+/// of `table`: `key: who: reason`, the field's path before the reason when
+/// it is deeper than the key (`destinations[1].delay_secs`).
+fn broken(table: &'static str, who: &str, i: provisioning::Invalid) -> Broken {
+    let reason = if i.field == i.key {
+        format!("{who}: {}", i.reason)
+    } else {
+        format!("{who}: {}: {}", i.field, i.reason)
+    };
+    (table, i.key, reason)
+}
+
 impl Config {
     /// Reads, parses and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -707,7 +909,7 @@ impl Config {
     }
 
     /// Reads `[tls]`'s PEM files; checks that TLS and WSS listeners have them.
-    fn load_tls(&self) -> Result<sip_transport::TlsSettings, (&'static str, &'static str, String)> {
+    fn load_tls(&self) -> Result<sip_transport::TlsSettings, Broken> {
         let Some(t) = &self.tls else {
             for (key, addrs) in [("tls", &self.sip.tls), ("wss", &self.sip.wss)] {
                 if !addrs.is_empty() {
@@ -750,20 +952,56 @@ impl Config {
         )
     }
 
-    fn check(&self) -> Result<(), (&'static str, &'static str, String)> {
+    /// Checks the whole file, one concern after another; the first broken
+    /// rule is the error.
+    fn check(&self) -> Result<(), Broken> {
         self.check_http()?;
-        if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
+        self.check_sip()?;
+        self.check_overload()?;
+        self.check_storage_and_timers()?;
+        self.check_accounts()?;
+        self.check_provisioning()?;
+        self.check_registrar()?;
+        self.check_routes()?;
+        self.check_calls_and_log()?;
+        self.check_capture()
+    }
+
+    /// `[trace]` and `[hep]`.
+    fn check_capture(&self) -> Result<(), Broken> {
+        if self.trace.enabled && !(1 << 20..=1 << 40).contains(&self.trace.max_bytes) {
+            return Err(("trace", "max_bytes", "must be 1048576 (1 MiB) ..= 2^40".into()));
+        }
+        if self.trace.keep_secs == 0 {
+            return Err(("trace", "keep_secs", "must be at least 1".into()));
+        }
+        if self.hep.as_ref().is_some_and(|h| h.address.port() == 0) {
+            return Err(("hep", "address", "needs a port (Homer listens on 9060)".into()));
+        }
+        Ok(())
+    }
+
+    /// `[sip]`: something to listen on, and sane socket limits.
+    fn check_sip(&self) -> Result<(), Broken> {
+        let sip = &self.sip;
+        if sip.udp.is_empty() && sip.tcp.is_empty() {
             return Err(("sip", "udp", "at least one UDP or TCP listen address is needed".into()));
         }
-        if self.sip.udp_sockets_per_addr == 0 || self.sip.udp_sockets_per_addr > 64 {
+        if sip.udp_sockets_per_addr == 0 || sip.udp_sockets_per_addr > 64 {
             return Err(("sip", "udp_sockets_per_addr", "must be 1..=64".into()));
         }
-        if !(1024..=16 << 20).contains(&self.sip.max_message_bytes) {
+        if !(1024..=16 << 20).contains(&sip.max_message_bytes) {
             return Err(("sip", "max_message_bytes", "must be 1024..=16777216".into()));
         }
-        if self.sip.tcp_max_connections_per_ip == 0 {
+        if sip.tcp_max_connections_per_ip == 0 {
             return Err(("sip", "tcp_max_connections_per_ip", "must be at least 1".into()));
         }
+        Ok(())
+    }
+
+    /// `[overload]`: a resume level under the shedding one, a usable
+    /// `Retry-After`, a ban length when sources are rate limited.
+    fn check_overload(&self) -> Result<(), Broken> {
         let o = &self.overload;
         if o.max_queue_delay_ms > 0 && o.resume_queue_delay_ms >= o.max_queue_delay_ms {
             let why = "must be smaller than max_queue_delay_ms".into();
@@ -775,176 +1013,121 @@ impl Config {
         if o.source_rate > 0 && o.source_ban_secs == 0 {
             return Err(("overload", "source_ban_secs", "must be at least 1".into()));
         }
-        if self.database.commit_delay_ms > 1000 {
-            return Err(("database", "commit_delay_ms", "must be 0..=1000".into()));
-        }
+        Ok(())
+    }
+
+    /// `[database]` and `[timers]`.
+    fn check_storage_and_timers(&self) -> Result<(), Broken> {
+        self.database.check().map_err(|(key, why)| ("database", key, why))?;
         if self.timers.t1_ms == 0 {
             return Err(("timers", "t1_ms", "must be at least 1".into()));
         }
         if self.timers.t2_ms < self.timers.t1_ms {
             return Err(("timers", "t2_ms", "must not be smaller than t1_ms".into()));
         }
+        Ok(())
+    }
+
+    /// `[[domains]]` name known customers; `[[extensions]]` give a password
+    /// or hex HA1 hashes (what the file, not the provisioning rules, is
+    /// about: the rest of an extension is [`Config::check_provisioning`]'s).
+    fn check_accounts(&self) -> Result<(), Broken> {
         for d in &self.domains {
             if !self.customers.iter().any(|c| c.id == d.customer_id) {
-                return Err((
-                    "domains",
-                    "customer_id",
-                    format!(
-                        "domain {:?} names customer {} which is not in [[customers]]",
-                        d.name, d.customer_id
-                    ),
-                ));
+                let why = format!(
+                    "domain {:?} names customer {} which is not in [[customers]]",
+                    d.name, d.customer_id
+                );
+                return Err(("domains", "customer_id", why));
             }
         }
         for e in &self.extensions {
-            if !self.domains.iter().any(|d| d.name.eq_ignore_ascii_case(&e.domain)) {
-                return Err((
-                    "extensions",
-                    "domain",
-                    format!(
-                        "extension {:?} is in domain {:?}, which is not in [[domains]]",
-                        e.name, e.domain
-                    ),
-                ));
-            }
             if e.password.is_none() && e.ha1_md5.is_none() && e.ha1_sha256.is_none() {
-                return Err((
-                    "extensions",
-                    "password",
-                    format!("extension {:?} needs password, ha1_md5 or ha1_sha256", e.name),
-                ));
+                let why = format!("extension {:?} needs password, ha1_md5 or ha1_sha256", e.name);
+                return Err(("extensions", "password", why));
             }
             for h in [&e.ha1_md5, &e.ha1_sha256].into_iter().flatten() {
                 if !h.bytes().all(|b| b.is_ascii_hexdigit()) || !(h.len() == 32 || h.len() == 64) {
-                    return Err((
-                        "extensions",
-                        "ha1_md5",
-                        format!("extension {:?}: HA1 must be hex", e.name),
-                    ));
+                    let why = format!("extension {:?}: HA1 must be hex", e.name);
+                    return Err(("extensions", "ha1_md5", why));
                 }
             }
         }
-        for e in &self.extensions {
-            self.check_handling(e)?;
+        Ok(())
+    }
+
+    /// `[[extensions]]` and `[[groups]]` by the provisioning rules (those
+    /// the API and the switch apply), against the file's own domains,
+    /// extensions and groups; and no group defined twice.
+    fn check_provisioning(&self) -> Result<(), Broken> {
+        let (_, domains, extensions) = self.accounts();
+        let groups = self.ring_groups(records::Timestamp::NOT_YET);
+        let known = provisioning::Listed {
+            domains: &domains,
+            extensions: &extensions,
+            ring_groups: &groups,
+        };
+        for e in &extensions {
+            provisioning::check_extension(e, &known)
+                .map_err(|i| broken("extensions", &e.aor(), i))?;
         }
-        for a in &self.registrar.algorithms {
+        for (i, g) in groups.iter().enumerate() {
+            let name = format!("{}@{}", g.number, g.domain);
+            if groups[..i].iter().any(|o| o.id == g.id) {
+                return Err(("groups", "number", format!("{name}: defined twice (same id)")));
+            }
+            provisioning::check_ring_group(g, &known).map_err(|i| broken("groups", &name, i))?;
+        }
+        Ok(())
+    }
+
+    /// `[registrar]`.
+    fn check_registrar(&self) -> Result<(), Broken> {
+        let r = &self.registrar;
+        for a in &r.algorithms {
             if !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256") {
-                return Err((
-                    "registrar",
-                    "algorithms",
-                    format!("unknown algorithm {a:?}; use SHA-256 or MD5"),
-                ));
+                let why = format!("unknown algorithm {a:?}; use SHA-256 or MD5");
+                return Err(("registrar", "algorithms", why));
             }
         }
-        if !matches!(self.registrar.ban_action.as_str(), "reject" | "drop") {
+        if !matches!(r.ban_action.as_str(), "reject" | "drop") {
             return Err(("registrar", "ban_action", "must be \"reject\" or \"drop\"".into()));
         }
-        if self.registrar.min_expires > self.registrar.max_expires {
+        if r.min_expires > r.max_expires {
             return Err(("registrar", "min_expires", "must not exceed max_expires".into()));
         }
-        if let Err(e) = self.route_table() {
-            return Err((e.table, e.key, e.reason));
-        }
-        for g in &self.groups {
-            if !self.domains.iter().any(|d| d.name.eq_ignore_ascii_case(&g.domain)) {
-                return Err((
-                    "groups",
-                    "domain",
-                    format!(
-                        "group {:?} is in domain {:?}, which is not in [[domains]]",
-                        g.number, g.domain
-                    ),
-                ));
-            }
-        }
+        Ok(())
+    }
+
+    /// `[[carriers]]` and `[[routes]]` (with the groups' numbers) as the
+    /// switch will take them.
+    fn check_routes(&self) -> Result<(), Broken> {
+        let state = switch::SwitchState {
+            carriers: self.carriers.clone(),
+            routes: self.routes.clone(),
+            ring_groups: self.ring_groups(records::Timestamp::NOT_YET),
+            ..Default::default()
+        };
+        state.check().map_err(|e| (e.table, e.key, e.reason))
+    }
+
+    /// `[calls]` and `[log]`.
+    fn check_calls_and_log(&self) -> Result<(), Broken> {
         if self.calls.max_legs == 0 || self.calls.overall_timeout_secs == 0 {
-            return Err((
-                "calls",
-                "max_legs",
-                "max_legs and overall_timeout_secs must be positive".into(),
-            ));
+            let why = "max_legs and overall_timeout_secs must be positive".into();
+            return Err(("calls", "max_legs", why));
         }
         if self.log.level.parse::<tracing_subscriber::filter::LevelFilter>().is_err() {
-            return Err((
-                "log",
-                "level",
-                format!(
-                    "unknown level {:?}; use error, warn, info, debug or trace",
-                    self.log.level
-                ),
-            ));
+            let why = format!(
+                "unknown level {:?}; use error, warn, info, debug or trace",
+                self.log.level
+            );
+            return Err(("log", "level", why));
         }
         Ok(())
     }
 
-    /// An extension's `max_calls`, `forward_*`: each forward must name
-    /// something that exists (a configured extension or group, an E.164
-    /// number, a SIP URI), and not the extension itself.
-    fn check_handling(
-        &self,
-        e: &ExtensionConfig,
-    ) -> Result<(), (&'static str, &'static str, String)> {
-        let name = format!("{}@{}", e.name, e.domain);
-        let bad =
-            |key: &'static str, why: String| Err(("extensions", key, format!("{name}: {why}")));
-        if e.max_calls == Some(0) {
-            return bad("max_calls", "must be at least 1 (leave it out for no limit)".into());
-        }
-        if let Some(s) = e.forward_noanswer_secs {
-            if e.forward_noanswer.is_none() {
-                return bad("forward_noanswer_secs", "set without forward_noanswer".into());
-            }
-            if !(1..=3600).contains(&s) {
-                return bad("forward_noanswer_secs", "must be 1..=3600".into());
-            }
-        }
-        let forwards = [
-            ("forward_always", &e.forward_always),
-            ("forward_busy", &e.forward_busy),
-            ("forward_noanswer", &e.forward_noanswer),
-        ];
-        for (key, to) in forwards {
-            let Some(to) = to else { continue };
-            let t = to.target.trim();
-            let why = match to.kind {
-                records::AddressType::Endpoint => {
-                    let (user, domain) = t.split_once('@').unwrap_or((t, ""));
-                    let known = self
-                        .extensions
-                        .iter()
-                        .any(|x| x.name == user && x.domain.eq_ignore_ascii_case(domain));
-                    if t.eq_ignore_ascii_case(&name) {
-                        Some("forwards to itself".to_string())
-                    } else if !known {
-                        Some(format!("{t:?} is not in [[extensions]] (write name@domain)"))
-                    } else {
-                        None
-                    }
-                }
-                records::AddressType::Tel => (!routing::is_e164(t))
-                    .then(|| format!("{t:?} is not an E.164 number (+ and digits)")),
-                records::AddressType::Sip => {
-                    let uri = if t.contains(':') { t.to_string() } else { format!("sip:{t}") };
-                    sip_message::Uri::parse(uri.as_bytes())
-                        .is_err()
-                        .then(|| format!("{t:?} is not a SIP URI"))
-                }
-                records::AddressType::Groupcall => {
-                    let known = self.groups.iter().any(|g| {
-                        (g.number == t && g.domain.eq_ignore_ascii_case(&e.domain))
-                            || g.id().to_string() == t
-                    });
-                    (!known).then(|| format!("{t:?} is not a [[groups]] number in {}", e.domain))
-                }
-            };
-            if let Some(why) = why {
-                return bad(key, why);
-            }
-        }
-        Ok(())
-    }
-
-    fn check_http(&self) -> Result<(), (&'static str, &'static str, String)> {
+    fn check_http(&self) -> Result<(), Broken> {
         let h = &self.http;
         match (&h.tls_cert, &h.tls_key) {
             (Some(_), None) => return Err(("http", "tls_cert", "needs tls_key too".into())),
@@ -1099,33 +1282,16 @@ impl Config {
         (customers, domains, extensions)
     }
 
-    /// The routing table from `[[carriers]]`, `[[routes]]`, `[[groups]]`.
-    pub fn route_table(&self) -> Result<routing::RouteTable, routing::RouteError> {
-        routing::RouteTable::new(self.carriers.clone(), self.routes.clone(), self.groups.clone())
+    /// The owner of `domain`: the customer of its `[[domains]]` entry (nil
+    /// when it has none).
+    pub fn owner(&self, domain: &str) -> uuid::Uuid {
+        let d = self.domains.iter().find(|d| d.name.eq_ignore_ascii_case(domain));
+        d.map_or(records::NIL, |d| d.customer_id)
     }
 
-    /// Fork engine settings from `[calls]`.
-    pub fn fork(&self) -> groupcall::ForkConfig {
-        groupcall::ForkConfig {
-            default_ring_timeout: Duration::from_secs(self.calls.default_ring_timeout_secs),
-            overall_timeout: Duration::from_secs(self.calls.overall_timeout_secs),
-            max_legs: self.calls.max_legs,
-            stop_on_6xx: self.calls.stop_on_6xx,
-            leg_cleanup_timeout: Duration::from_millis(self.timers.t1_ms * 64),
-            ..Default::default()
-        }
-    }
-
-    /// B2BUA settings.
-    pub fn b2bua(&self) -> b2bua::B2buaConfig {
-        b2bua::B2buaConfig {
-            user_agent: self.sip.user_agent.clone(),
-            t1: Duration::from_millis(self.timers.t1_ms),
-            t2: Duration::from_millis(self.timers.t2_ms),
-            max_forwards: 70,
-            send_100rel_to_caller: self.calls.send_100rel_to_caller,
-            ..Default::default()
-        }
+    /// The `[[groups]]` as records (origin config), at `now`.
+    pub fn ring_groups(&self, now: records::Timestamp) -> Vec<records::RingGroup> {
+        self.groups.iter().map(|g| g.record(self.owner(&g.domain), now)).collect()
     }
 
     /// The switch core's settings, around the addresses the transport bound.
@@ -1137,9 +1303,20 @@ impl Config {
         c.aliases = self.sip.aliases.clone();
         c.user_agent = self.sip.user_agent.clone();
         c.force_rport = self.sip.force_rport;
-        c.transactions = self.transaction();
-        c.b2bua = self.b2bua();
-        c.fork = self.fork();
+        let t = &self.timers;
+        c.timers = switch::SipTimers {
+            t1: Duration::from_millis(t.t1_ms),
+            t2: Duration::from_millis(t.t2_ms),
+            t4: Duration::from_millis(t.t4_ms),
+        };
+        let calls = &self.calls;
+        c.calls = switch::CallSettings {
+            default_ring_timeout: Duration::from_secs(calls.default_ring_timeout_secs),
+            overall_timeout: Duration::from_secs(calls.overall_timeout_secs),
+            max_legs: calls.max_legs,
+            stop_on_6xx: calls.stop_on_6xx,
+            send_100rel_to_caller: calls.send_100rel_to_caller,
+        };
         c.registrar = self.registrar();
         let o = &self.overload;
         c.admission = switch::AdmissionConfig {
@@ -1156,16 +1333,6 @@ impl Config {
         c.keepalive_interval = (self.registrar.keepalive_interval_secs > 0)
             .then(|| Duration::from_secs(self.registrar.keepalive_interval_secs));
         c
-    }
-
-    /// Transaction timers derived from `[timers]`.
-    pub fn transaction(&self) -> sip_transaction::Config {
-        sip_transaction::Config {
-            t1: Duration::from_millis(self.timers.t1_ms),
-            t2: Duration::from_millis(self.timers.t2_ms),
-            t4: Duration::from_millis(self.timers.t4_ms),
-            ..Default::default()
-        }
     }
 
     /// Transport settings derived from `[sip]`.
@@ -1213,8 +1380,16 @@ mod tests {
         assert!(e.starts_with("f.toml:2: "), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[timers]\nt1_ms = 500\nt2_ms = 10\n");
         assert_eq!(e, "f.toml:5: timers.t2_ms: must not be smaller than t1_ms");
-        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 5000\n");
-        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=1000");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\ncommit_delay_ms = 500\n");
+        assert_eq!(e, "f.toml:4: database.commit_delay_ms: must be 0..=200");
+        let e = err("[sip]\nudp = [\"127.0.0.1:5060\"]\n[database]\nurl = \"mysql://x\"\n");
+        assert!(
+            e.starts_with("f.toml:4: database.url: \"mysql://x\": expected sqlite:PATH"),
+            "{e}"
+        );
+        let e =
+            err("[sip]\nudp = [\"127.0.0.1:1\"]\n[database]\npath = \"a\"\nurl = \"sqlite:b\"\n");
+        assert_eq!(e, "f.toml:5: database.url: set url or path, not both");
         let e = err("[sip]\nudp = []\n");
         assert!(e.contains("sip.udp"), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");
@@ -1256,6 +1431,68 @@ mod tests {
         let good = fwd(r#"{ type = "endpoint", target = "b@test" }"#);
         let ok = extension_err(&format!("{good}bogus = 1\n"));
         assert!(ok.contains("bogus"), "a good forward passes; the next error is found: {ok}");
+    }
+
+    /// `[[groups]]` `extra` after a customer, domain `test` and extension
+    /// `test11`.
+    fn with_groups(extra: &str) -> Result<Config, String> {
+        let c = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+        let text = format!(
+            "[sip]\nudp = [\"127.0.0.1:1\"]\n[[customers]]\nid = \"{c}\"\n\
+             [[domains]]\nname = \"test\"\ncustomer_id = \"{c}\"\n\
+             [[extensions]]\nname = \"test11\"\ndomain = \"test\"\npassword = \"p\"\n{extra}"
+        );
+        Config::parse(Path::new("f.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn groups_are_ring_group_records_checked_by_the_provisioning_rules() {
+        let group = |dests: &str| {
+            format!(
+                "[[groups]]\nnumber = \"800\"\ndomain = \"test\"\nring_method = \"linear\"\n\
+                 send_reason = false\nmax_ring_secs = 60\ndestinations = [{dests}]\n"
+            )
+        };
+        let ok = group(
+            r#"{ type = "endpoint", target = "test11@test", ring_timeout_secs = 10 },
+               { type = "tel", target = "+15551234567", delay_secs = 5 }"#,
+        );
+        let cfg = with_groups(&ok).expect("valid");
+        let at = records::Timestamp::from_micros(1);
+        let [g] = cfg.ring_groups(at).try_into().expect("one group");
+        assert_eq!(g.id, records::config_id("800@test"));
+        assert_eq!(
+            g.customer_id,
+            "5e4a0680-804e-11ec-8477-2fea5968d85b".parse::<uuid::Uuid>().expect("id")
+        );
+        assert_eq!((g.origin, g.tm_create, g.tm_update), (records::Origin::Config, at, at));
+        assert_eq!((g.ring_method, g.send_reason), (records::RingMethod::Linear, false));
+        assert_eq!((g.max_ring_secs, g.skip_busy), (Some(60), false));
+        let d = &g.destinations;
+        assert_eq!((d[0].target.as_str(), d[0].ring_timeout_secs), ("test11@test", Some(10)));
+        assert_eq!((d[1].kind, d[1].delay_secs), (records::AddressType::Tel, Some(5)));
+
+        let e =
+            with_groups(&group(r#"{ type = "tel", target = "+15551234567", delay_secs = 3601 }"#))
+                .expect_err("delay");
+        assert_eq!(
+            e,
+            "f.toml:18: groups.destinations: 800@test: destinations[0].delay_secs: must be 0..=3600"
+        );
+        let e = with_groups(&group(r#"{ type = "endpoint", target = "x@elsewhere" }"#))
+            .expect_err("elsewhere");
+        assert!(e.contains("destinations[0].target: \"x@elsewhere\" is not name@domain"), "{e}");
+        let e = with_groups(&group(r#"{ type = "sip", target = "b@h", delay = 1 }"#))
+            .expect_err("unknown key");
+        assert!(e.starts_with("f.toml:18: ") && e.contains("delay"), "{e}");
+        let twice = format!(
+            "{ok}{}id = \"4b4d2c5e-0c3e-11ee-9a8c-0b6c1e0f4a13\"\n",
+            group("{ type = \"groupcall\", target = \"800\" }")
+        );
+        let e = with_groups(&twice).expect_err("taken");
+        assert!(e.ends_with("groups.number: 800@test: ring group 800@test exists already"), "{e}");
+        let e = with_groups(&format!("{ok}{ok}")).expect_err("twice");
+        assert!(e.ends_with("groups.number: 800@test: defined twice (same id)"), "{e}");
     }
 
     #[test]

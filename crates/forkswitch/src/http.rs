@@ -22,6 +22,8 @@ pub struct Http {
     pub requests: mpsc::Receiver<PortRequest>,
     /// Where every persisted record goes, for webhooks (and metrics).
     pub webhooks: Webhooks,
+    /// ... and for the open consoles.
+    pub events: api::LiveEvents,
     /// The server, to stop at shutdown.
     pub server: Server,
 }
@@ -47,7 +49,11 @@ impl Server {
 
 /// Binds `[http] listen` (failing at start when it cannot) and starts the
 /// API on its own thread.
-pub fn start(cfg: &Config, db: Arc<dyn Store>) -> Result<Http, String> {
+pub fn start(
+    cfg: &Config,
+    db: Arc<dyn Store>,
+    traces: Option<crate::capture::SharedTraces>,
+) -> Result<Http, String> {
     let listener = std::net::TcpListener::bind(cfg.http.listen)
         .map_err(|e| format!("cannot bind [http] listen {}: {e}", cfg.http.listen))?;
     listener.set_nonblocking(true).map_err(|e| format!("http listener: {e}"))?;
@@ -67,8 +73,12 @@ pub fn start(cfg: &Config, db: Arc<dyn Store>) -> Result<Http, String> {
     let webhooks = Webhooks::new(cfg.webhooks(), rt.handle().clone());
     let hooks = webhooks.load(db.as_ref()).map_err(|e| format!("cannot read webhooks: {e}"))?;
     let (port, requests) = api::channel(PORT_QUEUE, PORT_TIMEOUT);
-    let options = ApiOptions { body_limit: cfg.http.body_limit_bytes, ..ApiOptions::default() };
+    let options = ApiOptions { body_limit: cfg.http.body_limit_bytes };
     let state = ApiState::new(db, Arc::new(port), webhooks.clone(), options);
+    if let Some(t) = traces {
+        state.set_traces(t);
+    }
+    let events = state.events().clone();
     let router = api::router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let https = tls.is_some();
@@ -92,7 +102,8 @@ pub fn start(cfg: &Config, db: Arc<dyn Store>) -> Result<Http, String> {
         })
         .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
     info!(addr = %addr, tls = https, webhooks = hooks, "http listening");
-    Ok(Http { requests, webhooks, server: Server { stop: Some(stop), thread: Some(thread) } })
+    let server = Server { stop: Some(stop), thread: Some(thread) };
+    Ok(Http { requests, webhooks, events, server })
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (Linux: the

@@ -43,30 +43,38 @@ fn now() -> Now {
     Now { at: Instant::now(), wall: Timestamp::from_system(SystemTime::now()) }
 }
 
-/// Opens the configured store: SQLite, or memory when no path is set.
+/// Opens the configured store: SQLite or PostgreSQL by `[database] url`
+/// (or `path`), or memory when `path = ""`.
 fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, String> {
-    if cfg.database.path.is_empty() {
+    let Some(url) = cfg.database.store_url() else {
         return Ok(Arc::new(store::MemoryStore::new()));
-    }
+    };
     let opts = store::Options {
         max_delay: Duration::from_millis(cfg.database.commit_delay_ms),
+        max_pending: cfg.database.max_pending,
         ..store::Options::default()
     };
-    store::SqliteStore::open_with(std::path::Path::new(&cfg.database.path), opts)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| format!("{}: cannot open the database: {e}", cfg.database.path))
+    store::open(&url, opts)
+        .map_err(|e| format!("{}: cannot open the database: {e}", store::display_url(&url)))
+}
+
+/// Every this many stats ticks (10 s), the writer is asked to delete
+/// records past `[database] keep_days`.
+const RETENTION_TICKS: u32 = 6;
+
+/// Asks the store to delete ended records past `keep_days` (0: never).
+fn expire_records(keep_days: u32, db: &dyn Store) {
+    let days = i64::from(keep_days);
+    if days > 0 {
+        let cutoff = now().wall.micros() - days * 86_400_000_000;
+        db.expire_records(Timestamp::from_micros(cutoff));
+    }
 }
 
 /// Writes what the config file defines to the store (it wins over what a
 /// previous run stored, and shows in the API as read-only).
 fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), String> {
     let (customers, domains, extensions) = cfg.accounts();
-    let owner = |domain: &str| {
-        domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(domain))
-            .map_or(records::NIL, |d| d.customer_id)
-    };
     for c in &customers {
         db.upsert_customer(c);
     }
@@ -75,15 +83,10 @@ fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), Str
     }
     let ext_records: Vec<ExtensionRecord> = extensions
         .iter()
-        .map(|e| ExtensionRecord::from_config(e.clone(), owner(&e.domain), wall))
+        .map(|e| ExtensionRecord::from_config(e.clone(), cfg.owner(&e.domain), wall))
         .collect();
     db.replace_config_extensions(&ext_records);
-    let groups: Vec<records::RingGroup> = cfg
-        .groups
-        .iter()
-        .map(|g| api::ringgroups::from_config_group(g, owner(&g.domain), wall))
-        .collect();
-    db.replace_config_ringgroups(&groups);
+    db.replace_config_ringgroups(&cfg.ring_groups(wall));
     let hooks: Vec<records::Webhook> = cfg
         .customers
         .iter()
@@ -103,27 +106,35 @@ fn store_config(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<(), Str
 }
 
 /// What the switch starts with: accounts and ring groups (the config
-/// file's and the API's), live bindings, routes.
+/// file's, just stored, and the API's), live bindings, carriers, routes.
 fn load_state(cfg: &Config, db: &dyn Store, wall: Timestamp) -> Result<SwitchState, String> {
     store_config(cfg, db, wall)?;
-    let mut groups = cfg.groups.clone();
-    let api_groups = db.ringgroups().map_err(|e| format!("cannot read ring groups: {e}"))?;
-    groups.extend(
-        api_groups
-            .iter()
-            .filter(|g| g.origin == records::Origin::Api)
-            .map(api::ringgroups::to_routing_group),
-    );
-    let routes = routing::RouteTable::new(cfg.carriers.clone(), cfg.routes.clone(), groups)
-        .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     Ok(SwitchState {
         customers: db.customers().map_err(|e| e.to_string())?,
         domains: db.domains().map_err(|e| e.to_string())?,
         extensions: db.extensions().map_err(|e| e.to_string())?,
         bindings: db.load_bindings(wall).map_err(|e| format!("cannot load bindings: {e}"))?,
-        routes,
+        carriers: cfg.carriers.clone(),
+        routes: cfg.routes.clone(),
+        ring_groups: db.ringgroups().map_err(|e| format!("cannot read ring groups: {e}"))?,
         hunt: db.hunt_memories().map_err(|e| format!("cannot load hunt memories: {e}"))?,
     })
+}
+
+/// Stores what the switch asks to (in the order it asks), for every
+/// backend through the [`Store`] trait.
+fn persist(db: &dyn Store, p: &Persist) {
+    match p {
+        Persist::Groupcall(g) => db.upsert_groupcall(g),
+        Persist::Call(c) => db.upsert_call(c),
+        Persist::Binding(b) => db.upsert_binding(b),
+        Persist::HuntMemory(m) => db.upsert_hunt_memory(m),
+        Persist::BindingRemoved { aor, contact } => db.remove_binding(aor, contact),
+        Persist::Extension(r) => db.upsert_extension_record(r),
+        Persist::ExtensionRemoved { name, domain } => db.delete_extension(name, domain),
+        Persist::RingGroup(g) => db.upsert_ringgroup(g),
+        Persist::RingGroupRemoved { id } => db.delete_ringgroup(*id),
+    }
 }
 
 /// Commands waiting for their outcome, by id.
@@ -146,6 +157,8 @@ struct Shell {
     resolved: mpsc::UnboundedSender<(QueryId, Vec<Target>)>,
     pending: Pending,
     webhooks: Webhooks,
+    capture: crate::capture::Capture,
+    events: api::LiveEvents,
 }
 
 impl Shell {
@@ -156,15 +169,28 @@ impl Shell {
         let now = now();
         let queue_delay = now.at.saturating_duration_since(inb.received_at);
         self.sw.set_load(switch::Load { queue_delay, queue_depth: behind });
+        self.capture.received(&inb);
         let input = Input::Datagram(Datagram { peer: inb.peer, bytes: inb.bytes });
         self.sw.handle_input(now, input);
         self.drain();
     }
 
-    /// Every message the switch sends, over any transport, passes here.
-    /// Datagrams wait in the outbox for the loop's next flush.
+    /// Every message the switch sends, over any transport, passes here,
+    /// serialized once: the capture tap sees the bytes that go. Datagrams
+    /// wait in the outbox for the loop's next flush. A request too large
+    /// for UDP goes through [`Outbox::send`], which may move it to TCP
+    /// (RFC 3261 18.1.1) and serializes it again.
     fn transmit(&mut self, t: Transmit) {
-        self.outbox.send(&t.peer, &t.message, t.token.0);
+        let bytes = t.message.to_bytes();
+        self.capture.sent(&t.peer, &bytes);
+        let big_udp_request = t.message.is_request()
+            && t.peer.transport == Transport::Udp
+            && bytes.len() > sip_transport::UDP_MTU_LIMIT;
+        if big_udp_request {
+            self.outbox.send(&t.peer, &t.message, t.token.0);
+        } else {
+            self.outbox.send_bytes(&t.peer, bytes, t.token.0);
+        }
     }
 
     /// Hands `input` to the switch and does what it says.
@@ -197,16 +223,10 @@ impl Shell {
                 Output::Transmit(t) => self.transmit(t),
                 Output::Resolve(q) => self.resolve(q),
                 Output::Persist(p) => {
-                    match &p {
-                        Persist::Groupcall(g) => self.db.upsert_groupcall(g),
-                        Persist::Call(c) => self.db.upsert_call(c),
-                        Persist::Binding(b) => self.db.upsert_binding(b),
-                        Persist::HuntMemory(m) => self.db.upsert_hunt_memory(m),
-                        Persist::BindingRemoved { aor, contact } => {
-                            self.db.remove_binding(aor, contact)
-                        }
-                    }
+                    self.capture.persisted(&p);
+                    persist(self.db.as_ref(), &p);
                     self.webhooks.publish(&p);
+                    self.events.publish(&p);
                 }
                 Output::Event(Event::CommandDone { id, outcome }) => {
                     if let Some(reply) = self.pending.replies.remove(&id.0) {
@@ -214,7 +234,10 @@ impl Shell {
                     }
                 }
                 Output::Event(e) => log_event(&e),
-                Output::Timeout(at) => return self.deadline = at,
+                Output::Timeout(at) => {
+                    self.capture.flush();
+                    return self.deadline = at;
+                }
             }
         }
     }
@@ -280,6 +303,10 @@ struct SwitchLoop {
     /// Descriptors the last wait found ready.
     ready: Vec<(RawFd, Interest)>,
     next_stats: Instant,
+    /// Stats lines until the next expiry of old records.
+    retention_in: u32,
+    /// `[database] keep_days`.
+    keep_days: u32,
     phase: Phase,
 }
 
@@ -299,6 +326,7 @@ impl SwitchLoop {
         if self.next_stats <= now {
             self.next_stats = now + STATS_EVERY;
             self.log_stats();
+            self.expire_records();
         }
         self.flush();
         if stop.is_some() {
@@ -397,6 +425,16 @@ impl SwitchLoop {
         }
     }
 
+    /// Every [`RETENTION_TICKS`] stats lines, asks the store to delete
+    /// records past `keep_days`.
+    fn expire_records(&mut self) {
+        if self.retention_in == 0 {
+            expire_records(self.keep_days, self.shell.db.as_ref());
+            self.retention_in = RETENTION_TICKS;
+        }
+        self.retention_in -= 1;
+    }
+
     fn log_stats(&self) {
         let s = self.shell.sw.stats();
         let received = self.shell.transport.stats().received.load(Ordering::Relaxed);
@@ -443,7 +481,7 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         bindings = state.bindings.len(),
         extensions = state.extensions.len(),
         domains = state.domains.len(),
-        database = %cfg.database.path,
+        database = %cfg.database.store_url().map_or("memory".into(), |u| store::display_url(&u)),
         "location loaded"
     );
     let resolver = SipResolver::new(
@@ -461,7 +499,8 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         info!(transport = %t, addr = %a, "listening");
     }
     let (resolved_tx, resolved) = mpsc::unbounded_channel();
-    let http = crate::http::start(&cfg, db.clone())?;
+    let (capture, traces) = crate::capture::Capture::start(&cfg.trace, cfg.hep.as_ref());
+    let http = crate::http::start(&cfg, db.clone(), traces)?;
     let (stop_tx, stop) = oneshot::channel();
     let signal = stop_signal();
     io.spawn(async move {
@@ -472,7 +511,8 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
     for fd in udp.fds() {
         poller.set(fd, Interest { read: true, write: false });
     }
-    let sw = Switch::new(cfg.switch(addrs), state, rand::random(), now());
+    let sw = Switch::new(cfg.switch(addrs), state, rand::random(), now())
+        .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     let mut shell = Shell {
         sw,
         deadline: Instant::now(),
@@ -483,6 +523,8 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         resolved: resolved_tx,
         pending: Pending::default(),
         webhooks: http.webhooks,
+        capture,
+        events: http.events,
     };
     shell.drain();
     let mut lp = SwitchLoop {
@@ -494,6 +536,8 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         write_wait: None,
         ready: Vec::new(),
         next_stats: Instant::now() + STATS_EVERY,
+        retention_in: 0,
+        keep_days: cfg.database.keep_days,
         phase: Phase::Running,
     };
     info!(version = env!("CARGO_PKG_VERSION"), "forkswitch ready");

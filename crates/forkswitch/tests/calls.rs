@@ -5,35 +5,10 @@
 
 mod common;
 
+use common::fork::{group, phones_group, trusted};
 use common::*;
 use records::NIL;
 use std::time::{Duration, Instant};
-
-/// Config: domain `test`; 127.0.0.1 is a trusted carrier source (so SIPp
-/// callers need no digest), plus `groups`.
-fn trusted(groups: &str) -> String {
-    format!(
-        "[[customers]]\nid = \"{CUSTOMER}\"\n[[domains]]\nname = \"test\"\ncustomer_id = \"{CUSTOMER}\"\n\
-         [[carriers]]\nname = \"loopback\"\naddress = \"127.0.0.1:9\"\ninbound_sources = [\"127.0.0.1/32\"]\ninbound_domain = \"test\"\n\
-         {groups}"
-    )
-}
-
-fn group(number: &str, method: &str, dests: &[(&str, String, Option<u64>)]) -> String {
-    let d: Vec<String> = dests
-        .iter()
-        .map(|(kind, target, t)| match t {
-            Some(t) => {
-                format!("{{ type = \"{kind}\", target = \"{target}\", ring_timeout_secs = {t} }}")
-            }
-            None => format!("{{ type = \"{kind}\", target = \"{target}\" }}"),
-        })
-        .collect();
-    format!(
-        "[[groups]]\nnumber = \"{number}\"\ndomain = \"test\"\nring_method = \"{method}\"\ndestinations = [{}]\n",
-        d.join(", ")
-    )
-}
 
 /// Starts one SIPp phone per `(scenario, args)`, a server whose group
 /// `number` (`method`) rings them as `sip:` destinations in that order,
@@ -46,11 +21,8 @@ fn fork_call(
     caller_scenario: &str,
 ) -> Server {
     let dir = tempfile::tempdir().expect("dir");
-    let started: Vec<Phone> =
-        phones.iter().map(|(scn, args)| Phone::start(dir.path(), scn, args)).collect();
-    let dests: Vec<(&str, String, Option<u64>)> =
-        started.iter().enumerate().map(|(i, p)| ("sip", p.uri(&format!("p{i}")), None)).collect();
-    let server = Server::start_with(&trusted(&group(number, method, &dests)));
+    let (groups, started) = phones_group(dir.path(), number, method, phones);
+    let server = Server::start_with(&trusted(&groups));
     caller(server.dir.path(), server.udp, number, caller_scenario, &[]);
     for p in started {
         p.assert_ok();
@@ -575,3 +547,10 @@ fn reinvite_from_the_callee_side_reaches_the_caller() {
 fn reliable_provisional_from_a_leg_is_pracked_by_the_switch() {
     fork_call("818", "ring_all", &[("uas_prack.xml", &[])], "uac.xml");
 }
+
+// Calls whose records are checked, again with the records in PostgreSQL.
+also_on_postgres!(
+    ring_all_first_answer_wins_others_cancelled_with_reason,
+    linear_busy_then_ring_timeout_then_answer,
+    nested_group_answer_deep_cancels_every_level,
+);

@@ -86,7 +86,10 @@ fn ring_group_call_answered_in_one_browser_shows_answered_elsewhere_in_the_other
     phones.expect("ready", Duration::from_secs(40));
     // The switch holds test12's binding over WS and test13's over WSS.
     let api = http::Api::new(server.http, "demo-api-key");
-    let regs = api.get_ok("/v1.0/registrations");
+    // Stored within one commit window of the REGISTERs.
+    let regs = api.get_until("/v1.0/registrations", "both phones stored", |v| {
+        v["result"].as_array().is_some_and(|r| r.len() >= 2)
+    });
     let transport = |aor: &str| {
         let all = regs["result"].as_array().cloned().unwrap_or_default();
         let reg = all.into_iter().find(|r| r["aor"] == aor);

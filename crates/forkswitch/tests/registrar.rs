@@ -100,11 +100,11 @@ fn thousand_extensions_survive_kill9() {
     assert!(st.success(), "{st:?} {err}");
     // Writes are queued off the hot path; wait until the database holds them
     // all (observed, not assumed), then pull the plug.
-    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("open db");
+    let db = common::db(&server);
     let deadline = Instant::now() + WAIT;
     loop {
         let now = records::Timestamp::from_system(std::time::SystemTime::now());
-        let n = store::Store::load_bindings(&db, now).expect("read").len();
+        let n = db.load_bindings(now).expect("read").len();
         if n == 1000 {
             break;
         }

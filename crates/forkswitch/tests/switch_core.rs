@@ -181,11 +181,11 @@ fn refused_tcp_connection_to_a_carrier_fails_over_at_once() {
     let (root, calls) = finished_groupcall(&server);
     assert_eq!(root.groupcall_ids.len(), 1, "{root:?}");
     assert!(calls.is_empty(), "the root dials no leg itself: {calls:?}");
-    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
-    let child = store::Store::groupcall(&db, root.groupcall_ids[0]).expect("read").expect("child");
+    let db = common::db(&server);
+    let child = db.groupcall(root.groupcall_ids[0]).expect("read").expect("child");
     assert_eq!(child.ring_method, records::RingMethod::Linear);
     assert_eq!(child.call_ids.len(), 2, "one call per carrier tried: {child:?}");
-    let last = store::Store::call(&db, child.call_ids[1]).expect("read").expect("call");
+    let last = db.call(child.call_ids[1]).expect("read").expect("call");
     assert_eq!(last.hangup_reason, records::HangupReason::Busy, "{last:?}");
     assert_eq!(last.sip_call_id, header(&inv, HeaderName::CallId));
 }

@@ -377,10 +377,8 @@ fn after_a_restart_a_tls_binding_is_dialed_at_its_contact() {
     // One leg in r1's group of contacts: the WebSocket binding was not
     // dialed.
     let (root, _) = finished_groupcall(&server);
-    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
-    let r1 = store::Store::groupcall(&db, root.answer_groupcall_id)
-        .expect("read")
-        .expect("r1's groupcall");
+    let db = common::db(&server);
+    let r1 = db.groupcall(root.answer_groupcall_id).expect("read").expect("r1's groupcall");
     assert_eq!(r1.call_ids.len(), 1, "{r1:?}");
 }
 

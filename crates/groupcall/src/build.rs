@@ -598,9 +598,10 @@ struct Builder<'a> {
 const FORWARD_LOOP: u16 = 482;
 const FORWARD_TOO_DEEP: u16 = 483;
 
-/// Failure codes that mean "busy" to `forward_busy`.
+/// Failure codes that mean "busy" to `forward_busy`: those the one
+/// status-to-hangup-reason function calls busy.
 pub(crate) fn is_busy(code: u16) -> bool {
-    matches!(code, 486 | 600)
+    records::HangupReason::for_status(code) == records::HangupReason::Busy
 }
 
 /// What a forward child holds besides the extension's own contacts.
@@ -627,7 +628,7 @@ impl Builder<'_> {
 
     /// Fills the items of group `g` from `def`; `depth` is `g`'s depth.
     fn fill(&mut self, g: usize, def: &GroupDef, depth: usize) -> Result<(), BuildError> {
-        let options = self.dir.group_options(def.id);
+        let options = &def.options;
         let mut items = Vec::with_capacity(def.destinations.len());
         for (i, d) in def.destinations.iter().enumerate() {
             let timeout = Some(d.ring_timeout.unwrap_or(self.cfg.default_ring_timeout));
@@ -635,8 +636,9 @@ impl Builder<'_> {
             let it = match d.address.kind {
                 AddressType::Endpoint => self.endpoint_item(at, timeout, options.skip_busy)?,
                 AddressType::Groupcall => {
-                    let child = self.dir.group(&d.address.target).ok_or_else(|| {
-                        BuildError::UnknownGroup { key: d.address.target.clone() }
+                    let child = self.dir.group(&d.address.target).map(GroupDef::from);
+                    let child = child.ok_or_else(|| BuildError::UnknownGroup {
+                        key: d.address.target.clone(),
                     })?;
                     if self.path.contains(&child.id) {
                         // Back to a group on the path: inside a forward the
@@ -832,7 +834,7 @@ impl Builder<'_> {
                 self.endpoint_item(at, timeout, false)
             }
             AddressType::Groupcall => {
-                let Some(child) = self.dir.group(&at.address.target) else {
+                let Some(child) = self.dir.group(&at.address.target).map(GroupDef::from) else {
                     return Ok(item(ItemKind::Fails(404), None));
                 };
                 if self.path.contains(&child.id) {
@@ -938,7 +940,7 @@ fn gather(
                 if let Some(child) = dir.group(&d.address.target) {
                     if !seen.contains(&child.id) && seen.len() < 256 {
                         seen.push(child.id);
-                        nested.push(child);
+                        nested.push(GroupDef::from(child));
                     }
                 }
             }

@@ -51,7 +51,7 @@
 //! reports after an answer ([`HuntMemoryUpdate`]), so that the rotation
 //! survives restarts.
 //!
-//! [`Directory::group_options`] gives a group's [`GroupOptions`]: per
+//! A group's [`GroupDef::options`] ([`GroupOptions`]) hold per
 //! destination `delay_secs` (a destination is dialed that long after it is
 //! reached, in `ring_all` after the group started, and never if the call
 //! was answered or ended first; its ring timeout counts from the dial) and
@@ -100,15 +100,20 @@
 //! 503, which the root still sends to the caller as 500). The destination's
 //! ring timeout covers the whole hunt; hops have none of their own.
 //!
+//! Stored ring groups are the [`records::RingGroup`] records themselves:
+//! the [`Directory`] hands them out as they are, and the fork builds its own
+//! view of each ([`GroupDef`], `GroupDef::from(&RingGroup)`) as it expands
+//! the tree.
+//!
 //! Main types: [`Fork`] (the state machine), [`GroupSpec`] and [`GroupDef`]
-//! (what to ring), [`Directory`] (contacts, stored groups, their options and
+//! (what to ring), [`Directory`] (contacts, stored ring groups, their
 //! memory, and how destinations are reached, provided by the B2BUA),
 //! [`GroupOptions`], [`EndpointPolicy`], [`HuntMemory`], [`Reach`] and
 //! [`Hop`], [`ForkConfig`],
 //! [`LegEvent`] (inputs), [`Action`] and [`HuntMemoryUpdate`] (outputs).
 #![deny(missing_docs)]
 
-use records::{Address, AnswerMethod, Call, Groupcall, RingMethod, Timestamp};
+use records::{Address, AnswerMethod, Call, Groupcall, RingGroup, RingMethod, Timestamp};
 use std::fmt;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -183,7 +188,9 @@ impl Destination {
     }
 }
 
-/// A ring group: the root of a fork, or a stored group nested in it.
+/// What a group of a fork rings, and how: the fork's view of a stored
+/// [`RingGroup`] (`GroupDef::from(&ring_group)`), or the root of a fork that
+/// rings destinations of its own (a direct call, a click-to-call).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDef {
     /// Identity of the group (a stored group's id); loops are found by it.
@@ -198,10 +205,13 @@ pub struct GroupDef {
     /// Send `Reason: SIP;cause=200;text="Call completed elsewhere"` on the
     /// CANCELs of this group's legs when another leg answered.
     pub send_reason: bool,
+    /// Its own ring limit, its destinations' delays, whether it skips busy
+    /// members.
+    pub options: GroupOptions,
 }
 
 impl GroupDef {
-    /// A group with `hangup_others` and `send_reason` on.
+    /// A group with `hangup_others` and `send_reason` on, and no options.
     pub fn new(id: Uuid, ring_method: RingMethod, destinations: Vec<Destination>) -> GroupDef {
         GroupDef {
             id,
@@ -209,13 +219,42 @@ impl GroupDef {
             answer_method: AnswerMethod::HangupOthers,
             destinations,
             send_reason: true,
+            options: GroupOptions::default(),
         }
     }
 }
 
-/// Settings of a group beyond its [`GroupDef`], given by
-/// [`Directory::group_options`]: the group's own limit, the delays of its
-/// destinations and whether it skips busy members.
+/// The fork's view of a stored ring group: its destinations with their ring
+/// timeouts (unset: [`ForkConfig::default_ring_timeout`]) and delays, its
+/// `max_ring_secs` and `skip_busy`.
+impl From<&RingGroup> for GroupDef {
+    fn from(g: &RingGroup) -> GroupDef {
+        let secs = Duration::from_secs;
+        GroupDef {
+            id: g.id,
+            ring_method: g.ring_method,
+            answer_method: g.answer_method,
+            destinations: g
+                .destinations
+                .iter()
+                .map(|d| Destination {
+                    address: Address::new(d.kind, d.target.clone()),
+                    ring_timeout: d.ring_timeout_secs.map(secs),
+                })
+                .collect(),
+            send_reason: g.send_reason,
+            options: GroupOptions {
+                skip_busy: g.skip_busy,
+                max_ring: g.max_ring_secs.map(secs),
+                delays: g.destinations.iter().map(|d| secs(d.delay_secs.unwrap_or(0))).collect(),
+            },
+        }
+    }
+}
+
+/// Settings of a group beyond what and how it rings ([`GroupDef::options`]):
+/// the group's own limit, the delays of its destinations and whether it
+/// skips busy members.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupOptions {
     /// `skip_busy` (Asterisk `ringinuse=no`): a busy member
@@ -406,7 +445,7 @@ pub trait Directory {
     /// Registered contacts of an `endpoint` AOR (`test11@test`).
     fn contacts(&self, aor: &str) -> Vec<ContactTarget>;
     /// A stored ring group, by id or number.
-    fn group(&self, key: &str) -> Option<GroupDef>;
+    fn group(&self, key: &str) -> Option<&RingGroup>;
     /// How `target` is reached: asked for every `sip` destination (with a
     /// [`LegTarget::Sip`]) and every `tel` destination (with a
     /// [`LegTarget::Tel`]), never for endpoint contacts. The default dials
@@ -414,13 +453,6 @@ pub trait Directory {
     fn reach(&self, target: &LegTarget) -> Reach {
         let _ = target;
         Reach::Direct
-    }
-    /// The options of group `group` (the root's [`GroupDef::id`] or a
-    /// stored group's): its `max_ring_secs` and its destinations'
-    /// `delay_secs`. The default has none.
-    fn group_options(&self, group: Uuid) -> GroupOptions {
-        let _ = group;
-        GroupOptions::default()
     }
     /// How extension `aor` takes calls now: do-not-disturb, busy, call
     /// forwards. The default rings every endpoint as it is.
@@ -635,3 +667,47 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use records::{AddressType, Origin, RingGroupDestination, NIL};
+
+    #[test]
+    fn a_ring_group_as_the_fork_sees_it() {
+        let dest = |kind, target: &str, ring, delay| RingGroupDestination {
+            kind,
+            target: target.into(),
+            ring_timeout_secs: ring,
+            delay_secs: delay,
+        };
+        let g = RingGroup {
+            id: Uuid::from_u128(800),
+            customer_id: NIL,
+            number: "800".into(),
+            domain: "test".into(),
+            ring_method: RingMethod::Linear,
+            answer_method: AnswerMethod::HangupOthers,
+            destinations: vec![
+                dest(AddressType::Endpoint, "test11@test", Some(10), None),
+                dest(AddressType::Tel, "+15551234567", None, Some(5)),
+            ],
+            max_ring_secs: Some(60),
+            skip_busy: true,
+            send_reason: false,
+            origin: Origin::Api,
+            tm_create: Timestamp::NOT_YET,
+            tm_update: Timestamp::NOT_YET,
+            tm_delete: Timestamp::NOT_YET,
+        };
+        let def = GroupDef::from(&g);
+        assert_eq!((def.id, def.ring_method, def.send_reason), (g.id, RingMethod::Linear, false));
+        let d = &def.destinations;
+        assert_eq!(d[0].address, Address::new(AddressType::Endpoint, "test11@test"));
+        assert_eq!(d[0].ring_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(d[1].ring_timeout, None, "unset: the fork's default applies");
+        let o = &def.options;
+        assert_eq!((o.skip_busy, o.max_ring), (true, Some(Duration::from_secs(60))));
+        assert_eq!((o.delay(0), o.delay(1)), (Duration::ZERO, Duration::from_secs(5)));
+    }
+}

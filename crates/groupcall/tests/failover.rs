@@ -66,7 +66,7 @@ fn no_response_fails_over() {
     let (mut h, _) = three_carriers();
     assert_eq!(dial_legs(&h.ev(0, NoResponse)), vec![1]);
     assert_eq!(dial_legs(&h.ev(1, Failed { code: 408 })), vec![2]);
-    assert_eq!(h.call(0).hangup_reason, HangupReason::Timeout);
+    assert_eq!(h.call(0).hangup_reason, HangupReason::Noanswer, "no response counts as 408");
     // Codes 408, 408, 404: the first of the 4xx class (RFC 3261 16.7).
     assert_eq!(h.ev(2, Failed { code: 404 }), vec![RejectCaller { code: 408 }, Finished]);
     h.finish();

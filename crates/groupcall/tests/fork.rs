@@ -422,7 +422,7 @@ fn no_response_counts_as_408() {
     let (mut h, _) = H::started(ring_all(vec![sip("a@x"), sip("b@x")]), &Dir::new(), cfg());
     h.ev(0, NoResponse);
     let c = h.call(0);
-    assert_eq!((c.hangup_by, c.hangup_reason), (HangupBy::Local, HangupReason::Timeout));
+    assert_eq!((c.hangup_by, c.hangup_reason), (HangupBy::Local, HangupReason::Noanswer));
     assert_eq!(h.ev(1, Failed { code: 500 }), vec![RejectCaller { code: 408 }, Finished]);
     h.finish();
 }

@@ -5,6 +5,7 @@
 //! nil UUIDs for "none", and `tm_*` timestamps written
 //! `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) with `9999-01-01 00:00:00.000000`
 //! meaning "not yet". Plain data: no I/O, no clock (times are passed in).
+#![deny(missing_docs)]
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -347,29 +348,39 @@ pub enum HangupReason {
     None,
     /// Normal end of a conversation.
     Normal,
-    /// Failed (4xx/5xx other than busy, transport error).
+    /// Failed: a final failure status not named below.
     Failed,
     /// Busy (486/600).
     Busy,
-    /// Cancelled.
+    /// Cancelled (a CANCEL, 487, an answer elsewhere).
     Cancel,
-    /// A timer expired.
+    /// A limit of the switch's ran out (the fork's overall time, a leg's
+    /// cleanup); never a status.
     Timeout,
-    /// Rang without answer.
+    /// Not answered: its ring time ran out, 408, 480, a 3xx, or no response
+    /// at all.
     Noanswer,
     /// Could not be dialed.
     Dialout,
 }
 
+/// The status an INVITE that got no response at all (Timer B, a transport
+/// error) counts as: 408 Request Timeout (RFC 3261 8.1.3.1, 16.7).
+pub const NO_RESPONSE: u16 = 408;
+
 impl HangupReason {
-    /// Why a call ended with a final failure `status` sent or received: the
-    /// one place a SIP status becomes a hangup reason. 486 and 600 are busy,
-    /// 487 a cancel, 408 and 480 no answer, anything else a failure.
+    /// Why a call ended with the final `status` it sent or received
+    /// ([`NO_RESPONSE`] for none at all): the one place a SIP status becomes a hangup reason, for legs
+    /// and callers alike. 486 and 600 are busy, 487 a cancel, 408 and 480
+    /// no answer (a 3xx too: redirects are not followed, it counts as 480),
+    /// a 2xx normal, anything else a failure. (VoIPBin's `timeout` is a
+    /// limit on an answered call, never a status.)
     pub fn for_status(status: u16) -> HangupReason {
         match status {
+            200..=299 => HangupReason::Normal,
             486 | 600 => HangupReason::Busy,
             487 => HangupReason::Cancel,
-            408 | 480 => HangupReason::Noanswer,
+            300..=399 | 408 | 480 => HangupReason::Noanswer,
             _ => HangupReason::Failed,
         }
     }
@@ -449,6 +460,40 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_class_has_one_hangup_reason() {
+        use HangupReason::*;
+        let table = [
+            // 1xx never end a call; a 2xx ends one normally.
+            (100, Failed),
+            (180, Failed),
+            (183, Failed),
+            (200, Normal),
+            (202, Normal),
+            // Redirects are not followed: they count as 480.
+            (300, Noanswer),
+            (302, Noanswer),
+            (400, Failed),
+            (403, Failed),
+            (404, Failed),
+            (408, Noanswer),
+            (480, Noanswer),
+            (486, Busy),
+            (487, Cancel),
+            (488, Failed),
+            (500, Failed),
+            (503, Failed),
+            (600, Busy),
+            (603, Failed),
+            (604, Failed),
+            (606, Failed),
+            (NO_RESPONSE, Noanswer),
+        ];
+        for (status, reason) in table {
+            assert_eq!(HangupReason::for_status(status), reason, "{status}");
+        }
+    }
 
     #[test]
     fn timestamps() {
@@ -684,7 +729,6 @@ impl Origin {
 
 /// The stable id of a config-defined record named `key` (`name@domain`,
 /// `number@domain`): UUID v5 in the OID namespace, the same on every start.
-/// The same derivation as `routing::Group::id`.
 pub fn config_id(key: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes())
 }
@@ -740,6 +784,7 @@ impl ExtensionRecord {
 /// shape of the others.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RingGroupDestination {
     /// `endpoint`, `tel`, `sip` or `groupcall`.
     #[serde(rename = "type")]

@@ -4,10 +4,8 @@
 //! Extensions keep password hashes only (HA1 for MD5 and SHA-256, realm =
 //! domain name); [`extension_with_password`] makes one from a plain password.
 
-use crate::util::hex;
-use md5::{Digest as _, Md5};
 use records::{Customer, Domain, Extension};
-use sha2::Sha256;
+use sip_message::digest::{ha1, Algorithm};
 use std::collections::HashMap;
 
 /// An immutable directory of customers, domains and extensions.
@@ -107,24 +105,12 @@ impl Accounts {
 
 /// HA1 for MD5: lowercase hex of `MD5(user ":" realm ":" password)`.
 pub fn ha1_md5(user: &str, realm: &str, password: &str) -> String {
-    let mut h = Md5::new();
-    h.update(user.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    hex(&h.finalize())
+    ha1(Algorithm::Md5, user, realm, password)
 }
 
 /// HA1 for SHA-256: lowercase hex of `SHA-256(user ":" realm ":" password)`.
 pub fn ha1_sha256(user: &str, realm: &str, password: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(user.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    hex(&h.finalize())
+    ha1(Algorithm::Sha256, user, realm, password)
 }
 
 /// An [`Extension`] `name@domain` from a plain password: both HA1s are

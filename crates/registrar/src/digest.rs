@@ -24,7 +24,7 @@
 //! the same calls give the same nonces. Issuing nonces and verifying
 //! credentials (which records nonce use) take `&mut self`; nothing locks.
 
-use crate::util::{derive_seed, hex, sip_uri_eq, unescape_quoted, unhex_into};
+use crate::util::{derive_seed, sip_uri_eq, unescape_quoted};
 
 /// `true` when both are SIP URIs naming the same host and port (the user
 /// part and parameters aside): the digest `uri` SIPp and some phones send.
@@ -37,112 +37,16 @@ fn same_host_port(a: &[u8], b: &[u8]) -> bool {
     }
 }
 use hmac::{Hmac, Mac};
-use md5::{Digest as _, Md5};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha2::Sha256;
+pub use sip_message::digest::Algorithm;
+use sip_message::digest::{QopAuth, RequestDigest};
+use sip_message::hex;
 use sip_message::{AuthParams, HeaderName, Message, Transport};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-
-/// A digest algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    /// `MD5` (also the meaning of an absent `algorithm`).
-    Md5,
-    /// `SHA-256` (RFC 7616, RFC 8760).
-    Sha256,
-}
-
-impl Algorithm {
-    /// The token written in `algorithm=`.
-    pub fn token(self) -> &'static str {
-        match self {
-            Algorithm::Md5 => "MD5",
-            Algorithm::Sha256 => "SHA-256",
-        }
-    }
-
-    /// Parses an `algorithm` value (case-insensitive); `-sess` and other
-    /// variants are not supported.
-    pub fn from_token(t: &[u8]) -> Option<Algorithm> {
-        if t.eq_ignore_ascii_case(b"MD5") {
-            Some(Algorithm::Md5)
-        } else if t.eq_ignore_ascii_case(b"SHA-256") {
-            Some(Algorithm::Sha256)
-        } else {
-            None
-        }
-    }
-
-    /// Length of the hash in bytes.
-    pub fn hash_len(self) -> usize {
-        match self {
-            Algorithm::Md5 => 16,
-            Algorithm::Sha256 => 32,
-        }
-    }
-
-    fn hash(self, parts: &[&[u8]]) -> Vec<u8> {
-        match self {
-            Algorithm::Md5 => {
-                let mut h = Md5::new();
-                parts.iter().for_each(|p| h.update(p));
-                h.finalize().to_vec()
-            }
-            Algorithm::Sha256 => {
-                let mut h = Sha256::new();
-                parts.iter().for_each(|p| h.update(p));
-                h.finalize().to_vec()
-            }
-        }
-    }
-}
-
-/// The request-digest (`response=`) as lowercase hex.
-///
-/// With `qop` (`auth`): `H(HA1:nonce:nc:cnonce:qop:H(method:uri))`;
-/// without (RFC 2069): `H(HA1:nonce:H(method:uri))`. `ha1` is the stored
-/// lowercase hex HA1.
-#[allow(clippy::too_many_arguments)]
-pub fn response(
-    alg: Algorithm,
-    ha1: &str,
-    nonce: &str,
-    nc: &str,
-    cnonce: &str,
-    qop: Option<&str>,
-    method: &str,
-    uri: &str,
-) -> String {
-    let q = qop.map(|q| (nc.as_bytes(), cnonce.as_bytes(), q.as_bytes()));
-    hex(&request_digest(
-        alg,
-        ha1.as_bytes(),
-        nonce.as_bytes(),
-        q,
-        method.as_bytes(),
-        uri.as_bytes(),
-    ))
-}
-
-fn request_digest(
-    alg: Algorithm,
-    ha1: &[u8],
-    nonce: &[u8],
-    qop: Option<(&[u8], &[u8], &[u8])>,
-    method: &[u8],
-    uri: &[u8],
-) -> Vec<u8> {
-    let ha2 = hex(&alg.hash(&[method, b":", uri]));
-    match qop {
-        Some((nc, cnonce, qop)) => {
-            alg.hash(&[ha1, b":", nonce, b":", nc, b":", cnonce, b":", qop, b":", ha2.as_bytes()])
-        }
-        None => alg.hash(&[ha1, b":", nonce, b":", ha2.as_bytes()]),
-    }
-}
 
 /// Digest settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,8 +159,8 @@ impl DigestAuth {
     }
 
     fn build(cfg: DigestConfig, secret: [u8; 32], rng: StdRng) -> DigestAuth {
-        let dummy_md5 = hex(&Algorithm::Md5.hash(&[&secret, b"dummy-ha1"]));
-        let dummy_sha256 = hex(&Algorithm::Sha256.hash(&[&secret, b"dummy-ha1"]));
+        let dummy_md5 = hex::encode(&Algorithm::Md5.hash(&[&secret, b"dummy-ha1"]));
+        let dummy_sha256 = hex::encode(&Algorithm::Sha256.hash(&[&secret, b"dummy-ha1"]));
         DigestAuth {
             cfg,
             secret,
@@ -303,7 +207,7 @@ impl DigestAuth {
         self.rng.fill_bytes(&mut raw[8..16]);
         let mac = self.mac(&raw[..16], realm);
         raw[16..].copy_from_slice(&mac);
-        hex(&raw)
+        hex::encode(&raw)
     }
 
     /// The `WWW-Authenticate` (or `Proxy-Authenticate`) values to send, one
@@ -346,7 +250,7 @@ impl DigestAuth {
 
     fn check_nonce(&mut self, now: Instant, nonce: &[u8], realm: &str) -> NonceState {
         let mut raw = [0u8; NONCE_BYTES];
-        if !unhex_into(nonce, &mut raw) {
+        if !hex::decode_into(nonce, &mut raw) {
             return NonceState::Invalid;
         }
         let mac = self.mac(&raw[..16], realm);
@@ -503,17 +407,12 @@ impl DigestAuth {
             Algorithm::Sha256 => self.dummy_sha256.as_str(),
         };
         let ha1 = stored.unwrap_or(dummy).to_ascii_lowercase();
-        let expected = request_digest(
-            alg,
-            ha1.as_bytes(),
-            nonce,
-            qop.map(|(_, nc, cnonce, q)| (nc, cnonce, q)),
-            method,
-            uri,
-        );
+        let qop_values = qop.map(|(_, nc, cnonce, qop)| QopAuth { nc, cnonce, qop });
+        let digest = RequestDigest { algorithm: alg, nonce, qop: qop_values, method, uri };
+        let expected = digest.bytes(ha1.as_bytes());
         let mut given = [0u8; 32];
         let given = &mut given[..alg.hash_len()];
-        let parsed = unhex_into(resp, given);
+        let parsed = hex::decode_into(resp, given);
         let matches = bool::from(expected.as_slice().ct_eq(given));
         if !(matches & parsed & known) {
             return Outcome::Rejected;
@@ -538,59 +437,6 @@ mod tests {
     use super::*;
     use crate::accounts::{ha1_md5, ha1_sha256};
 
-    const REALM: &str = "http-auth@example.org";
-    const NONCE: &str = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
-    const CNONCE: &str = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
-
-    #[test]
-    fn rfc7616_example_md5() {
-        let ha1 = ha1_md5("Mufasa", REALM, "Circle of Life");
-        let r = response(
-            Algorithm::Md5,
-            &ha1,
-            NONCE,
-            "00000001",
-            CNONCE,
-            Some("auth"),
-            "GET",
-            "/dir/index.html",
-        );
-        assert_eq!(r, "8ca523f5e9506fed4657c9700eebdbec");
-    }
-
-    #[test]
-    fn rfc7616_example_sha256() {
-        let ha1 = ha1_sha256("Mufasa", REALM, "Circle of Life");
-        let r = response(
-            Algorithm::Sha256,
-            &ha1,
-            NONCE,
-            "00000001",
-            CNONCE,
-            Some("auth"),
-            "GET",
-            "/dir/index.html",
-        );
-        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
-    }
-
-    #[test]
-    fn rfc2617_example_md5() {
-        // RFC 2617 3.5 (qop=auth, uppercase "Of").
-        let ha1 = ha1_md5("Mufasa", "testrealm@host.com", "Circle Of Life");
-        let r = response(
-            Algorithm::Md5,
-            &ha1,
-            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
-            "00000001",
-            "0a4f113b",
-            Some("auth"),
-            "GET",
-            "/dir/index.html",
-        );
-        assert_eq!(r, "6629fae49393a05397450978507c4ef1");
-    }
-
     const SIP_REALM: &str = "test";
     const RURI: &str = "sip:test";
 
@@ -604,8 +450,10 @@ mod tests {
             Algorithm::Sha256 => ha1_sha256(user, SIP_REALM, pw),
         };
         let nc = format!("{nc:08x}");
-        let q = qop.then_some("auth");
-        let r = response(alg, &ha1, nonce, &nc, "abc", q, "REGISTER", RURI);
+        let q = qop.then_some(QopAuth { nc: nc.as_bytes(), cnonce: b"abc", qop: b"auth" });
+        let (method, uri) = (&b"REGISTER"[..], RURI.as_bytes());
+        let r = RequestDigest { algorithm: alg, nonce: nonce.as_bytes(), qop: q, method, uri }
+            .hex(&ha1);
         let mut s = format!(
             "Digest username=\"{user}\", realm=\"{SIP_REALM}\", nonce=\"{nonce}\", uri=\"{RURI}\", response=\"{r}\", algorithm={}",
             alg.token()
@@ -776,7 +624,11 @@ mod tests {
         let n = a.nonce(t0, SIP_REALM);
         let ha1 = ha1_md5("alice", SIP_REALM, "pw");
         let uri = "sip:192.0.2.5:5070";
-        let r = response(Algorithm::Md5, &ha1, &n, "00000001", "abc", Some("auth"), "INVITE", uri);
+        let qop = Some(QopAuth { nc: b"00000001", cnonce: b"abc", qop: b"auth" });
+        let (method, nonce) = (&b"INVITE"[..], n.as_bytes());
+        let digest =
+            RequestDigest { algorithm: Algorithm::Md5, nonce, qop, method, uri: uri.as_bytes() };
+        let r = digest.hex(&ha1);
         let c = format!(
             "Digest username=\"alice\", realm=\"{SIP_REALM}\", nonce=\"{n}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\""
         );

@@ -15,7 +15,7 @@
 
 use records::{Binding, Timestamp};
 use sip_message::{ConnId, Peer, Transport};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// A binding change to store durably (the owner writes it to its database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,10 +129,12 @@ pub enum Change {
 ///
 /// Single owner: nothing here locks. The owner must drain
 /// [`LocationStore::poll_change`] after each call that changes bindings
-/// (or the queue grows with every change).
+/// (or the queue grows with every change). AORs are kept in name order, so
+/// whatever walks them (keep-alives, expiry) does so in the same order on
+/// every run.
 #[derive(Default)]
 pub struct LocationStore {
-    map: HashMap<String, Vec<Location>>,
+    map: BTreeMap<String, Vec<Location>>,
     changes: VecDeque<BindingChange>,
 }
 
@@ -221,19 +223,22 @@ impl LocationStore {
     }
 
     /// Every AOR with bindings and its bindings (expired ones not yet swept
-    /// included, in store order); AORs in no particular order.
+    /// included, in store order); AORs in name order.
     pub fn aors(&self) -> impl Iterator<Item = (&str, &[Location])> + '_ {
         self.map.iter().map(|(aor, list)| (aor.as_str(), list.as_slice()))
     }
 
     /// Where every unexpired UDP binding is reached (source address, local
-    /// address): the targets of NAT keep-alive pings. Deduplicated.
+    /// address): the targets of NAT keep-alive pings. Deduplicated, in AOR
+    /// name order then store order (the first binding behind a target
+    /// places it).
     pub fn udp_targets(&self, wall: Timestamp) -> Vec<Peer> {
+        let mut seen: HashSet<Peer> = HashSet::new();
         let mut out: Vec<Peer> = Vec::new();
         for list in self.map.values() {
             for l in list.iter().filter(|l| !l.is_expired(wall)) {
                 let t = l.target();
-                if t.transport == Transport::Udp && !out.contains(&t) {
+                if t.transport == Transport::Udp && seen.insert(t) {
                     out.push(t);
                 }
             }
@@ -274,13 +279,12 @@ impl LocationStore {
     /// AORs are visited in name order (so the queued removals are in a
     /// deterministic order), bindings in store order.
     pub fn expire(&mut self, wall: Timestamp) -> Vec<(String, Binding)> {
-        let mut hit: Vec<String> = self
+        let hit: Vec<String> = self
             .map
             .iter()
             .filter(|(_, list)| list.iter().any(|l| l.is_expired(wall)))
             .map(|(aor, _)| aor.clone())
             .collect();
-        hit.sort_unstable();
         let mut gone = Vec::new();
         for aor in hit {
             let Some(list) = self.map.get_mut(&aor) else { continue };
@@ -583,6 +587,27 @@ mod tests {
             take(&mut store),
             vec!["upsert a@test sip:a@1 100000000", "upsert a@test sip:a@1 200000000"]
         );
+    }
+
+    #[test]
+    fn udp_targets_are_in_aor_order_and_deduplicated() {
+        let mut store = LocationStore::new();
+        let udp = |aor: &str, source: &str, expires_s: i64| Binding {
+            transport: "UDP".into(),
+            source: source.parse().expect("addr"),
+            ..binding(aor, &format!("sip:x@{source}"), 1000, expires_s)
+        };
+        store.load(vec![
+            udp("c@test", "192.0.2.3:5060", 100),
+            udp("a@test", "192.0.2.9:5060", 100),
+            udp("b@test", "192.0.2.1:5060", 100),
+            udp("b@test", "192.0.2.9:5060", 100),
+            udp("d@test", "192.0.2.4:5060", 10),
+            binding("e@test", "sip:x@192.0.2.5", 1000, 100),
+        ]);
+        let remotes: Vec<String> =
+            store.udp_targets(at(20)).iter().map(|p| p.remote.to_string()).collect();
+        assert_eq!(remotes, ["192.0.2.9:5060", "192.0.2.1:5060", "192.0.2.3:5060"]);
     }
 
     #[test]

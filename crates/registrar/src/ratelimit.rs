@@ -7,8 +7,10 @@
 //! host usually owns a whole /64); IPv4-mapped IPv6 counts as IPv4.
 //!
 //! Memory is bounded by [`BanConfig::max_tracked`]: when the table is full,
-//! finished entries are dropped first, then unbanned counters (never bans);
-//! when only bans are left, new failures go uncounted.
+//! finished entries are dropped first, then unbanned counters, oldest window
+//! first (never bans); when only bans are left, new failures go uncounted.
+//! Sources are kept in address order, so which counter makes room and the
+//! order of ended bans are the same on every run.
 //!
 //! Single owner, no locks: counting takes `&mut self`, asking `&self`; time
 //! is handed in.
@@ -16,7 +18,7 @@
 //! Note that over UDP a source address can be forged, so a ban can be
 //! provoked against someone else's address; keep `ban_for` moderate.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -97,7 +99,7 @@ impl Verdict {
 /// The failure counter and ban list.
 pub struct AuthLimiter {
     cfg: BanConfig,
-    map: HashMap<IpAddr, Entry>,
+    map: BTreeMap<IpAddr, Entry>,
     /// Sources whose ban ended, not yet returned by [`AuthLimiter::sweep`].
     unbanned: Vec<IpAddr>,
 }
@@ -125,7 +127,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 impl AuthLimiter {
     /// An empty limiter.
     pub fn new(cfg: BanConfig) -> AuthLimiter {
-        AuthLimiter { cfg, map: HashMap::new(), unbanned: Vec::new() }
+        AuthLimiter { cfg, map: BTreeMap::new(), unbanned: Vec::new() }
     }
 
     /// The settings.
@@ -190,17 +192,14 @@ impl AuthLimiter {
         if m.len() < cap {
             return;
         }
-        // Free an eighth of the table from counters (bans are kept), so the
-        // next inserts are cheap again.
-        let mut to_free = (cap / 8).max(1);
-        m.retain(|_, e| {
-            if to_free > 0 && !e.banned(now) {
-                to_free -= 1;
-                false
-            } else {
-                true
-            }
-        });
+        // Free an eighth of the table from counters, oldest window first
+        // (bans are kept), so the next inserts are cheap again.
+        let mut counters: Vec<(Instant, IpAddr)> =
+            m.iter().filter(|(_, e)| !e.banned(now)).map(|(ip, e)| (e.window_start, *ip)).collect();
+        counters.sort_unstable();
+        for (_, ip) in counters.into_iter().take((cap / 8).max(1)) {
+            m.remove(&ip);
+        }
     }
 
     /// Drops finished entries (ended bans, old windows); returns the
@@ -319,6 +318,26 @@ mod tests {
         assert!(l.is_banned(victim, t0 + Duration::from_secs(1)));
         l.sweep(t0 + Duration::from_secs(400));
         assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_oldest_counter_first() {
+        let mut l =
+            AuthLimiter::new(BanConfig { max_failures: 2, max_tracked: 3, ..BanConfig::default() });
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let (a, b, c, d) = (ip("192.0.2.4"), ip("192.0.2.3"), ip("192.0.2.2"), ip("192.0.2.1"));
+        l.record(a, t0);
+        l.record(b, t0 + s(1));
+        l.record(c, t0 + s(2));
+        l.record(d, t0 + s(3));
+        // a (the oldest window) made room: its next failure counts from one.
+        assert_eq!(l.record(b, t0 + s(4)), Verdict::Banned(s(300)));
+        assert_eq!(l.record(c, t0 + s(4)), Verdict::Banned(s(300)));
+        assert_eq!(l.record(d, t0 + s(4)), Verdict::Banned(s(300)));
+        // Only bans are left: a's failure is not counted.
+        assert_eq!(l.record(a, t0 + s(5)), Verdict::Untracked);
+        assert_eq!(l.sweep(t0 + s(305)), vec![d, c, b], "ended bans in address order");
     }
 
     #[test]

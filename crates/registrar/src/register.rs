@@ -29,11 +29,11 @@ use crate::digest::{Algorithm, DigestAuth, DigestConfig, Outcome};
 use crate::location::{by_q_desc, BindingChange, Change, Location, LocationStore};
 use crate::ratelimit::{AuthLimiter, BanAction, BanConfig, Verdict};
 use crate::security::{loggable_user, SecurityEvent};
-use crate::util::{derive_seed, hex, percent_decode, sip_uri_eq};
+use crate::util::{derive_seed, percent_decode, sip_uri_eq};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use records::{Binding, Timestamp};
-use sip_message::{ConnId, Contacts, HeaderName, Message, Method, NameAddr, Peer};
+use sip_message::{Contacts, HeaderName, Message, Method, NameAddr, Peer, Uri};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -322,6 +322,8 @@ impl Registrar {
         })
     }
 
+    /// The steps of the module's order: read the request, find the served
+    /// AOR, authenticate, then change the bindings and list them.
     fn process(
         &mut self,
         now: Instant,
@@ -329,57 +331,31 @@ impl Registrar {
         req: &Message,
         peer: &Peer,
     ) -> Result<Message, Reject> {
-        if req.method() != Some(&Method::Register) {
-            let mut r = Reject::new(405);
-            r.headers.push((HeaderName::Allow, "REGISTER".into()));
-            return Err(r);
-        }
-        let to = req.to_header().map_err(|_| Reject::why(400, "Bad To"))?;
-        let call_id = req.call_id().map_err(|_| Reject::why(400, "Bad Call-ID"))?;
-        let cseq = req.cseq().map_err(|_| Reject::why(400, "Bad CSeq"))?;
-        if cseq.method != Method::Register {
-            return Err(Reject::why(400, "CSeq Method Mismatch"));
-        }
-        let ruri = match req.request_uri() {
-            Some(Ok(u)) => u,
-            _ => return Err(Reject::why(400, "Bad Request-URI")),
+        let r = read_register(req)?;
+        let (realm, to_user) = served_aor(&self.accounts, &r)?;
+        self.authenticate_register(now, req, peer, &realm, &to_user)?;
+        let Some(ext) = self.accounts.extension(&to_user, &realm) else {
+            return Err(Reject::new(403));
         };
-        if !ruri.is_sip() {
-            return Err(Reject::new(416));
-        }
-        let unsupported: Vec<String> = req
-            .tokens(HeaderName::Require)
-            .filter(|t| !t.eq_ignore_ascii_case(b"outbound"))
-            .map(text)
-            .collect();
-        if !unsupported.is_empty() {
-            let mut r = Reject::new(420);
-            r.headers.push((HeaderName::Unsupported, unsupported.join(", ")));
-            return Err(r);
-        }
+        let requested = requested_bindings(&self.cfg, req)?;
+        let template = binding_template(req, &r, peer, ext.aor(), wall);
+        let after = self.apply(&template, &requested, peer, wall)?;
+        let outbound = requested.opens_flows() && req.supports("outbound");
+        Ok(self.listing(req, after, wall, outbound))
+    }
 
+    /// Step 4: Digest authentication in `realm`, with the same answers for
+    /// unknown users as for wrong passwords (no enumeration); failures
+    /// count towards a ban. The authenticated user must be `to_user`.
+    fn authenticate_register(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        peer: &Peer,
+        realm: &str,
+        to_user: &str,
+    ) -> Result<(), Reject> {
         let accounts = &self.accounts;
-        let domain = if to.uri.is_sip() {
-            std::str::from_utf8(to.uri.host).ok().and_then(|h| accounts.domain_for_host(h))
-        } else {
-            None
-        };
-        let Some(domain) = domain else { return Err(Reject::why(404, "Domain Not Served")) };
-        if let Some(d) =
-            std::str::from_utf8(ruri.host).ok().and_then(|h| accounts.domain_for_host(h))
-        {
-            if d.name != domain.name {
-                return Err(Reject::why(404, "Not Found"));
-            }
-        }
-        let to_user = match to.uri.user {
-            Some(u) => percent_decode(u).ok_or(Reject::why(400, "Bad To"))?,
-            None => String::new(),
-        };
-
-        // Authentication: the same answers for unknown users as for wrong
-        // passwords (no enumeration).
-        let realm = domain.name.as_str();
         let outcome =
             self.digest.verify_request(now, req, HeaderName::Authorization, realm, |u, alg| {
                 accounts.extension(u, realm).map(|e| match alg {
@@ -398,79 +374,52 @@ impl Registrar {
                 return Err(r);
             }
             Outcome::Rejected => {
-                self.auth_failed(now, peer.remote.ip(), &to_user, "REGISTER");
+                self.auth_failed(now, peer.remote.ip(), to_user, "REGISTER");
                 return Err(Reject::new(403));
             }
             Outcome::Malformed(why) => {
-                self.auth_failed(now, peer.remote.ip(), &to_user, "REGISTER");
+                self.auth_failed(now, peer.remote.ip(), to_user, "REGISTER");
                 return Err(Reject::why(400, why));
             }
         };
         if username != to_user {
             return Err(Reject::why(403, "Not Allowed To Register This AOR"));
         }
-        let Some(ext) = accounts.extension(&to_user, realm) else {
-            return Err(Reject::new(403));
-        };
-        let aor = ext.aor();
+        Ok(())
+    }
 
-        // The bindings.
-        let contacts = req.contacts().map_err(|_| Reject::why(400, "Bad Contact"))?;
-        let expires_hdr = req.expires().map_err(|_| Reject::why(400, "Bad Expires"))?;
-        let call_id = text(call_id);
-        let outbound = req.supports("outbound");
-        let mut flows = false;
-        let update = match &contacts {
-            Contacts::Star => {
-                if expires_hdr != Some(0) {
-                    return Err(Reject::why(400, "Contact * Needs Expires: 0"));
-                }
-                None
-            }
-            Contacts::List(list) if list.is_empty() => Some(Vec::new()),
-            Contacts::List(list) => {
-                let mut v = Vec::with_capacity(list.len());
-                for c in list {
-                    let nc = check_contact(&self.cfg, c, expires_hdr)?;
-                    flows |= nc.instance.is_some() && nc.reg_id.is_some() && nc.expires > 0;
-                    v.push(nc);
-                }
-                if v.iter().filter(|c| c.expires > 0).count() > self.cfg.max_bindings_per_aor {
-                    return Err(Reject::why(403, "Too Many Contacts"));
-                }
-                Some(v)
-            }
-        };
-        let cseq = cseq.seq;
-        let user_agent: String = req
-            .header(HeaderName::UserAgent)
-            .map(|u| text(u).chars().take(256).collect())
-            .unwrap_or_default();
-        let template = Binding {
-            aor: aor.clone(),
-            contact: String::new(),
-            instance: None,
-            reg_id: None,
-            q: 1000,
-            expires_at: wall,
-            call_id: call_id.clone(),
-            cseq,
-            transport: peer.transport.via_token().to_owned(),
-            source: peer.remote,
-            local: peer.local,
-            user_agent,
-        };
+    /// Step 5: the changes `requested` to the AOR of `template`, made
+    /// atomically; the AOR's bindings afterwards (expired ones included).
+    fn apply(
+        &mut self,
+        template: &Binding,
+        requested: &Requested,
+        peer: &Peer,
+        wall: Timestamp,
+    ) -> Result<Vec<Location>, Reject> {
         let conn = if peer.transport.is_reliable() { peer.conn } else { None };
+        let new = Location { binding: template.clone(), conn, closed: false };
         let max_bindings = self.cfg.max_bindings_per_aor;
-        let (after, ()) = self.location.update(&aor, |current| {
-            let changes = match &update {
-                None => remove_all(current, &call_id, cseq, wall)?,
-                Some(v) if v.is_empty() => Vec::new(),
-                Some(v) => plan(max_bindings, current, v, &template, conn, wall)?,
+        let (after, ()) = self.location.update(&template.aor, |current| {
+            let changes = match requested {
+                Requested::RemoveAll => remove_all(current, &new.binding, wall)?,
+                Requested::Fetch => Vec::new(),
+                Requested::Contacts(v) => plan(max_bindings, current, v, &new, wall)?,
             };
             Ok((changes, ()))
         })?;
+        Ok(after)
+    }
 
+    /// The 200: the AOR's unexpired bindings, highest q first, and
+    /// `Require: outbound` when a flow was registered (RFC 5626).
+    fn listing(
+        &mut self,
+        req: &Message,
+        after: Vec<Location>,
+        wall: Timestamp,
+        outbound: bool,
+    ) -> Message {
         let mut current: Vec<Location> =
             after.into_iter().filter(|l| !l.is_expired(wall)).collect();
         by_q_desc(&mut current);
@@ -478,11 +427,144 @@ impl Registrar {
         for l in &current {
             b = b.header(HeaderName::Contact, contact_value(l, wall));
         }
-        if flows && outbound {
+        if outbound {
             b = b.header(HeaderName::Require, "outbound");
         }
         b = b.header(HeaderName::Date, http_date(wall));
-        Ok(b.build())
+        b.build()
+    }
+}
+
+/// A REGISTER's headers, checked before anyone is authenticated.
+struct Register<'m> {
+    to: NameAddr<'m>,
+    call_id: &'m [u8],
+    cseq: u32,
+    ruri: Uri<'m>,
+}
+
+/// Steps 2 and 3's reading: a REGISTER (else 405) with well-formed To,
+/// Call-ID, CSeq and SIP Request-URI (400, 416), requiring no option tag
+/// but `outbound` (420).
+fn read_register(req: &Message) -> Result<Register<'_>, Reject> {
+    if req.method() != Some(&Method::Register) {
+        let mut r = Reject::new(405);
+        r.headers.push((HeaderName::Allow, "REGISTER".into()));
+        return Err(r);
+    }
+    let to = req.to_header().map_err(|_| Reject::why(400, "Bad To"))?;
+    let call_id = req.call_id().map_err(|_| Reject::why(400, "Bad Call-ID"))?;
+    let cseq = req.cseq().map_err(|_| Reject::why(400, "Bad CSeq"))?;
+    if cseq.method != Method::Register {
+        return Err(Reject::why(400, "CSeq Method Mismatch"));
+    }
+    let ruri = match req.request_uri() {
+        Some(Ok(u)) => u,
+        _ => return Err(Reject::why(400, "Bad Request-URI")),
+    };
+    if !ruri.is_sip() {
+        return Err(Reject::new(416));
+    }
+    let unsupported: Vec<String> = req
+        .tokens(HeaderName::Require)
+        .filter(|t| !t.eq_ignore_ascii_case(b"outbound"))
+        .map(text)
+        .collect();
+    if !unsupported.is_empty() {
+        let mut r = Reject::new(420);
+        r.headers.push((HeaderName::Unsupported, unsupported.join(", ")));
+        return Err(r);
+    }
+    Ok(Register { to, call_id, cseq: cseq.seq, ruri })
+}
+
+/// Step 3: the realm (the served domain's name) and the unescaped user of
+/// the To URI. The To host must be a served domain, and a Request-URI host
+/// naming a different served one is refused (404).
+fn served_aor(accounts: &Accounts, r: &Register<'_>) -> Result<(String, String), Reject> {
+    let served =
+        |host: &[u8]| std::str::from_utf8(host).ok().and_then(|h| accounts.domain_for_host(h));
+    let domain = if r.to.uri.is_sip() { served(r.to.uri.host) } else { None };
+    let Some(domain) = domain else { return Err(Reject::why(404, "Domain Not Served")) };
+    if served(r.ruri.host).is_some_and(|d| d.name != domain.name) {
+        return Err(Reject::why(404, "Not Found"));
+    }
+    let to_user = match r.to.uri.user {
+        Some(u) => percent_decode(u).ok_or(Reject::why(400, "Bad To"))?,
+        None => String::new(),
+    };
+    Ok((domain.name.clone(), to_user))
+}
+
+/// What a REGISTER's Contact headers ask for.
+enum Requested {
+    /// `Contact: *` (with `Expires: 0`): remove every binding.
+    RemoveAll,
+    /// No Contact: list the bindings.
+    Fetch,
+    /// Add, refresh or remove these.
+    Contacts(Vec<NewContact>),
+}
+
+impl Requested {
+    /// `true` when an RFC 5626 flow is registered (instance, reg-id and a
+    /// non-zero expiry).
+    fn opens_flows(&self) -> bool {
+        let Requested::Contacts(v) = self else { return false };
+        v.iter().any(|c| c.instance.is_some() && c.reg_id.is_some() && c.expires > 0)
+    }
+}
+
+/// The Contact and Expires headers checked against the settings (400, 423,
+/// and 403 for more contacts than an AOR may have).
+fn requested_bindings(cfg: &RegistrarConfig, req: &Message) -> Result<Requested, Reject> {
+    let contacts = req.contacts().map_err(|_| Reject::why(400, "Bad Contact"))?;
+    let expires_hdr = req.expires().map_err(|_| Reject::why(400, "Bad Expires"))?;
+    match &contacts {
+        Contacts::Star if expires_hdr != Some(0) => {
+            Err(Reject::why(400, "Contact * Needs Expires: 0"))
+        }
+        Contacts::Star => Ok(Requested::RemoveAll),
+        Contacts::List(list) if list.is_empty() => Ok(Requested::Fetch),
+        Contacts::List(list) => {
+            let v = list
+                .iter()
+                .map(|c| check_contact(cfg, c, expires_hdr))
+                .collect::<Result<Vec<NewContact>, Reject>>()?;
+            if v.iter().filter(|c| c.expires > 0).count() > cfg.max_bindings_per_aor {
+                return Err(Reject::why(403, "Too Many Contacts"));
+            }
+            Ok(Requested::Contacts(v))
+        }
+    }
+}
+
+/// What every binding this REGISTER makes shares: its AOR, Call-ID and
+/// CSeq, where it came from, its User-Agent (at most 256 characters).
+fn binding_template(
+    req: &Message,
+    r: &Register<'_>,
+    peer: &Peer,
+    aor: String,
+    wall: Timestamp,
+) -> Binding {
+    let user_agent: String = req
+        .header(HeaderName::UserAgent)
+        .map(|u| text(u).chars().take(256).collect())
+        .unwrap_or_default();
+    Binding {
+        aor,
+        contact: String::new(),
+        instance: None,
+        reg_id: None,
+        q: 1000,
+        expires_at: wall,
+        call_id: text(r.call_id),
+        cseq: r.cseq,
+        transport: peer.transport.via_token().to_owned(),
+        source: peer.remote,
+        local: peer.local,
+        user_agent,
     }
 }
 
@@ -516,15 +598,17 @@ fn check_contact(
 }
 
 /// RFC 3261 10.3 step 7 with RFC 5626 flows: the changes for `new`
-/// contacts against the `current` bindings, or the failure.
+/// contacts against the `current` bindings (at most `max` unexpired ones),
+/// each made from `made` (the request's binding template and connection),
+/// or the failure.
 fn plan(
     max: usize,
     current: &[Location],
     new: &[NewContact],
-    template: &Binding,
-    conn: Option<ConnId>,
+    made: &Location,
     wall: Timestamp,
 ) -> Result<Vec<Change>, Reject> {
+    let template = &made.binding;
     // (location, made by this request)
     let mut work: Vec<(Location, bool)> = current.iter().map(|l| (l.clone(), false)).collect();
     for c in new {
@@ -559,7 +643,7 @@ fn plan(
             b.expires_at = Timestamp::from_micros(
                 wall.micros().saturating_add(i64::from(c.expires) * 1_000_000),
             );
-            work.push((Location { binding: b, conn, closed: false }, true));
+            work.push((Location { binding: b, conn: made.conn, closed: false }, true));
         }
     }
     // Too many: drop the older bindings closest to expiry.
@@ -592,16 +676,16 @@ fn plan(
 }
 
 /// `Contact: *` with `Expires: 0`: remove everything, unless a binding from
-/// the same Call-ID has an equal or higher CSeq (RFC 3261 10.3 step 6).
+/// the request's Call-ID has an equal or higher CSeq (RFC 3261 10.3 step 6).
 fn remove_all(
     current: &[Location],
-    call_id: &str,
-    cseq: u32,
+    request: &Binding,
     wall: Timestamp,
 ) -> Result<Vec<Change>, Reject> {
+    let (call_id, cseq) = (&request.call_id, request.cseq);
     if current
         .iter()
-        .any(|l| !l.is_expired(wall) && l.binding.call_id == call_id && cseq <= l.binding.cseq)
+        .any(|l| !l.is_expired(wall) && l.binding.call_id == *call_id && cseq <= l.binding.cseq)
     {
         return Err(Reject::why(500, "Out Of Order CSeq"));
     }
@@ -639,7 +723,7 @@ fn http_date(wall: Timestamp) -> String {
 fn tag(rng: &mut StdRng) -> String {
     let mut b = [0u8; 6];
     rng.fill_bytes(&mut b);
-    hex(&b)
+    sip_message::hex::encode(&b)
 }
 
 fn respond(req: &Message, r: Reject, rng: &mut StdRng) -> Message {

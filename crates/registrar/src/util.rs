@@ -1,8 +1,8 @@
-//! Small byte helpers: hex, percent-decoding, quoted-string unescaping, SIP
-//! URI comparison, RNG seed derivation.
+//! Small byte helpers: percent-decoding, quoted-string unescaping, SIP URI
+//! comparison, RNG seed derivation (hex is `sip_message::hex`).
 
 use sha2::{Digest as _, Sha256};
-use sip_message::Uri;
+use sip_message::{hex, Uri};
 
 /// A 32-byte RNG seed derived from `secret` for one `purpose` (domain
 /// separated: `SHA-256(purpose 0x00 secret)`), so that different uses of one
@@ -15,42 +15,6 @@ pub(crate) fn derive_seed(secret: &[u8], purpose: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Decodes hex (either case) into `out`; `false` unless `s` is exactly
-/// `2 * out.len()` hex digits.
-pub(crate) fn unhex_into(s: &[u8], out: &mut [u8]) -> bool {
-    if s.len() != out.len() * 2 {
-        return false;
-    }
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        match (pair.first().copied().and_then(hex_val), pair.get(1).copied().and_then(hex_val)) {
-            (Some(h), Some(l)) => *o = (h << 4) | l,
-            _ => return false,
-        }
-    }
-    true
-}
-
 /// Decodes `%XX` escapes (RFC 3261 10.3 step 5: the AOR is compared
 /// unescaped). `None` for a bad escape or a result that is not UTF-8.
 pub(crate) fn percent_decode(s: &[u8]) -> Option<String> {
@@ -58,9 +22,11 @@ pub(crate) fn percent_decode(s: &[u8]) -> Option<String> {
     let mut i = 0;
     while let Some(&b) = s.get(i) {
         if b == b'%' {
-            let h = s.get(i + 1).copied().and_then(hex_val)?;
-            let l = s.get(i + 2).copied().and_then(hex_val)?;
-            out.push((h << 4) | l);
+            let mut octet = [0u8; 1];
+            if !hex::decode_into(s.get(i + 1..i + 3)?, &mut octet) {
+                return None;
+            }
+            out.extend(octet);
             i += 3;
         } else {
             out.push(b);
@@ -136,12 +102,6 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
-        let mut b = [0u8; 3];
-        assert!(unhex_into(b"00AB7f", &mut b));
-        assert_eq!(b, [0x00, 0xab, 0x7f]);
-        assert!(!unhex_into(b"00AB7", &mut b));
-        assert!(!unhex_into(b"00AB7g", &mut b));
         assert_eq!(percent_decode(b"test%31%31").as_deref(), Some("test11"));
         assert_eq!(percent_decode(b"a%2"), None);
         assert_eq!(percent_decode(b"%ff"), None);

@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use records::{Binding, Customer, Domain, Timestamp};
 use registrar::{
-    digest, extension_with_password, Accounts, Algorithm, BanAction, BanConfig, BindingChange,
-    Registrar, RegistrarConfig,
+    extension_with_password, Accounts, Algorithm, BanAction, BanConfig, BindingChange, Registrar,
+    RegistrarConfig,
 };
+use sip_message::digest::{QopAuth, RequestDigest};
 use sip_message::{AuthParams, HeaderName, Message, Peer, Transport};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -152,7 +153,10 @@ fn authorization(alg: Algorithm, user: &str, pw: &str, nonce: &str, nc: u32, uri
         Algorithm::Sha256 => registrar::ha1_sha256(user, "test", pw),
     };
     let nc = format!("{nc:08x}");
-    let r = digest::response(alg, &ha1, nonce, &nc, "0a4f113b", Some("auth"), "REGISTER", uri);
+    let qop = Some(QopAuth { nc: nc.as_bytes(), cnonce: b"0a4f113b", qop: b"auth" });
+    let (method, uri_bytes) = (&b"REGISTER"[..], uri.as_bytes());
+    let r = RequestDigest { algorithm: alg, nonce: nonce.as_bytes(), qop, method, uri: uri_bytes }
+        .hex(&ha1);
     format!(
         "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"0a4f113b\"",
         alg.token()

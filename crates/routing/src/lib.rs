@@ -9,15 +9,15 @@
 //!
 //! Carrier addresses are IP:port here; DNS (RFC 3263) belongs to the I/O
 //! shell that resolves a [`CarrierTarget`] before dialing.
+#![deny(missing_docs)]
 
-use groupcall::{Destination, GroupDef};
 use ipnet::IpNet;
-use records::{Address, AddressType, AnswerMethod, RingMethod};
+use provisioning::is_e164;
+use records::RingGroup;
 use serde::Deserialize;
 use sip_message::Transport;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// `[[carriers]]`: a trunk to (and from) the PSTN.
@@ -88,113 +88,6 @@ pub struct Route {
     pub carriers: Vec<String>,
 }
 
-/// One destination of a configured group.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct GroupDestination {
-    /// `endpoint`, `tel`, `sip` or `groupcall`.
-    #[serde(rename = "type")]
-    pub kind: AddressType,
-    /// `test11@test`, `+15551234567`, `sip:x@192.0.2.1:5070`, a group number.
-    pub target: String,
-    /// Ring timeout for this destination (linear: then the next one).
-    #[serde(default)]
-    pub ring_timeout_secs: Option<u64>,
-    /// Staggered ringing: dialed this long after it is reached (in
-    /// `ring_all`, after the group started).
-    #[serde(default)]
-    pub delay_secs: Option<u64>,
-}
-
-/// `[[groups]]`: a ring group reachable by number.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Group {
-    /// Number dialed to reach it (Request-URI user), e.g. `800`.
-    pub number: String,
-    /// Domain it belongs to.
-    pub domain: String,
-    /// Stable id (generated from the number and domain when absent).
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    /// `ring_all` (default), `linear`, `memory_hunt`, `round_robin`,
-    /// `least_recent` or `random`.
-    #[serde(default)]
-    pub ring_method: RingMethod,
-    /// `hangup_others`.
-    #[serde(default)]
-    pub answer_method: AnswerMethod,
-    /// What to ring, in order.
-    pub destinations: Vec<GroupDestination>,
-    /// The longest the group rings, whatever its method; `None`: no limit
-    /// of its own.
-    #[serde(default)]
-    pub max_ring_secs: Option<u64>,
-    /// Busy members (at their `max_calls`) are not rung and their 486 not
-    /// counted (Asterisk `ringinuse=no`); when every member is busy the
-    /// caller gets 486 at once.
-    #[serde(default)]
-    pub skip_busy: bool,
-    /// Send `Reason: SIP;cause=200;text="Call completed elsewhere"` on the
-    /// CANCELs of losing legs (some phones display it wrongly: switch off).
-    #[serde(default = "yes")]
-    pub send_reason: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Group {
-    /// The id: configured, or derived from `number@domain` (stable across
-    /// restarts).
-    pub fn id(&self) -> Uuid {
-        self.id.unwrap_or_else(|| {
-            Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{}@{}", self.number, self.domain).as_bytes(),
-            )
-        })
-    }
-
-    /// The fork engine's definition of this group.
-    pub fn def(&self, default_ring_timeout: Option<Duration>) -> GroupDef {
-        let mut g = GroupDef::new(
-            self.id(),
-            self.ring_method,
-            self.destinations
-                .iter()
-                .map(|d| {
-                    let mut dest = Destination::new(Address::new(d.kind, d.target.clone()));
-                    dest.ring_timeout =
-                        d.ring_timeout_secs.map(Duration::from_secs).or(default_ring_timeout);
-                    dest
-                })
-                .collect(),
-        );
-        g.answer_method = self.answer_method;
-        g.send_reason = self.send_reason;
-        g
-    }
-
-    /// The fork engine's options of this group: its `max_ring_secs`,
-    /// `skip_busy` and its destinations' `delay_secs`.
-    pub fn options(&self) -> groupcall::GroupOptions {
-        groupcall::GroupOptions {
-            max_ring: self.max_ring_secs.map(Duration::from_secs),
-            delays: self
-                .destinations
-                .iter()
-                .map(|d| Duration::from_secs(d.delay_secs.unwrap_or(0)))
-                .collect(),
-            skip_busy: self.skip_busy,
-        }
-    }
-}
-
-/// Longest `max_ring_secs` and `delay_secs` of a group (a day).
-pub const MAX_SECS: u64 = 86_400;
-
 /// Who is calling, as established by the server (digest auth or source IP).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
@@ -242,7 +135,7 @@ pub enum Decision {
         aor: String,
     },
     /// Ring this group.
-    Group(Box<Group>),
+    Group(Box<RingGroup>),
     /// An E.164 number to carriers, in failover order.
     Tel {
         /// The number as dialed (`+15551234567`).
@@ -266,7 +159,7 @@ pub struct RouteTable {
     /// once resolved).
     resolved: HashMap<String, SocketAddr>,
     routes: Vec<Route>,
-    groups: Vec<Group>,
+    groups: Vec<RingGroup>,
     by_number: HashMap<(String, String), usize>,
     by_id: HashMap<Uuid, usize>,
 }
@@ -282,19 +175,13 @@ pub struct RouteError {
     pub reason: String,
 }
 
-/// `true` for an E.164 number: `+` and 2 to 15 digits.
-pub fn is_e164(s: &str) -> bool {
-    let Some(d) = s.strip_prefix('+') else { return false };
-    (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
-}
-
 impl RouteTable {
     /// Builds and checks the table: routes name existing carriers, group
     /// numbers are unique per domain, carrier transports are known.
     pub fn new(
         carriers: Vec<Carrier>,
         mut routes: Vec<Route>,
-        groups: Vec<Group>,
+        groups: Vec<RingGroup>,
     ) -> Result<Self, RouteError> {
         let mut resolved = HashMap::new();
         for c in &carriers {
@@ -360,80 +247,32 @@ impl RouteTable {
         }
         // Longest prefix first.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        let mut by_number = HashMap::new();
-        let mut by_id = HashMap::new();
-        for (i, g) in groups.iter().enumerate() {
-            if g.destinations.is_empty() {
-                return Err(RouteError {
-                    table: "groups",
-                    key: "destinations",
-                    reason: format!("group {:?} has no destinations", g.number),
-                });
-            }
-            if g.max_ring_secs.is_some_and(|s| !(1..=MAX_SECS).contains(&s)) {
-                return Err(RouteError {
-                    table: "groups",
-                    key: "max_ring_secs",
-                    reason: format!("group {:?}: must be 1..={MAX_SECS}", g.number),
-                });
-            }
-            if g.destinations.iter().any(|d| d.delay_secs.is_some_and(|s| s > MAX_SECS)) {
-                return Err(RouteError {
-                    table: "groups",
-                    key: "delay_secs",
-                    reason: format!(
-                        "group {:?}: a destination's delay must be 0..={MAX_SECS}",
-                        g.number
-                    ),
-                });
-            }
-            if by_number.insert((g.number.clone(), g.domain.to_ascii_lowercase()), i).is_some() {
-                return Err(RouteError {
-                    table: "groups",
-                    key: "number",
-                    reason: format!(
-                        "group number {:?} used twice in domain {:?}",
-                        g.number, g.domain
-                    ),
-                });
-            }
-            by_id.insert(g.id(), i);
-        }
+        let (by_number, by_id) = index(&groups)?;
         Ok(RouteTable { carriers, resolved, routes, groups, by_number, by_id })
     }
 
-    /// The carrier whose inbound sources contain `ip`.
-    /// Adds a ring group, or replaces the one with its id; the same checks
-    /// as [`RouteTable::new`] (destinations, a number unique in its domain).
-    pub fn put_group(&mut self, group: Group) -> Result<(), RouteError> {
-        let id = group.id();
-        let mut groups: Vec<Group> = self.groups.iter().filter(|g| g.id() != id).cloned().collect();
+    /// Adds a ring group, or replaces the one with its id: `Err` when its
+    /// number is another group's in its domain.
+    pub fn put_group(&mut self, group: RingGroup) -> Result<(), RouteError> {
+        let mut groups: Vec<RingGroup> =
+            self.groups.iter().filter(|g| g.id != group.id).cloned().collect();
         groups.push(group);
-        let next = RouteTable::new(self.carriers.clone(), self.routes.clone(), groups)?;
-        self.groups = next.groups;
-        self.by_number = next.by_number;
-        self.by_id = next.by_id;
-        Ok(())
+        self.set_groups(groups)
     }
 
     /// Removes the ring group with this id; `false` when there is none.
     pub fn remove_group(&mut self, id: Uuid) -> bool {
-        let before = self.groups.len();
-        let groups: Vec<Group> = self.groups.iter().filter(|g| g.id() != id).cloned().collect();
-        if groups.len() == before {
-            return false;
-        }
-        match RouteTable::new(self.carriers.clone(), self.routes.clone(), groups) {
-            Ok(next) => {
-                self.groups = next.groups;
-                self.by_number = next.by_number;
-                self.by_id = next.by_id;
-                true
-            }
-            Err(_) => false,
-        }
+        let groups: Vec<RingGroup> = self.groups.iter().filter(|g| g.id != id).cloned().collect();
+        groups.len() != self.groups.len() && self.set_groups(groups).is_ok()
     }
 
+    fn set_groups(&mut self, groups: Vec<RingGroup>) -> Result<(), RouteError> {
+        (self.by_number, self.by_id) = index(&groups)?;
+        self.groups = groups;
+        Ok(())
+    }
+
+    /// The carrier whose inbound sources contain `ip`.
     pub fn carrier_for_source(&self, ip: IpAddr) -> Option<&Carrier> {
         self.carriers.iter().find(|c| c.inbound_sources.iter().any(|n| n.contains(&ip)))
     }
@@ -461,8 +300,9 @@ impl RouteTable {
         self.carriers.iter().find(|c| c.name == name)
     }
 
-    /// A group by number in a domain, or by id (for nested destinations).
-    pub fn group(&self, key: &str, domain: &str) -> Option<&Group> {
+    /// A group by number in a domain, by `number@domain`, or by id (for
+    /// nested destinations).
+    pub fn group(&self, key: &str, domain: &str) -> Option<&RingGroup> {
         if let Some(i) = self.by_number.get(&(key.to_owned(), domain.to_ascii_lowercase())) {
             return self.groups.get(*i);
         }
@@ -546,15 +386,37 @@ impl RouteTable {
         Decision::NotFound
     }
 
-    /// Every configured group.
-    pub fn groups(&self) -> &[Group] {
+    /// Every ring group.
+    pub fn groups(&self) -> &[RingGroup] {
         &self.groups
     }
+}
+
+/// The indexes of `groups`: by `(number, lowercase domain)` and by id.
+type Indexes = (HashMap<(String, String), usize>, HashMap<Uuid, usize>);
+
+/// Indexes `groups`; `Err` when a number is used twice in a domain.
+fn index(groups: &[RingGroup]) -> Result<Indexes, RouteError> {
+    let mut by_number = HashMap::new();
+    let mut by_id = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        if by_number.insert((g.number.clone(), g.domain.to_ascii_lowercase()), i).is_some() {
+            return Err(RouteError {
+                table: "groups",
+                key: "number",
+                reason: format!("group number {:?} used twice in domain {:?}", g.number, g.domain),
+            });
+        }
+        by_id.insert(g.id, i);
+    }
+    Ok((by_number, by_id))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use records::{AddressType, Origin, RingGroupDestination, RingMethod, Timestamp, NIL};
 
     #[derive(Deserialize)]
     struct Cfg {
@@ -562,8 +424,34 @@ mod tests {
         carriers: Vec<Carrier>,
         #[serde(default)]
         routes: Vec<Route>,
-        #[serde(default)]
-        groups: Vec<Group>,
+    }
+
+    fn group_800() -> RingGroup {
+        let dest = |kind, target: &str, ring_timeout_secs| RingGroupDestination {
+            kind,
+            target: target.into(),
+            ring_timeout_secs,
+            delay_secs: None,
+        };
+        RingGroup {
+            id: records::config_id("800@test"),
+            customer_id: NIL,
+            number: "800".into(),
+            domain: "test".into(),
+            ring_method: RingMethod::Linear,
+            answer_method: Default::default(),
+            destinations: vec![
+                dest(AddressType::Endpoint, "test11@test", Some(10)),
+                dest(AddressType::Tel, "+15551234567", None),
+            ],
+            max_ring_secs: None,
+            skip_busy: false,
+            send_reason: true,
+            origin: Origin::Config,
+            tm_create: Timestamp::NOT_YET,
+            tm_update: Timestamp::NOT_YET,
+            tm_delete: Timestamp::NOT_YET,
+        }
     }
 
     fn table() -> RouteTable {
@@ -586,18 +474,10 @@ mod tests {
             [[routes]]
             prefix = "+1555"
             carriers = ["b"]
-            [[groups]]
-            number = "800"
-            domain = "test"
-            ring_method = "linear"
-            destinations = [
-              { type = "endpoint", target = "test11@test", ring_timeout_secs = 10 },
-              { type = "tel", target = "+15551234567" },
-            ]
             "#,
         )
         .expect("toml");
-        RouteTable::new(c.carriers, c.routes, c.groups).expect("table")
+        RouteTable::new(c.carriers, c.routes, vec![group_800()]).expect("table")
     }
 
     #[test]
@@ -643,10 +523,23 @@ mod tests {
         );
         assert!(t.carrier_for_source("198.51.100.1".parse().expect("ip")).is_none());
         let g = t.group("800", "TEST").expect("group");
-        assert_eq!(t.group(&g.id().to_string(), "other").map(|g| g.number.as_str()), Some("800"));
-        let def = g.def(Some(Duration::from_secs(30)));
-        assert_eq!(def.destinations[0].ring_timeout, Some(Duration::from_secs(10)));
-        assert_eq!(def.destinations[1].ring_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(t.group(&g.id.to_string(), "other").map(|g| g.number.as_str()), Some("800"));
+        assert_eq!(t.group("800@test", "other").map(|g| g.id), Some(g.id));
+    }
+
+    #[test]
+    fn ring_group_numbers_are_unique_per_domain() {
+        let mut t = table();
+        let other = RingGroup { id: records::config_id("x"), ..group_800() };
+        assert_eq!(t.put_group(other.clone()).expect_err("taken").key, "number");
+        let moved = RingGroup { domain: "other".into(), ..other };
+        t.put_group(moved.clone()).expect("another domain");
+        assert_eq!(t.group("800", "other").map(|g| g.id), Some(moved.id));
+        t.put_group(RingGroup { skip_busy: true, ..group_800() }).expect("replaced by id");
+        assert!(t.group("800", "test").is_some_and(|g| g.skip_busy));
+        assert!(t.remove_group(moved.id));
+        assert!(!t.remove_group(moved.id));
+        assert_eq!(t.groups().len(), 1);
     }
 
     #[test]
@@ -693,8 +586,5 @@ mod tests {
             vec![],
         );
         assert_eq!(r.expect_err("prefix").key, "prefix");
-        assert!(is_e164("+15551234567"));
-        assert!(!is_e164("15551234567"));
-        assert!(!is_e164("+1555abc"));
     }
 }

@@ -12,6 +12,8 @@
 //!   reject it (400/416/420/501/505) or drop it, as RFC 4475 expects.
 //! - Building: [`Message::request`], [`Message::response`],
 //!   [`Message::response_to`] (RFC 3261 8.2.6).
+//! - One of each the workspace shares: the method list ([`SUPPORTED`]),
+//!   the Digest hashes of client and server ([`digest`]), hex ([`hex`]).
 //!
 //! This crate never does I/O, never allocates per header on the parse path,
 //! never unescapes URIs and never panics on input.
@@ -19,9 +21,11 @@
 
 pub mod addr;
 pub mod builder;
+pub mod digest;
 pub mod error;
 pub mod framing;
 pub mod header;
+pub mod hex;
 pub mod message;
 pub mod method;
 pub mod net;
@@ -38,7 +42,7 @@ pub use error::{HeaderError, ParseError};
 pub use framing::{FramingError, StreamDecoder, StreamItem};
 pub use header::HeaderName;
 pub use message::{HeaderRef, Message};
-pub use method::Method;
+pub use method::{InDialog, Method, SUPPORTED, SUPPORTED_OPTIONS};
 pub use net::{ConnId, Peer, Transport};
 pub use params::Params;
 pub use typed::{AuthParams, CSeq, RAck, Reason};

@@ -4,7 +4,7 @@
 
 use crate::header::HeaderName;
 use crate::message::Message;
-use crate::method::Method;
+use crate::method::{Method, SUPPORTED, SUPPORTED_OPTIONS};
 use crate::uri::Scheme;
 
 /// What the server supports, for the 501 and 420 decisions.
@@ -17,14 +17,12 @@ pub struct Policy {
 }
 
 impl Default for Policy {
+    /// What forkswitch implements: the methods of [`SUPPORTED`] and the
+    /// option tags of [`SUPPORTED_OPTIONS`].
     fn default() -> Self {
-        use Method::*;
         Policy {
-            methods: vec![
-                Invite, Ack, Bye, Cancel, Options, Register, Prack, Subscribe, Notify, Publish,
-                Info, Refer, Message, Update,
-            ],
-            supported: vec!["100rel".to_owned()],
+            methods: SUPPORTED.iter().map(|(m, _)| m.clone()).collect(),
+            supported: SUPPORTED_OPTIONS.iter().map(|&t| t.to_owned()).collect(),
         }
     }
 }

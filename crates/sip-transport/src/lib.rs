@@ -22,6 +22,7 @@
 //! pongs and, for a request too large for UDP, the switch to TCP (RFC 3261
 //! 18.1.1): parsing, Via stamping and response routing belong to the switch
 //! core.
+#![deny(missing_docs)]
 
 mod arrival;
 mod poll;

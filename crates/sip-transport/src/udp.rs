@@ -206,6 +206,16 @@ impl Outbox {
         }
     }
 
+    /// Sends `bytes` to `peer` as they are (see
+    /// [`crate::SipTransport::send_bytes`]): a datagram waits for the next
+    /// flush, a stream message goes at once.
+    pub fn send_bytes(&mut self, peer: &Peer, bytes: Bytes, token: u64) {
+        match peer.transport {
+            Transport::Udp => self.queue_datagram(peer, bytes, token),
+            _ => stream::send(&self.inner, peer, bytes, token, None),
+        }
+    }
+
     fn queue_datagram(&mut self, peer: &Peer, bytes: Bytes, token: u64) {
         let Some(endpoint) = crate::udp_endpoint(&self.inner, peer) else {
             fail(&self.inner, token, peer, "no UDP socket for this address family".into());

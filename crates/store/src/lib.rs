@@ -1,59 +1,89 @@
 //! # store: what forkswitch keeps across restarts
 //!
-//! Registrations (bindings), accounts (customers, domains, extensions) and the
-//! groupcall and call records survive a restart of the switch, `kill -9`
-//! included, behind one object-safe trait, [`Store`]. Two implementations:
+//! Registrations (bindings), accounts (customers, domains, extensions), ring
+//! groups, webhooks, API keys, and the groupcall and call records survive a
+//! restart of the switch, `kill -9` included, behind one object-safe trait,
+//! [`Store`]. Three implementations:
 //!
-//! - [`SqliteStore`]: an embedded SQLite database file (WAL mode). Writes are
-//!   queued to one background writer thread that owns the write connection
-//!   and batches them into one transaction: by default group commit (whatever
-//!   queued while the previous commit ran, up to [`Options::max_batch`] ops),
-//!   or, with a non-zero [`Options::max_delay`], waiting that long for a batch
-//!   to fill; a [`Store::flush`] commits at once. Reads use a second
-//!   connection.
+//! - [`SqliteStore`]: an embedded SQLite database file (WAL mode), the
+//!   default;
+//! - [`PgStore`]: PostgreSQL, for records an operator queries with SQL and
+//!   (later) several switches sharing them;
 //! - [`MemoryStore`]: everything in maps, nothing on disk; for tests and for
 //!   running without a database file.
 //!
-//! What it never does: no SIP, no clock of its own (times are passed in), and
-//! it never blocks the SIP hot path: a write only enqueues (no lock, no I/O);
-//! when the queue is full ([`Options::queue_bound`]) the write is dropped,
-//! counted ([`StoreStats::dropped`]) and logged rather than waited for. Reads
-//! are synchronous and meant for start-up and the REST API.
+//! [`open`] picks one by `[database] url` (`sqlite:PATH`, `postgres://...`).
 //!
-//! Writes are applied in the order they were queued. With [`SqliteStore`] a
-//! read sees a write only once it is committed: call [`Store::flush`] first
-//! when a read must see what was just written.
+//! What it never does: no SIP, no clock of its own (times are passed in,
+//! retention's cutoff too), and it never blocks the SIP hot path: a write
+//! only enqueues (a channel send and a counter). Reads are synchronous and
+//! meant for start-up and the REST API.
+//!
+//! ## The write path (both databases)
+//!
+//! One writer thread per store owns the write connection. It holds the
+//! changes of one commit window ([`Options::max_delay`], `[database]
+//! commit_delay_ms`) with each groupcall, call, binding and hunt memory
+//! coalesced to its latest version, and commits them in one transaction:
+//! a record changed six times in a window is one row write. Groupcalls and
+//! calls are written with multi-row statements (SQLite `VALUES` lists in
+//! chunks of 64, PostgreSQL one `INSERT ... SELECT FROM unnest($1::uuid[],
+//! ...)` per table); other writes (configuration, deletes) keep their place
+//! in the order. A [`Store::flush`] commits at once.
+//!
+//! When the database cannot take a commit (PostgreSQL down or unreachable,
+//! SQLite's disk full or locked), the writer keeps what it holds, still
+//! coalescing, and retries (0.1 s, doubling to 1 s); [`Options::max_pending`]
+//! bounds what is held, past which the newest changes are dropped and
+//! counted ([`StoreStats::dropped`]). Each transition is one log line. Reads
+//! that cannot reach the database fail with [`StoreError::Unavailable`].
 //!
 //! ## Durability
 //!
-//! SQLite runs with `journal_mode=WAL` and `synchronous=NORMAL`. A committed
-//! transaction is in the WAL file (in the OS page cache) before `COMMIT`
-//! returns, so it survives the process dying at any moment (`kill -9`,
-//! panic, abort). It is fsynced only at checkpoints, so a power loss or OS
-//! crash can lose the last transactions committed since the previous
-//! checkpoint (the database stays consistent). [`Options::full_sync`] selects
-//! `synchronous=FULL` (an fsync per batch) where that matters. What is still
-//! queued, not yet committed, (at most one batch window, 50 ms by default)
-//! is lost on `kill -9`; [`Store::flush`] returns once everything queued
-//! before it is committed. Dropping a [`SqliteStore`] drains the queue,
-//! commits and joins the writer thread.
+//! A commit is durable against the process dying once it returns (SQLite:
+//! `journal_mode=WAL`, `synchronous=NORMAL`, or `FULL` with
+//! [`Options::full_sync`]; PostgreSQL: its own `synchronous_commit`). What
+//! the writer holds is lost with the process: at most the last commit
+//! window. Dropping a store commits what it holds and joins its threads.
 //!
 //! ## Schema
 //!
-//! The schema belongs to this crate: an ordered list of migration SQL
-//! scripts, the database's `PRAGMA user_version` telling how many are
-//! applied. [`SqliteStore::open`] applies the missing ones in one transaction
-//! and refuses a database newer than it knows ([`StoreError::SchemaTooNew`]).
-//! Tables: `bindings` (key `aor, contact`), `customers`, `domains`,
-//! `extensions` (key `domain, name`, with a unique `id`), `ringgroups`,
-//! `webhooks` (key `customer_id`), `api_keys` (key: the key's SHA-256), and
-//! `groupcalls` and `calls`, whose `id, customer_id, tm_create, tm_delete,
-//! live` are columns (for lookups, paging and crash reconciliation) and whose
-//! whole record is a JSON `data` column (ring groups likewise). Times are
-//! microseconds since the Unix epoch; "not yet" is
-//! [`records::Timestamp::NOT_YET`]. Ids are hyphenated lowercase UUID text,
-//! whose text order is the [`Uuid`] order: paging ties on `tm_create` are
-//! broken by id the same way in SQL and in memory.
+//! Versioned migrations per database, applied at open, refusing a database
+//! newer than the build ([`StoreError::SchemaTooNew`]): SQLite counts them in
+//! `PRAGMA user_version`, PostgreSQL in `schema_migrations`, applied under an
+//! advisory lock so that nodes starting together migrate once. Groupcalls
+//! and calls are typed columns (statuses, directions, hangup cause, SIP
+//! Call-ID, source and destination type and target, related ids, every
+//! `tm_*`), their lists JSON (`jsonb`); times are `timestamptz` in
+//! PostgreSQL and `YYYY-MM-DD HH:MM:SS.ffffff` UTC text in SQLite's record
+//! tables (integer microseconds in its other tables). Ids are UUIDs (text in
+//! SQLite, in the [`Uuid`] order): paging ties on `tm_create` are broken by
+//! id the same way in SQL and in memory.
+//!
+//! One SQL layer serves both databases: statements are written once, with
+//! `?N` placeholders, over a small [`Db`](crate::db) trait; only the schema
+//! and the bulk record statements are per database.
+//!
+//! ## Why tokio-postgres (and no pool crate, no sqlx)
+//!
+//! tokio-postgres is the rust-postgres driver (binary protocol, prepared
+//! statements, arrays, COPY), small, and shares the crypto crates the tree
+//! already has; it is pinned to a release that builds with the workspace's
+//! Rust 1.80. sqlx would bring its macros and a second SQLite binding next
+//! to rusqlite (both link `sqlite3`). The [`Store`] trait is synchronous, so
+//! each connection lives on a thread of its own with a current-thread
+//! runtime (the writer's, two readers'); an async pool (deadpool) would
+//! need a runtime the callers do not have. A connection that breaks is made
+//! again on its next use.
+//!
+//! ## Several nodes later (issue 25)
+//!
+//! The writer, the coalescing window and the schema are node-agnostic:
+//! bindings keyed `(aor, contact)` can gain an owning `node_id` and flow
+//! column (a migration), rows are written in key order (no lock-order
+//! deadlocks between nodes), ids are client-made UUIDs (no sequences), and
+//! migrations take an advisory lock. LISTEN/NOTIFY wants a dedicated
+//! connection, one more thread like the readers.
 //!
 //! ## API keys
 //!
@@ -61,56 +91,40 @@
 //! looked up by that hash. A fast hash is enough, and a slow salted one
 //! (argon2) would gain nothing: keys are meant to be random, 32 bytes or
 //! more, so the hash cannot be brute-forced, and an unsalted hash is what
-//! makes the indexed lookup possible. (An operator who writes a short,
-//! guessable key in the config file gets no protection from any hash.)
-//! Webhook secrets, by contrast, are stored as given: they are HMAC keys
-//! needed to sign each delivery.
-//!
-//! ## PostgreSQL later (several forkswitch nodes)
-//!
-//! A PostgreSQL implementation of [`Store`] would keep the same trait and the
-//! same writer-thread/queue shape (a tokio task with a pool works too), and
-//! needs:
-//!
-//! - Shared bindings with an owner: a `node_id` column on `bindings` (the
-//!   node holding the flow the REGISTER came over, since only it can reach a
-//!   phone behind NAT over that connection); `load_bindings` then loads all
-//!   rows but each node routes through the owner of a flow-bound contact.
-//!   Expiry clean-up by any node (`DELETE ... WHERE expires_at <= now()`).
-//! - Learning location changes made by other nodes: `LISTEN bindings` with a
-//!   trigger doing `pg_notify('bindings', aor)` on insert/update/delete (a
-//!   dedicated non-pooled connection), or polling on an `updated_at` column
-//!   with an index; both need a full reload after a reconnect.
-//! - Ids: keep client-generated UUIDs (v4 today, v7 would keep index
-//!   locality); no sequences, so records can be written from several nodes
-//!   without coordination. Use the native `uuid` type and `timestamptz` (or
-//!   `bigint` micros) columns, `jsonb` for the record body.
-//! - Time-based paging: an index on `(customer_id, tm_create DESC, id DESC)`
-//!   (partial `WHERE tm_delete = '9999-01-01'`), as here.
-//! - A connection pool (e.g. deadpool-postgres or r2d2) for the reads;
-//!   batching writes in one transaction still applies, and upserts become
-//!   `INSERT ... ON CONFLICT (...) DO UPDATE` (already the SQL used here).
-//! - A migration table (`schema_migrations(version, applied_at)`), applied
-//!   under `pg_advisory_lock` so that nodes starting together migrate once.
+//! makes the indexed lookup possible. Webhook secrets, by contrast, are
+//! stored as given: they are HMAC keys needed to sign each delivery.
 //!
 //! ## Main types
 //!
-//! [`Store`] (the trait), [`SqliteStore`] with [`Options`], [`MemoryStore`],
-//! [`StoreError`], [`StoreStats`], [`Cursor`] (paging), [`Closed`] (crash
-//! reconciliation), [`hash_api_key`].
+//! [`Store`] (the trait), [`open`], [`SqliteStore`], [`PgStore`],
+//! [`Options`], [`MemoryStore`], [`StoreError`], [`StoreStats`], [`Cursor`]
+//! (paging), [`Closed`] (crash reconciliation), [`hash_api_key`].
 #![deny(missing_docs)]
 
+mod apply;
+mod columns;
+mod db;
 mod memory;
+mod op;
+mod pg_schema;
+mod postgres;
+mod reads;
 mod schema;
+mod sql_store;
 mod sqlite;
+mod window;
+mod writer;
 
 pub use memory::MemoryStore;
-pub use sqlite::{Options, SqliteStore};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use writer::Options;
 
 use records::{
     ApiKey, Binding, Call, Customer, Domain, Extension, ExtensionRecord, Groupcall,
     HuntMemoryRecord, RingGroup, Timestamp, Webhook,
 };
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// What can go wrong opening, reading or flushing a store.
@@ -119,14 +133,24 @@ pub enum StoreError {
     /// An error from SQLite.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database cannot be reached or cannot write now (PostgreSQL down,
+    /// connection lost, disk full): the API answers 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement.
+    #[error("database: {0}")]
+    Database(String),
     /// The database has more migrations applied than this build knows.
     #[error("database schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew {
-        /// `user_version` of the database.
+        /// Schema version of the database.
         found: i64,
         /// Number of migrations this build has.
         known: usize,
     },
+    /// A database URL this build does not know.
+    #[error("{0}")]
+    BadUrl(String),
     /// An I/O error (starting the writer thread).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -142,6 +166,52 @@ pub enum StoreError {
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+/// Opens the store a `[database] url` names: `sqlite:PATH` (a file, made
+/// if missing) or `postgres://...` / `postgresql://...` (a libpq-style URL;
+/// `host=/dir` in its query for a Unix socket), applying the missing schema
+/// migrations. `options` tune the write path of either.
+pub fn open(url: &str, options: Options) -> Result<Arc<dyn Store>, StoreError> {
+    match parse_url(url)? {
+        Backend::Sqlite(path) => Ok(Arc::new(SqliteStore::open_with(path, options)?)),
+        Backend::Postgres(url) => Ok(Arc::new(PgStore::open_with(url, options)?)),
+    }
+}
+
+/// A `[database] url` for logs: the SQLite path, or PostgreSQL's
+/// `user@host:port/db` (never its password).
+pub fn display_url(url: &str) -> String {
+    match parse_url(url) {
+        Ok(Backend::Sqlite(path)) => path.to_owned(),
+        Ok(Backend::Postgres(u)) => postgres::display(u),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Which database a URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend<'a> {
+    /// `sqlite:PATH`.
+    Sqlite(&'a str),
+    /// `postgres://...`, `postgresql://...`.
+    Postgres(&'a str),
+}
+
+/// Checks a `[database] url` without opening anything.
+pub fn parse_url(url: &str) -> Result<Backend<'_>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err(StoreError::BadUrl(
+                "sqlite: needs a file path (sqlite:forkswitch.db)".into(),
+            ));
+        }
+        return Ok(Backend::Sqlite(path));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Backend::Postgres(url));
+    }
+    Err(StoreError::BadUrl(format!("{url:?}: expected sqlite:PATH or postgres://USER@HOST/DB")))
 }
 
 /// A stored record as its JSON text (exactly what serde writes for the
@@ -226,8 +296,15 @@ pub(crate) fn close_call(c: &mut Call, at: Timestamp) {
 /// Counters of a store (all since it was opened).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Writes queued and not yet taken by the writer.
+    /// Record changes held: queued, or in the writer's commit window
+    /// (also while the database is away).
     pub queued: u64,
+    /// The most that may be held ([`Options::max_pending`]).
+    pub max_pending: u64,
+    /// Whether the last commit reached the database.
+    pub available: bool,
+    /// Ended records deleted by retention.
+    pub expired: u64,
     /// Writes committed.
     pub written: u64,
     /// Writes that failed (logged).
@@ -406,6 +483,11 @@ pub trait Store: Send + Sync {
 
     /// Counters (all zero where the implementation keeps none).
     fn stats(&self) -> StoreStats {
-        StoreStats::default()
+        StoreStats { available: true, ..StoreStats::default() }
     }
+
+    /// Retention: deletes the ended (`hangup`) groupcall and call records
+    /// created before `created_before`, in small batches off the caller's
+    /// path (the writer does one batch per commit window). Returns at once.
+    fn expire_records(&self, created_before: Timestamp);
 }

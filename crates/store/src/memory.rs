@@ -251,6 +251,13 @@ impl Store for MemoryStore {
         self.maps().api_keys.remove(hash);
     }
 
+    fn expire_records(&self, created_before: Timestamp) {
+        let mut m = self.maps();
+        m.calls.retain(|_, c| c.status != CallStatus::Hangup || c.tm_create >= created_before);
+        m.groupcalls
+            .retain(|_, g| g.status != GroupcallStatus::Hangup || g.tm_create >= created_before);
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

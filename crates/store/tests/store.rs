@@ -1,6 +1,7 @@
-//! Behaviour of both stores (shared tests over `&dyn Store`), and what only
-//! the SQLite store has: durability across reopen and `kill -9`, batching,
-//! draining on drop, the queue bound.
+//! Behaviour of the three stores (shared tests over `&dyn Store`: memory,
+//! SQLite, and PostgreSQL on a throwaway cluster of this test binary), and
+//! what only the database stores have: durability across reopen and
+//! `kill -9`, batching, draining on drop, the pending bound.
 
 use records::{
     config_id, Address, AddressType, AnswerMethod, ApiKey, Binding, Call, CallStatus, Customer,
@@ -10,7 +11,9 @@ use records::{
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{hash_api_key, Closed, Cursor, JsonRecord, MemoryStore, Options, SqliteStore, Store};
+use store::{
+    hash_api_key, Closed, Cursor, JsonRecord, MemoryStore, Options, PgStore, SqliteStore, Store,
+};
 use uuid::Uuid;
 
 const T0: i64 = 1_700_000_000_000_000; // 2023-11-14, in micros
@@ -757,6 +760,11 @@ fn sqlite(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir.join("forkswitch.db")).expect("open")
 }
 
+/// A PostgreSQL store on a new database of the shared test cluster.
+fn postgres() -> PgStore {
+    PgStore::open(&pgcluster::shared().database()).expect("open")
+}
+
 macro_rules! both {
     ($name:ident, $f:expr) => {
         mod $name {
@@ -769,6 +777,10 @@ macro_rules! both {
             fn sqlite() {
                 let dir = tempfile::tempdir().expect("tempdir");
                 ($f)(&super::sqlite(dir.path()) as &dyn Store);
+            }
+            #[test]
+            fn postgres() {
+                ($f)(&super::postgres() as &dyn Store);
             }
         }
     };
@@ -805,6 +817,11 @@ fn concurrent_writers_sqlite() {
     concurrent_writers(Arc::new(sqlite(dir.path())));
 }
 
+#[test]
+fn concurrent_writers_postgres() {
+    concurrent_writers(Arc::new(postgres()));
+}
+
 // ---- SQLite only ----
 
 #[test]
@@ -816,10 +833,9 @@ fn sqlite_batches_many_writes_per_transaction() {
     eprintln!("10000 upserts + flush: {took:?}, {} transactions", stats.batches);
     assert_eq!(stats.written, 10_000);
     assert_eq!((stats.failed, stats.dropped, stats.queued), (0, 0, 0));
-    // 1000 ops per batch at most: at least 10. Group commit batches whatever
-    // queued while the previous commit ran: on average at least 10 ops per
-    // transaction even on a slow machine.
-    assert!((10..=1000).contains(&stats.batches), "{stats:?}");
+    // The commit window holds them all; 5000 row writes per transaction
+    // (max_batch): two transactions.
+    assert!((2..=3).contains(&stats.batches), "{stats:?}");
 }
 
 #[test]
@@ -858,7 +874,7 @@ fn sqlite_drop_drains_the_queue() {
 #[test]
 fn sqlite_full_queue_drops_without_blocking() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = Options { queue_bound: 0, ..Options::default() };
+    let opts = Options { max_pending: 0, ..Options::default() };
     let s = SqliteStore::open_with(dir.path().join("db"), opts).expect("open");
     for i in 0..10 {
         s.upsert_binding(&binding(&format!("u{i}@test"), "sip:u", ts(60)));
@@ -999,3 +1015,121 @@ fn sqlite_page_of_100_among_100000_groupcalls() {
     eprintln!("page of 100 among 100k: p50 {:?}, p99 {:?}", times[times.len() / 2], p99);
     assert!(p99 < Duration::from_millis(10), "p99 {p99:?}");
 }
+
+/// Retention: ended records created before the cutoff go; live ones and
+/// newer ones stay.
+fn expires_ended_records(s: &dyn Store) {
+    let c = Uuid::new_v4();
+    let old_ended = call(c, ts(0), Timestamp::NOT_YET);
+    let old_live = Call { status: CallStatus::Progressing, ..call(c, ts(1), Timestamp::NOT_YET) };
+    let new_ended = call(c, ts(100), Timestamp::NOT_YET);
+    let old_group = groupcall(c, ts(2), Timestamp::NOT_YET);
+    for x in [&old_ended, &old_live, &new_ended] {
+        s.upsert_call(x);
+    }
+    s.upsert_groupcall(&old_group);
+    s.flush().expect("flush");
+    s.expire_records(ts(50));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.call(old_ended.id).expect("read").is_some()
+        || s.groupcall(old_group.id).expect("read").is_some()
+    {
+        assert!(Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(s.call(old_live.id).expect("read").is_some(), "a live record stays");
+    assert!(s.call(new_ended.id).expect("read").is_some(), "a newer record stays");
+}
+
+both!(retention, expires_ended_records);
+
+/// Issue 23 item 6, measured: a retention pass over 1,000,000 ended calls
+/// while the writer keeps committing a steady load (a call record every
+/// millisecond); prints how long the pass took and the slowest flush
+/// (commit) meanwhile, and fails if one took over a second. Ignored in
+/// normal runs (it writes a million rows); run with `--ignored --nocapture`.
+fn retention_of_a_million_rows_does_not_stall_the_writer(s: &dyn Store) {
+    let c = Uuid::new_v4();
+    let seed = Instant::now();
+    for i in 0..1_000_000i64 {
+        s.upsert_call(&call(c, Timestamp::from_micros(T0 + i), Timestamp::NOT_YET));
+        if i % 20_000 == 19_999 {
+            s.flush().expect("flush");
+        }
+    }
+    s.flush().expect("flush");
+    eprintln!("seeded 1,000,000 ended calls in {:?}", seed.elapsed());
+    let mut slowest = Duration::ZERO;
+    let mut flushes = 0;
+    let start = Instant::now();
+    s.expire_records(ts(10_000));
+    let mut n = 0u64;
+    while s.stats().expired < 1_000_000 {
+        for _ in 0..100 {
+            n += 1;
+            s.upsert_call(&call(c, ts(20_000 + n as i64), Timestamp::NOT_YET));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t = Instant::now();
+        s.flush().expect("flush");
+        slowest = slowest.max(t.elapsed());
+        flushes += 1;
+        assert!(start.elapsed() < Duration::from_secs(600), "retention too slow: {:?}", s.stats());
+    }
+    eprintln!(
+        "retention of 1,000,000 rows: {:?}; {flushes} flushes of the load meanwhile, slowest {slowest:?}",
+        start.elapsed()
+    );
+    assert!(slowest < Duration::from_secs(1), "the writer stalled: {slowest:?}");
+}
+
+#[test]
+#[ignore]
+fn retention_of_a_million_rows_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    retention_of_a_million_rows_does_not_stall_the_writer(&sqlite(dir.path()));
+}
+
+#[test]
+#[ignore]
+fn retention_of_a_million_rows_postgres() {
+    retention_of_a_million_rows_does_not_stall_the_writer(&postgres());
+}
+
+/// PostgreSQL's migrations: a new database gets every one (recorded in
+/// `schema_migrations`), a reopen applies none, and a database that a newer
+/// build migrated is refused.
+#[test]
+fn postgres_schema_versions() {
+    let cluster = pgcluster::shared();
+    let url = cluster.database();
+    let db = url.rsplit('/').next().expect("name").to_owned();
+    drop(PgStore::open(&url).expect("open"));
+    let versions =
+        || cluster.psql_in(&db, "SELECT string_agg(version::text, ',') FROM schema_migrations");
+    assert_eq!(versions().trim(), "1");
+    drop(PgStore::open(&url).expect("reopen"));
+    assert_eq!(versions().trim(), "1", "nothing applied twice");
+    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (2)");
+    match PgStore::open(&url) {
+        Err(store::StoreError::SchemaTooNew { found: 2, known: 1 }) => {}
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+/// Cursors made from hostile page tokens (a NUL in a binding key, times
+/// beyond any database's range) read an empty or a whole page, never fail.
+fn hostile_cursors(s: &dyn Store) {
+    let c = Uuid::new_v4();
+    let after = Some(("a\0b".to_owned(), "\0".to_owned()));
+    s.list_bindings(c, ts(0), 10, after).expect("a NUL in a cursor");
+    for micros in [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX] {
+        let cursor = Some(Cursor::after(Timestamp::from_micros(micros), Uuid::max()));
+        s.list_groupcalls(c, 10, cursor).expect("groupcalls");
+        s.list_calls(c, 10, cursor).expect("calls");
+        s.list_ringgroups(c, 10, cursor).expect("ringgroups");
+        s.list_extension_records(c, 10, cursor).expect("extensions");
+    }
+}
+
+both!(hostile_cursor, hostile_cursors);

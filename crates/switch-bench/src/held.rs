@@ -67,7 +67,7 @@ fn switch(world: &World, start: Now) -> Switch {
             user_agent: String::new(),
         })
         .collect();
-    Switch::new(cfg, state, 1, start)
+    Switch::new(cfg, state, 1, start).expect("the bench world's switch")
 }
 
 /// The switch and the scripted parties around it, on a network without

@@ -1,16 +1,16 @@
 //! Commands from the API: hang up a groupcall or a call, start a
-//! click-to-call (RFC 3725), change accounts and ring groups. Each gets one
-//! [`CommandOutcome`].
+//! click-to-call (RFC 3725), change accounts and ring groups (those in
+//! `provision.rs`). Each gets one [`CommandOutcome`].
 
-use crate::calls::ServedCall;
+use crate::calls::ForkedCall;
 use crate::dialer::{CallDirectory, Dialer};
 use crate::input::{ClickToCall, Command, Now};
 use crate::output::{CommandOutcome, Output, Persist};
 use crate::switch::Switch;
-use groupcall::{ContactTarget, Fork, GroupDef, GroupSpec, LegTarget};
+use groupcall::{ContactTarget, Destination, Fork, GroupDef, GroupSpec, LegTarget};
+use provisioning::Home;
 use rand::RngCore;
-use records::{AddressType, Call, Direction};
-use registrar::Accounts;
+use records::{AddressType, Call, Direction, RingGroupDestination};
 use uuid::Uuid;
 
 /// A click-to-call's source, checked.
@@ -27,53 +27,30 @@ struct ClickSource {
     display: String,
 }
 
+/// Why a click-to-call is not started.
+enum Refusal {
+    /// Its destinations break a `provisioning` rule.
+    Invalid(provisioning::Invalid),
+    /// Anything else (the source is not registered...).
+    Reason(String),
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal::Reason(reason)
+    }
+}
+
 impl Switch {
     pub(crate) fn on_command(&mut self, now: Now, c: Command) -> CommandOutcome {
         match c {
             Command::HangupGroupcall { id } => self.hangup(now, id, false),
             Command::HangupCall { id } => self.hangup(now, id, true),
             Command::StartGroupcall(c2c) => self.click_to_call(now, *c2c),
-            Command::PutExtension(e) => {
-                let a = self.registrar.accounts();
-                let mut extensions: Vec<_> = a
-                    .extensions()
-                    .filter(|x| !(x.name == e.name && x.domain.eq_ignore_ascii_case(&e.domain)))
-                    .cloned()
-                    .collect();
-                if a.domain_for_host(&e.domain).is_none() {
-                    return CommandOutcome::Refused(format!("no domain {:?}", e.domain));
-                }
-                extensions.push(*e);
-                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
-                self.registrar.set_accounts(next);
-                CommandOutcome::Done
-            }
-            Command::RemoveExtension { name, domain } => {
-                let a = self.registrar.accounts();
-                let Some(found) = a.extension(&name, &domain).map(|e| e.aor()) else {
-                    return CommandOutcome::NotFound;
-                };
-                let extensions: Vec<_> = a
-                    .extensions()
-                    .filter(|x| !(x.name == name && x.domain.eq_ignore_ascii_case(&domain)))
-                    .cloned()
-                    .collect();
-                let next = Accounts::new(a.customers().to_vec(), a.domains().to_vec(), extensions);
-                self.registrar.set_accounts(next);
-                self.registrar.location_mut().remove_aor(&found);
-                CommandOutcome::Done
-            }
-            Command::PutGroup(g) => match self.routes.put_group(*g) {
-                Ok(()) => CommandOutcome::Done,
-                Err(e) => CommandOutcome::Refused(e.reason),
-            },
-            Command::RemoveGroup { id } => {
-                if self.routes.remove_group(id) {
-                    CommandOutcome::Done
-                } else {
-                    CommandOutcome::NotFound
-                }
-            }
+            Command::PutExtension(r) => self.put_extension(*r),
+            Command::RemoveExtension { name, domain } => self.remove_extension(name, domain),
+            Command::PutGroup(g) => self.put_group(*g),
+            Command::RemoveGroup { id } => self.remove_group(id),
         }
     }
 
@@ -100,12 +77,25 @@ impl Switch {
     fn click_to_call(&mut self, now: Now, c: ClickToCall) -> CommandOutcome {
         match self.try_click_to_call(now, c) {
             Ok(outcome) => outcome,
-            Err(reason) => CommandOutcome::Refused(reason),
+            Err(Refusal::Invalid(e)) => CommandOutcome::Invalid(e),
+            Err(Refusal::Reason(reason)) => CommandOutcome::Refused(reason),
         }
     }
 
-    fn try_click_to_call(&mut self, now: Now, c: ClickToCall) -> Result<CommandOutcome, String> {
+    fn try_click_to_call(&mut self, now: Now, c: ClickToCall) -> Result<CommandOutcome, Refusal> {
         let src = self.click_source(now, &c)?;
+        let dests: Vec<RingGroupDestination> = c
+            .destinations
+            .iter()
+            .map(|d| RingGroupDestination {
+                kind: d.address.kind,
+                target: d.address.target.clone(),
+                ring_timeout_secs: d.ring_timeout.map(|t| t.as_secs()),
+                delay_secs: None,
+            })
+            .collect();
+        let home = Home { owner: c.customer_id, domain: &src.domain };
+        provisioning::check_destinations(&dests, home, &self.held()).map_err(Refusal::Invalid)?;
         let host = self.listen.first().map(|(_, a)| a.to_string()).unwrap_or_default();
         let shown = c.source_shown_as(&host);
         let source_id = self.new_id();
@@ -120,7 +110,7 @@ impl Switch {
             .target(&src.target, &shown)
             .map_err(|code| format!("{} cannot be reached ({code})", src.aor))?;
         let (cref, leg) = self
-            .mgr
+            .b2bua
             .originate(&mut self.tx, now.at, dial)
             .map_err(|e| format!("cannot call {}: {e}", src.aor))?;
         let name = if src.display.is_empty() {
@@ -129,7 +119,7 @@ impl Switch {
             format!("\"{}\" ", src.display.replace('"', ""))
         };
         let from = format!("{name}<sip:{}@{host}>", src.user);
-        let sip_call_id = self.mgr.leg_sip_call_id(cref, leg).unwrap_or_default().to_owned();
+        let sip_call_id = self.b2bua.leg_sip_call_id(cref, leg).unwrap_or_default().to_owned();
         let record = Call {
             groupcall_id: fork.root().id,
             direction: Direction::Outgoing,
@@ -141,8 +131,9 @@ impl Switch {
         let call = Box::new(record.clone());
         self.counters.calls_started += 1;
         let rings_until = now.at + self.fork_cfg.default_ring_timeout;
-        let served = ServedCall::new(fork, record, from, now.at).with_source(leg, rings_until);
-        self.calls.insert(cref, served);
+        let forked =
+            ForkedCall::new(cref, fork, record, from, now.at).with_source(leg, rings_until);
+        self.calls.insert(forked);
         self.run_call(now, cref);
         Ok(CommandOutcome::Started { groupcall, call })
     }
@@ -195,13 +186,13 @@ impl Switch {
         domain: &str,
         master: Uuid,
     ) -> Result<Fork, String> {
-        let group = GroupDef {
-            id: self.new_id(),
-            ring_method: c.ring_method,
-            answer_method: c.answer_method,
-            destinations: c.destinations.clone(),
-            send_reason: true,
-        };
+        let destinations = c
+            .destinations
+            .iter()
+            .map(|d| Destination { address: d.address.clone(), ring_timeout: d.ring_timeout })
+            .collect();
+        let mut group = GroupDef::new(self.new_id(), c.ring_method, destinations);
+        group.answer_method = c.answer_method;
         let spec = GroupSpec {
             customer_id: c.customer_id,
             source: c.source.clone(),

@@ -2,17 +2,30 @@
 //! works (no clock, no atomics: one owner), read by the shell with
 //! [`crate::Switch::counters`] and turned into Prometheus metrics by the API.
 
-use sip_message::{Message, Method};
+use sip_message::{Message, SUPPORTED};
 
-/// The methods counted one by one; any other is `Other`.
-pub const COUNTED_METHODS: [&str; 10] =
-    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "OTHER"];
+/// How many request methods are counted: each supported one, then `OTHER`.
+const COUNTED: usize = SUPPORTED.len() + 1;
+
+/// The methods counted one by one: those of [`SUPPORTED`], in its order,
+/// then `OTHER` for any other.
+pub const COUNTED_METHODS: [&str; COUNTED] = {
+    let mut names = ["OTHER"; COUNTED];
+    let mut i = 0;
+    while i < SUPPORTED.len() {
+        if let Some(t) = SUPPORTED[i].0.known_token() {
+            names[i] = t;
+        }
+        i += 1;
+    }
+    names
+};
 
 /// SIP messages by request method and by response status class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MessageCounts {
     /// Requests, indexed like [`COUNTED_METHODS`].
-    pub requests: [u64; 10],
+    pub requests: [u64; COUNTED],
     /// Responses by class: index 0 is 1xx ... index 5 is 6xx.
     pub responses: [u64; 6],
 }
@@ -28,18 +41,10 @@ impl MessageCounts {
             }
             return;
         }
-        let i = match m.method() {
-            Some(Method::Invite) => 0,
-            Some(Method::Ack) => 1,
-            Some(Method::Bye) => 2,
-            Some(Method::Cancel) => 3,
-            Some(Method::Options) => 4,
-            Some(Method::Register) => 5,
-            Some(Method::Prack) => 6,
-            Some(Method::Update) => 7,
-            Some(Method::Info) => 8,
-            _ => 9,
-        };
+        let i = m
+            .method()
+            .and_then(|method| SUPPORTED.iter().position(|(s, _)| s == method))
+            .unwrap_or(COUNTED - 1);
         if let Some(n) = self.requests.get_mut(i) {
             *n += 1;
         }
@@ -119,6 +124,8 @@ pub struct Counters {
     pub shed_registers: u64,
     /// Requests dropped from sources banned for their rate.
     pub rate_limited: u64,
+    /// Security events by kind, indexed like [`SECURITY_EVENTS`].
+    pub security_events: [u64; 4],
     /// Calls served, and how those that ended went: answered, cancelled,
     /// busy, no answer, failed.
     pub calls_started: u64,
@@ -141,6 +148,7 @@ impl Default for Counters {
             shed_invites: 0,
             shed_registers: 0,
             rate_limited: 0,
+            security_events: [0; 4],
             calls_started: 0,
             calls_ended: [0; 5],
             setup_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
@@ -149,7 +157,19 @@ impl Default for Counters {
     }
 }
 
+/// The names of [`Counters::security_events`], in order
+/// ([`registrar::SecurityEvent::name`]).
+pub const SECURITY_EVENTS: [&str; 4] = ["auth_failed", "banned", "unbanned", "rate_limited"];
+
 impl Counters {
+    /// Counts a security event (failed authentication, ban, end of a ban,
+    /// rate limit), REGISTER and INVITE alike.
+    pub fn security_event(&mut self, ev: &registrar::SecurityEvent) {
+        if let Some(i) = SECURITY_EVENTS.iter().position(|n| *n == ev.name()) {
+            self.security_events[i] += 1;
+        }
+    }
+
     /// Counts an ended call.
     pub fn call_ended(&mut self, outcome: CallOutcome) {
         let i = match outcome {
@@ -168,6 +188,23 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip_message::Method;
+
+    #[test]
+    fn each_supported_method_is_counted_by_name_and_any_other_as_other() {
+        let names: Vec<&str> = SUPPORTED.iter().filter_map(|(m, _)| m.known_token()).collect();
+        assert_eq!(COUNTED_METHODS[..names.len()], names[..]);
+        assert_eq!(COUNTED_METHODS.last(), Some(&"OTHER"));
+        let others = [Method::Message, Method::Subscribe, Method::from_token(b"FOO")];
+        for m in SUPPORTED.iter().map(|(m, _)| m.clone()).chain(others) {
+            let mut c = MessageCounts::default();
+            c.count(&Message::request(m.clone(), "sip:x@test").build());
+            let name = m.known_token().filter(|_| m.is_supported()).unwrap_or("OTHER");
+            let i = COUNTED_METHODS.iter().position(|n| *n == name).expect("a counted name");
+            assert_eq!(c.requests[i], 1, "{m}");
+            assert_eq!(c.requests.iter().sum::<u64>(), 1, "{m}");
+        }
+    }
 
     #[test]
     fn histogram_buckets() {

@@ -6,8 +6,8 @@
 //! module only lists the hops.
 
 use b2bua::DialTarget;
-use groupcall::{ContactTarget, Directory, GroupDef, Hop, LegTarget, Reach};
-use records::Timestamp;
+use groupcall::{ContactTarget, Directory, Hop, LegTarget, Reach};
+use records::{RingGroup, Timestamp};
 use registrar::LocationStore;
 use routing::{CarrierTarget, RouteTable};
 use sip_message::{Peer, Scheme, Transport, Uri};
@@ -135,13 +135,8 @@ impl Directory for CallDirectory<'_> {
             .collect()
     }
 
-    fn group(&self, key: &str) -> Option<GroupDef> {
-        self.routes.group(key, self.domain).map(|g| g.def(None))
-    }
-
-    fn group_options(&self, group: uuid::Uuid) -> groupcall::GroupOptions {
-        let g = self.routes.group(&group.to_string(), self.domain);
-        g.map(|g| g.options()).unwrap_or_default()
+    fn group(&self, key: &str) -> Option<&RingGroup> {
+        self.routes.group(key, self.domain)
     }
 
     fn endpoint_policy(&self, aor: &str) -> groupcall::EndpointPolicy {

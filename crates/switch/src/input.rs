@@ -59,11 +59,22 @@ pub struct ClickToCall {
     /// customer).
     pub source: records::Address,
     /// What to ring once the source answered, in order.
-    pub destinations: Vec<groupcall::Destination>,
+    pub destinations: Vec<ClickDestination>,
     /// `ring_all` or `linear`.
     pub ring_method: records::RingMethod,
     /// `hangup_others`.
     pub answer_method: records::AnswerMethod,
+}
+
+/// One destination of a [`ClickToCall`]: what to ring (its display fields
+/// go into the records as given), and for how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickDestination {
+    /// What to ring.
+    pub address: records::Address,
+    /// How long it rings (linear: then the next); `None`: the switch's
+    /// default.
+    pub ring_timeout: Option<std::time::Duration>,
 }
 
 impl ClickToCall {
@@ -92,18 +103,22 @@ pub enum Command {
     /// Start a click-to-call groupcall.
     StartGroupcall(Box<ClickToCall>),
     /// Add or replace a phone account (by name and domain); takes effect for
-    /// the next request.
-    PutExtension(Box<records::Extension>),
-    /// Remove a phone account and its bindings.
+    /// the next request. Checked by the `provisioning` rules first; stored
+    /// (an [`crate::Persist::Extension`]) once in effect.
+    PutExtension(Box<records::ExtensionRecord>),
+    /// Remove a phone account and its bindings (and from the store:
+    /// [`crate::Persist::ExtensionRemoved`], even when the switch had none).
     RemoveExtension {
         /// Its name (user part).
         name: String,
         /// Its domain.
         domain: String,
     },
-    /// Add or replace a ring group (by id).
-    PutGroup(Box<routing::Group>),
-    /// Remove a ring group.
+    /// Add or replace a ring group (by id). Checked by the `provisioning`
+    /// rules first; stored ([`crate::Persist::RingGroup`]) once in effect.
+    PutGroup(Box<records::RingGroup>),
+    /// Remove a ring group (and from the store:
+    /// [`crate::Persist::RingGroupRemoved`], even when the switch had none).
     RemoveGroup {
         /// Its id.
         id: Uuid,

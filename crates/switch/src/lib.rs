@@ -13,9 +13,12 @@
 //!
 //! ## The contract
 //!
-//! - **Build** with [`Switch::new`]`(config, state, seed, now)`: settings,
-//!   the accounts, bindings and routes the shell loaded, a seed, and the
-//!   current time.
+//! - **Build** with [`Switch::new`]`(config, state, seed, now)`: settings
+//!   ([`SwitchConfig`], plain values: the switch derives the settings of its
+//!   parts), the accounts, bindings, carriers, routes and ring groups the
+//!   shell loaded ([`SwitchState`]), a seed, and the current time. `Err`
+//!   when the carriers, routes and ring groups do not fit together
+//!   ([`SwitchState::check`] tells beforehand).
 //! - **Inputs** go in through [`Switch::handle_input`]`(now, input)`, one
 //!   at a time, with the current [`Now`] (monotonic instant and wall-clock
 //!   timestamp; never going backwards):
@@ -41,7 +44,11 @@
 //!     for a failure report;
 //!   - [`Output::Resolve`]: resolve the name (RFC 3263) and answer with
 //!     [`Input::Resolved`], empty when it failed;
-//!   - [`Output::Persist`]: store the record (the last one of an id wins);
+//!   - [`Output::Persist`]: store the record (the last one of an id wins).
+//!     Every change of an extension or a ring group comes out this way too
+//!     (a command puts or removes one: checked by the `provisioning` rules,
+//!     applied, persisted, then its [`Event::CommandDone`]), so the shell is
+//!     the only writer of the store, in order with the records;
 //!   - [`Output::Event`]: log it, count it, publish it;
 //!   - [`Output::Timeout`]: the next deadline; call
 //!     `handle_input(now, Input::Timeout)` when it comes (earlier inputs are
@@ -58,7 +65,8 @@
 //! One [`timer_queue::TimerQueue`] holds every timer of the machine, keyed
 //! by owner (transaction, a call's dialogs, a call's fork, housekeeping);
 //! each owner keeps its own current deadline. One list of methods
-//! ([`methods`]) makes the 501 decision and every `Allow` header. Failover
+//! ([`sip_message::SUPPORTED`]) makes the 501 decision, every `Allow`
+//! header, the in-dialog requests relayed and the methods counted. Failover
 //! (carriers, DNS targets) is a linear child of the fork, visible in the
 //! records. Persistence is an output: the switch holds no store.
 //!
@@ -77,18 +85,19 @@ mod dns;
 mod input;
 mod invite;
 mod local;
-pub mod methods;
 mod occupancy;
 mod output;
+mod provision;
 pub mod received;
 mod requests;
 mod switch;
 mod timers;
 
 pub use admission::{AdmissionConfig, Load};
-pub use config::{SwitchConfig, SwitchState};
+pub use config::{CallSettings, SipTimers, SwitchConfig, SwitchState};
 pub use counters::Counters;
-pub use input::{ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
+pub use input::{ClickDestination, ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
 pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};
+pub use routing::{Carrier, Route, RouteError};
 pub use switch::{Switch, SwitchStats};

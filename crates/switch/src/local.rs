@@ -3,7 +3,6 @@
 //! (400/416/420/501/505 from the codec's verdict, 483 for Max-Forwards 0,
 //! 404/403/407), and the OPTIONS keep-alive to registered UDP contacts.
 
-use crate::methods;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -46,7 +45,7 @@ pub(crate) struct LocalAnswers {
 
 impl LocalAnswers {
     pub(crate) fn new(server: String, rng: StdRng) -> Self {
-        LocalAnswers { server, allow: methods::allow(), rng }
+        LocalAnswers { server, allow: sip_message::method::allow(), rng }
     }
 
     /// A random tag.
@@ -97,7 +96,7 @@ impl LocalAnswers {
             .header(HeaderName::Allow, allow)
             .header(HeaderName::Accept, "application/sdp")
             .header(HeaderName::AcceptLanguage, "en")
-            .header(HeaderName::Supported, methods::SUPPORTED_OPTIONS)
+            .header(HeaderName::Supported, sip_message::SUPPORTED_OPTIONS.join(", "))
             .build()
     }
 

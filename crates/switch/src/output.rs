@@ -68,6 +68,22 @@ pub enum Persist {
     /// A round-robin or least-recent ring group's memory changed (a member
     /// answered): what its next calls start from, after a restart too.
     HuntMemory(records::HuntMemoryRecord),
+    /// A phone account added or changed (a `PutExtension` in effect).
+    Extension(Box<records::ExtensionRecord>),
+    /// A phone account removed.
+    ExtensionRemoved {
+        /// Its name (user part).
+        name: String,
+        /// Its domain.
+        domain: String,
+    },
+    /// A ring group added or changed (a `PutGroup` in effect).
+    RingGroup(Box<records::RingGroup>),
+    /// A ring group removed.
+    RingGroupRemoved {
+        /// Its id.
+        id: Uuid,
+    },
 }
 
 /// Something the operator (logs, metrics, webhooks) may want to know.
@@ -154,8 +170,11 @@ pub enum CommandOutcome {
     },
     /// Nothing live (or known) has that id.
     NotFound,
-    /// Refused, and why (a bad value, a source that is not registered...).
+    /// Refused, and why (a source that is not registered...).
     Refused(String),
+    /// An extension, ring group or click-to-call breaks a `provisioning`
+    /// rule: nothing changed.
+    Invalid(provisioning::Invalid),
 }
 
 /// One output of [`crate::Switch::poll_output`].

@@ -76,6 +76,7 @@ impl Switch {
                     let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
                     let secs = self.admission.cfg.source_ban.as_secs();
                     let ev = registrar::SecurityEvent::RateLimited { src: ban.src, method, secs };
+                    self.counters.security_event(&ev);
                     self.out.push_back(Output::Event(Event::Security(ev)));
                 }
                 false
@@ -109,7 +110,7 @@ impl Switch {
     }
 
     pub(crate) fn on_tx_event(&mut self, now: Now, ev: TxEvent) {
-        let Some(ev) = self.mgr.handle_event(&mut self.tx, now.at, ev) else { return };
+        let Some(ev) = self.b2bua.handle_event(&mut self.tx, now.at, ev) else { return };
         match ev {
             TxEvent::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
             TxEvent::Cancel { key, request, cancels, .. } => {

@@ -5,14 +5,12 @@
 //! `commands.rs`, `calls.rs`), and what those parts produce is drained in a
 //! fixed order (see the crate documentation); it also runs the timers.
 
-use crate::calls::{CallContext, Calls};
+use crate::calls::Calls;
 use crate::config::{SwitchConfig, SwitchState};
 use crate::counters::Counters;
-use crate::dialer::Dialer;
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::{Input, Now, Target};
 use crate::local::{LocalAnswers, LocalIdentity};
-use crate::methods;
 use crate::output::{Event, Output, Persist, Query, Token, Transmit};
 use crate::received::response_target;
 use crate::timers::{Job, JobIntervals, TimerKey, Timers};
@@ -21,7 +19,7 @@ use groupcall::Hop;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use registrar::{Accounts, BindingChange, Registrar};
-use routing::RouteTable;
+use routing::{RouteError, RouteTable};
 use sip_message::{Message, Peer, Policy};
 use sip_transaction::{TransactionLayer, TxKey};
 
@@ -57,7 +55,8 @@ pub struct Switch {
     pub(crate) tx: TransactionLayer,
     pub(crate) registrar: Registrar,
     pub(crate) routes: RouteTable,
-    pub(crate) mgr: CallManager,
+    /// The B2BUA: every call's dialogs and legs.
+    pub(crate) b2bua: CallManager,
     pub(crate) calls: Calls,
     pub(crate) dns: DnsQueries,
     pub(crate) timers: Timers,
@@ -100,14 +99,23 @@ impl Switch {
     /// from a generator seeded with `seed`: give a fresh one from the OS in
     /// production, a fixed one in a test to replay it. `now` starts the
     /// housekeeping timers; the carriers given by DNS name are asked for at
-    /// once (see [`Switch::poll_output`]).
-    pub fn new(cfg: SwitchConfig, state: SwitchState, seed: u64, now: Now) -> Switch {
+    /// once (see [`Switch::poll_output`]). `Err` when the carriers, routes
+    /// or ring groups of `state` do not fit together (see
+    /// [`SwitchState::check`]).
+    pub fn new(
+        cfg: SwitchConfig,
+        state: SwitchState,
+        seed: u64,
+        now: Now,
+    ) -> Result<Switch, RouteError> {
+        let routes = state.route_table()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
         let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
         registrar.location_mut().load(state.bindings);
-        let mut b2bua_cfg = cfg.b2bua.clone();
-        b2bua_cfg.methods = methods::supported();
+        let b2bua_cfg = cfg.b2bua();
+        let limits = b2bua_cfg.limits;
+        let transactions = cfg.transactions();
         let locals = cfg
             .listen
             .iter()
@@ -120,17 +128,17 @@ impl Switch {
         };
         let mut sw = Switch {
             force_rport: cfg.force_rport,
-            fork_cfg: cfg.fork.clone(),
-            policy: methods::policy(),
+            fork_cfg: cfg.fork(),
+            policy: Policy::default(),
             identity: LocalIdentity {
                 names: cfg.aliases.clone(),
                 addrs: cfg.listen.iter().map(|(_, a)| *a).collect(),
             },
             local: LocalAnswers::new(cfg.user_agent.clone(), StdRng::seed_from_u64(rng.next_u64())),
-            tx: TransactionLayer::with_owner_timers(cfg.transactions, rng.next_u64()),
+            tx: TransactionLayer::with_owner_timers(transactions, rng.next_u64()),
             registrar,
-            routes: state.routes,
-            mgr: CallManager::with_owner_timers(b2bua_cfg, locals, rng.next_u64()),
+            routes,
+            b2bua: CallManager::with_owner_timers(b2bua_cfg, locals, rng.next_u64()),
             calls: Calls::default(),
             dns: DnsQueries::default(),
             timers: Timers::new(every),
@@ -138,9 +146,9 @@ impl Switch {
             out: VecDeque::new(),
             listen: cfg.listen,
             last_input: now.at,
-            source_wait: cfg.transactions.t1.saturating_mul(64),
+            source_wait: cfg.timers.t1.saturating_mul(64),
             counters: Counters::default(),
-            limits: cfg.b2bua.limits,
+            limits,
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
@@ -148,7 +156,7 @@ impl Switch {
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
         sw.run_job(now, Job::CarrierDns);
-        sw
+        Ok(sw)
     }
 
     // ----- the contract -----------------------------------------------------
@@ -217,7 +225,7 @@ impl Switch {
     pub fn stats(&self) -> SwitchStats {
         SwitchStats {
             calls: self.calls.len(),
-            dialog_calls: self.mgr.len(),
+            dialog_calls: self.b2bua.len(),
             transactions: self.tx.len(),
             bindings: self.registrar.location().len(),
             timers: self.timers.queue.len(),
@@ -236,7 +244,7 @@ impl Switch {
 
     /// `true` when no call and no transaction is live: a shutdown may end.
     pub fn is_idle(&self) -> bool {
-        self.tx.is_empty() && self.calls.len() == 0 && self.mgr.is_empty()
+        self.tx.is_empty() && self.calls.len() == 0 && self.b2bua.is_empty()
     }
 
     /// `true` when a stopping shell may exit now: no call is served and no
@@ -244,7 +252,7 @@ impl Switch {
     /// until their timers fire are no reason to wait once nothing is
     /// received any more).
     pub fn can_stop(&self) -> bool {
-        self.calls.len() == 0 && self.mgr.is_empty() && !self.tx.has_work()
+        self.calls.len() == 0 && self.b2bua.is_empty() && !self.tx.has_work()
     }
 
     /// The registrar (bindings, accounts), for reading.
@@ -258,7 +266,7 @@ impl Switch {
         while let Some((at, key)) = self.timers.queue.pop_due(now.at) {
             match key {
                 TimerKey::Transaction(k) => self.tx.handle_timer(now.at, k),
-                TimerKey::Dialogs(c) => self.mgr.handle_call_timer(&mut self.tx, now.at, c),
+                TimerKey::Dialogs(c) => self.b2bua.handle_call_timer(&mut self.tx, now.at, c),
                 TimerKey::Fork(c) => self.fork_timer(now, c, at),
                 TimerKey::Job(j) if self.timers.jobs.is_current(j, at) => self.run_job(now, j),
                 TimerKey::Job(_) => {}
@@ -273,12 +281,7 @@ impl Switch {
             return;
         }
         s.fork_deadline = None;
-        if s.source_deadline.is_some_and(|d| d <= now.at) {
-            // The click-to-call source rang unanswered for the ring time.
-            s.source_deadline = None;
-            s.fork.hangup(now.into());
-        }
-        s.fork.handle_timeout(now.into());
+        s.fork_timeout(now);
         self.run_call(now, cref);
     }
 
@@ -355,36 +358,11 @@ impl Switch {
                 busy = true;
                 self.on_tx_event(now, ev);
             }
-            while let Some(ev) = self.mgr.poll_event() {
+            while let Some(ev) = self.b2bua.poll_event() {
                 busy = true;
-                let cref = ev.call();
-                if let Some(s) = self.calls.get_mut(cref) {
-                    let Switch {
-                        tx,
-                        mgr,
-                        registrar,
-                        routes,
-                        dns,
-                        out,
-                        listen,
-                        counters,
-                        hunt,
-                        occupancy,
-                        ..
-                    } = self;
-                    let dialer = Dialer {
-                        location: registrar.location(),
-                        routes,
-                        locals: listen,
-                        wall: now.wall,
-                    };
-                    let mut cx =
-                        CallContext { counters, tx, mgr, dialer, dns, out, hunt, occupancy };
-                    s.on_call_event(&mut cx, now, ev);
-                    self.settle_call(cref);
-                }
+                self.on_call_event(now, ev);
             }
-            while let Some(st) = self.mgr.poll_stateless() {
+            while let Some(st) = self.b2bua.poll_stateless() {
                 busy = true;
                 self.transmit(st.peer, st.message, Token::NONE);
             }
@@ -399,7 +377,7 @@ impl Switch {
         while let Some((at, k)) = self.tx.poll_timer() {
             self.timers.queue.push(at, TimerKey::Transaction(k));
         }
-        while let Some((at, c)) = self.mgr.poll_timer() {
+        while let Some((at, c)) = self.b2bua.poll_timer() {
             self.timers.queue.push(at, TimerKey::Dialogs(c));
         }
         while let Some(change) = self.registrar.poll_change() {
@@ -409,10 +387,11 @@ impl Switch {
             };
             self.out.push_back(Output::Persist(p));
         }
-        while let Some(n) = self.mgr.poll_notice() {
+        while let Some(n) = self.b2bua.poll_notice() {
             self.out.push_back(Output::Event(Event::Oversize(n)));
         }
         while let Some(ev) = self.registrar.poll_security() {
+            self.counters.security_event(&ev);
             self.out.push_back(Output::Event(Event::Security(ev)));
         }
     }
@@ -424,22 +403,9 @@ impl Switch {
         self.out.push_back(Output::Transmit(Transmit { peer, message, token }));
     }
 
-    /// Applies a call's pending fork actions, then settles it.
-    pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
-        let Some(s) = self.calls.get_mut(cref) else { return };
-        let Switch {
-            tx, mgr, registrar, routes, dns, out, listen, counters, hunt, occupancy, ..
-        } = self;
-        let dialer =
-            Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
-        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt, occupancy };
-        s.run(&mut cx, now, cref);
-        self.settle_call(cref);
-    }
-
     /// Files a call's new fork deadline, and forgets the call once both its
     /// fork and its dialogs are over.
-    fn settle_call(&mut self, cref: CallRef) {
+    pub(crate) fn settle_call(&mut self, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
         let next = s.next_deadline();
         if next != s.fork_deadline {
@@ -459,15 +425,15 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, mgr, calls, .. } = self;
+        let Switch { timers, tx, b2bua, calls, .. } = self;
         let jobs = &timers.jobs;
         let current = |at: Instant, k: TimerKey| match k {
             TimerKey::Transaction(t) => tx.timer_is_current(at, t),
-            TimerKey::Dialogs(c) => mgr.timer_is_current(at, c),
+            TimerKey::Dialogs(c) => b2bua.timer_is_current(at, c),
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
         };
-        let live = tx.len() + mgr.len() + calls.len() + 3;
+        let live = tx.len() + b2bua.len() + calls.len() + 3;
         timers.queue.purge_if_bloated(live, current);
         timers.queue.prune(current);
         // The sweep job always runs, so there is always a deadline; an hour

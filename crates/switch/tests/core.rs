@@ -3,13 +3,13 @@
 //! under loss are the simulation's job (`tests/simulation.rs`).
 
 use bytes::Bytes;
-use records::{Timestamp, NIL};
-use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
+use records::{RingGroup, RingGroupDestination, Timestamp, NIL};
+use sip_message::digest::{Algorithm, QopAuth, RequestDigest};
 use sip_message::{HeaderName, Message, Method, Peer, Transport};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use switch::{Carrier, Route, Switch, SwitchConfig};
 use switch::{Command, CommandId, CommandOutcome, Datagram, Event, Input, Now, Output, Persist};
-use switch::{Switch, SwitchConfig};
 use switch::{SwitchState, Token};
 use uuid::Uuid;
 
@@ -43,7 +43,27 @@ fn carrier(name: &str, address: &str, transport: &str) -> Carrier {
     }
 }
 
-fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) -> SwitchState {
+/// Ring group `number` of domain `test` (owned by [`CUSTOMER`]), `ring_all`.
+fn ring_group(number: &str, destinations: Vec<RingGroupDestination>) -> RingGroup {
+    RingGroup {
+        id: records::config_id(&format!("{number}@test")),
+        customer_id: CUSTOMER,
+        number: number.into(),
+        domain: "test".into(),
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+        destinations,
+        max_ring_secs: None,
+        skip_busy: false,
+        send_reason: true,
+        origin: records::Origin::Config,
+        tm_create: Timestamp::NOT_YET,
+        tm_update: Timestamp::NOT_YET,
+        tm_delete: Timestamp::NOT_YET,
+    }
+}
+
+fn state(seed_groups: Vec<RingGroup>, carriers: Vec<Carrier>, routes: Vec<Route>) -> SwitchState {
     let mut trusted = carrier("pstn-in", "198.51.100.1:5060", "udp");
     trusted.inbound_sources = vec!["198.51.100.0/24".parse().expect("net")];
     trusted.inbound_domain = "test".into();
@@ -58,17 +78,24 @@ fn state(seed_groups: Vec<Group>, carriers: Vec<Carrier>, routes: Vec<Route>) ->
         }],
         extensions: vec![registrar::extension_with_password("e1", "test", "pw1")],
         bindings: Vec::new(),
-        routes: RouteTable::new(all, routes, seed_groups).expect("routes"),
+        carriers: all,
+        routes,
+        ring_groups: seed_groups,
         hunt: Vec::new(),
     }
 }
 
 impl World {
     fn new(st: SwitchState, seed: u64) -> (World, Vec<Output>) {
-        let t0 = Instant::now();
         let cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US)), (Transport::Tcp, addr(US))]);
+        World::with_config(cfg, st, seed)
+    }
+
+    fn with_config(cfg: SwitchConfig, st: SwitchState, seed: u64) -> (World, Vec<Output>) {
+        let t0 = Instant::now();
         let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
-        let mut w = World { sw: Switch::new(cfg, st, seed, now), t0, now: Duration::ZERO };
+        let sw = Switch::new(cfg, st, seed, now).expect("switch");
+        let mut w = World { sw, t0, now: Duration::ZERO };
         let first = w.drain();
         (w, first)
     }
@@ -167,23 +194,13 @@ fn ipv6_udp_inbound_is_stamped() {
 #[test]
 fn same_seed_same_outputs() {
     let run = |seed: u64| {
-        let dest = GroupDestination {
+        let dest = RingGroupDestination {
             kind: records::AddressType::Sip,
             target: "sip:b@203.0.113.9:5070".into(),
             ring_timeout_secs: None,
             delay_secs: None,
         };
-        let g = Group {
-            number: "800".into(),
-            domain: "test".into(),
-            id: None,
-            ring_method: records::RingMethod::RingAll,
-            answer_method: records::AnswerMethod::HangupOthers,
-            destinations: vec![dest],
-            max_ring_secs: None,
-            skip_busy: false,
-            send_reason: true,
-        };
+        let g = ring_group("800", vec![dest]);
         let (mut w, _) = World::new(state(vec![g], vec![], vec![]), seed);
         let mut all =
             w.datagram("198.51.100.7:5060", &invite("198.51.100.7:5060", "sip:800@test", "d1"));
@@ -223,16 +240,14 @@ fn send_failure_fails_over_to_the_next_carrier_at_once() {
     let nonce = pa.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
     let uri = "sip:+15557654321@test";
     let ha1 = registrar::ha1_md5("e1", "test", "pw1");
-    let resp = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "x",
-        Some("auth"),
-        "INVITE",
-        uri,
-    );
+    let resp = RequestDigest {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        qop: Some(QopAuth { nc: b"00000001", cnonce: b"x", qop: b"auth" }),
+        method: b"INVITE",
+        uri: uri.as_bytes(),
+    }
+    .hex(&ha1);
     let auth = format!("Proxy-Authorization: Digest username=\"e1\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"x\"\r\n");
     let text = text
         .replace("branch=z9hG4bKf1", "branch=z9hG4bKf2")
@@ -261,23 +276,13 @@ fn send_failure_fails_over_to_the_next_carrier_at_once() {
 
 #[test]
 fn commands_hang_up_a_ringing_groupcall_and_unknown_ids_are_reported() {
-    let dest = |t: &str| GroupDestination {
+    let dest = |t: &str| RingGroupDestination {
         kind: records::AddressType::Sip,
         target: t.into(),
         ring_timeout_secs: None,
         delay_secs: None,
     };
-    let g = Group {
-        number: "801".into(),
-        domain: "test".into(),
-        id: None,
-        ring_method: records::RingMethod::RingAll,
-        answer_method: records::AnswerMethod::HangupOthers,
-        destinations: vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")],
-        max_ring_secs: None,
-        skip_busy: false,
-        send_reason: true,
-    };
+    let g = ring_group("801", vec![dest("sip:x@203.0.113.20"), dest("sip:y@203.0.113.21")]);
     let (mut w, _) = World::new(state(vec![g], vec![], vec![]), 5);
     let caller = "198.51.100.7:5060";
     let out = w.datagram(caller, &invite(caller, "sip:801@test", "h1"));
@@ -344,33 +349,41 @@ fn reply(to: &Message, code: u16, tag: &str, sdp: Option<&str>, at: &str) -> Str
     String::from_utf8_lossy(&b.build().to_bytes()).into_owned()
 }
 
+/// A click-to-call from e1@test (rung at its binding first) to
+/// sip:b@203.0.113.9:5070.
+fn click_to_call_e1_to_b() -> Command {
+    Command::StartGroupcall(Box::new(switch::ClickToCall {
+        customer_id: CUSTOMER,
+        source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
+        destinations: vec![switch::ClickDestination {
+            address: records::Address::new(records::AddressType::Sip, "sip:b@203.0.113.9:5070"),
+            ring_timeout: None,
+        }],
+        ring_method: records::RingMethod::RingAll,
+        answer_method: records::AnswerMethod::HangupOthers,
+    }))
+}
+
+/// The groupcall and the source's call record that command `id` started.
+fn started(out: &[Output], id: CommandId) -> (records::Groupcall, records::Call) {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Event(Event::CommandDone {
+                id: done,
+                outcome: CommandOutcome::Started { groupcall, call },
+            }) if *done == id => Some(((**groupcall).clone(), (**call).clone())),
+            _ => None,
+        })
+        .expect("started")
+}
+
 #[test]
 fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
     let mut st = state(vec![], vec![], vec![]);
     st.bindings = vec![binding("192.0.2.60:5060")];
     let (mut w, _) = World::new(st, 9);
-    let c2c = switch::ClickToCall {
-        customer_id: CUSTOMER,
-        source: records::Address::new(records::AddressType::Endpoint, "e1@test"),
-        destinations: vec![groupcall::Destination::new(records::Address::new(
-            records::AddressType::Sip,
-            "sip:b@203.0.113.9:5070",
-        ))],
-        ring_method: records::RingMethod::RingAll,
-        answer_method: records::AnswerMethod::HangupOthers,
-    };
-    let command = Command::StartGroupcall(Box::new(c2c));
-    let out = w.input(Input::Command { id: CommandId(7), command });
-    let (groupcall, call) = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Event(Event::CommandDone {
-                id: CommandId(7),
-                outcome: CommandOutcome::Started { groupcall, call },
-            }) => Some((groupcall.clone(), call.clone())),
-            _ => None,
-        })
-        .expect("started");
+    let out = w.input(Input::Command { id: CommandId(7), command: click_to_call_e1_to_b() });
+    let (groupcall, call) = started(&out, CommandId(7));
     assert_eq!(groupcall.master_call_id, call.id, "the source's call is the groupcall's master");
     let t = transmits(&out);
     let (to, inv_a, _) =
@@ -412,23 +425,16 @@ fn click_to_call_rings_the_source_first_then_forks_with_its_offer() {
     assert_eq!(byes, 2, "{out:?}");
 }
 
-fn group_800() -> Group {
-    Group {
-        number: "800".into(),
-        domain: "test".into(),
-        id: None,
-        ring_method: records::RingMethod::RingAll,
-        answer_method: records::AnswerMethod::HangupOthers,
-        destinations: vec![GroupDestination {
+fn group_800() -> RingGroup {
+    ring_group(
+        "800",
+        vec![RingGroupDestination {
             kind: records::AddressType::Sip,
             target: "sip:b@203.0.113.9:5070".into(),
             ring_timeout_secs: None,
             delay_secs: None,
         }],
-        max_ring_secs: None,
-        skip_busy: false,
-        send_reason: true,
-    }
+    )
 }
 
 fn statuses(out: &[Output]) -> Vec<u16> {
@@ -501,7 +507,8 @@ fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
     let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
     cfg.admission.source_rate = 3;
     let now = Now { at: t0, wall: Timestamp::from_micros(1_700_000_000_000_000) };
-    let mut w = World { sw: Switch::new(cfg, st, 5, now), t0, now: Duration::ZERO };
+    let mut w =
+        World { sw: Switch::new(cfg, st, 5, now).expect("switch"), t0, now: Duration::ZERO };
     w.drain();
     let opts = |from: &str, n: u32| {
         format!("OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKr{n}\r\nMax-Forwards: 70\r\nFrom: <sip:x@test>;tag=o\r\nTo: <sip:test>\r\nCall-ID: r{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
@@ -525,4 +532,327 @@ fn a_source_beyond_its_rate_is_banned_and_carriers_are_exempt() {
         assert_eq!(statuses(&w.datagram(carrier, &opts(carrier, n))), vec![200], "carrier {n}");
     }
     assert_eq!(w.sw.counters().rate_limited, 7);
+}
+
+/// Every output as text, in order: a transmit as its peer and bytes.
+fn as_text(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .map(|o| match o {
+            Output::Transmit(t) => {
+                format!("{} {}", t.peer, String::from_utf8_lossy(&t.message.to_bytes()))
+            }
+            o => format!("{o:?}"),
+        })
+        .collect()
+}
+
+/// The housekeeping that walks tables: NAT keep-alives to every UDP
+/// binding (a branch each, from the seeded generator), failed-auth counting
+/// in a full table (which counters make room), bans and their ends.
+fn housekeeping_run(seed: u64) -> Vec<String> {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.keepalive_interval = Some(Duration::from_secs(10));
+    cfg.registrar.ban = registrar::BanConfig {
+        max_failures: 2,
+        window: Duration::from_secs(60),
+        ban_for: Duration::from_secs(30),
+        action: registrar::BanAction::Reject,
+        max_tracked: 4,
+    };
+    let mut st = state(vec![], vec![], vec![]);
+    st.bindings = (0..12)
+        .map(|i| records::Binding {
+            aor: format!("k{i}@test"),
+            contact: format!("sip:k{i}@192.0.2.{}:5060", 100 + i),
+            ..binding(&format!("192.0.2.{}:5060", 100 + i))
+        })
+        .collect();
+    let (mut w, first) = World::with_config(cfg, st, seed);
+    let mut all = as_text(&first);
+    let register = |from: &str, n: u32| {
+        format!("REGISTER sip:test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKreg{n}\r\nMax-Forwards: 70\r\nFrom: <sip:e1@test>;tag=r{n}\r\nTo: <sip:e1@test>\r\nCall-ID: reg{n}@{from}\r\nCSeq: {n} REGISTER\r\nContact: <sip:e1@{from}>\r\nAuthorization: Digest username=\"e1\", realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
+    };
+    // Five sources fail in a table of four (the fifth makes room), then
+    // four of them fail again: a second failure bans.
+    for (n, s) in [1, 2, 3, 4, 5, 2, 3, 4, 1].into_iter().enumerate() {
+        let from = format!("203.0.113.{s}:5060");
+        all.extend(as_text(&w.datagram(&from, &register(&from, n as u32 + 1))));
+        all.extend(as_text(&w.advance(Duration::from_millis(100))));
+    }
+    // Keep-alives every 10 s; the bans end at 30 s.
+    all.extend(as_text(&w.advance(Duration::from_secs(45))));
+    all
+}
+
+#[test]
+fn same_seed_same_housekeeping_outputs() {
+    let a = housekeeping_run(21);
+    let count = |what: &str| a.iter().filter(|o| o.contains(what)).count();
+    assert!(count("<sip:keepalive@") >= 24, "keep-alives to every UDP binding: {a:#?}");
+    assert!(count("Banned") >= 1, "a source was banned: {a:#?}");
+    assert!(count("Unbanned") >= 1, "a ban ended: {a:#?}");
+    for run in 0..3 {
+        assert_eq!(a, housekeeping_run(21), "run {run}: the same outputs, in the same order");
+    }
+}
+
+/// A request from the trusted carrier: `to_tag` makes it in-dialog.
+fn request(method: &str, ruri: &str, call_id: &str, cseq: u32, to_tag: Option<&str>) -> String {
+    let from = "198.51.100.7:5060";
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!("{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call_id}{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001@pstn>;tag=c1\r\nTo: <sip:800@test>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:c@{from}>\r\nContent-Length: 0\r\n\r\n")
+}
+
+/// Every method the codec knows, and an extension.
+fn every_method() -> Vec<Method> {
+    let known = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE"];
+    let more = ["NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "FOO"];
+    known.iter().chain(&more).map(|t| Method::from_token(t.as_bytes())).collect()
+}
+
+/// The one method list (`sip_message::SUPPORTED`) decides everywhere: a
+/// method off it gets 501 with the one `Allow`, outside a dialog and
+/// inside; every `Allow` the switch sends (OPTIONS, 501, the leg's INVITE,
+/// the caller's 200) is that list; inside a bridged dialog exactly the
+/// methods it marks relayed reach the other leg. A second list anywhere
+/// (the codec's policy, the B2BUA's relay set or its `Allow`) fails this.
+#[test]
+fn every_method_is_judged_by_the_one_list() {
+    let allow = sip_message::method::allow();
+    let allow = allow.as_bytes();
+    let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 13);
+    let carrier = "198.51.100.7:5060";
+    for (n, m) in every_method().iter().enumerate() {
+        let ruri = if *m == Method::Options { "sip:192.0.2.1:5060" } else { "sip:nobody@test" };
+        let out = w.datagram(carrier, &request(&m.to_string(), ruri, &format!("o{n}"), 1, None));
+        let replies = transmits(&out);
+        let not_implemented = replies.iter().find(|(_, r, _)| r.status() == Some(501));
+        assert_eq!(not_implemented.is_some(), !m.is_supported(), "{m} outside a dialog");
+        for (_, r, _) in replies.iter().filter(|(_, r, _)| matches!(r.status(), Some(200 | 501))) {
+            assert_eq!(r.header(HeaderName::Allow), Some(allow), "{m}: {r:?}");
+        }
+    }
+    // A bridged call: the caller's 200 and the leg's INVITE carry the list.
+    let out = w.datagram(carrier, &invite(carrier, "sip:800@test", "d1"));
+    let (_, leg_invite, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the leg's INVITE");
+    assert_eq!(leg_invite.header(HeaderName::Allow), Some(allow));
+    let callee = "203.0.113.9:5070";
+    let out = w.datagram(callee, &reply(&leg_invite, 200, "leg", Some("v=0\r\n"), callee));
+    let (_, ok, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.status() == Some(200))
+        .expect("the caller's 200");
+    assert_eq!(ok.header(HeaderName::Allow), Some(allow));
+    let tag = ok.to_header().expect("To").tag().map(|t| String::from_utf8_lossy(t).into_owned());
+    let contact = ok.contacts().expect("Contact");
+    let ruri = match contact {
+        sip_message::Contacts::List(l) => String::from_utf8_lossy(l[0].uri.raw).into_owned(),
+        sip_message::Contacts::Star => unreachable!("a 200's Contact"),
+    };
+    w.datagram(carrier, &request("ACK", &ruri, "d1", 1, tag.as_deref()));
+    // Inside it (a re-INVITE last: its answer would want an ACK).
+    let mut inside: Vec<Method> = every_method()
+        .into_iter()
+        .filter(|m| !matches!(m, Method::Ack | Method::Bye | Method::Cancel | Method::Invite))
+        .collect();
+    inside.push(Method::Invite);
+    for (n, m) in inside.iter().enumerate() {
+        let cseq = n as u32 + 2;
+        let out = w.datagram(carrier, &request(&m.to_string(), &ruri, "d1", cseq, tag.as_deref()));
+        let sent = transmits(&out);
+        let relayed: Vec<&Message> = sent
+            .iter()
+            .filter(|(p, r, _)| p.remote == addr(callee) && r.method() == Some(m))
+            .map(|(_, r, _)| r)
+            .collect();
+        assert_eq!(relayed.len(), usize::from(m.is_relayed_in_dialog()), "{m} inside: {sent:?}");
+        let not_implemented = sent.iter().find(|(_, r, _)| r.status() == Some(501));
+        assert_eq!(not_implemented.is_some(), !m.is_supported(), "{m} inside: {sent:?}");
+        if let Some((_, r, _)) = not_implemented {
+            assert_eq!(r.header(HeaderName::Allow), Some(allow), "{m}");
+        }
+        if let Some(fwd) = relayed.first().filter(|_| *m != Method::Invite) {
+            let ok = String::from_utf8_lossy(&Message::response_to(fwd, 200).build().to_bytes())
+                .into_owned();
+            w.datagram(callee, &ok);
+        }
+    }
+}
+
+/// Settings where nothing stops ringing before Timer B (32 s).
+fn rings_past_timer_b() -> SwitchConfig {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
+    cfg.calls.default_ring_timeout = Duration::from_secs(60);
+    cfg
+}
+
+/// The party at `at` answers `invite` with `status`; `None`: it never
+/// answers (Timer B runs out). What the switch output meanwhile.
+fn ends_with(w: &mut World, invite: &Message, at: &str, status: Option<u16>) -> Vec<Output> {
+    match status {
+        Some(code) => w.datagram(at, &reply(invite, code, "end", None, at)),
+        None => w.advance(Duration::from_secs(40)),
+    }
+}
+
+/// The last call record in `out` that `which` picks.
+fn last_call(out: &[Output], which: impl Fn(&records::Call) -> bool) -> records::Call {
+    out.iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Persist(Persist::Call(c)) if which(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a call record")
+}
+
+/// One leg (group 800) ends with `status` (`None`: no response at all):
+/// the last records of the leg and of the caller, and the caller's final.
+fn one_leg_ends(status: Option<u16>) -> (records::Call, records::Call, Option<u16>) {
+    let st = state(vec![group_800()], vec![], vec![]);
+    let (mut w, _) = World::with_config(rings_past_timer_b(), st, 17);
+    let carrier = "198.51.100.7:5060";
+    let mut out = w.datagram(carrier, &invite(carrier, "sip:800@test", "s1"));
+    let (_, leg_invite, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the leg's INVITE");
+    out.extend(ends_with(&mut w, &leg_invite, "203.0.113.9:5070", status));
+    let caller_final = transmits(&out)
+        .iter()
+        .filter(|(p, _, _)| p.remote == addr(carrier))
+        .filter_map(|(_, m, _)| m.status())
+        .find(|s| *s >= 200);
+    let leg = last_call(&out, |c| c.direction == records::Direction::Outgoing);
+    let caller = last_call(&out, |c| c.direction == records::Direction::Incoming);
+    (leg, caller, caller_final)
+}
+
+/// A click-to-call whose source (the party rung first) ends with `status`
+/// (`None`: no response at all): the source's last record.
+fn source_ends(status: Option<u16>) -> records::Call {
+    let mut st = state(vec![], vec![], vec![]);
+    st.bindings = vec![binding("192.0.2.60:5060")];
+    let (mut w, _) = World::with_config(rings_past_timer_b(), st, 19);
+    let mut out = w.input(Input::Command { id: CommandId(1), command: click_to_call_e1_to_b() });
+    let id = started(&out, CommandId(1)).1.id;
+    let (_, invite, _) = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Invite))
+        .expect("the source's INVITE");
+    out.extend(ends_with(&mut w, &invite, "192.0.2.60:5060", status));
+    last_call(&out, |c| c.id == id)
+}
+
+/// One function turns a status into a hangup reason for legs and callers
+/// alike (`records::HangupReason::for_status`): every class a leg can end
+/// with, the codes it singles out, and no response at all, through the
+/// core, for a fork's leg, a click-to-call's source and the inbound
+/// caller. The same status gives the same reason on each; 3xx and 503
+/// reach the caller as 480 and 500.
+#[test]
+fn legs_and_callers_get_their_hangup_reason_from_one_table() {
+    use records::HangupBy::{Local, Remote};
+    use records::HangupReason::{Busy, Cancel, Failed, Noanswer};
+    let table = [
+        (Some(302), (Remote, Noanswer), 480, Noanswer),
+        (Some(400), (Remote, Failed), 400, Failed),
+        (Some(404), (Remote, Failed), 404, Failed),
+        (Some(408), (Remote, Noanswer), 408, Noanswer),
+        (Some(480), (Remote, Noanswer), 480, Noanswer),
+        (Some(486), (Remote, Busy), 486, Busy),
+        (Some(487), (Remote, Cancel), 487, Cancel),
+        (Some(488), (Remote, Failed), 488, Failed),
+        (Some(500), (Remote, Failed), 500, Failed),
+        (Some(503), (Remote, Failed), 500, Failed),
+        (Some(600), (Remote, Busy), 600, Busy),
+        (Some(603), (Remote, Failed), 603, Failed),
+        (Some(606), (Remote, Failed), 606, Failed),
+        (None, (Local, Noanswer), 408, Noanswer),
+    ];
+    for (status, leg_end, caller_code, caller_reason) in table {
+        let (leg, caller, caller_final) = one_leg_ends(status);
+        assert_eq!((leg.hangup_by, leg.hangup_reason), leg_end, "{status:?}: the leg");
+        let source = source_ends(status);
+        assert_eq!((source.hangup_by, source.hangup_reason), leg_end, "{status:?}: the source");
+        assert_eq!(caller_final, Some(caller_code), "{status:?}: the caller's final");
+        assert_eq!(
+            (caller.status, caller.hangup_reason),
+            (records::CallStatus::Hangup, caller_reason),
+            "{status:?}: the caller"
+        );
+        assert_eq!(caller_reason, records::HangupReason::for_status(caller_code));
+    }
+}
+
+/// What a command output, as (persisted records, its outcome).
+fn command(w: &mut World, id: u64, command: Command) -> (Vec<Persist>, CommandOutcome) {
+    let out = w.input(Input::Command { id: CommandId(id), command });
+    let mut persisted = Vec::new();
+    for o in out {
+        match o {
+            Output::Persist(p) => persisted.push(p),
+            Output::Event(Event::CommandDone { id: done, outcome }) => {
+                assert_eq!(done, CommandId(id));
+                return (persisted, outcome);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no outcome for command {id}")
+}
+
+#[test]
+fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome() {
+    let (mut w, _) = World::new(state(vec![group_800()], vec![], vec![]), 3);
+    let mut e = records::ExtensionRecord::from_config(
+        registrar::extension_with_password("e2", "test", "pw2"),
+        CUSTOMER,
+        Timestamp::from_micros(1),
+    );
+    e.extension.handling.max_calls = Some(1001);
+    let (p, outcome) = command(&mut w, 1, Command::PutExtension(Box::new(e.clone())));
+    let CommandOutcome::Invalid(why) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(why.to_string(), "max_calls: must be at most 1000 (leave it out for no limit)");
+    assert!(p.is_empty(), "nothing stored: {p:?}");
+    e.extension.handling.max_calls = Some(2);
+    let (p, outcome) = command(&mut w, 2, Command::PutExtension(Box::new(e.clone())));
+    assert_eq!(outcome, CommandOutcome::Done);
+    assert_eq!(p, vec![Persist::Extension(Box::new(e.clone()))]);
+    // In effect at once: e2 can be a forward now.
+    let mut e1 = records::ExtensionRecord::from_config(
+        registrar::extension_with_password("e1", "test", "pw1"),
+        CUSTOMER,
+        Timestamp::from_micros(1),
+    );
+    let to_e2 = records::Address::new(records::AddressType::Endpoint, "e2@test");
+    e1.extension.handling.forward_busy = Some(to_e2);
+    let (_, outcome) = command(&mut w, 3, Command::PutExtension(Box::new(e1)));
+    assert_eq!(outcome, CommandOutcome::Done);
+
+    let taken = RingGroup { id: Uuid::from_u128(9), ..group_800() };
+    let (p, outcome) = command(&mut w, 4, Command::PutGroup(Box::new(taken)));
+    let CommandOutcome::Invalid(why) = outcome else { panic!("{outcome:?}") };
+    assert_eq!((why.fault, p.len()), (provisioning::Fault::Taken, 0));
+    let g = RingGroup { skip_busy: true, ..group_800() };
+    let (p, outcome) = command(&mut w, 5, Command::PutGroup(Box::new(g.clone())));
+    assert_eq!((p, outcome), (vec![Persist::RingGroup(Box::new(g.clone()))], CommandOutcome::Done));
+
+    // Removals reach the store even when the switch had nothing.
+    let (p, outcome) = command(&mut w, 6, Command::RemoveGroup { id: g.id });
+    assert_eq!((p, outcome), (vec![Persist::RingGroupRemoved { id: g.id }], CommandOutcome::Done));
+    let (p, outcome) = command(&mut w, 7, Command::RemoveGroup { id: g.id });
+    assert_eq!(
+        (p, outcome),
+        (vec![Persist::RingGroupRemoved { id: g.id }], CommandOutcome::NotFound)
+    );
+    let gone = Persist::ExtensionRemoved { name: "e2".into(), domain: "test".into() };
+    let remove = || Command::RemoveExtension { name: "e2".into(), domain: "test".into() };
+    let (p, outcome) = command(&mut w, 8, remove());
+    assert_eq!((p, outcome), (vec![gone.clone()], CommandOutcome::Done));
+    let (p, outcome) = command(&mut w, 9, remove());
+    assert_eq!((p, outcome), (vec![gone], CommandOutcome::NotFound));
 }

@@ -16,11 +16,11 @@
 
 use bytes::Bytes;
 use records::{Address, AddressType, CallStatus, Timestamp};
-use routing::{Carrier, Group, GroupDestination, RouteTable};
 use sip_message::{HeaderName, Message, Method, Peer, Transport};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switch::{ClickToCall, Command, CommandId, CommandOutcome, Datagram, Event, Input, Now};
+use switch::{Carrier, ClickDestination, ClickToCall, Command, CommandId, CommandOutcome};
+use switch::{Datagram, Event, Input, Now};
 use switch::{Output, Persist, Switch, SwitchConfig, SwitchState};
 use uuid::Uuid;
 
@@ -67,16 +67,17 @@ fn state() -> SwitchState {
         inbound_sources: vec!["198.51.100.0/24".parse().expect("net")],
         inbound_domain: "test".into(),
     };
-    let dest = |kind, target: &str| GroupDestination {
+    let dest = |kind, target: &str| records::RingGroupDestination {
         kind,
         target: target.into(),
         ring_timeout_secs: None,
         delay_secs: None,
     };
-    let group = Group {
+    let group = records::RingGroup {
+        id: records::config_id("800@test"),
+        customer_id: CUSTOMER,
         number: "800".into(),
         domain: "test".into(),
-        id: None,
         ring_method: records::RingMethod::RingAll,
         answer_method: records::AnswerMethod::HangupOthers,
         destinations: vec![
@@ -86,6 +87,10 @@ fn state() -> SwitchState {
         max_ring_secs: None,
         skip_busy: false,
         send_reason: true,
+        origin: records::Origin::Config,
+        tm_create: Timestamp::NOT_YET,
+        tm_update: Timestamp::NOT_YET,
+        tm_delete: Timestamp::NOT_YET,
     };
     let binding = records::Binding {
         aor: "e1@test".into(),
@@ -113,7 +118,9 @@ fn state() -> SwitchState {
             registrar::extension_with_password("e2", "test", "pw2"),
         ],
         bindings: vec![binding],
-        routes: RouteTable::new(vec![inbound], Vec::new(), vec![group]).expect("routes"),
+        carriers: vec![inbound],
+        routes: Vec::new(),
+        ring_groups: vec![group],
         hunt: Vec::new(),
     }
 }
@@ -124,7 +131,7 @@ impl World {
         let cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US))]);
         let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
         let mut w = World {
-            sw: Switch::new(cfg, state(), 11, now),
+            sw: Switch::new(cfg, state(), 11, now).expect("switch"),
             t0,
             now: Duration::ZERO,
             ended: Vec::new(),
@@ -193,10 +200,10 @@ impl World {
         let c2c = ClickToCall {
             customer_id: CUSTOMER,
             source: Address::new(AddressType::Endpoint, "e1@test"),
-            destinations: vec![groupcall::Destination::new(Address::new(
-                AddressType::Sip,
-                format!("sip:b@{CALLEE}"),
-            ))],
+            destinations: vec![ClickDestination {
+                address: Address::new(AddressType::Sip, format!("sip:b@{CALLEE}")),
+                ring_timeout: None,
+            }],
             ring_method: records::RingMethod::RingAll,
             answer_method: records::AnswerMethod::HangupOthers,
         };

@@ -4,6 +4,7 @@
 //! Ports for SIPp and in-process peers, and readiness, come from [`ports`].
 #![allow(dead_code)]
 
+pub mod fork;
 pub mod http;
 pub mod lossy;
 pub mod netns;
@@ -24,6 +25,35 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+thread_local! {
+    /// Whether the servers this test thread starts keep their records in
+    /// PostgreSQL ([`on_postgres`]).
+    static ON_POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `test` with its servers on PostgreSQL (a new database of this test
+/// binary's cluster each) instead of SQLite.
+pub fn on_postgres(test: fn()) {
+    ON_POSTGRES.set(true);
+    test();
+}
+
+/// `also_on_postgres!(test_fn)`: a test `test_fn::postgres` that runs
+/// `test_fn` again with its servers on PostgreSQL.
+#[macro_export]
+macro_rules! also_on_postgres {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn postgres() {
+                    $crate::common::on_postgres(super::$name);
+                }
+            }
+        )*
+    };
+}
+
 pub struct Server {
     child: Child,
     pub udp: SocketAddr,
@@ -36,6 +66,9 @@ pub struct Server {
     pub http: SocketAddr,
     lines: Receiver<serde_json::Value>,
     pub dir: tempfile::TempDir,
+    /// The server's `[database] url` (its SQLite file in `dir`, or a
+    /// database of the test binary's PostgreSQL cluster).
+    pub store_url: String,
     config: PathBuf,
     /// The "location loaded" line of the last start.
     pub loaded: serde_json::Value,
@@ -66,6 +99,8 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = if extra.contains("[database]") {
             String::new()
+        } else if ON_POSTGRES.get() {
+            format!("[database]\nurl = \"{}\"\n", pgcluster::shared().database())
         } else {
             "[database]\npath = \"forkswitch.db\"\n".to_owned()
         };
@@ -105,6 +140,11 @@ impl Server {
     }
 
     fn start_config(dir: tempfile::TempDir, text: &str, stderr: Stderr) -> Server {
+        let store_url = text
+            .lines()
+            .find_map(|l| l.strip_prefix("url = \"postgres"))
+            .map(|rest| format!("postgres{}", rest.trim_end_matches('"')))
+            .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("forkswitch.db").display()));
         let cfg = dir.path().join("forkswitch.toml");
         std::fs::write(&cfg, text).expect("write config");
         let (child, lines) = spawn(&cfg, dir.path(), stderr);
@@ -118,6 +158,7 @@ impl Server {
             http: "0.0.0.0:0".parse().expect("addr"),
             lines,
             dir,
+            store_url,
             config: cfg,
             loaded: serde_json::Value::Null,
             closed_live: serde_json::Value::Null,
@@ -529,7 +570,8 @@ pub fn start_sipp(dir: &Path, args: &[String]) -> ports::PortChild {
     let proto = if tcp { ports::Proto::Tcp } else { ports::Proto::Udp };
     ports::spawn_on_free_port(&format!("sipp {args:?}"), proto, |port| {
         let mut c = Command::new("sipp");
-        c.args(args).args(["-p", &port.to_string()]).current_dir(dir);
+        // Trace times in UTC, as the records' (crash.rs compares them).
+        c.args(args).args(["-p", &port.to_string()]).current_dir(dir).env("TZ", "UTC");
         c
     })
 }
@@ -618,17 +660,17 @@ pub const CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
 /// A digest answer (MD5, qop=auth, realm `test`) for `user` to a challenge
 /// with `nonce`: the value of an Authorization / Proxy-Authorization header.
 pub fn digest_answer(user: &str, password: &str, method: &str, uri: &str, nonce: &str) -> String {
+    use sip_message::digest::{Algorithm, QopAuth, RequestDigest};
     let ha1 = registrar::ha1_md5(user, "test", password);
-    let response = registrar::digest::response(
-        registrar::Algorithm::Md5,
-        &ha1,
-        nonce,
-        "00000001",
-        "abc123",
-        Some("auth"),
-        method,
-        uri,
-    );
+    let qop = Some(QopAuth { nc: b"00000001", cnonce: b"abc123", qop: b"auth" });
+    let response = RequestDigest {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        qop,
+        method: method.as_bytes(),
+        uri: uri.as_bytes(),
+    }
+    .hex(&ha1);
     format!(
         "Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc123\""
     )
@@ -638,19 +680,16 @@ pub fn digest_answer(user: &str, password: &str, method: &str, uri: &str, nonce:
 /// returns it with its calls.
 pub fn finished_groupcall(server: &Server) -> (records::Groupcall, Vec<records::Call>) {
     use records::{CallStatus, GroupcallStatus, NIL};
-    let db = store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db");
+    let db = db(server);
     let customer = uuid::Uuid::parse_str(CUSTOMER).expect("uuid");
     let deadline = Instant::now() + WAIT;
     loop {
-        let gcs = store::Store::list_groupcalls(&db, customer, 100, None).expect("list");
+        let gcs = db.list_groupcalls(customer, 100, None).expect("list");
         if let Some(root) =
             gcs.iter().find(|g| g.master_groupcall_id == NIL && g.status == GroupcallStatus::Hangup)
         {
-            let calls: Vec<records::Call> = root
-                .call_ids
-                .iter()
-                .filter_map(|id| store::Store::call(&db, *id).ok().flatten())
-                .collect();
+            let calls: Vec<records::Call> =
+                root.call_ids.iter().filter_map(|id| db.call(*id).ok().flatten()).collect();
             if calls.len() == root.call_ids.len()
                 && calls.iter().all(|c| c.status == CallStatus::Hangup)
             {
@@ -749,8 +788,10 @@ impl Server {
 
 // ---- records of finished calls, read from the store ----
 
-pub fn db(server: &Server) -> store::SqliteStore {
-    store::SqliteStore::open(server.dir.path().join("forkswitch.db")).expect("db")
+/// The server's store, opened beside it (SQLite or PostgreSQL).
+pub fn db(server: &Server) -> std::sync::Arc<dyn store::Store> {
+    let opts = store::Options { max_delay: Duration::ZERO, ..store::Options::default() };
+    store::open(&server.store_url, opts).expect("db")
 }
 
 pub fn customer() -> uuid::Uuid {
@@ -766,7 +807,7 @@ pub fn await_call(
     let db = db(server);
     let deadline = Instant::now() + WAIT;
     loop {
-        let calls = store::Store::list_calls(&db, customer(), 200, None).expect("list");
+        let calls = db.list_calls(customer(), 200, None).expect("list");
         if let Some(c) = calls.iter().find(|c| done(c)) {
             return c.clone();
         }
@@ -796,8 +837,8 @@ pub fn finished_roots(
     let db = db(server);
     let deadline = Instant::now() + WAIT;
     loop {
-        let gcs = store::Store::list_groupcalls(&db, customer(), 500, None).expect("list");
-        let calls = store::Store::list_calls(&db, customer(), 500, None).expect("calls");
+        let gcs = db.list_groupcalls(customer(), 500, None).expect("list");
+        let calls = db.list_calls(customer(), 500, None).expect("calls");
         let mut done: Vec<_> = gcs
             .iter()
             .filter(|g| {

@@ -8,7 +8,8 @@ use groupcall::{
     LegTarget, Now, Reach, Record, ResolveId,
 };
 use records::{
-    Address, AddressType, Call, CallStatus, Groupcall, GroupcallStatus, RingMethod, Timestamp, NIL,
+    Address, AddressType, Call, CallStatus, Groupcall, GroupcallStatus, Origin, RingGroup,
+    RingGroupDestination, RingMethod, Timestamp, NIL,
 };
 use sip_message::Transport;
 use std::collections::HashMap;
@@ -21,7 +22,11 @@ pub const WALL0: i64 = 1_700_000_000_000_000;
 #[derive(Default, Clone)]
 pub struct Dir {
     pub contacts: HashMap<String, Vec<ContactTarget>>,
+    /// Stored groups as the tests write them, by number and by id.
     pub groups: HashMap<String, GroupDef>,
+    /// The same as the records a directory hands out (with their options),
+    /// made again whenever a group or options are added.
+    stored: HashMap<String, RingGroup>,
     /// How a `sip` URI (with its `sip:`) or a `tel` number is reached;
     /// `Direct` when absent.
     pub reach: HashMap<String, Reach>,
@@ -88,7 +93,55 @@ impl Dir {
     pub fn group(mut self, number: &str, def: GroupDef) -> Dir {
         self.groups.insert(def.id.to_string(), def.clone());
         self.groups.insert(number.to_string(), def);
+        self.store();
         self
+    }
+
+    /// The stored groups as records, each with its options.
+    fn store(&mut self) {
+        let opts = &self.options;
+        self.stored =
+            self.groups.iter().map(|(k, d)| (k.clone(), ring_group(d, opts.get(&d.id)))).collect();
+    }
+
+    /// `def` with its options from this directory, when it has some.
+    pub fn with_options(&self, mut def: GroupDef) -> GroupDef {
+        if let Some(o) = self.options.get(&def.id) {
+            def.options = o.clone();
+        }
+        def
+    }
+}
+
+/// The record of a stored group written as a `GroupDef` with `options`
+/// (whole seconds, as the records keep them).
+pub fn ring_group(def: &GroupDef, options: Option<&GroupOptions>) -> RingGroup {
+    let options = options.unwrap_or(&def.options);
+    RingGroup {
+        id: def.id,
+        customer_id: NIL,
+        number: String::new(),
+        domain: String::new(),
+        ring_method: def.ring_method,
+        answer_method: def.answer_method,
+        destinations: def
+            .destinations
+            .iter()
+            .enumerate()
+            .map(|(i, d)| RingGroupDestination {
+                kind: d.address.kind,
+                target: d.address.target.clone(),
+                ring_timeout_secs: d.ring_timeout.map(|t| t.as_secs()),
+                delay_secs: Some(options.delay(i).as_secs()).filter(|s| *s > 0),
+            })
+            .collect(),
+        max_ring_secs: options.max_ring.map(|t| t.as_secs()),
+        skip_busy: options.skip_busy,
+        send_reason: def.send_reason,
+        origin: Origin::Config,
+        tm_create: Timestamp::NOT_YET,
+        tm_update: Timestamp::NOT_YET,
+        tm_delete: Timestamp::NOT_YET,
     }
 }
 
@@ -96,6 +149,7 @@ impl Dir {
     /// Group `id` has these options.
     pub fn options(mut self, id: Uuid, options: GroupOptions) -> Dir {
         self.options.insert(id, options);
+        self.store();
         self
     }
 
@@ -107,9 +161,6 @@ impl Dir {
 }
 
 impl Directory for Dir {
-    fn group_options(&self, group: Uuid) -> GroupOptions {
-        self.options.get(&group).cloned().unwrap_or_default()
-    }
     fn hunt_memory(&self, group: Uuid) -> HuntMemory {
         self.memory.get(&group).cloned().unwrap_or_default()
     }
@@ -119,8 +170,8 @@ impl Directory for Dir {
     fn contacts(&self, aor: &str) -> Vec<ContactTarget> {
         self.contacts.get(aor).cloned().unwrap_or_default()
     }
-    fn group(&self, key: &str) -> Option<GroupDef> {
-        self.groups.get(key).cloned()
+    fn group(&self, key: &str) -> Option<&RingGroup> {
+        self.stored.get(key)
     }
     fn reach(&self, target: &LegTarget) -> Reach {
         let key = match target {
@@ -320,7 +371,7 @@ impl H {
     ) -> Result<H, BuildError> {
         let t0 = Instant::now();
         let now = Now { at: t0, wall: Timestamp::from_micros(WALL0) };
-        let fork = Fork::build(spec(group), dir, cfg, now, seed)?;
+        let fork = Fork::build(spec(dir.with_options(group)), dir, cfg, now, seed)?;
         let mut h =
             H { fork, t0, ms: 0, check: Checker::default(), log: Vec::new(), memory: Vec::new() };
         h.drain();

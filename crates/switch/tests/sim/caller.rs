@@ -13,6 +13,7 @@ use crate::sim::ua::{Action, Agent, Env, Stack};
 use crate::sim::world::DOMAIN;
 use bytes::Bytes;
 use rand::Rng;
+use sip_message::digest::Credentials;
 use sip_message::{HeaderName, Message, Method};
 use sip_transaction::{cancel_for, Event as TxEvent, TxKey};
 
@@ -104,12 +105,13 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller that dials `target` and ends the call as `plan` says,
+    /// with its offer in the INVITE unless `delayed_offer`.
     pub fn new(
         stack: Stack,
         who: Identity,
         target: String,
-        plan: Hangup,
-        delayed_offer: bool,
+        (plan, delayed_offer): (Hangup, bool),
         t1: Nanos,
     ) -> Caller {
         Caller {
@@ -205,8 +207,7 @@ impl Caller {
             resp.header_values(HeaderName::ProxyAuthenticate),
             "INVITE",
             &uri,
-            ext,
-            password,
+            Credentials { user: ext, password },
             &env.token(),
         ) else {
             env.oracle.violation("caller: no MD5 challenge in the switch's 407".into());

@@ -677,7 +677,13 @@ impl Oracle {
                 }
                 self.groupcalls.insert(g.id, g.clone());
             }
-            Persist::Binding(_) | Persist::BindingRemoved { .. } | Persist::HuntMemory(_) => {}
+            Persist::Binding(_)
+            | Persist::BindingRemoved { .. }
+            | Persist::HuntMemory(_)
+            | Persist::Extension(_)
+            | Persist::ExtensionRemoved { .. }
+            | Persist::RingGroup(_)
+            | Persist::RingGroupRemoved { .. } => {}
         }
     }
 
@@ -926,8 +932,7 @@ impl Oracle {
                 &f,
                 start_at,
                 bridged.as_ref(),
-                leg_hangup,
-                leg_bye_sent,
+                (leg_hangup, leg_bye_sent),
             ));
         }
         bad
@@ -950,8 +955,7 @@ impl Oracle {
         f: &Final,
         start_at: Nanos,
         bridged: Option<&(Bytes, Bytes)>,
-        leg_hangup: Option<Ord_>,
-        leg_bye_sent: Option<Ord_>,
+        (leg_hangup, leg_bye_sent): (Option<Ord_>, Option<Ord_>),
     ) -> Vec<String> {
         let mut bad = Vec::new();
         let cid = Bytes::from(leg.sip_call_id.clone());
@@ -1067,15 +1071,14 @@ impl Oracle {
                 (Some((e_ord, code)), _) if input_of(e_ord) <= f_in => {
                     // Its own final came first (a 2xx then would have won).
                     if !(200..300).contains(&code) {
-                        let reason = if matches!(code, 486 | 600) { Busy } else { Failed };
-                        own.push((Remote, reason));
+                        own.push((Remote, HangupReason::for_status(code)));
                         if !prov_before(input_of(e_ord)) {
                             local.push(Noanswer);
                         }
                     }
                 }
                 (Option::None, Some(_)) => {
-                    own.push((Local, Timeout));
+                    own.push((Local, HangupReason::for_status(records::NO_RESPONSE)));
                     local.push(Noanswer);
                 }
                 _ => {

@@ -13,6 +13,7 @@ use crate::sim::sip;
 use crate::sim::ua::{Action, Env};
 use crate::sim::world::DOMAIN;
 use rand::Rng;
+use sip_message::digest::Credentials;
 use sip_message::{HeaderName, Message, Method};
 use sip_transaction::{TransactionLayer, TxKey};
 use std::net::SocketAddr;
@@ -105,8 +106,7 @@ impl Registration {
                     resp.header_values(HeaderName::WwwAuthenticate),
                     "REGISTER",
                     &format!("sip:{DOMAIN}"),
-                    &self.ext,
-                    &self.password,
+                    Credentials { user: &self.ext, password: &self.password },
                     &env.token(),
                 );
                 let Some(auth) = auth else {

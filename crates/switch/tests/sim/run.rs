@@ -98,7 +98,7 @@ pub fn digest(acc: u64, bytes: &[u8]) -> u64 {
 #[inline(never)]
 pub fn replay(trace: &SwitchTrace, mut sent: impl FnMut(&[u8])) -> Switch {
     let (cfg, state) = World::new().switch_config();
-    let mut switch = Switch::new(cfg, state, trace.seed, trace.start);
+    let mut switch = Switch::new(cfg, state, trace.seed, trace.start).expect("switch");
     let mut drain = |switch: &mut Switch| loop {
         match switch.poll_output() {
             Output::Transmit(t) => sent(&t.message.to_bytes()),
@@ -135,8 +135,7 @@ impl Sim {
                         &mut env.rng,
                         &mut env.queue,
                         env.now,
-                        from,
-                        t.peer.remote,
+                        (from, t.peer.remote),
                         bytes,
                     );
                 }
@@ -254,8 +253,9 @@ impl Sim {
         let delayed = self.env.chance(0.15);
         let t1 = self.world.t1.as_nanos() as Nanos;
         let addr = world::caller_addr(carrier, n);
-        let id = self
-            .add_ua(addr, |s| Ua::Caller(Box::new(Caller::new(s, who, target, plan, delayed, t1))));
+        let id = self.add_ua(addr, |s| {
+            Ua::Caller(Box::new(Caller::new(s, who, target, (plan, delayed), t1)))
+        });
         self.act(id, Action::Dial);
         if self.started < self.calls {
             let gap = self.env.between(ms(10), ms(420));
@@ -418,7 +418,7 @@ fn run(seed: u64, calls: usize, max_loss: f64, traced: bool) -> (Report, Option<
     let env = Env::new(base, rng, Net::new(weather), oracle);
     let (cfg, state) = world.switch_config();
     let now = Now { at: base, wall: Timestamp::from_micros(WALL_BASE_US) };
-    let switch = Switch::new(cfg, state, switch_seed, now);
+    let switch = Switch::new(cfg, state, switch_seed, now).expect("switch");
     let trace =
         traced.then(|| SwitchTrace { seed: switch_seed, start: now, inputs: Vec::new(), sent: 0 });
     let mut sim = Sim {

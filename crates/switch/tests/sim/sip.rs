@@ -5,7 +5,7 @@
 //! carriers and callers share one correct way of speaking SIP.
 
 use bytes::Bytes;
-use registrar::digest::{response as digest_response, Algorithm};
+use sip_message::digest::{self, Algorithm, Credentials, QopAuth, RequestDigest};
 use sip_message::{AuthParams, HeaderName, Message, MessageBuilder, Method, Peer, Transport};
 use std::net::SocketAddr;
 
@@ -127,65 +127,33 @@ pub fn request_in(m: &Message, call_id: &[u8], local_tag: &[u8]) -> bool {
     m.call_id().is_ok_and(|c| c == call_id) && m.to_tag() == Some(local_tag)
 }
 
-/// The Authorization value answering the MD5 challenge among `challenges`
-/// (RFC 7616 with qop=auth when offered, RFC 2069 form otherwise).
+/// The Authorization value answering the first MD5 challenge among
+/// `challenges` (RFC 7616 with qop=auth), from `sip_message::digest`.
 pub fn answer_md5<'a>(
-    challenges: impl Iterator<Item = &'a [u8]>,
+    mut challenges: impl Iterator<Item = &'a [u8]>,
     method: &str,
     uri: &str,
-    user: &str,
-    pass: &str,
+    who: Credentials<'_>,
     cnonce: &str,
 ) -> Option<String> {
-    for ch in challenges {
-        let Ok(p) = AuthParams::parse(ch) else { continue };
-        if !p.is_digest() {
-            continue;
-        }
-        let alg = p.get("algorithm").map(|a| a.to_ascii_uppercase());
-        if alg.as_deref().is_some_and(|a| a != b"MD5") {
-            continue;
-        }
-        let text = |n: &str| p.get(n).map(|v| String::from_utf8_lossy(v).into_owned());
-        let (Some(realm), Some(nonce)) = (text("realm"), text("nonce")) else { continue };
-        let qop = text("qop").filter(|q| q.split(',').any(|t| t.trim() == "auth"));
-        let ha1 = registrar::ha1_md5(user, &realm, pass);
-        let nc = "00000001";
-        let resp = digest_response(
-            Algorithm::Md5,
-            &ha1,
-            &nonce,
-            nc,
-            cnonce,
-            qop.as_ref().map(|_| "auth"),
-            method,
-            uri,
-        );
-        let mut v = format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5"
-        );
-        if qop.is_some() {
-            v.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
-        }
-        if let Some(o) = text("opaque") {
-            v.push_str(&format!(", opaque=\"{o}\""));
-        }
-        return Some(v);
-    }
-    None
+    let md5 = |ch: &[u8]| {
+        AuthParams::parse(ch).is_ok_and(|p| {
+            p.is_digest() && p.get("algorithm").is_none_or(|a| a.eq_ignore_ascii_case(b"MD5"))
+        })
+    };
+    challenges.find(|ch| md5(ch)).and_then(|ch| digest::authorization(ch, method, uri, who, cnonce))
 }
 
-/// Checks MD5 digest credentials `creds` against what we challenged with
-/// (`realm`, `nonce`) for a request of `method` to `ruri`.
+/// Checks MD5 digest credentials `creds` of `who` against what we
+/// challenged with (`realm`, `nonce`) for a request of `method` to `ruri`.
 pub fn check_md5(
     creds: &[u8],
     method: &str,
     ruri: &str,
-    user: &str,
-    pass: &str,
-    realm: &str,
-    nonce: &str,
+    who: Credentials<'_>,
+    (realm, nonce): (&str, &str),
 ) -> bool {
+    let Credentials { user, password: pass } = who;
     let Ok(p) = AuthParams::parse(creds) else { return false };
     let text = |n: &str| p.get(n).map(|v| String::from_utf8_lossy(v).into_owned());
     if text("username").as_deref() != Some(user)
@@ -195,11 +163,13 @@ pub fn check_md5(
     {
         return false;
     }
-    let qop = text("qop");
-    let nc = text("nc").unwrap_or_default();
-    let cnonce = text("cnonce").unwrap_or_default();
-    let ha1 = registrar::ha1_md5(user, realm, pass);
-    let want =
-        digest_response(Algorithm::Md5, &ha1, nonce, &nc, &cnonce, qop.as_deref(), method, ruri);
+    let qop = p.get("qop").map(|qop| QopAuth {
+        nc: p.get("nc").unwrap_or_default(),
+        cnonce: p.get("cnonce").unwrap_or_default(),
+        qop,
+    });
+    let (method, uri, nonce) = (method.as_bytes(), ruri.as_bytes(), nonce.as_bytes());
+    let want = RequestDigest { algorithm: Algorithm::Md5, nonce, qop, method, uri }
+        .hex(&digest::ha1(Algorithm::Md5, user, realm, pass));
     text("response").as_deref() == Some(want.as_str())
 }

@@ -5,12 +5,11 @@
 //! exists so that the switch core, the simulated UAs and the oracle agree
 //! on one description of the deployment.
 
-use records::{AddressType, Customer, Domain, RingMethod};
-use routing::{Carrier, Group, GroupDestination, Route, RouteTable};
+use records::{AddressType, Customer, Domain, RingGroup, RingGroupDestination, RingMethod};
 use sip_message::Transport;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use switch::{SwitchConfig, SwitchState};
+use switch::{Carrier, Route, SwitchConfig, SwitchState};
 use uuid::Uuid;
 
 /// The SIP domain of every extension and group.
@@ -63,7 +62,7 @@ pub struct World {
     pub overall_timeout: Duration,
     /// RFC 3261 T1.
     pub t1: Duration,
-    groups: Vec<Group>,
+    groups: Vec<RingGroup>,
 }
 
 /// Where the n-th call of a run calls from: extension callers and carrier
@@ -73,21 +72,39 @@ pub fn caller_addr(carrier: bool, n: usize) -> SocketAddr {
     addr(10, 0, net, 1 + (n / 50_000) as u8, 10_000 + port as u16)
 }
 
-fn dest(kind: AddressType, target: &str, ring: Option<u64>) -> GroupDestination {
-    GroupDestination { kind, target: target.to_owned(), ring_timeout_secs: ring, delay_secs: None }
+/// The one customer, owner of the domain and of every group.
+const CUSTOMER: Uuid = Uuid::from_u128(0x5e4a_0680_804e_11ec_8477_2fea_5968_d85b);
+
+fn dest(kind: AddressType, target: &str, ring: Option<u64>) -> RingGroupDestination {
+    RingGroupDestination {
+        kind,
+        target: target.to_owned(),
+        ring_timeout_secs: ring,
+        delay_secs: None,
+    }
 }
 
-fn group(number: &str, method: RingMethod, send_reason: bool, d: Vec<GroupDestination>) -> Group {
-    Group {
+fn group(
+    number: &str,
+    method: RingMethod,
+    send_reason: bool,
+    d: Vec<RingGroupDestination>,
+) -> RingGroup {
+    RingGroup {
+        id: records::config_id(&format!("{number}@{DOMAIN}")),
+        customer_id: CUSTOMER,
         number: number.to_owned(),
         domain: DOMAIN.to_owned(),
-        id: None,
         ring_method: method,
         answer_method: Default::default(),
         destinations: d,
         max_ring_secs: None,
         skip_busy: false,
         send_reason,
+        origin: records::Origin::Config,
+        tm_create: records::Timestamp::NOT_YET,
+        tm_update: records::Timestamp::NOT_YET,
+        tm_delete: records::Timestamp::NOT_YET,
     }
 }
 
@@ -199,12 +216,10 @@ impl World {
     /// The switch's settings and starting state.
     pub fn switch_config(&self) -> (SwitchConfig, SwitchState) {
         let mut cfg = SwitchConfig::new(vec![(Transport::Udp, self.switch_addr)]);
-        cfg.fork.default_ring_timeout = Duration::from_secs(29);
-        cfg.fork.overall_timeout = self.overall_timeout;
-        cfg.fork.leg_cleanup_timeout = self.t1 * 64;
-        cfg.transactions.t1 = self.t1;
-        cfg.b2bua.t1 = self.t1;
-        let customer = Uuid::from_u128(0x5e4a_0680_804e_11ec_8477_2fea_5968_d85b);
+        cfg.calls.default_ring_timeout = Duration::from_secs(29);
+        cfg.calls.overall_timeout = self.overall_timeout;
+        cfg.timers.t1 = self.t1;
+        let customer = CUSTOMER;
         let mut extensions: Vec<records::Extension> = self
             .phones
             .iter()
@@ -255,7 +270,6 @@ impl World {
                 carriers: vec!["beta".into(), "gamma".into(), "alpha".into()],
             },
         ];
-        let routes = RouteTable::new(carriers, routes, self.groups.clone()).expect("routes");
         let state = SwitchState {
             customers: vec![Customer { id: customer, name: "sim".into(), api_keys: Vec::new() }],
             domains: vec![Domain {
@@ -265,7 +279,9 @@ impl World {
             }],
             extensions,
             bindings: Vec::new(),
+            carriers,
             routes,
+            ring_groups: self.groups.clone(),
             hunt: Vec::new(),
         };
         (cfg, state)
