@@ -28,7 +28,10 @@
 //! rate settles where the queue stays near the target,
 //! instead of everything being refused until the queue is empty and
 //! admitted again until it is full. Refusals
-//! are spread evenly (a running credit, no random draw). Once the fraction
+//! are spread evenly (a running credit, no random draw), and a refused
+//! INVITE's retransmission is refused again (the last [`REFUSED_MEMORY`]
+//! refusals are remembered by Call-ID and branch: a caller whose 503 was
+//! lost must not get a call it was told it would not). Once the fraction
 //! is back to zero and the delay under
 //! [`AdmissionConfig::resume_queue_delay`], the overload is over. Defaults
 //! 50 / 10 / 100 ms, measured on `tests/bench/overload.sh` and the
@@ -48,7 +51,9 @@
 //! flood wants). Each ban is one `rate_limited` security event.
 
 use registrar::ratelimit::source_key;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use std::collections::VecDeque;
+use std::hash::Hasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -155,6 +160,49 @@ const START_FRACTION: (f64, f64) = (0.05, 0.9);
 const MIN_FRACTION: f64 = 0.01;
 /// A standing delay this many times the target refuses every new INVITE.
 const CEILING: u32 = 2;
+/// Refused INVITEs remembered, so that their retransmissions are refused
+/// too (at 1,000 refusals a second, four seconds of them: past Timer A's
+/// first retransmissions).
+pub(crate) const REFUSED_MEMORY: usize = 4096;
+
+/// The last refused INVITEs, by a hash of Call-ID and top Via branch
+/// (a retry after the 503 has a new branch and is judged afresh).
+#[derive(Debug, Default)]
+struct Refused {
+    set: FxHashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Refused {
+    fn key(call_id: &[u8], branch: &[u8]) -> u64 {
+        let mut h = FxHasher::default();
+        h.write(call_id);
+        h.write_u8(0);
+        h.write(branch);
+        h.finish()
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.set.contains(&key)
+    }
+
+    fn insert(&mut self, key: u64) {
+        if !self.set.insert(key) {
+            return;
+        }
+        if self.order.len() == REFUSED_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(key);
+    }
+
+    fn clear(&mut self) {
+        self.set.clear();
+        self.order.clear();
+    }
+}
 
 /// How new INVITEs are taken.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -250,6 +298,8 @@ pub(crate) struct Admission {
     episode_shed: u64,
     register_window: (Instant, u32),
     sources: FxHashMap<IpAddr, Window>,
+    /// INVITEs refused in this overload.
+    refused: Refused,
 }
 
 /// How overload changed with a load report.
@@ -275,6 +325,7 @@ impl Admission {
             episode_shed: 0,
             register_window: (now, 0),
             sources: FxHashMap::default(),
+            refused: Refused::default(),
         }
     }
 
@@ -294,6 +345,7 @@ impl Admission {
                 }
                 self.control = Control::Admitting { above: None };
                 self.ended_at = Some(now);
+                self.refused.clear();
                 Transition::Ended { shed: self.episode_shed }
             }
             Control::Admitting { above } => {
@@ -321,12 +373,20 @@ impl Admission {
         full || matches!(self.control, Control::Shedding(_))
     }
 
-    /// A new INVITE (not a retransmission, not in a dialog), with `live`
-    /// transactions.
-    pub(crate) fn invite(&mut self, live: usize) -> Admit {
+    /// A new INVITE (not a retransmission of one taken, not in a dialog),
+    /// with `live` transactions; `call_id` and `branch` (its top Via's)
+    /// name it: one refused before is refused again.
+    pub(crate) fn invite(&mut self, live: usize, call_id: &[u8], branch: &[u8]) -> Admit {
         let full = self.cfg.max_transactions > 0 && live >= self.cfg.max_transactions;
         let refused = match &mut self.control {
-            Control::Shedding(s) => s.refuses() || full,
+            Control::Shedding(s) => {
+                let key = Refused::key(call_id, branch);
+                let refused = self.refused.contains(key) || s.refuses() || full;
+                if refused {
+                    self.refused.insert(key);
+                }
+                refused
+            }
             Control::Admitting { .. } => full,
         };
         if refused {
@@ -417,6 +477,14 @@ mod tests {
     }
 
     impl Admission {
+        /// A new INVITE of a call of its own.
+        fn new_invite(&mut self, live: usize) -> Admit {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static CALLS: AtomicU64 = AtomicU64::new(0);
+            let call_id = format!("call-{}", CALLS.fetch_add(1, Ordering::Relaxed));
+            self.invite(live, call_id.as_bytes(), b"z9hG4bK1")
+        }
+
         fn shed_fraction(&self) -> f64 {
             match self.control {
                 Control::Shedding(s) => s.fraction,
@@ -430,7 +498,7 @@ mod tests {
     fn overload_at_twice_capacity(a: &mut Admission, t0: Instant) -> Instant {
         for i in 0..100 {
             assert_eq!(a.set_load(at(51 + i), t0 + ms(i)), Transition::None, "{i} ms");
-            assert_eq!(a.invite(0), Admit::Yes, "taken while it may be a burst");
+            assert_eq!(a.new_invite(0), Admit::Yes, "taken while it may be a burst");
         }
         assert_eq!(a.set_load(at(151), t0 + ms(100)), Transition::Began);
         t0 + ms(100)
@@ -445,10 +513,22 @@ mod tests {
         assert_eq!(a.set_load(at(45), t0 + ms(50)), Transition::None, "and over");
         overload_at_twice_capacity(&mut a, t0 + ms(100));
         // Half the work must go: every other new INVITE is refused.
-        let got: Vec<Admit> = (0..6).map(|_| a.invite(0)).collect();
+        let got: Vec<Admit> = (0..6).map(|_| a.new_invite(0)).collect();
         use Admit::{Shed, Yes};
         assert_eq!(got, [Shed, Yes, Shed, Yes, Shed, Yes]);
         assert_eq!(a.shed_invites, 3);
+    }
+
+    #[test]
+    fn a_refused_invites_retransmission_is_refused_again_and_a_retry_judged_afresh() {
+        let t0 = Instant::now();
+        let mut a = Admission::new(AdmissionConfig::default(), t0);
+        overload_at_twice_capacity(&mut a, t0);
+        // Every other one refused: the first is, the next would be taken.
+        assert_eq!(a.invite(0, b"c1", b"z9hG4bKa"), Admit::Shed);
+        assert_eq!(a.invite(0, b"c1", b"z9hG4bKa"), Admit::Shed, "its retransmission");
+        assert_eq!(a.invite(0, b"c1", b"z9hG4bKb"), Admit::Yes, "a retry, new branch");
+        assert_eq!(a.shed_invites, 2);
     }
 
     #[test]
@@ -490,7 +570,7 @@ mod tests {
         twin.set_load(at(150), tt + UPDATE);
         t += UPDATE;
         assert_eq!(a.shed_fraction(), twin.shed_fraction());
-        let shed = (0..10).filter(|_| a.invite(0) == Admit::Shed).count() as u64;
+        let shed = (0..10).filter(|_| a.new_invite(0) == Admit::Shed).count() as u64;
         assert!((5..10).contains(&shed), "most of ten refused: {shed}");
         // Past twice the target: every new INVITE is refused.
         for _ in 0..2 {
@@ -518,7 +598,7 @@ mod tests {
             }
         }
         assert_eq!(ended, Some(Transition::Ended { shed }));
-        assert_eq!(a.invite(0), Admit::Yes);
+        assert_eq!(a.new_invite(0), Admit::Yes);
         // Soon after, a new overload starts at once; once calm, it waits.
         assert_eq!(a.set_load(at(120), t + ms(500)), Transition::Began, "within 1 s: at once");
         assert!(a.shed_fraction() >= START_FRACTION.0);
@@ -541,7 +621,7 @@ mod tests {
         a.set_load(at(1000), t + ms(2000));
         a.set_load(at(990), t + ms(2000) + UPDATE);
         assert_eq!(a.shed_fraction(), 1.0);
-        assert_eq!(a.invite(0), Admit::Shed);
+        assert_eq!(a.new_invite(0), Admit::Shed);
         // Worked off: the queue is empty, and within a few updates
         // nothing is refused any more.
         let mut t = t + ms(2000) + UPDATE * 2;
@@ -551,7 +631,7 @@ mod tests {
             assert!(updates <= 3, "still refusing {} with an empty queue", a.shed_fraction());
             t += UPDATE;
         }
-        assert_eq!(a.invite(0), Admit::Yes);
+        assert_eq!(a.new_invite(0), Admit::Yes);
     }
 
     #[test]
@@ -565,8 +645,8 @@ mod tests {
         let mut a = Admission::new(cfg, t0);
         let busy = Load { queue_delay: ms(5000), queue_depth: 9 };
         assert_eq!(a.set_load(busy, t0 + ms(500)), Transition::None);
-        assert_eq!(a.invite(9), Admit::Yes);
-        assert_eq!(a.invite(10), Admit::Shed);
+        assert_eq!(a.new_invite(9), Admit::Yes);
+        assert_eq!(a.new_invite(10), Admit::Shed);
     }
 
     #[test]
