@@ -17,7 +17,10 @@
 //! - **heap bytes per held call**: fork3 calls left up (`held.rs`).
 //!
 //! `cargo run --profile bench-ci -p switch-bench [-- CALLS [HELD]]`
-//! (defaults 2,000 and 10,000); `SWITCH_BENCH_CALLGRIND=0` skips callgrind.
+//! (release mode without fat LTO; defaults 2,000 and 10,000);
+//! `SWITCH_BENCH_CALLGRIND=0` skips callgrind. CI runs `cargo run -p
+//! switch-bench`, in the dev profile the tests built (the core's crates at
+//! opt-level 3).
 
 mod heap;
 mod held;
