@@ -7,8 +7,9 @@
 //! ([`SwitchLoop`]): it reads UDP in batches straight into the switch,
 //! writes what the switch sends in batches after each, and waits in one
 //! `poll(2)` for its sockets, its next deadline and a doorbell that the
-//! tokio runtime's tasks ring (stream connections, DNS answers, API
-//! requests, the stop signal reach it through channels). Every message
+//! tokio runtime's tasks ring (stream connections, DNS answers, rtpengine
+//! ng datagrams, API requests, the stop signal reach it through channels).
+//! Every message
 //! received passes [`Shell::receive`], every message sent
 //! [`Shell::transmit`]: the two places to tap SIP traffic.
 
@@ -159,6 +160,8 @@ struct Shell {
     webhooks: Webhooks,
     capture: crate::capture::Capture,
     events: api::LiveEvents,
+    /// The one UDP socket to the rtpengines' ng ports (media on).
+    ng: Option<Arc<tokio::net::UdpSocket>>,
 }
 
 impl Shell {
@@ -233,6 +236,15 @@ impl Shell {
                         let _ = reply.send(outcome);
                     }
                 }
+                Output::Media(t) => {
+                    // A datagram that cannot go now is a loss: the ng
+                    // client sends it again (same cookie) or fails over.
+                    if let Some(ng) = &self.ng {
+                        if let Err(e) = ng.try_send_to(&t.bytes, t.to) {
+                            debug!(to = %t.to, error = %e, "ng datagram not sent");
+                        }
+                    }
+                }
                 Output::Event(e) => log_event(&e),
                 Output::Timeout(at) => {
                     self.capture.flush();
@@ -272,6 +284,8 @@ struct Channels {
     stream: mpsc::Receiver<Inbound>,
     notices: mpsc::UnboundedReceiver<Notice>,
     resolved: mpsc::UnboundedReceiver<(QueryId, Vec<Target>)>,
+    /// Datagrams from the rtpengines' ng ports.
+    ng: mpsc::UnboundedReceiver<(std::net::SocketAddr, bytes::Bytes)>,
     requests: mpsc::Receiver<PortRequest>,
     /// The stop signal's name.
     stop: oneshot::Receiver<&'static str>,
@@ -391,6 +405,11 @@ impl SwitchLoop {
             more |= i + 1 == CHANNEL_TURN;
         }
         for i in 0..CHANNEL_TURN {
+            let Some((from, bytes)) = ready(c.ng.poll_recv(&mut cx)) else { break };
+            shell.feed(Input::MediaDatagram { from, bytes });
+            more |= i + 1 == CHANNEL_TURN;
+        }
+        for i in 0..CHANNEL_TURN {
             let Some(r) = running.then(|| c.requests.poll_recv(&mut cx)).and_then(ready) else {
                 break;
             };
@@ -501,6 +520,8 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
     let (resolved_tx, resolved) = mpsc::unbounded_channel();
     let (capture, traces) = crate::capture::Capture::start(&cfg.trace, cfg.hep.as_ref());
     let http = crate::http::start(&cfg, db.clone(), traces)?;
+    let (ng_tx, ng_rx) = mpsc::unbounded_channel();
+    let ng = io.block_on(open_ng_socket(&cfg, ng_tx))?;
     let (stop_tx, stop) = oneshot::channel();
     let signal = stop_signal();
     io.spawn(async move {
@@ -525,6 +546,7 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         webhooks: http.webhooks,
         capture,
         events: http.events,
+        ng,
     };
     shell.drain();
     let mut lp = SwitchLoop {
@@ -532,7 +554,7 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         udp,
         waker: poller.waker(),
         poller,
-        channels: Channels { stream, notices, resolved, requests: http.requests, stop },
+        channels: Channels { stream, notices, resolved, ng: ng_rx, requests: http.requests, stop },
         write_wait: None,
         ready: Vec::new(),
         next_stats: Instant::now() + STATS_EVERY,
@@ -584,6 +606,7 @@ fn log_event(e: &Event) {
             info!(count, "connection closed: its bindings are unreachable")
         }
         Event::Security(ev) => log_security(ev),
+        Event::Media(ev) => log_media(ev),
         Event::Overload { began: true, queue_delay, queue_depth, .. } => {
             let delay_ms = queue_delay.as_millis() as u64;
             warn!(target: "security", event = "overload", src = "", user = "", method = "INVITE",
@@ -608,6 +631,68 @@ fn log_event(e: &Event) {
         }
         other => debug!(event = ?other, "event"),
     }
+}
+
+/// Media anchoring: an rtpengine going down or coming back is a WARN line,
+/// a call going on without the media relay too; requests are debug.
+fn log_media(ev: &switch::MediaEvent) {
+    match ev {
+        switch::MediaEvent::Instance { addr, up: false } => {
+            warn!(target: "media", rtpengine = %addr, "rtpengine stopped answering: marked down")
+        }
+        switch::MediaEvent::Instance { addr, up: true } => {
+            warn!(target: "media", rtpengine = %addr, "rtpengine answers again: marked up")
+        }
+        switch::MediaEvent::Failed { command, call_id, reason } => {
+            warn!(target: "media", command, call_id = %call_id, reason = %reason, "rtpengine request failed")
+        }
+        switch::MediaEvent::Request { command, result, latency } => {
+            debug!(target: "media", command, result, latency_ms = latency.as_secs_f64() * 1e3, "ng request done")
+        }
+    }
+}
+
+/// The ng socket when `[media] mode = "rtpengine"`: bound on loopback or
+/// any address (the family of the first rtpengine), and a task that reads
+/// it into `tx`.
+async fn open_ng_socket(
+    cfg: &Config,
+    tx: mpsc::UnboundedSender<(std::net::SocketAddr, bytes::Bytes)>,
+) -> Result<Option<Arc<tokio::net::UdpSocket>>, String> {
+    let Some(first) = cfg
+        .media
+        .rtpengine
+        .first()
+        .filter(|_| !matches!(cfg.media_settings(), media_anchor::MediaSettings::Off))
+    else {
+        return Ok(None);
+    };
+    let addr = media_anchor::settings::parse_instance(first)?.addr;
+    let bind: std::net::SocketAddr = match addr {
+        std::net::SocketAddr::V4(a) if a.ip().is_loopback() => ([127, 0, 0, 1], 0).into(),
+        std::net::SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("cannot bind the ng socket {bind}: {e}"))?;
+    let socket = Arc::new(socket);
+    let reader = socket.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; media_anchor::codec::MAX_DATAGRAM];
+        loop {
+            match reader.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    if tx.send((from, bytes::Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        return;
+                    }
+                }
+                // ICMP port unreachable from a dead rtpengine: a loss.
+                Err(e) => debug!(error = %e, "ng socket"),
+            }
+        }
+    });
+    Ok(Some(socket))
 }
 
 /// A security event as a WARN line of target `security`, the same fields

@@ -36,6 +36,8 @@ pub struct SwitchConfig {
     pub carrier_dns_interval: Duration,
     /// Overload control and per-source rate limits.
     pub admission: crate::AdmissionConfig,
+    /// Media anchoring through rtpengine (`[media]`); off by default.
+    pub media: media_anchor::MediaSettings,
 }
 
 /// RFC 3261 timers (section 17.1.1.1), for transactions and dialogs alike.
@@ -101,6 +103,7 @@ impl SwitchConfig {
             keepalive_interval: None,
             carrier_dns_interval: Duration::from_secs(300),
             admission: crate::AdmissionConfig::default(),
+            media: media_anchor::MediaSettings::Off,
         }
     }
 
@@ -118,6 +121,14 @@ impl SwitchConfig {
             t2: self.timers.t2,
             max_forwards: MAX_FORWARDS,
             send_100rel_to_caller: self.calls.send_100rel_to_caller,
+            // Anchored media: re-INVITE and UPDATE SDP go through rtpengine.
+            hold_relayed_sdp: matches!(
+                self.media,
+                media_anchor::MediaSettings::Rtpengine {
+                    default: media_anchor::Anchoring::Anchored(_),
+                    ..
+                }
+            ),
             ..Default::default()
         }
     }

@@ -75,6 +75,8 @@ pub struct Switch {
     pub(crate) hunt: crate::dialer::HuntMemories,
     /// How many calls each extension is on (`max_calls`).
     pub(crate) occupancy: crate::occupancy::Occupancy,
+    /// Media anchoring through rtpengine; `None`: off (SDP end to end).
+    pub(crate) media: Option<crate::media::MediaControl>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -113,6 +115,18 @@ impl Switch {
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
         let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
         registrar.location_mut().load(state.bindings);
+        let media = match &cfg.media {
+            media_anchor::MediaSettings::Off => None,
+            media_anchor::MediaSettings::Rtpengine { rtpengine, default } => {
+                // `anchor = false` as the default: no leg is anchored.
+                let profile = match default {
+                    media_anchor::Anchoring::Anchored(p) => Some(*p),
+                    media_anchor::Anchoring::Direct => None,
+                };
+                profile
+                    .map(|p| crate::media::MediaControl::new(rtpengine, p, rng.next_u64(), now.at))
+            }
+        };
         let b2bua_cfg = cfg.b2bua();
         let limits = b2bua_cfg.limits;
         let transactions = cfg.transactions();
@@ -152,10 +166,13 @@ impl Switch {
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
+            media,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
         sw.run_job(now, Job::CarrierDns);
+        // The ng client's first pings (media on), and its deadline.
+        sw.pump(now);
         Ok(sw)
     }
 
@@ -185,6 +202,11 @@ impl Switch {
             Input::Command { id, command } => {
                 let outcome = self.on_command(now, command);
                 self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
+            }
+            Input::MediaDatagram { from, bytes } => {
+                if let Some(m) = &mut self.media {
+                    m.handle_datagram(now.at, from, &bytes);
+                }
             }
         }
         self.pump(now);
@@ -239,6 +261,9 @@ impl Switch {
         c.retransmissions = self.tx.retransmissions();
         c.shed_invites = self.admission.shed_invites;
         c.shed_registers = self.admission.shed_registers;
+        if let Some(m) = &self.media {
+            (c.media.instances, c.media.instances_up) = m.instances();
+        }
         c
     }
 
@@ -270,6 +295,11 @@ impl Switch {
                 TimerKey::Fork(c) => self.fork_timer(now, c, at),
                 TimerKey::Job(j) if self.timers.jobs.is_current(j, at) => self.run_job(now, j),
                 TimerKey::Job(_) => {}
+                TimerKey::Media => {
+                    if let Some(m) = self.media.as_mut().filter(|m| m.filed == Some(at)) {
+                        m.handle_timeout(now.at);
+                    }
+                }
             }
             self.pump(now);
         }
@@ -370,6 +400,7 @@ impl Switch {
                 busy = true;
                 self.transmit(t.peer, t.message, token_of(t.key));
             }
+            busy |= self.pump_media(now);
             if !busy {
                 break;
             }
@@ -379,6 +410,15 @@ impl Switch {
         }
         while let Some((at, c)) = self.b2bua.poll_timer() {
             self.timers.queue.push(at, TimerKey::Dialogs(c));
+        }
+        if let Some(m) = &mut self.media {
+            let next = m.poll_timeout();
+            if next != m.filed {
+                m.filed = next;
+                if let Some(at) = next {
+                    self.timers.queue.push(at, TimerKey::Media);
+                }
+            }
         }
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
@@ -425,13 +465,14 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, b2bua, calls, .. } = self;
+        let Switch { timers, tx, b2bua, calls, media, .. } = self;
         let jobs = &timers.jobs;
         let current = |at: Instant, k: TimerKey| match k {
             TimerKey::Transaction(t) => tx.timer_is_current(at, t),
             TimerKey::Dialogs(c) => b2bua.timer_is_current(at, c),
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
+            TimerKey::Media => media.as_ref().is_some_and(|m| m.filed == Some(at)),
         };
         let live = tx.len() + b2bua.len() + calls.len() + 3;
         timers.queue.purge_if_bloated(live, current);
