@@ -6,7 +6,9 @@
 
 Registers `user@test` with digest over the transport (TLS: the server's
 certificate verified against --ca). `answer` waits for one call, rings,
-answers it and waits for the far end to hang up; `ring` waits for one call,
+answers it (with --answer-when PATH: once that file exists, so that a test
+can hold the answer until every phone of a fork is rung) and waits for the
+far end to hang up; `ring` waits for one call,
 rings and never answers (the call ends by CANCEL); `call` dials --dial,
 waits for the answer and for --packets RTP packets from the far end, then hangs up (calls to
 it get 486). The "incoming" line names the address the INVITE's SDP offers
@@ -21,6 +23,7 @@ object per line ({"event": ...}); exits 0 when the call went as described,
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 
@@ -42,9 +45,10 @@ class Stderr(pj.LogWriter):
 
 
 class Phone(pj.Account):
-    def __init__(self, mode):
+    def __init__(self, mode, holds_answer):
         super().__init__()
         self.mode = mode
+        self.holds_answer = holds_answer
         self.reg_code = None
         self.calls = []
 
@@ -65,7 +69,7 @@ class Phone(pj.Account):
         ring = pj.CallOpParam()
         ring.statusCode = 180
         call.answer(ring)
-        if self.mode == "ring":
+        if self.mode == "ring" or self.holds_answer:
             return
         ok = pj.CallOpParam()
         ok.statusCode = 200
@@ -132,6 +136,7 @@ def main():
     ap.add_argument("--transport", choices=["udp", "tcp", "tls"], default="tls")
     ap.add_argument("--ca", help="CA file for TLS (the switch's certificate)")
     ap.add_argument("--dial")
+    ap.add_argument("--answer-when", help="answer once this file exists")
     ap.add_argument("--packets", type=int, default=1, help="RTP packets the caller waits for")
     args = ap.parse_args()
     start = time.monotonic()
@@ -169,7 +174,7 @@ def main():
     acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", args.user, 0, args.password))
     acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
     acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
-    acc = Phone(args.mode)
+    acc = Phone(args.mode, args.answer_when is not None)
     acc.create(acfg)
 
     def pump(until, what):
@@ -190,6 +195,11 @@ def main():
         if args.mode == "answer":
             pump(lambda: acc.calls, "an incoming call")
             call = acc.calls[0]
+            if args.answer_when is not None:
+                pump(lambda: os.path.exists(args.answer_when), f"{args.answer_when} to answer")
+                answer = pj.CallOpParam()
+                answer.statusCode = 200
+                call.answer(answer)
             pump(lambda: call.state in (confirmed, gone), "the ACK")
             if call.state != confirmed:
                 raise RuntimeError(f"the call ended before it was confirmed: {call.last_code}")

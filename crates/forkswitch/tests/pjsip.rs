@@ -127,7 +127,12 @@ fn pjsip_phones_talk_through_rtpengine_while_a_third_rings() {
         pjsip(&server, name, &args)
     };
 
-    let mut callee = phone("pjsip-media-test12", "answer", "test12", &[]);
+    // test12 answers when told: once test13 rings too (each leg's INVITE
+    // waits for its offer at rtpengine, so an instant answer could beat
+    // test13's INVITE).
+    let go = server.dir.path().join("answer-test12");
+    let go_arg = go.to_string_lossy().into_owned();
+    let mut callee = phone("pjsip-media-test12", "answer", "test12", &["--answer-when", &go_arg]);
     let mut ringing = phone("pjsip-media-test13", "ring", "test13", &[]);
     callee.expect("registered", Duration::from_secs(20));
     ringing.expect("registered", Duration::from_secs(20));
@@ -142,6 +147,7 @@ fn pjsip_phones_talk_through_rtpengine_while_a_third_rings() {
     assert!(anchored(callee_offer), "rtpengine's port ({lo}-{hi}): {offered}");
     assert!(anchored(ringing_offer), "rtpengine's port ({lo}-{hi}): {offered_ringing}");
     assert_ne!(callee_offer, ringing_offer, "each leg has its own ports");
+    std::fs::write(&go, "").expect("the go-ahead to answer");
     callee.expect("answered", Duration::from_secs(20));
     caller.expect("answered", Duration::from_secs(20));
     // The phone that rang is CANCELed.
