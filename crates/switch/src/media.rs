@@ -128,7 +128,8 @@ pub(crate) enum MediaStep {
     FailLeg { call: CallRef, leg: LegId },
     /// Send the leg's 183 or 2xx to the caller, with rtpengine's SDP
     /// (`None`: the leg's own, when the answer failed).
-    Relay { call: CallRef, leg: LegId, early: bool, sdp: Option<Bytes> },
+    /// `anchor`: where the caller's media is, when rtpengine answered.
+    Relay { call: CallRef, leg: LegId, early: bool, sdp: Option<Bytes>, anchor: Option<LegAnchor> },
     /// Let a held in-dialog relay go on with rtpengine's SDP (`None`: its
     /// own: an established call is never torn down for its media).
     Release { call: CallRef, relay: RelayRef, sdp: Option<Bytes> },
@@ -141,6 +142,15 @@ pub(crate) struct LegAnchor {
     pub(crate) rtpengine: SocketAddr,
     /// The audio address rtpengine's offer gives the leg.
     pub(crate) address: Option<SocketAddr>,
+}
+
+impl LegAnchor {
+    /// Its rtpengine and address as the call record has them (`IP:port`;
+    /// no address: empty).
+    fn texts(&self) -> (String, String) {
+        let address = self.address.map(|a| a.to_string()).unwrap_or_default();
+        (self.rtpengine.to_string(), address)
+    }
 }
 
 /// A re-INVITE's or UPDATE's SDP (or its 2xx's) held by the B2BUA.
@@ -414,19 +424,17 @@ impl MediaControl {
         if sdp.is_none() && !matches!(awaited, Awaited::Delete) {
             self.failed(done.command.as_str(), &awaited, &done.outcome);
         }
+        let rtpengine = done.instance.and_then(|id| {
+            self.client.instances().find_map(|(i, addr, _)| (i == id).then_some(addr))
+        });
+        let anchor = sdp.as_ref().zip(rtpengine).map(|(sdp, rtpengine)| LegAnchor {
+            rtpengine,
+            address: media_anchor::audio_address(sdp),
+        });
         match awaited {
-            Awaited::Offer { call, leg } => {
-                let rtpengine = done.instance.and_then(|id| {
-                    self.client.instances().find_map(|(i, addr, _)| (i == id).then_some(addr))
-                });
-                let anchor = sdp.as_ref().zip(rtpengine).map(|(sdp, rtpengine)| LegAnchor {
-                    rtpengine,
-                    address: media_anchor::audio_address(sdp),
-                });
-                self.offer_done(now, (call, leg), sdp, anchor)
-            }
+            Awaited::Offer { call, leg } => self.offer_done(now, (call, leg), sdp, anchor),
             Awaited::Answer { call, leg, early } => {
-                Some(MediaStep::Relay { call, leg, early, sdp })
+                Some(MediaStep::Relay { call, leg, early, sdp, anchor })
             }
             Awaited::Relay { call, relay } => Some(MediaStep::Release { call, relay, sdp }),
             Awaited::Delete => None,
@@ -565,8 +573,8 @@ impl crate::Switch {
                 MediaStep::Dial { leg, target, anchor, .. } => {
                     sw.dial_now(now, fc, leg, *target);
                     if let Some(a) = anchor {
-                        let address = a.address.map(|x| x.to_string()).unwrap_or_default();
-                        fc.fork.leg_media(now.into(), leg, &a.rtpengine.to_string(), &address);
+                        let (rtpengine, address) = a.texts();
+                        fc.fork.leg_media(now.into(), leg, &rtpengine, &address);
                     }
                 }
                 MediaStep::FailLeg { leg, .. } => {
@@ -575,7 +583,11 @@ impl crate::Switch {
                     fc.fork.refuse(now.into(), 503);
                     fc.fork.leg_event(now.into(), leg, LegEvent::Failed { code: 503 });
                 }
-                MediaStep::Relay { leg, early, sdp, .. } => {
+                MediaStep::Relay { leg, early, sdp, anchor, .. } => {
+                    if let Some(a) = anchor.filter(|_| !early) {
+                        let (rtpengine, address) = a.texts();
+                        fc.anchor_inbound(&mut sw.out, now, (&rtpengine, &address));
+                    }
                     sw.relay_anchored(now, fc, leg, (early, sdp))
                 }
                 MediaStep::Release { .. } => {}
