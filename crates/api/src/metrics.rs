@@ -160,6 +160,7 @@ impl Collector for Scrape {
             let events = zip(&SECURITY_EVENTS, &c.security_events);
             labelled(&mut e, "security_events", h, "event", &events)?;
             counter(&mut e, "calls_started", "Inbound calls served", c.calls_started)?;
+            counter(&mut e, "call_pickups", "Ringing calls answered by a pickup", c.pickups)?;
             let h = "Calls ended, by outcome";
             labelled(&mut e, "calls", h, "outcome", &zip(&OUTCOMES, &c.calls_ended))?;
             let h = "Setup time of answered calls (INVITE to answer)";

@@ -74,6 +74,7 @@ mod leg_state;
 mod legs;
 pub mod limits;
 mod manager;
+mod pickup;
 mod relay;
 mod settings;
 mod state;
@@ -82,6 +83,7 @@ mod turn;
 
 pub use limits::CopyLimits;
 pub use manager::CallManager;
+pub use pickup::PickupInvite;
 
 use sip_message::{Message, Peer, Transport};
 use std::fmt;
@@ -344,6 +346,9 @@ pub enum B2buaError {
     BadTarget(&'static str),
     /// The transaction layer refused the request.
     Transaction(sip_transaction::Error),
+    /// A call pickup needs an offer in both INVITEs (the caller's and the
+    /// picking phone's): one had none.
+    NoOffer,
 }
 
 impl fmt::Display for B2buaError {
@@ -351,6 +356,7 @@ impl fmt::Display for B2buaError {
         match self {
             B2buaError::UnknownCall => f.write_str("unknown call"),
             B2buaError::UnknownLeg => f.write_str("unknown leg"),
+            B2buaError::NoOffer => f.write_str("a pickup needs an offer from both phones"),
             B2buaError::InvalidState(why) => write!(f, "invalid state: {why}"),
             B2buaError::TooManyLegs(n) => write!(f, "a call holds at most {n} legs"),
             B2buaError::BadStatus(c) => write!(f, "status code {c} not allowed here"),

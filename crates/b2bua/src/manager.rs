@@ -5,7 +5,7 @@
 //! `events.rs`.
 
 use crate::caller_state::{Caller, InboundInvite, Offer, Reliable};
-use crate::dialog::{self, Dialog};
+use crate::dialog::Dialog;
 use crate::index::CallIndex;
 use crate::settings::{Settings, Tokens};
 use crate::state::{Call, Origin, Role, Side};
@@ -14,7 +14,7 @@ use crate::{limits::Notice, Stateless};
 use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, LegRef, LocalContact};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use sip_message::{HeaderName, Message, Method, Peer};
+use sip_message::{Message, Method, Peer};
 use sip_transaction::{TransactionLayer, TxKey};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -106,23 +106,7 @@ impl CallManager {
         let id = CallRef(self.next_call);
         self.next_call += 1;
         let local_tag = self.tokens.token(10);
-        let to = invite.header_bytes(HeaderName::To).unwrap_or_default();
-        let remote_target = dialog::contact_uri(&invite)
-            .or_else(|| invite.from_header().ok().map(|f| Bytes::copy_from_slice(f.uri.raw)))
-            .unwrap_or_else(|| Bytes::from(format!("sip:{}", peer.remote)));
-        let d = Dialog {
-            // Copies: the dialog outlives the INVITE's datagram.
-            call_id: Bytes::copy_from_slice(invite.header(HeaderName::CallId).unwrap_or_default()),
-            local_tag: local_tag.clone(),
-            remote_tag: Bytes::copy_from_slice(invite.from_tag().unwrap_or_default()),
-            local: dialog::with_tag(&to, &local_tag),
-            remote: Bytes::copy_from_slice(invite.header(HeaderName::From).unwrap_or_default()),
-            local_seq: 0,
-            remote_seq: invite.cseq().ok().map(|c| c.seq),
-            remote_target,
-            route_set: dialog::record_route(&invite, false),
-            peer,
-        };
+        let d = Dialog::uas(&invite, local_tag, peer);
         let cfg = &self.settings.cfg;
         let reliable =
             invite.requires("100rel") || (cfg.send_100rel_to_caller && invite.supports("100rel"));
@@ -311,6 +295,22 @@ impl CallManager {
         leg: LegRef,
     ) -> Result<(), B2buaError> {
         self.with_call(tx, now, call, |t| t.answer_caller(leg.0))
+    }
+
+    /// A phone picks up ringing call `call` (group, directed or `Replaces`
+    /// pickup): its INVITE becomes a new leg, answered at once with a 200
+    /// carrying the caller's offer (see `pickup.rs`). Then answer the
+    /// caller with that leg ([`CallManager::answer_caller`]) and cancel the
+    /// others. `Err` (the call is not ringing, [`B2buaError::NoOffer`]...)
+    /// leaves the INVITE unanswered: the owner answers it.
+    pub fn pick_up(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: CallRef,
+        picker: &crate::PickupInvite,
+    ) -> Result<LegRef, B2buaError> {
+        self.with_call(tx, now, call, |t| t.pick_up(picker))
     }
 
     /// A final failure (300-699) to the caller.

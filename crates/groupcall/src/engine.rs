@@ -298,6 +298,58 @@ impl Fork {
         self.settle(now);
     }
 
+    /// `true` while the fork hunts and nobody answered: a pickup may take
+    /// the call.
+    pub fn is_ringing(&self) -> bool {
+        self.is_live()
+    }
+
+    /// The legs dialed and not over yet (ringing, or not answered yet), in
+    /// leg order, with where they go.
+    pub fn ringing_legs(&self) -> impl Iterator<Item = (LegId, &LegTarget)> {
+        self.tree.legs.iter().filter(|n| n.phase == LegPhase::Live).map(|n| (n.id, &n.target))
+    }
+
+    /// A phone picked the call up (group, directed or `Replaces` pickup):
+    /// it becomes the answer through the same one-answer rule as a leg
+    /// that answers. A leg of the root group is added for it (its call
+    /// record, `destination` the picker, goes `progressing` at once and is
+    /// the root groupcall's `answer_call_id`); the caller is answered with
+    /// it (`AnswerCaller`), and every leg still ringing is CANCELed with
+    /// `Reason: SIP;cause=200;text="Call completed elsewhere"`. `None`
+    /// (nothing changed) unless the call is still ringing.
+    pub fn pick_up(&mut self, now: Now, picker: records::Address) -> Option<LegId> {
+        if !self.is_live() {
+            return None;
+        }
+        let target = LegTarget::Pickup { aor: picker.target.clone() };
+        // One more than the limit: a pickup always fits, and comes once.
+        let limit = self.cfg.max_legs.saturating_add(1);
+        let l = self.tree.add_leg(limit, &mut self.maker, 0, target, picker).ok()?;
+        let leg = self.tree.legs.get_mut(l)?;
+        leg.phase = LegPhase::Live;
+        let rec = Call {
+            groupcall_id: self.tree.groups.root().rec.id,
+            direction: Direction::Outgoing,
+            ..Call::dialing(
+                leg.call_id,
+                self.maker.customer_id,
+                self.maker.source.clone(),
+                leg.destination.clone(),
+                now.wall,
+            )
+        };
+        let (id, call_id) = (leg.id, leg.call_id);
+        leg.rec = Some(rec.clone());
+        self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
+        if let Some(n) = self.tree.groups.get_mut(0) {
+            n.rec.call_ids.push(call_id);
+        }
+        self.win(now, l);
+        self.settle(now);
+        Some(id)
+    }
+
     /// The hops asked for by [`Action::Resolve`] `query`, in failover
     /// order. Ignored unless that destination is still waiting for them
     /// (not after an answer elsewhere, its ring timeout, a stop, or a

@@ -122,6 +122,27 @@ impl ForkedCall {
         }
     }
 
+    /// The B2BUA's handle of the call.
+    pub(crate) fn cref(&self) -> CallRef {
+        self.cref
+    }
+
+    /// When the caller's INVITE was taken.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The caller's INVITE came to us (not a click-to-call).
+    pub(crate) fn is_inbound(&self) -> bool {
+        self.caller == CallerLeg::Inbound
+    }
+
+    /// Fork leg `leg` is B2BUA leg `lr` (a pickup's leg, made outside
+    /// `dial`).
+    pub(crate) fn map_leg(&mut self, leg: LegId, lr: LegRef) {
+        self.legs.insert(leg, lr);
+    }
+
     /// A click-to-call: `source` is the B2BUA leg rung first, for at most
     /// until `deadline`.
     pub(crate) fn with_source(mut self, source: LegRef, deadline: Instant) -> Self {
@@ -262,7 +283,11 @@ type Applied = Result<(), b2bua::B2buaError>;
 impl Switch {
     /// Runs `step` on call `cref` (out of the table meanwhile, so that the
     /// step may use the whole switch), then settles the call.
-    fn on_forked_call(&mut self, cref: CallRef, step: impl FnOnce(&mut Switch, &mut ForkedCall)) {
+    pub(crate) fn on_forked_call(
+        &mut self,
+        cref: CallRef,
+        step: impl FnOnce(&mut Switch, &mut ForkedCall),
+    ) {
         let Some(mut call) = self.calls.take(cref) else { return };
         step(self, &mut call);
         self.calls.put_back(cref, call);
@@ -344,7 +369,7 @@ impl Switch {
 
     /// Applies every pending action of a call's fork, and stores its hunt
     /// memories.
-    fn apply_actions(&mut self, now: Now, call: &mut ForkedCall) {
+    pub(crate) fn apply_actions(&mut self, now: Now, call: &mut ForkedCall) {
         while let Some(action) = call.fork.poll_action() {
             if let Err(e) = self.apply(now, call, action) {
                 debug!(error = ?e, "call action not applied");
@@ -428,7 +453,9 @@ impl Switch {
         call.advance(&mut self.out, now, CallStatus::Progressing, NOT_ENDED);
         let setup = now.at.saturating_duration_since(call.started);
         self.counters.setup_seconds.observe(setup.as_secs_f64());
-        if let Some(LegTarget::Contact { aor, .. }) = call.fork.leg_target(leg) {
+        if let Some(LegTarget::Contact { aor, .. } | LegTarget::Pickup { aor }) =
+            call.fork.leg_target(leg)
+        {
             let aor = aor.clone();
             call.occupy(&mut self.occupancy, &aor);
         }
@@ -546,6 +573,11 @@ impl Calls {
             .iter()
             .find(|(_, s)| s.fork.groupcall(id).is_some() || s.fork.call(id).is_some())
             .map(|(c, _)| *c)
+    }
+
+    /// Every call served, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ForkedCall> {
+        self.served.values().map(|c| &**c)
     }
 
     /// Live calls.

@@ -36,6 +36,8 @@ pub struct SwitchConfig {
     pub carrier_dns_interval: Duration,
     /// Overload control and per-source rate limits.
     pub admission: crate::AdmissionConfig,
+    /// The feature codes (call pickup...) of every domain.
+    pub feature_codes: pbx_features::FeatureCodeSettings,
 }
 
 /// RFC 3261 timers (section 17.1.1.1), for transactions and dialogs alike.
@@ -101,6 +103,7 @@ impl SwitchConfig {
             keepalive_interval: None,
             carrier_dns_interval: Duration::from_secs(300),
             admission: crate::AdmissionConfig::default(),
+            feature_codes: Default::default(),
         }
     }
 

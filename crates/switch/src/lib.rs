@@ -87,6 +87,7 @@ mod invite;
 mod local;
 mod occupancy;
 mod output;
+mod pickup;
 mod provision;
 pub mod received;
 mod requests;

@@ -75,6 +75,8 @@ pub struct Switch {
     pub(crate) hunt: crate::dialer::HuntMemories,
     /// How many calls each extension is on (`max_calls`).
     pub(crate) occupancy: crate::occupancy::Occupancy,
+    /// The feature codes of every domain.
+    pub(crate) feature_codes: pbx_features::FeatureCodeSettings,
 }
 
 impl std::fmt::Debug for Switch {
@@ -152,6 +154,7 @@ impl Switch {
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
+            feature_codes: cfg.feature_codes,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
