@@ -177,6 +177,17 @@ pub struct DialTarget {
     pub extra_headers: Vec<(String, String)>,
 }
 
+/// A leg's early dialog (RFC 3261 12.1), by its identifiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EarlyDialog<'a> {
+    /// The leg's Call-ID.
+    pub call_id: &'a str,
+    /// The phone's To tag.
+    pub phone_tag: &'a str,
+    /// Our From tag.
+    pub our_tag: &'a str,
+}
+
 /// What happened to a call. Every leg gets exactly one terminal event
 /// (`LegFailed`, `LegNoResponse`, `LegCancelled`, `LegHungUp` or
 /// `LegEnded`), and every call ends with [`CallEvent::CallEnded`].

@@ -10,8 +10,9 @@ use crate::index::CallIndex;
 use crate::settings::{Settings, Tokens};
 use crate::state::{Call, Origin, Role, Side};
 use crate::turn::{CallTurn, Outputs, Wire};
+use crate::LocalContact;
 use crate::{limits::Notice, Stateless};
-use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, LegRef, LocalContact};
+use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, EarlyDialog, LegRef};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use sip_message::{Message, Method, Peer};
@@ -443,6 +444,20 @@ impl CallManager {
     pub fn leg_sip_call_id(&self, call: CallRef, leg: LegRef) -> Option<&str> {
         let l = self.calls.get(&call)?.leg(leg.0)?;
         std::str::from_utf8(&l.template().call_id).ok()
+    }
+
+    /// The first early dialog of a leg still ringing, as its phone sees it
+    /// (what a busy lamp shows and a `Replaces` names): Call-ID, the
+    /// phone's tag, our tag. `None` once its INVITE is over or before a
+    /// provisional response with a tag.
+    pub fn leg_early_dialog(&self, call: CallRef, leg: LegRef) -> Option<EarlyDialog<'_>> {
+        let early = self.calls.get(&call)?.leg(leg.0)?.inviting()?.early.first()?;
+        let d = &early.dialog;
+        Some(EarlyDialog {
+            call_id: std::str::from_utf8(&d.call_id).ok()?,
+            phone_tag: std::str::from_utf8(&d.remote_tag).ok()?,
+            our_tag: std::str::from_utf8(&d.local_tag).ok()?,
+        })
     }
 
     /// The SIP Call-ID of the caller's dialog.

@@ -211,22 +211,37 @@ fn response(req: &str, at: SocketAddr, code: &str, tag: &str, sdp: bool) -> Stri
     )
 }
 
+/// An INVITE with an SDP offer (media port 40006 for the caller, 40004 for
+/// anyone else).
 fn sdp_invite(ruri: &str, from: &str, local: SocketAddr, call_id: &str, extra: &str) -> String {
-    let body = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40004 RTP/AVP 0\r\n";
+    let port = if call_id == "race-caller" { 40006 } else { 40004 };
+    let body = format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n");
     format!(
         "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{n};rport\r\nMax-Forwards: 70\r\nFrom: {from};tag=t{call_id}\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\nCSeq: {n} INVITE\r\nContact: <sip:p@{local}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
         body.len(),
-        n = if extra.is_empty() { 1 } else { 2 },
+        n = if extra.contains("Proxy-Authorization") { 2 } else { 1 },
     )
 }
 
 /// test13 dials `*8` from a raw socket: the 407 is answered and ACKed;
 /// returns the INVITE with credentials, not sent.
 fn pickup_invite(picker: &RawPhone, server: SocketAddr, call_id: &str) -> String {
-    let ruri = format!("sip:*8@{server}");
+    authorized_invite(picker, server, call_id, ("*8", ""))
+}
+
+/// test13's INVITE to `user` with `header` (a whole line, or none) from a
+/// raw socket: the 407 is answered and ACKed; returns the INVITE with
+/// credentials, not sent.
+fn authorized_invite(
+    picker: &RawPhone,
+    server: SocketAddr,
+    call_id: &str,
+    (user, header_line): (&str, &str),
+) -> String {
+    let ruri = format!("sip:{user}@{server}");
     let from = "<sip:test13@test>";
     let local = picker.addr();
-    picker.send(&sdp_invite(&ruri, from, local, call_id, ""));
+    picker.send(&sdp_invite(&ruri, from, local, call_id, header_line));
     let challenge = picker.recv();
     assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
     picker.send(&format!(
@@ -236,7 +251,7 @@ fn pickup_invite(picker: &RawPhone, server: SocketAddr, call_id: &str) -> String
     let www = header(&challenge, "Proxy-Authenticate");
     let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
     let auth = digest_answer("test13", "pw13", "INVITE", &ruri, nonce);
-    let extra = format!("Proxy-Authorization: {auth}\r\n");
+    let extra = format!("{header_line}Proxy-Authorization: {auth}\r\n");
     sdp_invite(&ruri, from, local, call_id, &extra)
 }
 
@@ -285,6 +300,9 @@ fn a_pickup_racing_the_members_answer_has_exactly_one_winner() {
         let picked = picker.recv_final("INVITE");
         let pickup_won = picked.starts_with("SIP/2.0 200");
         assert!(pickup_won || picked.starts_with("SIP/2.0 480"), "{picked}");
+        if pickup_won {
+            assert!(picked.contains("m=audio 40006 "), "the caller's SDP: {picked}");
+        }
         // The member's 200 is ACKed either way; when the pickup won, a BYE
         // follows (a double answer).
         member.recv_request("ACK");
@@ -315,4 +333,47 @@ fn a_pickup_racing_the_members_answer_has_exactly_one_winner() {
         assert_eq!(answered[0].destination.target, by, "{legs:#?}");
         unregister_all(server.udp, "test12", "pw12");
     }
+}
+
+#[test]
+fn pickup_by_replaces_takes_the_early_dialog_it_names() {
+    let server = Server::start_with(&config());
+    let member = RawPhone::registered(server.udp, "test12", "pw12");
+    let picker = ports::udp_peer();
+    picker.set_read_timeout(Some(WAIT)).expect("timeout");
+    let picker = RawPhone { sock: picker, server: server.udp };
+    let caller = raw_caller(server.udp);
+    let invite = member.recv_request("INVITE");
+    member.reply(&invite, "180 Ringing", false);
+    // What the member's busy lamp watcher was shown: the leg's Call-ID,
+    // the switch's tag and the phone's.
+    let leg_call_id = header(&invite, "Call-ID");
+    let our_tag = header(&invite, "From").split("tag=").nth(1).expect("tag");
+    // A Replaces that names no dialog: 481.
+    let stale = format!("Replaces: {leg_call_id};to-tag=nope;from-tag=m1\r\n");
+    let invite481 = authorized_invite(&picker, server.udp, "rep-1", ("test12", &stale));
+    picker.send(&invite481);
+    let refused = picker.recv_final("INVITE");
+    assert!(refused.starts_with("SIP/2.0 481"), "{refused}");
+    // The BLF key's INVITE: to the watched extension, Replaces its dialog.
+    let replaces = format!("Replaces: {leg_call_id};to-tag={our_tag};from-tag=m1;early-only\r\n");
+    let pick = authorized_invite(&picker, server.udp, "rep-2", ("test12", &replaces));
+    picker.send(&pick);
+    let picked = picker.recv_final("INVITE");
+    assert!(picked.starts_with("SIP/2.0 200"), "{picked}");
+    assert!(picked.contains("m=audio 40006 "), "the caller's SDP: {picked}");
+    let cancel = member.recv_request("CANCEL");
+    assert!(cancel.contains("Reason: SIP;cause=200;text=\"Call completed elsewhere\""), "{cancel}");
+    member.reply(&cancel, "200 OK", false);
+    member.reply(&invite, "487 Request Terminated", false);
+    let ok = caller.recv_final("INVITE");
+    assert!(ok.contains("m=audio 40004 "), "the picker's SDP: {ok}");
+    in_dialog(&caller, &ok, "ACK", "race-caller", 1);
+    in_dialog(&picker, &picked, "ACK", "rep-2", 2);
+    in_dialog(&picker, &picked, "BYE", "rep-2", 3);
+    let bye = caller.recv_request("BYE");
+    caller.reply(&bye, "200 OK", false);
+    let (root, legs) = finished_root(&server, &["test12@test", "test13@test"]);
+    let answer = legs.iter().find(|c| c.id == root.answer_call_id).expect("answer");
+    assert_eq!(answer.destination.target, "test13@test", "{legs:#?}");
 }

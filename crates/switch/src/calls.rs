@@ -236,7 +236,7 @@ impl ForkedCall {
     }
 
     /// The B2BUA leg of a fork leg.
-    fn leg(&self, leg: LegId) -> Option<LegRef> {
+    pub(crate) fn leg(&self, leg: LegId) -> Option<LegRef> {
         self.legs.to_b2bua.get(leg.0 as usize).copied().flatten()
     }
 

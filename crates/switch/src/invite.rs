@@ -52,7 +52,14 @@ impl Switch {
             Err(refusal) => return self.refuse(now, key, &req, &peer, refusal),
         };
         let user = dialed_user(&req);
-        if let Some(ask) = self.pickup_asked(&who, &user) {
+        let asked = match self.pickup_asked(&who, &req, &user) {
+            Ok(a) => a,
+            Err(code) => {
+                let resp = self.local.status(&req, code);
+                return self.respond(now, key, resp);
+            }
+        };
+        if let Some(ask) = asked {
             let invite = b2bua::PickupInvite { key, request: req, peer };
             return self.pick_up(now, invite, &who, ask);
         }

@@ -1,6 +1,8 @@
 //! Call pickup: an extension dials the group pickup code (`*8`: the oldest
 //! call ringing a group it is a member of) or the directed pickup code
-//! (`**<ext>`: a call ringing that extension). The choice is
+//! (`**<ext>`: a call ringing that extension), or sends an INVITE with
+//! `Replaces` (RFC 3891) naming the early dialog of a leg (a busy lamp
+//! key: the call ringing that leg's phone). The choice is
 //! `pbx_features::choose_pickup` over a snapshot of the calls served; the
 //! taking goes through the B2BUA (the picker's INVITE becomes the answered
 //! leg, `b2bua::PickupInvite`) and the fork's one-answer rule
@@ -17,9 +19,10 @@ use crate::switch::Switch;
 use b2bua::{B2buaError, CallRef, PickupInvite};
 use groupcall::LegTarget;
 use pbx_features::{choose_pickup, CallPhase, FeatureCode, Picker, Pickup, PickupVerdict};
-use pbx_features::{RingingCall, RingingLeg};
+use pbx_features::{DialogIds, Replaces, RingingCall, RingingLeg};
 use records::{Address, AddressType, NIL};
 use routing::{Caller, RouteTable};
+use sip_message::Message;
 use tracing::debug;
 
 /// Deepest nesting of ring groups followed when listing the groups a call
@@ -33,6 +36,9 @@ pub(crate) enum PickupAsk {
     Group,
     /// The directed pickup code and the extension's AOR.
     Directed(String),
+    /// An INVITE with `Replaces` (RFC 3891) naming a leg's early dialog,
+    /// as a busy lamp key sends it.
+    Replaces(Replaces),
 }
 
 /// The extension picking up: its AOR and domain.
@@ -42,10 +48,24 @@ struct PickerId<'a> {
 }
 
 impl Switch {
-    /// The pickup an extension's INVITE asks for by its dialed user part
-    /// (the codes of the caller's domain); `None` for anything else.
-    pub(crate) fn pickup_asked(&self, who: &Identified, user: &str) -> Option<PickupAsk> {
-        let Caller::Extension { domain, .. } = &who.caller else { return None };
+    /// The pickup an extension's INVITE asks for by its `Replaces` header
+    /// or its dialed user part (the codes of the caller's domain); `None`
+    /// for anything else, `Err` for a malformed `Replaces` (400).
+    pub(crate) fn pickup_asked(
+        &self,
+        who: &Identified,
+        req: &Message,
+        user: &str,
+    ) -> Result<Option<PickupAsk>, u16> {
+        let Caller::Extension { domain, .. } = &who.caller else { return Ok(None) };
+        if let Some(r) = Replaces::from_message(req).map_err(|_| 400u16)? {
+            return Ok(Some(PickupAsk::Replaces(r)));
+        }
+        Ok(self.code_asked(domain, user))
+    }
+
+    /// The pickup a dialed user part asks for in `domain`.
+    fn code_asked(&self, domain: &str, user: &str) -> Option<PickupAsk> {
         match self.feature_codes.for_domain(domain).classify(user)? {
             FeatureCode::GroupPickup => Some(PickupAsk::Group),
             FeatureCode::DirectedPickup { extension } => {
@@ -86,11 +106,12 @@ impl Switch {
             self.registrar.accounts().domain_for_host(picker.domain).map_or(NIL, |d| d.customer_id);
         let groups = groups_of_member(&self.routes, picker.aor);
         let snapshot: Vec<RingingCall<CallRef>> =
-            self.calls.iter().filter_map(|c| ringing_call(&self.routes, c)).collect();
+            self.calls.iter().filter_map(|c| self.ringing_call(c)).collect();
         let p = Picker { aor: picker.aor, customer, groups: &groups };
         let pickup = match ask {
             PickupAsk::Group => Pickup::Group,
             PickupAsk::Directed(ext) => Pickup::Directed { extension: ext },
+            PickupAsk::Replaces(r) => Pickup::Replaces(r),
         };
         choose_pickup(&snapshot, &p, pickup)
     }
@@ -132,34 +153,47 @@ impl Switch {
     }
 }
 
-/// A served call as a pickup sees it; `None` for a click-to-call (its
-/// caller is the switch's own leg: nothing to pick up).
-fn ringing_call(routes: &RouteTable, call: &ForkedCall) -> Option<RingingCall<CallRef>> {
-    if !call.is_inbound() {
-        return None;
-    }
-    let c = &call.inbound;
-    let legs = call
-        .fork
-        .ringing_legs()
-        .filter_map(|(_, t)| match t {
-            LegTarget::Contact { aor, .. } => {
-                Some(RingingLeg { extension: aor.clone(), dialog: None })
-            }
-            _ => None,
+impl Switch {
+    /// A served call as a pickup sees it; `None` for a click-to-call (its
+    /// caller is the switch's own leg: nothing to pick up).
+    fn ringing_call(&self, call: &ForkedCall) -> Option<RingingCall<CallRef>> {
+        if !call.is_inbound() {
+            return None;
+        }
+        let c = &call.inbound;
+        let legs = call
+            .fork
+            .ringing_legs()
+            .filter_map(|(leg, t)| match t {
+                LegTarget::Contact { aor, .. } => Some(RingingLeg {
+                    extension: aor.clone(),
+                    dialog: self.early_dialog(call, leg),
+                }),
+                _ => None,
+            })
+            .collect();
+        let phase = if call.fork.is_ringing() { CallPhase::Ringing } else { CallPhase::Answered };
+        let caller = (c.source.kind == AddressType::Endpoint).then(|| c.source.target.clone());
+        Some(RingingCall {
+            call: call.cref(),
+            customer: c.customer_id,
+            since: call.started(),
+            phase,
+            caller,
+            groups: groups_rung(&self.routes, &c.destination),
+            legs,
         })
-        .collect();
-    let phase = if call.fork.is_ringing() { CallPhase::Ringing } else { CallPhase::Answered };
-    let caller = (c.source.kind == AddressType::Endpoint).then(|| c.source.target.clone());
-    Some(RingingCall {
-        call: call.cref(),
-        customer: c.customer_id,
-        since: call.started(),
-        phase,
-        caller,
-        groups: groups_rung(routes, &c.destination),
-        legs,
-    })
+    }
+
+    /// A fork leg's early dialog, as its phone sees it.
+    fn early_dialog(&self, call: &ForkedCall, leg: groupcall::LegId) -> Option<DialogIds> {
+        let d = self.b2bua.leg_early_dialog(call.cref(), call.leg(leg)?)?;
+        Some(DialogIds {
+            call_id: d.call_id.to_owned(),
+            local_tag: Some(d.phone_tag.to_owned()),
+            remote_tag: Some(d.our_tag.to_owned()),
+        })
+    }
 }
 
 /// The ring groups a call dialed to `dialed` rings through (`800@test`),
