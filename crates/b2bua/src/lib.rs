@@ -80,10 +80,12 @@ mod settings;
 mod state;
 mod timers;
 mod turn;
+mod uas_dialog;
 
 pub use limits::CopyLimits;
 pub use manager::CallManager;
 pub use pickup::PickupInvite;
+pub use uas_dialog::{DialogRequest, UasDialog};
 
 use sip_message::{Message, Peer, Transport};
 use std::fmt;

@@ -467,6 +467,14 @@ impl CallManager {
 
     // ----- internals --------------------------------------------------------
 
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn tokens_mut(&mut self) -> &mut Tokens {
+        &mut self.tokens
+    }
+
     /// The calls, and the wire their steps act through at `now`.
     pub(crate) fn split<'a>(
         &'a mut self,

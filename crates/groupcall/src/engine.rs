@@ -304,6 +304,12 @@ impl Fork {
         self.is_live()
     }
 
+    /// Every leg dialed (or picked up), in leg order: where it goes and its
+    /// call record (whose status says ringing, answered or over).
+    pub fn legs(&self) -> impl Iterator<Item = (LegId, &LegTarget, &Call)> {
+        self.tree.legs.iter().filter_map(|n| Some((n.id, &n.target, n.rec.as_ref()?)))
+    }
+
     /// The legs dialed and not over yet (ringing, or not answered yet), in
     /// leg order, with where they go.
     pub fn ringing_legs(&self) -> impl Iterator<Item = (LegId, &LegTarget)> {

@@ -285,18 +285,20 @@ impl Switch {
     /// step may use the whole switch), then settles the call.
     pub(crate) fn on_forked_call(
         &mut self,
+        now: Now,
         cref: CallRef,
         step: impl FnOnce(&mut Switch, &mut ForkedCall),
     ) {
         let Some(mut call) = self.calls.take(cref) else { return };
         step(self, &mut call);
+        self.show_call(now, &call);
         self.calls.put_back(cref, call);
         self.settle_call(cref);
     }
 
     /// A B2BUA event, into its call's fork; then the fork's actions.
     pub(crate) fn on_call_event(&mut self, now: Now, ev: CallEvent) {
-        self.on_forked_call(ev.call(), |sw, call| {
+        self.on_forked_call(now, ev.call(), |sw, call| {
             if !call.feed_fork(now, ev, &mut sw.out) {
                 sw.on_source_event(now, call, ev);
             }
@@ -306,7 +308,7 @@ impl Switch {
 
     /// Applies a call's pending fork actions, then settles it.
     pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
-        self.on_forked_call(cref, |sw, call| sw.apply_actions(now, call));
+        self.on_forked_call(now, cref, |sw, call| sw.apply_actions(now, call));
     }
 
     /// What the click-to-call source did: its record moves on; its answer

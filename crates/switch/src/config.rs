@@ -38,6 +38,8 @@ pub struct SwitchConfig {
     pub admission: crate::AdmissionConfig,
     /// The feature codes (call pickup...) of every domain.
     pub feature_codes: pbx_features::FeatureCodeSettings,
+    /// Busy lamp subscriptions: expiries and limits.
+    pub blf: pbx_features::NotifierSettings,
 }
 
 /// RFC 3261 timers (section 17.1.1.1), for transactions and dialogs alike.
@@ -104,6 +106,7 @@ impl SwitchConfig {
             carrier_dns_interval: Duration::from_secs(300),
             admission: crate::AdmissionConfig::default(),
             feature_codes: Default::default(),
+            blf: Default::default(),
         }
     }
 

@@ -174,7 +174,7 @@ impl Switch {
         GroupDef::new(id, RingMethod::RingAll, vec![d])
     }
 
-    fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
+    pub(crate) fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
         let resp = match r {
             Refusal::Status(code) => self.local.status(req, code),
             Refusal::Banned => match self.registrar.limiter().config().action {

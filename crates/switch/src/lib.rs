@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod blf;
 mod caller;
 mod calls;
 mod commands;

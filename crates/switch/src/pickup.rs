@@ -130,7 +130,7 @@ impl Switch {
         }
         let lr = self.b2bua.pick_up(&mut self.tx, now.at, cref, invite)?;
         let picker = Address::new(AddressType::Endpoint, aor.to_owned());
-        self.on_forked_call(cref, |sw, call| {
+        self.on_forked_call(now, cref, |sw, call| {
             match call.fork.pick_up(now.into(), picker) {
                 Some(leg) => {
                     call.map_leg(leg, lr);

@@ -1,11 +1,20 @@
-//! Call pickup through the real binary: ring group 800 rings two
+//! Ring groups as office users live with them, through the real binary.
+//!
+//! Call pickup: ring group 800 rings two
 //! registered SIPp phones (test12 and test13); a third SIPp phone,
 //! authenticated as an extension, dials the group pickup code `*8` or the
 //! directed pickup code `**test12` and is connected to the caller; both
 //! ringing phones get CANCEL with `Reason: SIP;cause=200;text="Call
 //! completed elsewhere"` (checked by their scenario), and the records say
 //! who answered. Nothing ringing: 480 at once. A pickup that races the
-//! member's own answer (raw-socket phones) has exactly one winner.
+//! member's own answer (raw-socket phones) has exactly one winner; a
+//! `Replaces` naming the ringing early dialog picks it up too.
+//!
+//! Busy lamps: a phone subscribes to the `dialog` package of an extension
+//! and of a ring group and gets a NOTIFY for each step of a call (trying,
+//! early with the caller, confirmed, terminated), every body valid against
+//! RFC 4235's schema (`xmllint`), versions increasing; its subscriptions end
+//! when it unregisters.
 
 mod common;
 
@@ -26,7 +35,9 @@ fn config() -> String {
          [[extensions]]\nname = \"test13\"\ndomain = \"test\"\npassword = \"pw13\"\n\
          [registrar]\nalgorithms = [\"MD5\"]\n\
          [[groups]]\nnumber = \"800\"\ndomain = \"test\"\nring_method = \"ring_all\"\n\
-         destinations = [{{ type = \"endpoint\", target = \"test12@test\" }}, {{ type = \"endpoint\", target = \"test13@test\" }}]\n"
+         destinations = [{{ type = \"endpoint\", target = \"test12@test\" }}, {{ type = \"endpoint\", target = \"test13@test\" }}]\n\
+         [[groups]]\nnumber = \"801\"\ndomain = \"test\"\nring_method = \"ring_all\"\n\
+         destinations = [{{ type = \"endpoint\", target = \"test12@test\" }}]\n"
     )
 }
 
@@ -268,10 +279,15 @@ fn in_dialog(phone: &RawPhone, ok: &str, method: &str, call_id: &str, seq: u32) 
 
 /// The caller, a raw socket on the carrier's address, dials 800.
 fn raw_caller(server: SocketAddr) -> RawPhone {
+    raw_caller_to(server, "800")
+}
+
+/// The caller, a raw socket on the carrier's address, dials `number`.
+fn raw_caller_to(server: SocketAddr, number: &str) -> RawPhone {
     let sock = UdpSocket::bind((CARRIER_IP, 0)).expect("bind 127.0.0.2");
     sock.set_read_timeout(Some(WAIT)).expect("timeout");
     let caller = RawPhone { sock, server };
-    let ruri = format!("sip:800@{server}");
+    let ruri = format!("sip:{number}@{server}");
     caller.send(&sdp_invite(&ruri, "<sip:+15550001111@pstn>", caller.addr(), "race-caller", ""));
     caller
 }
@@ -376,4 +392,170 @@ fn pickup_by_replaces_takes_the_early_dialog_it_names() {
     let (root, legs) = finished_root(&server, &["test12@test", "test13@test"]);
     let answer = legs.iter().find(|c| c.id == root.answer_call_id).expect("answer");
     assert_eq!(answer.destination.target, "test13@test", "{legs:#?}");
+}
+
+/// RFC 4235's schema, kept beside the crate that writes the documents.
+fn dialog_info_xsd() -> std::path::PathBuf {
+    repo_root().join("crates/pbx-features/tests/data/dialog-info.xsd")
+}
+
+/// Every document valid against RFC 4235's schema (`xmllint`).
+fn assert_valid_dialog_info(docs: &[String]) {
+    let dir = tempfile::tempdir().expect("dir");
+    let files: Vec<_> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let p = dir.path().join(format!("{i:02}.xml"));
+            std::fs::write(&p, d).expect("write");
+            p
+        })
+        .collect();
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(dialog_info_xsd())
+        .args(&files)
+        .output()
+        .expect("xmllint (libxml2-utils, tests/peers.sh)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A SUBSCRIBE for the dialog package of `user` from `phone` as test13
+/// (digest answered); NOTIFYs meanwhile go to `lamp`. Returns the 200.
+fn subscribe(phone: &RawPhone, lamp: &mut Lamp, user: &str, call_id: &str) -> String {
+    let ruri = format!("sip:{user}@{}", phone.server);
+    let local = phone.addr();
+    let build = |cseq: u32, auth: &str| {
+        format!(
+            "SUBSCRIBE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:test13@test>;tag=w{call_id}\r\nTo: <sip:{user}@test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:test13@{local}>\r\nEvent: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    phone.send(&build(1, ""));
+    let challenge = lamp.final_response(phone, "SUBSCRIBE");
+    assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
+    let www = header(&challenge, "Proxy-Authenticate");
+    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let auth = digest_answer("test13", "pw13", "SUBSCRIBE", &ruri, nonce);
+    phone.send(&build(2, &format!("Proxy-Authorization: {auth}\r\n")));
+    let ok = lamp.final_response(phone, "SUBSCRIBE");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(header(&ok, "Expires").parse::<u32>().is_ok_and(|e| e > 0), "{ok}");
+    ok
+}
+
+/// A NOTIFY as a watcher keeps it: the subscription's Call-ID, its
+/// Subscription-State and its body.
+struct Notified {
+    call_id: String,
+    state: String,
+    body: String,
+    /// An `until` returned it already.
+    used: bool,
+}
+
+/// The NOTIFYs a watcher got, every subscription's, in order.
+#[derive(Default)]
+struct Lamp {
+    seen: Vec<Notified>,
+}
+
+impl Lamp {
+    /// Answers and keeps a NOTIFY.
+    fn take(&mut self, phone: &RawPhone, n: &str) {
+        phone.reply(n, "200 OK", false);
+        assert_eq!(header(n, "Event"), "dialog", "{n}");
+        let body = n.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        if !body.is_empty() {
+            assert_eq!(header(n, "Content-Type"), "application/dialog-info+xml", "{n}");
+        }
+        let call_id = header(n, "Call-ID").to_owned();
+        let state = header(n, "Subscription-State").to_owned();
+        if self.seen.iter().any(|s| s.call_id == call_id && s.body == body && s.state == state) {
+            return; // a retransmission
+        }
+        self.seen.push(Notified { call_id, state, body, used: false });
+    }
+
+    /// The next final response to `method`, NOTIFYs meanwhile kept.
+    fn final_response(&mut self, phone: &RawPhone, method: &str) -> String {
+        loop {
+            let m = phone.recv();
+            if m.starts_with("NOTIFY ") {
+                self.take(phone, &m);
+            } else if !m.starts_with("SIP/2.0 1") && header(&m, "CSeq").ends_with(method) {
+                return m;
+            }
+        }
+    }
+
+    /// The first NOTIFY not returned yet of subscription `call_id` whose
+    /// body or state says `wanted` (reading more as needed); returns its
+    /// body.
+    fn until(&mut self, phone: &RawPhone, call_id: &str, wanted: &str) -> String {
+        loop {
+            let hit = self.seen.iter_mut().find(|n| {
+                !n.used
+                    && n.call_id == call_id
+                    && (n.body.contains(wanted) || n.state.contains(wanted))
+            });
+            if let Some(n) = hit {
+                n.used = true;
+                return n.body.clone();
+            }
+            let n = phone.recv_request("NOTIFY");
+            self.take(phone, &n);
+        }
+    }
+
+    /// The `version` attributes of one subscription's documents, in order.
+    fn versions(&self, call_id: &str) -> Vec<u32> {
+        self.seen
+            .iter()
+            .filter(|n| n.call_id == call_id && !n.body.is_empty())
+            .filter_map(|n| {
+                let root = n.body.split("<dialog-info").nth(1)?;
+                root.split(" version=\"").nth(1)?.split('"').next()?.parse().ok()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn busy_lamps_follow_a_whole_call_and_end_at_unregister() {
+    let server = Server::start_with(&config());
+    let watcher = RawPhone::registered(server.udp, "test13", "pw13");
+    let mut lamp = Lamp::default();
+    subscribe(&watcher, &mut lamp, "test12", "blf-ext");
+    subscribe(&watcher, &mut lamp, "801", "blf-grp");
+    lamp.until(&watcher, "blf-ext", "state=\"full\"");
+    lamp.until(&watcher, "blf-grp", "state=\"full\"");
+    let member = RawPhone::registered(server.udp, "test12", "pw12");
+    let caller = raw_caller_to(server.udp, "801");
+    let invite = member.recv_request("INVITE");
+    member.reply(&invite, "180 Ringing", false);
+    let early = lamp.until(&watcher, "blf-ext", ">early<");
+    assert!(early.contains("+15550001111"), "the caller shown: {early}");
+    assert!(early.contains(&format!("call-id=\"{}\"", header(&invite, "Call-ID"))), "{early}");
+    lamp.until(&watcher, "blf-grp", ">early<");
+    member.reply(&invite, "200 OK", true);
+    member.recv_request("ACK");
+    lamp.until(&watcher, "blf-ext", ">confirmed<");
+    let ok = caller.recv_final("INVITE");
+    in_dialog(&caller, &ok, "ACK", "race-caller", 1);
+    in_dialog(&caller, &ok, "BYE", "race-caller", 2);
+    let bye = member.recv_request("BYE");
+    member.reply(&bye, "200 OK", false);
+    lamp.until(&watcher, "blf-ext", ">terminated<");
+    lamp.until(&watcher, "blf-grp", ">terminated<");
+    // Unregistering ends both subscriptions with a last NOTIFY.
+    unregister_all(server.udp, "test13", "pw13");
+    lamp.until(&watcher, "blf-ext", "terminated;reason=deactivated");
+    lamp.until(&watcher, "blf-grp", "terminated;reason=deactivated");
+    for sub in ["blf-ext", "blf-grp"] {
+        let v = lamp.versions(sub);
+        assert!(v.len() >= 3 && v.windows(2).all(|w| w[0] < w[1]), "{sub}: {v:?}");
+    }
+    let docs: Vec<String> =
+        lamp.seen.iter().map(|n| n.body.clone()).filter(|b| !b.is_empty()).collect();
+    assert_valid_dialog_info(&docs);
 }
