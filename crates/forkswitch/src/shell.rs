@@ -209,6 +209,10 @@ impl Shell {
                         let _ = reply.send(outcome);
                     }
                 }
+                Output::Event(Event::GroupcallMissed(m)) => {
+                    debug!(groupcall = %m.groupcall_id, members = m.members.len(), "groupcall missed");
+                    self.webhooks.publish_missed(&m);
+                }
                 Output::Event(e) => log_event(&e),
                 Output::Timeout(at) => {
                     self.capture.flush();

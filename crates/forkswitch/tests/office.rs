@@ -559,3 +559,40 @@ fn busy_lamps_follow_a_whole_call_and_end_at_unregister() {
         lamp.seen.iter().map(|n| n.body.clone()).filter(|b| !b.is_empty()).collect();
     assert_valid_dialog_info(&docs);
 }
+
+#[test]
+fn a_ring_group_call_nobody_answers_is_a_groupcall_missed_webhook() {
+    let hooks = http::Hooks::start(0);
+    let hooked = format!(
+        "[[customers]]\nid = \"{CUSTOMER}\"\nwebhook_url = \"http://{}/hooks\"\nwebhook_secret = \"s\"\n",
+        hooks.addr
+    );
+    let cfg = config().replacen(&format!("[[customers]]\nid = \"{CUSTOMER}\"\n"), &hooked, 1);
+    let server = Server::start_with(&cfg);
+    let member = RawPhone::registered(server.udp, "test12", "pw12");
+    let caller = raw_caller_to(server.udp, "800");
+    let invite = member.recv_request("INVITE");
+    member.reply(&invite, "180 Ringing", false);
+    await_ringing(&server, &["test12@test"]);
+    // The caller gives up.
+    let (local, srv) = (caller.addr(), server.udp);
+    caller.send(&format!(
+        "CANCEL sip:800@{srv} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKrace-caller1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001111@pstn>;tag=trace-caller\r\nTo: <sip:800@{srv}>\r\nCall-ID: race-caller\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    ));
+    let cancel = member.recv_request("CANCEL");
+    member.reply(&cancel, "200 OK", false);
+    member.reply(&invite, "487 Request Terminated", false);
+    let missed = loop {
+        let hook = hooks.next().json();
+        if hook["type"] == "groupcall_missed" {
+            break hook;
+        }
+    };
+    let data = &missed["data"];
+    assert_eq!(data["customer_id"], CUSTOMER, "{missed:#}");
+    assert_eq!(data["destination"]["target"], "800@test", "{missed:#}");
+    assert_eq!(data["source"]["target"], "+15550001111", "{missed:#}");
+    let members = data["members"].as_array().expect("members");
+    let rung: Vec<&str> = members.iter().filter_map(|m| m["target"].as_str()).collect();
+    assert!(rung.contains(&"test12@test"), "{missed:#}");
+}

@@ -212,6 +212,16 @@ impl ForkedCall {
         out.push_back(Output::Persist(Persist::Call(c.clone())));
     }
 
+    /// The missed-groupcall notice of a call to a ring group that is over
+    /// and was never answered (`None` otherwise).
+    pub(crate) fn missed(&self) -> Option<pbx_features::GroupcallMissed> {
+        if self.inbound.destination.kind != records::AddressType::Groupcall {
+            return None;
+        }
+        let legs: Vec<Call> = self.fork.legs().map(|(_, _, c)| c.clone()).collect();
+        pbx_features::GroupcallMissed::from_records(self.fork.root(), Some(&self.inbound), &legs)
+    }
+
     /// How the call went, for the counters (once it is over).
     pub(crate) fn outcome(&self) -> CallOutcome {
         if !self.inbound.tm_progressing.is_not_yet() {

@@ -116,6 +116,10 @@ pub enum Event {
         /// The AOR of the extension that picked it up.
         picker: String,
     },
+    /// A call to a ring group ended with nobody answering: the
+    /// `groupcall_missed` webhook's data (the members rung and how each
+    /// leg ended).
+    GroupcallMissed(Box<pbx_features::GroupcallMissed>),
     /// A served call is completely over.
     CallEnded {
         /// The inbound call record.

@@ -452,6 +452,9 @@ impl Switch {
         }
         if let Some(call) = self.calls.remove_if_over(cref) {
             call.release(&mut self.occupancy);
+            if let Some(missed) = call.missed() {
+                self.out.push_back(Output::Event(Event::GroupcallMissed(Box::new(missed))));
+            }
             self.counters.call_ended(call.outcome());
             self.counters.legs_per_groupcall.observe(call.fork.dialed_legs() as f64);
             self.out.push_back(Output::Event(Event::CallEnded { call: call.inbound.id }));
