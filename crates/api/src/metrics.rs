@@ -173,6 +173,8 @@ impl Collector for Scrape {
             let h = "Live SIP transactions";
             gauge(&mut e, "sip_transactions_active", h, signed(st.transactions))?;
             gauge(&mut e, "registrations", "Registered bindings", signed(st.bindings))?;
+            let h = "Busy lamp (dialog package) subscriptions held";
+            gauge(&mut e, "blf_subscriptions", h, signed(st.subscriptions))?;
             gauge(&mut e, "timers", "Entries in the timer queue", signed(st.timers))?;
             gauge(
                 &mut e,

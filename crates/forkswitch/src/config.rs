@@ -67,6 +67,9 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// `[blf]`: busy lamp subscriptions (expiries and limits).
+    #[serde(default)]
+    pub blf: BlfConfig,
     /// `[feature_codes]`: call pickup and login codes of every domain
     /// that sets none of its own (`[[domains]] feature_codes`).
     #[serde(default)]
@@ -236,6 +239,58 @@ pub struct DnsConfig {
     /// Per-query timeout in milliseconds (default 2000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// `[blf]`: busy lamp (`SUBSCRIBE` to the `dialog` package) expiries, in
+/// seconds, and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlfConfig {
+    /// Shortest expiry taken (423 below).
+    pub min_expires: u32,
+    /// Longest expiry granted.
+    pub max_expires: u32,
+    /// Expiry of a SUBSCRIBE without Expires.
+    pub default_expires: u32,
+    /// Subscriptions one AOR may hold (403 beyond).
+    pub max_per_subscriber: usize,
+    /// Subscriptions of one extension or group (480 beyond).
+    pub max_per_watched: usize,
+    /// Subscriptions in all (503 beyond).
+    pub max_total: usize,
+    /// Dialogs one document lists.
+    pub max_dialogs_shown: usize,
+}
+
+impl Default for BlfConfig {
+    fn default() -> Self {
+        let d = pbx_features::NotifierSettings::default();
+        BlfConfig {
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+            default_expires: d.default_expires,
+            max_per_subscriber: d.max_per_subscriber,
+            max_per_watched: d.max_per_watched,
+            max_total: d.max_total,
+            max_dialogs_shown: d.max_dialogs_shown,
+        }
+    }
+}
+
+impl BlfConfig {
+    /// The notifier's settings.
+    pub fn settings(&self) -> pbx_features::NotifierSettings {
+        pbx_features::NotifierSettings {
+            min_expires: self.min_expires,
+            max_expires: self.max_expires,
+            default_expires: self.default_expires,
+            max_per_subscriber: self.max_per_subscriber,
+            max_per_watched: self.max_per_watched,
+            max_total: self.max_total,
+            max_dialogs_shown: self.max_dialogs_shown,
+            ..Default::default()
+        }
+    }
 }
 
 /// `[overload]`: admission control (see the switch crate's `admission.rs`).
@@ -968,6 +1023,7 @@ impl Config {
         self.check_accounts()?;
         self.check_provisioning()?;
         self.check_feature_codes()?;
+        self.blf.settings().check().map_err(|e| ("blf", e.key, e.reason))?;
         self.check_registrar()?;
         self.check_routes()?;
         self.check_calls_and_log()?;
@@ -1373,6 +1429,7 @@ impl Config {
         };
         c.registrar = self.registrar();
         c.feature_codes = self.feature_code_settings();
+        c.blf = self.blf.settings();
         let o = &self.overload;
         c.admission = switch::AdmissionConfig {
             max_queue_delay: Duration::from_millis(o.max_queue_delay_ms),
@@ -1468,6 +1525,8 @@ mod tests {
             "{base}feature_codes = {{ group_pickup = \"**1\", directed_pickup = \"*7\" }}\n"
         ));
         assert!(e.starts_with("f.toml:13: domains.feature_codes: test: group_pickup: "), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[blf]\nmin_expires = 600\nmax_expires = 60\n");
+        assert_eq!(e, "f.toml:5: blf.max_expires: must not be below min_expires");
         // Codes that clash with each other.
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[feature_codes]\ngroup_pickup = \"*4\"\nlogin_toggle = \"*4\"\n");
         assert!(e.starts_with("f.toml:5: feature_codes.login_toggle: "), "{e}");

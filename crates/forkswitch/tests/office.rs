@@ -596,3 +596,63 @@ fn a_ring_group_call_nobody_answers_is_a_groupcall_missed_webhook() {
     let rung: Vec<&str> = members.iter().filter_map(|m| m["target"].as_str()).collect();
     assert!(rung.contains(&"test12@test"), "{missed:#}");
 }
+
+/// One SIP message from a TCP stream, as text.
+fn tcp_read(s: &mut std::net::TcpStream, pending: &mut Vec<u8>) -> String {
+    String::from_utf8_lossy(&read_stream_message(s, pending)).into_owned()
+}
+
+#[test]
+fn a_lamp_over_tcp_ends_when_its_connection_closes() {
+    use std::io::Write;
+    let server = Server::start_with(&config());
+    let api = http::Api::new(server.http, "none");
+    let mut conn = tcp_client(server.tcp);
+    let mut pending = Vec::new();
+    let local = conn.local_addr().expect("addr");
+    let ruri = format!("sip:test12@{}", server.tcp);
+    let build = |cseq: u32, auth: &str| {
+        format!(
+            "SUBSCRIBE {ruri};transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:test13@test>;tag=wtcp\r\nTo: <sip:test12@test>\r\nCall-ID: blf-tcp\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:test13@{local};transport=tcp>\r\nEvent: dialog\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    conn.write_all(build(1, "").as_bytes()).expect("send");
+    let challenge = tcp_read(&mut conn, &mut pending);
+    assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
+    let www = header(&challenge, "Proxy-Authenticate");
+    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let auth =
+        digest_answer("test13", "pw13", "SUBSCRIBE", &format!("{ruri};transport=tcp"), nonce);
+    conn.write_all(build(2, &format!("Proxy-Authorization: {auth}\r\n")).as_bytes()).expect("send");
+    // The 200 and the first NOTIFY, both over this connection.
+    let (mut ok, mut notify) = (None, None);
+    while ok.is_none() || notify.is_none() {
+        let m = tcp_read(&mut conn, &mut pending);
+        if m.starts_with("NOTIFY ") {
+            let reply = response(&m, local, "200 OK", "x", false);
+            conn.write_all(reply.as_bytes()).expect("send");
+            notify = Some(m);
+        } else if m.starts_with("SIP/2.0 200") {
+            ok = Some(m);
+        }
+    }
+    let notify = notify.unwrap_or_default();
+    assert!(notify.contains("state=\"full\""), "{notify}");
+    assert!(header(&notify, "Via").starts_with("SIP/2.0/TCP"), "{notify}");
+    // The gauge of subscriptions held, polled (bounded) until it says `n`.
+    let held = |n: u32| {
+        let want = format!("forkswitch_blf_subscriptions {n}\n");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let text = api.get("/metrics").body;
+            if text.contains(&want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never {want}: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    held(1);
+    drop(conn);
+    held(0);
+}

@@ -42,6 +42,8 @@ pub struct SwitchStats {
     pub timers: usize,
     /// DNS questions in flight.
     pub dns_queries: usize,
+    /// Busy lamp subscriptions held.
+    pub subscriptions: usize,
 }
 
 /// The switch core. See the crate documentation for the contract.
@@ -237,6 +239,7 @@ impl Switch {
             bindings: self.registrar.location().len(),
             timers: self.timers.queue.len(),
             dns_queries: self.dns.len(),
+            subscriptions: self.lamps.notifier.len(),
         }
     }
 
