@@ -23,6 +23,11 @@
 //!   Reason (RFC 3326), and the 64*T1 give-up;
 //! - the caller's 2xx is retransmitted until its ACK (13.3.1.4); delayed
 //!   offers hold the winner's ACK until the caller's ACK brings the answer;
+//! - a call pickup ([`CallManager::pick_up`]): another phone's INVITE
+//!   becomes an answered leg of a ringing call (`pickup.rs`);
+//! - a dialog made by a request outside any call (a subscription:
+//!   [`UasDialog`]) and its in-dialog requests (NOTIFY) through the same
+//!   builder as the legs' ([`CallManager::dialog_request`]);
 //! - once bridged, in-dialog requests (BYE, and those
 //!   [`sip_message::SUPPORTED`] marks relayed: re-INVITE, UPDATE, INFO,
 //!   OPTIONS) are relayed between the two dialogs and their responses

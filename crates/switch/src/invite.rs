@@ -190,7 +190,11 @@ impl Switch {
             }
             Refusal::AuthFailed { user } => {
                 self.counters.auth_failures += 1;
-                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, "INVITE");
+                let method = match req.method() {
+                    Some(sip_message::Method::Subscribe) => "SUBSCRIBE",
+                    _ => "INVITE",
+                };
+                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, method);
                 self.local.status(req, 403)
             }
         };
