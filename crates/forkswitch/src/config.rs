@@ -80,6 +80,9 @@ pub struct Config {
     /// HEP v3 to a capture server (Homer); none: off.
     #[serde(default)]
     pub hep: Option<HepConfig>,
+    /// Media anchoring through rtpengine (`mode = "off"` by default).
+    #[serde(default)]
+    pub media: media_anchor::MediaSection,
 }
 
 /// `[trace]`: every SIP message received and sent, kept in memory for
@@ -908,13 +911,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// 1-based line of the first `key =` inside `[table]` (or anywhere).
+/// 1-based line of the first `key =` inside `[table]` (or anywhere); the
+/// `[table]` line itself when the key is missing there.
 fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
     let mut in_table = table.is_empty();
+    let mut header = None;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.starts_with('[') {
             in_table = t.trim_matches(|c| c == '[' || c == ']').trim() == table;
+            if in_table && header.is_none() {
+                header = Some(i + 1);
+            }
             continue;
         }
         if in_table {
@@ -925,7 +933,7 @@ fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
             }
         }
     }
-    None
+    header
 }
 
 /// A provisioning rule broken by the record `who` (`a@test`, `800@test`)
@@ -1027,7 +1035,19 @@ impl Config {
         self.check_registrar()?;
         self.check_routes()?;
         self.check_calls_and_log()?;
-        self.check_capture()
+        self.check_capture()?;
+        self.check_media()
+    }
+
+    /// `[media]`: the rtpengine ng addresses, timeouts, what a call gets
+    /// when none answers.
+    fn check_media(&self) -> Result<(), Broken> {
+        self.media.validate().map(|_| ()).map_err(|e| ("media", e.key, e.reason))
+    }
+
+    /// `[media]` checked ([`Config::parse`] refused a broken one).
+    pub fn media_settings(&self) -> media_anchor::MediaSettings {
+        self.media.validate().unwrap_or(media_anchor::MediaSettings::Off)
     }
 
     /// `[trace]` and `[hep]`.
@@ -1442,6 +1462,7 @@ impl Config {
             source_ban: Duration::from_secs(o.source_ban_secs),
             ..Default::default()
         };
+        c.media = self.media_settings();
         c.keepalive_interval = (self.registrar.keepalive_interval_secs > 0)
             .then(|| Duration::from_secs(self.registrar.keepalive_interval_secs));
         c
@@ -1506,6 +1527,17 @@ mod tests {
         assert!(e.contains("sip.udp"), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");
         assert!(e.starts_with("f.toml:4: log.level"), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\nmode = \"rtpengine\"\n");
+        assert!(e.starts_with("f.toml:3: media.rtpengine: "), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\nmode = \"rtpengine\"\nrtpengine = [\"localhost:2223\"]\n");
+        assert!(
+            e.starts_with("f.toml:5: media.rtpengine: \"localhost:2223\" is not IP:port"),
+            "{e}"
+        );
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\ntimeout_ms = 1\n");
+        assert_eq!(e, "f.toml:4: media.timeout_ms: must be 10..=60000");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\non_failure = \"shrug\"\n");
+        assert!(e.starts_with("f.toml:4: "), "{e}");
     }
 
     #[test]

@@ -139,6 +139,8 @@ struct Shell {
     webhooks: Webhooks,
     capture: crate::capture::Capture,
     events: api::LiveEvents,
+    /// The one UDP socket to the rtpengines' ng ports (media on).
+    ng: Option<Arc<tokio::net::UdpSocket>>,
 }
 
 impl Shell {
@@ -213,6 +215,15 @@ impl Shell {
                     debug!(groupcall = %m.groupcall_id, members = m.members.len(), "groupcall missed");
                     self.webhooks.publish_missed(&m);
                 }
+                Output::Media(t) => {
+                    // A datagram that cannot go now is a loss: the ng
+                    // client sends it again (same cookie) or fails over.
+                    if let Some(ng) = &self.ng {
+                        if let Err(e) = ng.try_send_to(&t.bytes, t.to) {
+                            debug!(to = %t.to, error = %e, "ng datagram not sent");
+                        }
+                    }
+                }
                 Output::Event(e) => log_event(&e),
                 Output::Timeout(at) => {
                     self.capture.flush();
@@ -238,6 +249,7 @@ fn log_event(e: &Event) {
             info!(count, "connection closed: its bindings are unreachable")
         }
         Event::Security(ev) => log_security(ev),
+        Event::Media(ev) => log_media(ev),
         Event::Overload { began: true, queue_delay, queue_depth, .. } => {
             let delay_ms = queue_delay.as_millis() as u64;
             warn!(target: "security", event = "overload", src = "", user = "", method = "INVITE",
@@ -262,6 +274,68 @@ fn log_event(e: &Event) {
         }
         other => debug!(event = ?other, "event"),
     }
+}
+
+/// Media anchoring: an rtpengine going down or coming back is a WARN line,
+/// a call going on without the media relay too; requests are debug.
+fn log_media(ev: &switch::MediaEvent) {
+    match ev {
+        switch::MediaEvent::Instance { addr, up: false } => {
+            warn!(target: "media", rtpengine = %addr, "rtpengine stopped answering: marked down")
+        }
+        switch::MediaEvent::Instance { addr, up: true } => {
+            warn!(target: "media", rtpengine = %addr, "rtpengine answers again: marked up")
+        }
+        switch::MediaEvent::Failed { command, call_id, reason } => {
+            warn!(target: "media", command, call_id = %call_id, reason = %reason, "rtpengine request failed")
+        }
+        switch::MediaEvent::Request { command, result, latency } => {
+            debug!(target: "media", command, result, latency_ms = latency.as_secs_f64() * 1e3, "ng request done")
+        }
+    }
+}
+
+/// The ng socket when `[media] mode = "rtpengine"`: bound on loopback or
+/// any address (the family of the first rtpengine), and a task that reads
+/// it into `tx`.
+async fn open_ng_socket(
+    cfg: &Config,
+    tx: mpsc::UnboundedSender<(std::net::SocketAddr, bytes::Bytes)>,
+) -> Result<Option<Arc<tokio::net::UdpSocket>>, String> {
+    let Some(first) = cfg
+        .media
+        .rtpengine
+        .first()
+        .filter(|_| !matches!(cfg.media_settings(), media_anchor::MediaSettings::Off))
+    else {
+        return Ok(None);
+    };
+    let addr = media_anchor::settings::parse_instance(first)?.addr;
+    let bind: std::net::SocketAddr = match addr {
+        std::net::SocketAddr::V4(a) if a.ip().is_loopback() => ([127, 0, 0, 1], 0).into(),
+        std::net::SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("cannot bind the ng socket {bind}: {e}"))?;
+    let socket = Arc::new(socket);
+    let reader = socket.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; media_anchor::codec::MAX_DATAGRAM];
+        loop {
+            match reader.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    if tx.send((from, bytes::Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        return;
+                    }
+                }
+                // ICMP port unreachable from a dead rtpengine: a loss.
+                Err(e) => debug!(error = %e, "ng socket"),
+            }
+        }
+    });
+    Ok(Some(socket))
 }
 
 /// A security event as a WARN line of target `security`, the same fields
@@ -361,6 +435,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let (capture, traces) = crate::capture::Capture::start(&cfg.trace, cfg.hep.as_ref());
     let http = crate::http::start(&cfg, db.clone(), traces)?;
     let mut request_rx = http.requests;
+    let (ng_tx, mut ng_rx) = mpsc::unbounded_channel();
+    let ng = open_ng_socket(&cfg, ng_tx).await?;
     let mut shell = Shell {
         transport: transport.clone(),
         db: db.clone(),
@@ -370,6 +446,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         webhooks: http.webhooks,
         capture,
         events: http.events,
+        ng,
     };
     let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now())
         .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
@@ -393,6 +470,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
             Some(n) = note_rx.recv() => notice(n),
             Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
+            Some((from, bytes)) = ng_rx.recv() => Input::MediaDatagram { from, bytes },
             Some(r) = request_rx.recv() => {
                 shell.request(&mut sw, r);
                 deadline = shell.drain(&mut sw);
@@ -438,6 +516,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let input = tokio::select! {
             Some(n) = note_rx.recv() => notice(n),
             Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
+            Some((from, bytes)) = ng_rx.recv() => Input::MediaDatagram { from, bytes },
             _ = tokio::time::sleep_until(deadline.min(grace_end).into()) => Input::Timeout,
         };
         sw.handle_input(now(), input);

@@ -14,7 +14,7 @@ use crate::input::Now;
 use crate::occupancy::Occupancy;
 use crate::output::{Output, Persist, Query};
 use crate::switch::Switch;
-use b2bua::{CallEvent, CallRef, LegRef};
+use b2bua::{CallEvent, CallRef, DialTarget, LegRef};
 use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record, ResolveId};
 use records::{Call, CallStatus, HangupBy, HangupReason};
 use rustc_hash::FxHashMap;
@@ -74,7 +74,7 @@ enum CallerLeg {
 /// call's record, and the extensions it counts on.
 pub(crate) struct ForkedCall {
     /// The B2BUA's handle of the call.
-    cref: CallRef,
+    pub(crate) cref: CallRef,
     pub(crate) fork: Fork,
     legs: LegMap,
     /// The inbound call's record.
@@ -130,11 +130,6 @@ impl ForkedCall {
     /// When the caller's INVITE was taken.
     pub(crate) fn started(&self) -> Instant {
         self.started
-    }
-
-    /// The caller's INVITE came to us (not a click-to-call).
-    pub(crate) fn is_inbound(&self) -> bool {
-        self.caller == CallerLeg::Inbound
     }
 
     /// Fork leg `leg` is B2BUA leg `lr` (a pickup's leg, made outside
@@ -235,13 +230,18 @@ impl ForkedCall {
         }
     }
 
+    /// The caller's INVITE came to us (not a click-to-call source).
+    pub(crate) fn is_inbound(&self) -> bool {
+        self.caller == CallerLeg::Inbound
+    }
+
     /// Both the fork and the dialogs are over: the call can be forgotten.
     pub(crate) fn is_over(&self) -> bool {
         self.fork.is_finished() && self.dialogs_over
     }
 
     /// The fork leg of a B2BUA leg.
-    fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
+    pub(crate) fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
         self.legs.to_fork.get(lr.as_u32() as usize).copied().flatten()
     }
 
@@ -309,6 +309,21 @@ impl Switch {
     /// A B2BUA event, into its call's fork; then the fork's actions.
     pub(crate) fn on_call_event(&mut self, now: Now, ev: CallEvent) {
         self.on_forked_call(now, ev.call(), |sw, call| {
+            match ev {
+                CallEvent::LegFailed { leg, .. }
+                | CallEvent::LegNoResponse { leg, .. }
+                | CallEvent::LegCancelled { leg, .. } => {
+                    if let Some(l) = call.fork_leg(leg) {
+                        sw.media_leg_lost(now, call, l);
+                    }
+                }
+                CallEvent::CallEnded { call: cref } => sw.media_call_ended(now, cref),
+                CallEvent::RelayOffer { .. } | CallEvent::RelayAnswer { .. } => {
+                    sw.media_held_relay(now, call, ev);
+                    return;
+                }
+                _ => {}
+            }
             if !call.feed_fork(now, ev, &mut sw.out) {
                 sw.on_source_event(now, call, ev);
             }
@@ -406,10 +421,16 @@ impl Switch {
                 Some(lr) => {
                     self.b2bua.cancel_leg(tx, at, cref, lr, reason.map(|r| r.header_value()))
                 }
-                None => Ok(()),
+                None => {
+                    self.cancel_offering(now, call, leg);
+                    Ok(())
+                }
             },
             Action::AckAndBye { leg } => match call.leg(leg) {
-                Some(lr) => self.b2bua.ack_and_bye(tx, at, cref, lr),
+                Some(lr) => {
+                    self.media_leg_lost(now, call, leg);
+                    self.b2bua.ack_and_bye(&mut self.tx, at, cref, lr)
+                }
                 None => Ok(()),
             },
             Action::Bye { leg } => match call.leg(leg) {
@@ -423,7 +444,10 @@ impl Switch {
             Action::RelayEarlyMedia { leg } => match call.leg(leg) {
                 Some(lr) => {
                     call.advance(out, now, CallStatus::Ringing, NOT_ENDED);
-                    self.b2bua.early_media_caller(tx, at, cref, lr)
+                    if self.answer_leg(now, call, leg, true) {
+                        return Ok(());
+                    }
+                    self.b2bua.early_media_caller(&mut self.tx, at, cref, lr)
                 }
                 None => Ok(()),
             },
@@ -471,6 +495,9 @@ impl Switch {
             let aor = aor.clone();
             call.occupy(&mut self.occupancy, &aor);
         }
+        if self.answer_leg(now, call, leg, false) {
+            return Ok(()); // the 2xx goes with rtpengine's answer
+        }
         self.b2bua.answer_caller(&mut self.tx, now.at, call.cref, lr)
     }
 
@@ -507,24 +534,32 @@ impl Switch {
             locals: &self.listen,
             wall: now.wall,
         };
-        let code = match dialer.target(target, &call.from) {
-            Ok(dt) => match self.b2bua.dial(&mut self.tx, now.at, call.cref, dt) {
-                Ok(lr) => {
-                    call.legs.insert(leg, lr);
-                    if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
-                        call.fork.leg_dialed(now.into(), leg, id);
-                    }
-                    return Ok(());
+        match dialer.target(target, &call.from) {
+            Ok(dt) => {
+                if let Some(dt) = self.offer_leg(now, call, leg, dt) {
+                    self.dial_now(now, call, leg, dt);
                 }
-                Err(e) => {
-                    debug!(error = ?e, "dial refused");
-                    503
-                }
-            },
-            Err(code) => code,
-        };
-        call.fork.leg_event(now.into(), leg, LegEvent::Failed { code });
+            }
+            Err(code) => call.fork.leg_event(now.into(), leg, LegEvent::Failed { code }),
+        }
         Ok(())
+    }
+
+    /// The B2BUA's INVITE of a fork leg (its offer anchored already, or
+    /// not anchored); a refusal fails the leg (the fork fails over).
+    pub(crate) fn dial_now(&mut self, now: Now, call: &mut ForkedCall, leg: LegId, dt: DialTarget) {
+        match self.b2bua.dial(&mut self.tx, now.at, call.cref, dt) {
+            Ok(lr) => {
+                call.legs.insert(leg, lr);
+                if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
+                    call.fork.leg_dialed(now.into(), leg, id);
+                }
+            }
+            Err(e) => {
+                debug!(error = ?e, "dial refused");
+                call.fork.leg_event(now.into(), leg, LegEvent::Failed { code: 503 });
+            }
+        }
     }
 }
 

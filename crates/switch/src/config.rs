@@ -40,6 +40,8 @@ pub struct SwitchConfig {
     pub feature_codes: pbx_features::FeatureCodeSettings,
     /// Busy lamp subscriptions: expiries and limits.
     pub blf: pbx_features::NotifierSettings,
+    /// Media anchoring through rtpengine (`[media]`); off by default.
+    pub media: media_anchor::MediaSettings,
 }
 
 /// RFC 3261 timers (section 17.1.1.1), for transactions and dialogs alike.
@@ -107,6 +109,7 @@ impl SwitchConfig {
             admission: crate::AdmissionConfig::default(),
             feature_codes: Default::default(),
             blf: Default::default(),
+            media: media_anchor::MediaSettings::Off,
         }
     }
 
@@ -124,6 +127,14 @@ impl SwitchConfig {
             t2: self.timers.t2,
             max_forwards: MAX_FORWARDS,
             send_100rel_to_caller: self.calls.send_100rel_to_caller,
+            // Anchored media: re-INVITE and UPDATE SDP go through rtpengine.
+            hold_relayed_sdp: matches!(
+                self.media,
+                media_anchor::MediaSettings::Rtpengine {
+                    default: media_anchor::Anchoring::Anchored(_),
+                    ..
+                }
+            ),
             ..Default::default()
         }
     }

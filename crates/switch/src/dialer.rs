@@ -225,6 +225,7 @@ impl Dialer<'_> {
                     next_hop: loc.target(),
                     credentials: None,
                     extra_headers: Vec::new(),
+                    sdp: None,
                 })
             }
             LegTarget::Hop { hop } => self.hop(hop, from),
@@ -246,6 +247,7 @@ impl Dialer<'_> {
                 .filter(|c| !c.username.is_empty())
                 .map(|c| (c.username.clone(), c.password.clone())),
             extra_headers: carrier.map(|c| c.headers.clone()).unwrap_or_default(),
+            sdp: None,
         })
     }
 }

@@ -173,4 +173,11 @@ pub enum Input {
         /// What to do.
         command: Command,
     },
+    /// A datagram read from the ng socket (an rtpengine's reply).
+    MediaDatagram {
+        /// Where it came from.
+        from: std::net::SocketAddr,
+        /// Its bytes.
+        bytes: bytes::Bytes,
+    },
 }

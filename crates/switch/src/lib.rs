@@ -31,7 +31,9 @@
 //!   - [`Input::ConnectionClosed`]: a stream connection closed (bindings
 //!     registered over it become unreachable);
 //!   - [`Input::Command`]: a [`Command`] from the API, with a [`CommandId`];
-//!     its outcome comes back as [`Event::CommandDone`] with that id.
+//!     its outcome comes back as [`Event::CommandDone`] with that id;
+//!   - [`Input::MediaDatagram`]: a datagram read from the ng socket (media
+//!     anchoring: an rtpengine's reply).
 //! - **Load**: before handing in a datagram, the shell may report how long
 //!   it waited in the input queue with [`Switch::set_load`] (the overload
 //!   signal of admission control, `admission.rs`); the events it causes
@@ -50,6 +52,11 @@
 //!     applied, persisted, then its [`Event::CommandDone`]), so the shell is
 //!     the only writer of the store, in order with the records;
 //!   - [`Output::Event`]: log it, count it, publish it;
+//!   - [`Output::Media`]: send the datagram from the one ng socket to the
+//!     rtpengine it names (media anchoring, `media.rs`: the ng client with
+//!     its retries, failover and instance health lives in the core; a leg's
+//!     INVITE, a 183/2xx to the caller and a relayed re-INVITE/UPDATE wait
+//!     in their own state for rtpengine's SDP; nothing blocks);
 //!   - [`Output::Timeout`]: the next deadline; call
 //!     `handle_input(now, Input::Timeout)` when it comes (earlier inputs are
 //!     fine: the deadline is asked for again after them).
@@ -93,6 +100,7 @@ mod dns;
 mod input;
 mod invite;
 mod local;
+mod media;
 mod occupancy;
 mod output;
 mod pickup;
@@ -107,6 +115,7 @@ pub use config::{CallSettings, SipTimers, SwitchConfig, SwitchState};
 pub use counters::Counters;
 pub use input::{ClickDestination, ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
+pub use media::{MediaEvent, MediaTransmit};
 pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};
 pub use routing::{Carrier, Route, RouteError};
 pub use switch::{Switch, SwitchStats};

@@ -81,6 +81,8 @@ pub struct Switch {
     pub(crate) feature_codes: pbx_features::FeatureCodeSettings,
     /// Busy lamp subscriptions.
     pub(crate) lamps: crate::blf::Lamps,
+    /// Media anchoring through rtpengine; `None`: off (SDP end to end).
+    pub(crate) media: Option<crate::media::MediaControl>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -119,6 +121,18 @@ impl Switch {
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
         let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
         registrar.location_mut().load(state.bindings);
+        let media = match &cfg.media {
+            media_anchor::MediaSettings::Off => None,
+            media_anchor::MediaSettings::Rtpengine { rtpengine, default } => {
+                // `anchor = false` as the default: no leg is anchored.
+                let profile = match default {
+                    media_anchor::Anchoring::Anchored(p) => Some(*p),
+                    media_anchor::Anchoring::Direct => None,
+                };
+                profile
+                    .map(|p| crate::media::MediaControl::new(rtpengine, p, rng.next_u64(), now.at))
+            }
+        };
         let b2bua_cfg = cfg.b2bua();
         let limits = b2bua_cfg.limits;
         let transactions = cfg.transactions();
@@ -160,10 +174,13 @@ impl Switch {
             occupancy: Default::default(),
             feature_codes: cfg.feature_codes,
             lamps: crate::blf::Lamps::new(cfg.blf),
+            media,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
         sw.run_job(now, Job::CarrierDns);
+        // The ng client's first pings (media on), and its deadline.
+        sw.pump(now);
         Ok(sw)
     }
 
@@ -194,6 +211,11 @@ impl Switch {
             Input::Command { id, command } => {
                 let outcome = self.on_command(now, command);
                 self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
+            }
+            Input::MediaDatagram { from, bytes } => {
+                if let Some(m) = &mut self.media {
+                    m.handle_datagram(now.at, from, &bytes);
+                }
             }
         }
         self.pump(now);
@@ -249,6 +271,9 @@ impl Switch {
         c.retransmissions = self.tx.retransmissions();
         c.shed_invites = self.admission.shed_invites;
         c.shed_registers = self.admission.shed_registers;
+        if let Some(m) = &self.media {
+            (c.media.instances, c.media.instances_up) = m.instances();
+        }
         c
     }
 
@@ -285,6 +310,11 @@ impl Switch {
                     self.lamps.notifier.handle_timeout(now.at);
                 }
                 TimerKey::Subscriptions => {}
+                TimerKey::Media => {
+                    if let Some(m) = self.media.as_mut().filter(|m| m.filed == Some(at)) {
+                        m.handle_timeout(now.at);
+                    }
+                }
             }
             self.pump(now);
         }
@@ -388,6 +418,7 @@ impl Switch {
                 busy = true;
                 self.transmit(t.peer, t.message, token_of(t.key));
             }
+            busy |= self.pump_media(now);
             if !busy {
                 break;
             }
@@ -397,6 +428,15 @@ impl Switch {
         }
         while let Some((at, c)) = self.b2bua.poll_timer() {
             self.timers.queue.push(at, TimerKey::Dialogs(c));
+        }
+        if let Some(m) = &mut self.media {
+            let next = m.poll_timeout();
+            if next != m.filed {
+                m.filed = next;
+                if let Some(at) = next {
+                    self.timers.queue.push(at, TimerKey::Media);
+                }
+            }
         }
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
@@ -467,7 +507,7 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, b2bua, calls, lamps, .. } = self;
+        let Switch { timers, tx, b2bua, calls, lamps, media, .. } = self;
         let jobs = &timers.jobs;
         let lamps_at = lamps.deadline;
         let current = |at: Instant, k: TimerKey| match k {
@@ -476,8 +516,9 @@ impl Switch {
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
             TimerKey::Subscriptions => lamps_at == Some(at),
+            TimerKey::Media => media.as_ref().is_some_and(|m| m.filed == Some(at)),
         };
-        let live = tx.len() + b2bua.len() + calls.len() + 4;
+        let live = tx.len() + b2bua.len() + calls.len() + 5;
         timers.queue.purge_if_bloated(live, current);
         timers.queue.prune(current);
         // The sweep job always runs, so there is always a deadline; an hour

@@ -23,6 +23,8 @@ pub(crate) enum TimerKey {
     Job(Job),
     /// Busy lamp subscriptions: expiries and NOTIFY give-ups.
     Subscriptions,
+    /// The ng client's retransmissions, timeouts and health probes.
+    Media,
 }
 
 /// The switch's own periodic work.

@@ -104,6 +104,10 @@ impl Sim {
                 Output::Resolve(q) => {
                     self.env.oracle.violation(format!("unexpected DNS question {q:?}"));
                 }
+                Output::Media(t) => {
+                    // The simulated world runs with media off.
+                    self.env.oracle.violation(format!("an ng request with media off: {t:?}"));
+                }
                 Output::Timeout(at) => {
                     let at = self.env.nanos(at).max(self.env.now);
                     if self.switch_wake != Some(at) {
