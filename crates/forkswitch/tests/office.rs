@@ -138,12 +138,19 @@ struct RawPhone {
 }
 
 impl RawPhone {
-    fn registered(server: SocketAddr, user: &str, pw: &str) -> RawPhone {
+    /// A phone on a fresh socket that never registers.
+    fn unregistered(server: SocketAddr) -> RawPhone {
         let sock = ports::udp_peer();
         sock.set_read_timeout(Some(WAIT)).expect("timeout");
-        let resp = register_from(&sock, server, user, pw);
-        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
         RawPhone { sock, server }
+    }
+
+    /// A phone registered as `user` (password `pw`) from its socket.
+    fn registered(server: SocketAddr, user: &str, pw: &str) -> RawPhone {
+        let phone = RawPhone::unregistered(server);
+        let resp = register_from(&phone.sock, server, user, pw);
+        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+        phone
     }
 
     fn addr(&self) -> SocketAddr {
@@ -191,6 +198,11 @@ impl RawPhone {
     fn reply(&self, req: &str, code: &str, sdp: bool) {
         self.send(&response(req, self.addr(), code, "m1", sdp));
     }
+}
+
+/// The nonce of a digest challenge.
+fn nonce_of(challenge: &str) -> &str {
+    challenge.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce")
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> &'a str {
@@ -260,7 +272,7 @@ fn authorized_invite(
         header(&challenge, "To")
     ));
     let www = header(&challenge, "Proxy-Authenticate");
-    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let nonce = nonce_of(www);
     let auth = digest_answer("test13", "pw13", "INVITE", &ruri, nonce);
     let extra = format!("{header_line}Proxy-Authorization: {auth}\r\n");
     sdp_invite(&ruri, from, local, call_id, &extra)
@@ -297,9 +309,7 @@ fn a_pickup_racing_the_members_answer_has_exactly_one_winner() {
     let server = Server::start_with(&config());
     for round in 0..4 {
         let member = RawPhone::registered(server.udp, "test12", "pw12");
-        let picker = ports::udp_peer();
-        picker.set_read_timeout(Some(WAIT)).expect("timeout");
-        let picker = RawPhone { sock: picker, server: server.udp };
+        let picker = RawPhone::unregistered(server.udp);
         let caller = raw_caller(server.udp);
         let invite = member.recv_request("INVITE");
         member.reply(&invite, "180 Ringing", false);
@@ -355,9 +365,7 @@ fn a_pickup_racing_the_members_answer_has_exactly_one_winner() {
 fn pickup_by_replaces_takes_the_early_dialog_it_names() {
     let server = Server::start_with(&config());
     let member = RawPhone::registered(server.udp, "test12", "pw12");
-    let picker = ports::udp_peer();
-    picker.set_read_timeout(Some(WAIT)).expect("timeout");
-    let picker = RawPhone { sock: picker, server: server.udp };
+    let picker = RawPhone::unregistered(server.udp);
     let caller = raw_caller(server.udp);
     let invite = member.recv_request("INVITE");
     member.reply(&invite, "180 Ringing", false);
@@ -434,7 +442,7 @@ fn subscribe(phone: &RawPhone, lamp: &mut Lamp, user: &str, call_id: &str) -> St
     let challenge = lamp.final_response(phone, "SUBSCRIBE");
     assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
     let www = header(&challenge, "Proxy-Authenticate");
-    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let nonce = nonce_of(www);
     let auth = digest_answer("test13", "pw13", "SUBSCRIBE", &ruri, nonce);
     phone.send(&build(2, &format!("Proxy-Authorization: {auth}\r\n")));
     let ok = lamp.final_response(phone, "SUBSCRIBE");
@@ -620,7 +628,7 @@ fn a_lamp_over_tcp_ends_when_its_connection_closes() {
     let challenge = tcp_read(&mut conn, &mut pending);
     assert!(challenge.starts_with("SIP/2.0 407"), "{challenge}");
     let www = header(&challenge, "Proxy-Authenticate");
-    let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let nonce = nonce_of(www);
     let auth =
         digest_answer("test13", "pw13", "SUBSCRIBE", &format!("{ruri};transport=tcp"), nonce);
     conn.write_all(build(2, &format!("Proxy-Authorization: {auth}\r\n")).as_bytes()).expect("send");
