@@ -344,25 +344,7 @@ impl Fork {
         // One more than the limit: a pickup always fits, and comes once.
         let limit = self.cfg.max_legs.saturating_add(1);
         let l = self.tree.add_leg(limit, &mut self.maker, 0, target, picker).ok()?;
-        let leg = self.tree.legs.get_mut(l)?;
-        leg.phase = LegPhase::Live;
-        let rec = Call {
-            groupcall_id: self.tree.groups.root().rec.id,
-            direction: Direction::Outgoing,
-            ..Call::dialing(
-                leg.call_id,
-                self.maker.customer_id,
-                self.maker.source.clone(),
-                leg.destination.clone(),
-                now.wall,
-            )
-        };
-        let (id, call_id) = (leg.id, leg.call_id);
-        leg.rec = Some(rec.clone());
-        self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
-        if let Some(n) = self.tree.groups.get_mut(0) {
-            n.rec.call_ids.push(call_id);
-        }
+        let (id, _) = self.go_live(now, l)?;
         self.win(now, l);
         self.settle(now);
         Some(id)
@@ -896,6 +878,16 @@ impl Fork {
         if leg.phase != LegPhase::Idle {
             return;
         }
+        let (g, target) = (leg.group, leg.target.clone());
+        let Some((id, call_id)) = self.go_live(now, l) else { return };
+        self.touch_group(now, g);
+        self.actions.push_back(Action::Dial { leg: id, call_id, target });
+    }
+
+    /// Leg `l` goes live: its call record is made (emitted) and listed in
+    /// its group's `call_ids`. Returns its id and record id.
+    fn go_live(&mut self, now: Now, l: usize) -> Option<(LegId, Uuid)> {
+        let leg = self.tree.legs.get_mut(l)?;
         leg.phase = LegPhase::Live;
         let g = leg.group;
         let groupcall_id = self.tree.groups.get(g).map_or(NIL, |n| n.rec.id);
@@ -910,14 +902,13 @@ impl Fork {
                 now.wall,
             )
         };
-        let (id, call_id, target) = (leg.id, leg.call_id, leg.target.clone());
+        let (id, call_id) = (leg.id, leg.call_id);
         leg.rec = Some(rec.clone());
         self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
         if let Some(n) = self.tree.groups.get_mut(g) {
             n.rec.call_ids.push(call_id);
         }
-        self.touch_group(now, g);
-        self.actions.push_back(Action::Dial { leg: id, call_id, target });
+        Some((id, call_id))
     }
 
     fn on_live(&mut self, now: Now, l: usize, ev: LegEvent) {
