@@ -300,9 +300,10 @@ impl BlfConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverloadConfig {
-    /// Input queue delay beyond which new INVITEs get 503; 0: never.
+    /// Input queue delay admission keeps calls under: past it (sustained),
+    /// new INVITEs get 503 in the proportion needed; 0: never.
     pub max_queue_delay_ms: u64,
-    /// Delay under which new INVITEs are admitted again.
+    /// Delay under which, nothing refused any more, the overload ends.
     pub resume_queue_delay_ms: u64,
     /// How long the delay must stay past the limit before shedding starts.
     pub sustain_ms: u64,
