@@ -269,6 +269,10 @@ pub struct Groupcall {
     pub tm_update: Timestamp,
     /// Deleted.
     pub tm_delete: Timestamp,
+    /// The cluster node that carries it (`[cluster] node_id`); empty
+    /// without a cluster (and then not in the JSON).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
 }
 
 /// Call status: only moves forward.
@@ -422,6 +426,15 @@ pub struct Call {
     pub tm_update: Timestamp,
     /// Deleted.
     pub tm_delete: Timestamp,
+    /// The cluster node that carries the call and writes this record
+    /// (`[cluster] node_id`); empty without a cluster (and then not in the
+    /// JSON).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    /// A leg to a phone registered on another node: that node, which
+    /// relayed the leg over its flow to the phone. Empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub relay_node_id: String,
 }
 
 impl Call {
@@ -453,6 +466,8 @@ impl Call {
             tm_create: wall,
             tm_update: wall,
             tm_delete: Timestamp::NOT_YET,
+            node_id: String::new(),
+            relay_node_id: String::new(),
         }
     }
 }
@@ -693,6 +708,20 @@ pub struct Binding {
     /// User-Agent of the phone.
     #[serde(default)]
     pub user_agent: String,
+    /// The cluster node whose flow reaches the phone (it registered there):
+    /// calls from other nodes are relayed through it. Empty without a
+    /// cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    /// The stream connection (on `node_id`) it registered over: the flow
+    /// (RFC 5626) that reaches it; `None` over UDP (the flow is `source`
+    /// and `local`) or once that connection is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<u64>,
+    /// Its node's lease ran out (the node died): no node reaches it until
+    /// the phone registers again (or its node comes back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreachable: bool,
 }
 
 /// Where a configuration record (extension, ring group, webhook, API key)

@@ -50,6 +50,9 @@ fn main() {
             source: "127.0.0.1:5070".parse().expect("addr"),
             local: "127.0.0.1:5060".parse().expect("addr"),
             user_agent: "SIPp".into(),
+            node_id: String::new(),
+            conn: None,
+            unreachable: false,
         };
         store.apply(&aor, vec![Change::Upsert(Location { binding: b, conn: None, closed: false })]);
         while let Some(change) = store.poll_change() {

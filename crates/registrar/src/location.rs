@@ -400,6 +400,9 @@ mod tests {
             source: "192.0.2.1:5060".parse().expect("addr"),
             local: "192.0.2.100:5060".parse().expect("addr"),
             user_agent: String::new(),
+            node_id: String::new(),
+            conn: None,
+            unreachable: false,
         }
     }
 

@@ -74,13 +74,14 @@ fn upsert_binding(db: &mut dyn Db, b: &Binding) -> Result<(), DbError> {
     let (source, local) = (b.source.to_string(), b.local.to_string());
     db.execute(
         "INSERT INTO bindings (aor, contact, instance, reg_id, q, expires_at, call_id, \
-         cseq, transport, source, \"local\", user_agent) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         cseq, transport, source, \"local\", user_agent, node_id, conn, unreachable) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT (aor, contact) DO UPDATE SET instance = excluded.instance, \
          reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, \
          call_id = excluded.call_id, cseq = excluded.cseq, \
          transport = excluded.transport, source = excluded.source, \
-         \"local\" = excluded.\"local\", user_agent = excluded.user_agent",
+         \"local\" = excluded.\"local\", user_agent = excluded.user_agent, \
+         node_id = excluded.node_id, conn = excluded.conn, unreachable = excluded.unreachable",
         &[
             Value::Text(&b.aor),
             Value::Text(&b.contact),
@@ -94,6 +95,9 @@ fn upsert_binding(db: &mut dyn Db, b: &Binding) -> Result<(), DbError> {
             Value::Text(&source),
             Value::Text(&local),
             Value::Text(&b.user_agent),
+            Value::Text(&b.node_id),
+            b.conn.map_or(Value::Null, |c| Value::Int(i64::try_from(c).unwrap_or(i64::MAX))),
+            Value::Int(i64::from(b.unreachable)),
         ],
     )
     .map(drop)
