@@ -576,6 +576,33 @@ mod tests {
         assert!(r.tm_delete.is_not_yet());
         assert_eq!(Origin::from_str_lossy(Origin::Api.as_str()), Origin::Api);
     }
+    #[test]
+    fn hunt_memories_merge_in_any_order() {
+        let m = |t: &str| Address::new(AddressType::Endpoint, t);
+        let at = Timestamp::from_micros;
+        let a = HuntMemoryRecord {
+            group_id: Uuid::nil(),
+            last_answered: Some(m("x@t")),
+            answered_at: vec![(m("x@t"), at(5)), (m("y@t"), at(1))],
+        };
+        let b = HuntMemoryRecord {
+            group_id: Uuid::nil(),
+            last_answered: Some(m("y@t")),
+            answered_at: vec![(m("y@t"), at(7)), (m("z@t"), at(2))],
+        };
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        ab.merge(&b);
+        ba.merge(&a);
+        assert_eq!(ab.last_answered, Some(m("y@t")));
+        assert_eq!(ba.last_answered, Some(m("y@t")));
+        let sorted = |r: &HuntMemoryRecord| {
+            let mut v = r.answered_at.clone();
+            v.sort_by(|x, y| x.0.target.cmp(&y.0.target));
+            v
+        };
+        assert_eq!(sorted(&ab), [(m("x@t"), at(5)), (m("y@t"), at(7)), (m("z@t"), at(2))]);
+        assert_eq!(sorted(&ab), sorted(&ba));
+    }
 }
 
 /// A customer: owns SIP domains, extensions, groupcalls; authenticates to the
@@ -872,7 +899,7 @@ pub struct RingGroup {
 /// What a `round_robin` or `least_recent` ring group remembers of its past
 /// calls (who answered last, and when each member last answered), stored
 /// so that the rotation survives a restart. Members are destinations.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HuntMemoryRecord {
     /// The ring group's id.
     pub group_id: Uuid,
@@ -880,6 +907,33 @@ pub struct HuntMemoryRecord {
     pub last_answered: Option<Address>,
     /// When each member last answered a call of the group.
     pub answered_at: Vec<(Address, Timestamp)>,
+}
+
+impl HuntMemoryRecord {
+    /// Folds in what another node remembers of the same group (cluster):
+    /// each member keeps its latest answer time, and the last answered is
+    /// the member with the latest one (this record's on a tie). The order
+    /// of merging does not matter, so nodes that answer calls of one group
+    /// at the same time converge on the same memory.
+    pub fn merge(&mut self, other: &HuntMemoryRecord) {
+        for (member, at) in &other.answered_at {
+            match self.answered_at.iter_mut().find(|(m, _)| m == member) {
+                Some((_, mine)) => *mine = (*mine).max(*at),
+                None => self.answered_at.push((member.clone(), *at)),
+            }
+        }
+        let latest = self.answered_at.iter().max_by_key(|(_, at)| *at).map(|(m, _)| m.clone());
+        let ours = self
+            .last_answered
+            .as_ref()
+            .and_then(|m| self.answered_at.iter().find(|(x, _)| x == m).map(|(_, at)| *at));
+        let newest = self.answered_at.iter().map(|(_, at)| *at).max();
+        if latest.is_some() && (ours.is_none() || ours < newest) {
+            self.last_answered = latest;
+        } else if self.last_answered.is_none() {
+            self.last_answered.clone_from(&other.last_answered);
+        }
+    }
 }
 
 /// Where a customer's events are posted. The secret is stored as given:

@@ -54,7 +54,10 @@ fn main() {
             conn: None,
             unreachable: false,
         };
-        store.apply(&aor, vec![Change::Upsert(Location { binding: b, conn: None, closed: false })]);
+        store.apply(
+            &aor,
+            vec![Change::Upsert(Location { binding: b, conn: None, closed: false, via: None })],
+        );
         while let Some(change) = store.poll_change() {
             std::hint::black_box(change);
         }

@@ -405,7 +405,7 @@ impl Registrar {
         wall: Timestamp,
     ) -> Result<Vec<Location>, Reject> {
         let conn = if peer.transport.is_reliable() { peer.conn } else { None };
-        let new = Location { binding: template.clone(), conn, closed: false };
+        let new = Location { binding: template.clone(), conn, closed: false, via: None };
         let max_bindings = self.cfg.max_bindings_per_aor;
         let (after, ()) = self.location.update(&template.aor, |current| {
             let changes = match requested {
@@ -653,7 +653,7 @@ fn plan(
             b.expires_at = Timestamp::from_micros(
                 wall.micros().saturating_add(i64::from(c.expires) * 1_000_000),
             );
-            work.push((Location { binding: b, conn: made.conn, closed: false }, true));
+            work.push((Location { binding: b, conn: made.conn, closed: false, via: None }, true));
         }
     }
     // Too many: drop the older bindings closest to expiry.

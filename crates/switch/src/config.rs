@@ -36,6 +36,8 @@ pub struct SwitchConfig {
     pub carrier_dns_interval: Duration,
     /// Overload control and per-source rate limits.
     pub admission: crate::AdmissionConfig,
+    /// This node's cluster (`[cluster]`); `None`: a single node.
+    pub cluster: Option<crate::ClusterSettings>,
 }
 
 /// RFC 3261 timers (section 17.1.1.1), for transactions and dialogs alike.
@@ -101,6 +103,7 @@ impl SwitchConfig {
             keepalive_interval: None,
             carrier_dns_interval: Duration::from_secs(300),
             admission: crate::AdmissionConfig::default(),
+            cluster: None,
         }
     }
 

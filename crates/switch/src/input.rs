@@ -173,4 +173,7 @@ pub enum Input {
         /// What to do.
         command: Command,
     },
+    /// What another node of the cluster changed (ignored without
+    /// [`crate::SwitchConfig::cluster`]).
+    Cluster(crate::ClusterChange),
 }

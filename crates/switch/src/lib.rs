@@ -31,7 +31,10 @@
 //!   - [`Input::ConnectionClosed`]: a stream connection closed (bindings
 //!     registered over it become unreachable);
 //!   - [`Input::Command`]: a [`Command`] from the API, with a [`CommandId`];
-//!     its outcome comes back as [`Event::CommandDone`] with that id.
+//!     its outcome comes back as [`Event::CommandDone`] with that id;
+//!   - [`Input::Cluster`]: what another node of the cluster changed (a
+//!     [`ClusterChange`]: live nodes, bindings, provisioning), read by the
+//!     shell from the shared database (see `cluster.rs`).
 //! - **Load**: before handing in a datagram, the shell may report how long
 //!   it waited in the input queue with [`Switch::set_load`] (the overload
 //!   signal of admission control, `admission.rs`); the events it causes
@@ -77,11 +80,13 @@
 mod admission;
 mod caller;
 mod calls;
+mod cluster;
 mod commands;
 mod config;
 pub mod counters;
 mod dialer;
 mod dns;
+mod hop;
 mod input;
 mod invite;
 mod local;
@@ -94,6 +99,7 @@ mod switch;
 mod timers;
 
 pub use admission::{AdmissionConfig, Load};
+pub use cluster::{ClusterChange, ClusterSettings, Node, Provisioning};
 pub use config::{CallSettings, SipTimers, SwitchConfig, SwitchState};
 pub use counters::Counters;
 pub use input::{ClickDestination, ClickToCall, Command, CommandId, Datagram, Input, Now, Target};

@@ -75,6 +75,8 @@ pub struct Switch {
     pub(crate) hunt: crate::dialer::HuntMemories,
     /// How many calls each extension is on (`max_calls`).
     pub(crate) occupancy: crate::occupancy::Occupancy,
+    /// This node's cluster; `None`: a single node.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -111,8 +113,11 @@ impl Switch {
         let routes = state.route_table()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
-        let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
-        registrar.location_mut().load(state.bindings);
+        let own = cfg.cluster.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
+        let registrar_cfg =
+            registrar::RegistrarConfig { node_id: own.clone(), ..cfg.registrar.clone() };
+        let mut registrar = Registrar::new(registrar_cfg, accounts, rng.next_u64());
+        registrar.location_mut().load_as(state.bindings, &own);
         let b2bua_cfg = cfg.b2bua();
         let limits = b2bua_cfg.limits;
         let transactions = cfg.transactions();
@@ -152,6 +157,7 @@ impl Switch {
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
+            cluster: cfg.cluster.map(crate::cluster::Cluster::new),
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
@@ -186,6 +192,7 @@ impl Switch {
                 let outcome = self.on_command(now, command);
                 self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
             }
+            Input::Cluster(change) => self.on_cluster(now, change),
         }
         self.pump(now);
     }
