@@ -2,9 +2,7 @@
 
 use crate::{B2buaConfig, LocalContact};
 use bytes::{BufMut, Bytes, BytesMut};
-use sip_message::{
-    HeaderName, Message, MessageBuilder, Method, NameAddr, Peer, Scheme, Transport, Uri,
-};
+use sip_message::{HeaderName, Message, NameAddr, Peer, Scheme, Transport, Uri};
 use std::net::{IpAddr, SocketAddr};
 
 /// Most Record-Route values kept in a route set.
@@ -72,29 +70,40 @@ pub(crate) struct Dialog {
     pub(crate) peer: Peer,
 }
 
+/// Our side of an outbound leg's dialogs, known from its INVITE before any
+/// response: what every dialog of the leg (early, confirmed, or another
+/// downstream fork's) is made from with [`Dialog::uac`].
+#[derive(Clone, Debug)]
+pub(crate) struct LegTemplate {
+    pub(crate) call_id: Bytes,
+    pub(crate) local_tag: Bytes,
+    /// From of the INVITE (with our tag).
+    pub(crate) local: Bytes,
+    /// The INVITE's Request-URI: the remote target until a Contact says
+    /// otherwise.
+    pub(crate) request_uri: Bytes,
+    /// Where the INVITE went.
+    pub(crate) peer: Peer,
+    /// CSeq of the current INVITE (1, or more after a digest challenge).
+    pub(crate) invite_seq: u32,
+}
+
 impl Dialog {
-    /// The UAC side of the dialog a response with a To tag makes (12.1.2).
-    /// `local_seq` is the INVITE's CSeq.
-    pub(crate) fn uac(
-        call_id: Bytes,
-        local_tag: Bytes,
-        local: Bytes,
-        local_seq: u32,
-        peer: Peer,
-        fallback_target: &Bytes,
-        resp: &Message,
-    ) -> Dialog {
+    /// The UAC side of the dialog a response with a To tag makes (12.1.2)
+    /// from our side of it, `t` (its `local_seq` is the INVITE's CSeq).
+    pub(crate) fn uac(t: &LegTemplate, resp: &Message) -> Dialog {
         Dialog {
-            call_id,
-            local_tag,
+            call_id: t.call_id.clone(),
+            local_tag: t.local_tag.clone(),
             remote_tag: Bytes::copy_from_slice(resp.to_tag().unwrap_or_default()),
-            local,
-            remote: resp.header_bytes(HeaderName::To).unwrap_or_default(),
-            local_seq,
+            local: t.local.clone(),
+            // A copy: the dialog outlives the response's datagram.
+            remote: Bytes::copy_from_slice(resp.header(HeaderName::To).unwrap_or_default()),
+            local_seq: t.invite_seq,
             remote_seq: None,
-            remote_target: contact_uri(resp).unwrap_or_else(|| fallback_target.clone()),
+            remote_target: contact_uri(resp).unwrap_or_else(|| t.request_uri.clone()),
             route_set: record_route(resp, true),
-            peer,
+            peer: t.peer,
         }
     }
 
@@ -106,7 +115,7 @@ impl Dialog {
     }
 
     /// Request-URI and Route values per 12.2.1.1 (loose and strict routing).
-    fn routing(&self) -> (Bytes, Vec<Bytes>) {
+    pub(crate) fn routing(&self) -> (Bytes, Vec<Bytes>) {
         let Some(first) = self.route_set.first() else {
             return (self.remote_target.clone(), Vec::new());
         };
@@ -249,37 +258,6 @@ pub(crate) fn max_forwards(cfg: &B2buaConfig, incoming: Option<u8>) -> u8 {
         Some(n) => cfg.max_forwards.min(n.saturating_sub(1)),
         None => cfg.max_forwards,
     }
-}
-
-/// A request inside dialog `d` with CSeq `seq`: start line, Via, Max-Forwards,
-/// Route, From, To, Call-ID, CSeq (and User-Agent); and where to send it.
-pub(crate) fn request_in(
-    d: &Dialog,
-    method: Method,
-    seq: u32,
-    branch: &str,
-    locals: &[LocalContact],
-    cfg: &B2buaConfig,
-    mf: u8,
-) -> (MessageBuilder, Peer) {
-    let dest = d.destination(locals);
-    let (ruri, routes) = d.routing();
-    let cseq = format!("{seq} {}", String::from_utf8_lossy(method.as_bytes()));
-    let mut b = Message::request(method, ruri)
-        .header(HeaderName::Via, via_value(locals, &dest, branch))
-        .header(HeaderName::MaxForwards, mf.to_string());
-    for r in routes {
-        b = b.header(HeaderName::Route, r);
-    }
-    b = b
-        .header(HeaderName::From, d.local.clone())
-        .header(HeaderName::To, d.remote.clone())
-        .header(HeaderName::CallId, d.call_id.clone())
-        .header(HeaderName::CSeq, cseq);
-    if !cfg.user_agent.is_empty() {
-        b = b.header(HeaderName::UserAgent, cfg.user_agent.clone());
-    }
-    (b, dest)
 }
 
 /// `true` for a header name we may write: a non-empty token.

@@ -1,58 +1,26 @@
 //! Outbound legs: the INVITE, its responses (PRACK, ACK, forks), CANCEL.
+//! Each step is a method of the call's [`CallTurn`]; what it does to a leg
+//! is one of the leg's transitions (`leg_state.rs`).
 
-use crate::dialog::{self, Dialog};
-use crate::env::{after, Env};
+use crate::caller_state::Offer;
+use crate::dialog::{self, Dialog, LegTemplate};
+use crate::leg_state::{Early, Leg, LegAck, LegState, Progress, MAX_EARLY};
 use crate::limits::INVITE_COPIED;
-use crate::state::{
-    Call, CallerState, Cancel, Early, Leg, Origin, Role, Side, Stored, MAX_EARLY, MAX_FORKS,
-    MAX_LEGS, SEEN_EARLY_MEDIA, SEEN_RINGING, SEEN_TRYING,
-};
+use crate::settings::after;
+use crate::state::{Role, Side, MAX_FORKS, MAX_LEGS};
+use crate::turn::CallTurn;
 use crate::{B2buaError, CallEvent, DialTarget, LegRef};
 use bytes::Bytes;
-use sip_message::{digest, HeaderName, Message, Method};
-use sip_transaction::{cancel_for, TransactionLayer};
-use std::time::Instant;
+use sip_message::{digest, HeaderName, Message, MessageBuilder, Method};
+use sip_transaction::cancel_for;
 
-impl Leg {
-    /// The dialog fields known before any response: what a fork's dialog
-    /// is made from.
-    pub(crate) fn template(&self) -> Dialog {
-        Dialog {
-            call_id: self.call_id.clone(),
-            local_tag: self.local_tag.clone(),
-            remote_tag: Bytes::new(),
-            local: self.local.clone(),
-            remote: Bytes::new(),
-            local_seq: self.invite_seq,
-            remote_seq: None,
-            remote_target: self.request_uri.clone(),
-            route_set: Vec::new(),
-            peer: self.peer,
-        }
-    }
-
-    /// The CSeq our last request in the early dialog with `tag` used.
-    pub(crate) fn early_seq(&self, tag: &[u8]) -> u32 {
-        self.early
-            .iter()
-            .find(|e| e.dialog.remote_tag == tag)
-            .map_or(self.invite_seq, |e| e.dialog.local_seq)
-    }
-}
-
-impl Env {
+impl CallTurn<'_> {
     /// Sends a leg's INVITE.
-    pub(crate) fn dial(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        target: DialTarget,
-    ) -> Result<LegRef, B2buaError> {
-        if call.caller.state != CallerState::Proceeding {
+    pub(crate) fn dial(&mut self, target: DialTarget) -> Result<LegRef, B2buaError> {
+        if !self.call.caller.is_proceeding() {
             return Err(B2buaError::InvalidState("the caller already has a final response"));
         }
-        if call.legs.len() >= MAX_LEGS {
+        if self.call.legs.len() >= MAX_LEGS {
             return Err(B2buaError::TooManyLegs(MAX_LEGS));
         }
         let ruri_ok = !target.request_uri.is_empty()
@@ -63,398 +31,309 @@ impl Env {
         if !dialog::safe_value(&target.to) || !dialog::safe_value(&target.from) {
             return Err(B2buaError::BadTarget("To or From"));
         }
-        let l = call.legs.len() as u32;
-        let call_id = self.token(24);
-        let tag = self.token(10);
-        let peer = target.next_hop;
-        let local = dialog::with_tag(dialog::name_addr(&target.from).as_bytes(), &tag);
-        let request_uri = Bytes::from(target.request_uri);
-        let mf = dialog::max_forwards(&self.cfg, call.caller.max_forwards);
-        let branch = tx.new_branch();
-        let mut b = Message::request(Method::Invite, request_uri.clone())
-            .header(HeaderName::Via, dialog::via_value(&self.locals, &peer, &branch))
+        let l = self.call.legs.len() as u32;
+        let call_id = self.wire.tokens.token(24);
+        let tag = self.wire.tokens.token(10);
+        let template = LegTemplate {
+            local: dialog::with_tag(dialog::name_addr(&target.from).as_bytes(), &tag),
+            call_id,
+            local_tag: tag,
+            request_uri: Bytes::from(target.request_uri.clone()),
+            peer: target.next_hop,
+            invite_seq: 1,
+        };
+        let invite = self.leg_invite(&template, &target).build();
+        let key = self
+            .wire
+            .tx
+            .send_request(self.now(), invite.clone(), template.peer)
+            .map_err(B2buaError::Transaction)?;
+        let (id, cid, ltag) = (self.call.id, template.call_id.clone(), template.local_tag.clone());
+        self.call.legs.push(Leg::calling(template, key, invite, target.credentials));
+        self.own(key, Role::LegInvite(l));
+        self.wire.index.add_dialog(&cid, &ltag, id, Side::Leg(l));
+        Ok(LegRef(l))
+    }
+
+    /// The INVITE of a leg made from `t` toward `target`: our own dialog,
+    /// the caller's offer shared, the few headers copied within limits.
+    fn leg_invite(&mut self, t: &LegTemplate, target: &DialTarget) -> MessageBuilder {
+        let settings = self.wire.settings;
+        let caller = &self.call.caller;
+        let invite = caller.invite();
+        let mf = dialog::max_forwards(&settings.cfg, invite.and_then(|i| i.max_forwards));
+        let branch = self.wire.tx.new_branch();
+        let mut b = Message::request(Method::Invite, t.request_uri.clone())
+            .header(HeaderName::Via, settings.via(&t.peer, &branch))
             .header(HeaderName::MaxForwards, mf.to_string())
-            .header(HeaderName::From, local.clone())
+            .header(HeaderName::From, t.local.clone())
             .header(HeaderName::To, dialog::name_addr(&target.to))
-            .header(HeaderName::CallId, call_id.clone())
+            .header(HeaderName::CallId, t.call_id.clone())
             .header(HeaderName::CSeq, "1 INVITE")
-            .header(HeaderName::Contact, dialog::contact_value(&self.locals, &peer))
-            .header(HeaderName::Allow, self.allow.clone());
-        if call.caller.offer.is_some() {
+            .header(HeaderName::Contact, settings.contact(&t.peer))
+            .header(HeaderName::Allow, settings.allow.clone());
+        if !matches!(caller.offer, Offer::Delayed) {
             // We PRACK reliable provisionals ourselves. With a delayed
             // offer the leg's offer must come in the 2xx, so no 100rel.
             b = b.header(HeaderName::Supported, "100rel");
         }
-        if !self.cfg.user_agent.is_empty() {
-            b = b.header(HeaderName::UserAgent, self.cfg.user_agent.clone());
+        if !settings.cfg.user_agent.is_empty() {
+            b = b.header(HeaderName::UserAgent, settings.cfg.user_agent.clone());
         }
-        b = self.cfg.limits.copy_headers(b, &call.caller.invite, INVITE_COPIED);
+        if let Some(i) = invite {
+            b = settings.cfg.limits.copy_headers(b, &i.request, INVITE_COPIED);
+        }
         for (n, v) in &target.extra_headers {
             if dialog::safe_name(n) && dialog::safe_value(v) {
                 b = b.header_named(n, Bytes::from(v.clone()));
             }
         }
-        if let Some(body) = &call.caller.offer {
+        if let Some(body) = caller.offer.sdp() {
             b = b.body(body.ctype.clone(), body.bytes.clone());
         }
-        let invite = b.build();
-        let key = tx.send_request(now, invite.clone(), peer).map_err(B2buaError::Transaction)?;
-        call.legs.push(Leg {
-            peer,
-            invite,
-            invite_key: key,
-            invite_seq: 1,
-            call_id: call_id.clone(),
-            local_tag: tag.clone(),
-            local,
-            request_uri,
-            early: Vec::new(),
-            dialog: None,
-            provisional: false,
-            final_code: None,
-            gave_up: false,
-            ack: None,
-            ack_held: false,
-            early_sdp: None,
-            answer: None,
-            cancel: Cancel::None,
-            bye_key: None,
-            ended: false,
-            pending: None,
-            seen: 0,
-            forks: Vec::new(),
-            credentials: target.credentials,
-            auth_tries: 0,
-        });
-        self.own(call, key, Role::LegInvite(l));
-        self.index_dialog(&call_id, &tag, call.id, Side::Leg(l));
-        Ok(LegRef(l))
+        b
     }
 
-    /// A response to a leg's INVITE (from its transaction, or a stray 2xx).
-    pub(crate) fn leg_response(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        l: u32,
-        resp: &Message,
-    ) {
+    /// A response to a leg's INVITE (from its transaction).
+    pub(crate) fn leg_response(&mut self, l: u32, resp: &Message) {
         match resp.status() {
-            Some(code @ 100..=199) => self.leg_provisional(tx, now, call, l, code, resp),
-            Some(200..=299) => self.leg_2xx(tx, now, call, l, resp),
-            Some(401 | 407) if self.leg_authenticate(tx, now, call, l, resp) => {}
-            Some(code) => self.leg_final(call, l, code),
+            Some(code @ 100..=199) => self.leg_provisional(l, code, resp),
+            Some(200..=299) => self.leg_2xx(l, resp),
+            Some(401 | 407) if self.leg_authenticate(l, resp) => {}
+            Some(code) => self.leg_final(l, code),
             None => {}
         }
     }
 
     /// Answers a callee's 401/407 with credentials: the same INVITE (Call-ID,
     /// From tag, body) with CSeq + 1, a new branch and the digest header.
-    /// At most twice per leg (a second challenge may be a stale nonce).
-    /// `false` when there is nothing to answer with.
-    fn leg_authenticate(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        l: u32,
-        resp: &Message,
-    ) -> bool {
-        let Some(leg) = call.legs.get_mut(l as usize) else { return false };
-        if leg.invite_over() || leg.auth_tries >= 2 || !matches!(leg.cancel, Cancel::None) {
-            return false;
-        }
-        let Some((user, pass)) = leg.credentials.clone() else { return false };
-        let proxy = resp.status() == Some(407);
-        let (challenge_name, answer_name) = if proxy {
+    /// At most twice per leg (a second challenge may be a stale nonce), and
+    /// not once a CANCEL was asked for. `false` when there is nothing to
+    /// answer with.
+    fn leg_authenticate(&mut self, l: u32, resp: &Message) -> bool {
+        let Some(leg) = self.call.leg(l) else { return false };
+        let inviting = match leg.state() {
+            LegState::Calling(i) | LegState::Proceeding(i) if i.auth_tries < 2 => i,
+            _ => return false,
+        };
+        let Some((user, pass)) = inviting.credentials.as_ref() else { return false };
+        let (challenge_name, answer_name) = if resp.status() == Some(407) {
             (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization)
         } else {
             (HeaderName::WwwAuthenticate, HeaderName::Authorization)
         };
-        let uri = String::from_utf8_lossy(&leg.request_uri).into_owned();
-        let cnonce = String::from_utf8_lossy(&self.token(16)).into_owned();
-        let who = digest::Credentials { user: &user, password: &pass };
+        let t = leg.template();
+        let uri = String::from_utf8_lossy(&t.request_uri).into_owned();
+        let cnonce = String::from_utf8_lossy(&self.wire.tokens.token(16)).into_owned();
+        let who = digest::Credentials { user, password: pass };
         let Some(answer) = resp
             .header_values(challenge_name)
             .find_map(|ch| digest::authorization(ch, "INVITE", &uri, who, &cnonce))
         else {
             return false;
         };
-        let seq = leg.invite_seq + 1;
-        let branch = tx.new_branch();
-        let mut invite = leg.invite.clone();
-        invite.replace_top_via(Bytes::from(dialog::via_value(&self.locals, &leg.peer, &branch)));
+        let seq = t.invite_seq + 1;
+        let branch = self.wire.tx.new_branch();
+        let mut invite = inviting.request.clone();
+        invite.replace_top_via(Bytes::from(self.wire.settings.via(&t.peer, &branch)));
         invite.set_header(HeaderName::CSeq, format!("{seq} INVITE"));
         invite.remove_headers(HeaderName::Authorization);
         invite.remove_headers(HeaderName::ProxyAuthorization);
         invite.insert_header_before(HeaderName::CSeq, answer_name, answer);
-        let Ok(key) = tx.send_request(now, invite.clone(), leg.peer) else { return false };
-        leg.invite = invite;
-        leg.invite_key = key;
-        leg.invite_seq = seq;
-        leg.auth_tries += 1;
-        // A new INVITE transaction: a CANCEL waits for a provisional
-        // response to it (RFC 3261 9.1), not to the one challenged.
-        leg.provisional = false;
-        self.own(call, key, Role::LegInvite(l));
+        let sent = self.wire.tx.send_request(self.wire.now, invite.clone(), t.peer);
+        let Ok(key) = sent else { return false };
+        if let Some(leg) = self.call.leg_mut(l) {
+            leg.reinvited(invite, key, seq);
+        }
+        self.own(key, Role::LegInvite(l));
         true
     }
 
-    fn leg_provisional(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        l: u32,
-        code: u16,
-        resp: &Message,
-    ) {
-        let id = call.id;
-        let Some(leg) = call.legs.get_mut(l as usize) else { return };
-        if leg.invite_over() {
+    /// A provisional response to a leg's INVITE: its early dialog (PRACKed
+    /// when reliable), the first of each kind reported, and a CANCEL that
+    /// waited for it sent.
+    fn leg_provisional(&mut self, l: u32, code: u16, resp: &Message) {
+        let id = self.call.id;
+        if self.call.leg(l).is_none_or(Leg::invite_over) {
             return;
         }
         if let (true, Some(tag)) = (code > 100, resp.to_tag()) {
-            let idx = match leg.early.iter().position(|e| e.dialog.remote_tag == tag) {
-                Some(i) => {
-                    if let Some(e) = leg.early.get_mut(i) {
-                        e.dialog.refresh_target(resp);
-                    }
-                    Some(i)
-                }
-                None if leg.early.len() < MAX_EARLY => {
-                    let t = leg.template();
-                    let d = Dialog::uac(
-                        t.call_id,
-                        t.local_tag,
-                        t.local,
-                        t.local_seq,
-                        t.peer,
-                        &t.remote_target,
-                        resp,
-                    );
-                    leg.early.push(Early { dialog: d, rseq: None });
-                    Some(leg.early.len() - 1)
-                }
-                None => None,
-            };
-            // RFC 3262 4: PRACK in-order reliable provisionals; drop the
-            // retransmitted and out-of-order ones.
-            let rseq = if resp.requires("100rel") { resp.rseq().ok().flatten() } else { None };
-            if let (Some(i), Some(rseq)) = (idx, rseq) {
-                let invite_seq = leg.invite_seq;
-                let Some(e) = leg.early.get_mut(i) else { return };
-                if e.rseq.is_some_and(|last| rseq != last.wrapping_add(1)) {
-                    return;
-                }
-                e.rseq = Some(rseq);
-                let mf = self.cfg.max_forwards;
-                let (b, dest) = self.dialog_request(tx, &mut e.dialog, Method::Prack, mf);
-                let prack =
-                    b.header(HeaderName::RAck, format!("{rseq} {invite_seq} INVITE")).build();
-                if let Ok(k) = tx.send_request(now, prack, dest) {
-                    self.detach(k);
-                }
+            if !self.early_dialog(l, tag, resp) {
+                // Retransmitted or out of order: dropped (RFC 3262 4).
+                return;
             }
         }
-        leg.provisional = true;
-        if code == 100 {
-            if leg.seen & SEEN_TRYING == 0 {
-                leg.seen |= SEEN_TRYING;
-                self.emit(CallEvent::LegTrying { call: id, leg: LegRef(l) });
-            }
-        } else if let Some(sdp) = self.cfg.limits.body(resp) {
-            leg.early_sdp = Some(sdp);
-            if leg.seen & SEEN_EARLY_MEDIA == 0 {
-                leg.seen |= SEEN_EARLY_MEDIA;
-                self.emit(CallEvent::LegEarlyMedia { call: id, leg: LegRef(l) });
-            }
-        } else if leg.seen & SEEN_RINGING == 0 {
-            leg.seen |= SEEN_RINGING;
-            self.emit(CallEvent::LegRinging { call: id, leg: LegRef(l) });
+        let settings = self.wire.settings;
+        let limits = &settings.cfg.limits;
+        let Some(leg) = self.call.legs.get_mut(l as usize) else { return };
+        let Some(inviting) = leg.inviting_mut() else { return };
+        let progress = if code == 100 {
+            Progress::Trying
+        } else if let Some(sdp) = limits.body(resp) {
+            inviting.early_sdp = Some(sdp);
+            Progress::EarlyMedia
+        } else {
+            Progress::Ringing
+        };
+        let news = inviting.reported.first(progress);
+        let cancel_now = leg.provisional();
+        if news {
+            self.wire.emit(progress.event(id, LegRef(l)));
         }
-        if let Cancel::Pending(reason) = &leg.cancel {
-            let reason = reason.clone();
-            self.send_cancel(tx, now, call, l, reason);
+        if let Some(reason) = cancel_now {
+            self.send_cancel(l, reason);
         }
     }
 
-    /// A 2xx to a leg's INVITE: the answer, a retransmission, or another
-    /// fork's (ACKed and BYEd).
-    pub(crate) fn leg_2xx(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        l: u32,
-        resp: &Message,
-    ) {
-        let id = call.id;
-        let delayed = call.caller.offer.is_none();
-        let Some(leg) = call.legs.get_mut(l as usize) else { return };
+    /// The early dialog of a provisional with To tag `tag` (made, or its
+    /// target refreshed), and its PRACK when it is reliable (RFC 3262 4).
+    /// `false` for a reliable provisional retransmitted or out of order.
+    fn early_dialog(&mut self, l: u32, tag: &[u8], resp: &Message) -> bool {
+        let Some(leg) = self.call.legs.get_mut(l as usize) else { return false };
+        let Some((template, inviting)) = leg.template_and_inviting() else { return false };
+        let found = inviting.early.iter().position(|e| e.dialog.remote_tag == tag);
+        let idx = match found {
+            Some(i) => {
+                if let Some(e) = inviting.early.get_mut(i) {
+                    e.dialog.refresh_target(resp);
+                }
+                Some(i)
+            }
+            None if inviting.early.len() < MAX_EARLY => {
+                inviting.early.push(Early { dialog: Dialog::uac(template, resp), rseq: None });
+                Some(inviting.early.len() - 1)
+            }
+            None => None,
+        };
+        let rseq = if resp.requires("100rel") { resp.rseq().ok().flatten() } else { None };
+        let (Some(i), Some(rseq)) = (idx, rseq) else { return true };
+        let Some(e) = inviting.early.get_mut(i) else { return false };
+        if e.rseq.is_some_and(|last| rseq != last.wrapping_add(1)) {
+            return false;
+        }
+        e.rseq = Some(rseq);
+        let mf = self.wire.settings.cfg.max_forwards;
+        let (b, dest) = self.wire.dialog_request(&mut e.dialog, Method::Prack, mf);
+        let rack = format!("{rseq} {} INVITE", template.invite_seq);
+        self.wire.send_detached(b.header(HeaderName::RAck, rack).build(), dest);
+        true
+    }
+
+    /// A 2xx to a leg's INVITE (from its transaction, or past it): the
+    /// answer, a retransmission, or another fork's (ACKed and BYEd).
+    pub(crate) fn leg_2xx(&mut self, l: u32, resp: &Message) {
+        let Some(leg) = self.call.leg(l) else { return };
         let tag = resp.to_tag().unwrap_or_default();
-        let confirmed_tag = leg.dialog.as_ref().map(|d| d.remote_tag.clone());
-        match confirmed_tag {
-            None if !leg.invite_over() => {
-                let t = leg.template();
-                let mut d = Dialog::uac(
-                    t.call_id,
-                    t.local_tag,
-                    t.local,
-                    t.local_seq,
-                    t.peer,
-                    &t.remote_target,
-                    resp,
-                );
-                d.local_seq = leg.early_seq(tag);
-                leg.final_code = resp.status();
-                leg.cancel = Cancel::Done;
-                leg.answer = self.cfg.limits.body(resp);
-                if call.origin == Origin::Source(l) {
-                    // The source's offer: what the other legs are sent.
-                    call.caller.offer = leg.answer.clone();
-                }
-                if delayed {
-                    leg.ack_held = true;
-                } else {
-                    let ack = self.ack(tx, &d, leg.invite_seq, None);
-                    self.send_stateless(&ack);
-                    leg.ack = Some(ack);
-                }
-                leg.dialog = Some(d);
-                self.emit(CallEvent::LegAnswered { call: id, leg: LegRef(l) });
+        if !leg.invite_over() {
+            return self.leg_answered(l, resp);
+        }
+        if let Some(a) = leg.answered().filter(|a| a.dialog.remote_tag == tag) {
+            if let LegAck::Sent(ack) = &a.ack {
+                let ack = ack.clone();
+                self.wire.send_stateless(&ack);
             }
-            Some(t) if t == tag => {
-                if let Some(ack) = leg.ack.clone() {
-                    self.send_stateless(&ack);
-                }
-            }
-            _ => {
-                if let Some((_, ack)) = leg.forks.iter().find(|(t, _)| t == tag) {
-                    let ack = ack.clone();
-                    self.send_stateless(&ack);
-                    return;
-                }
-                if leg.forks.len() >= MAX_FORKS {
-                    return;
-                }
-                let seq = leg.early_seq(tag);
-                let ack = self.kill_fork(tx, now, &leg.template(), seq, leg.invite_seq, resp);
-                leg.forks.push((Bytes::copy_from_slice(tag), ack));
-            }
+            return;
+        }
+        if let Some((_, ack)) = leg.forks().killed.iter().find(|(t, _)| t == tag) {
+            let ack = ack.clone();
+            self.wire.send_stateless(&ack);
+            return;
+        }
+        if leg.forks().killed.len() >= MAX_FORKS {
+            return;
+        }
+        let ack = self.wire.kill_fork(leg.template(), leg.early_seq(tag), resp);
+        if let Some(leg) = self.call.leg_mut(l) {
+            leg.fork_killed(Bytes::copy_from_slice(tag), ack);
         }
     }
 
-    /// ACKs a 2xx that must not become a dialog of ours, then BYEs it.
-    pub(crate) fn kill_fork(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        t: &Dialog,
-        seq: u32,
-        invite_seq: u32,
-        resp: &Message,
-    ) -> Stored {
-        let mut d = Dialog::uac(
-            t.call_id.clone(),
-            t.local_tag.clone(),
-            t.local.clone(),
-            seq,
-            t.peer,
-            &t.remote_target,
-            resp,
-        );
-        let ack = self.ack(tx, &d, invite_seq, None);
-        self.send_stateless(&ack);
-        if let Some(k) = self.bye(tx, now, &mut d) {
-            self.detach(k);
+    /// The first 2xx of a leg: its dialog is confirmed, ACKed at once, or,
+    /// with a delayed offer, when the caller's ACK brings the answer.
+    fn leg_answered(&mut self, l: u32, resp: &Message) {
+        let Some(leg) = self.call.leg(l) else { return };
+        let mut d = Dialog::uac(leg.template(), resp);
+        d.local_seq = leg.early_seq(resp.to_tag().unwrap_or_default());
+        let invite_seq = leg.template().invite_seq;
+        let answer = self.wire.settings.cfg.limits.body(resp);
+        let delayed = matches!(self.call.caller.offer, Offer::Delayed);
+        if self.call.origin == crate::state::Origin::Source(l) {
+            // The source's offer: what the other legs are sent.
+            self.call.caller.offer = answer.clone().into();
         }
-        ack
+        let ack = if delayed {
+            LegAck::Held
+        } else {
+            let ack = self.wire.ack(&d, invite_seq, None);
+            self.wire.send_stateless(&ack);
+            LegAck::Sent(ack)
+        };
+        if let Some(leg) = self.call.leg_mut(l) {
+            leg.confirmed(d, ack, answer);
+        }
+        self.wire.emit(CallEvent::LegAnswered { call: self.call.id, leg: LegRef(l) });
     }
 
     /// A 3xx-6xx to a leg's INVITE.
-    fn leg_final(&mut self, call: &mut Call, l: u32, code: u16) {
-        let id = call.id;
-        let Some(leg) = call.legs.get_mut(l as usize) else { return };
+    fn leg_final(&mut self, l: u32, code: u16) {
+        let Some(leg) = self.call.leg_mut(l) else { return };
         if leg.invite_over() {
             return;
         }
-        leg.final_code = Some(code);
-        let cancelled = matches!(leg.cancel, Cancel::Sent(_)) && code == 487;
-        leg.cancel = Cancel::Done;
-        self.emit(if cancelled {
-            CallEvent::LegCancelled { call: id, leg: LegRef(l) }
+        let cancelled = leg.failed() && code == 487;
+        let (call, leg) = (self.call.id, LegRef(l));
+        self.wire.emit(if cancelled {
+            CallEvent::LegCancelled { call, leg }
         } else {
-            CallEvent::LegFailed { call: id, leg: LegRef(l), code }
+            CallEvent::LegFailed { call, leg, code }
         });
     }
 
     /// Timer B, a transport error, or the CANCEL give-up.
-    pub(crate) fn leg_gave_up(&mut self, call: &mut Call, l: u32) {
-        let id = call.id;
-        let Some(leg) = call.legs.get_mut(l as usize) else { return };
+    pub(crate) fn leg_gave_up(&mut self, l: u32) {
+        let Some(leg) = self.call.leg_mut(l) else { return };
         if leg.invite_over() {
             return;
         }
-        leg.gave_up = true;
-        leg.cancel = Cancel::Done;
-        self.emit(CallEvent::LegNoResponse { call: id, leg: LegRef(l) });
+        leg.failed();
+        self.wire.emit(CallEvent::LegNoResponse { call: self.call.id, leg: LegRef(l) });
     }
 
     /// CANCEL now when a provisional came, else at the first one.
-    pub(crate) fn cancel_leg(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        l: u32,
-        reason: Option<&str>,
-    ) -> Result<(), B2buaError> {
-        let leg = call.legs.get_mut(l as usize).ok_or(B2buaError::UnknownLeg)?;
-        if leg.invite_over() || leg.cancel != Cancel::None {
-            return Ok(());
-        }
+    pub(crate) fn cancel_leg(&mut self, l: u32, reason: Option<&str>) -> Result<(), B2buaError> {
+        let leg = self.call.leg_mut(l).ok_or(B2buaError::UnknownLeg)?;
         let reason = reason
             .filter(|r| !r.is_empty() && dialog::safe_value(r))
             .map(|r| Bytes::from(r.to_owned()));
-        if leg.provisional {
-            self.send_cancel(tx, now, call, l, reason);
-        } else {
-            leg.cancel = Cancel::Pending(reason);
+        match leg.state() {
+            LegState::Calling(_) => {
+                leg.cancel_asked(reason);
+            }
+            LegState::Proceeding(_) => self.send_cancel(l, reason),
+            _ => {}
         }
         Ok(())
     }
 
-    fn send_cancel(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        l: u32,
-        reason: Option<Bytes>,
-    ) {
-        let Some(leg) = call.legs.get_mut(l as usize) else { return };
-        let mut cancel = cancel_for(&leg.invite);
+    /// Sends the CANCEL of a leg's INVITE; it is given up 64*T1 later.
+    fn send_cancel(&mut self, l: u32, reason: Option<Bytes>) {
+        let Some(leg) = self.call.leg_mut(l) else { return };
+        let Some(inviting) = leg.inviting() else { return };
+        let mut cancel = cancel_for(&inviting.request);
         if let Some(r) = reason {
             cancel.insert_header_before(HeaderName::ContentLength, HeaderName::Reason, r);
         }
-        if let Ok(k) = tx.send_request(now, cancel, leg.peer) {
-            self.detach(k);
-        }
-        leg.cancel = Cancel::Sent(after(now, self.cfg.t1.saturating_mul(64)));
+        self.wire.send_detached(cancel, leg.template().peer);
+        leg.cancel_sent(after(self.wire.now, self.wire.settings.cfg.t1.saturating_mul(64)));
     }
 
     /// The CANCEL give-up (RFC 3261 9.1): no final 64*T1 after the CANCEL.
-    pub(crate) fn leg_timers(&mut self, tx: &mut TransactionLayer, now: Instant, call: &mut Call) {
-        for l in 0..call.legs.len() as u32 {
-            let due = match call.legs.get(l as usize).map(|leg| (&leg.cancel, leg.invite_key)) {
-                Some((Cancel::Sent(d), key)) if *d <= now => Some(key),
-                _ => None,
-            };
-            if let Some(key) = due {
-                tx.terminate(key);
-                self.leg_gave_up(call, l);
+    pub(crate) fn leg_timers(&mut self) {
+        for l in 0..self.call.legs.len() as u32 {
+            let Some(leg) = self.call.leg(l) else { continue };
+            if leg.cancel_deadline().is_some_and(|d| d <= self.wire.now) {
+                self.wire.tx.terminate(leg.invite_key());
+                self.leg_gave_up(l);
             }
         }
     }

@@ -35,7 +35,8 @@
 //!   (a new INVITE: route it, then [`CallManager::accept_inbound`]);
 //! - after every call, send [`CallManager::poll_stateless`] messages before
 //!   the layer's `poll_transmit` ones (an ACK precedes the BYE after it),
-//!   and pass [`CallManager::poll_event`] events to the fork engine;
+//!   pass [`CallManager::poll_event`] events to the fork engine, and log
+//!   [`CallManager::poll_notice`] values (what the copy limits cut);
 //! - call [`CallManager::handle_timeout`] at [`CallManager::poll_timeout`]
 //!   (or, made with [`CallManager::with_owner_timers`], file every
 //!   [`CallManager::poll_timer`] deadline in its own queue and call
@@ -43,18 +44,41 @@
 //! - use the transaction layer's T1 in [`B2buaConfig`]; reject an INVITE
 //!   with Max-Forwards 0 (483) or an unsupported Require (420) itself.
 //!
+//! How it is built (one `&mut self` machine, like str0m's `Rtc`):
+//! - a call is data (`state.rs`): the caller's side, whose life is one
+//!   `CallerState` (`caller_state.rs`: Proceeding, AnswerHeld, Confirmed,
+//!   ByeAfterAck, Terminating, Ended, Closed), and its legs, each one
+//!   `LegState` (`leg_state.rs`: Calling, CancelAsked, Proceeding,
+//!   Cancelling, Confirmed, Terminating, Failed, Ended). Their transitions
+//!   are the only way either changes; a leg keeps its INVITE only while it
+//!   may be CANCELed or re-sent with credentials, then its dialog and ACK;
+//! - every step of a call is a method of one per-call context, `CallTurn`
+//!   (`turn.rs`): the call, and the `Wire` it acts through (the time, the
+//!   transaction layer, the settings, the identifiers, the index of keys
+//!   and dialogs, the output queues). `legs.rs` (the legs' INVITEs,
+//!   responses, CANCEL), `caller.rs` (responses to the caller, BYEs),
+//!   `relay.rs` (in-dialog requests) and `timers.rs` hold the steps;
+//! - a transaction event is routed to its call, then taken by it
+//!   (`events.rs`).
+//!
 //! Main types: [`CallManager`], [`B2buaConfig`], [`DialTarget`],
 //! [`CallEvent`], [`Stateless`], [`CallRef`], [`LegRef`].
 #![deny(missing_docs)]
 
 mod caller;
+mod caller_state;
 mod dialog;
-mod env;
+mod events;
+mod index;
+mod leg_state;
 mod legs;
 pub mod limits;
 mod manager;
 mod relay;
+mod settings;
 mod state;
+mod timers;
+mod turn;
 
 pub use limits::CopyLimits;
 pub use manager::CallManager;

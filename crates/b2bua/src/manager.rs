@@ -1,21 +1,22 @@
 //! [`CallManager`]: every call of a process (or shard), its indexes and
 //! its timers (a [`TimerQueue`] of its own when it runs alone, or its
-//! owner's one queue when embedded in the switch core).
+//! owner's one queue when embedded in the switch core), and the calls the
+//! fork engine's decisions are made on. Transaction events come in through
+//! `events.rs`.
 
+use crate::caller_state::{Caller, InboundInvite, Offer, Reliable};
 use crate::dialog::{self, Dialog};
-use crate::env::{after, Env};
-use crate::state::{
-    Call, Caller, CallerState, Origin, Orphan, Owner, Reliable, Role, Side, Stored, MAX_FORKS,
-};
-use crate::Stateless;
+use crate::index::CallIndex;
+use crate::settings::{Settings, Tokens};
+use crate::state::{Call, Origin, Role, Side};
+use crate::turn::{CallTurn, Outputs, Wire};
+use crate::{limits::Notice, Stateless};
 use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, LegRef, LocalContact};
 use bytes::Bytes;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use sip_message::{HeaderName, Message, Method, Peer};
-use sip_transaction::{Event, TransactionLayer, TxKey, TxState};
-use std::collections::{HashMap, VecDeque};
+use sip_transaction::{TransactionLayer, TxKey};
+use std::collections::VecDeque;
 use std::time::Instant;
 use timer_queue::TimerQueue;
 
@@ -52,7 +53,10 @@ enum Schedule {
 /// assert!(cm.is_empty() && cm.poll_timeout().is_none());
 /// ```
 pub struct CallManager {
-    env: Env,
+    settings: Settings,
+    tokens: Tokens,
+    pub(crate) index: CallIndex,
+    out: Outputs,
     /// Keyed by our own handles: a fast hash, no need to resist flooding.
     calls: FxHashMap<CallRef, Call>,
     schedule: Schedule,
@@ -63,7 +67,7 @@ impl std::fmt::Debug for CallManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallManager")
             .field("calls", &self.calls.len())
-            .field("owned_transactions", &self.env.owned.len())
+            .field("owned_transactions", &self.index.owned())
             .finish_non_exhaustive()
     }
 }
@@ -75,32 +79,20 @@ impl CallManager {
     /// numbers come from a generator seeded with `seed` (a process gives a
     /// fresh one from the OS; a test a fixed one, and replays exactly).
     pub fn new(cfg: B2buaConfig, locals: Vec<LocalContact>, seed: u64) -> Self {
-        Self::with_schedule(cfg, locals, seed, Schedule::Own(TimerQueue::new()))
+        Self::with_schedule(Settings::new(cfg, locals), seed, Schedule::Own(TimerQueue::new()))
     }
 
     /// Like [`CallManager::new`], with the timers in the owner's queue.
     pub fn with_owner_timers(cfg: B2buaConfig, locals: Vec<LocalContact>, seed: u64) -> Self {
-        Self::with_schedule(cfg, locals, seed, Schedule::Owner(VecDeque::new()))
+        Self::with_schedule(Settings::new(cfg, locals), seed, Schedule::Owner(VecDeque::new()))
     }
 
-    fn with_schedule(
-        cfg: B2buaConfig,
-        locals: Vec<LocalContact>,
-        seed: u64,
-        schedule: Schedule,
-    ) -> Self {
+    fn with_schedule(settings: Settings, seed: u64, schedule: Schedule) -> Self {
         CallManager {
-            env: Env {
-                allow: Bytes::from(sip_message::method::allow()),
-                cfg,
-                locals,
-                rng: StdRng::seed_from_u64(seed),
-                owned: FxHashMap::default(),
-                dialogs: HashMap::new(),
-                events: VecDeque::new(),
-                stateless: VecDeque::new(),
-                notices: VecDeque::new(),
-            },
+            settings,
+            tokens: Tokens::seeded(seed),
+            index: CallIndex::default(),
+            out: Outputs::default(),
             calls: FxHashMap::default(),
             schedule,
             next_call: 1,
@@ -113,58 +105,39 @@ impl CallManager {
     pub fn accept_inbound(&mut self, key: TxKey, invite: Message, peer: Peer) -> CallRef {
         let id = CallRef(self.next_call);
         self.next_call += 1;
-        let env = &mut self.env;
-        let local_tag = env.token(10);
+        let local_tag = self.tokens.token(10);
         let to = invite.header_bytes(HeaderName::To).unwrap_or_default();
         let remote_target = dialog::contact_uri(&invite)
             .or_else(|| invite.from_header().ok().map(|f| Bytes::copy_from_slice(f.uri.raw)))
             .unwrap_or_else(|| Bytes::from(format!("sip:{}", peer.remote)));
         let d = Dialog {
-            call_id: invite.header_bytes(HeaderName::CallId).unwrap_or_default(),
+            // Copies: the dialog outlives the INVITE's datagram.
+            call_id: Bytes::copy_from_slice(invite.header(HeaderName::CallId).unwrap_or_default()),
             local_tag: local_tag.clone(),
             remote_tag: Bytes::copy_from_slice(invite.from_tag().unwrap_or_default()),
             local: dialog::with_tag(&to, &local_tag),
-            remote: invite.header_bytes(HeaderName::From).unwrap_or_default(),
+            remote: Bytes::copy_from_slice(invite.header(HeaderName::From).unwrap_or_default()),
             local_seq: 0,
             remote_seq: invite.cseq().ok().map(|c| c.seq),
             remote_target,
             route_set: dialog::record_route(&invite, false),
             peer,
         };
-        let reliable = invite.requires("100rel")
-            || (env.cfg.send_100rel_to_caller && invite.supports("100rel"));
+        let cfg = &self.settings.cfg;
+        let reliable =
+            invite.requires("100rel") || (cfg.send_100rel_to_caller && invite.supports("100rel"));
         let rel = reliable.then(|| Reliable {
-            next_rseq: env.rng.gen_range(1..=1_000_000),
+            next_rseq: self.tokens.first_rseq(),
             unacked: None,
             queue: VecDeque::new(),
         });
-        env.index_dialog(&d.call_id, &d.local_tag, id, Side::Caller);
-        let caller = Caller {
-            key,
-            offer: env.cfg.limits.body(&invite),
-            max_forwards: invite.max_forwards().ok().flatten(),
-            invite,
-            peer,
-            dialog: d,
-            state: CallerState::Proceeding,
-            ended: false,
-            bye_key: None,
-            bye_wanted: false,
-            pending: None,
-            rel,
-            held_final: None,
-        };
-        let mut call = Call {
-            id,
-            origin: Origin::Inbound,
-            caller,
-            legs: Vec::new(),
-            bridged: None,
-            relays: Vec::new(),
-            keys: Vec::new(),
-            sched: None,
-        };
-        env.own(&mut call, key, Role::CallerInvite);
+        self.index.add_dialog(&d.call_id, &d.local_tag, id, Side::Caller);
+        let offer = cfg.limits.body(&invite).into();
+        let max_forwards = invite.max_forwards().ok().flatten();
+        let invite = InboundInvite { request: invite, max_forwards, rel };
+        let mut call =
+            Call::new(id, Origin::Inbound, Caller::proceeding(key, peer, d, offer, invite));
+        self.index.own(&mut call, key, Role::CallerInvite);
         self.calls.insert(id, call);
         id
     }
@@ -200,35 +173,19 @@ impl CallManager {
         };
         let placeholder =
             Message::request(Method::Invite, Bytes::from(source.request_uri.clone())).build();
-        let caller = Caller {
-            key: TxKey::from_bits(u64::MAX),
-            offer: None,
-            max_forwards: None,
-            invite: placeholder,
-            peer,
-            dialog: stand_in,
-            state: CallerState::Proceeding,
-            ended: false,
-            bye_key: None,
-            bye_wanted: false,
-            pending: None,
-            rel: None,
-            held_final: None,
-        };
-        let mut call = Call {
-            id,
-            origin: Origin::Source(0),
-            caller,
-            legs: Vec::new(),
-            bridged: None,
-            relays: Vec::new(),
-            keys: Vec::new(),
-            sched: None,
-        };
-        let leg = self.env.dial(tx, now, &mut call, source)?;
-        if let Some(inv) = call.legs.first() {
-            call.caller.invite = inv.invite.clone();
-            call.caller.key = inv.invite_key;
+        let invite = InboundInvite { request: placeholder, max_forwards: None, rel: None };
+        let no_key = TxKey::from_bits(u64::MAX);
+        let caller = Caller::proceeding(no_key, peer, stand_in, Offer::Delayed, invite);
+        let mut call = Call::new(id, Origin::Source(0), caller);
+        let (_, wire) = self.split(tx, now);
+        let leg = CallTurn { call: &mut call, wire }.dial(source)?;
+        // The source stands for the caller: its INVITE is the caller's.
+        if let Some(src) = call.legs.first() {
+            let (request, key) = (src.inviting().map(|i| i.request.clone()), src.invite_key());
+            if let (Some(invite), Some(request)) = (call.caller.invite_mut(), request) {
+                invite.request = request;
+            }
+            call.caller.key = key;
         }
         self.next_call += 1;
         self.calls.insert(id, call);
@@ -239,7 +196,7 @@ impl CallManager {
     /// `true` once the caller side has an offer for the legs: an inbound
     /// caller's INVITE body, or the answered source's 2xx body.
     pub fn has_offer(&self, call: CallRef) -> bool {
-        self.calls.get(&call).is_some_and(|c| c.caller.offer.is_some())
+        self.calls.get(&call).is_some_and(|c| !matches!(c.caller.offer, Offer::Delayed))
     }
 
     /// Dials a leg: a new dialog (Call-ID, tags, CSeq, Via, Contact of our
@@ -252,7 +209,7 @@ impl CallManager {
         call: CallRef,
         target: DialTarget,
     ) -> Result<LegRef, B2buaError> {
-        self.with_call(call, |env, c| env.dial(tx, now, c, target))
+        self.with_call(tx, now, call, |t| t.dial(target))
     }
 
     /// CANCELs a leg, with `reason` as the whole Reason header value
@@ -271,7 +228,7 @@ impl CallManager {
         leg: LegRef,
         reason: Option<&str>,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| env.cancel_leg(tx, now, c, leg.0, reason))
+        self.with_call(tx, now, call, |t| t.cancel_leg(leg.0, reason))
     }
 
     /// An answered leg that must not become the answer: its ACK (sent at
@@ -297,12 +254,12 @@ impl CallManager {
         call: CallRef,
         leg: LegRef,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| {
-            let l = c.legs.get(leg.0 as usize).ok_or(B2buaError::UnknownLeg)?;
-            if !l.answered() {
+        self.with_call(tx, now, call, |t| {
+            let l = t.call.leg(leg.0).ok_or(B2buaError::UnknownLeg)?;
+            if l.answered().is_none() {
                 return Err(B2buaError::InvalidState("the leg is not answered"));
             }
-            env.bye_side(tx, now, c, Side::Leg(leg.0));
+            t.bye_side(Side::Leg(leg.0));
             Ok(())
         })
     }
@@ -314,8 +271,8 @@ impl CallManager {
         now: Instant,
         call: CallRef,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| match c.origin {
-            Origin::Inbound => env.caller_provisional(tx, now, c, 180, None),
+        self.with_call(tx, now, call, |t| match t.call.origin {
+            Origin::Inbound => t.caller_provisional(180, None),
             // The source answered already: nothing to tell it.
             Origin::Source(_) => Ok(()),
         })
@@ -329,16 +286,16 @@ impl CallManager {
         call: CallRef,
         leg: LegRef,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| {
-            if matches!(c.origin, Origin::Source(_)) {
+        self.with_call(tx, now, call, |t| {
+            if matches!(t.call.origin, Origin::Source(_)) {
                 return Ok(());
             }
-            let l = c.legs.get(leg.0 as usize).ok_or(B2buaError::UnknownLeg)?;
-            let sdp = l.early_sdp.clone();
+            let l = t.call.leg(leg.0).ok_or(B2buaError::UnknownLeg)?;
+            let sdp = l.inviting().and_then(|i| i.early_sdp.clone());
             if sdp.is_none() {
                 return Err(B2buaError::InvalidState("the leg sent no early SDP"));
             }
-            env.caller_provisional(tx, now, c, 183, sdp)
+            t.caller_provisional(183, sdp)
         })
     }
 
@@ -353,7 +310,7 @@ impl CallManager {
         call: CallRef,
         leg: LegRef,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| env.answer_caller(tx, now, c, leg.0))
+        self.with_call(tx, now, call, |t| t.answer_caller(leg.0))
     }
 
     /// A final failure (300-699) to the caller.
@@ -367,13 +324,13 @@ impl CallManager {
         if !(300..=699).contains(&code) {
             return Err(B2buaError::BadStatus(code));
         }
-        self.with_call(call, |env, c| {
-            if c.caller.state != CallerState::Proceeding {
+        self.with_call(tx, now, call, |t| {
+            if !t.call.caller.is_proceeding() {
                 return Err(B2buaError::InvalidState("the caller already has a final response"));
             }
-            match c.origin {
-                Origin::Inbound => env.close_caller(tx, now, c, code),
-                Origin::Source(s) => env.hang_up_source(tx, now, c, s),
+            match t.call.origin {
+                Origin::Inbound => t.close_caller(code),
+                Origin::Source(s) => t.hang_up_source(s),
             }
             Ok(())
         })
@@ -388,142 +345,17 @@ impl CallManager {
         now: Instant,
         call: CallRef,
     ) -> Result<(), B2buaError> {
-        self.with_call(call, |env, c| {
-            match (c.origin, c.caller.state) {
-                (Origin::Source(s), CallerState::Proceeding | CallerState::Answered) => {
-                    env.hang_up_source(tx, now, c, s)
-                }
-                (_, CallerState::Proceeding) => env.close_caller(tx, now, c, 480),
-                (_, CallerState::Answered) => env.bye_side(tx, now, c, Side::Caller),
-                (_, CallerState::Closed) => {}
+        self.with_call(tx, now, call, |t| {
+            let (proceeding, answered) =
+                (t.call.caller.is_proceeding(), t.call.caller.is_answered());
+            match t.call.origin {
+                Origin::Source(s) if proceeding || answered => t.hang_up_source(s),
+                _ if proceeding => t.close_caller(480),
+                _ if answered => t.bye_side(Side::Caller),
+                _ => {}
             }
             Ok(())
         })
-    }
-
-    /// Takes a transaction event. Events that belong to calls are consumed
-    /// (`None`): responses of our client transactions, the CANCEL of a
-    /// caller's INVITE, requests with a To tag (in-dialog; unknown dialogs
-    /// get a 481), ACKs and 2xx that come as [`Event::Stray`], timeouts,
-    /// transport errors and terminations of our transactions. Every other
-    /// event is given back: a new request outside any dialog, a CANCEL of
-    /// something else, strays that match no call.
-    pub fn handle_event(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        ev: Event,
-    ) -> Option<Event> {
-        match ev {
-            Event::NewRequest { key, request, peer } => {
-                let Some(tag) = request.to_tag() else {
-                    return Some(Event::NewRequest { key, request, peer });
-                };
-                let found = request.call_id().ok().and_then(|cid| self.find_dialog(cid, tag));
-                match found {
-                    Some((c, side)) => {
-                        if let Some(call) = self.calls.get_mut(&c) {
-                            self.env.in_dialog(tx, now, call, side, key, request, peer);
-                        }
-                        self.settle(c);
-                    }
-                    None => self.env.reply(tx, now, key, &request, 481),
-                }
-                None
-            }
-            Event::Cancel { key, request, peer, cancels } => {
-                let c = match cancels.and_then(|k| self.env.owned.get(&k)) {
-                    Some(Owner::Call(c, Role::CallerInvite)) => *c,
-                    _ => return Some(Event::Cancel { key, request, peer, cancels }),
-                };
-                if let Some(call) = self.calls.get_mut(&c) {
-                    self.env.caller_cancel(tx, now, call, key, &request);
-                }
-                self.settle(c);
-                None
-            }
-            Event::Response { key, response } => {
-                let (c, role) = match self.env.owned.get(&key) {
-                    None => return Some(Event::Response { key, response }),
-                    Some(Owner::Detached) => return None,
-                    Some(Owner::Orphan(_)) => {
-                        self.orphan_2xx(tx, now, key, &response);
-                        return None;
-                    }
-                    Some(Owner::Call(c, role)) => (*c, *role),
-                };
-                if let Some(call) = self.calls.get_mut(&c) {
-                    let env = &mut self.env;
-                    match role {
-                        Role::LegInvite(l) => env.leg_response(tx, now, call, l, &response),
-                        Role::Bye(side) => {
-                            if response.status().is_some_and(|s| s >= 200) {
-                                env.bye_done(call, side, key);
-                            }
-                        }
-                        Role::RelayClient => env.relay_response(tx, now, call, key, &response),
-                        Role::CallerInvite | Role::RelayServer => {}
-                    }
-                }
-                self.settle(c);
-                None
-            }
-            Event::Stray { message, peer } => self.stray(tx, now, message, peer),
-            Event::Timeout { key } | Event::TransportError { key } => {
-                let (c, role) = match self.env.owned.get(&key) {
-                    None => return Some(ev),
-                    Some(Owner::Call(c, role)) => (*c, *role),
-                    Some(_) => return None,
-                };
-                let timeout = matches!(ev, Event::Timeout { .. });
-                if let Some(call) = self.calls.get_mut(&c) {
-                    let env = &mut self.env;
-                    match role {
-                        Role::CallerInvite => {
-                            // Timer H (no ACK for a failure) needs nothing.
-                            let early = call.caller.state == CallerState::Proceeding
-                                || call.caller.held_final.is_some();
-                            if !timeout && early {
-                                env.caller_lost(tx, now, call, None, false);
-                            }
-                        }
-                        Role::LegInvite(l) if call.is_leg_invite(l, key) => {
-                            env.leg_gave_up(call, l)
-                        }
-                        // A challenged INVITE, superseded by the one sent
-                        // with credentials.
-                        Role::LegInvite(_) => {}
-                        Role::Bye(side) => env.bye_done(call, side, key),
-                        Role::RelayClient => env.relay_failed(tx, now, call, key, true),
-                        Role::RelayServer => {}
-                    }
-                }
-                self.settle(c);
-                None
-            }
-            Event::Terminated { key } => {
-                let (c, role) = match self.env.owned.remove(&key) {
-                    None => return Some(ev),
-                    Some(Owner::Call(c, role)) => (c, role),
-                    Some(_) => return None,
-                };
-                if let Some(call) = self.calls.get_mut(&c) {
-                    call.keys.retain(|k| *k != key);
-                    let env = &mut self.env;
-                    match role {
-                        Role::LegInvite(l) if call.is_leg_invite(l, key) => {
-                            env.leg_gave_up(call, l)
-                        }
-                        Role::LegInvite(_) => {}
-                        Role::Bye(side) => env.bye_done(call, side, key),
-                        Role::RelayClient => env.relay_terminated(tx, now, call, key),
-                        Role::CallerInvite | Role::RelayServer => {}
-                    }
-                }
-                self.settle(c);
-                None
-            }
-        }
     }
 
     /// Runs the timers due at `now`: 2xx and reliable provisional
@@ -555,8 +387,7 @@ impl CallManager {
             return;
         }
         call.sched = None;
-        self.env.call_timers(tx, now, call);
-        self.settle(c);
+        self.on_call(tx, now, c, |t| t.run_timers());
     }
 
     /// The earliest deadline: call [`CallManager::handle_timeout`] then.
@@ -584,18 +415,18 @@ impl CallManager {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<CallEvent> {
-        self.env.events.pop_front()
+        self.out.events.pop_front()
     }
 
     /// The next message to send outside any transaction.
     pub fn poll_stateless(&mut self) -> Option<Stateless> {
-        self.env.stateless.pop_front()
+        self.out.stateless.pop_front()
     }
 
     /// The next value found beyond the copy limits in a relayed message
     /// (refused or trimmed), for the owner's log.
-    pub fn poll_notice(&mut self) -> Option<crate::limits::Notice> {
-        self.env.notices.pop_front()
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.out.notices.pop_front()
     }
 
     /// Live calls.
@@ -610,8 +441,8 @@ impl CallManager {
 
     /// The SIP Call-ID of a leg's dialog.
     pub fn leg_sip_call_id(&self, call: CallRef, leg: LegRef) -> Option<&str> {
-        let l = self.calls.get(&call)?.legs.get(leg.0 as usize)?;
-        std::str::from_utf8(&l.call_id).ok()
+        let l = self.calls.get(&call)?.leg(leg.0)?;
+        std::str::from_utf8(&l.template().call_id).ok()
     }
 
     /// The SIP Call-ID of the caller's dialog.
@@ -621,92 +452,40 @@ impl CallManager {
 
     // ----- internals --------------------------------------------------------
 
-    fn with_call<R>(
-        &mut self,
-        call: CallRef,
-        f: impl FnOnce(&mut Env, &mut Call) -> Result<R, B2buaError>,
-    ) -> Result<R, B2buaError> {
-        let c = self.calls.get_mut(&call).ok_or(B2buaError::UnknownCall)?;
-        let r = f(&mut self.env, c);
-        self.settle(call);
-        r
+    /// The calls, and the wire their steps act through at `now`.
+    pub(crate) fn split<'a>(
+        &'a mut self,
+        tx: &'a mut TransactionLayer,
+        now: Instant,
+    ) -> (&'a mut FxHashMap<CallRef, Call>, Wire<'a>) {
+        let CallManager { settings, tokens, index, out, calls, .. } = self;
+        (calls, Wire { now, tx, settings, tokens, index, out })
     }
 
-    fn find_dialog(&self, call_id: &[u8], local_tag: &[u8]) -> Option<(CallRef, Side)> {
-        let k = dialog::dialog_key(call_id, local_tag);
-        self.env.dialogs.get(k.as_slice()).copied()
-    }
-
-    /// ACKs (for 2xx) and 2xx responses to INVITE outside transactions.
-    fn stray(
+    /// Runs `step` on call `c` at `now`, then settles the call; `None`
+    /// when there is no such call.
+    pub(crate) fn on_call<R>(
         &mut self,
         tx: &mut TransactionLayer,
         now: Instant,
-        message: Message,
-        peer: Peer,
-    ) -> Option<Event> {
-        let give_back = |message, peer| Some(Event::Stray { message, peer });
-        let Ok(cid) = message.call_id() else { return give_back(message, peer) };
-        if message.method() == Some(&Method::Ack) {
-            let Some((c, side)) = message.to_tag().and_then(|t| self.find_dialog(cid, t)) else {
-                return give_back(message, peer);
-            };
-            if let Some(call) = self.calls.get_mut(&c) {
-                let remote_ok = call
-                    .dialog_mut(side)
-                    .is_some_and(|d| d.remote_tag == message.from_tag().unwrap_or_default());
-                if remote_ok {
-                    self.env.side_ack(tx, now, call, side, &message);
-                }
-            }
-            self.settle(c);
-            return None;
-        }
-        let is_2xx_invite = message.status().is_some_and(|s| (200..300).contains(&s))
-            && message.cseq().is_ok_and(|c| c.method == Method::Invite);
-        if !is_2xx_invite {
-            return give_back(message, peer);
-        }
-        match message.from_tag().and_then(|t| self.find_dialog(cid, t)) {
-            Some((c, Side::Leg(l))) => {
-                if let Some(call) = self.calls.get_mut(&c) {
-                    self.env.leg_2xx(tx, now, call, l, &message);
-                    // The answer came past the leg's INVITE transaction (its
-                    // Via matched none): that transaction will never see a
-                    // final response now and, proceeding, has no timer to
-                    // end it. It ends here (found by fuzzing).
-                    let answered = call.legs.get(l as usize).filter(|leg| leg.dialog.is_some());
-                    let key = answered.map(|leg| leg.invite_key);
-                    let pending = key
-                        .and_then(|k| tx.state(k))
-                        .is_some_and(|s| matches!(s, TxState::Calling | TxState::Proceeding));
-                    if let (Some(key), true) = (key, pending) {
-                        tx.terminate(key);
-                        self.env.owned.remove(&key);
-                        call.keys.retain(|k| *k != key);
-                    }
-                }
-                self.settle(c);
-                None
-            }
-            _ => give_back(message, peer),
-        }
+        c: CallRef,
+        step: impl FnOnce(&mut CallTurn<'_>) -> R,
+    ) -> Option<R> {
+        let (calls, wire) = self.split(tx, now);
+        let call = calls.get_mut(&c)?;
+        let r = step(&mut CallTurn { call, wire });
+        self.settle(c);
+        Some(r)
     }
 
-    /// A 2xx on the INVITE transaction of a leg whose call ended.
-    fn orphan_2xx(&mut self, tx: &mut TransactionLayer, now: Instant, key: TxKey, resp: &Message) {
-        if !resp.status().is_some_and(|s| (200..300).contains(&s)) {
-            return;
-        }
-        let Some(Owner::Orphan(mut o)) = self.env.owned.remove(&key) else { return };
-        let tag = resp.to_tag().unwrap_or_default();
-        if let Some((_, ack)) = o.acks.iter().find(|(t, _)| t == tag) {
-            self.env.send_stateless(ack);
-        } else if o.acks.len() <= MAX_FORKS {
-            let ack = self.env.kill_fork(tx, now, &o.dialog, o.invite_seq, o.invite_seq, resp);
-            o.acks.push((Bytes::copy_from_slice(tag), ack));
-        }
-        self.env.owned.insert(key, Owner::Orphan(o));
+    fn with_call<R>(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: CallRef,
+        step: impl FnOnce(&mut CallTurn<'_>) -> Result<R, B2buaError>,
+    ) -> Result<R, B2buaError> {
+        self.on_call(tx, now, call, step).unwrap_or(Err(B2buaError::UnknownCall))
     }
 
     /// After any change to a call: ends it when nothing is left, else
@@ -715,9 +494,9 @@ impl CallManager {
         let Some(call) = self.calls.get_mut(&id) else { return };
         if call.done() {
             if let Some(call) = self.calls.remove(&id) {
-                self.env.retire(call);
+                self.index.retire(call);
             }
-            self.env.emit(CallEvent::CallEnded { call: id });
+            self.out.events.push_back(CallEvent::CallEnded { call: id });
         } else {
             let next = call.next_deadline();
             if next != call.sched {
@@ -741,128 +520,6 @@ impl CallManager {
                 |t: Instant, c: CallRef| calls.get(&c).is_some_and(|c| c.sched == Some(t));
             q.prune(current);
             q.purge_if_bloated(calls.len(), current);
-        }
-    }
-}
-
-impl Env {
-    /// Forgets an ended call: its dialogs leave the index, its live
-    /// transactions become detached (or orphans, for answered legs' INVITEs).
-    fn retire(&mut self, call: Call) {
-        let c = &call.caller.dialog;
-        self.dialogs.remove(dialog::dialog_key(&c.call_id, &c.local_tag).as_slice());
-        for leg in &call.legs {
-            self.dialogs.remove(dialog::dialog_key(&leg.call_id, &leg.local_tag).as_slice());
-        }
-        for key in call.keys {
-            let Some(Owner::Call(_, role)) = self.owned.get(&key) else { continue };
-            let owner = match *role {
-                Role::LegInvite(l) => match call.legs.get(l as usize) {
-                    Some(leg) if leg.dialog.is_some() => {
-                        let mut acks: Vec<(Bytes, Stored)> = leg.forks.clone();
-                        if let (Some(d), Some(ack)) = (&leg.dialog, &leg.ack) {
-                            acks.push((d.remote_tag.clone(), ack.clone()));
-                        }
-                        Owner::Orphan(Box::new(Orphan {
-                            dialog: leg.template(),
-                            invite_seq: leg.invite_seq,
-                            acks,
-                        }))
-                    }
-                    _ => Owner::Detached,
-                },
-                _ => Owner::Detached,
-            };
-            self.owned.insert(key, owner);
-        }
-    }
-
-    /// Every timer of a call due at `now`.
-    fn call_timers(&mut self, tx: &mut TransactionLayer, now: Instant, call: &mut Call) {
-        self.pending_timer(tx, now, call, Side::Caller);
-        for l in 0..call.legs.len() as u32 {
-            self.pending_timer(tx, now, call, Side::Leg(l));
-        }
-        self.reliable_timer(tx, now, call);
-        self.leg_timers(tx, now, call);
-    }
-
-    /// 2xx retransmission (T1 doubling up to T2) and the 64*T1 ACK give-up.
-    fn pending_timer(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        side: Side,
-    ) {
-        let t2 = self.cfg.t2;
-        let Some(slot) = call.pending_mut(side) else { return };
-        let Some(p) = slot.as_mut() else { return };
-        if p.give_up <= now {
-            let hold = slot.take().and_then(|p| p.hold);
-            if let Some(h) = hold {
-                self.release_held(tx, call, h, None);
-            }
-            self.no_ack(tx, now, call, side);
-            return;
-        }
-        if let Some(next) = p.next.filter(|n| *n <= now) {
-            self.stateless.push_back(Stateless { peer: p.peer, message: p.response.clone() });
-            p.interval = p.interval.saturating_mul(2).min(t2);
-            let mut n = after(next, p.interval);
-            if n <= now {
-                n = after(now, p.interval);
-            }
-            p.next = Some(n);
-        }
-    }
-
-    /// A side never ACKed our 2xx: both sides get a BYE.
-    fn no_ack(&mut self, tx: &mut TransactionLayer, now: Instant, call: &mut Call, side: Side) {
-        let id = call.id;
-        match side {
-            Side::Caller => {
-                if call.caller.state != CallerState::Answered || call.caller.bye_key.is_some() {
-                    return;
-                }
-                let was_up = !call.caller.ended;
-                call.caller.ended = false;
-                call.caller.bye_wanted = true;
-                self.bye_side(tx, now, call, Side::Caller);
-                if was_up {
-                    self.emit(CallEvent::CallerNoAck { call: id });
-                    if let Some(b) = call.bridged {
-                        self.bye_side(tx, now, call, Side::Leg(b));
-                    }
-                }
-            }
-            Side::Leg(_) => {
-                self.bye_side(tx, now, call, side);
-                if let Some(o) = call.other(side) {
-                    self.bye_side(tx, now, call, o);
-                }
-            }
-        }
-    }
-
-    /// Reliable provisional retransmission (T1 doubling) and the 64*T1
-    /// PRACK give-up (RFC 3262 3: the INVITE gets a 5xx).
-    fn reliable_timer(&mut self, tx: &mut TransactionLayer, now: Instant, call: &mut Call) {
-        let key = call.caller.key;
-        let Some(u) = call.caller.rel.as_mut().and_then(|r| r.unacked.as_mut()) else { return };
-        if u.give_up <= now {
-            let no_ack = call.caller.held_final.is_some();
-            self.caller_lost(tx, now, call, Some(500), no_ack);
-            return;
-        }
-        if let Some(next) = u.next.filter(|n| *n <= now) {
-            let _ = tx.send_response(now, key, u.response.clone());
-            u.interval = u.interval.saturating_mul(2);
-            let mut n = after(next, u.interval);
-            if n <= now {
-                n = after(now, u.interval);
-            }
-            u.next = Some(n);
         }
     }
 }

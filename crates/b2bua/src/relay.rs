@@ -2,14 +2,14 @@
 //! [`sip_message::SUPPORTED`] marks relayed (re-INVITE, UPDATE, INFO,
 //! OPTIONS) between the bridged sides.
 
+use crate::caller_state::CallerState;
 use crate::dialog;
-use crate::env::Env;
 use crate::limits::Copied;
-use crate::state::{Call, CallerState, Held, Relay, Role, Side, MAX_RELAYS};
+use crate::state::{Held, Relay, Role, Side, MAX_RELAYS};
+use crate::turn::CallTurn;
 use crate::CallEvent;
 use sip_message::{HeaderName, Message, Method, Peer};
-use sip_transaction::{TransactionLayer, TxKey};
-use std::time::Instant;
+use sip_transaction::TxKey;
 
 /// Where a request stands in the dialog it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,225 +27,205 @@ fn refusal(method: &Method) -> u16 {
     }
 }
 
-impl Env {
-    /// A request with our To tag, for `side` of `call`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn in_dialog(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        side: Side,
-        key: TxKey,
-        req: Message,
-        peer: Peer,
-    ) {
-        let from_tag = req.from_tag().unwrap_or_default();
-        let st = match side {
+impl CallTurn<'_> {
+    /// Where a request with our To tag stands in `side`'s dialog.
+    fn dialog_state(&self, side: Side, from_tag: &[u8]) -> DialogState {
+        match side {
             Side::Caller => {
-                let c = &call.caller;
+                let c = &self.call.caller;
                 if c.dialog.remote_tag != from_tag {
-                    DialogState::Gone
-                } else {
-                    match c.state {
-                        CallerState::Proceeding => DialogState::Early,
-                        CallerState::Answered if c.held_final.is_some() => DialogState::Early,
-                        CallerState::Answered if !c.ended => DialogState::Confirmed,
-                        // Our BYE waits for the ACK of our 2xx (RFC 3261
-                        // 15): until it goes out, the dialog is up.
-                        CallerState::Answered if c.bye_wanted && c.bye_key.is_none() => {
-                            DialogState::Confirmed
-                        }
-                        _ => DialogState::Gone,
+                    return DialogState::Gone;
+                }
+                match c.state() {
+                    CallerState::Proceeding(_) | CallerState::AnswerHeld(..) => DialogState::Early,
+                    // Our BYE waits for the ACK of our 2xx (RFC 3261 15):
+                    // until it goes out, the dialog is up.
+                    CallerState::Confirmed | CallerState::ByeAfterAck => DialogState::Confirmed,
+                    CallerState::Terminating(_) | CallerState::Ended | CallerState::Closed => {
+                        DialogState::Gone
                     }
                 }
             }
-            Side::Leg(l) => match call.legs.get(l as usize) {
-                Some(leg) if leg.dialog.as_ref().is_some_and(|d| d.remote_tag == from_tag) => {
-                    if leg.ended {
-                        DialogState::Gone
-                    } else {
-                        DialogState::Confirmed
-                    }
+            Side::Leg(l) => {
+                let Some(leg) = self.call.leg(l) else { return DialogState::Gone };
+                if leg.answered().is_some_and(|a| a.dialog.remote_tag == from_tag) {
+                    return if leg.is_up() { DialogState::Confirmed } else { DialogState::Gone };
                 }
-                Some(leg)
-                    if !leg.invite_over()
-                        && leg.early.iter().any(|e| e.dialog.remote_tag == from_tag) =>
-                {
+                let early = leg
+                    .inviting()
+                    .is_some_and(|i| i.early.iter().any(|e| e.dialog.remote_tag == from_tag));
+                if early {
                     DialogState::Early
+                } else {
+                    DialogState::Gone
                 }
-                _ => DialogState::Gone,
-            },
-        };
+            }
+        }
+    }
+
+    /// A request with our To tag, for `side` of the call.
+    pub(crate) fn in_dialog(&mut self, side: Side, key: TxKey, req: Message, peer: Peer) {
+        let st = self.dialog_state(side, req.from_tag().unwrap_or_default());
         if st == DialogState::Gone {
-            self.reply(tx, now, key, &req, 481);
+            self.wire.reply(key, &req, 481);
             return;
         }
-        let Some(seq) = req.cseq().ok().map(|c| c.seq) else {
-            self.reply(tx, now, key, &req, 400);
+        if let Err(code) = self.remote_seq(side, st, &req) {
+            self.wire.reply(key, &req, code);
             return;
-        };
+        }
+        let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
+        let relays = self.wire.settings.relays(&method);
+        match (&method, st) {
+            (Method::Bye, DialogState::Early) if side == Side::Caller => {
+                // RFC 3261 15.1.2: the pending INVITE gets a 487.
+                self.wire.reply(key, &req, 200);
+                self.caller_lost(Some(487), false);
+            }
+            (Method::Bye, DialogState::Confirmed) => {
+                self.wire.reply(key, &req, 200);
+                if matches!(self.call.caller.state(), CallerState::ByeAfterAck)
+                    && side == Side::Caller
+                {
+                    // The caller ends it first: our waiting BYE is moot.
+                    self.drop_pending(side);
+                    self.call.caller.ended();
+                } else {
+                    self.side_hung_up(side);
+                }
+            }
+            (Method::Bye, _) => self.wire.reply(key, &req, 481),
+            (Method::Prack, DialogState::Early) if side == Side::Caller => {
+                self.caller_prack(key, &req)
+            }
+            (Method::Prack, _) => self.wire.reply(key, &req, 481),
+            (_, DialogState::Confirmed) if relays => self.relay(side, key, req, peer),
+            (_, _) if relays => self.wire.reply(key, &req, refusal(&method)),
+            _ => self.wire.reply(key, &req, 405),
+        }
+    }
+
+    /// Records the CSeq of a request in `side`'s dialog (the caller's, or
+    /// a leg's confirmed one); `Err` is the status that refuses it: 400
+    /// without a CSeq, 500 out of order (RFC 3261 12.2.2).
+    fn remote_seq(&mut self, side: Side, st: DialogState, req: &Message) -> Result<(), u16> {
+        let seq = req.cseq().ok().map(|c| c.seq).ok_or(400u16)?;
         let tracked = match (side, st) {
-            (Side::Caller, _) => Some(&mut call.caller.dialog),
-            (Side::Leg(l), DialogState::Confirmed) => {
-                call.legs.get_mut(l as usize).and_then(|leg| leg.dialog.as_mut())
+            (Side::Caller, _) | (Side::Leg(_), DialogState::Confirmed) => {
+                self.call.dialog_mut(side)
             }
             _ => None,
         };
         if let Some(d) = tracked {
-            // RFC 3261 12.2.2: a lower CSeq is out of order.
             if d.remote_seq.is_some_and(|r| seq <= r) {
-                self.reply(tx, now, key, &req, 500);
-                return;
+                return Err(500);
             }
             d.remote_seq = Some(seq);
         }
-        let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
-        match (&method, st) {
-            (Method::Bye, DialogState::Early) if side == Side::Caller => {
-                // RFC 3261 15.1.2: the pending INVITE gets a 487.
-                self.reply(tx, now, key, &req, 200);
-                self.caller_lost(tx, now, call, Some(487), false);
-            }
-            (Method::Bye, DialogState::Confirmed) => {
-                self.reply(tx, now, key, &req, 200);
-                if side == Side::Caller && call.caller.ended {
-                    // The caller ends it first: our waiting BYE is moot.
-                    call.caller.bye_wanted = false;
-                    self.drop_pending(tx, call, side);
-                } else {
-                    self.side_hung_up(tx, now, call, side);
-                }
-            }
-            (Method::Bye, _) => self.reply(tx, now, key, &req, 481),
-            (Method::Prack, DialogState::Early) if side == Side::Caller => {
-                self.caller_prack(tx, now, call, key, &req)
-            }
-            (Method::Prack, _) => self.reply(tx, now, key, &req, 481),
-            (m, DialogState::Confirmed) if self.relays(m) => {
-                self.relay(tx, now, call, side, key, req, peer)
-            }
-            (m, _) if self.relays(m) => self.reply(tx, now, key, &req, refusal(&method)),
-            _ => self.reply(tx, now, key, &req, 405),
-        }
+        Ok(())
     }
 
     /// The side's confirmed dialog ended from its side (its BYE, or a 481 or
     /// 408 to a request in it): the bridged side gets our BYE.
-    pub(crate) fn side_hung_up(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        side: Side,
-    ) {
-        if !call.side_up(side) {
+    pub(crate) fn side_hung_up(&mut self, side: Side) {
+        if !self.call.side_up(side) {
             return;
         }
-        let id = call.id;
+        let call = self.call.id;
         match side {
             Side::Caller => {
-                call.caller.ended = true;
-                call.caller.bye_wanted = false;
-                self.drop_pending(tx, call, side);
-                self.abort_relays_from(tx, now, call, side);
-                self.emit(CallEvent::CallerHungUp { call: id });
-                if let Some(o) = call.other(side) {
-                    self.bye_side(tx, now, call, o);
-                }
+                self.call.caller.ended();
+                self.drop_pending(side);
+                self.abort_relays_from(side);
+                self.wire.emit(CallEvent::CallerHungUp { call });
             }
             Side::Leg(l) => {
-                if let Some(leg) = call.legs.get_mut(l as usize) {
-                    leg.ended = true;
+                self.flush_leg_ack(l);
+                self.drop_pending(side);
+                if let Some(leg) = self.call.leg_mut(l) {
+                    leg.ended();
                 }
-                self.flush_leg_ack(tx, call, l);
-                self.drop_pending(tx, call, side);
-                self.abort_relays_from(tx, now, call, side);
-                self.emit(CallEvent::LegHungUp { call: id, leg: crate::LegRef(l) });
-                if let Some(o) = call.other(side) {
-                    self.bye_side(tx, now, call, o);
-                }
+                self.abort_relays_from(side);
+                self.wire.emit(CallEvent::LegHungUp { call, leg: crate::LegRef(l) });
             }
+        }
+        if let Some(o) = self.call.other(side) {
+            self.bye_side(o);
         }
     }
 
     /// Requests from `side` still being relayed get a 487 (RFC 3261 15.1.2).
-    pub(crate) fn abort_relays_from(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        side: Side,
-    ) {
-        for r in call.relays.iter_mut().filter(|r| r.from == side && !r.answered) {
-            let msg = self.response(&r.request, 487).build();
-            let _ = tx.send_response(now, r.server_key, msg);
+    pub(crate) fn abort_relays_from(&mut self, side: Side) {
+        for r in self.call.relays.iter_mut().filter(|r| r.from == side && !r.answered) {
+            let msg = self.wire.settings.response(&r.request, 487).build();
+            self.wire.respond(r.server_key, msg);
             r.answered = true;
         }
     }
 
-    /// Relays a request from `from` to the side bridged with it.
-    #[allow(clippy::too_many_arguments)]
-    fn relay(
+    /// Where a request of `method` from `from` may be relayed now: the
+    /// side bridged with it; `Err` is the status that refuses it (beyond
+    /// the copy limits, nobody to relay to, too many relays, or an INVITE
+    /// while another is in progress).
+    fn relay_target(
         &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
         from: Side,
-        key: TxKey,
-        req: Message,
+        req: &Message,
+        method: &Method,
         peer: Peer,
-    ) {
-        let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
-        let screening = self.cfg.limits.screen(&req, Copied::Relay);
-        self.notices.extend(screening.notices(peer, Some(&method)));
+    ) -> Result<Side, u16> {
+        let screening = self.wire.settings.cfg.limits.screen(req, Copied::Relay);
+        self.wire.out.notices.extend(screening.notices(peer, Some(method)));
         if let Some((code, _)) = screening.refused {
-            self.reply(tx, now, key, &req, code);
-            return;
+            return Err(code);
         }
-        let Some(to) = call.other(from).filter(|&t| call.side_up(t)) else {
-            self.reply(tx, now, key, &req, refusal(&method));
-            return;
+        let to = self.call.other(from).filter(|&t| self.call.side_up(t)).ok_or(refusal(method))?;
+        if self.call.relays.iter().filter(|r| !r.answered).count() >= MAX_RELAYS {
+            return Err(500);
+        }
+        // RFC 3261 14.1/14.2: one INVITE transaction at a time per dialog,
+        // in either direction (ours wait for their ACK).
+        let busy =
+            || self.call.relays.iter().any(|r| r.invite && !r.answered) || self.call.awaits_ack();
+        if *method == Method::Invite && busy() {
+            return Err(491);
+        }
+        Ok(to)
+    }
+
+    /// Relays a request from `from` to the side bridged with it.
+    fn relay(&mut self, from: Side, key: TxKey, req: Message, peer: Peer) {
+        let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
+        let to = match self.relay_target(from, &req, &method, peer) {
+            Ok(to) => to,
+            Err(code) => return self.wire.reply(key, &req, code),
         };
-        if call.relays.iter().filter(|r| !r.answered).count() >= MAX_RELAYS {
-            self.reply(tx, now, key, &req, 500);
-            return;
-        }
+        let settings = self.wire.settings;
+        let limits = &settings.cfg.limits;
         let invite = method == Method::Invite;
-        if invite {
-            // RFC 3261 14.1/14.2: one INVITE transaction at a time per
-            // dialog, in either direction (ours wait for their ACK).
-            let busy = call.relays.iter().any(|r| r.invite && !r.answered)
-                || call.caller.pending.is_some()
-                || call.legs.iter().any(|l| l.pending.is_some() || l.ack_held);
-            if busy {
-                self.reply(tx, now, key, &req, 491);
-                return;
-            }
-        }
         if invite || method == Method::Update {
-            if let Some(d) = call.dialog_mut(from) {
+            if let Some(d) = self.call.dialog_mut(from) {
                 d.refresh_target(&req);
             }
         }
-        let mf = dialog::max_forwards(&self.cfg, req.max_forwards().ok().flatten());
-        let Some(d) = call.dialog_mut(to) else {
-            self.reply(tx, now, key, &req, 481);
+        let mf = dialog::max_forwards(&settings.cfg, req.max_forwards().ok().flatten());
+        let Some(d) = self.call.dialog_mut(to) else {
+            self.wire.reply(key, &req, 481);
             return;
         };
-        let (mut b, dest) = self.dialog_request(tx, d, method, mf);
+        let (mut b, dest) = self.wire.dialog_request(d, method, mf);
         let seq = d.local_seq;
-        b = self.cfg.limits.pass_through(b, &req);
-        let body = self.cfg.limits.body(&req);
+        b = limits.pass_through(b, &req);
+        let body = limits.body(&req);
         let offer = body.is_some();
         if let Some(body) = body {
             b = b.body(body.ctype, body.bytes);
         }
-        match tx.send_request(now, b.build(), dest) {
+        match self.wire.tx.send_request(self.wire.now, b.build(), dest) {
             Ok(ck) => {
-                self.own(call, ck, Role::RelayClient);
-                self.own(call, key, Role::RelayServer);
-                call.relays.push(Relay {
+                self.own(ck, Role::RelayClient);
+                self.own(key, Role::RelayServer);
+                self.call.relays.push(Relay {
                     from,
                     server_key: key,
                     request: req,
@@ -260,127 +240,118 @@ impl Env {
                     ack: None,
                 });
             }
-            Err(_) => self.reply(tx, now, key, &req, 500),
+            Err(_) => self.wire.reply(key, &req, 500),
         }
     }
 
     /// The response to a relayed request, relayed back.
-    pub(crate) fn relay_response(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        ck: TxKey,
-        resp: &Message,
-    ) {
-        let Some(i) = call.relays.iter().position(|r| r.client_key == ck) else { return };
+    pub(crate) fn relay_response(&mut self, ck: TxKey, resp: &Message) {
+        let Some(i) = self.call.relays.iter().position(|r| r.client_key == ck) else { return };
         let Some(code) = resp.status() else { return };
-        let Some(r) = call.relays.get(i) else { return };
-        let (from, to, invite, seq) = (r.from, r.to, r.invite, r.seq);
+        let Some(r) = self.call.relays.get(i) else { return };
+        let invite = r.invite;
+        let settings = self.wire.settings;
         let with_contact = invite || r.request.method() == Some(&Method::Update);
-        let build = |env: &Env, r: &Relay| {
-            let mut b = env.response(&r.request, code);
+        let build = |r: &Relay| {
+            let mut b = settings.response(&r.request, code);
             if with_contact && code < 300 {
-                b = b.header(HeaderName::Contact, dialog::contact_value(&env.locals, &r.peer));
+                b = b.header(HeaderName::Contact, settings.contact(&r.peer));
             }
-            b = env.cfg.limits.pass_through(b, resp);
-            if let Some(body) = env.cfg.limits.body(resp) {
+            b = settings.cfg.limits.pass_through(b, resp);
+            if let Some(body) = settings.cfg.limits.body(resp) {
                 b = b.body(body.ctype, body.bytes);
             }
             b.build()
         };
         if code < 200 {
             if invite && code > 100 && !r.answered {
-                let msg = build(self, r);
-                let _ = tx.send_response(now, r.server_key, msg);
+                let msg = build(r);
+                self.wire.respond(r.server_key, msg);
             }
             return;
         }
         if invite && code < 300 {
-            if r.got_2xx {
-                if let Some(ack) = r.ack.clone() {
-                    self.send_stateless(&ack);
-                }
-                return;
-            }
-            let msg = (!r.answered).then(|| build(self, r));
-            let (server_key, peer, offer) = (r.server_key, r.peer, r.offer);
-            let cseq = r.request.cseq().map(|c| c.seq).unwrap_or_default();
-            if let Some(d) = call.dialog_mut(to) {
-                d.refresh_target(resp);
-            }
-            let ack_now = offer || msg.is_none();
-            let ack = if ack_now {
-                call.dialog_mut(to).map(|d| self.ack(tx, d, seq, None))
-            } else {
-                None
-            };
-            if let Some(ack) = &ack {
-                self.send_stateless(ack);
-            }
-            if let Some(r) = call.relays.get_mut(i) {
-                r.got_2xx = true;
-                r.answered = true;
-                r.ack = ack;
-            }
-            if let Some(msg) = msg {
-                let _ = tx.send_response(now, server_key, msg.clone());
-                let hold = (!ack_now).then_some(Held::Relay(ck));
-                self.drop_pending(tx, call, from);
-                let p = self.pending_2xx(now, msg, peer, cseq, hold);
-                if let Some(slot) = call.pending_mut(from) {
-                    *slot = Some(p);
-                }
+            let msg = (!r.answered).then(|| build(r));
+            return self.relay_2xx(i, msg, resp);
+        }
+        if !r.answered {
+            let msg = build(r);
+            self.wire.respond(r.server_key, msg);
+        }
+        let to = r.to;
+        self.call.relays.remove(i);
+        if code == 481 || code == 408 {
+            // RFC 3261 12.2.1.2: the dialog is gone.
+            self.side_hung_up(to);
+        }
+    }
+
+    /// A 2xx to relayed re-INVITE `i`, relayed back as `msg` (`None`: its
+    /// server side was ended). The far side's ACK goes now when the
+    /// re-INVITE carried the offer, else with the answer in the ACK of our
+    /// 2xx, retransmitted until it comes.
+    fn relay_2xx(&mut self, i: usize, msg: Option<Message>, resp: &Message) {
+        let Some(r) = self.call.relays.get(i) else { return };
+        if r.got_2xx {
+            if let Some(ack) = r.ack.clone() {
+                self.wire.send_stateless(&ack);
             }
             return;
         }
-        if !r.answered {
-            let msg = build(self, r);
-            let _ = tx.send_response(now, r.server_key, msg);
+        let (from, to, seq, ck) = (r.from, r.to, r.seq, r.client_key);
+        let (server_key, peer, offer) = (r.server_key, r.peer, r.offer);
+        let cseq = r.request.cseq().map(|c| c.seq).unwrap_or_default();
+        if let Some(d) = self.call.dialog_mut(to) {
+            d.refresh_target(resp);
         }
-        call.relays.remove(i);
-        if code == 481 || code == 408 {
-            // RFC 3261 12.2.1.2: the dialog is gone.
-            self.side_hung_up(tx, now, call, to);
+        let ack_now = offer || msg.is_none();
+        let ack = if ack_now {
+            self.call.dialog_mut(to).map(|d| self.wire.ack(d, seq, None))
+        } else {
+            None
+        };
+        if let Some(ack) = &ack {
+            self.wire.send_stateless(ack);
+        }
+        if let Some(r) = self.call.relays.get_mut(i) {
+            r.got_2xx = true;
+            r.answered = true;
+            r.ack = ack;
+        }
+        if let Some(msg) = msg {
+            self.wire.respond(server_key, msg.clone());
+            let hold = (!ack_now).then_some(Held::Relay(ck));
+            self.drop_pending(from);
+            let p = self.pending_2xx(msg, peer, cseq, hold);
+            if let Some(slot) = self.call.pending_mut(from) {
+                *slot = Some(p);
+            }
         }
     }
 
     /// A relayed request got no response (timeout, transport error, or its
     /// transaction ended without a final).
-    pub(crate) fn relay_failed(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        ck: TxKey,
-        dialog_dead: bool,
-    ) {
-        let Some(i) = call.relays.iter().position(|r| r.client_key == ck) else { return };
-        let r = call.relays.remove(i);
+    pub(crate) fn relay_failed(&mut self, ck: TxKey, dialog_dead: bool) {
+        let Some(i) = self.call.relays.iter().position(|r| r.client_key == ck) else { return };
+        let r = self.call.relays.remove(i);
         if !r.answered {
             // RFC 4320: never a 408 to a non-INVITE.
             let code = if r.invite { 408 } else { 504 };
-            let msg = self.response(&r.request, code).build();
-            let _ = tx.send_response(now, r.server_key, msg);
+            let msg = self.wire.settings.response(&r.request, code).build();
+            self.wire.respond(r.server_key, msg);
         }
         if dialog_dead {
-            self.side_hung_up(tx, now, call, r.to);
+            self.side_hung_up(r.to);
         }
     }
 
     /// A relayed request's client transaction ended: an answered INVITE
     /// relay (kept for 2xx retransmissions) is forgotten.
-    pub(crate) fn relay_terminated(
-        &mut self,
-        tx: &mut TransactionLayer,
-        now: Instant,
-        call: &mut Call,
-        ck: TxKey,
-    ) {
-        if call.relays.iter().any(|r| r.client_key == ck && !r.answered) {
-            self.relay_failed(tx, now, call, ck, false);
+    pub(crate) fn relay_terminated(&mut self, ck: TxKey) {
+        if self.call.relays.iter().any(|r| r.client_key == ck && !r.answered) {
+            self.relay_failed(ck, false);
         } else {
-            call.relays.retain(|r| r.client_key != ck);
+            self.call.relays.retain(|r| r.client_key != ck);
         }
     }
 }

@@ -1,23 +1,22 @@
-//! The state of one call: the caller's side, the legs and the relays.
+//! One call as data: the caller's side, the legs, the relays between them,
+//! and the small types they share. The caller's and the legs' own states
+//! are in `caller_state.rs` and `leg_state.rs`.
 
-use crate::dialog::{Body, Dialog};
+use crate::caller_state::Caller;
+use crate::dialog::{Dialog, LegTemplate};
+use crate::leg_state::Leg;
 use crate::CallRef;
 use bytes::Bytes;
 use sip_message::{Message, Peer};
 use sip_transaction::TxKey;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Most legs one call may hold.
 pub(crate) const MAX_LEGS: usize = 256;
-/// Most early dialogs kept per leg (downstream forking).
-pub(crate) const MAX_EARLY: usize = 8;
 /// Most second-fork 2xx ACKed and BYEd per leg.
 pub(crate) const MAX_FORKS: usize = 8;
 /// Most in-dialog requests being relayed at once per call.
 pub(crate) const MAX_RELAYS: usize = 8;
-/// Most reliable provisionals queued behind an unacknowledged one.
-pub(crate) const MAX_REL_QUEUE: usize = 4;
 
 /// A side of the bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,12 +55,13 @@ pub(crate) enum Owner {
 /// What is left of an answered leg once its call ended.
 #[derive(Debug)]
 pub(crate) struct Orphan {
-    pub(crate) dialog: Dialog,
-    pub(crate) invite_seq: u32,
+    pub(crate) template: LegTemplate,
+    /// Our ACK per 2xx tag (the answer's and the killed forks').
     pub(crate) acks: Vec<(Bytes, Stored)>,
 }
 
-/// An ACK we sent and where, for 2xx retransmissions.
+/// A message we sent outside any transaction and where, kept to send
+/// again: an ACK for a 2xx, re-sent on the 2xx's retransmissions.
 #[derive(Clone, Debug)]
 pub(crate) struct Stored {
     pub(crate) message: Message,
@@ -90,158 +90,10 @@ pub(crate) struct Pending2xx {
     pub(crate) hold: Option<Held>,
 }
 
-/// Where the caller's INVITE stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CallerState {
-    /// No final response yet.
-    Proceeding,
-    /// 2xx sent (or held until a PRACK).
-    Answered,
-    /// A non-2xx final response was sent.
-    Closed,
-}
-
-/// A reliable provisional response sent to the caller, not yet PRACKed.
-#[derive(Debug)]
-pub(crate) struct Unacked {
-    pub(crate) response: Message,
-    pub(crate) rseq: u32,
-    pub(crate) has_sdp: bool,
-    pub(crate) interval: Duration,
-    pub(crate) next: Option<Instant>,
-    pub(crate) give_up: Instant,
-}
-
-/// RFC 3262 toward the caller.
-#[derive(Debug, Default)]
-pub(crate) struct Reliable {
-    pub(crate) next_rseq: u32,
-    pub(crate) unacked: Option<Unacked>,
-    pub(crate) queue: VecDeque<(u16, Option<Body>)>,
-}
-
-/// The inbound leg.
-#[derive(Debug)]
-pub(crate) struct Caller {
-    pub(crate) key: TxKey,
-    pub(crate) invite: Message,
-    pub(crate) peer: Peer,
-    pub(crate) dialog: Dialog,
-    pub(crate) offer: Option<Body>,
-    pub(crate) max_forwards: Option<u8>,
-    pub(crate) state: CallerState,
-    /// The dialog is over for us (BYE either way, no ACK).
-    pub(crate) ended: bool,
-    pub(crate) bye_key: Option<TxKey>,
-    /// A BYE waits for the ACK of our 2xx (RFC 3261 15).
-    pub(crate) bye_wanted: bool,
-    pub(crate) pending: Option<Pending2xx>,
-    pub(crate) rel: Option<Reliable>,
-    /// A 2xx held until the PRACK of a reliable provisional with SDP.
-    pub(crate) held_final: Option<(Message, Option<Held>)>,
-}
-
-impl Caller {
-    pub(crate) fn done(&self) -> bool {
-        match self.state {
-            CallerState::Proceeding => false,
-            CallerState::Closed => true,
-            CallerState::Answered => {
-                self.ended
-                    && self.bye_key.is_none()
-                    && !self.bye_wanted
-                    && self.pending.is_none()
-                    && self.held_final.is_none()
-            }
-        }
-    }
-
-    /// The dialog is confirmed and up (2xx sent, no BYE).
-    pub(crate) fn up(&self) -> bool {
-        self.state == CallerState::Answered && !self.ended && self.held_final.is_none()
-    }
-}
-
-/// Our CANCEL of a leg.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Cancel {
-    None,
-    /// Asked before any provisional: sent with the first one.
-    Pending(Option<Bytes>),
-    /// Sent; the INVITE is given up at the deadline.
-    Sent(Instant),
-    /// The leg's INVITE is over.
-    Done,
-}
-
-/// An early dialog of a leg (one per downstream fork).
-#[derive(Debug)]
-pub(crate) struct Early {
-    pub(crate) dialog: Dialog,
-    /// RSeq of the last in-order reliable provisional.
-    pub(crate) rseq: Option<u32>,
-}
-
-/// Flags of leg events already reported.
-pub(crate) const SEEN_TRYING: u8 = 1;
-pub(crate) const SEEN_RINGING: u8 = 2;
-pub(crate) const SEEN_EARLY_MEDIA: u8 = 4;
-
-/// An outbound leg.
-#[derive(Debug)]
-pub(crate) struct Leg {
-    pub(crate) peer: Peer,
-    pub(crate) invite: Message,
-    pub(crate) invite_key: TxKey,
-    pub(crate) invite_seq: u32,
-    pub(crate) call_id: Bytes,
-    pub(crate) local_tag: Bytes,
-    /// From of the INVITE (with our tag).
-    pub(crate) local: Bytes,
-    pub(crate) request_uri: Bytes,
-    pub(crate) early: Vec<Early>,
-    pub(crate) dialog: Option<Dialog>,
-    /// A provisional response came: a CANCEL may be sent.
-    pub(crate) provisional: bool,
-    pub(crate) final_code: Option<u16>,
-    /// Timer B, transport error or the CANCEL give-up.
-    pub(crate) gave_up: bool,
-    pub(crate) ack: Option<Stored>,
-    /// Delayed offer: the ACK waits for the caller's answer.
-    pub(crate) ack_held: bool,
-    pub(crate) early_sdp: Option<Body>,
-    pub(crate) answer: Option<Body>,
-    pub(crate) cancel: Cancel,
-    pub(crate) bye_key: Option<TxKey>,
-    /// The confirmed dialog is over for us.
-    pub(crate) ended: bool,
-    pub(crate) pending: Option<Pending2xx>,
-    pub(crate) seen: u8,
-    /// Second forks ACKed and BYEd: their tag and ACK.
-    pub(crate) forks: Vec<(Bytes, Stored)>,
-    /// Credentials for the callee's 401/407, and how often they were used.
-    pub(crate) credentials: Option<(String, String)>,
-    pub(crate) auth_tries: u8,
-}
-
-impl Leg {
-    pub(crate) fn invite_over(&self) -> bool {
-        self.final_code.is_some() || self.gave_up
-    }
-
-    pub(crate) fn answered(&self) -> bool {
-        self.dialog.is_some()
-    }
-
-    /// Answered and not hung up.
-    pub(crate) fn up(&self) -> bool {
-        self.dialog.is_some() && !self.ended
-    }
-
-    pub(crate) fn done(&self) -> bool {
-        self.invite_over()
-            && (self.dialog.is_none()
-                || (self.ended && self.bye_key.is_none() && self.pending.is_none()))
+impl Pending2xx {
+    /// Its next deadline: a retransmission or the give-up.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.next.map_or(self.give_up, |n| n.min(self.give_up))
     }
 }
 
@@ -289,11 +141,24 @@ pub(crate) struct Call {
     pub(crate) relays: Vec<Relay>,
     /// Keys whose owner is this call.
     pub(crate) keys: Vec<TxKey>,
-    /// The deadline registered in the manager's heap.
+    /// The deadline registered in the manager's schedule.
     pub(crate) sched: Option<Instant>,
 }
 
 impl Call {
+    pub(crate) fn new(id: CallRef, origin: Origin, caller: Caller) -> Call {
+        Call {
+            id,
+            origin,
+            caller,
+            legs: Vec::new(),
+            bridged: None,
+            relays: Vec::new(),
+            keys: Vec::new(),
+            sched: None,
+        }
+    }
+
     pub(crate) fn done(&self) -> bool {
         self.caller.done()
             && self.legs.iter().all(Leg::done)
@@ -308,10 +173,18 @@ impl Call {
         }
     }
 
+    pub(crate) fn leg(&self, l: u32) -> Option<&Leg> {
+        self.legs.get(l as usize)
+    }
+
+    pub(crate) fn leg_mut(&mut self, l: u32) -> Option<&mut Leg> {
+        self.legs.get_mut(l as usize)
+    }
+
     /// `true` when `key` is leg `l`'s current INVITE transaction (not one
     /// it re-sent with credentials after a 401/407).
     pub(crate) fn is_leg_invite(&self, l: u32, key: TxKey) -> bool {
-        self.legs.get(l as usize).is_some_and(|leg| leg.invite_key == key)
+        self.leg(l).is_some_and(|leg| leg.invite_key() == key)
     }
 
     /// The side bridged with `side`.
@@ -331,46 +204,50 @@ impl Call {
     pub(crate) fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
         match side {
             Side::Caller => Some(&mut self.caller.dialog),
-            Side::Leg(l) => self.legs.get_mut(l as usize)?.dialog.as_mut(),
+            Side::Leg(l) => self.leg_mut(l)?.answered_mut().map(|a| &mut a.dialog),
         }
     }
 
     /// `true` when the side's confirmed dialog is up.
     pub(crate) fn side_up(&self, side: Side) -> bool {
         match side {
-            Side::Caller => self.caller.up(),
-            Side::Leg(l) => self.legs.get(l as usize).is_some_and(Leg::up),
+            Side::Caller => self.caller.is_up(),
+            Side::Leg(l) => self.leg(l).is_some_and(Leg::is_up),
         }
     }
 
+    /// Where a side's 2xx awaiting its ACK is kept.
     pub(crate) fn pending_mut(&mut self, side: Side) -> Option<&mut Option<Pending2xx>> {
         match side {
             Side::Caller => Some(&mut self.caller.pending),
-            Side::Leg(l) => Some(&mut self.legs.get_mut(l as usize)?.pending),
+            Side::Leg(l) => Some(&mut self.leg_mut(l)?.answered_mut()?.pending),
         }
+    }
+
+    /// `true` while an INVITE transaction of ours in the call waits for
+    /// its ACK (a 2xx pending, or a leg's ACK held): RFC 3261 14.1 allows
+    /// no other INVITE meanwhile.
+    pub(crate) fn awaits_ack(&self) -> bool {
+        self.caller.pending.is_some()
+            || self
+                .legs
+                .iter()
+                .any(|l| l.ack_held() || l.answered().is_some_and(|a| a.pending.is_some()))
     }
 
     /// The earliest deadline of any timer of the call.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut add = |d: Option<Instant>| {
-            if let Some(d) = d {
-                t = Some(t.map_or(d, |t| t.min(d)));
-            }
-        };
-        let pend = |p: &Option<Pending2xx>| {
-            p.as_ref().map(|p| p.next.map_or(p.give_up, |n| n.min(p.give_up)))
-        };
-        add(pend(&self.caller.pending));
-        if let Some(u) = self.caller.rel.as_ref().and_then(|r| r.unacked.as_ref()) {
-            add(Some(u.next.map_or(u.give_up, |n| n.min(u.give_up))));
-        }
-        for leg in &self.legs {
-            add(pend(&leg.pending));
-            if let Cancel::Sent(d) = leg.cancel {
-                add(Some(d));
-            }
-        }
-        t
+        let caller = self.caller.pending.as_ref().map(Pending2xx::deadline);
+        let reliable = self
+            .caller
+            .invite()
+            .and_then(|i| i.rel.as_ref())
+            .and_then(|r| r.unacked.as_ref())
+            .map(|u| u.next.map_or(u.give_up, |n| n.min(u.give_up)));
+        let legs = self.legs.iter().flat_map(|leg| {
+            let pending = leg.answered().and_then(|a| a.pending.as_ref()).map(Pending2xx::deadline);
+            [pending, leg.cancel_deadline()]
+        });
+        [caller, reliable].into_iter().chain(legs).flatten().min()
     }
 }

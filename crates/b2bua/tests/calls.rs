@@ -27,11 +27,8 @@ fn two_legs(w: &mut World, sdp: Option<&str>) -> (CallRef, LegRef, LegRef, Messa
 /// the caller is answered with A and ACKs. Returns our 200 to the caller.
 fn bridged(
     w: &mut World,
-    call: CallRef,
-    a: LegRef,
-    b: LegRef,
-    inv_a: &Message,
-    inv_b: &Message,
+    (call, a, b): (CallRef, LegRef, LegRef),
+    (inv_a, inv_b): (&Message, &Message),
 ) -> Message {
     w.feed(answer(inv_b, 180, Some("ctag"), Some("<sip:carol@192.0.2.30>"), None), peer_b());
     w.feed(answer(inv_a, 200, Some("btag"), Some(BOB_CONTACT), Some(SDP_BOB)), peer_a());
@@ -373,7 +370,7 @@ fn a_second_fork_2xx_on_one_leg_is_acked_then_byed() {
     let ok = one_to(&w.take(), "200 INVITE", caller_peer()).msg.clone();
     w.feed(caller_ack(&ok, 10, None), caller_peer());
     // Bob hangs up.
-    w.feed(callee_request(&inv_a, "t1", Method::Bye, 1, "z9hG4bKbb1", None), peer_a());
+    w.feed(callee_request(&inv_a, "t1", (Method::Bye, 1), "z9hG4bKbb1", None), peer_a());
     let out = w.take();
     assert_eq!(names_to(&out, peer_a()), ["200 BYE"]);
     let bye_caller = one_to(&out, "BYE", caller_peer()).msg.clone();
@@ -482,8 +479,8 @@ fn caller_cancel_gets_200_and_487_then_legs_are_cancelled() {
 fn callee_bye_after_answer_byes_the_caller_in_its_dialog() {
     let mut w = World::new(cfg());
     let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
-    let ok = bridged(&mut w, call, a, b, &inv_a, &inv_b);
-    w.feed(callee_request(&inv_a, "btag", Method::Bye, 1, "z9hG4bKbbye", None), peer_a());
+    let ok = bridged(&mut w, (call, a, b), (&inv_a, &inv_b));
+    w.feed(callee_request(&inv_a, "btag", (Method::Bye, 1), "z9hG4bKbbye", None), peer_a());
     let out = w.take();
     assert_eq!(names_to(&out, peer_a()), ["200 BYE"]);
     let s = one_to(&out, "BYE", caller_peer());
@@ -504,7 +501,7 @@ fn callee_bye_after_answer_byes_the_caller_in_its_dialog() {
     w.bye_caller(call);
     assert!(w.take().is_empty());
     // A retransmitted BYE from the callee is absorbed by its transaction.
-    w.feed(callee_request(&inv_a, "btag", Method::Bye, 1, "z9hG4bKbbye", None), peer_a());
+    w.feed(callee_request(&inv_a, "btag", (Method::Bye, 1), "z9hG4bKbbye", None), peer_a());
     assert_eq!(names(&w.take()), ["200 BYE"]);
     w.feed(answer(&bye, 200, None, None, None), caller_peer());
     w.assert_ended(call);
@@ -514,7 +511,7 @@ fn callee_bye_after_answer_byes_the_caller_in_its_dialog() {
 fn re_invites_are_relayed_both_ways_with_acks_per_leg() {
     let mut w = World::new(cfg());
     let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
-    let ok = bridged(&mut w, call, a, b, &inv_a, &inv_b);
+    let ok = bridged(&mut w, (call, a, b), (&inv_a, &inv_b));
     let sdp2 = SDP_CALLER.replace("4000", "4002");
     let bob2 = SDP_BOB.replace("5000", "5002");
 
@@ -552,7 +549,10 @@ fn re_invites_are_relayed_both_ways_with_acks_per_leg() {
     // Bob -> caller.
     let bob3 = SDP_BOB.replace("5000", "5004");
     let caller3 = SDP_CALLER.replace("4000", "4004");
-    w.feed(callee_request(&inv_a, "btag", Method::Invite, 7, "z9hG4bKbre", Some(&bob3)), peer_a());
+    w.feed(
+        callee_request(&inv_a, "btag", (Method::Invite, 7), "z9hG4bKbre", Some(&bob3)),
+        peer_a(),
+    );
     let out = w.take();
     let reinv = one_to(&out, "INVITE", caller_peer()).msg.clone();
     assert_eq!(reinv.call_id().unwrap(), CALLER_CALL_ID.as_bytes());
@@ -590,7 +590,7 @@ fn re_invites_are_relayed_both_ways_with_acks_per_leg() {
 fn info_and_update_are_relayed_with_their_answers() {
     let mut w = World::new(cfg());
     let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
-    let ok = bridged(&mut w, call, a, b, &inv_a, &inv_b);
+    let ok = bridged(&mut w, (call, a, b), (&inv_a, &inv_b));
 
     let info = with_body(
         &caller_request(&ok, Method::Info, 11, "z9hG4bKinfo", None),
@@ -610,7 +610,10 @@ fn info_and_update_are_relayed_with_their_answers() {
 
     let bob2 = SDP_BOB.replace("5000", "5008");
     let caller2 = SDP_CALLER.replace("4000", "4008");
-    w.feed(callee_request(&inv_a, "btag", Method::Update, 3, "z9hG4bKupd", Some(&bob2)), peer_a());
+    w.feed(
+        callee_request(&inv_a, "btag", (Method::Update, 3), "z9hG4bKupd", Some(&bob2)),
+        peer_a(),
+    );
     let upd = one_to(&w.take(), "UPDATE", caller_peer()).msg.clone();
     assert_eq!(upd.body(), bob2.as_bytes());
     assert_eq!(contact_of(&upd), "sip:forkswitch@203.0.113.1:5060");
@@ -651,7 +654,7 @@ fn info_and_update_are_relayed_with_their_answers() {
 fn a_relayed_request_answered_481_ends_the_call() {
     let mut w = World::new(cfg());
     let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
-    let ok = bridged(&mut w, call, a, b, &inv_a, &inv_b);
+    let ok = bridged(&mut w, (call, a, b), (&inv_a, &inv_b));
     w.feed(caller_request(&ok, Method::Options, 11, "z9hG4bKopt", None), caller_peer());
     let relayed = one_to(&w.take(), "OPTIONS", bob_peer()).msg.clone();
     w.feed(answer(&relayed, 481, None, None, None), bob_peer());
@@ -991,14 +994,14 @@ fn misuse_is_refused_without_sending_anything() {
 fn a_re_invite_without_sdp_holds_the_leg_ack_and_glare_gets_491() {
     let mut w = World::new(cfg());
     let (call, a, b, inv_a, inv_b) = two_legs(&mut w, Some(SDP_CALLER));
-    let ok = bridged(&mut w, call, a, b, &inv_a, &inv_b);
+    let ok = bridged(&mut w, (call, a, b), (&inv_a, &inv_b));
     let bob2 = SDP_BOB.replace("5000", "5010");
     let caller2 = SDP_CALLER.replace("4000", "4010");
     w.feed(caller_request(&ok, Method::Invite, 11, "z9hG4bKdo", None), caller_peer());
     let reinv = one_to(&w.take(), "INVITE", bob_peer()).msg.clone();
     assert!(reinv.body().is_empty());
     // Bob re-INVITEs at the same time: glare.
-    w.feed(callee_request(&inv_a, "btag", Method::Invite, 4, "z9hG4bKgl", Some(&bob2)), peer_a());
+    w.feed(callee_request(&inv_a, "btag", (Method::Invite, 4), "z9hG4bKgl", Some(&bob2)), peer_a());
     assert_eq!(names(&w.take()), ["491 INVITE"]);
     w.feed(answer(&reinv, 200, None, Some(BOB_CONTACT), Some(&bob2)), bob_peer());
     let out = w.take();
@@ -1011,7 +1014,7 @@ fn a_re_invite_without_sdp_holds_the_leg_ack_and_glare_gets_491() {
     assert_eq!(out[0].peer.remote, bob_peer().remote);
     assert_eq!(out[0].msg.body(), caller2.as_bytes());
     assert_eq!(out[0].msg.cseq().unwrap().seq, 2);
-    w.feed(callee_request(&inv_a, "btag", Method::Bye, 5, "z9hG4bKbb", None), peer_a());
+    w.feed(callee_request(&inv_a, "btag", (Method::Bye, 5), "z9hG4bKbb", None), peer_a());
     let bye = one_to(&w.take(), "BYE", caller_peer()).msg.clone();
     w.feed(answer(&bye, 200, None, None, None), caller_peer());
     w.assert_ended(call);
@@ -1136,7 +1139,7 @@ fn a_caller_bye_while_our_bye_waits_for_its_ack_gets_200_and_ends_the_dialog() {
     w.take();
     w.take_events();
     // The callee hangs up before the caller's ACK came: our BYE waits.
-    w.feed(callee_request(&inv_a, "btag", Method::Bye, 1, "z9hG4bKbbye", None), peer_a());
+    w.feed(callee_request(&inv_a, "btag", (Method::Bye, 1), "z9hG4bKbbye", None), peer_a());
     assert_eq!(names(&w.take()), ["200 BYE"]);
     assert_eq!(w.take_events(), [CallEvent::LegHungUp { call, leg: a }]);
     w.bye_caller(call);

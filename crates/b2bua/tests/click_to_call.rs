@@ -54,7 +54,7 @@ fn the_answer_of_the_bridged_leg_goes_to_the_source_in_its_ack() {
     w.feed(ok, peer_a());
     assert_eq!(names_to(&w.take(), peer_a()), ["ACK*"]);
     // The source hangs up: Bob gets our BYE.
-    let bye = callee_request(&inv_a, "atag", Method::Bye, 2, "z9hG4bKalicebye", None);
+    let bye = callee_request(&inv_a, "atag", (Method::Bye, 2), "z9hG4bKalicebye", None);
     w.feed(bye, peer_a());
     let out = w.take();
     assert_eq!(names_to(&out, peer_a()), ["200 BYE"]);

@@ -17,15 +17,34 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How the caller's side was settled.
+/// What the caller was told while the fork hunts: each at most once, and
+/// a 183 with early media is also the alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Alerted {
+    Nothing,
+    /// `RelayRinging` sent.
+    Ringing,
+    /// `RelayEarlyMedia` sent.
+    EarlyMedia,
+}
+
+/// Where the fork stands with its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Nothing sent yet.
-    Pending,
-    /// `AnswerCaller` sent for this leg.
-    Answered(usize),
+enum Stage {
+    /// Built; nothing is dialed before [`Fork::start`].
+    Ready,
+    /// Ringing destinations; the caller's side not settled. The overall
+    /// timeout ends the hunt at `deadline`.
+    Hunting { deadline: Option<Instant>, alerted: Alerted },
+    /// `AnswerCaller` sent with leg `winner`; the caller is on the call.
+    Answered { winner: usize },
+    /// The caller left the answered call (its BYE, or `ByeCaller` sent);
+    /// `winner` is hung up.
+    CallerGone { winner: usize },
     /// `RejectCaller` sent.
     Rejected,
+    /// Every groupcall is over: `Action::Finished` was emitted.
+    Finished { answered: bool },
 }
 
 /// A timer of a group that is due.
@@ -48,14 +67,7 @@ pub struct Fork {
     maker: RecordMaker,
     actions: VecDeque<Action>,
     memory_updates: VecDeque<HuntMemoryUpdate>,
-    started: bool,
-    outcome: Outcome,
-    hangup_requested: bool,
-    overall_deadline: Option<Instant>,
-    ringing_relayed: bool,
-    early_media_relayed: bool,
-    caller_gone: bool,
-    finished: bool,
+    stage: Stage,
 }
 
 /// Longest SIP Call-ID kept in a call record, in bytes.
@@ -129,14 +141,7 @@ impl Fork {
             maker,
             actions: VecDeque::new(),
             memory_updates: VecDeque::new(),
-            started: false,
-            outcome: Outcome::Pending,
-            hangup_requested: false,
-            overall_deadline: None,
-            ringing_relayed: false,
-            early_media_relayed: false,
-            caller_gone: false,
-            finished: false,
+            stage: Stage::Ready,
         };
         fork.emit_group(0);
         Ok(fork)
@@ -145,11 +150,11 @@ impl Fork {
     /// Starts ringing: dials per the ring methods and arms the overall
     /// timeout. Only the first call counts.
     pub fn start(&mut self, now: Now) {
-        if self.started || self.finished || self.outcome != Outcome::Pending {
+        if self.stage != Stage::Ready {
             return;
         }
-        self.started = true;
-        self.overall_deadline = after(now.at, self.cfg.overall_timeout);
+        let deadline = after(now.at, self.cfg.overall_timeout);
+        self.stage = Stage::Hunting { deadline, alerted: Alerted::Nothing };
         self.start_group(now, 0);
         self.settle(now);
     }
@@ -157,7 +162,7 @@ impl Fork {
     /// What a leg did. Events of unknown, undialed or finished legs are
     /// ignored.
     pub fn leg_event(&mut self, now: Now, leg: LegId, ev: LegEvent) {
-        if self.finished {
+        if self.is_finished() {
             return;
         }
         let l = leg.0 as usize;
@@ -168,10 +173,7 @@ impl Fork {
             LegPhase::Winner => {
                 if matches!(ev, LegEvent::HungUp | LegEvent::Ended) {
                     self.end_leg(now, l, HangupBy::Remote, HangupReason::Normal);
-                    if !self.caller_gone {
-                        self.caller_gone = true;
-                        self.actions.push_back(Action::ByeCaller);
-                    }
+                    self.bye_caller();
                 }
             }
             LegPhase::Cancelling { cause, .. } => match ev {
@@ -208,7 +210,7 @@ impl Fork {
     /// [`MAX_SIP_CALL_ID`] bytes (cut at a character boundary). Ignored for
     /// unknown or undialed legs and once the fork is finished.
     pub fn leg_dialed(&mut self, now: Now, leg: LegId, sip_call_id: &str) {
-        if self.finished {
+        if self.is_finished() {
             return;
         }
         let value = truncated(sip_call_id, MAX_SIP_CALL_ID);
@@ -222,7 +224,7 @@ impl Fork {
     /// The caller CANCELed before an answer: every leg is cancelled and the
     /// caller gets 487. Ignored once the caller's side is settled.
     pub fn caller_cancelled(&mut self, now: Now) {
-        if self.finished || self.outcome != Outcome::Pending {
+        if !self.is_pending() {
             return;
         }
         self.stop(now, CancelCause::CallerCancel, 487);
@@ -232,28 +234,25 @@ impl Fork {
     /// The caller sent BYE. After the answer the winner gets a BYE; before
     /// it, this is a caller cancel.
     pub fn caller_hung_up(&mut self, now: Now) {
-        if self.finished {
-            return;
-        }
-        match self.outcome {
-            Outcome::Pending => self.stop(now, CancelCause::CallerCancel, 487),
-            Outcome::Answered(w) => {
-                self.caller_gone = true;
-                self.bye(now, w);
+        match self.stage {
+            Stage::Ready | Stage::Hunting { .. } => self.stop(now, CancelCause::CallerCancel, 487),
+            Stage::Answered { winner } | Stage::CallerGone { winner } => {
+                self.stage = Stage::CallerGone { winner };
+                self.bye(now, winner);
             }
-            Outcome::Rejected => {}
+            Stage::Rejected => {}
+            Stage::Finished { .. } => return,
         }
         self.settle(now);
     }
 
     /// Hangup asked through the API: every live groupcall becomes
     /// `hangingup`; ringing legs are cancelled and the caller gets 487, or
-    /// after the answer both sides get a BYE.
+    /// after the answer both sides get a BYE. Asking again changes nothing.
     pub fn hangup(&mut self, now: Now) {
-        if self.finished || self.hangup_requested {
+        if self.is_finished() {
             return;
         }
-        self.hangup_requested = true;
         for g in 0..self.tree.groups.len() {
             let Some(n) = self.tree.groups.get_mut(g) else { continue };
             if n.phase.has_record()
@@ -264,16 +263,13 @@ impl Fork {
                 self.touch_group(now, g);
             }
         }
-        match self.outcome {
-            Outcome::Pending => self.stop(now, CancelCause::ApiHangup, 487),
-            Outcome::Answered(w) => {
-                self.bye(now, w);
-                if !self.caller_gone {
-                    self.caller_gone = true;
-                    self.actions.push_back(Action::ByeCaller);
-                }
+        match self.stage {
+            Stage::Ready | Stage::Hunting { .. } => self.stop(now, CancelCause::ApiHangup, 487),
+            Stage::Answered { winner } | Stage::CallerGone { winner } => {
+                self.bye(now, winner);
+                self.bye_caller();
             }
-            Outcome::Rejected => {}
+            Stage::Rejected | Stage::Finished { .. } => {}
         }
         self.settle(now);
     }
@@ -284,7 +280,7 @@ impl Fork {
     /// the whole call ([`Fork::hangup`]). Unknown ids, undialed legs and
     /// legs already going away are ignored.
     pub fn hangup_call(&mut self, now: Now, call_id: Uuid) {
-        if self.finished {
+        if self.is_finished() {
             return;
         }
         let found = self.tree.legs.iter().position(|n| n.call_id == call_id && n.rec.is_some());
@@ -347,10 +343,10 @@ impl Fork {
     /// Runs every timer due at `now`: overall timeout, ring timeouts, and
     /// the wait for legs being cancelled or hung up.
     pub fn handle_timeout(&mut self, now: Now) {
-        if self.finished || !self.started {
+        if matches!(self.stage, Stage::Ready | Stage::Finished { .. }) {
             return;
         }
-        if self.is_live() && self.overall_deadline.is_some_and(|d| d <= now.at) {
+        if self.overall_deadline().is_some_and(|d| d <= now.at) {
             self.stop(now, CancelCause::OverallTimeout, 480);
         }
         if self.is_live() {
@@ -407,7 +403,7 @@ impl Fork {
 
     /// The next instant [`Fork::handle_timeout`] must be called at, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.finished {
+        if self.is_finished() {
             return None;
         }
         let mut next: Option<Instant> = None;
@@ -417,7 +413,7 @@ impl Fork {
             }
         };
         if self.is_live() {
-            take(self.overall_deadline);
+            take(self.overall_deadline());
             for n in self.tree.groups.iter().filter(|n| n.phase == GroupPhase::Hunting) {
                 take(n.give_up_at);
                 take(n.step_until);
@@ -478,7 +474,10 @@ impl Fork {
 
     /// `true` once a leg answered and the caller was answered with it.
     pub fn is_answered(&self) -> bool {
-        matches!(self.outcome, Outcome::Answered(_))
+        matches!(
+            self.stage,
+            Stage::Answered { .. } | Stage::CallerGone { .. } | Stage::Finished { answered: true }
+        )
     }
 
     /// Legs dialed so far, over the whole tree.
@@ -488,14 +487,47 @@ impl Fork {
 
     /// `true` once [`Action::Finished`] was emitted.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        matches!(self.stage, Stage::Finished { .. })
     }
 
     // ---- internals ----
 
     /// Started, and the caller's side not settled yet.
     fn is_live(&self) -> bool {
-        self.started && !self.finished && self.outcome == Outcome::Pending
+        matches!(self.stage, Stage::Hunting { .. })
+    }
+
+    /// The caller's side not settled yet (started or not).
+    fn is_pending(&self) -> bool {
+        matches!(self.stage, Stage::Ready | Stage::Hunting { .. })
+    }
+
+    /// When the overall timeout ends the hunt.
+    fn overall_deadline(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::Hunting { deadline, .. } => deadline,
+            _ => None,
+        }
+    }
+
+    /// Tells the caller `to` (ringing, early media) unless it was told as
+    /// much already while hunting; `true` when it is news.
+    fn alert(&mut self, to: Alerted) -> bool {
+        match &mut self.stage {
+            Stage::Hunting { alerted, .. } if *alerted < to => {
+                *alerted = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `ByeCaller`, once: the caller of the answered call leaves it.
+    fn bye_caller(&mut self) {
+        if let Stage::Answered { winner } = self.stage {
+            self.stage = Stage::CallerGone { winner };
+            self.actions.push_back(Action::ByeCaller);
+        }
     }
 
     fn emit_group(&mut self, g: usize) {
@@ -824,17 +856,14 @@ impl Fork {
             LegEvent::Trying => {}
             LegEvent::Ringing => {
                 self.update_call(now, l, |r| advance(r, CallStatus::Ringing, wall));
-                if self.is_live() && !self.ringing_relayed {
-                    self.ringing_relayed = true;
+                if self.alert(Alerted::Ringing) {
                     self.actions.push_back(Action::RelayRinging);
                 }
             }
             LegEvent::EarlyMedia => {
                 self.update_call(now, l, |r| advance(r, CallStatus::Ringing, wall));
-                if self.is_live() && !self.early_media_relayed {
-                    // The caller is alerted by the 183 itself.
-                    self.early_media_relayed = true;
-                    self.ringing_relayed = true;
+                // The caller is alerted by the 183 itself.
+                if self.alert(Alerted::EarlyMedia) {
                     if let Some(leg) = self.leg_id(l) {
                         self.actions.push_back(Action::RelayEarlyMedia { leg });
                     }
@@ -1086,8 +1115,7 @@ impl Fork {
         let Some(leg) = self.tree.legs.get_mut(l) else { return };
         leg.phase = LegPhase::Winner;
         let (id, call_id, first_group) = (leg.id, leg.call_id, leg.group);
-        self.outcome = Outcome::Answered(l);
-        self.overall_deadline = None;
+        self.stage = Stage::Answered { winner: l };
         let wall = now.wall;
         self.update_call(now, l, |r| {
             advance(r, CallStatus::Progressing, wall);
@@ -1163,12 +1191,10 @@ impl Fork {
     }
 
     fn reject(&mut self, code: u16) {
-        if self.outcome != Outcome::Pending {
+        if !self.is_pending() {
             return;
         }
-        self.outcome = Outcome::Rejected;
-        self.overall_deadline = None;
-        self.caller_gone = true;
+        self.stage = Stage::Rejected;
         self.close_all();
         self.actions.push_back(Action::RejectCaller { code });
     }
@@ -1201,11 +1227,13 @@ impl Fork {
                 self.touch_group(now, g);
             }
         }
-        if self.tree.groups.root().phase == GroupPhase::Over
-            && self.outcome != Outcome::Pending
-            && !self.finished
-        {
-            self.finished = true;
+        let answered = match self.stage {
+            Stage::Answered { .. } | Stage::CallerGone { .. } => true,
+            Stage::Rejected => false,
+            Stage::Ready | Stage::Hunting { .. } | Stage::Finished { .. } => return,
+        };
+        if self.tree.groups.root().phase == GroupPhase::Over {
+            self.stage = Stage::Finished { answered };
             self.actions.push_back(Action::Finished);
         }
     }
@@ -1216,8 +1244,7 @@ impl std::fmt::Debug for Fork {
         f.debug_struct("Fork")
             .field("root", &self.root().id)
             .field("legs", &self.tree.legs.len())
-            .field("outcome", &self.outcome)
-            .field("finished", &self.finished)
+            .field("stage", &self.stage)
             .finish()
     }
 }

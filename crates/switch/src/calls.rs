@@ -1,20 +1,23 @@
-//! Served calls: one fork ([`groupcall::Fork`]) per inbound call, driving
-//! that call's B2BUA legs ([`b2bua::CallManager`]). Fork actions become SIP
-//! through the B2BUA and records for the store; what the legs do goes back
-//! into the fork as [`LegEvent`]s. Failover (carriers, DNS targets) is the
-//! fork's own hunting: nothing here re-dials behind its back.
+//! Forked calls: one fork ([`groupcall::Fork`]) per call the switch
+//! serves, driving that call's B2BUA legs ([`b2bua::CallManager`]). Fork
+//! actions become SIP through the B2BUA and records for the store; what the
+//! legs do goes back into the fork as [`LegEvent`]s. Failover (carriers,
+//! DNS targets) is the fork's own hunting: nothing here re-dials behind its
+//! back. A [`ForkedCall`] is the call's own state; the steps that use the
+//! rest of the switch (the B2BUA, DNS, counters) are `Switch` methods that
+//! take it.
 
-use crate::counters::{CallOutcome, Counters};
+use crate::counters::CallOutcome;
 use crate::dialer::{dns_question, Dialer};
-use crate::dns::{DnsQueries, Waiter};
+use crate::dns::Waiter;
 use crate::input::Now;
 use crate::occupancy::Occupancy;
 use crate::output::{Output, Persist, Query};
-use b2bua::{CallEvent, CallManager, CallRef, LegRef};
-use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record};
+use crate::switch::Switch;
+use b2bua::{CallEvent, CallRef, LegRef};
+use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record, ResolveId};
 use records::{Call, CallStatus, HangupBy, HangupReason};
 use rustc_hash::FxHashMap;
-use sip_transaction::TransactionLayer;
 use std::collections::VecDeque;
 use std::time::Instant;
 use tracing::debug;
@@ -25,20 +28,6 @@ fn uri_of(target: &LegTarget) -> String {
         LegTarget::Sip { uri } => uri.clone(),
         _ => String::new(),
     }
-}
-
-/// What applying a fork's actions touches besides the call itself.
-pub(crate) struct CallContext<'a> {
-    pub(crate) counters: &'a mut Counters,
-    pub(crate) tx: &'a mut TransactionLayer,
-    pub(crate) mgr: &'a mut CallManager,
-    pub(crate) dialer: Dialer<'a>,
-    pub(crate) dns: &'a mut DnsQueries,
-    pub(crate) out: &'a mut VecDeque<Output>,
-    /// Where round-robin and least-recent groups' memories are kept.
-    pub(crate) hunt: &'a mut crate::dialer::HuntMemories,
-    /// Calls per extension (`max_calls`).
-    pub(crate) occupancy: &'a mut crate::occupancy::Occupancy,
 }
 
 /// The fork's legs and the B2BUA's, one to one. Both are small numbers
@@ -65,77 +54,79 @@ impl LegMap {
     }
 }
 
-/// One inbound call being served.
-pub(crate) struct ServedCall {
+/// Who stands for the caller of a forked call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallerLeg {
+    /// The caller's INVITE came to us.
+    Inbound,
+    /// The caller's INVITE ended from its side before the answer (CANCEL):
+    /// a 487 then is the caller's doing, not the switch's (API hangup).
+    InboundCancelled,
+    /// A click-to-call (RFC 3725): the B2BUA's leg 0, rung first, stands
+    /// for the caller; the fork starts once it answered. It may ring
+    /// unanswered until `rings_until` (then the call is hung up, as by the
+    /// API); `None` once it answered or ended.
+    Source { leg: LegRef, rings_until: Option<Instant> },
+}
+
+/// One call the switch serves: the fork ringing its destinations
+/// ([`groupcall::Fork`]), the B2BUA call whose legs it drives, the inbound
+/// call's record, and the extensions it counts on.
+pub(crate) struct ForkedCall {
+    /// The B2BUA's handle of the call.
+    cref: CallRef,
     pub(crate) fork: Fork,
     legs: LegMap,
     /// The inbound call's record.
     pub(crate) inbound: Call,
     /// The caller's From (display name and URI, no tag), shown to callees.
     from: String,
+    caller: CallerLeg,
     /// The B2BUA reported `CallEnded`: every dialog is gone.
     dialogs_over: bool,
-    /// The caller's INVITE ended from its side before the answer (CANCEL):
-    /// a 487 then is the caller's doing, else the switch's (API hangup).
-    caller_cancelled: bool,
     /// The fork deadline filed in the switch's timer queue.
     pub(crate) fork_deadline: Option<Instant>,
     /// When the caller's INVITE was taken, for the setup time.
     started: Instant,
-    /// A click-to-call's source leg (RFC 3725): the B2BUA's leg 0, which
-    /// stands for the caller; the fork starts once it answered.
-    source: Option<LegRef>,
-    /// Until when the click-to-call source may ring unanswered (then the
-    /// call is hung up, as by the API); `None` once it answered or ended.
-    pub(crate) source_deadline: Option<Instant>,
     /// The extensions this call is counted on in the [`Occupancy`] (the
     /// caller, the one that answered), released when it is forgotten.
     occupies: Vec<String>,
 }
 
-/// Moves the inbound call record forward (never back) and queues it for the
-/// store when it changed.
-fn advance_inbound(
-    c: &mut Call,
-    out: &mut VecDeque<Output>,
-    now: Now,
-    status: CallStatus,
-    end: (HangupBy, HangupReason),
-) {
-    if !c.status.can_become(status) {
-        return;
-    }
-    c.status = status;
-    c.tm_update = now.wall;
-    match status {
-        CallStatus::Ringing => c.tm_ringing = now.wall,
-        CallStatus::Progressing => c.tm_progressing = now.wall,
-        CallStatus::Hangup => {
-            c.tm_hangup = now.wall;
-            (c.hangup_by, c.hangup_reason) = end;
-        }
-        _ => {}
-    }
-    out.push_back(Output::Persist(Persist::Call(c.clone())));
-}
+/// How an inbound call record ends: who hung up and why.
+type Ending = (HangupBy, HangupReason);
 
-const NOT_ENDED: (HangupBy, HangupReason) = (HangupBy::None, HangupReason::None);
+const NOT_ENDED: Ending = (HangupBy::None, HangupReason::None);
 
-impl ServedCall {
-    pub(crate) fn new(fork: Fork, inbound: Call, from: String, started: Instant) -> Self {
-        ServedCall {
+impl ForkedCall {
+    /// The B2BUA call `cref` with its `fork` and `inbound` record, the
+    /// caller shown to callees as `from`, taken at `started`.
+    pub(crate) fn new(
+        cref: CallRef,
+        fork: Fork,
+        inbound: Call,
+        from: String,
+        started: Instant,
+    ) -> Self {
+        ForkedCall {
+            cref,
             fork,
             legs: LegMap::default(),
             inbound,
             from,
+            caller: CallerLeg::Inbound,
             dialogs_over: false,
-            caller_cancelled: false,
             fork_deadline: None,
             started,
-            source: None,
-            source_deadline: None,
             occupies: Vec::new(),
         }
+    }
+
+    /// A click-to-call: `source` is the B2BUA leg rung first, for at most
+    /// until `deadline`.
+    pub(crate) fn with_source(mut self, source: LegRef, deadline: Instant) -> Self {
+        self.caller = CallerLeg::Source { leg: source, rings_until: Some(deadline) };
+        self
     }
 
     /// The call counts as one of `aor`'s calls until it is forgotten.
@@ -151,82 +142,53 @@ impl ServedCall {
         }
     }
 
-    /// A click-to-call: `source` is the B2BUA leg rung first, for at most
-    /// until `deadline`.
-    pub(crate) fn with_source(mut self, source: LegRef, deadline: Instant) -> Self {
-        self.source = Some(source);
-        self.source_deadline = Some(deadline);
-        self
+    /// Until when a click-to-call source may still ring.
+    fn source_deadline(&self) -> Option<Instant> {
+        match self.caller {
+            CallerLeg::Source { rings_until, .. } => rings_until,
+            _ => None,
+        }
+    }
+
+    /// The fork's timers at `now`; a click-to-call source that rang
+    /// unanswered for the ring time hangs the call up first.
+    pub(crate) fn fork_timeout(&mut self, now: Now) {
+        if let CallerLeg::Source { rings_until, .. } = &mut self.caller {
+            if rings_until.is_some_and(|d| d <= now.at) {
+                *rings_until = None;
+                self.fork.hangup(now.into());
+            }
+        }
+        self.fork.handle_timeout(now.into());
     }
 
     /// The next deadline of this call: its fork's, or the source's.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        match (self.fork.poll_timeout(), self.source_deadline) {
+        match (self.fork.poll_timeout(), self.source_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// What the click-to-call source did: its record moves on; its answer
-    /// with an offer starts the fork, anything else ends it.
-    fn on_source_event(
-        &mut self,
-        cx: &mut CallContext<'_>,
-        now: Now,
-        cref: CallRef,
-        ev: CallEvent,
-    ) {
-        let end = |by, reason| (by, reason);
-        // A provisional (ringing, early media) leaves the ring time running;
-        // anything final ends it.
-        let provisional = matches!(
-            ev,
-            CallEvent::LegTrying { .. }
-                | CallEvent::LegRinging { .. }
-                | CallEvent::LegEarlyMedia { .. }
-        );
-        if !provisional {
-            self.source_deadline = None;
+    /// Moves the inbound call record forward (never back) and queues it
+    /// for the store when it changed.
+    fn advance(&mut self, out: &mut VecDeque<Output>, now: Now, status: CallStatus, end: Ending) {
+        let c = &mut self.inbound;
+        if !c.status.can_become(status) {
+            return;
         }
-        match ev {
-            CallEvent::LegAnswered { leg, .. } if self.fork.is_finished() => {
-                // Hung up (API, ring time over) before this answer crossed
-                // our CANCEL: the source gets its ACK and a BYE.
-                let _ = cx.mgr.ack_and_bye(cx.tx, now.at, cref, leg);
-            }
-            CallEvent::LegRinging { .. } | CallEvent::LegEarlyMedia { .. } => {
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Ringing, NOT_ENDED);
-            }
-            CallEvent::LegAnswered { .. } if cx.mgr.has_offer(cref) => {
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Progressing, NOT_ENDED);
-                self.fork.start(now.into());
-            }
-            CallEvent::LegAnswered { .. } => {
-                // A 2xx without an offer: there is nothing to fork with.
-                let e = end(HangupBy::Local, HangupReason::Failed);
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
-                let _ = cx.mgr.reject_caller(cx.tx, now.at, cref, 488);
-                self.fork.caller_cancelled(now.into());
-            }
-            CallEvent::LegFailed { code, .. } => {
-                let e = end(HangupBy::Remote, HangupReason::for_status(code));
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
-                self.fork.caller_cancelled(now.into());
-            }
-            CallEvent::LegNoResponse { .. } | CallEvent::LegCancelled { .. } => {
-                // No final response: none at all, or none before its ring
-                // time ended (our CANCEL).
-                let e = end(HangupBy::Local, HangupReason::for_status(records::NO_RESPONSE));
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
-                self.fork.caller_cancelled(now.into());
-            }
-            CallEvent::LegHungUp { .. } => {
-                let e = end(HangupBy::Remote, HangupReason::Normal);
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, e);
-                self.fork.caller_hung_up(now.into());
+        c.status = status;
+        c.tm_update = now.wall;
+        match status {
+            CallStatus::Ringing => c.tm_ringing = now.wall,
+            CallStatus::Progressing => c.tm_progressing = now.wall,
+            CallStatus::Hangup => {
+                c.tm_hangup = now.wall;
+                (c.hangup_by, c.hangup_reason) = end;
             }
             _ => {}
         }
+        out.push_back(Output::Persist(Persist::Call(c.clone())));
     }
 
     /// How the call went, for the counters (once it is over).
@@ -248,28 +210,34 @@ impl ServedCall {
     }
 
     /// The fork leg of a B2BUA leg.
-    pub(crate) fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
+    fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
         self.legs.to_fork.get(lr.as_u32() as usize).copied().flatten()
     }
 
-    /// A B2BUA event of this call, into the fork; then its actions.
-    pub(crate) fn on_call_event(&mut self, cx: &mut CallContext<'_>, now: Now, ev: CallEvent) {
+    /// The B2BUA leg of a fork leg.
+    fn leg(&self, leg: LegId) -> Option<LegRef> {
+        self.legs.to_b2bua.get(leg.0 as usize).copied().flatten()
+    }
+
+    /// A B2BUA event that is the fork's business (the caller's or a fork
+    /// leg's); `false` for an event of the click-to-call source leg.
+    fn feed_fork(&mut self, now: Now, ev: CallEvent, out: &mut VecDeque<Output>) -> bool {
         match ev {
             CallEvent::CallEnded { .. } => self.dialogs_over = true,
             CallEvent::CallerCancelled { .. } => {
-                self.caller_cancelled = true;
+                self.caller = CallerLeg::InboundCancelled;
                 self.fork.caller_cancelled(now.into())
             }
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 self.fork.caller_hung_up(now.into());
                 let end = (HangupBy::Remote, HangupReason::Normal);
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+                self.advance(out, now, CallStatus::Hangup, end);
             }
-            ev if ev.leg().is_some() && ev.leg() == self.source => {
-                self.on_source_event(cx, now, ev.call(), ev);
+            ev if matches!(self.caller, CallerLeg::Source { leg, .. } if ev.leg() == Some(leg)) => {
+                return false;
             }
             ev => {
-                let Some(leg) = ev.leg().and_then(|lr| self.fork_leg(lr)) else { return };
+                let Some(leg) = ev.leg().and_then(|lr| self.fork_leg(lr)) else { return true };
                 let lev = match ev {
                     CallEvent::LegTrying { .. } => LegEvent::Trying,
                     CallEvent::LegRinging { .. } => LegEvent::Ringing,
@@ -284,140 +252,230 @@ impl ServedCall {
                 self.fork.leg_event(now.into(), leg, lev);
             }
         }
-        let cref = ev.call();
-        self.run(cx, now, cref);
+        true
+    }
+}
+
+/// How an action of a call's fork turned out; an error is logged.
+type Applied = Result<(), b2bua::B2buaError>;
+
+impl Switch {
+    /// Runs `step` on call `cref` (out of the table meanwhile, so that the
+    /// step may use the whole switch), then settles the call.
+    fn on_forked_call(&mut self, cref: CallRef, step: impl FnOnce(&mut Switch, &mut ForkedCall)) {
+        let Some(mut call) = self.calls.take(cref) else { return };
+        step(self, &mut call);
+        self.calls.put_back(cref, call);
+        self.settle_call(cref);
     }
 
-    /// Applies every pending fork action.
-    pub(crate) fn run(&mut self, cx: &mut CallContext<'_>, now: Now, cref: CallRef) {
-        while let Some(action) = self.fork.poll_action() {
-            self.apply(cx, now, cref, action);
+    /// A B2BUA event, into its call's fork; then the fork's actions.
+    pub(crate) fn on_call_event(&mut self, now: Now, ev: CallEvent) {
+        self.on_forked_call(ev.call(), |sw, call| {
+            if !call.feed_fork(now, ev, &mut sw.out) {
+                sw.on_source_event(now, call, ev);
+            }
+            sw.apply_actions(now, call);
+        });
+    }
+
+    /// Applies a call's pending fork actions, then settles it.
+    pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
+        self.on_forked_call(cref, |sw, call| sw.apply_actions(now, call));
+    }
+
+    /// What the click-to-call source did: its record moves on; its answer
+    /// with an offer starts the fork, anything else ends it.
+    fn on_source_event(&mut self, now: Now, call: &mut ForkedCall, ev: CallEvent) {
+        // A provisional (ringing, early media) leaves the ring time running;
+        // anything final ends it.
+        let provisional = matches!(
+            ev,
+            CallEvent::LegTrying { .. }
+                | CallEvent::LegRinging { .. }
+                | CallEvent::LegEarlyMedia { .. }
+        );
+        if let CallerLeg::Source { rings_until, .. } = &mut call.caller {
+            if !provisional {
+                *rings_until = None;
+            }
         }
-        while let Some(u) = self.fork.poll_hunt_memory() {
+        let (at, cref, out) = (now.at, call.cref, &mut self.out);
+        match ev {
+            CallEvent::LegAnswered { leg, .. } if call.fork.is_finished() => {
+                // Hung up (API, ring time over) before this answer crossed
+                // our CANCEL: the source gets its ACK and a BYE.
+                let _ = self.b2bua.ack_and_bye(&mut self.tx, at, cref, leg);
+            }
+            CallEvent::LegRinging { .. } | CallEvent::LegEarlyMedia { .. } => {
+                call.advance(out, now, CallStatus::Ringing, NOT_ENDED);
+            }
+            CallEvent::LegAnswered { .. } if self.b2bua.has_offer(cref) => {
+                call.advance(out, now, CallStatus::Progressing, NOT_ENDED);
+                call.fork.start(now.into());
+            }
+            CallEvent::LegAnswered { .. } => {
+                // A 2xx without an offer: there is nothing to fork with.
+                let end = (HangupBy::Local, HangupReason::Failed);
+                call.advance(out, now, CallStatus::Hangup, end);
+                let _ = self.b2bua.reject_caller(&mut self.tx, at, cref, 488);
+                call.fork.caller_cancelled(now.into());
+            }
+            CallEvent::LegFailed { code, .. } => {
+                let end = (HangupBy::Remote, HangupReason::for_status(code));
+                call.advance(out, now, CallStatus::Hangup, end);
+                call.fork.caller_cancelled(now.into());
+            }
+            CallEvent::LegNoResponse { .. } | CallEvent::LegCancelled { .. } => {
+                // No final response: none at all, or none before its ring
+                // time ended (our CANCEL).
+                let end = (HangupBy::Local, HangupReason::for_status(records::NO_RESPONSE));
+                call.advance(out, now, CallStatus::Hangup, end);
+                call.fork.caller_cancelled(now.into());
+            }
+            CallEvent::LegHungUp { .. } => {
+                let end = (HangupBy::Remote, HangupReason::Normal);
+                call.advance(out, now, CallStatus::Hangup, end);
+                call.fork.caller_hung_up(now.into());
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies every pending action of a call's fork, and stores its hunt
+    /// memories.
+    fn apply_actions(&mut self, now: Now, call: &mut ForkedCall) {
+        while let Some(action) = call.fork.poll_action() {
+            if let Err(e) = self.apply(now, call, action) {
+                debug!(error = ?e, "call action not applied");
+            }
+        }
+        while let Some(u) = call.fork.poll_hunt_memory() {
             let record = crate::dialer::hunt_record(u.group, &u.memory);
-            cx.out.push_back(Output::Persist(Persist::HuntMemory(record)));
-            cx.hunt.insert(u.group, u.memory);
+            self.out.push_back(Output::Persist(Persist::HuntMemory(record)));
+            self.hunt.insert(u.group, u.memory);
         }
     }
 
-    fn leg(&self, leg: LegId) -> Option<LegRef> {
-        self.legs.to_b2bua.get(leg.0 as usize).copied().flatten()
-    }
-
-    fn apply(&mut self, cx: &mut CallContext<'_>, now: Now, cref: CallRef, action: Action) {
-        let at = now.at;
-        let result = match action {
-            Action::Dial { leg, target, .. } => {
-                self.dial(cx, now, cref, leg, &target);
-                Ok(())
-            }
-            Action::Resolve { query, target } => {
-                let question = match &target {
-                    LegTarget::Sip { uri } => dns_question(uri),
-                    _ => None,
-                };
-                match question {
-                    Some((host, port, transport)) => {
-                        let waiter =
-                            Waiter::Destination { call: cref, query, uri: uri_of(&target) };
-                        let id = cx.dns.ask(waiter);
-                        cx.out.push_back(Output::Resolve(Query { id, host, port, transport }));
-                    }
-                    None => self.fork.resolved(now.into(), query, Vec::new()),
-                }
-                Ok(())
-            }
-            Action::Cancel { leg, reason } => match self.leg(leg) {
+    /// One action of a call's fork: SIP through the B2BUA, a DNS question,
+    /// or a record for the store.
+    fn apply(&mut self, now: Now, call: &mut ForkedCall, action: Action) -> Applied {
+        let (at, cref) = (now.at, call.cref);
+        let (tx, out) = (&mut self.tx, &mut self.out);
+        match action {
+            Action::Dial { leg, target, .. } => self.dial(now, call, leg, &target),
+            Action::Resolve { query, target } => self.resolve(now, call, query, target),
+            Action::Cancel { leg, reason } => match call.leg(leg) {
                 Some(lr) => {
-                    cx.mgr.cancel_leg(cx.tx, at, cref, lr, reason.map(|r| r.header_value()))
+                    self.b2bua.cancel_leg(tx, at, cref, lr, reason.map(|r| r.header_value()))
                 }
                 None => Ok(()),
             },
-            Action::AckAndBye { leg } => match self.leg(leg) {
-                Some(lr) => cx.mgr.ack_and_bye(cx.tx, at, cref, lr),
+            Action::AckAndBye { leg } => match call.leg(leg) {
+                Some(lr) => self.b2bua.ack_and_bye(tx, at, cref, lr),
                 None => Ok(()),
             },
-            Action::Bye { leg } => match self.leg(leg) {
-                Some(lr) => cx.mgr.bye_leg(cx.tx, at, cref, lr),
+            Action::Bye { leg } => match call.leg(leg) {
+                Some(lr) => self.b2bua.bye_leg(tx, at, cref, lr),
                 None => Ok(()),
             },
             Action::RelayRinging => {
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Ringing, NOT_ENDED);
-                cx.mgr.ring_caller(cx.tx, at, cref)
+                call.advance(out, now, CallStatus::Ringing, NOT_ENDED);
+                self.b2bua.ring_caller(tx, at, cref)
             }
-            Action::RelayEarlyMedia { leg } => match self.leg(leg) {
+            Action::RelayEarlyMedia { leg } => match call.leg(leg) {
                 Some(lr) => {
-                    let st = CallStatus::Ringing;
-                    advance_inbound(&mut self.inbound, cx.out, now, st, NOT_ENDED);
-                    cx.mgr.early_media_caller(cx.tx, at, cref, lr)
+                    call.advance(out, now, CallStatus::Ringing, NOT_ENDED);
+                    self.b2bua.early_media_caller(tx, at, cref, lr)
                 }
                 None => Ok(()),
             },
-            Action::AnswerCaller { leg } => match self.leg(leg) {
-                Some(lr) => {
-                    let st = CallStatus::Progressing;
-                    advance_inbound(&mut self.inbound, cx.out, now, st, NOT_ENDED);
-                    let setup = now.at.saturating_duration_since(self.started);
-                    cx.counters.setup_seconds.observe(setup.as_secs_f64());
-                    if let Some(LegTarget::Contact { aor, .. }) = self.fork.leg_target(leg) {
-                        let aor = aor.clone();
-                        self.occupy(cx.occupancy, &aor);
-                    }
-                    cx.mgr.answer_caller(cx.tx, at, cref, lr)
-                }
-                None => Ok(()),
-            },
+            Action::AnswerCaller { leg } => self.answer(now, call, leg),
             Action::RejectCaller { code } => {
                 // A 487 answers the caller's CANCEL (remote), or an API
                 // hangup (local, like every other rejection).
-                let remote = code == 487 && self.caller_cancelled;
+                let remote = code == 487 && call.caller == CallerLeg::InboundCancelled;
                 let by = if remote { HangupBy::Remote } else { HangupBy::Local };
                 let end = (by, HangupReason::for_status(code));
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
-                cx.mgr.reject_caller(cx.tx, at, cref, code)
+                call.advance(out, now, CallStatus::Hangup, end);
+                self.b2bua.reject_caller(tx, at, cref, code)
             }
             Action::ByeCaller => {
                 let end = (HangupBy::Local, HangupReason::Normal);
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
-                cx.mgr.bye_caller(cx.tx, at, cref)
+                call.advance(out, now, CallStatus::Hangup, end);
+                self.b2bua.bye_caller(tx, at, cref)
             }
             Action::RecordChanged(Record::Groupcall(g)) => {
-                cx.out.push_back(Output::Persist(Persist::Groupcall(g)));
+                out.push_back(Output::Persist(Persist::Groupcall(g)));
                 Ok(())
             }
             Action::RecordChanged(Record::Call(c)) => {
-                cx.out.push_back(Output::Persist(Persist::Call(c)));
+                out.push_back(Output::Persist(Persist::Call(c)));
                 Ok(())
             }
             Action::Finished => {
                 let end = (HangupBy::Remote, HangupReason::Normal);
-                advance_inbound(&mut self.inbound, cx.out, now, CallStatus::Hangup, end);
+                call.advance(out, now, CallStatus::Hangup, end);
                 Ok(())
             }
-        };
-        if let Err(e) = result {
-            debug!(error = ?e, "call action not applied");
         }
+    }
+
+    /// The caller is answered with fork leg `leg`: its record, the setup
+    /// time, and the answering extension's occupancy.
+    fn answer(&mut self, now: Now, call: &mut ForkedCall, leg: LegId) -> Applied {
+        let Some(lr) = call.leg(leg) else { return Ok(()) };
+        call.advance(&mut self.out, now, CallStatus::Progressing, NOT_ENDED);
+        let setup = now.at.saturating_duration_since(call.started);
+        self.counters.setup_seconds.observe(setup.as_secs_f64());
+        if let Some(LegTarget::Contact { aor, .. }) = call.fork.leg_target(leg) {
+            let aor = aor.clone();
+            call.occupy(&mut self.occupancy, &aor);
+        }
+        self.b2bua.answer_caller(&mut self.tx, now.at, call.cref, lr)
+    }
+
+    /// Asks DNS for a `sip:` destination's hops; one that cannot be asked
+    /// about has none.
+    fn resolve(
+        &mut self,
+        now: Now,
+        call: &mut ForkedCall,
+        query: ResolveId,
+        target: LegTarget,
+    ) -> Applied {
+        let question = match &target {
+            LegTarget::Sip { uri } => dns_question(uri),
+            _ => None,
+        };
+        match question {
+            Some((host, port, transport)) => {
+                let waiter = Waiter::Destination { call: call.cref, query, uri: uri_of(&target) };
+                let id = self.dns.ask(waiter);
+                self.out.push_back(Output::Resolve(Query { id, host, port, transport }));
+            }
+            None => call.fork.resolved(now.into(), query, Vec::new()),
+        }
+        Ok(())
     }
 
     /// Dials a fork leg: its dial target, then the B2BUA's INVITE. A target
     /// that cannot be dialed fails the leg at once (the fork fails over).
-    fn dial(
-        &mut self,
-        cx: &mut CallContext<'_>,
-        now: Now,
-        cref: CallRef,
-        leg: LegId,
-        target: &LegTarget,
-    ) {
-        let code = match cx.dialer.target(target, &self.from) {
-            Ok(dt) => match cx.mgr.dial(cx.tx, now.at, cref, dt) {
+    fn dial(&mut self, now: Now, call: &mut ForkedCall, leg: LegId, target: &LegTarget) -> Applied {
+        let dialer = Dialer {
+            location: self.registrar.location(),
+            routes: &self.routes,
+            locals: &self.listen,
+            wall: now.wall,
+        };
+        let code = match dialer.target(target, &call.from) {
+            Ok(dt) => match self.b2bua.dial(&mut self.tx, now.at, call.cref, dt) {
                 Ok(lr) => {
-                    self.legs.insert(leg, lr);
-                    if let Some(id) = cx.mgr.leg_sip_call_id(cref, lr) {
-                        self.fork.leg_dialed(now.into(), leg, id);
+                    call.legs.insert(leg, lr);
+                    if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
+                        call.fork.leg_dialed(now.into(), leg, id);
                     }
-                    return;
+                    return Ok(());
                 }
                 Err(e) => {
                     debug!(error = ?e, "dial refused");
@@ -426,37 +484,50 @@ impl ServedCall {
             },
             Err(code) => code,
         };
-        self.fork.leg_event(now.into(), leg, LegEvent::Failed { code });
+        call.fork.leg_event(now.into(), leg, LegEvent::Failed { code });
+        Ok(())
     }
 }
 
-/// Every served call, and the indexes commands find them by.
+/// Every forked call, and the indexes commands find them by.
 #[derive(Default)]
 pub(crate) struct Calls {
-    /// Keyed by the B2BUA's own handles and our own record ids: a fast hash.
-    served: FxHashMap<CallRef, ServedCall>,
+    /// Keyed by the B2BUA's own handles and our own record ids: a fast
+    /// hash. Boxed: a call is taken out while its fork's actions run.
+    served: FxHashMap<CallRef, Box<ForkedCall>>,
     /// Inbound call record ids and root groupcall ids.
     by_record: FxHashMap<Uuid, CallRef>,
 }
 
 impl Calls {
-    pub(crate) fn insert(&mut self, cref: CallRef, call: ServedCall) {
+    pub(crate) fn insert(&mut self, call: ForkedCall) {
+        let cref = call.cref;
         self.by_record.insert(call.inbound.id, cref);
         self.by_record.insert(call.fork.root().id, cref);
+        self.served.insert(cref, Box::new(call));
+    }
+
+    pub(crate) fn get_mut(&mut self, cref: CallRef) -> Option<&mut ForkedCall> {
+        self.served.get_mut(&cref).map(|c| &mut **c)
+    }
+
+    pub(crate) fn get(&self, cref: CallRef) -> Option<&ForkedCall> {
+        self.served.get(&cref).map(|c| &**c)
+    }
+
+    /// Takes a call out while its fork's actions run (its record ids stay
+    /// indexed); [`Calls::put_back`] returns it.
+    fn take(&mut self, cref: CallRef) -> Option<Box<ForkedCall>> {
+        self.served.remove(&cref)
+    }
+
+    fn put_back(&mut self, cref: CallRef, call: Box<ForkedCall>) {
         self.served.insert(cref, call);
     }
 
-    pub(crate) fn get_mut(&mut self, cref: CallRef) -> Option<&mut ServedCall> {
-        self.served.get_mut(&cref)
-    }
-
-    pub(crate) fn get(&self, cref: CallRef) -> Option<&ServedCall> {
-        self.served.get(&cref)
-    }
-
     /// Forgets a call that is over, and returns it.
-    pub(crate) fn remove_if_over(&mut self, cref: CallRef) -> Option<ServedCall> {
-        if !self.served.get(&cref).is_some_and(ServedCall::is_over) {
+    pub(crate) fn remove_if_over(&mut self, cref: CallRef) -> Option<Box<ForkedCall>> {
+        if !self.served.get(&cref).is_some_and(|c| c.is_over()) {
             return None;
         }
         let call = self.served.remove(&cref)?;

@@ -2,7 +2,7 @@
 //! click-to-call (RFC 3725), change accounts and ring groups (those in
 //! `provision.rs`). Each gets one [`CommandOutcome`].
 
-use crate::calls::ServedCall;
+use crate::calls::ForkedCall;
 use crate::dialer::{CallDirectory, Dialer};
 use crate::input::{ClickToCall, Command, Now};
 use crate::output::{CommandOutcome, Output, Persist};
@@ -110,7 +110,7 @@ impl Switch {
             .target(&src.target, &shown)
             .map_err(|code| format!("{} cannot be reached ({code})", src.aor))?;
         let (cref, leg) = self
-            .mgr
+            .b2bua
             .originate(&mut self.tx, now.at, dial)
             .map_err(|e| format!("cannot call {}: {e}", src.aor))?;
         let name = if src.display.is_empty() {
@@ -119,7 +119,7 @@ impl Switch {
             format!("\"{}\" ", src.display.replace('"', ""))
         };
         let from = format!("{name}<sip:{}@{host}>", src.user);
-        let sip_call_id = self.mgr.leg_sip_call_id(cref, leg).unwrap_or_default().to_owned();
+        let sip_call_id = self.b2bua.leg_sip_call_id(cref, leg).unwrap_or_default().to_owned();
         let record = Call {
             groupcall_id: fork.root().id,
             direction: Direction::Outgoing,
@@ -131,8 +131,9 @@ impl Switch {
         let call = Box::new(record.clone());
         self.counters.calls_started += 1;
         let rings_until = now.at + self.fork_cfg.default_ring_timeout;
-        let served = ServedCall::new(fork, record, from, now.at).with_source(leg, rings_until);
-        self.calls.insert(cref, served);
+        let forked =
+            ForkedCall::new(cref, fork, record, from, now.at).with_source(leg, rings_until);
+        self.calls.insert(forked);
         self.run_call(now, cref);
         Ok(CommandOutcome::Started { groupcall, call })
     }

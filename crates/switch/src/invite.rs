@@ -3,7 +3,7 @@
 //! it, with the inbound call's record.
 
 use crate::caller::{self, CallerId, Identified, Refusal};
-use crate::calls::ServedCall;
+use crate::calls::ForkedCall;
 use crate::dialer::CallDirectory;
 use crate::input::Now;
 use crate::output::{Event, Output, Persist};
@@ -60,14 +60,14 @@ impl Switch {
         };
         match self.fork_for(now, &req, &peer, &who, routed) {
             Ok((fork, inbound, from)) => {
-                let cref = self.mgr.accept_inbound(key, req, peer);
+                let cref = self.b2bua.accept_inbound(key, req, peer);
                 self.counters.calls_started += 1;
-                let mut served = ServedCall::new(fork, inbound, from, now.at);
-                if served.inbound.source.kind == AddressType::Endpoint {
-                    let aor = served.inbound.source.target.clone();
-                    served.occupy(&mut self.occupancy, &aor);
+                let mut call = ForkedCall::new(cref, fork, inbound, from, now.at);
+                if call.inbound.source.kind == AddressType::Endpoint {
+                    let aor = call.inbound.source.target.clone();
+                    call.occupy(&mut self.occupancy, &aor);
                 }
-                self.calls.insert(cref, served);
+                self.calls.insert(call);
                 self.run_call(now, cref);
             }
             Err(code) => {

@@ -110,7 +110,7 @@ impl Switch {
     }
 
     pub(crate) fn on_tx_event(&mut self, now: Now, ev: TxEvent) {
-        let Some(ev) = self.mgr.handle_event(&mut self.tx, now.at, ev) else { return };
+        let Some(ev) = self.b2bua.handle_event(&mut self.tx, now.at, ev) else { return };
         match ev {
             TxEvent::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
             TxEvent::Cancel { key, request, cancels, .. } => {

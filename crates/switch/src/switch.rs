@@ -5,10 +5,9 @@
 //! `commands.rs`, `calls.rs`), and what those parts produce is drained in a
 //! fixed order (see the crate documentation); it also runs the timers.
 
-use crate::calls::{CallContext, Calls};
+use crate::calls::Calls;
 use crate::config::{SwitchConfig, SwitchState};
 use crate::counters::Counters;
-use crate::dialer::Dialer;
 use crate::dns::{DnsQueries, Waiter};
 use crate::input::{Input, Now, Target};
 use crate::local::{LocalAnswers, LocalIdentity};
@@ -56,7 +55,8 @@ pub struct Switch {
     pub(crate) tx: TransactionLayer,
     pub(crate) registrar: Registrar,
     pub(crate) routes: RouteTable,
-    pub(crate) mgr: CallManager,
+    /// The B2BUA: every call's dialogs and legs.
+    pub(crate) b2bua: CallManager,
     pub(crate) calls: Calls,
     pub(crate) dns: DnsQueries,
     pub(crate) timers: Timers,
@@ -143,7 +143,7 @@ impl Switch {
             tx: TransactionLayer::with_owner_timers(transactions, rng.next_u64()),
             registrar,
             routes,
-            mgr: CallManager::with_owner_timers(b2bua_cfg, locals, rng.next_u64()),
+            b2bua: CallManager::with_owner_timers(b2bua_cfg, locals, rng.next_u64()),
             calls: Calls::default(),
             dns: DnsQueries::default(),
             timers: Timers::new(every),
@@ -232,7 +232,7 @@ impl Switch {
     pub fn stats(&self) -> SwitchStats {
         SwitchStats {
             calls: self.calls.len(),
-            dialog_calls: self.mgr.len(),
+            dialog_calls: self.b2bua.len(),
             transactions: self.tx.len(),
             bindings: self.registrar.location().len(),
             timers: self.timers.queue.len(),
@@ -251,7 +251,7 @@ impl Switch {
 
     /// `true` when no call and no transaction is live: a shutdown may end.
     pub fn is_idle(&self) -> bool {
-        self.tx.is_empty() && self.calls.len() == 0 && self.mgr.is_empty()
+        self.tx.is_empty() && self.calls.len() == 0 && self.b2bua.is_empty()
     }
 
     /// `true` when a stopping shell may exit now: no call is served and no
@@ -259,7 +259,7 @@ impl Switch {
     /// until their timers fire are no reason to wait once nothing is
     /// received any more).
     pub fn can_stop(&self) -> bool {
-        self.calls.len() == 0 && self.mgr.is_empty() && !self.tx.has_work()
+        self.calls.len() == 0 && self.b2bua.is_empty() && !self.tx.has_work()
     }
 
     /// The registrar (bindings, accounts), for reading.
@@ -273,7 +273,7 @@ impl Switch {
         while let Some((at, key)) = self.timers.queue.pop_due(now.at) {
             match key {
                 TimerKey::Transaction(k) => self.tx.handle_timer(now.at, k),
-                TimerKey::Dialogs(c) => self.mgr.handle_call_timer(&mut self.tx, now.at, c),
+                TimerKey::Dialogs(c) => self.b2bua.handle_call_timer(&mut self.tx, now.at, c),
                 TimerKey::Fork(c) => self.fork_timer(now, c, at),
                 TimerKey::Job(j) if self.timers.jobs.is_current(j, at) => self.run_job(now, j),
                 TimerKey::Job(_) => {}
@@ -288,12 +288,7 @@ impl Switch {
             return;
         }
         s.fork_deadline = None;
-        if s.source_deadline.is_some_and(|d| d <= now.at) {
-            // The click-to-call source rang unanswered for the ring time.
-            s.source_deadline = None;
-            s.fork.hangup(now.into());
-        }
-        s.fork.handle_timeout(now.into());
+        s.fork_timeout(now);
         self.run_call(now, cref);
     }
 
@@ -370,36 +365,11 @@ impl Switch {
                 busy = true;
                 self.on_tx_event(now, ev);
             }
-            while let Some(ev) = self.mgr.poll_event() {
+            while let Some(ev) = self.b2bua.poll_event() {
                 busy = true;
-                let cref = ev.call();
-                if let Some(s) = self.calls.get_mut(cref) {
-                    let Switch {
-                        tx,
-                        mgr,
-                        registrar,
-                        routes,
-                        dns,
-                        out,
-                        listen,
-                        counters,
-                        hunt,
-                        occupancy,
-                        ..
-                    } = self;
-                    let dialer = Dialer {
-                        location: registrar.location(),
-                        routes,
-                        locals: listen,
-                        wall: now.wall,
-                    };
-                    let mut cx =
-                        CallContext { counters, tx, mgr, dialer, dns, out, hunt, occupancy };
-                    s.on_call_event(&mut cx, now, ev);
-                    self.settle_call(cref);
-                }
+                self.on_call_event(now, ev);
             }
-            while let Some(st) = self.mgr.poll_stateless() {
+            while let Some(st) = self.b2bua.poll_stateless() {
                 busy = true;
                 self.transmit(st.peer, st.message, Token::NONE);
             }
@@ -414,7 +384,7 @@ impl Switch {
         while let Some((at, k)) = self.tx.poll_timer() {
             self.timers.queue.push(at, TimerKey::Transaction(k));
         }
-        while let Some((at, c)) = self.mgr.poll_timer() {
+        while let Some((at, c)) = self.b2bua.poll_timer() {
             self.timers.queue.push(at, TimerKey::Dialogs(c));
         }
         while let Some(change) = self.registrar.poll_change() {
@@ -424,7 +394,7 @@ impl Switch {
             };
             self.out.push_back(Output::Persist(p));
         }
-        while let Some(n) = self.mgr.poll_notice() {
+        while let Some(n) = self.b2bua.poll_notice() {
             self.out.push_back(Output::Event(Event::Oversize(n)));
         }
         while let Some(ev) = self.registrar.poll_security() {
@@ -440,22 +410,9 @@ impl Switch {
         self.out.push_back(Output::Transmit(Transmit { peer, message, token }));
     }
 
-    /// Applies a call's pending fork actions, then settles it.
-    pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
-        let Some(s) = self.calls.get_mut(cref) else { return };
-        let Switch {
-            tx, mgr, registrar, routes, dns, out, listen, counters, hunt, occupancy, ..
-        } = self;
-        let dialer =
-            Dialer { location: registrar.location(), routes, locals: listen, wall: now.wall };
-        let mut cx = CallContext { counters, tx, mgr, dialer, dns, out, hunt, occupancy };
-        s.run(&mut cx, now, cref);
-        self.settle_call(cref);
-    }
-
     /// Files a call's new fork deadline, and forgets the call once both its
     /// fork and its dialogs are over.
-    fn settle_call(&mut self, cref: CallRef) {
+    pub(crate) fn settle_call(&mut self, cref: CallRef) {
         let Some(s) = self.calls.get_mut(cref) else { return };
         let next = s.next_deadline();
         if next != s.fork_deadline {
@@ -475,15 +432,15 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, mgr, calls, .. } = self;
+        let Switch { timers, tx, b2bua, calls, .. } = self;
         let jobs = &timers.jobs;
         let current = |at: Instant, k: TimerKey| match k {
             TimerKey::Transaction(t) => tx.timer_is_current(at, t),
-            TimerKey::Dialogs(c) => mgr.timer_is_current(at, c),
+            TimerKey::Dialogs(c) => b2bua.timer_is_current(at, c),
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
         };
-        let live = tx.len() + mgr.len() + calls.len() + 3;
+        let live = tx.len() + b2bua.len() + calls.len() + 3;
         timers.queue.purge_if_bloated(live, current);
         timers.queue.prune(current);
         // The sweep job always runs, so there is always a deadline; an hour

@@ -116,12 +116,11 @@ fn cseq_text(seq: u32, m: &Method) -> String {
 }
 
 /// A request the callee sends in the leg's dialog (it is the UAS of
-/// `leg_invite`, with To tag `tag`).
+/// `leg_invite`, with To tag `tag`), with CSeq `seq method`.
 pub fn callee_request(
     leg_invite: &Message,
     tag: &str,
-    method: Method,
-    seq: u32,
+    (method, seq): (Method, u32),
     branch: &str,
     body: Option<&str>,
 ) -> Message {

@@ -105,12 +105,13 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller that dials `target` and ends the call as `plan` says,
+    /// with its offer in the INVITE unless `delayed_offer`.
     pub fn new(
         stack: Stack,
         who: Identity,
         target: String,
-        plan: Hangup,
-        delayed_offer: bool,
+        (plan, delayed_offer): (Hangup, bool),
         t1: Nanos,
     ) -> Caller {
         Caller {

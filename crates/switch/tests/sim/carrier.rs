@@ -46,7 +46,8 @@ impl CarrierAuth {
         let ruri =
             String::from_utf8_lossy(invite.request_uri_bytes().unwrap_or_default()).into_owned();
         let ok = self.nonces.get(&cid).is_some_and(|nonce| {
-            sip::check_md5(creds, "INVITE", &ruri, &user, &pass, &self.realm, nonce)
+            let who = sip_message::digest::Credentials { user: &user, password: &pass };
+            sip::check_md5(creds, "INVITE", &ruri, who, (&self.realm, nonce))
         });
         if ok {
             draw_plan(env)

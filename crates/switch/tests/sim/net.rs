@@ -131,14 +131,13 @@ impl Net {
         Net { weather, links: HashMap::new(), stats: NetStats::default() }
     }
 
-    /// Sends a datagram from `from` to `to` at `now`.
+    /// Sends a datagram over the link `(from, to)` at `now`.
     pub fn transmit(
         &mut self,
         rng: &mut StdRng,
         queue: &mut Queue,
         now: Nanos,
-        from: SocketAddr,
-        to: SocketAddr,
+        (from, to): (SocketAddr, SocketAddr),
         bytes: Bytes,
     ) {
         let w = self.weather;

@@ -932,8 +932,7 @@ impl Oracle {
                 &f,
                 start_at,
                 bridged.as_ref(),
-                leg_hangup,
-                leg_bye_sent,
+                (leg_hangup, leg_bye_sent),
             ));
         }
         bad
@@ -956,8 +955,7 @@ impl Oracle {
         f: &Final,
         start_at: Nanos,
         bridged: Option<&(Bytes, Bytes)>,
-        leg_hangup: Option<Ord_>,
-        leg_bye_sent: Option<Ord_>,
+        (leg_hangup, leg_bye_sent): (Option<Ord_>, Option<Ord_>),
     ) -> Vec<String> {
         let mut bad = Vec::new();
         let cid = Bytes::from(leg.sip_call_id.clone());

@@ -90,8 +90,7 @@ impl Sim {
                         &mut env.rng,
                         &mut env.queue,
                         env.now,
-                        from,
-                        t.peer.remote,
+                        (from, t.peer.remote),
                         bytes,
                     );
                 }
@@ -202,8 +201,9 @@ impl Sim {
         let delayed = self.env.chance(0.15);
         let t1 = self.world.t1.as_nanos() as Nanos;
         let addr = world::caller_addr(carrier, n);
-        let id = self
-            .add_ua(addr, |s| Ua::Caller(Box::new(Caller::new(s, who, target, plan, delayed, t1))));
+        let id = self.add_ua(addr, |s| {
+            Ua::Caller(Box::new(Caller::new(s, who, target, (plan, delayed), t1)))
+        });
         self.act(id, Action::Dial);
         if self.started < self.calls {
             let gap = self.env.between(ms(10), ms(420));

@@ -144,17 +144,16 @@ pub fn answer_md5<'a>(
     challenges.find(|ch| md5(ch)).and_then(|ch| digest::authorization(ch, method, uri, who, cnonce))
 }
 
-/// Checks MD5 digest credentials `creds` against what we challenged with
-/// (`realm`, `nonce`) for a request of `method` to `ruri`.
+/// Checks MD5 digest credentials `creds` of `who` against what we
+/// challenged with (`realm`, `nonce`) for a request of `method` to `ruri`.
 pub fn check_md5(
     creds: &[u8],
     method: &str,
     ruri: &str,
-    user: &str,
-    pass: &str,
-    realm: &str,
-    nonce: &str,
+    who: Credentials<'_>,
+    (realm, nonce): (&str, &str),
 ) -> bool {
+    let Credentials { user, password: pass } = who;
     let Ok(p) = AuthParams::parse(creds) else { return false };
     let text = |n: &str| p.get(n).map(|v| String::from_utf8_lossy(v).into_owned());
     if text("username").as_deref() != Some(user)

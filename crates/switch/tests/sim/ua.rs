@@ -74,7 +74,7 @@ impl Env {
     pub fn send(&mut self, from: SocketAddr, to: SocketAddr, msg: &Message) {
         let bytes = msg.to_bytes();
         self.oracle.ua_sent(from, to, &bytes);
-        self.net.transmit(&mut self.rng, &mut self.queue, self.now, from, to, bytes);
+        self.net.transmit(&mut self.rng, &mut self.queue, self.now, (from, to), bytes);
     }
 
     /// Schedules step `a` of UA `ua` in `d`.
