@@ -1020,7 +1020,8 @@ impl Config {
             return Err(("cluster", "node_id", why.into()));
         }
         let listens = self.sip.udp.iter().any(|a| {
-            a.port() == c.advertise.port() && (a.ip() == c.advertise.ip() || a.ip().is_unspecified())
+            a.port() == c.advertise.port()
+                && (a.ip() == c.advertise.ip() || a.ip().is_unspecified())
         });
         if c.advertise.ip().is_unspecified() || c.advertise.port() == 0 || !listens {
             let why = format!(
@@ -1590,9 +1591,13 @@ mod tests {
             e,
             "f.toml:9: cluster.lease_ms: must be at least three heartbeats (3 * heartbeat_ms)"
         );
-        let e = err(&format!("{base}{pg}[cluster]\nnode_id = \"n 1\"\nadvertise = \"127.0.0.2:5060\"\n"));
+        let e = err(&format!(
+            "{base}{pg}[cluster]\nnode_id = \"n 1\"\nadvertise = \"127.0.0.2:5060\"\n"
+        ));
         assert!(e.starts_with("f.toml:5: cluster.node_id: must be 1..=64"), "{e}");
-        let e = err(&format!("{base}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.3:5060\"\n"));
+        let e = err(&format!(
+            "{base}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.3:5060\"\n"
+        ));
         assert!(e.starts_with("f.toml:6: cluster.advertise: 127.0.0.3:5060 must be"), "{e}");
         let e = err(&format!("{base}{pg}[cluster]\nnode_id = \"n1\"\n"));
         assert!(e.starts_with("f.toml:") && e.contains("advertise"), "{e}");

@@ -321,9 +321,16 @@ fn notice(n: Notice) -> Input {
 /// Runs the server until a stop signal; returns when it has shut down.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let db = open_store(&cfg)?;
+    let (cluster, cluster_settings, mut cluster_rx) = match crate::cluster::start(&cfg)? {
+        Some((thread, settings, rx)) => (Some(thread), Some(settings), rx),
+        // No cluster: a receiver that never yields.
+        None => (None, None, mpsc::unbounded_channel().1),
+    };
     let start = now().wall;
     // Records a previous run left live (a crash, kill -9) are closed now.
-    let closed = db.close_live_records(start).map_err(|e| format!("cannot close records: {e}"))?;
+    let own = cfg.cluster.as_ref().map(|c| c.node_id.as_str());
+    let closed =
+        db.close_live_records(start, own).map_err(|e| format!("cannot close records: {e}"))?;
     if closed.groupcalls > 0 || closed.calls > 0 {
         warn!(
             groupcalls = closed.groupcalls,
@@ -367,7 +374,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         capture,
         events: http.events,
     };
-    let mut sw = Switch::new(cfg.switch(addrs), state, rand::random(), now())
+    let mut switch_cfg = cfg.switch(addrs);
+    switch_cfg.cluster = cluster_settings;
+    let mut sw = Switch::new(switch_cfg, state, rand::random(), now())
         .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
@@ -389,6 +398,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
             Some(n) = note_rx.recv() => notice(n),
             Some((query, targets)) = resolved_rx.recv() => Input::Resolved { query, targets },
+            Some(change) = cluster_rx.recv() => Input::Cluster(change),
             Some(r) = request_rx.recv() => {
                 shell.request(&mut sw, r);
                 deadline = shell.drain(&mut sw);
@@ -440,6 +450,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         deadline = shell.drain(&mut sw);
     }
     http.server.stop();
+    drop(cluster);
     if let Err(e) = db.flush() {
         warn!(error = %e, "store flush at shutdown failed");
     }

@@ -313,23 +313,42 @@ fn replace_config_webhooks(db: &mut dyn Db, hooks: &[Webhook]) -> Result<(), DbE
     Ok(())
 }
 
-/// Crash reconciliation: every live groupcall and call record closed at
-/// `at` (one transaction).
-pub(crate) fn close_live(db: &mut dyn Db, at: Timestamp) -> Result<crate::Closed, DbError> {
+/// Crash reconciliation: every live groupcall and call record (of cluster
+/// node `node` only, when given) closed at `at` (one transaction).
+pub(crate) fn close_live(
+    db: &mut dyn Db,
+    at: Timestamp,
+    node: Option<&str>,
+) -> Result<crate::Closed, DbError> {
     crate::db::begin(db)?;
-    let r = (|| {
-        let groupcalls = db.execute(
+    let r = close_live_in(db, at, node);
+    finish(db, r)
+}
+
+/// [`close_live`] inside the caller's transaction.
+pub(crate) fn close_live_in(
+    db: &mut dyn Db,
+    at: Timestamp,
+    node: Option<&str>,
+) -> Result<crate::Closed, DbError> {
+    let (groupcalls, calls) = match node {
+        None => (
             "UPDATE groupcalls SET status = 'hangup', tm_update = ?1 WHERE status <> 'hangup'",
-            &[Value::RecordTime(at)],
-        )?;
-        let calls = db.execute(
             "UPDATE calls SET status = 'hangup', hangup_by = 'local', hangup_reason = 'failed', \
              tm_hangup = ?1, tm_update = ?1 WHERE status <> 'hangup'",
-            &[Value::RecordTime(at)],
-        )?;
-        Ok(crate::Closed { groupcalls, calls })
-    })();
-    finish(db, r)
+        ),
+        Some(_) => (
+            "UPDATE groupcalls SET status = 'hangup', tm_update = ?1 \
+             WHERE status <> 'hangup' AND node_id = ?2",
+            "UPDATE calls SET status = 'hangup', hangup_by = 'local', hangup_reason = 'failed', \
+             tm_hangup = ?1, tm_update = ?1 WHERE status <> 'hangup' AND node_id = ?2",
+        ),
+    };
+    let mut params = vec![Value::RecordTime(at)];
+    params.extend(node.map(Value::Text));
+    let groupcalls = db.execute(groupcalls, &params)?;
+    let calls = db.execute(calls, &params)?;
+    Ok(crate::Closed { groupcalls, calls })
 }
 
 /// Retention: deletes at most `limit` ended groupcall and call records

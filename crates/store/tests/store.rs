@@ -514,7 +514,7 @@ fn closes_live_records(s: &dyn Store) {
         s.upsert_call(x);
     }
     // Queued, not flushed: reconciliation applies them first.
-    let closed = s.close_live_records(ts(60)).expect("close");
+    let closed = s.close_live_records(ts(60), None).expect("close");
     assert_eq!(closed, Closed { groupcalls: 2, calls: 2 });
     for g in [&live_g, &hanging_g] {
         let r = s.groupcall(g.id).expect("read").expect("there");
@@ -533,9 +533,9 @@ fn closes_live_records(s: &dyn Store) {
     }
     assert_eq!(s.call(done.id).expect("read"), Some(done.clone()));
     // Nothing is live any more; a record written later is live again.
-    assert_eq!(s.close_live_records(ts(61)).expect("close"), Closed::default());
+    assert_eq!(s.close_live_records(ts(61), None).expect("close"), Closed::default());
     s.upsert_call(&ringing);
-    assert_eq!(s.close_live_records(ts(62)).expect("close").calls, 1);
+    assert_eq!(s.close_live_records(ts(62), None).expect("close").calls, 1);
 }
 
 fn extension_records(s: &dyn Store) {

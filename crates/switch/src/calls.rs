@@ -91,6 +91,12 @@ pub(crate) struct ForkedCall {
     /// The extensions this call is counted on in the [`Occupancy`] (the
     /// caller, the one that answered), released when it is forgotten.
     occupies: Vec<String>,
+    /// Legs relayed through another cluster node (to a phone registered
+    /// there): the leg's SIP Call-ID and that node, for its record.
+    relays: Vec<(String, String)>,
+    /// This call is one leg another cluster node relays through this one
+    /// (that node's id): its records are that node's to write, none here.
+    pub(crate) relayed_for: Option<String>,
 }
 
 /// How an inbound call record ends: who hung up and why.
@@ -119,6 +125,8 @@ impl ForkedCall {
             fork_deadline: None,
             started,
             occupies: Vec::new(),
+            relays: Vec::new(),
+            relayed_for: None,
         }
     }
 
@@ -179,6 +187,7 @@ impl ForkedCall {
         }
         c.status = status;
         c.tm_update = now.wall;
+        let recorded = self.relayed_for.is_none();
         match status {
             CallStatus::Ringing => c.tm_ringing = now.wall,
             CallStatus::Progressing => c.tm_progressing = now.wall,
@@ -188,7 +197,9 @@ impl ForkedCall {
             }
             _ => {}
         }
-        out.push_back(Output::Persist(Persist::Call(c.clone())));
+        if recorded {
+            out.push_back(Output::Persist(Persist::Call(c.clone())));
+        }
     }
 
     /// How the call went, for the counters (once it is over).
@@ -405,11 +416,15 @@ impl Switch {
                 call.advance(out, now, CallStatus::Hangup, end);
                 self.b2bua.bye_caller(tx, at, cref)
             }
+            Action::RecordChanged(_) if call.relayed_for.is_some() => Ok(()),
             Action::RecordChanged(Record::Groupcall(g)) => {
                 out.push_back(Output::Persist(Persist::Groupcall(g)));
                 Ok(())
             }
-            Action::RecordChanged(Record::Call(c)) => {
+            Action::RecordChanged(Record::Call(mut c)) => {
+                if let Some((_, node)) = call.relays.iter().find(|(id, _)| *id == c.sip_call_id) {
+                    c.relay_node_id.clone_from(node);
+                }
                 out.push_back(Output::Persist(Persist::Call(c)));
                 Ok(())
             }
@@ -467,12 +482,16 @@ impl Switch {
             routes: &self.routes,
             locals: &self.listen,
             wall: now.wall,
+            cluster: self.cluster.as_ref(),
         };
         let code = match dialer.target(target, &call.from) {
-            Ok(dt) => match self.b2bua.dial(&mut self.tx, now.at, call.cref, dt) {
+            Ok(d) => match self.b2bua.dial(&mut self.tx, now.at, call.cref, d.target) {
                 Ok(lr) => {
                     call.legs.insert(leg, lr);
                     if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
+                        if let Some(node) = d.relay_node {
+                            call.relays.push((id.to_owned(), node));
+                        }
                         call.fork.leg_dialed(now.into(), leg, id);
                     }
                     return Ok(());

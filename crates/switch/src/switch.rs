@@ -202,9 +202,22 @@ impl Switch {
     /// again until another input comes.
     pub fn poll_output(&mut self) -> Output {
         match self.out.pop_front() {
+            Some(Output::Persist(p)) => Output::Persist(self.stamped(p)),
             Some(o) => o,
             None => Output::Timeout(self.next_deadline()),
         }
+    }
+
+    /// A groupcall or call record as this node writes it: carried by this
+    /// node (`node_id`, empty without a cluster).
+    fn stamped(&self, mut p: Persist) -> Persist {
+        let own = self.node_id();
+        match &mut p {
+            Persist::Call(c) if c.node_id != own => c.node_id = own.to_owned(),
+            Persist::Groupcall(g) if g.node_id != own => g.node_id = own.to_owned(),
+            _ => {}
+        }
+        p
     }
 
     /// The shell's measure of load, reported before the datagram it was
