@@ -234,6 +234,10 @@ fn log_event(e: &Event) {
             info!(count, "connection closed: its bindings are unreachable")
         }
         Event::Security(ev) => log_security(ev),
+        Event::NodeDown { node, bindings } => {
+            warn!(%node, bindings, "cluster: node down: its bindings unreachable, legs through it failed")
+        }
+        Event::ClusterBindings { held } => info!(held, "cluster: other nodes' bindings"),
         Event::Overload { began: true, queue_delay, queue_depth, .. } => {
             let delay_ms = queue_delay.as_millis() as u64;
             warn!(target: "security", event = "overload", src = "", user = "", method = "INVITE",

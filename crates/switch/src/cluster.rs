@@ -90,11 +90,13 @@ pub(crate) struct Cluster {
     pub(crate) settings: ClusterSettings,
     /// Live nodes other than this one, by id.
     nodes: BTreeMap<String, Node>,
+    /// How many of other nodes' bindings are held (last reported).
+    held_remote: usize,
 }
 
 impl Cluster {
     pub(crate) fn new(settings: ClusterSettings) -> Cluster {
-        Cluster { settings, nodes: BTreeMap::new() }
+        Cluster { settings, nodes: BTreeMap::new(), held_remote: 0 }
     }
 
     /// Where live node `id` takes SIP from other nodes.
@@ -164,6 +166,12 @@ impl Switch {
         for aor in aors {
             let theirs = by_aor.remove(&aor).unwrap_or_default();
             location.replace_remote(&aor, theirs, &own);
+        }
+        let held: usize =
+            location.aors().map(|(_, list)| list.iter().filter(|l| l.via.is_some()).count()).sum();
+        if let Some(cluster) = self.cluster.as_mut().filter(|c| c.held_remote != held) {
+            cluster.held_remote = held;
+            self.out.push_back(Output::Event(Event::ClusterBindings { held }));
         }
     }
 

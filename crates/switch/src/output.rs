@@ -143,6 +143,12 @@ pub enum Event {
         /// Its bindings made unreachable.
         bindings: usize,
     },
+    /// How many bindings of other cluster nodes this node holds changed
+    /// (their phones registered or went away there).
+    ClusterBindings {
+        /// Held now.
+        held: usize,
+    },
     /// Provisioning read from the shared database was not taken (ring
     /// group numbers clash): the held one stays.
     ProvisioningRefused {

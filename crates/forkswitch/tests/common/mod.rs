@@ -139,6 +139,20 @@ impl Server {
         Self::start_config(tempfile::tempdir().expect("tempdir"), &text, Stderr::Inherit)
     }
 
+    /// Starts the server on exactly the config `text` (it must listen on UDP
+    /// and TCP) in a new temporary directory; its stderr goes to
+    /// `stderr.log` there.
+    pub fn start_text(text: &str) -> Server {
+        Self::start_config(tempfile::tempdir().expect("tempdir"), text, Stderr::Logged)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown work at all) and waits
+    /// for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn start_config(dir: tempfile::TempDir, text: &str, stderr: Stderr) -> Server {
         let store_url = text
             .lines()

@@ -1,0 +1,284 @@
+//! Two forkswitch nodes on one PostgreSQL (issue 25): node `a` on
+//! 127.0.0.2, node `b` on 127.0.0.3, both on a throwaway PostgreSQL
+//! cluster the test starts, with a 1 s lease renewed every 200 ms.
+//!
+//! - A phone registered on `a` is called through `b`: `b` learns the
+//!   binding from the database, relays the leg through `a` (which holds the
+//!   phone's flow), the call is answered, ACKed and hung up across the hop,
+//!   and the records (in the one database) are `b`'s, the leg naming `a`
+//!   as the node it was relayed through.
+//! - `a` killed with `kill -9` while it carries a ringing call and relays
+//!   one of `b`'s: within the lease `b` fails its leg through `a` (the
+//!   caller gets a final answer, no timer waited for), closes `a`'s live
+//!   records (hangup, local, failed: what `a` committed is there) and
+//!   marks `a`'s bindings unreachable; `b`'s own records are its own.
+//!   `a` restarted takes its id back (one incarnation more).
+
+mod common;
+
+use common::fork::trusted;
+use common::*;
+use records::{CallStatus, Direction, HangupBy, HangupReason};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+const LEASE_MS: u64 = 1000;
+const HEARTBEAT_MS: u64 = 200;
+
+/// Node `id` on `ip`, UDP on a port picked now (other nodes must know it).
+fn node(id: &str, ip: &str, url: &str) -> Server {
+    let port = free_udp_port(ip);
+    let text = format!(
+        "[sip]\nudp = [\"{ip}:{port}\"]\ntcp = [\"{ip}:0\"]\n[log]\nlevel = \"debug\"\n\
+         [database]\nurl = \"{url}\"\n[http]\nlisten = \"{ip}:0\"\n\
+         [cluster]\nnode_id = \"{id}\"\nadvertise = \"{ip}:{port}\"\n\
+         heartbeat_ms = {HEARTBEAT_MS}\nlease_ms = {LEASE_MS}\n{}\
+         [[extensions]]\nname = \"test12\"\ndomain = \"test\"\npassword = \"pw12\"\n",
+        trusted("")
+    );
+    Server::start_text(&text)
+}
+
+fn free_udp_port(ip: &str) -> u16 {
+    for _ in 0..100 {
+        let port = ports::candidate();
+        if UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port on {ip}");
+}
+
+/// Waits for `server` to hold at least `n` bindings of other nodes.
+fn await_remote_bindings(server: &mut Server, n: u64) {
+    server.wait_log(
+        |v| v["message"] == "cluster: other nodes' bindings" && v["held"].as_u64() >= Some(n),
+        WAIT,
+        |_, _| {},
+    );
+}
+
+/// Every call record in the database (both nodes').
+fn all_calls(db: &dyn store::Store) -> Vec<records::Call> {
+    db.list_calls(customer(), 200, None).expect("list calls")
+}
+
+#[test]
+fn a_phone_registered_on_one_node_is_called_through_another() {
+    let pg = pgcluster::Cluster::start();
+    let url = pg.database();
+    let a = node("a", "127.0.0.2", &url);
+    let mut b = node("b", "127.0.0.3", &url);
+    let register = |sock: &UdpSocket| {
+        let resp = register_from(sock, a.udp, "test12", "pw12");
+        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    };
+    let unregister = |_| unregister_all(a.udp, "test12", "pw12");
+    let phone =
+        Phone::start_announced(a.dir.path(), "uas_answer.xml", &[], None, register, unregister);
+    await_remote_bindings(&mut b, 1);
+
+    caller(b.dir.path(), b.udp, "test12", "uac.xml", &[]);
+    phone.assert_ok();
+
+    let db = store::open(&url, store::Options::default()).expect("db");
+    let deadline = Instant::now() + WAIT;
+    let calls = loop {
+        let calls = all_calls(db.as_ref());
+        if calls.len() == 2 && calls.iter().all(|c| c.status == CallStatus::Hangup) {
+            break calls;
+        }
+        assert!(Instant::now() < deadline, "the call's two records, ended: {calls:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Both records are b's (a relayed the leg and wrote none); the leg
+    // names a, whose flow reached the phone.
+    assert!(calls.iter().all(|c| c.node_id == "b"), "{calls:#?}");
+    let leg = calls.iter().find(|c| c.direction == Direction::Outgoing).expect("the leg");
+    assert_eq!(leg.relay_node_id, "a");
+    assert_eq!(leg.destination.target, "test12@test");
+    assert!(!leg.tm_progressing.is_not_yet(), "answered across the hop: {leg:?}");
+    assert_eq!(leg.hangup_reason, HangupReason::Normal);
+    let inbound = calls.iter().find(|c| c.direction == Direction::Incoming).expect("inbound");
+    assert_eq!(inbound.relay_node_id, "");
+    let bindings = db.load_bindings(records::Timestamp::from_micros(0)).expect("bindings");
+    assert_eq!(bindings.len(), 1, "{bindings:?}");
+    assert_eq!((bindings[0].node_id.as_str(), bindings[0].unreachable), ("a", false));
+}
+
+/// A phone that answers every new INVITE with 180 and nothing more.
+struct RingingPhone {
+    sock: UdpSocket,
+    seen: Vec<String>,
+}
+
+impl RingingPhone {
+    /// Rings one more INVITE (retransmissions of one already rung are
+    /// skipped); returns its Call-ID.
+    fn ring_next(&mut self) -> String {
+        loop {
+            let mut buf = vec![0; 65_535];
+            let (n, node) = self.sock.recv_from(&mut buf).expect("an INVITE");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let id = call_id_of(msg.as_bytes());
+            if !msg.starts_with("INVITE ") || self.seen.contains(&id) {
+                continue;
+            }
+            let from = self.sock.local_addr().expect("addr");
+            let ringing = format!(
+                "SIP/2.0 180 Ringing\r\n{}\r\nContact: <sip:test12@{from}>\r\nContent-Length: 0\r\n\r\n",
+                copied_headers(&msg, "p1")
+            );
+            self.sock.send_to(ringing.as_bytes(), node).expect("send 180");
+            self.seen.push(id.clone());
+            return id;
+        }
+    }
+}
+
+/// The Via, From, To (tagged), Call-ID and CSeq lines of a request, for
+/// its response.
+fn copied_headers(req: &str, tag: &str) -> String {
+    let mut out = Vec::new();
+    for line in req.split("\r\n") {
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => out.push(line.to_owned()),
+            "to" | "t" => out.push(format!("{line};tag={tag}")),
+            _ => {}
+        }
+    }
+    out.join("\r\n")
+}
+
+/// A caller (a trusted carrier on 127.0.0.1) that sends one INVITE for
+/// `user` to `server` and reads its answers.
+struct RawCaller {
+    sock: UdpSocket,
+}
+
+impl RawCaller {
+    fn invite(server: SocketAddr, user: &str, call_id: &str) -> RawCaller {
+        let sock = udp_client();
+        let local = sock.local_addr().expect("addr");
+        let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let invite = format!(
+            "INVITE sip:{user}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c{call_id}\r\nTo: <sip:{user}@test>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        sock.send_to(invite.as_bytes(), server).expect("send INVITE");
+        RawCaller { sock }
+    }
+
+    /// The next response with a status of at least `min`, within `within`.
+    fn status_at_least(&self, min: u16, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no response >= {min} within {within:?}");
+            self.sock.set_read_timeout(Some(left)).expect("timeout");
+            let mut buf = vec![0; 65_535];
+            let Ok((n, _)) = self.sock.recv_from(&mut buf) else { continue };
+            let status = status_of(&buf[..n]);
+            if status >= min {
+                return status;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_node_killed_has_its_records_closed_and_its_relayed_legs_failed_by_a_survivor() {
+    let pg = pgcluster::Cluster::start();
+    let url = pg.database();
+    let mut a = node("a", "127.0.0.2", &url);
+    let mut b = node("b", "127.0.0.3", &url);
+    let mut phone = RingingPhone { sock: udp_client(), seen: Vec::new() };
+    let resp = register_from(&phone.sock, a.udp, "test12", "pw12");
+    assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    await_remote_bindings(&mut b, 1);
+
+    // A call a carries, ringing; and one b carries, relayed through a.
+    let on_a = RawCaller::invite(a.udp, "test12", "on-a");
+    phone.ring_next();
+    assert_eq!(on_a.status_at_least(180, WAIT), 180);
+    let on_b = RawCaller::invite(b.udp, "test12", "on-b");
+    phone.ring_next();
+    assert_eq!(on_b.status_at_least(180, WAIT), 180);
+    // What a committed: its ringing call's records.
+    let db = store::open(&url, store::Options::default()).expect("db");
+    let deadline = Instant::now() + WAIT;
+    while !all_calls(db.as_ref())
+        .iter()
+        .any(|c| c.node_id == "a" && c.status == CallStatus::Ringing)
+    {
+        assert!(Instant::now() < deadline, "a's ringing records: {:#?}", all_calls(db.as_ref()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    a.kill9();
+    let killed = Instant::now();
+    // b fails its leg through a once the lease runs out: its caller gets a
+    // final answer long before any SIP timer (32 s) would fire.
+    let status = on_b.status_at_least(300, Duration::from_millis(LEASE_MS * 4));
+    assert!(status >= 400, "{status}");
+    let failed_after = killed.elapsed();
+    assert!(failed_after >= Duration::from_millis(LEASE_MS / 2), "{failed_after:?}");
+    b.wait_log(
+        |v| v["message"].as_str().is_some_and(|m| m.starts_with("cluster: node down")),
+        WAIT,
+        |_, _| {},
+    );
+
+    // A survivor closed a's live records; b's are b's, ended by b.
+    let deadline = Instant::now() + WAIT;
+    let calls = loop {
+        let calls = all_calls(db.as_ref());
+        if calls.iter().all(|c| c.status == CallStatus::Hangup) {
+            break calls;
+        }
+        assert!(Instant::now() < deadline, "every record closed: {calls:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let of_a: Vec<_> = calls.iter().filter(|c| c.node_id == "a").collect();
+    assert_eq!(of_a.len(), 2, "a's inbound call and its leg, as committed: {calls:#?}");
+    for c in &of_a {
+        assert_eq!(
+            (c.hangup_by, c.hangup_reason),
+            (HangupBy::Local, HangupReason::Failed),
+            "{c:?}"
+        );
+    }
+    let of_b: Vec<_> = calls.iter().filter(|c| c.node_id == "b").collect();
+    assert_eq!(of_b.len(), 2, "{calls:#?}");
+    let leg = of_b.iter().find(|c| c.direction == Direction::Outgoing).expect("b's leg");
+    assert_eq!(leg.relay_node_id, "a");
+    let bindings = db.load_bindings(records::Timestamp::from_micros(0)).expect("bindings");
+    assert!(bindings.iter().all(|b| b.node_id == "a" && b.unreachable), "{bindings:?}");
+    let reaped = pg.psql_in(&db_name(&url), "SELECT state FROM cluster_nodes WHERE node_id = 'a'");
+    assert!(reaped.contains("dead"), "{reaped}");
+
+    // a restarted takes its id back, one incarnation more, and its UDP
+    // binding is reachable again.
+    a.kill9_and_restart();
+    let log = a.stdout_log();
+    let joined: Vec<&str> = log.lines().filter(|l| l.contains("cluster: joined")).collect();
+    assert_eq!(joined.len(), 2, "{joined:?}");
+    assert!(joined[1].contains("\"incarnation\":2"), "{joined:?}");
+    let state = pg.psql_in(
+        &db_name(&url),
+        "SELECT state || ' ' || incarnation FROM cluster_nodes WHERE node_id = 'a'",
+    );
+    assert!(state.contains("live 2"), "{state}");
+    let bindings = db.load_bindings(records::Timestamp::from_micros(0)).expect("bindings");
+    assert!(bindings.iter().all(|b| !b.unreachable), "{bindings:?}");
+}
+
+/// The database name of a `postgres://` URL.
+fn db_name(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or_default().to_owned()
+}
