@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindingChange {
     /// A binding was added or refreshed (keyed by `aor` and `contact`).
-    Upsert(Binding),
+    Upsert(Box<Binding>),
     /// The binding `contact` of `aor` was removed.
     Remove {
         /// The address-of-record.
@@ -190,7 +190,7 @@ fn apply_to(
                 if loc.binding.aor != aor {
                     loc.binding.aor = aor.to_owned();
                 }
-                out.push_back(BindingChange::Upsert(loc.binding.clone()));
+                out.push_back(BindingChange::Upsert(Box::new(loc.binding.clone())));
                 match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
                     Some(slot) => *slot = loc,
                     None => list.push(loc),

@@ -363,7 +363,10 @@ impl Store for MemoryStore {
     fn close_live_records(&self, at: Timestamp, node: Option<&str>) -> Result<Closed, StoreError> {
         let mut maps = self.maps();
         let mut closed = Closed::default();
-        let of = |n: &str| node.map_or(true, |node| node == n);
+        let of = |n: &str| match node {
+            Some(node) => node == n,
+            None => true,
+        };
         let live = |g: &&mut Groupcall| g.status != GroupcallStatus::Hangup && of(&g.node_id);
         for g in maps.groupcalls.values_mut().filter(live) {
             g.status = GroupcallStatus::Hangup;

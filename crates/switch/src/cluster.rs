@@ -139,7 +139,7 @@ impl Switch {
         let gone: Vec<Node> = cluster
             .nodes
             .values()
-            .filter(|n| next.get(&n.id).map_or(true, |m| m.incarnation != n.incarnation))
+            .filter(|n| next.get(&n.id).is_none_or(|m| m.incarnation != n.incarnation))
             .cloned()
             .collect();
         cluster.nodes = next;

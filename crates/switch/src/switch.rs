@@ -402,7 +402,7 @@ impl Switch {
         }
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
-                BindingChange::Upsert(b) => Persist::Binding(b),
+                BindingChange::Upsert(b) => Persist::Binding(*b),
                 BindingChange::Remove { aor, contact } => Persist::BindingRemoved { aor, contact },
             };
             self.out.push_back(Output::Persist(p));
