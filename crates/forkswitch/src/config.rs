@@ -80,7 +80,7 @@ pub struct Config {
 }
 
 /// `[cluster]`: several forkswitch nodes on one PostgreSQL (README
-/// "Running a cluster").
+/// "Cluster").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
