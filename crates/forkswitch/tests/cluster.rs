@@ -104,6 +104,17 @@ fn a_phone_registered_on_one_node_is_called_through_another() {
     let bindings = db.load_bindings(records::Timestamp::from_micros(0)).expect("bindings");
     assert_eq!(bindings.len(), 1, "{bindings:?}");
     assert_eq!((bindings[0].node_id.as_str(), bindings[0].unreachable), ("a", false));
+
+    // Only a node of the cluster may relay through a: a made-up token is
+    // refused, and rings nothing.
+    let contact = &bindings[0].contact;
+    let forged = RawCaller::invite_with(
+        a.udp,
+        "test12",
+        "forged",
+        "X-Forkswitch-Hop: b;ts=0;mac=00000000000000000000000000000000\r\n",
+    );
+    assert_eq!(forged.status_at_least(200, WAIT), 403, "{contact}");
 }
 
 /// A phone that answers every new INVITE with 180 and nothing more.
@@ -159,13 +170,18 @@ struct RawCaller {
 
 impl RawCaller {
     fn invite(server: SocketAddr, user: &str, call_id: &str) -> RawCaller {
+        Self::invite_with(server, user, call_id, "")
+    }
+
+    /// [`RawCaller::invite`] with `extra` header lines (each ending CRLF).
+    fn invite_with(server: SocketAddr, user: &str, call_id: &str, extra: &str) -> RawCaller {
         let sock = udp_client();
         let local = sock.local_addr().expect("addr");
         let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
         let invite = format!(
             "INVITE sip:{user}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call_id};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c{call_id}\r\nTo: <sip:{user}@test>\r\n\
-             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\n{extra}\
              Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         );
