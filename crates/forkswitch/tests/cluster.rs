@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::fork::trusted;
+use common::fork::{self, trusted};
 use common::*;
 use records::{CallStatus, Direction, HangupBy, HangupReason};
 use std::net::{SocketAddr, UdpSocket};
@@ -33,8 +33,13 @@ fn node(id: &str, ip: &str, url: &str) -> Server {
          [database]\nurl = \"{url}\"\n[http]\nlisten = \"{ip}:0\"\n\
          [cluster]\nnode_id = \"{id}\"\nadvertise = \"{ip}:{port}\"\n\
          heartbeat_ms = {HEARTBEAT_MS}\nlease_ms = {LEASE_MS}\n{}\
-         [[extensions]]\nname = \"test12\"\ndomain = \"test\"\npassword = \"pw12\"\n",
-        trusted("")
+         [[extensions]]\nname = \"test12\"\ndomain = \"test\"\npassword = \"pw12\"\n\
+         [[extensions]]\nname = \"test13\"\ndomain = \"test\"\npassword = \"pw13\"\n",
+        trusted(&fork::group(
+            "800",
+            "ring_all",
+            &[("endpoint", "test12@test".into(), None), ("endpoint", "test13@test".into(), None)],
+        ))
     );
     Server::start_text(&text)
 }
@@ -115,6 +120,57 @@ fn a_phone_registered_on_one_node_is_called_through_another() {
         "X-Forkswitch-Hop: b;ts=0;mac=00000000000000000000000000000000\r\n",
     );
     assert_eq!(forged.status_at_least(200, WAIT), 403, "{contact}");
+}
+
+/// A SIPp phone playing `scenario` for one call, registered on `node` as
+/// `user` (password `pw<nn>`) from the port it answers on.
+fn phone_on(node: &Server, user: &str, scenario: &str, args: &[&str]) -> Phone {
+    let pw = format!("pw{}", user.trim_start_matches("test"));
+    let register = |sock: &UdpSocket| {
+        let resp = register_from(sock, node.udp, user, &pw);
+        assert!(resp.starts_with("SIP/2.0 200"), "{user}: {resp}");
+    };
+    let unregister = |_| unregister_all(node.udp, user, &pw);
+    Phone::start_announced(node.dir.path(), scenario, args, None, register, unregister)
+}
+
+/// Group 800 rings test12 (on a) and test13 (on b) for a caller on b:
+/// test13 answers, test12 (through a) gets CANCEL with the Reason header
+/// b sent a; b's records show the whole groupcall.
+#[test]
+fn a_ring_group_over_two_nodes_cancels_the_other_node_s_phone_with_the_reason() {
+    let pg = pgcluster::Cluster::start();
+    let url = pg.database();
+    let a = node("a", "127.0.0.2", &url);
+    let mut b = node("b", "127.0.0.3", &url);
+    let far = phone_on(&a, "test12", "uas_ring_cancel_reason.xml", &[]);
+    let near = phone_on(&b, "test13", "uas_answer.xml", &["-d", "500"]);
+    await_remote_bindings(&mut b, 1);
+
+    caller(b.dir.path(), b.udp, "800", "uac.xml", &[]);
+    far.assert_ok();
+    near.assert_ok();
+
+    let db = store::open(&url, store::Options::default()).expect("db");
+    let deadline = Instant::now() + WAIT;
+    let calls = loop {
+        let calls = all_calls(db.as_ref());
+        if calls.len() == 3 && calls.iter().all(|c| c.status == CallStatus::Hangup) {
+            break calls;
+        }
+        assert!(Instant::now() < deadline, "the groupcall's three records: {calls:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(calls.iter().all(|c| c.node_id == "b"), "{calls:#?}");
+    let leg = |aor: &str| {
+        calls.iter().find(|c| c.destination.target == aor).unwrap_or_else(|| panic!("{aor}"))
+    };
+    assert_eq!(
+        (leg("test12@test").relay_node_id.as_str(), leg("test12@test").hangup_reason),
+        ("a", HangupReason::Cancel)
+    );
+    assert_eq!(leg("test13@test").relay_node_id, "");
+    assert!(!leg("test13@test").tm_progressing.is_not_yet());
 }
 
 /// A phone that answers every new INVITE with 180 and nothing more.

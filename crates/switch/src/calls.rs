@@ -235,9 +235,15 @@ impl ForkedCall {
     fn feed_fork(&mut self, now: Now, ev: CallEvent, out: &mut VecDeque<Output>) -> bool {
         match ev {
             CallEvent::CallEnded { .. } => self.dialogs_over = true,
-            CallEvent::CallerCancelled { .. } => {
+            CallEvent::CallerCancelled { completed_elsewhere, .. } => {
                 self.caller = CallerLeg::InboundCancelled;
-                self.fork.caller_cancelled(now.into())
+                // A relayed leg passes on the calling node's "answered
+                // elsewhere" to the phone.
+                if completed_elsewhere && self.relayed_for.is_some() {
+                    self.fork.caller_cancelled_elsewhere(now.into())
+                } else {
+                    self.fork.caller_cancelled(now.into())
+                }
             }
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 self.fork.caller_hung_up(now.into());
