@@ -6,7 +6,10 @@
 //! Every heartbeat it renews the lease, reaps the nodes whose lease ran out
 //! (one survivor closes their live records and marks their bindings
 //! unreachable), then reads the live nodes and every stored binding and
-//! sends both to the switch.
+//! sends both to the switch, and the accounts and ring groups when they
+//! differ from the previous read (made by any node's API or config file).
+//! Sending only what changed since the last read keeps a read taken just
+//! before this node's own API change was committed from undoing it.
 //!
 //! Why polling and not LISTEN/NOTIFY: the thread reads the nodes each
 //! heartbeat anyway (the lease needs it), and reading every binding in the
@@ -78,8 +81,10 @@ pub fn start(
                     return;
                 }
             };
+            let mut seen = store::Provisioned::default();
             loop {
                 round(&mut m, &fresh, &changes_tx);
+                provisioning(&mut m, &mut seen, &changes_tx);
                 match stop_rx.recv_timeout(heartbeat) {
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
@@ -121,6 +126,35 @@ fn round(m: &mut Membership, fresh: &str, changes: &mpsc::UnboundedSender<Cluste
     if let Err(e) = r {
         warn!(error = %e, "cluster: heartbeat failed");
     }
+}
+
+/// Sends the stored accounts and ring groups when they differ from `seen`
+/// (the previous read; the first read is what the switch started with).
+fn provisioning(
+    m: &mut Membership,
+    seen: &mut store::Provisioned,
+    changes: &mpsc::UnboundedSender<ClusterChange>,
+) {
+    let now = match m.provisioned() {
+        Ok(p) => p,
+        Err(e) => return warn!(error = %e, "cluster: cannot read provisioning"),
+    };
+    if *seen == now {
+        return;
+    }
+    let first = *seen == store::Provisioned::default();
+    *seen = now.clone();
+    if first {
+        return;
+    }
+    let store::Provisioned { customers, domains, extensions, ring_groups } = now;
+    info!(
+        extensions = extensions.len(),
+        ring_groups = ring_groups.len(),
+        "cluster: provisioning changed"
+    );
+    let p = switch::Provisioning { customers, domains, extensions, ring_groups };
+    let _ = changes.send(ClusterChange::Provisioning(Box::new(p)));
 }
 
 fn node(n: store::NodeLease) -> Option<Node> {

@@ -173,6 +173,43 @@ fn a_ring_group_over_two_nodes_cancels_the_other_node_s_phone_with_the_reason() 
     assert!(!leg("test13@test").tm_progressing.is_not_yet());
 }
 
+/// An extension and a ring group made through b's API are in effect on a
+/// within a heartbeat: the extension registers on a, and the group, called
+/// on a, rings it.
+#[test]
+fn provisioning_made_on_one_node_is_in_effect_on_the_other() {
+    let pg = pgcluster::Cluster::start();
+    let url = pg.database();
+    let mut a = node("a", "127.0.0.2", &url);
+    let b = node("b", "127.0.0.3", &url);
+    let api = common::http::Api::new(b.http, fork::KEY);
+    let body = serde_json::json!({"extension": "t50", "password": "pw-50"});
+    api.post_ok("/v1.0/extensions", &body);
+    let body = serde_json::json!({"number": "850", "destinations": [{"type": "endpoint", "target": "t50@test"}]});
+    api.post_ok("/v1.0/ringgroups", &body);
+    let made = Instant::now();
+    a.wait_log(
+        |v| {
+            v["message"] == "cluster: provisioning changed"
+                && v["extensions"] == 3
+                && v["ring_groups"] == 2
+        },
+        WAIT,
+        |_, _| {},
+    );
+    let took = made.elapsed();
+    assert!(took < Duration::from_secs(1), "in effect on a after {took:?}");
+    let register = |sock: &UdpSocket| {
+        let resp = register_from(sock, a.udp, "t50", "pw-50");
+        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    };
+    let unregister = |_| unregister_all(a.udp, "t50", "pw-50");
+    let phone =
+        Phone::start_announced(a.dir.path(), "uas_answer.xml", &[], None, register, unregister);
+    caller(a.dir.path(), a.udp, "850", "uac.xml", &[]);
+    phone.assert_ok();
+}
+
 /// A phone that answers every new INVITE with 180 and nothing more.
 struct RingingPhone {
     sock: UdpSocket,

@@ -83,8 +83,8 @@
 //! records the node that carries them; rows are written in key order (no
 //! lock-order deadlocks between nodes), ids are client-made UUIDs (no
 //! sequences), and migrations take an advisory lock. [`Membership`] (its
-//! own connection) keeps a node's lease, reads the live nodes and the
-//! bindings, and reaps dead nodes.
+//! own connection) keeps a node's lease, reads the live nodes, the
+//! bindings and the provisioning, and reaps dead nodes.
 //!
 //! ## API keys
 //!
@@ -117,7 +117,7 @@ mod sqlite;
 mod window;
 mod writer;
 
-pub use membership::{Membership, NodeLease, Reaped};
+pub use membership::{Membership, NodeLease, Provisioned, Reaped};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
