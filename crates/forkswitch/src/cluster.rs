@@ -11,6 +11,10 @@
 //! Sending only what changed since the last read keeps a read taken just
 //! before this node's own API change was committed from undoing it.
 //!
+//! A node that lost the database judges nobody for one lease after it is
+//! back: every node's lease ran out on the database's clock while it was
+//! away, and the others may not have renewed yet ([`Standing`]).
+//!
 //! Why polling and not LISTEN/NOTIFY: the thread reads the nodes each
 //! heartbeat anyway (the lease needs it), and reading every binding in the
 //! same round makes each round a full resync: nothing is missed across a
@@ -24,7 +28,7 @@ use crate::config::Config;
 use records::Timestamp;
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use store::Membership;
 use switch::{ClusterChange, ClusterSettings, Node};
 use tokio::sync::mpsc;
@@ -71,7 +75,7 @@ pub fn start(
         .spawn(move || {
             let joined = Membership::connect(&url, &node_id, &advertise, lease)
                 .and_then(|mut m| m.join(&fresh).map(|secret| (m, secret)));
-            let mut m = match joined {
+            let m = match joined {
                 Ok((m, secret)) => {
                     let _ = joined_tx.send(Ok((secret, m.incarnation())));
                     m
@@ -81,10 +85,16 @@ pub fn start(
                     return;
                 }
             };
-            let mut seen = store::Provisioned::default();
+            let mut beat = Heartbeat {
+                m,
+                fresh,
+                lease,
+                changes: changes_tx,
+                standing: Standing::Judging,
+                seen: records::Provisioning::default(),
+            };
             loop {
-                round(&mut m, &fresh, &changes_tx);
-                provisioning(&mut m, &mut seen, &changes_tx);
+                beat.beat();
                 match stop_rx.recv_timeout(heartbeat) {
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                     _ => return,
@@ -102,59 +112,94 @@ pub fn start(
     Ok(Some((running, settings, changes_rx)))
 }
 
-/// One heartbeat: renew (join again when reaped), reap the dead, send the
-/// live nodes and every binding. A database error is logged; the next
-/// round tries again (and resyncs fully).
-fn round(m: &mut Membership, fresh: &str, changes: &mpsc::UnboundedSender<ClusterChange>) {
-    let r = (|| -> Result<(), store::StoreError> {
-        if !m.renew()? {
-            warn!(
-                incarnation = m.incarnation(),
-                "cluster: this node's lease ran out: joining again"
-            );
-            m.join(fresh)?;
-        }
-        for r in m.reap(wall())? {
-            warn!(node = %r.node_id, groupcalls = r.closed.groupcalls, calls = r.closed.calls,
-                  bindings = r.bindings, "cluster: node's lease ran out: its records closed");
-        }
-        let nodes = m.live()?.into_iter().filter_map(node).collect();
-        let _ = changes.send(ClusterChange::Nodes(nodes));
-        let _ = changes.send(ClusterChange::AllBindings(m.bindings(wall())?));
-        Ok(())
-    })();
-    if let Err(e) = r {
-        warn!(error = %e, "cluster: heartbeat failed");
-    }
+/// Whether this node judges the others' leases now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// It renews its lease every heartbeat: a lease that ran out is a dead
+    /// node.
+    Judging,
+    /// The last heartbeat could not reach the database.
+    Lost,
+    /// Back since then, less than a lease ago: the other nodes may not have
+    /// renewed since the database came back (a PostgreSQL restart), so
+    /// nobody is reaped and the switch keeps its view of the nodes.
+    Reconnected(Instant),
 }
 
-/// Sends the stored accounts and ring groups when they differ from `seen`
-/// (the previous read; the first read is what the switch started with).
-fn provisioning(
-    m: &mut Membership,
-    seen: &mut store::Provisioned,
-    changes: &mpsc::UnboundedSender<ClusterChange>,
-) {
-    let now = match m.provisioned() {
-        Ok(p) => p,
-        Err(e) => return warn!(error = %e, "cluster: cannot read provisioning"),
-    };
-    if *seen == now {
-        return;
+/// The cluster thread's state between heartbeats.
+struct Heartbeat {
+    m: Membership,
+    /// The secret offered when joining (kept by the first node ever).
+    fresh: String,
+    lease: Duration,
+    changes: mpsc::UnboundedSender<ClusterChange>,
+    standing: Standing,
+    /// Accounts and ring groups as last read.
+    seen: records::Provisioning,
+}
+
+impl Heartbeat {
+    /// One heartbeat: renew (join again when reaped), reap the dead, send
+    /// the live nodes, every binding and changed provisioning. A database
+    /// error is logged; the next heartbeat tries again (and resyncs fully).
+    fn beat(&mut self) {
+        if let Err(e) = self.round() {
+            if self.standing != Standing::Lost {
+                warn!(error = %e, "cluster: heartbeat failed");
+            }
+            self.standing = Standing::Lost;
+            return;
+        }
+        self.provisioning();
     }
-    let first = *seen == store::Provisioned::default();
-    *seen = now.clone();
-    if first {
-        return;
+
+    fn round(&mut self) -> Result<(), store::StoreError> {
+        if !self.m.renew()? {
+            warn!(
+                incarnation = self.m.incarnation(),
+                "cluster: this node's lease ran out: joining again"
+            );
+            self.m.join(&self.fresh)?;
+        }
+        self.standing = match self.standing {
+            Standing::Lost => Standing::Reconnected(Instant::now()),
+            Standing::Reconnected(since) if since.elapsed() >= self.lease => {
+                info!("cluster: database back for a lease: judging leases again");
+                Standing::Judging
+            }
+            s => s,
+        };
+        if self.standing == Standing::Judging {
+            for r in self.m.reap(wall())? {
+                warn!(node = %r.node_id, groupcalls = r.closed.groupcalls, calls = r.closed.calls,
+                      bindings = r.bindings, "cluster: node's lease ran out: its records closed");
+            }
+            let nodes = self.m.live()?.into_iter().filter_map(node).collect();
+            let _ = self.changes.send(ClusterChange::Nodes(nodes));
+        }
+        let _ = self.changes.send(ClusterChange::AllBindings(self.m.bindings(wall())?));
+        Ok(())
     }
-    let store::Provisioned { customers, domains, extensions, ring_groups } = now;
-    info!(
-        extensions = extensions.len(),
-        ring_groups = ring_groups.len(),
-        "cluster: provisioning changed"
-    );
-    let p = switch::Provisioning { customers, domains, extensions, ring_groups };
-    let _ = changes.send(ClusterChange::Provisioning(Box::new(p)));
+
+    /// Sends the stored accounts and ring groups when they differ from the
+    /// previous read (the first read is what the switch started with).
+    fn provisioning(&mut self) {
+        let now = match self.m.provisioned() {
+            Ok(p) => p,
+            Err(e) => return warn!(error = %e, "cluster: cannot read provisioning"),
+        };
+        if self.seen == now {
+            return;
+        }
+        let first = self.seen == records::Provisioning::default();
+        self.seen = now.clone();
+        if first {
+            return;
+        }
+        let (extensions, ring_groups) = (now.extensions.len(), now.ring_groups.len());
+        info!(extensions, ring_groups, "cluster: provisioning changed");
+        let _ = self.changes.send(ClusterChange::Provisioning(Box::new(now)));
+    }
 }
 
 fn node(n: store::NodeLease) -> Option<Node> {

@@ -1589,16 +1589,16 @@ mod tests {
         let e = err(&format!("{base}{pg}{}", cluster("lease_ms = 2000\n")));
         assert_eq!(
             e,
-            "f.toml:9: cluster.lease_ms: must be at least three heartbeats (3 * heartbeat_ms)"
+            "f.toml:8: cluster.lease_ms: must be at least three heartbeats (3 * heartbeat_ms)"
         );
         let e = err(&format!(
             "{base}{pg}[cluster]\nnode_id = \"n 1\"\nadvertise = \"127.0.0.2:5060\"\n"
         ));
-        assert!(e.starts_with("f.toml:5: cluster.node_id: must be 1..=64"), "{e}");
+        assert!(e.starts_with("f.toml:6: cluster.node_id: must be 1..=64"), "{e}");
         let e = err(&format!(
             "{base}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.3:5060\"\n"
         ));
-        assert!(e.starts_with("f.toml:6: cluster.advertise: 127.0.0.3:5060 must be"), "{e}");
+        assert!(e.starts_with("f.toml:7: cluster.advertise: 127.0.0.3:5060 must be"), "{e}");
         let e = err(&format!("{base}{pg}[cluster]\nnode_id = \"n1\"\n"));
         assert!(e.starts_with("f.toml:") && e.contains("advertise"), "{e}");
         let wild = "[sip]\nudp = [\"0.0.0.0:5070\"]\n";

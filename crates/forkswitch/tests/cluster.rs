@@ -210,6 +210,46 @@ fn provisioning_made_on_one_node_is_in_effect_on_the_other() {
     phone.assert_ok();
 }
 
+/// PostgreSQL stopped for longer than a lease, then started again: every
+/// lease ran out on its clock meanwhile, yet no node reaps another (each
+/// judges again only after a lease of renewing), both keep their
+/// incarnation, and a call still crosses the hop.
+#[test]
+fn postgres_restarted_under_the_nodes_reaps_nobody() {
+    let pg = pgcluster::Cluster::start();
+    let url = pg.database();
+    let mut a = node("a", "127.0.0.2", &url);
+    let mut b = node("b", "127.0.0.3", &url);
+    let phone = phone_on(&a, "test12", "uas_answer.xml", &[]);
+    await_remote_bindings(&mut b, 1);
+
+    pg.stop();
+    for n in [&mut a, &mut b] {
+        n.wait_log(|v| v["message"] == "cluster: heartbeat failed", WAIT, |_, _| {});
+    }
+    // The outage is the scenario: longer than a lease.
+    std::thread::sleep(Duration::from_millis(LEASE_MS * 3 / 2));
+    pg.resume();
+    for n in [&mut a, &mut b] {
+        let judging = "cluster: database back for a lease: judging leases again";
+        n.wait_log(|v| v["message"] == judging, WAIT, |_, _| {});
+    }
+    // One more heartbeat of judging on each, then the verdict.
+    std::thread::sleep(Duration::from_millis(HEARTBEAT_MS * 2));
+    let nodes = pg.psql_in(
+        &db_name(&url),
+        "SELECT node_id || ' ' || state || ' ' || incarnation FROM cluster_nodes ORDER BY 1",
+    );
+    assert_eq!(nodes.trim(), "a live 1\nb live 1");
+    for n in [&a, &b] {
+        let log = n.stdout_log();
+        assert!(!log.contains("cluster: node down"), "a node was taken for dead");
+        assert!(!log.contains("its records closed"), "a node was reaped");
+    }
+    caller(b.dir.path(), b.udp, "test12", "uac.xml", &[]);
+    phone.assert_ok();
+}
+
 /// A phone that answers every new INVITE with 180 and nothing more.
 struct RingingPhone {
     sock: UdpSocket,

@@ -896,6 +896,20 @@ pub struct RingGroup {
     pub tm_delete: Timestamp,
 }
 
+/// Accounts and ring groups as the database holds them now: what a
+/// cluster node reads of what any node (its API, its config file) made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provisioning {
+    /// Customers.
+    pub customers: Vec<Customer>,
+    /// Domains.
+    pub domains: Vec<Domain>,
+    /// Extensions.
+    pub extensions: Vec<Extension>,
+    /// Ring groups.
+    pub ring_groups: Vec<RingGroup>,
+}
+
 /// What a `round_robin` or `least_recent` ring group remembers of its past
 /// calls (who answered last, and when each member last answered), stored
 /// so that the rotation survives a restart. Members are destinations.

@@ -117,7 +117,7 @@ mod sqlite;
 mod window;
 mod writer;
 
-pub use membership::{Membership, NodeLease, Provisioned, Reaped};
+pub use membership::{Membership, NodeLease, Reaped};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -19,7 +19,7 @@
 use crate::db::{collect, one, Db, DbError, Value};
 use crate::postgres::PgConn;
 use crate::{Closed, StoreError};
-use records::{Binding, Customer, Domain, Extension, RingGroup, Timestamp};
+use records::{Binding, Provisioning, Timestamp};
 use std::time::Duration;
 
 /// A live node as `cluster_nodes` holds it.
@@ -31,20 +31,6 @@ pub struct NodeLease {
     pub advertise: String,
     /// Its run: one more each time it (re)joins.
     pub incarnation: i64,
-}
-
-/// Accounts and ring groups as stored now (made by any node's API or
-/// config file).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Provisioned {
-    /// Customers.
-    pub customers: Vec<Customer>,
-    /// Domains.
-    pub domains: Vec<Domain>,
-    /// Extensions.
-    pub extensions: Vec<Extension>,
-    /// Ring groups.
-    pub ring_groups: Vec<RingGroup>,
 }
 
 /// A dead node, reaped by this one.
@@ -208,9 +194,9 @@ impl Membership {
     }
 
     /// Accounts and ring groups as stored now.
-    pub fn provisioned(&mut self) -> Result<Provisioned, StoreError> {
+    pub fn provisioned(&mut self) -> Result<Provisioning, StoreError> {
         let db: &mut dyn Db = &mut self.conn;
-        Ok(Provisioned {
+        Ok(Provisioning {
             customers: crate::reads::customers(db)?,
             domains: crate::reads::domains(db)?,
             extensions: crate::reads::extensions(db)?,

@@ -17,7 +17,7 @@
 
 use crate::output::{Event, Output};
 use crate::switch::Switch;
-use records::{Binding, Customer, Domain, Extension, HuntMemoryRecord, RingGroup};
+use records::{Binding, Extension, HuntMemoryRecord, Provisioning};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -42,19 +42,6 @@ pub struct Node {
     /// Its run: a node that restarted comes back with a higher one (the old
     /// run is down).
     pub incarnation: i64,
-}
-
-/// Accounts and ring groups as the shared database holds them now.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Provisioning {
-    /// Customers.
-    pub customers: Vec<Customer>,
-    /// Domains.
-    pub domains: Vec<Domain>,
-    /// Extensions.
-    pub extensions: Vec<Extension>,
-    /// Ring groups.
-    pub ring_groups: Vec<RingGroup>,
 }
 
 /// What other nodes of the cluster changed, as read from the shared

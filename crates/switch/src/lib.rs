@@ -99,11 +99,12 @@ mod switch;
 mod timers;
 
 pub use admission::{AdmissionConfig, Load};
-pub use cluster::{ClusterChange, ClusterSettings, Node, Provisioning};
+pub use cluster::{ClusterChange, ClusterSettings, Node};
 pub use config::{CallSettings, SipTimers, SwitchConfig, SwitchState};
 pub use counters::Counters;
 pub use input::{ClickDestination, ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
 pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};
+pub use records::Provisioning;
 pub use routing::{Carrier, Route, RouteError};
 pub use switch::{Switch, SwitchStats};
