@@ -53,63 +53,69 @@ fn wall() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
 }
 
-/// Joins the cluster (this node's id, taken back after a restart) and
-/// starts the thread; returns it, the switch's cluster settings and the
-/// receiver of what the other nodes change. `None` without `[cluster]`.
-pub fn start(
-    cfg: &Config,
-) -> Result<Option<(ClusterThread, ClusterSettings, mpsc::UnboundedReceiver<ClusterChange>)>, String>
-{
+/// This node, joined: its membership, not yet beating.
+pub struct Joined {
+    m: Membership,
+    /// The secret offered when joining (kept by the first node ever).
+    fresh: String,
+    heartbeat: Duration,
+    lease: Duration,
+    /// The switch's cluster settings.
+    pub settings: ClusterSettings,
+}
+
+/// Joins the cluster (this node's id, taken back after a restart); `None`
+/// without `[cluster]`. Callable on the SIP thread's runtime: the
+/// (blocking) connection is made on a thread of its own.
+pub fn join(cfg: &Config) -> Result<Option<Joined>, String> {
     let (Some(c), Some(url)) = (&cfg.cluster, cfg.database.store_url()) else {
         return Ok(None);
     };
-    let heartbeat = Duration::from_millis(c.heartbeat_ms);
     let lease = Duration::from_millis(c.lease_ms);
-    let (node_id, advertise) = (c.node_id.clone(), c.advertise.to_string());
     let fresh: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    let (joined_tx, joined_rx) = std_mpsc::channel();
-    let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let advertise = c.advertise.to_string();
+    let joined = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut m = Membership::connect(&url, &c.node_id, &advertise, lease)?;
+            let secret = m.join(&fresh)?;
+            Ok::<_, store::StoreError>((m, secret))
+        })
+        .join()
+    });
+    let (m, secret) = match joined {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => return Err(format!("cluster: cannot join: {e}")),
+        Err(_) => return Err("cluster: joining panicked".into()),
+    };
+    info!(node = %c.node_id, incarnation = m.incarnation(), advertise = %c.advertise, "cluster: joined");
+    let settings = ClusterSettings { node_id: c.node_id.clone(), secret: secret.into_bytes() };
+    let heartbeat = Duration::from_millis(c.heartbeat_ms);
+    Ok(Some(Joined { m, fresh, heartbeat, lease, settings }))
+}
+
+/// Starts the heartbeat thread; `loaded` is the provisioning the switch
+/// started with (only what differs from it is sent). Returns the thread
+/// and the receiver of what the other nodes change.
+pub fn start(
+    joined: Joined,
+    loaded: records::Provisioning,
+) -> Result<(ClusterThread, mpsc::UnboundedReceiver<ClusterChange>), String> {
+    let Joined { m, fresh, heartbeat, lease, .. } = joined;
+    let (changes, changes_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
+    let mut beat =
+        Heartbeat { m, fresh, lease, changes, standing: Standing::Judging, seen: loaded };
     let thread = std::thread::Builder::new()
         .name("cluster".into())
-        .spawn(move || {
-            let joined = Membership::connect(&url, &node_id, &advertise, lease)
-                .and_then(|mut m| m.join(&fresh).map(|secret| (m, secret)));
-            let m = match joined {
-                Ok((m, secret)) => {
-                    let _ = joined_tx.send(Ok((secret, m.incarnation())));
-                    m
-                }
-                Err(e) => {
-                    let _ = joined_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let mut beat = Heartbeat {
-                m,
-                fresh,
-                lease,
-                changes: changes_tx,
-                standing: Standing::Judging,
-                seen: records::Provisioning::default(),
-            };
-            loop {
-                beat.beat();
-                match stop_rx.recv_timeout(heartbeat) {
-                    Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
+        .spawn(move || loop {
+            beat.beat();
+            match stop_rx.recv_timeout(heartbeat) {
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
             }
         })
         .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
-    let running = ClusterThread { stop: Some(stop_tx), thread: Some(thread) };
-    let (secret, incarnation) = joined_rx
-        .recv()
-        .map_err(|_| "the cluster thread ended before joining".to_owned())?
-        .map_err(|e| format!("cluster: cannot join: {e}"))?;
-    info!(node = %c.node_id, incarnation, advertise = %c.advertise, "cluster: joined");
-    let settings = ClusterSettings { node_id: c.node_id.clone(), secret: secret.into_bytes() };
-    Ok(Some((running, settings, changes_rx)))
+    Ok((ClusterThread { stop: Some(stop_tx), thread: Some(thread) }, changes_rx))
 }
 
 /// Whether this node judges the others' leases now.
@@ -129,7 +135,6 @@ enum Standing {
 /// The cluster thread's state between heartbeats.
 struct Heartbeat {
     m: Membership,
-    /// The secret offered when joining (kept by the first node ever).
     fresh: String,
     lease: Duration,
     changes: mpsc::UnboundedSender<ClusterChange>,
@@ -182,7 +187,7 @@ impl Heartbeat {
     }
 
     /// Sends the stored accounts and ring groups when they differ from the
-    /// previous read (the first read is what the switch started with).
+    /// previous read (at first: from what the switch started with).
     fn provisioning(&mut self) {
         let now = match self.m.provisioned() {
             Ok(p) => p,
@@ -191,11 +196,7 @@ impl Heartbeat {
         if self.seen == now {
             return;
         }
-        let first = self.seen == records::Provisioning::default();
         self.seen = now.clone();
-        if first {
-            return;
-        }
         let (extensions, ring_groups) = (now.extensions.len(), now.ring_groups.len());
         info!(extensions, ring_groups, "cluster: provisioning changed");
         let _ = self.changes.send(ClusterChange::Provisioning(Box::new(now)));

@@ -325,11 +325,7 @@ fn notice(n: Notice) -> Input {
 /// Runs the server until a stop signal; returns when it has shut down.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let db = open_store(&cfg)?;
-    let (cluster, cluster_settings, mut cluster_rx) = match crate::cluster::start(&cfg)? {
-        Some((thread, settings, rx)) => (Some(thread), Some(settings), rx),
-        // No cluster: a receiver that never yields.
-        None => (None, None, mpsc::unbounded_channel().1),
-    };
+    let joined = crate::cluster::join(&cfg)?;
     let start = now().wall;
     // Records a previous run left live (a crash, kill -9) are closed now.
     let own = cfg.cluster.as_ref().map(|c| c.node_id.as_str());
@@ -379,9 +375,23 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         events: http.events,
     };
     let mut switch_cfg = cfg.switch(addrs);
-    switch_cfg.cluster = cluster_settings;
+    switch_cfg.cluster = joined.as_ref().map(|j| j.settings.clone());
+    let loaded = records::Provisioning {
+        customers: state.customers.clone(),
+        domains: state.domains.clone(),
+        extensions: state.extensions.clone(),
+        ring_groups: state.ring_groups.clone(),
+    };
     let mut sw = Switch::new(switch_cfg, state, rand::random(), now())
         .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
+    let (cluster, mut cluster_rx) = match joined {
+        Some(j) => {
+            let (thread, rx) = crate::cluster::start(j, loaded)?;
+            (Some(thread), rx)
+        }
+        // No cluster: a receiver that never yields.
+        None => (None, mpsc::unbounded_channel().1),
+    };
     let mut deadline = shell.drain(&mut sw);
     let mut stats = tokio::time::interval(Duration::from_secs(10));
     let mut retention_in = 0u32;

@@ -44,6 +44,15 @@ fn node(id: &str, ip: &str, url: &str) -> Server {
     Server::start_text(&text)
 }
 
+/// A throwaway PostgreSQL, its database's URL, and nodes `a` and `b` on it.
+fn two_nodes() -> (pgcluster::Cluster, String, Server, Server) {
+    let pg = pgcluster::Cluster::start();
+    let url = pg.database();
+    let a = node("a", "127.0.0.2", &url);
+    let b = node("b", "127.0.0.3", &url);
+    (pg, url, a, b)
+}
+
 fn free_udp_port(ip: &str) -> u16 {
     for _ in 0..100 {
         let port = ports::candidate();
@@ -68,34 +77,35 @@ fn all_calls(db: &dyn store::Store) -> Vec<records::Call> {
     db.list_calls(customer(), 200, None).expect("list calls")
 }
 
+/// Every call record, once (bounded) `n` of them are there, all ended.
+fn ended_calls(db: &dyn store::Store, n: usize) -> Vec<records::Call> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let calls = all_calls(db);
+        if calls.len() == n && calls.iter().all(|c| c.status == CallStatus::Hangup) {
+            return calls;
+        }
+        assert!(Instant::now() < deadline, "{n} ended call records: {calls:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_phone_registered_on_one_node_is_called_through_another() {
-    let pg = pgcluster::Cluster::start();
-    let url = pg.database();
-    let a = node("a", "127.0.0.2", &url);
-    let mut b = node("b", "127.0.0.3", &url);
-    let register = |sock: &UdpSocket| {
-        let resp = register_from(sock, a.udp, "test12", "pw12");
-        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
-    };
-    let unregister = |_| unregister_all(a.udp, "test12", "pw12");
-    let phone =
-        Phone::start_announced(a.dir.path(), "uas_answer.xml", &[], None, register, unregister);
+    let (_pg, url, a, mut b) = two_nodes();
+    let phone = phone_registered_on(&a, "test12", "uas_answer.xml", &[]);
     await_remote_bindings(&mut b, 1);
 
     caller(b.dir.path(), b.udp, "test12", "uac.xml", &[]);
     phone.assert_ok();
 
     let db = store::open(&url, store::Options::default()).expect("db");
-    let deadline = Instant::now() + WAIT;
-    let calls = loop {
-        let calls = all_calls(db.as_ref());
-        if calls.len() == 2 && calls.iter().all(|c| c.status == CallStatus::Hangup) {
-            break calls;
-        }
-        assert!(Instant::now() < deadline, "the call's two records, ended: {calls:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let calls = ended_calls(db.as_ref(), 2);
+    // a's API reads b's records (one database).
+    let listed = common::http::Api::new(a.http, fork::KEY).get_ok("/v1.0/calls");
+    let listed = listed["result"].as_array().expect("a list").clone();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|c| c["node_id"] == "b"), "{listed:?}");
     // Both records are b's (a relayed the leg and wrote none); the leg
     // names a, whose flow reached the phone.
     assert!(calls.iter().all(|c| c.node_id == "b"), "{calls:#?}");
@@ -122,29 +132,14 @@ fn a_phone_registered_on_one_node_is_called_through_another() {
     assert_eq!(forged.status_at_least(200, WAIT), 403, "{contact}");
 }
 
-/// A SIPp phone playing `scenario` for one call, registered on `node` as
-/// `user` (password `pw<nn>`) from the port it answers on.
-fn phone_on(node: &Server, user: &str, scenario: &str, args: &[&str]) -> Phone {
-    let pw = format!("pw{}", user.trim_start_matches("test"));
-    let register = |sock: &UdpSocket| {
-        let resp = register_from(sock, node.udp, user, &pw);
-        assert!(resp.starts_with("SIP/2.0 200"), "{user}: {resp}");
-    };
-    let unregister = |_| unregister_all(node.udp, user, &pw);
-    Phone::start_announced(node.dir.path(), scenario, args, None, register, unregister)
-}
-
 /// Group 800 rings test12 (on a) and test13 (on b) for a caller on b:
 /// test13 answers, test12 (through a) gets CANCEL with the Reason header
 /// b sent a; b's records show the whole groupcall.
 #[test]
 fn a_ring_group_over_two_nodes_cancels_the_other_node_s_phone_with_the_reason() {
-    let pg = pgcluster::Cluster::start();
-    let url = pg.database();
-    let a = node("a", "127.0.0.2", &url);
-    let mut b = node("b", "127.0.0.3", &url);
-    let far = phone_on(&a, "test12", "uas_ring_cancel_reason.xml", &[]);
-    let near = phone_on(&b, "test13", "uas_answer.xml", &["-d", "500"]);
+    let (_pg, url, a, mut b) = two_nodes();
+    let far = phone_registered_on(&a, "test12", "uas_ring_cancel_reason.xml", &[]);
+    let near = phone_registered_on(&b, "test13", "uas_answer.xml", &["-d", "500"]);
     await_remote_bindings(&mut b, 1);
 
     caller(b.dir.path(), b.udp, "800", "uac.xml", &[]);
@@ -152,15 +147,7 @@ fn a_ring_group_over_two_nodes_cancels_the_other_node_s_phone_with_the_reason() 
     near.assert_ok();
 
     let db = store::open(&url, store::Options::default()).expect("db");
-    let deadline = Instant::now() + WAIT;
-    let calls = loop {
-        let calls = all_calls(db.as_ref());
-        if calls.len() == 3 && calls.iter().all(|c| c.status == CallStatus::Hangup) {
-            break calls;
-        }
-        assert!(Instant::now() < deadline, "the groupcall's three records: {calls:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let calls = ended_calls(db.as_ref(), 3);
     assert!(calls.iter().all(|c| c.node_id == "b"), "{calls:#?}");
     let leg = |aor: &str| {
         calls.iter().find(|c| c.destination.target == aor).unwrap_or_else(|| panic!("{aor}"))
@@ -178,10 +165,7 @@ fn a_ring_group_over_two_nodes_cancels_the_other_node_s_phone_with_the_reason() 
 /// on a, rings it.
 #[test]
 fn provisioning_made_on_one_node_is_in_effect_on_the_other() {
-    let pg = pgcluster::Cluster::start();
-    let url = pg.database();
-    let mut a = node("a", "127.0.0.2", &url);
-    let b = node("b", "127.0.0.3", &url);
+    let (_pg, _url, mut a, b) = two_nodes();
     let api = common::http::Api::new(b.http, fork::KEY);
     let body = serde_json::json!({"extension": "t50", "password": "pw-50"});
     api.post_ok("/v1.0/extensions", &body);
@@ -216,11 +200,8 @@ fn provisioning_made_on_one_node_is_in_effect_on_the_other() {
 /// incarnation, and a call still crosses the hop.
 #[test]
 fn postgres_restarted_under_the_nodes_reaps_nobody() {
-    let pg = pgcluster::Cluster::start();
-    let url = pg.database();
-    let mut a = node("a", "127.0.0.2", &url);
-    let mut b = node("b", "127.0.0.3", &url);
-    let phone = phone_on(&a, "test12", "uas_answer.xml", &[]);
+    let (pg, url, mut a, mut b) = two_nodes();
+    let phone = phone_registered_on(&a, "test12", "uas_answer.xml", &[]);
     await_remote_bindings(&mut b, 1);
 
     pg.stop();
@@ -341,10 +322,7 @@ impl RawCaller {
 
 #[test]
 fn a_node_killed_has_its_records_closed_and_its_relayed_legs_failed_by_a_survivor() {
-    let pg = pgcluster::Cluster::start();
-    let url = pg.database();
-    let mut a = node("a", "127.0.0.2", &url);
-    let mut b = node("b", "127.0.0.3", &url);
+    let (pg, url, mut a, mut b) = two_nodes();
     let mut phone = RingingPhone { sock: udp_client(), seen: Vec::new() };
     let resp = register_from(&phone.sock, a.udp, "test12", "pw12");
     assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
@@ -383,15 +361,7 @@ fn a_node_killed_has_its_records_closed_and_its_relayed_legs_failed_by_a_survivo
     );
 
     // A survivor closed a's live records; b's are b's, ended by b.
-    let deadline = Instant::now() + WAIT;
-    let calls = loop {
-        let calls = all_calls(db.as_ref());
-        if calls.iter().all(|c| c.status == CallStatus::Hangup) {
-            break calls;
-        }
-        assert!(Instant::now() < deadline, "every record closed: {calls:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let calls = ended_calls(db.as_ref(), 4);
     let of_a: Vec<_> = calls.iter().filter(|c| c.node_id == "a").collect();
     assert_eq!(of_a.len(), 2, "a's inbound call and its leg, as committed: {calls:#?}");
     for c in &of_a {

@@ -525,6 +525,18 @@ impl Phone {
     }
 }
 
+/// A SIPp phone playing `scenario` for one call, registered on `server` as
+/// `user` (password `pw<nn>` for `test<nn>`) from the port it answers on.
+pub fn phone_registered_on(server: &Server, user: &str, scenario: &str, args: &[&str]) -> Phone {
+    let pw = format!("pw{}", user.trim_start_matches("test"));
+    let register = |sock: &UdpSocket| {
+        let resp = register_from(sock, server.udp, user, &pw);
+        assert!(resp.starts_with("SIP/2.0 200"), "{user}: {resp}");
+    };
+    let unregister = |_lost_port| unregister_all(server.udp, user, &pw);
+    Phone::start_announced(server.dir.path(), scenario, args, None, register, unregister)
+}
+
 /// SIPp answering `scenario_file` on 127.0.0.1:`port`, for one call.
 pub fn phone_command(dir: &Path, scenario_file: &str, extra: &[&str], port: u16) -> Command {
     let mut c = Command::new("sipp");
