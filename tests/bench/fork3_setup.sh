@@ -5,8 +5,13 @@
 # three phones, 127.0.0.1 is a carrier. FS_EXTRA is appended to the config.
 # Defines start_server (fresh database, waits for "forkswitch ready"),
 # rcvbuf_errors and SIPP_COMMON.
-cargo build --release -p forkswitch >/dev/null 2>&1
-BIN=$PWD/target/release/forkswitch
+# FS_BIN: another binary to measure (e.g. a baseline), not built here.
+if [ -n "${FS_BIN:-}" ]; then
+    BIN=$(realpath "$FS_BIN")
+else
+    cargo build --release -p forkswitch >/dev/null 2>&1
+    BIN=$PWD/target/release/forkswitch
+fi
 SCN=$PWD/sipp-scenarios
 WORK=$(mktemp -d)
 PIDS=()

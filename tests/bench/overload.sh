@@ -7,8 +7,9 @@
 # retransmission, no UDP drop); then 2 x C is offered.
 #
 #   bash tests/bench/overload.sh ["RATES"] [SECONDS_PER_STEP]   # e.g. "1600 2000 2400" 10
-#   env MAX_QUEUE_DELAY_MS, RESUME_QUEUE_DELAY_MS, SUSTAIN_MS, MAX_TRANSACTIONS: the [overload] settings;
-#   OVERLOAD_RATE: offer that instead of 2 x C; KEEP=1 keeps the work directory
+#   env MAX_QUEUE_DELAY_MS, RESUME_QUEUE_DELAY_MS, SUSTAIN_MS, MAX_TRANSACTIONS: [overload] settings
+#   (the shipped defaults otherwise); OVERLOAD_RATE: offer that instead of 2 x C; KEEP=1 keeps the
+#   work directory; FS_BIN: the server binary (default: target/release/forkswitch, built first)
 #
 # One line per step:
 #   overload offered=R admitted=A rejected=J failed=F p99_ms=P
@@ -24,11 +25,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RATES=${1:-"1600 2000 2400"}
 SECS=${2:-10}
-FS_EXTRA="[overload]
-max_queue_delay_ms = ${MAX_QUEUE_DELAY_MS:-50}
-resume_queue_delay_ms = ${RESUME_QUEUE_DELAY_MS:-10}
-sustain_ms = ${SUSTAIN_MS:-100}
-max_transactions = ${MAX_TRANSACTIONS:-500000}"
+# The shipped [overload] defaults, but for the settings given.
+FS_EXTRA="[overload]"
+for kv in "max_queue_delay_ms=${MAX_QUEUE_DELAY_MS:-}" "resume_queue_delay_ms=${RESUME_QUEUE_DELAY_MS:-}" \
+          "sustain_ms=${SUSTAIN_MS:-}" "max_transactions=${MAX_TRANSACTIONS:-}"; do
+    if [ -n "${kv#*=}" ]; then FS_EXTRA+=$'\n'"${kv%%=*} = ${kv#*=}"; fi
+done
 . tests/bench/fork3_setup.sh
 start_server
 

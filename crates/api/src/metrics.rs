@@ -105,6 +105,26 @@ fn histogram<const N: usize>(
     m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &buckets, None)
 }
 
+/// Media anchoring: ng requests by command and result, their latency,
+/// rtpengine instances configured and up.
+fn media(e: &mut DescriptorEncoder, m: &switch::counters::MediaCounters) -> std::fmt::Result {
+    use switch::counters::{MEDIA_COMMANDS, MEDIA_RESULTS};
+    let h = "ng requests to rtpengine, by command and result";
+    let mut d = e.encode_descriptor("media_ng_requests", h, None, MetricType::Counter)?;
+    for (command, row) in MEDIA_COMMANDS.iter().zip(&m.requests) {
+        for (result, n) in MEDIA_RESULTS.iter().zip(row) {
+            let labels = [("command", *command), ("result", *result)];
+            ConstCounter::new(*n).encode(d.encode_family(&labels)?)?;
+        }
+    }
+    let h = "ng request latency (first send to reply or failure)";
+    histogram(e, "media_ng_latency_seconds", h, &m.latency_seconds)?;
+    let n = i64::try_from(m.instances).unwrap_or(i64::MAX);
+    gauge(e, "media_rtpengine_instances", "rtpengine instances configured ([media])", n)?;
+    let up = i64::try_from(m.instances_up).unwrap_or(i64::MAX);
+    gauge(e, "media_rtpengine_up", "rtpengine instances answering", up)
+}
+
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 const OUTCOMES: [&str; 5] = ["answered", "cancelled", "busy", "no_answer", "failed"];
 
@@ -166,6 +186,7 @@ impl Collector for Scrape {
             histogram(&mut e, "call_setup_seconds", h, &c.setup_seconds)?;
             let h = "Legs dialed per groupcall (counted when its call ends)";
             histogram(&mut e, "groupcall_legs", h, &c.legs_per_groupcall)?;
+            media(&mut e, &c.media)?;
             let st = &s.stats;
             gauge(&mut e, "calls_active", "Calls being served", signed(st.calls))?;
             gauge(&mut e, "dialogs_active", "B2BUA calls (dialogs) held", signed(st.dialog_calls))?;

@@ -88,7 +88,9 @@ impl CallTurn<'_> {
                 b = b.header_named(n, Bytes::from(v.clone()));
             }
         }
-        if let Some(body) = caller.offer.sdp() {
+        if let Some(sdp) = &target.sdp {
+            b = b.body(Bytes::from_static(b"application/sdp"), sdp.clone());
+        } else if let Some(body) = caller.offer.sdp() {
             b = b.body(body.ctype.clone(), body.bytes.clone());
         }
         b

@@ -26,7 +26,9 @@
 //! - once bridged, in-dialog requests (BYE, and those
 //!   [`sip_message::SUPPORTED`] marks relayed: re-INVITE, UPDATE, INFO,
 //!   OPTIONS) are relayed between the two dialogs and their responses
-//!   relayed back.
+//!   relayed back; with [`B2buaConfig::hold_relayed_sdp`] the SDP of a
+//!   relayed re-INVITE/UPDATE and of its 2xx waits for its owner (media
+//!   anchoring: [`CallEvent::RelayOffer`], [`CallManager::release_relay`]).
 //!
 //! What its owner (the switch core) must do:
 //! - feed *every* transaction event to [`CallManager::handle_event`]
@@ -107,6 +109,11 @@ pub struct B2buaConfig {
     pub send_100rel_to_caller: bool,
     /// Caps on what is copied from one leg onto another.
     pub limits: CopyLimits,
+    /// Hold the SDP of relayed re-INVITEs and UPDATEs (and of their 2xx)
+    /// for the owner to replace: [`CallEvent::RelayOffer`] /
+    /// [`CallEvent::RelayAnswer`], then [`CallManager::release_relay`]
+    /// (media anchoring). Off: bodies are relayed as they come.
+    pub hold_relayed_sdp: bool,
 }
 
 impl Default for B2buaConfig {
@@ -118,6 +125,7 @@ impl Default for B2buaConfig {
             max_forwards: 70,
             send_100rel_to_caller: false,
             limits: CopyLimits::default(),
+            hold_relayed_sdp: false,
         }
     }
 }
@@ -143,9 +151,14 @@ impl CallRef {
     }
 }
 
+/// A relayed request or response held for its SDP
+/// ([`CallEvent::RelayOffer`], [`CallEvent::RelayAnswer`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct RelayRef(pub(crate) u64);
+
 /// An outbound leg of a call; legs are numbered from 0 in dial order.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct LegRef(u32);
+pub struct LegRef(pub(crate) u32);
 
 impl LegRef {
     /// The leg's number within its call (0 for the first one dialed).
@@ -173,6 +186,23 @@ pub struct DialTarget {
     /// Extra header fields; a name that is not a token or a value with CR
     /// or LF is skipped.
     pub extra_headers: Vec<(String, String)>,
+    /// The offer (SDP) for this leg instead of the caller's: the media
+    /// relay's offer when media is anchored; `None`: the caller's.
+    pub sdp: Option<bytes::Bytes>,
+}
+
+/// What an anchored media offer of a call is made from
+/// ([`CallManager::caller_media`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallerMedia {
+    /// The caller's SIP Call-ID.
+    pub call_id: String,
+    /// The caller's From tag.
+    pub from_tag: String,
+    /// The caller's offer.
+    pub sdp: bytes::Bytes,
+    /// The transport the caller's INVITE came over.
+    pub transport: Transport,
 }
 
 /// What happened to a call. Every leg gets exactly one terminal event
@@ -276,6 +306,27 @@ pub enum CallEvent {
         /// The call.
         call: CallRef,
     },
+    /// A re-INVITE or UPDATE with SDP from one side waits to be relayed
+    /// (only with [`B2buaConfig::hold_relayed_sdp`]): read its SDP with
+    /// [`CallManager::held_sdp`], then [`CallManager::release_relay`].
+    RelayOffer {
+        /// The call.
+        call: CallRef,
+        /// The held request.
+        relay: RelayRef,
+        /// The side it came from: a leg, or `None` for the caller.
+        from_leg: Option<LegRef>,
+    },
+    /// The 2xx with SDP to a relayed re-INVITE or UPDATE waits to be
+    /// relayed back to `from_leg`'s side (the offerer): as `RelayOffer`.
+    RelayAnswer {
+        /// The call.
+        call: CallRef,
+        /// The held response.
+        relay: RelayRef,
+        /// The side the request came from: a leg, or `None`: the caller.
+        from_leg: Option<LegRef>,
+    },
     /// Every leg and dialog of the call is gone; the [`CallRef`] is freed.
     CallEnded {
         /// The call.
@@ -299,6 +350,8 @@ impl CallEvent {
             | CallEvent::CallerCancelled { call, .. }
             | CallEvent::CallerHungUp { call }
             | CallEvent::CallerNoAck { call }
+            | CallEvent::RelayOffer { call, .. }
+            | CallEvent::RelayAnswer { call, .. }
             | CallEvent::CallEnded { call } => call,
         }
     }

@@ -5,13 +5,16 @@
 //! `events.rs`.
 
 use crate::caller_state::{Caller, InboundInvite, Offer, Reliable};
-use crate::dialog::{self, Dialog};
+use crate::dialog::{self, Body, Dialog};
 use crate::index::CallIndex;
 use crate::settings::{Settings, Tokens};
 use crate::state::{Call, Origin, Role, Side};
 use crate::turn::{CallTurn, Outputs, Wire};
 use crate::{limits::Notice, Stateless};
-use crate::{B2buaConfig, B2buaError, CallEvent, CallRef, DialTarget, LegRef, LocalContact};
+use crate::{
+    B2buaConfig, B2buaError, CallEvent, CallRef, CallerMedia, DialTarget, LegRef, LocalContact,
+    RelayRef,
+};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use sip_message::{HeaderName, Message, Method, Peer};
@@ -448,6 +451,74 @@ impl CallManager {
     /// The SIP Call-ID of the caller's dialog.
     pub fn caller_sip_call_id(&self, call: CallRef) -> Option<&str> {
         std::str::from_utf8(&self.calls.get(&call)?.caller.dialog.call_id).ok()
+    }
+
+    /// What an anchored media offer of a call is made from: the caller's
+    /// SIP Call-ID, its From tag, its offer (SDP) and the transport it came
+    /// over. `None` before the caller's offer or after the call is gone.
+    pub fn caller_media(&self, call: CallRef) -> Option<CallerMedia> {
+        let c = self.calls.get(&call)?;
+        let sdp = c.caller.offer.sdp()?.bytes.clone();
+        Some(CallerMedia {
+            call_id: std::str::from_utf8(&c.caller.dialog.call_id).ok()?.to_owned(),
+            from_tag: std::str::from_utf8(&c.caller.dialog.remote_tag).ok()?.to_owned(),
+            sdp,
+            transport: c.caller.peer.transport,
+        })
+    }
+
+    /// A leg's SDP toward the caller with the To tag it came under: the
+    /// 2xx's answer once answered (until it went to the caller), else the
+    /// latest early SDP (183) with the tag of the latest early dialog.
+    pub fn leg_answer_sdp(&self, call: CallRef, leg: LegRef) -> Option<(Bytes, String)> {
+        let l = self.calls.get(&call)?.leg(leg.0)?;
+        let utf8 = |b: &Bytes| std::str::from_utf8(b).ok().map(str::to_owned);
+        if let Some(a) = l.answered() {
+            return Some((a.answer.as_ref()?.bytes.clone(), utf8(&a.dialog.remote_tag)?));
+        }
+        let i = l.inviting()?;
+        let tag = i.early.last().map(|e| &e.dialog.remote_tag)?;
+        Some((i.early_sdp.as_ref()?.bytes.clone(), utf8(tag)?))
+    }
+
+    /// Replaces a leg's SDP toward the caller (the anchored answer from
+    /// the media relay) before [`CallManager::answer_caller`] or
+    /// [`CallManager::early_media_caller`] sends it. `false` when the leg
+    /// has no such SDP any more.
+    pub fn replace_leg_answer_sdp(&mut self, call: CallRef, leg: LegRef, sdp: Bytes) -> bool {
+        let Some(l) = self.calls.get_mut(&call).and_then(|c| c.leg_mut(leg.0)) else {
+            return false;
+        };
+        let body = Body { ctype: Bytes::from_static(b"application/sdp"), bytes: sdp };
+        if let Some(a) = l.answered_mut() {
+            return a.answer.as_mut().map(|b| *b = body).is_some();
+        }
+        l.inviting_mut().and_then(|i| i.early_sdp.as_mut()).map(|b| *b = body).is_some()
+    }
+
+    /// The SDP of a held relay ([`CallEvent::RelayOffer`],
+    /// [`CallEvent::RelayAnswer`]), as it came within the copy limits.
+    pub fn held_sdp(&self, call: CallRef, relay: RelayRef) -> Option<Bytes> {
+        let c = self.calls.get(&call)?;
+        let h = c.held.iter().find(|h| h.id == relay.0)?;
+        let m = match &h.what {
+            crate::state::HeldSdp::Request { request, .. } => request,
+            crate::state::HeldSdp::Response { far, .. } => far,
+        };
+        self.settings.cfg.limits.body(m).map(|b| b.bytes)
+    }
+
+    /// Lets a held relay go on with `sdp` as its body (the media relay's),
+    /// or its own (`None`).
+    pub fn release_relay(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: CallRef,
+        relay: RelayRef,
+        sdp: Option<Bytes>,
+    ) -> Result<(), B2buaError> {
+        self.with_call(tx, now, call, |t| t.release_relay(relay.0, sdp))
     }
 
     // ----- internals --------------------------------------------------------

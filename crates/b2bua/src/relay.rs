@@ -4,10 +4,12 @@
 
 use crate::caller_state::CallerState;
 use crate::dialog;
+use crate::dialog::Body;
 use crate::limits::Copied;
-use crate::state::{Held, Relay, Role, Side, MAX_RELAYS};
+use crate::state::{Held, HeldRelay, HeldSdp, Relay, Role, Side, MAX_RELAYS};
 use crate::turn::CallTurn;
-use crate::CallEvent;
+use crate::{B2buaError, CallEvent, RelayRef};
+use bytes::Bytes;
 use sip_message::{HeaderName, Message, Method, Peer};
 use sip_transaction::TxKey;
 
@@ -193,21 +195,48 @@ impl CallTurn<'_> {
         Ok(to)
     }
 
-    /// Relays a request from `from` to the side bridged with it.
+    /// Relays a request from `from` to the side bridged with it (a
+    /// re-INVITE or UPDATE with SDP is held first when the owner anchors
+    /// media: [`CallEvent::RelayOffer`]).
     fn relay(&mut self, from: Side, key: TxKey, req: Message, peer: Peer) {
         let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
         let to = match self.relay_target(from, &req, &method, peer) {
             Ok(to) => to,
             Err(code) => return self.wire.reply(key, &req, code),
         };
-        let settings = self.wire.settings;
-        let limits = &settings.cfg.limits;
-        let invite = method == Method::Invite;
-        if invite || method == Method::Update {
+        let offer_update = method == Method::Invite || method == Method::Update;
+        if offer_update {
             if let Some(d) = self.call.dialog_mut(from) {
                 d.refresh_target(&req);
             }
         }
+        let settings = self.wire.settings;
+        if offer_update && settings.cfg.hold_relayed_sdp && settings.cfg.limits.body(&req).is_some()
+        {
+            let id = key.to_bits();
+            self.own(key, Role::RelayServer);
+            let what = HeldSdp::Request { key, request: req, peer };
+            self.call.held.push(HeldRelay { id, from, what });
+            let (call, from_leg) = (self.call.id, from.leg());
+            self.wire.emit(CallEvent::RelayOffer { call, relay: RelayRef(id), from_leg });
+            return;
+        }
+        self.send_relay(from, (key, req, peer), to, None);
+    }
+
+    /// Sends a request from `from` on to `to`, with `sdp` as its body when
+    /// given (the owner's), else its own.
+    fn send_relay(
+        &mut self,
+        from: Side,
+        (key, req, peer): (TxKey, Message, Peer),
+        to: Side,
+        sdp: Option<Bytes>,
+    ) {
+        let method = req.method().cloned().unwrap_or(Method::Extension(Default::default()));
+        let settings = self.wire.settings;
+        let limits = &settings.cfg.limits;
+        let invite = method == Method::Invite;
         let mf = dialog::max_forwards(&settings.cfg, req.max_forwards().ok().flatten());
         let Some(d) = self.call.dialog_mut(to) else {
             self.wire.reply(key, &req, 481);
@@ -216,7 +245,11 @@ impl CallTurn<'_> {
         let (mut b, dest) = self.wire.dialog_request(d, method, mf);
         let seq = d.local_seq;
         b = limits.pass_through(b, &req);
-        let body = limits.body(&req);
+        let held_sdp = sdp.is_some();
+        let body = match sdp {
+            Some(bytes) => Some(Body { ctype: Bytes::from_static(b"application/sdp"), bytes }),
+            None => limits.body(&req),
+        };
         let offer = body.is_some();
         if let Some(body) = body {
             b = b.body(body.ctype, body.bytes);
@@ -235,6 +268,7 @@ impl CallTurn<'_> {
                     seq,
                     invite,
                     offer,
+                    held_sdp,
                     answered: false,
                     got_2xx: false,
                     ack: None,
@@ -244,38 +278,52 @@ impl CallTurn<'_> {
         }
     }
 
+    /// Our response to relayed request `r` for `resp` from the far side,
+    /// with `sdp` as its body when given (the owner's), else `resp`'s.
+    fn relayed_response(&self, r: &Relay, resp: &Message, sdp: Option<Bytes>) -> Message {
+        let settings = self.wire.settings;
+        let code = resp.status().unwrap_or(500);
+        let with_contact = r.invite || r.request.method() == Some(&Method::Update);
+        let mut b = settings.response(&r.request, code);
+        if with_contact && code < 300 {
+            b = b.header(HeaderName::Contact, settings.contact(&r.peer));
+        }
+        b = settings.cfg.limits.pass_through(b, resp);
+        let body = match sdp {
+            Some(bytes) => Some(Body { ctype: Bytes::from_static(b"application/sdp"), bytes }),
+            None => settings.cfg.limits.body(resp),
+        };
+        if let Some(body) = body {
+            b = b.body(body.ctype, body.bytes);
+        }
+        b.build()
+    }
+
     /// The response to a relayed request, relayed back.
     pub(crate) fn relay_response(&mut self, ck: TxKey, resp: &Message) {
         let Some(i) = self.call.relays.iter().position(|r| r.client_key == ck) else { return };
         let Some(code) = resp.status() else { return };
         let Some(r) = self.call.relays.get(i) else { return };
         let invite = r.invite;
-        let settings = self.wire.settings;
-        let with_contact = invite || r.request.method() == Some(&Method::Update);
-        let build = |r: &Relay| {
-            let mut b = settings.response(&r.request, code);
-            if with_contact && code < 300 {
-                b = b.header(HeaderName::Contact, settings.contact(&r.peer));
-            }
-            b = settings.cfg.limits.pass_through(b, resp);
-            if let Some(body) = settings.cfg.limits.body(resp) {
-                b = b.body(body.ctype, body.bytes);
-            }
-            b.build()
-        };
         if code < 200 {
             if invite && code > 100 && !r.answered {
-                let msg = build(r);
+                let msg = self.relayed_response(r, resp, None);
                 self.wire.respond(r.server_key, msg);
             }
             return;
         }
+        // A 2xx answer to an offer whose SDP went through the owner waits
+        // for the owner's answer SDP.
+        let hold = r.held_sdp && code < 300 && !r.answered && !r.got_2xx;
+        if hold && self.wire.settings.cfg.limits.body(resp).is_some() {
+            return self.hold_answer(i, resp);
+        }
         if invite && code < 300 {
-            let msg = (!r.answered).then(|| build(r));
+            let msg = (!r.answered).then(|| self.relayed_response(r, resp, None));
             return self.relay_2xx(i, msg, resp);
         }
         if !r.answered {
-            let msg = build(r);
+            let msg = self.relayed_response(r, resp, None);
             self.wire.respond(r.server_key, msg);
         }
         let to = r.to;
@@ -327,6 +375,60 @@ impl CallTurn<'_> {
                 *slot = Some(p);
             }
         }
+    }
+
+    /// Holds the 2xx (with SDP) to relayed request `i` for the owner: a
+    /// re-INVITE's far side is ACKed now (the offer was in the request),
+    /// the response to the offerer waits for `release_relay`.
+    fn hold_answer(&mut self, i: usize, resp: &Message) {
+        let Some(r) = self.call.relays.get(i) else { return };
+        let (from, invite, ck) = (r.from, r.invite, r.client_key);
+        let pending = invite.then(|| (r.peer, r.request.cseq().map(|c| c.seq).unwrap_or_default()));
+        let what = HeldSdp::Response {
+            server_key: r.server_key,
+            response: self.relayed_response(r, resp, None),
+            far: resp.clone(),
+            pending,
+        };
+        if invite {
+            self.relay_2xx(i, None, resp);
+        } else {
+            self.call.relays.remove(i);
+        }
+        let id = ck.to_bits();
+        self.call.held.push(HeldRelay { id, from, what });
+        let (call, from_leg) = (self.call.id, from.leg());
+        self.wire.emit(CallEvent::RelayAnswer { call, relay: RelayRef(id), from_leg });
+    }
+
+    /// Lets a held request or response go on, with `sdp` as its body
+    /// (`None`: its own). A request whose far side went meanwhile gets 481.
+    pub(crate) fn release_relay(&mut self, id: u64, sdp: Option<Bytes>) -> Result<(), B2buaError> {
+        let i = self.call.held.iter().position(|h| h.id == id).ok_or(B2buaError::UnknownLeg)?;
+        let h = self.call.held.remove(i);
+        match h.what {
+            HeldSdp::Request { key, request, peer } => {
+                match self.call.other(h.from).filter(|&t| self.call.side_up(t)) {
+                    Some(to) => self.send_relay(h.from, (key, request, peer), to, sdp),
+                    None => self.wire.reply(key, &request, 481),
+                }
+            }
+            HeldSdp::Response { server_key, response, pending, .. } => {
+                let mut msg = response;
+                if let Some(sdp) = sdp {
+                    msg.set_body(Some(Bytes::from_static(b"application/sdp")), sdp);
+                }
+                self.wire.respond(server_key, msg.clone());
+                if let Some((peer, cseq)) = pending {
+                    self.drop_pending(h.from);
+                    let p = self.pending_2xx(msg, peer, cseq, None);
+                    if let Some(slot) = self.call.pending_mut(h.from) {
+                        *slot = Some(p);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A relayed request got no response (timeout, transport error, or its

@@ -25,6 +25,16 @@ pub(crate) enum Side {
     Leg(u32),
 }
 
+impl Side {
+    /// The leg, `None` for the caller.
+    pub(crate) fn leg(self) -> Option<crate::LegRef> {
+        match self {
+            Side::Caller => None,
+            Side::Leg(l) => Some(crate::LegRef(l)),
+        }
+    }
+}
+
 /// What a transaction we own is to its call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -110,11 +120,32 @@ pub(crate) struct Relay {
     pub(crate) invite: bool,
     /// The request carried a body (an offer, for an INVITE).
     pub(crate) offer: bool,
+    /// Its SDP went through the owner: so does its 2xx's.
+    pub(crate) held_sdp: bool,
     /// The final response went back (or the server side was ended).
     pub(crate) answered: bool,
     /// A 2xx came back: later ones are retransmissions.
     pub(crate) got_2xx: bool,
     pub(crate) ack: Option<Stored>,
+}
+
+/// A relayed request or response held for its SDP (media anchoring).
+#[derive(Debug)]
+pub(crate) struct HeldRelay {
+    pub(crate) id: u64,
+    pub(crate) from: Side,
+    pub(crate) what: HeldSdp,
+}
+
+/// What a [`HeldRelay`] holds.
+#[derive(Debug)]
+pub(crate) enum HeldSdp {
+    /// A request from `from`, not sent on yet.
+    Request { key: TxKey, request: Message, peer: Peer },
+    /// Our response to `from`'s request (server transaction
+    /// `server_key`), made from `far`'s; `pending`: a re-INVITE's 2xx,
+    /// retransmitted until the ACK (its peer and CSeq).
+    Response { server_key: TxKey, response: Message, far: Message, pending: Option<(Peer, u32)> },
 }
 
 /// Where a call's caller side is.
@@ -139,6 +170,8 @@ pub(crate) struct Call {
     pub(crate) legs: Vec<Leg>,
     pub(crate) bridged: Option<u32>,
     pub(crate) relays: Vec<Relay>,
+    /// Relayed requests and responses waiting for their SDP.
+    pub(crate) held: Vec<HeldRelay>,
     /// Keys whose owner is this call.
     pub(crate) keys: Vec<TxKey>,
     /// The deadline registered in the manager's schedule.
@@ -154,6 +187,7 @@ impl Call {
             legs: Vec::new(),
             bridged: None,
             relays: Vec::new(),
+            held: Vec::new(),
             keys: Vec::new(),
             sched: None,
         }
@@ -163,6 +197,7 @@ impl Call {
         self.caller.done()
             && self.legs.iter().all(Leg::done)
             && self.relays.iter().all(|r| r.answered)
+            && self.held.is_empty()
     }
 
     /// The caller side: the inbound caller, or the source leg.

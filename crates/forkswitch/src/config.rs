@@ -73,6 +73,9 @@ pub struct Config {
     /// HEP v3 to a capture server (Homer); none: off.
     #[serde(default)]
     pub hep: Option<HepConfig>,
+    /// Media anchoring through rtpengine (`mode = "off"` by default).
+    #[serde(default)]
+    pub media: media_anchor::MediaSection,
     /// This node's place in a cluster of nodes sharing one PostgreSQL;
     /// none: a single node.
     #[serde(default)]
@@ -271,9 +274,10 @@ pub struct DnsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverloadConfig {
-    /// Input queue delay beyond which new INVITEs get 503; 0: never.
+    /// Input queue delay admission keeps calls under: past it (sustained),
+    /// new INVITEs get 503 in the proportion needed; 0: never.
     pub max_queue_delay_ms: u64,
-    /// Delay under which new INVITEs are admitted again.
+    /// Delay under which, nothing refused any more, the overload ends.
     pub resume_queue_delay_ms: u64,
     /// How long the delay must stay past the limit before shedding starts.
     pub sustain_ms: u64,
@@ -879,13 +883,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// 1-based line of the first `key =` inside `[table]` (or anywhere).
+/// 1-based line of the first `key =` inside `[table]` (or anywhere); the
+/// `[table]` line itself when the key is missing there.
 fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
     let mut in_table = table.is_empty();
+    let mut header = None;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.starts_with('[') {
             in_table = t.trim_matches(|c| c == '[' || c == ']').trim() == table;
+            if in_table && header.is_none() {
+                header = Some(i + 1);
+            }
             continue;
         }
         if in_table {
@@ -896,7 +905,7 @@ fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
             }
         }
     }
-    None
+    header
 }
 
 /// A provisioning rule broken by the record `who` (`a@test`, `800@test`)
@@ -997,7 +1006,8 @@ impl Config {
         self.check_routes()?;
         self.check_calls_and_log()?;
         self.check_capture()?;
-        self.check_cluster()
+        self.check_cluster()?;
+        self.check_media()
     }
 
     /// `[cluster]`: PostgreSQL, a usable node id, an advertised address this
@@ -1038,6 +1048,17 @@ impl Config {
             return Err(("cluster", "lease_ms", why.into()));
         }
         Ok(())
+    }
+
+    /// `[media]`: the rtpengine ng addresses, timeouts, what a call gets
+    /// when none answers.
+    fn check_media(&self) -> Result<(), Broken> {
+        self.media.validate().map(|_| ()).map_err(|e| ("media", e.key, e.reason))
+    }
+
+    /// `[media]` checked ([`Config::parse`] refused a broken one).
+    pub fn media_settings(&self) -> media_anchor::MediaSettings {
+        self.media.validate().unwrap_or(media_anchor::MediaSettings::Off)
     }
 
     /// `[trace]` and `[hep]`.
@@ -1403,6 +1424,7 @@ impl Config {
             source_ban: Duration::from_secs(o.source_ban_secs),
             ..Default::default()
         };
+        c.media = self.media_settings();
         c.keepalive_interval = (self.registrar.keepalive_interval_secs > 0)
             .then(|| Duration::from_secs(self.registrar.keepalive_interval_secs));
         c
@@ -1467,6 +1489,17 @@ mod tests {
         assert!(e.contains("sip.udp"), "{e}");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[log]\nlevel = \"loud\"\n");
         assert!(e.starts_with("f.toml:4: log.level"), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\nmode = \"rtpengine\"\n");
+        assert!(e.starts_with("f.toml:3: media.rtpengine: "), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\nmode = \"rtpengine\"\nrtpengine = [\"localhost:2223\"]\n");
+        assert!(
+            e.starts_with("f.toml:5: media.rtpengine: \"localhost:2223\" is not IP:port"),
+            "{e}"
+        );
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\ntimeout_ms = 1\n");
+        assert_eq!(e, "f.toml:4: media.timeout_ms: must be 10..=60000");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\non_failure = \"shrug\"\n");
+        assert!(e.starts_with("f.toml:4: "), "{e}");
     }
 
     /// `[[extensions]]` with `extra`, after a customer and domain `test`

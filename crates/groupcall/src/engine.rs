@@ -285,6 +285,18 @@ impl Fork {
         self.settle(now);
     }
 
+    /// The switch cannot serve the call (its media relay failed and
+    /// `on_failure = "reject"`): before the answer, every ringing leg is
+    /// cancelled and the caller gets `code` as it is (a 503 stays a 503:
+    /// it is this switch that is unavailable). After the answer, or asked
+    /// again, it changes nothing.
+    pub fn refuse(&mut self, now: Now, code: u16) {
+        if matches!(self.stage, Stage::Ready | Stage::Hunting { .. }) {
+            self.stop(now, CancelCause::ApiHangup, code);
+            self.settle(now);
+        }
+    }
+
     /// Hangup of one leg asked through the API, by its call record id: a
     /// leg still ringing is CANCELed and its destination counts as failed
     /// (487), so the rest of the group goes on; the answered leg hangs up

@@ -8,8 +8,8 @@ use media_anchor::{
     Answer, ClientEvent, Command, Delete, Failure, InstanceId, InstanceSpec, LegMedia, Offer,
     Reply, ReplyBody, RtpengineSettings, SdpOptions, SdpRole,
 };
-use rtpengine_harness::{NgDriver, Rtpengine};
-use std::net::{SocketAddr, UdpSocket};
+use rtpengine_harness::{audio_port, relay_rtp as relay, NgDriver, Rtpengine};
+use std::net::UdpSocket;
 use std::time::Duration;
 
 const FIRST: InstanceId = InstanceId(0);
@@ -55,37 +55,11 @@ fn sdp_of(r: Result<Reply, Failure>) -> String {
     }
 }
 
-/// The `m=audio` port of an SDP.
-fn audio_port(sdp: &str) -> u16 {
-    let line = sdp.lines().find(|l| l.starts_with("m=audio ")).expect("m=audio");
-    line.split(' ').nth(1).unwrap().parse().unwrap()
-}
-
 fn udp() -> (UdpSocket, u16) {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let port = s.local_addr().unwrap().port();
     (s, port)
-}
-
-/// Sends `n` RTP packets from `from` to rtpengine's `port`; returns how
-/// many `to` received.
-fn relay(from: &UdpSocket, port: u16, to: &UdpSocket, n: u16) -> u16 {
-    let mut got = 0;
-    let mut buf = [0u8; 2048];
-    for seq in 0..n {
-        let mut pkt = vec![0x80, 0x00];
-        pkt.extend_from_slice(&seq.to_be_bytes());
-        pkt.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-        pkt.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-        pkt.extend(std::iter::repeat_n(0xff, 160));
-        from.send_to(&pkt, SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
-        if let Ok((len, _)) = to.recv_from(&mut buf) {
-            assert_eq!(len, pkt.len(), "relayed unchanged");
-            got += 1;
-        }
-    }
-    got
 }
 
 #[test]

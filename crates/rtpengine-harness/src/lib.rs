@@ -2,7 +2,9 @@
 //!
 //! [`Rtpengine::start`] runs the Debian `rtpengine` daemon in userspace
 //! (`--table=-1`, no kernel module) on loopback: its ng control port and
-//! its media port range are picked free at run time, deleted calls go at
+//! its media port range are picked free at run time (and the ng socket is
+//! checked to be the started process's own, in `/proc`: parallel tests
+//! never talk to each other's daemon), deleted calls go at
 //! once (`--delete-delay=0`, so `list` is empty right after a call), and
 //! it is killed by its PID when the handle drops. [`NgDriver`] drives one
 //! or more of them with `media-anchor`'s sans-IO [`NgClient`] through a
@@ -20,7 +22,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Media ports each rtpengine gets (even count: RTP/RTCP pairs).
@@ -29,8 +31,39 @@ const PORTS_PER_INSTANCE: u16 = 100;
 const MEDIA_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// How long a start may take before it is a failure.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many ng ports a start tries when another process took the port.
+const START_ATTEMPTS: u32 = 8;
 
 static STARTED: AtomicU32 = AtomicU32::new(0);
+/// Drivers made by this process, for distinct seeds (hence cookies).
+static DRIVERS: AtomicU64 = AtomicU64::new(0);
+
+/// `true` when process `pid` has a socket bound to UDP `port` on
+/// 127.0.0.1: the inode of that socket in `/proc/net/udp` is one of the
+/// process's file descriptors.
+pub fn holds_udp_port(pid: u32, port: u16) -> io::Result<bool> {
+    let table = std::fs::read_to_string("/proc/net/udp")?;
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&local.as_str())).then(|| cols.get(9).map(|i| i.to_string()))?
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Ok(false);
+    }
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(link) = std::fs::read_link(fd?.path()) else { continue };
+        let link = link.to_string_lossy().into_owned();
+        if inodes.iter().any(|i| link == format!("socket:[{i}]")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// A running rtpengine, killed (by PID) when dropped.
 pub struct Rtpengine {
@@ -67,8 +100,26 @@ fn free_port_range(count: u16) -> io::Result<(u16, u16)> {
 }
 
 impl Rtpengine {
-    /// Starts rtpengine and waits until it answers `ping`.
+    /// Starts rtpengine and waits until it answers `ping` on an ng port
+    /// that its own process holds (see [`Rtpengine::start_once`]).
     pub fn start() -> io::Result<Rtpengine> {
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            match Rtpengine::start_once() {
+                Ok(r) => return Ok(r),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("rtpengine did not start")))
+    }
+
+    /// One try: a port that was free a moment ago may be taken by another
+    /// test's rtpengine before ours binds it. Then ours exits (or a `pong`
+    /// comes from the other one): `AddrInUse`, and [`Rtpengine::start`]
+    /// tries another port. Success means that the ng socket on our port
+    /// is one of *our* process's file descriptors.
+    fn start_once() -> io::Result<Rtpengine> {
         let ng = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
         let ports = free_port_range(PORTS_PER_INSTANCE)?;
         let dir =
@@ -109,11 +160,23 @@ impl Rtpengine {
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                return Err(io::Error::other(format!("rtpengine exited ({status}): {log}")));
+                let kind = if log.contains("in use") || log.contains("listen") {
+                    io::ErrorKind::AddrInUse
+                } else {
+                    io::ErrorKind::Other
+                };
+                return Err(io::Error::new(kind, format!("rtpengine exited ({status}): {log}")));
             }
             let pong = driver.request_to(InstanceId(0), Command::Ping);
             if let Ok(Reply::Ok { body: ReplyBody::Pong, .. }) = pong {
-                return Ok(());
+                if holds_udp_port(self.child.id(), self.ng.port())? {
+                    return Ok(());
+                }
+                // Another rtpengine answered on our port: ours lost the race.
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("ng port {} is another process's", self.ng.port()),
+                ));
             }
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, "rtpengine did not answer ping"))
@@ -158,6 +221,38 @@ impl Drop for Rtpengine {
     }
 }
 
+/// Sends `n` RTP packets (PCMU-sized) from `from` to 127.0.0.1:`port`;
+/// returns how many `to` received unchanged, each within 500 ms.
+pub fn relay_rtp(from: &UdpSocket, port: u16, to: &UdpSocket, n: u16) -> u16 {
+    let _ = to.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut got = 0;
+    let mut buf = [0u8; 2048];
+    for seq in 0..n {
+        let mut pkt = vec![0x80, 0x00];
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        pkt.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        pkt.extend(std::iter::repeat_n(0xff, 160));
+        if from.send_to(&pkt, SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+            continue;
+        }
+        if let Ok((len, _)) = to.recv_from(&mut buf) {
+            assert_eq!(len, pkt.len(), "relayed unchanged");
+            got += 1;
+        }
+    }
+    got
+}
+
+/// The `m=audio` port of an SDP (0 without one).
+pub fn audio_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `media-anchor`'s client over a real UDP socket, one request at a time.
 pub struct NgDriver {
     socket: UdpSocket,
@@ -178,7 +273,10 @@ impl NgDriver {
         s.timeout = Duration::from_millis(300);
         s.retries = 2;
         s.probe_interval = Duration::from_millis(500);
-        NgDriver::with_settings(&s, 1)
+        // Distinct per driver and per process: no two drivers share cookies.
+        let n = DRIVERS.fetch_add(1, Ordering::Relaxed);
+        let seed = (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        NgDriver::with_settings(&s, seed)
     }
 
     /// A driver with these settings; its cookies and choices of instance
@@ -272,5 +370,21 @@ impl NgDriver {
                 Err(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_held_by_the_process_that_bound_it_only() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        assert!(holds_udp_port(std::process::id(), port).unwrap());
+        // PID 1 (init) never binds a test's ephemeral port.
+        assert!(!holds_udp_port(1, port).unwrap_or(false));
+        drop(s);
+        assert!(!holds_udp_port(std::process::id(), port).unwrap());
     }
 }

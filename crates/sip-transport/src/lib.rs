@@ -6,13 +6,17 @@
 //! SO_REUSEPORT with several UDP sockets), frames what arrives on TCP and
 //! TLS streams (one WebSocket message is one SIP message), and hands every
 //! message up unparsed as an [`Inbound`] carrying its [`Peer`] and receive
-//! time. Sending goes through [`SipTransport`]: UDP, or a stream connection
-//! per remote address and transport, reused; outbound connections are TCP
-//! or TLS ([`TlsSettings`]: certificates verified, SNI from the host name
-//! given by [`SipTransport::set_tls_name`]). WebSocket peers (browsers)
-//! connect in and are only reached over their own connection. What it
-//! learns on the way (a send that failed, a connection that closed) comes
-//! up as a [`Notice`], the same for every stream transport.
+//! time. Streams are served by tokio tasks and their messages come up a
+//! channel; UDP is read and written in batches by the thread that owns the
+//! switch ([`UdpReceiver`], [`Outbox`], waiting in a [`Poller`]: `udp.rs`,
+//! `poll.rs`), with no task in between. Sending goes through an [`Outbox`]
+//! (or [`SipTransport`] directly): UDP, or a stream connection per remote
+//! address and transport, reused; outbound connections are TCP or TLS
+//! ([`TlsSettings`]: certificates verified, SNI from the host name given by
+//! [`SipTransport::set_tls_name`]). WebSocket peers (browsers) connect in
+//! and are only reached over their own connection. What it learns on the
+//! way (a send that failed, a connection that closed) comes up as a
+//! [`Notice`], the same for every stream transport.
 //!
 //! It never interprets a message beyond stream framing, RFC 5626 keep-alive
 //! pongs and, for a request too large for UDP, the switch to TCP (RFC 3261
@@ -21,9 +25,11 @@
 #![deny(missing_docs)]
 
 mod arrival;
+mod poll;
 pub mod socket;
 mod stream;
 mod tls;
+mod udp;
 pub mod via_stamp;
 mod ws;
 
@@ -34,11 +40,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::debug;
 
+pub use poll::{Doorbell, Interest, Poller};
 pub use tls::{ClientCerts, PemInput, TlsError, TlsSettings};
+pub use udp::{Outbox, UdpReceiver, BATCH};
 pub use via_stamp::via_to_tcp;
 
 /// RFC 3261 18.1.1: requests larger than this go over TCP when possible.
@@ -137,10 +144,9 @@ pub struct SendFailure {
 pub struct Stats {
     /// Datagrams and stream messages received.
     pub received: AtomicU64,
-    /// Stream bytes that could not be framed (the connection was closed).
+    /// Stream bytes that could not be framed (the connection was closed),
+    /// and datagrams larger than a receive buffer.
     pub unparsable: AtomicU64,
-    /// Messages dropped because the layer above was not keeping up.
-    pub overload_drops: AtomicU64,
     /// Messages sent.
     pub sent: AtomicU64,
     /// Send errors.
@@ -149,7 +155,7 @@ pub struct Stats {
 
 struct UdpEndpoint {
     local: SocketAddr,
-    sockets: Vec<Arc<UdpSocket>>,
+    sockets: Vec<Arc<std::net::UdpSocket>>,
 }
 
 pub(crate) struct ConnEntry {
@@ -184,9 +190,10 @@ pub struct SipTransport {
 }
 
 impl SipTransport {
-    /// Binds every listener in `cfg` and starts the receive tasks. Received
-    /// messages go to `inbound`; send failures and closed connections to
-    /// `notices`.
+    /// Binds every listener in `cfg` and starts the stream tasks (in the
+    /// runtime it is called from). Messages received on streams go to
+    /// `inbound`; send failures and closed connections to `notices`; UDP
+    /// sockets are read by a [`UdpReceiver`].
     pub async fn bind(
         cfg: TransportConfig,
         inbound: mpsc::Sender<Inbound>,
@@ -199,11 +206,11 @@ impl SipTransport {
             let first = socket::udp_socket(*addr, &cfg, n > 1)?;
             arrival::enable(&first);
             let local = first.local_addr()?;
-            let mut sockets = vec![Arc::new(UdpSocket::from_std(first)?)];
+            let mut sockets = vec![Arc::new(first)];
             for _ in 1..n {
                 let s = socket::udp_socket(local, &cfg, true)?;
                 arrival::enable(&s);
-                sockets.push(Arc::new(UdpSocket::from_std(s)?));
+                sockets.push(Arc::new(s));
             }
             udp.push(UdpEndpoint { local, sockets });
         }
@@ -250,11 +257,6 @@ impl SipTransport {
             shutdown: stop_rx,
             stats: Stats::default(),
         });
-        for ep in &inner.udp {
-            for s in &ep.sockets {
-                tokio::spawn(udp_recv_loop(inner.clone(), s.clone(), ep.local));
-            }
-        }
         for (l, kind) in listeners {
             tokio::spawn(stream::accept_loop(inner.clone(), l, kind));
         }
@@ -295,78 +297,98 @@ impl SipTransport {
         self.inner.conns.len()
     }
 
-    /// Stops reading from every socket and closes stream connections; sends
-    /// still work so that in-flight transactions can finish.
+    /// Closes stream connections and stops accepting new ones; sends still
+    /// work so that in-flight transactions can finish. (UDP sockets are
+    /// read only when their [`UdpReceiver`] is asked.)
     pub fn stop_receiving(&self) {
         let _ = self.stop.send(true);
     }
 
-    /// Sends a request (or an ACK/CANCEL). Over UDP a request larger than
-    /// [`UDP_MTU_LIMIT`] goes over TCP when this transport listens on TCP,
-    /// with its top Via rewritten, falling back to UDP if TCP fails.
-    pub fn send_request(&self, peer: &Peer, msg: &Message, token: u64) {
-        if peer.transport == Transport::Udp && !self.inner.tcp_locals.is_empty() {
-            let bytes = msg.to_bytes();
-            if bytes.len() > UDP_MTU_LIMIT {
-                if let Some(tcp_msg) = via_stamp::via_to_tcp(msg) {
-                    let tcp_peer = Peer { transport: Transport::Tcp, conn: None, ..*peer };
-                    stream::send(&self.inner, &tcp_peer, tcp_msg.to_bytes(), token, Some(bytes));
-                    return;
-                }
-            }
-            self.send_udp(peer, bytes, token);
-            return;
-        }
-        self.send_bytes(peer, msg.to_bytes(), token);
+    /// A reader of every UDP socket, in batches, for the thread that owns
+    /// the switch.
+    pub fn udp_receiver(&self) -> UdpReceiver {
+        UdpReceiver::new(self.inner.clone())
     }
 
-    /// Sends raw bytes to `peer` as they are: one datagram, stream write or
-    /// WebSocket message.
+    /// A sender that batches datagrams, for the thread that owns the
+    /// switch.
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.inner.clone())
+    }
+
+    /// Sends a message at once (an [`Outbox`] batches datagrams instead).
+    /// Over UDP a request larger than [`UDP_MTU_LIMIT`] goes over TCP when
+    /// this transport listens on TCP, with its top Via rewritten, falling
+    /// back to UDP if TCP fails.
+    pub fn send_request(&self, peer: &Peer, msg: &Message, token: u64) {
+        match route(&self.inner, peer, msg) {
+            Route::Udp(bytes) => udp_send(&self.inner, peer, bytes, token),
+            Route::Stream { peer, bytes, udp_fallback } => {
+                stream::send(&self.inner, &peer, bytes, token, udp_fallback)
+            }
+        }
+    }
+
+    /// Sends raw bytes to `peer` as they are, at once: one datagram, stream
+    /// write or WebSocket message.
     pub fn send_bytes(&self, peer: &Peer, bytes: Bytes, token: u64) {
         match peer.transport {
-            Transport::Udp => self.send_udp(peer, bytes, token),
+            Transport::Udp => udp_send(&self.inner, peer, bytes, token),
             _ => stream::send(&self.inner, peer, bytes, token, None),
         }
     }
-
-    fn send_udp(&self, peer: &Peer, bytes: Bytes, token: u64) {
-        udp_send(&self.inner, peer, bytes, token);
-    }
 }
 
-/// Sends one datagram from the socket bound to `peer.local` (or any of the
-/// same address family).
-pub(crate) fn udp_send(inner: &Arc<Inner>, peer: &Peer, bytes: Bytes, token: u64) {
-    {
-        let ep = inner
-            .udp
-            .iter()
-            .find(|e| e.local == peer.local)
-            .or_else(|| inner.udp.iter().find(|e| e.local.is_ipv4() == peer.remote.is_ipv4()));
-        let Some(ep) = ep else {
-            fail(inner, token, peer, "no UDP socket for this address family".into());
-            return;
-        };
-        let sock = &ep.sockets[0];
-        match sock.try_send_to(&bytes, peer.remote) {
-            Ok(_) => {
-                inner.stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let sock = sock.clone();
-                let inner2 = inner.clone();
-                let peer = *peer;
-                tokio::spawn(async move {
-                    match sock.send_to(&bytes, peer.remote).await {
-                        Ok(_) => {
-                            inner2.stats.sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => fail(&inner2, token, &peer, e.to_string()),
-                    }
-                });
-            }
-            Err(e) => fail(inner, token, peer, e.to_string()),
+/// How a message goes out.
+pub(crate) enum Route {
+    /// As this datagram.
+    Udp(Bytes),
+    /// Over a stream connection (to `peer`, whose transport may differ
+    /// from the one asked for: RFC 3261 18.1.1), with what to send over
+    /// UDP if the connection cannot be made.
+    Stream { peer: Peer, bytes: Bytes, udp_fallback: Option<Bytes> },
+}
+
+/// Serialises `msg` for `peer` and decides how it goes: over UDP a request
+/// larger than [`UDP_MTU_LIMIT`] goes over TCP when there is a TCP
+/// listener, its top Via rewritten.
+pub(crate) fn route(inner: &Inner, peer: &Peer, msg: &Message) -> Route {
+    let bytes = msg.to_bytes();
+    if peer.transport != Transport::Udp {
+        return Route::Stream { peer: *peer, bytes, udp_fallback: None };
+    }
+    if msg.is_request() && bytes.len() > UDP_MTU_LIMIT && !inner.tcp_locals.is_empty() {
+        if let Some(tcp_msg) = via_stamp::via_to_tcp(msg) {
+            let tcp_peer = Peer { transport: Transport::Tcp, conn: None, ..*peer };
+            let tcp_bytes = tcp_msg.to_bytes();
+            return Route::Stream { peer: tcp_peer, bytes: tcp_bytes, udp_fallback: Some(bytes) };
         }
+    }
+    Route::Udp(bytes)
+}
+
+/// The UDP endpoint to send to `peer` from: the one bound to `peer.local`,
+/// else one of the same address family.
+pub(crate) fn udp_endpoint(inner: &Inner, peer: &Peer) -> Option<usize> {
+    let udp = &inner.udp;
+    udp.iter()
+        .position(|e| e.local == peer.local)
+        .or_else(|| udp.iter().position(|e| e.local.is_ipv4() == peer.remote.is_ipv4()))
+}
+
+/// Sends one datagram at once. A full send buffer fails it (the
+/// transaction layer retransmits): the thread that owns the switch sends
+/// through its [`Outbox`], which waits for room instead.
+pub(crate) fn udp_send(inner: &Inner, peer: &Peer, bytes: Bytes, token: u64) {
+    let Some(ep) = udp_endpoint(inner, peer) else {
+        fail(inner, token, peer, "no UDP socket for this address family".into());
+        return;
+    };
+    match inner.udp[ep].sockets[0].send_to(&bytes, peer.remote) {
+        Ok(_) => {
+            inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => fail(inner, token, peer, e.to_string()),
     }
 }
 
@@ -380,60 +402,4 @@ pub(crate) fn fail(inner: &Inner, token: u64, peer: &Peer, reason: String) {
 pub(crate) fn inbound(inner: &Inner, bytes: Bytes, peer: Peer, now: Instant) -> Inbound {
     inner.stats.received.fetch_add(1, Ordering::Relaxed);
     Inbound { bytes, peer, received_at: now }
-}
-
-/// One datagram with the kernel's arrival stamp (see `arrival.rs`).
-async fn recv_stamped(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let fd = sock.as_raw_fd();
-        sock.async_io(tokio::io::Interest::READABLE, || arrival::recv_from(fd, buf)).await
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let (n, from) = sock.recv_from(buf).await?;
-        Ok((n, from, None))
-    }
-}
-
-async fn udp_recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
-    let mut shutdown = inner.shutdown.clone();
-    // One receive buffer; each datagram is then copied into a buffer of its
-    // own size. Deliberate: slicing datagrams out of a shared chunk would
-    // let one message kept by a transaction (up to 32 s) pin the whole
-    // chunk. The copy (~700 bytes) is what the parse of a message costs
-    // anyway; parsing and everything after it are zero-copy.
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let res = tokio::select! {
-            r = recv_stamped(&sock, &mut buf) => r,
-            _ = shutdown.changed() => return,
-        };
-        let (n, remote, stamp) = match res {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP port unreachable surfaces here on some systems.
-                debug!(error = %e, "udp recv error");
-                continue;
-            }
-        };
-        let now = arrival::arrival(Instant::now(), stamp);
-        let data = Bytes::copy_from_slice(&buf[..n]);
-        let peer = Peer { transport: Transport::Udp, remote, local, conn: None };
-        match inner.inbound.try_send(inbound(&inner, data, peer, now)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // Like a full socket buffer: UDP senders retransmit.
-                inner.stats.overload_drops.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                warn!("inbound channel closed; UDP receiver stops");
-                return;
-            }
-        }
-    }
 }

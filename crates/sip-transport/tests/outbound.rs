@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use sip_message::{HeaderName, Message, Method, Peer, Transport};
-use sip_transport::{Inbound, SipTransport, TransportConfig};
+use sip_transport::{Inbound, Interest, Poller, SipTransport, TransportConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -97,12 +97,22 @@ async fn ipv6_udp_inbound_comes_up_unparsed_with_its_peer() {
         eprintln!("no IPv6 loopback here; skipping");
         return;
     }
-    let (t, mut rx) = transport("[::1]:0").await;
+    let (t, _rx) = transport("[::1]:0").await;
     let server = t.local_addrs()[0].1;
     let sock = tokio::net::UdpSocket::bind("[::1]:0").await.expect("bind");
     let msg = "OPTIONS sip:[::1] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK6;rport\r\nFrom: <sip:a@[::1]>;tag=1\r\nTo: <sip:[::1]>\r\nCall-ID: v6\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     sock.send_to(msg.as_bytes(), server).await.expect("send");
-    let inb = tokio::time::timeout(WAIT, rx.recv()).await.expect("in time").expect("inbound");
+    // UDP is read by the thread that owns the switch: a poller and a
+    // batch reader, as the shell does.
+    let mut udp = t.udp_receiver();
+    let fd = udp.fds()[0];
+    let mut poller = Poller::new().expect("poller");
+    poller.set(fd, Interest { read: true, write: false });
+    poller.wait(Some(WAIT)).expect("wait");
+    assert_eq!(poller.ready().count(), 1, "the socket is readable in time");
+    let mut got = Vec::new();
+    udp.recv(fd, |inb, _| got.push(inb));
+    let inb = got.pop().expect("inbound");
     assert_eq!(inb.peer.transport, Transport::Udp);
     assert_eq!(inb.peer.remote, sock.local_addr().expect("addr"));
     assert_eq!(inb.peer.local, server);

@@ -14,7 +14,7 @@ use crate::input::Now;
 use crate::occupancy::Occupancy;
 use crate::output::{Output, Persist, Query};
 use crate::switch::Switch;
-use b2bua::{CallEvent, CallRef, LegRef};
+use b2bua::{CallEvent, CallRef, DialTarget, LegRef};
 use groupcall::{Action, Fork, LegEvent, LegId, LegTarget, Record, ResolveId};
 use records::{Call, CallStatus, HangupBy, HangupReason};
 use rustc_hash::FxHashMap;
@@ -54,6 +54,15 @@ impl LegMap {
     }
 }
 
+/// A leg relayed through another cluster node, as its record is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Relay {
+    /// Its INVITE is not out yet (its offer is being anchored).
+    Dialing(LegId),
+    /// Out, with this SIP Call-ID (in its record).
+    Dialed(String),
+}
+
 /// Who stands for the caller of a forked call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallerLeg {
@@ -74,7 +83,7 @@ enum CallerLeg {
 /// call's record, and the extensions it counts on.
 pub(crate) struct ForkedCall {
     /// The B2BUA's handle of the call.
-    cref: CallRef,
+    pub(crate) cref: CallRef,
     pub(crate) fork: Fork,
     legs: LegMap,
     /// The inbound call's record.
@@ -92,8 +101,8 @@ pub(crate) struct ForkedCall {
     /// caller, the one that answered), released when it is forgotten.
     occupies: Vec<String>,
     /// Legs relayed through another cluster node (to a phone registered
-    /// there): the leg's SIP Call-ID and that node, for its record.
-    relays: Vec<(String, String)>,
+    /// there) and that node, for the leg's record.
+    relays: Vec<(Relay, String)>,
     /// This call is one leg another cluster node relays through this one
     /// (that node's id): its records are that node's to write, none here.
     pub(crate) relayed_for: Option<String>,
@@ -215,18 +224,23 @@ impl ForkedCall {
         }
     }
 
+    /// The caller's INVITE came to us (not a click-to-call source).
+    pub(crate) fn is_inbound(&self) -> bool {
+        self.caller == CallerLeg::Inbound
+    }
+
     /// Both the fork and the dialogs are over: the call can be forgotten.
     pub(crate) fn is_over(&self) -> bool {
         self.fork.is_finished() && self.dialogs_over
     }
 
     /// The fork leg of a B2BUA leg.
-    fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
+    pub(crate) fn fork_leg(&self, lr: LegRef) -> Option<LegId> {
         self.legs.to_fork.get(lr.as_u32() as usize).copied().flatten()
     }
 
     /// The B2BUA leg of a fork leg.
-    fn leg(&self, leg: LegId) -> Option<LegRef> {
+    pub(crate) fn leg(&self, leg: LegId) -> Option<LegRef> {
         self.legs.to_b2bua.get(leg.0 as usize).copied().flatten()
     }
 
@@ -279,7 +293,11 @@ type Applied = Result<(), b2bua::B2buaError>;
 impl Switch {
     /// Runs `step` on call `cref` (out of the table meanwhile, so that the
     /// step may use the whole switch), then settles the call.
-    fn on_forked_call(&mut self, cref: CallRef, step: impl FnOnce(&mut Switch, &mut ForkedCall)) {
+    pub(crate) fn on_forked_call(
+        &mut self,
+        cref: CallRef,
+        step: impl FnOnce(&mut Switch, &mut ForkedCall),
+    ) {
         let Some(mut call) = self.calls.take(cref) else { return };
         step(self, &mut call);
         self.calls.put_back(cref, call);
@@ -289,6 +307,21 @@ impl Switch {
     /// A B2BUA event, into its call's fork; then the fork's actions.
     pub(crate) fn on_call_event(&mut self, now: Now, ev: CallEvent) {
         self.on_forked_call(ev.call(), |sw, call| {
+            match ev {
+                CallEvent::LegFailed { leg, .. }
+                | CallEvent::LegNoResponse { leg, .. }
+                | CallEvent::LegCancelled { leg, .. } => {
+                    if let Some(l) = call.fork_leg(leg) {
+                        sw.media_leg_lost(now, call, l);
+                    }
+                }
+                CallEvent::CallEnded { call: cref } => sw.media_call_ended(now, cref),
+                CallEvent::RelayOffer { .. } | CallEvent::RelayAnswer { .. } => {
+                    sw.media_held_relay(now, call, ev);
+                    return;
+                }
+                _ => {}
+            }
             if !call.feed_fork(now, ev, &mut sw.out) {
                 sw.on_source_event(now, call, ev);
             }
@@ -361,7 +394,7 @@ impl Switch {
 
     /// Applies every pending action of a call's fork, and stores its hunt
     /// memories.
-    fn apply_actions(&mut self, now: Now, call: &mut ForkedCall) {
+    pub(crate) fn apply_actions(&mut self, now: Now, call: &mut ForkedCall) {
         while let Some(action) = call.fork.poll_action() {
             if let Err(e) = self.apply(now, call, action) {
                 debug!(error = ?e, "call action not applied");
@@ -386,10 +419,16 @@ impl Switch {
                 Some(lr) => {
                     self.b2bua.cancel_leg(tx, at, cref, lr, reason.map(|r| r.header_value()))
                 }
-                None => Ok(()),
+                None => {
+                    self.cancel_offering(now, call, leg);
+                    Ok(())
+                }
             },
             Action::AckAndBye { leg } => match call.leg(leg) {
-                Some(lr) => self.b2bua.ack_and_bye(tx, at, cref, lr),
+                Some(lr) => {
+                    self.media_leg_lost(now, call, leg);
+                    self.b2bua.ack_and_bye(&mut self.tx, at, cref, lr)
+                }
                 None => Ok(()),
             },
             Action::Bye { leg } => match call.leg(leg) {
@@ -403,7 +442,10 @@ impl Switch {
             Action::RelayEarlyMedia { leg } => match call.leg(leg) {
                 Some(lr) => {
                     call.advance(out, now, CallStatus::Ringing, NOT_ENDED);
-                    self.b2bua.early_media_caller(tx, at, cref, lr)
+                    if self.answer_leg(now, call, leg, true) {
+                        return Ok(());
+                    }
+                    self.b2bua.early_media_caller(&mut self.tx, at, cref, lr)
                 }
                 None => Ok(()),
             },
@@ -428,7 +470,8 @@ impl Switch {
                 Ok(())
             }
             Action::RecordChanged(Record::Call(mut c)) => {
-                if let Some((_, node)) = call.relays.iter().find(|(id, _)| *id == c.sip_call_id) {
+                let dialed = Relay::Dialed(c.sip_call_id.clone());
+                if let Some((_, node)) = call.relays.iter().find(|(r, _)| *r == dialed) {
                     c.relay_node_id.clone_from(node);
                 }
                 out.push_back(Output::Persist(Persist::Call(c)));
@@ -452,6 +495,9 @@ impl Switch {
         if let Some(LegTarget::Contact { aor, .. }) = call.fork.leg_target(leg) {
             let aor = aor.clone();
             call.occupy(&mut self.occupancy, &aor);
+        }
+        if self.answer_leg(now, call, leg, false) {
+            return Ok(()); // the 2xx goes with rtpengine's answer
         }
         self.b2bua.answer_caller(&mut self.tx, now.at, call.cref, lr)
     }
@@ -490,27 +536,39 @@ impl Switch {
             wall: now.wall,
             cluster: self.cluster.as_ref(),
         };
-        let code = match dialer.target(target, &call.from) {
-            Ok(d) => match self.b2bua.dial(&mut self.tx, now.at, call.cref, d.target) {
-                Ok(lr) => {
-                    call.legs.insert(leg, lr);
-                    if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
-                        if let Some(node) = d.relay_node {
-                            call.relays.push((id.to_owned(), node));
-                        }
-                        call.fork.leg_dialed(now.into(), leg, id);
-                    }
-                    return Ok(());
+        match dialer.target(target, &call.from) {
+            Ok(d) => {
+                if let Some(node) = d.relay_node {
+                    call.relays.push((Relay::Dialing(leg), node));
                 }
-                Err(e) => {
-                    debug!(error = ?e, "dial refused");
-                    503
+                if let Some(dt) = self.offer_leg(now, call, leg, d.target) {
+                    self.dial_now(now, call, leg, dt);
                 }
-            },
-            Err(code) => code,
-        };
-        call.fork.leg_event(now.into(), leg, LegEvent::Failed { code });
+            }
+            Err(code) => call.fork.leg_event(now.into(), leg, LegEvent::Failed { code }),
+        }
         Ok(())
+    }
+
+    /// The B2BUA's INVITE of a fork leg (its offer anchored already, or
+    /// not anchored); a refusal fails the leg (the fork fails over).
+    pub(crate) fn dial_now(&mut self, now: Now, call: &mut ForkedCall, leg: LegId, dt: DialTarget) {
+        match self.b2bua.dial(&mut self.tx, now.at, call.cref, dt) {
+            Ok(lr) => {
+                call.legs.insert(leg, lr);
+                if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
+                    let dialing = Relay::Dialing(leg);
+                    if let Some(r) = call.relays.iter_mut().find(|(r, _)| *r == dialing) {
+                        r.0 = Relay::Dialed(id.to_owned());
+                    }
+                    call.fork.leg_dialed(now.into(), leg, id);
+                }
+            }
+            Err(e) => {
+                debug!(error = ?e, "dial refused");
+                call.fork.leg_event(now.into(), leg, LegEvent::Failed { code: 503 });
+            }
+        }
     }
 }
 

@@ -38,6 +38,8 @@ pub struct SwitchConfig {
     pub admission: crate::AdmissionConfig,
     /// This node's cluster (`[cluster]`); `None`: a single node.
     pub cluster: Option<crate::ClusterSettings>,
+    /// Media anchoring through rtpengine (`[media]`); off by default.
+    pub media: media_anchor::MediaSettings,
 }
 
 /// RFC 3261 timers (section 17.1.1.1), for transactions and dialogs alike.
@@ -104,6 +106,7 @@ impl SwitchConfig {
             carrier_dns_interval: Duration::from_secs(300),
             admission: crate::AdmissionConfig::default(),
             cluster: None,
+            media: media_anchor::MediaSettings::Off,
         }
     }
 
@@ -121,6 +124,14 @@ impl SwitchConfig {
             t2: self.timers.t2,
             max_forwards: MAX_FORWARDS,
             send_100rel_to_caller: self.calls.send_100rel_to_caller,
+            // Anchored media: re-INVITE and UPDATE SDP go through rtpengine.
+            hold_relayed_sdp: matches!(
+                self.media,
+                media_anchor::MediaSettings::Rtpengine {
+                    default: media_anchor::Anchoring::Anchored(_),
+                    ..
+                }
+            ),
             ..Default::default()
         }
     }

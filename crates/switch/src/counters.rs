@@ -135,6 +135,51 @@ pub struct Counters {
     pub setup_seconds: Histogram<10>,
     /// Legs dialed per root groupcall, counted when the call ends.
     pub legs_per_groupcall: Histogram<8>,
+    /// Media anchoring: ng requests to rtpengine and its instances.
+    pub media: MediaCounters,
+}
+
+/// The ng commands counted, in [`MediaCounters::requests`] order.
+pub const MEDIA_COMMANDS: [&str; 6] = ["ping", "offer", "answer", "delete", "query", "list"];
+/// The results of an ng request ([`media_anchor::Done::result_label`]).
+pub const MEDIA_RESULTS: [&str; 6] =
+    ["ok", "error", "timeout", "no_instance", "overloaded", "bad_reply"];
+
+/// What media anchoring counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaCounters {
+    /// ng requests done, by command ([`MEDIA_COMMANDS`]) then result
+    /// ([`MEDIA_RESULTS`]).
+    pub requests: [[u64; MEDIA_RESULTS.len()]; MEDIA_COMMANDS.len()],
+    /// ng request latency (first send to outcome), seconds.
+    pub latency_seconds: Histogram<8>,
+    /// rtpengine instances configured, and those up (a gauge).
+    pub instances: u64,
+    /// Instances answering.
+    pub instances_up: u64,
+}
+
+impl Default for MediaCounters {
+    fn default() -> Self {
+        MediaCounters {
+            requests: [[0; MEDIA_RESULTS.len()]; MEDIA_COMMANDS.len()],
+            latency_seconds: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0]),
+            instances: 0,
+            instances_up: 0,
+        }
+    }
+}
+
+impl MediaCounters {
+    /// Counts a done ng request.
+    pub fn request(&mut self, command: &str, result: &str, latency: std::time::Duration) {
+        let c = MEDIA_COMMANDS.iter().position(|n| *n == command);
+        let r = MEDIA_RESULTS.iter().position(|n| *n == result);
+        if let Some(n) = c.zip(r).and_then(|(c, r)| self.requests.get_mut(c)?.get_mut(r)) {
+            *n += 1;
+        }
+        self.latency_seconds.observe(latency.as_secs_f64());
+    }
 }
 
 impl Default for Counters {
@@ -153,6 +198,7 @@ impl Default for Counters {
             calls_ended: [0; 5],
             setup_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
             legs_per_groupcall: Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 64.0]),
+            media: MediaCounters::default(),
         }
     }
 }

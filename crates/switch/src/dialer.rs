@@ -245,6 +245,7 @@ impl Dialer<'_> {
                     next_hop: loc.target(),
                     credentials: None,
                     extra_headers: Vec::new(),
+                    sdp: None,
                 };
                 let relay_node = loc.via.clone();
                 if let Some(node) = &relay_node {
@@ -285,6 +286,7 @@ impl Dialer<'_> {
                 .filter(|c| !c.username.is_empty())
                 .map(|c| (c.username.clone(), c.password.clone())),
             extra_headers: carrier.map(|c| c.headers.clone()).unwrap_or_default(),
+            sdp: None,
         })
     }
 }

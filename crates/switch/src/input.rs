@@ -176,4 +176,11 @@ pub enum Input {
     /// What another node of the cluster changed (ignored without
     /// [`crate::SwitchConfig::cluster`]).
     Cluster(crate::ClusterChange),
+    /// A datagram read from the ng socket (an rtpengine's reply).
+    MediaDatagram {
+        /// Where it came from.
+        from: std::net::SocketAddr,
+        /// Its bytes.
+        bytes: bytes::Bytes,
+    },
 }

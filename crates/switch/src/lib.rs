@@ -35,6 +35,8 @@
 //!   - [`Input::Cluster`]: what another node of the cluster changed (a
 //!     [`ClusterChange`]: live nodes, bindings, provisioning), read by the
 //!     shell from the shared database (see `cluster.rs`).
+//!   - [`Input::MediaDatagram`]: a datagram read from the ng socket (media
+//!     anchoring: an rtpengine's reply).
 //! - **Load**: before handing in a datagram, the shell may report how long
 //!   it waited in the input queue with [`Switch::set_load`] (the overload
 //!   signal of admission control, `admission.rs`); the events it causes
@@ -53,6 +55,11 @@
 //!     applied, persisted, then its [`Event::CommandDone`]), so the shell is
 //!     the only writer of the store, in order with the records;
 //!   - [`Output::Event`]: log it, count it, publish it;
+//!   - [`Output::Media`]: send the datagram from the one ng socket to the
+//!     rtpengine it names (media anchoring, `media.rs`: the ng client with
+//!     its retries, failover and instance health lives in the core; a leg's
+//!     INVITE, a 183/2xx to the caller and a relayed re-INVITE/UPDATE wait
+//!     in their own state for rtpengine's SDP; nothing blocks);
 //!   - [`Output::Timeout`]: the next deadline; call
 //!     `handle_input(now, Input::Timeout)` when it comes (earlier inputs are
 //!     fine: the deadline is asked for again after them).
@@ -90,6 +97,7 @@ mod hop;
 mod input;
 mod invite;
 mod local;
+mod media;
 mod occupancy;
 mod output;
 mod provision;
@@ -104,6 +112,7 @@ pub use config::{CallSettings, SipTimers, SwitchConfig, SwitchState};
 pub use counters::Counters;
 pub use input::{ClickDestination, ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
+pub use media::{MediaEvent, MediaTransmit};
 pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};
 pub use records::Provisioning;
 pub use routing::{Carrier, Route, RouteError};

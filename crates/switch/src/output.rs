@@ -161,6 +161,9 @@ pub enum Event {
     /// A value beyond the copy limits: the request was refused, or the
     /// value cut from what the other legs are sent.
     Oversize(b2bua::limits::Notice),
+    /// Media anchoring: an ng request done, an rtpengine down or up, a
+    /// call that went on without the media relay.
+    Media(crate::MediaEvent),
     /// Overload began (new INVITEs are answered 503) or ended.
     Overload {
         /// `true` when it began.
@@ -209,6 +212,9 @@ pub enum Output {
     Persist(Persist),
     /// Tell the operator.
     Event(Event),
+    /// Send this datagram from the ng socket to an rtpengine (media
+    /// anchoring; its reply comes back as [`crate::Input::MediaDatagram`]).
+    Media(crate::MediaTransmit),
     /// Nothing more for now: call `handle_input(now, Input::Timeout)` at this
     /// instant, or earlier with any other input.
     Timeout(Instant),

@@ -102,7 +102,10 @@ impl Switch {
             return false;
         }
         let verdict = if invite {
-            self.admission.invite(self.tx.len())
+            let call_id = msg.call_id().unwrap_or_default();
+            let via = msg.top_via().ok();
+            let branch = via.as_ref().and_then(|v| v.branch()).unwrap_or_default();
+            self.admission.invite(self.tx.len(), call_id, branch)
         } else {
             self.admission.register(now.at)
         };

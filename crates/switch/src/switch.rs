@@ -77,6 +77,8 @@ pub struct Switch {
     pub(crate) occupancy: crate::occupancy::Occupancy,
     /// This node's cluster; `None`: a single node.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// Media anchoring through rtpengine; `None`: off (SDP end to end).
+    pub(crate) media: Option<crate::media::MediaControl>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -118,6 +120,18 @@ impl Switch {
             registrar::RegistrarConfig { node_id: own.clone(), ..cfg.registrar.clone() };
         let mut registrar = Registrar::new(registrar_cfg, accounts, rng.next_u64());
         registrar.location_mut().load_as(state.bindings, &own);
+        let media = match &cfg.media {
+            media_anchor::MediaSettings::Off => None,
+            media_anchor::MediaSettings::Rtpengine { rtpengine, default } => {
+                // `anchor = false` as the default: no leg is anchored.
+                let profile = match default {
+                    media_anchor::Anchoring::Anchored(p) => Some(*p),
+                    media_anchor::Anchoring::Direct => None,
+                };
+                profile
+                    .map(|p| crate::media::MediaControl::new(rtpengine, p, rng.next_u64(), now.at))
+            }
+        };
         let b2bua_cfg = cfg.b2bua();
         let limits = b2bua_cfg.limits;
         let transactions = cfg.transactions();
@@ -158,10 +172,13 @@ impl Switch {
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
             cluster: cfg.cluster.map(crate::cluster::Cluster::new),
+            media,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
         sw.timers.reschedule_job(Job::Keepalive, now.at);
         sw.run_job(now, Job::CarrierDns);
+        // The ng client's first pings (media on), and its deadline.
+        sw.pump(now);
         Ok(sw)
     }
 
@@ -193,6 +210,11 @@ impl Switch {
                 self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
             }
             Input::Cluster(change) => self.on_cluster(now, change),
+            Input::MediaDatagram { from, bytes } => {
+                if let Some(m) = &mut self.media {
+                    m.handle_datagram(now.at, from, &bytes);
+                }
+            }
         }
         self.pump(now);
     }
@@ -259,6 +281,9 @@ impl Switch {
         c.retransmissions = self.tx.retransmissions();
         c.shed_invites = self.admission.shed_invites;
         c.shed_registers = self.admission.shed_registers;
+        if let Some(m) = &self.media {
+            (c.media.instances, c.media.instances_up) = m.instances();
+        }
         c
     }
 
@@ -290,6 +315,11 @@ impl Switch {
                 TimerKey::Fork(c) => self.fork_timer(now, c, at),
                 TimerKey::Job(j) if self.timers.jobs.is_current(j, at) => self.run_job(now, j),
                 TimerKey::Job(_) => {}
+                TimerKey::Media => {
+                    if let Some(m) = self.media.as_mut().filter(|m| m.filed == Some(at)) {
+                        m.handle_timeout(now.at);
+                    }
+                }
             }
             self.pump(now);
         }
@@ -390,6 +420,7 @@ impl Switch {
                 busy = true;
                 self.transmit(t.peer, t.message, token_of(t.key));
             }
+            busy |= self.pump_media(now);
             if !busy {
                 break;
             }
@@ -399,6 +430,15 @@ impl Switch {
         }
         while let Some((at, c)) = self.b2bua.poll_timer() {
             self.timers.queue.push(at, TimerKey::Dialogs(c));
+        }
+        if let Some(m) = &mut self.media {
+            let next = m.poll_timeout();
+            if next != m.filed {
+                m.filed = next;
+                if let Some(at) = next {
+                    self.timers.queue.push(at, TimerKey::Media);
+                }
+            }
         }
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
@@ -445,13 +485,14 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, b2bua, calls, .. } = self;
+        let Switch { timers, tx, b2bua, calls, media, .. } = self;
         let jobs = &timers.jobs;
         let current = |at: Instant, k: TimerKey| match k {
             TimerKey::Transaction(t) => tx.timer_is_current(at, t),
             TimerKey::Dialogs(c) => b2bua.timer_is_current(at, c),
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
+            TimerKey::Media => media.as_ref().is_some_and(|m| m.filed == Some(at)),
         };
         let live = tx.len() + b2bua.len() + calls.len() + 3;
         timers.queue.purge_if_bloated(live, current);

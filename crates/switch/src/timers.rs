@@ -21,6 +21,8 @@ pub(crate) enum TimerKey {
     Fork(CallRef),
     /// Housekeeping.
     Job(Job),
+    /// The ng client's retransmissions, timeouts and health probes.
+    Media,
 }
 
 /// The switch's own periodic work.

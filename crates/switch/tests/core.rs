@@ -859,3 +859,258 @@ fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome(
     let (p, outcome) = command(&mut w, 9, remove());
     assert_eq!((p, outcome), (vec![gone], CommandOutcome::NotFound));
 }
+
+// ----- media anchoring (a simulated rtpengine) ------------------------------
+
+use media_anchor::{
+    Anchoring, InstanceSpec, MediaSettings, OnFailure, Profile, RtpengineSettings, SimAnswer,
+    SimFaults, SimRtpengine,
+};
+
+/// rtpengine's ng address and the address its SDPs name.
+const NG: &str = "192.0.2.50:2223";
+const RELAY_IP: &str = "192.0.2.50";
+/// The caller's media address (in [`invite`]'s SDP).
+const CALLER_MEDIA: &str = "198.51.100.7";
+
+/// A switch anchoring every leg through the rtpengine at [`NG`], with
+/// ring group 800 over two destinations: b (203.0.113.9) and c
+/// (203.0.113.10).
+fn media_world(on_failure: OnFailure, seed: u64) -> (World, Vec<Output>) {
+    let mut cfg = SwitchConfig::new(vec![(Transport::Udp, addr(US)), (Transport::Tcp, addr(US))]);
+    let mut ng = RtpengineSettings::new(vec![InstanceSpec { addr: addr(NG), weight: 1 }]);
+    ng.timeout = Duration::from_millis(200);
+    ng.retries = 1;
+    ng.on_failure = on_failure;
+    cfg.media =
+        MediaSettings::Rtpengine { rtpengine: ng, default: Anchoring::Anchored(Profile::Auto) };
+    let dest = |target: &str| RingGroupDestination {
+        kind: records::AddressType::Sip,
+        target: target.into(),
+        ring_timeout_secs: None,
+        delay_secs: None,
+    };
+    let group =
+        ring_group("800", vec![dest("sip:b@203.0.113.9:5070"), dest("sip:c@203.0.113.10:5070")]);
+    World::with_config(cfg, state(vec![group], Vec::new(), Vec::new()), seed)
+}
+
+/// [`media_world`] with its simulated rtpengine (seeded with `seed` too),
+/// the switch's first pings answered.
+fn media_started(on_failure: OnFailure, seed: u64) -> (World, SimRtpengine) {
+    let mut rtp = SimRtpengine::new(RELAY_IP.parse().expect("ip"), SimFaults::NONE, seed);
+    let (mut w, first) = media_world(on_failure, seed);
+    through(&mut w, &mut rtp, first);
+    (w, rtp)
+}
+
+/// Hands every ng datagram of `out` to `rtp` and its replies back to the
+/// switch, until no more come; returns the other outputs, in order.
+fn through(w: &mut World, rtp: &mut SimRtpengine, out: Vec<Output>) -> Vec<Output> {
+    let mut pending: std::collections::VecDeque<Output> = out.into();
+    let mut rest = Vec::new();
+    while let Some(o) = pending.pop_front() {
+        let Output::Media(t) = o else {
+            rest.push(o);
+            continue;
+        };
+        assert_eq!(t.to, addr(NG));
+        if let SimAnswer::Reply { bytes, .. } = rtp.handle_datagram(&t.bytes) {
+            pending.extend(w.input(Input::MediaDatagram { from: addr(NG), bytes }));
+        }
+    }
+    rest
+}
+
+/// A datagram from `from` to the switch, through `rtp`.
+fn exchange(w: &mut World, rtp: &mut SimRtpengine, from: &str, text: &str) -> Vec<Output> {
+    let out = w.datagram(from, text);
+    through(w, rtp, out)
+}
+
+/// Moves virtual time on by `d` in 50 ms steps, through `rtp`.
+fn advance_through(w: &mut World, rtp: &mut SimRtpengine, d: Duration) -> Vec<Output> {
+    let mut out = Vec::new();
+    for _ in 0..d.as_millis().div_ceil(50) {
+        let step = w.advance(Duration::from_millis(50));
+        out.extend(through(w, rtp, step));
+    }
+    out
+}
+
+fn media_count(out: &[Output]) -> usize {
+    out.iter().filter(|o| matches!(o, Output::Media(_))).count()
+}
+
+/// The INVITEs sent to the legs (retransmissions left out), in order.
+fn leg_invites(out: &[Output]) -> Vec<Message> {
+    let mut seen = Vec::new();
+    transmits(out)
+        .into_iter()
+        .filter(|(p, m, _)| m.method() == Some(&Method::Invite) && p.remote.port() == 5070)
+        .filter(|(_, m, _)| {
+            let id = m.call_id().map(<[u8]>::to_vec).unwrap_or_default();
+            !seen.contains(&id) && {
+                seen.push(id);
+                true
+            }
+        })
+        .map(|(_, m, _)| m)
+        .collect()
+}
+
+fn sdp_text(m: &Message) -> String {
+    String::from_utf8_lossy(m.body()).into_owned()
+}
+
+const CALLER: &str = "198.51.100.1:5060";
+
+#[test]
+fn an_anchored_fork_offers_per_leg_answers_the_winner_and_deletes_every_offer_once() {
+    let (mut w, mut rtp) = media_started(OnFailure::Reject, 7);
+    // The INVITE: one offer per leg goes out, and no leg INVITE before
+    // its offer's reply.
+    let out = w.datagram(CALLER, &invite(CALLER, "sip:800@test", "m1"));
+    assert_eq!(media_count(&out), 2, "{out:?}");
+    assert!(leg_invites(&out).is_empty(), "no INVITE before the offers' replies");
+    let out = through(&mut w, &mut rtp, out);
+    let invites = leg_invites(&out);
+    assert_eq!(invites.len(), 2);
+    for i in &invites {
+        let s = sdp_text(i);
+        assert!(s.contains(&format!("c=IN IP4 {RELAY_IP}")) && !s.contains(CALLER_MEDIA), "{s}");
+    }
+    let (b, c) = (&invites[0], &invites[1]);
+    // c rings, b answers: the caller's 2xx carries rtpengine's answer.
+    exchange(
+        &mut w,
+        &mut rtp,
+        "203.0.113.10:5070",
+        &reply(c, 180, "tagc", None, "203.0.113.10:5070"),
+    );
+    let b_sdp = "v=0\r\no=b 1 1 IN IP4 203.0.113.9\r\ns=-\r\nc=IN IP4 203.0.113.9\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let out =
+        w.datagram("203.0.113.9:5070", &reply(b, 200, "tagb", Some(b_sdp), "203.0.113.9:5070"));
+    assert_eq!(statuses(&out), Vec::<u16>::new(), "the 2xx waits for the answer");
+    let out = through(&mut w, &mut rtp, out);
+    let ok = transmits(&out)
+        .into_iter()
+        .find(|(p, m, _)| m.status() == Some(200) && p.remote == addr(CALLER))
+        .expect("the caller's 2xx")
+        .1;
+    let s = sdp_text(&ok);
+    assert!(s.contains(&format!("c=IN IP4 {RELAY_IP}")) && !s.contains("203.0.113.9"), "{s}");
+    // c is CANCELed and ends (487): its branch is deleted.
+    let cancel = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Cancel))
+        .expect("CANCEL to c")
+        .1;
+    exchange(
+        &mut w,
+        &mut rtp,
+        "203.0.113.10:5070",
+        &reply(&cancel, 200, "tagc", None, "203.0.113.10:5070"),
+    );
+    exchange(
+        &mut w,
+        &mut rtp,
+        "203.0.113.10:5070",
+        &reply(c, 487, "tagc", None, "203.0.113.10:5070"),
+    );
+    // The caller's ACK and BYE; b's 200 to our BYE ends the call.
+    let to = ok.header(HeaderName::To).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap();
+    let ack = format!("ACK sip:x@{US} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKack1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001@pstn>;tag=c1\r\nTo: {to}\r\nCall-ID: m1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    exchange(&mut w, &mut rtp, CALLER, &ack);
+    let bye = ack
+        .replace("ACK sip", "BYE sip")
+        .replace("1 ACK", "2 BYE")
+        .replace("z9hG4bKack1", "z9hG4bKbye1");
+    let out = exchange(&mut w, &mut rtp, CALLER, &bye);
+    let leg_bye = transmits(&out)
+        .into_iter()
+        .find(|(_, m, _)| m.method() == Some(&Method::Bye))
+        .expect("BYE to b")
+        .1;
+    exchange(
+        &mut w,
+        &mut rtp,
+        "203.0.113.9:5070",
+        &reply(&leg_bye, 200, "tagb", None, "203.0.113.9:5070"),
+    );
+    advance_through(&mut w, &mut rtp, Duration::from_secs(40));
+    // Every offer deleted exactly once, never the winner by its branch,
+    // nothing left at rtpengine or in the switch.
+    let winner = |call: &str, branch: &str| {
+        rtp.ledger().get(&(call.to_owned(), branch.to_owned())).and_then(|l| l.to_tag.as_deref())
+            == Some("tagb")
+    };
+    assert_eq!(rtp.violations(winner), Vec::<String>::new());
+    assert_eq!(rtp.ledger().len(), 2, "two branches offered");
+    assert_eq!(rtp.live_calls().count(), 0);
+    assert_eq!(w.sw.media_calls(), 0);
+    assert!(w.sw.is_idle());
+}
+
+/// The caller's INVITE to group 800 with rtpengine failing per `faults`
+/// (or silent); the outputs over `wait` of virtual time.
+fn failing_call(on_failure: OnFailure, faults: Option<SimFaults>, wait: Duration) -> Vec<Output> {
+    let (mut w, mut rtp) = media_started(on_failure, 9);
+    match faults {
+        Some(f) => rtp.set_faults(f),
+        None => rtp.set_silent(true),
+    }
+    let out = w.datagram(CALLER, &invite(CALLER, "sip:800@test", "m2"));
+    let mut out = through(&mut w, &mut rtp, out);
+    out.extend(advance_through(&mut w, &mut rtp, wait));
+    out
+}
+
+#[test]
+fn an_error_reply_or_silence_gets_503_or_the_call_unanchored() {
+    let errors = SimFaults { error_rate: 1.0, ..SimFaults::NONE };
+    // reject: 503 to the caller, no leg dialed.
+    for faults in [Some(errors), None] {
+        let out = failing_call(OnFailure::Reject, faults, Duration::from_secs(2));
+        assert!(leg_invites(&out).is_empty(), "{faults:?}");
+        assert!(statuses(&out).contains(&503), "{faults:?}: {:?}", statuses(&out));
+    }
+    // passthrough: the legs get the caller's own offer.
+    for faults in [Some(errors), None] {
+        let out = failing_call(OnFailure::Passthrough, faults, Duration::from_secs(2));
+        let invites = leg_invites(&out);
+        assert_eq!(invites.len(), 2, "{faults:?}");
+        assert!(invites.iter().all(|i| sdp_text(i).contains(CALLER_MEDIA)));
+        assert!(!statuses(&out).contains(&503));
+    }
+}
+
+#[test]
+fn a_reply_with_a_wrong_cookie_or_from_elsewhere_is_dropped() {
+    let (mut w, mut rtp) = media_started(OnFailure::Reject, 11);
+    let out = w.datagram(CALLER, &invite(CALLER, "sip:800@test", "m3"));
+    let offers: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Media(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    let SimAnswer::Reply { bytes, .. } = rtp.handle_datagram(&offers[0].bytes) else {
+        panic!("no reply")
+    };
+    // The right reply from another address, then a cookie nobody sent.
+    let elsewhere =
+        w.input(Input::MediaDatagram { from: addr("192.0.2.66:2223"), bytes: bytes.clone() });
+    let mut forged = b"forged-cookie".to_vec();
+    forged.extend_from_slice(&bytes[bytes.iter().position(|&c| c == b' ').unwrap()..]);
+    let unknown = w.input(Input::MediaDatagram { from: addr(NG), bytes: Bytes::from(forged) });
+    let garbage =
+        w.input(Input::MediaDatagram { from: addr(NG), bytes: Bytes::from_static(b"\xff\x00") });
+    for out in [&elsewhere, &unknown, &garbage] {
+        assert!(leg_invites(out).is_empty(), "{out:?}");
+    }
+    // The real reply lets the leg go.
+    let out = w.input(Input::MediaDatagram { from: addr(NG), bytes });
+    assert_eq!(leg_invites(&out).len(), 1);
+}

@@ -59,6 +59,19 @@ fn a_seed_replays_exactly() {
     assert_ne!(a.fingerprint, c.fingerprint, "another seed, another run");
 }
 
+/// The switch alone, given the inputs it took in a run, does the run
+/// again: the same bytes sent in the same order (what the core benchmark,
+/// crates/switch-bench, relies on to time the switch without the network).
+#[test]
+fn the_switch_alone_replays_a_run_from_its_inputs() {
+    let (report, trace) = sim::run::run_traced(4242, 60, sim::run::loss_ceiling());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(trace.inputs.len() > 60 * 5, "a trace of every input: {}", trace.inputs.len());
+    let mut sent = 0;
+    sim::run::replay(&trace, |b| sent = sim::run::digest(sent, b));
+    assert_eq!(sent, trace.sent, "the replay sent other bytes");
+}
+
 /// Seed 3 (40 calls): an API hangup before the answer (487 to the caller)
 /// was recorded on the inbound call as `hangup_by: remote`; the operator's
 /// hangup is the switch's (`local`).

@@ -61,6 +61,7 @@ pub fn target(user: &str, p: Peer) -> DialTarget {
         next_hop: p,
         credentials: None,
         extra_headers: vec![("X-Leg".to_owned(), user.to_owned())],
+        sdp: None,
     }
 }
 

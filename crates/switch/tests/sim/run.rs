@@ -70,6 +70,48 @@ struct Sim {
     calls: usize,
     started: usize,
     last_start: Nanos,
+    /// Every input the switch took, when asked for (see [`SwitchTrace`]).
+    trace: Option<SwitchTrace>,
+}
+
+/// What the switch of one run was given: its seed, its start and every
+/// input in order. Fed into a fresh switch of the same world
+/// ([`replay`]) it does the run's work again, alone: the same outputs in
+/// the same order (the core benchmark times and counts that).
+pub struct SwitchTrace {
+    pub seed: u64,
+    pub start: Now,
+    pub inputs: Vec<(Now, Input)>,
+    /// [`digest`] of the bytes of every transmit of the run, in order.
+    pub sent: u64,
+}
+
+/// FNV-1a of `bytes`, continuing from `acc` (0 to start).
+pub fn digest(acc: u64, bytes: &[u8]) -> u64 {
+    let start = if acc == 0 { 0xcbf2_9ce4_8422_2325 } else { acc };
+    bytes.iter().fold(start, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Feeds `trace` into a fresh switch and hands `sent` the bytes of every
+/// transmit, as the shell would send them. Returns the switch as the run
+/// left it.
+#[inline(never)]
+pub fn replay(trace: &SwitchTrace, mut sent: impl FnMut(&[u8])) -> Switch {
+    let (cfg, state) = World::new().switch_config();
+    let mut switch = Switch::new(cfg, state, trace.seed, trace.start).expect("switch");
+    let mut drain = |switch: &mut Switch| loop {
+        match switch.poll_output() {
+            Output::Transmit(t) => sent(&t.message.to_bytes()),
+            Output::Timeout(_) => return,
+            _ => {}
+        }
+    };
+    drain(&mut switch);
+    for (now, input) in &trace.inputs {
+        switch.handle_input(*now, input.clone());
+        drain(&mut switch);
+    }
+    switch
 }
 
 impl Sim {
@@ -84,6 +126,9 @@ impl Sim {
             match self.switch.poll_output() {
                 Output::Transmit(t) => {
                     let bytes = t.message.to_bytes();
+                    if let Some(trace) = &mut self.trace {
+                        trace.sent = digest(trace.sent, &bytes);
+                    }
                     let env = &mut self.env;
                     env.oracle.switch_sent(t.peer.remote, &t.message, &bytes);
                     env.net.transmit(
@@ -103,6 +148,10 @@ impl Sim {
                 }
                 Output::Resolve(q) => {
                     self.env.oracle.violation(format!("unexpected DNS question {q:?}"));
+                }
+                Output::Media(t) => {
+                    // The simulated world runs with media off.
+                    self.env.oracle.violation(format!("an ng request with media off: {t:?}"));
                 }
                 Output::Timeout(at) => {
                     let at = self.env.nanos(at).max(self.env.now);
@@ -128,8 +177,7 @@ impl Sim {
             local: self.world.switch_addr,
             conn: None,
         };
-        self.switch.handle_input(now, Input::Datagram(Datagram { peer, bytes }));
-        self.drain();
+        self.feed(now, Input::Datagram(Datagram { peer, bytes }));
     }
 
     /// Now and then an operator hangs a call up through the API, by its
@@ -157,14 +205,22 @@ impl Sim {
         self.env.oracle.api_hangup(id);
         self.commands += 1;
         let command = Input::Command { id: switch::CommandId(self.commands), command: cmd };
-        self.switch.handle_input(now, command);
-        self.drain();
+        self.feed(now, command);
     }
 
     fn wake_switch(&mut self) {
         let now = self.now();
         self.env.oracle.switch_input(self.env.now);
-        self.switch.handle_input(now, Input::Timeout);
+        self.feed(now, Input::Timeout);
+    }
+
+    /// Hands one input to the switch (kept in the trace, when one is
+    /// taken) and does what it says.
+    fn feed(&mut self, now: Now, input: Input) {
+        if let Some(t) = &mut self.trace {
+            t.inputs.push((now, input.clone()));
+        }
+        self.switch.handle_input(now, input);
         self.drain();
     }
 
@@ -342,9 +398,20 @@ pub fn loss_ceiling() -> f64 {
 
 /// Runs `calls` calls with `seed`.
 pub fn run_seed(seed: u64, calls: usize) -> Report {
+    run(seed, calls, loss_ceiling(), false).0
+}
+
+/// Runs `calls` calls with `seed` on links that lose at most `max_loss`
+/// (0.0 to 1.0), keeping what the switch was given.
+pub fn run_traced(seed: u64, calls: usize, max_loss: f64) -> (Report, SwitchTrace) {
+    let (report, trace) = run(seed, calls, max_loss, true);
+    (report, trace.expect("traced"))
+}
+
+fn run(seed: u64, calls: usize, max_loss: f64, traced: bool) -> (Report, Option<SwitchTrace>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let world = World::new();
-    let weather = Weather::draw(&mut rng, loss_ceiling());
+    let weather = Weather::draw(&mut rng, max_loss);
     let switch_seed = rng.next_u64();
     let base = Instant::now();
     let rules = Rules {
@@ -356,6 +423,8 @@ pub fn run_seed(seed: u64, calls: usize) -> Report {
     let (cfg, state) = world.switch_config();
     let now = Now { at: base, wall: Timestamp::from_micros(WALL_BASE_US) };
     let switch = Switch::new(cfg, state, switch_seed, now).expect("switch");
+    let trace =
+        traced.then(|| SwitchTrace { seed: switch_seed, start: now, inputs: Vec::new(), sent: 0 });
     let mut sim = Sim {
         env,
         world,
@@ -367,6 +436,7 @@ pub fn run_seed(seed: u64, calls: usize) -> Report {
         calls,
         started: 0,
         last_start: 0,
+        trace,
     };
     sim.drain();
     let t1 = sim.world.t1.as_nanos() as Nanos;
@@ -386,7 +456,8 @@ pub fn run_seed(seed: u64, calls: usize) -> Report {
         sim.env.queue.push(secs(3), Ev::StartCall);
     }
     sim.run();
+    let trace = sim.trace.take();
     let mut r = sim.finish();
     r.seed = seed;
-    r
+    (r, trace)
 }
