@@ -67,6 +67,13 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// `[blf]`: busy lamp subscriptions (expiries and limits).
+    #[serde(default)]
+    pub blf: BlfConfig,
+    /// `[feature_codes]`: call pickup and login codes of every domain
+    /// that sets none of its own (`[[domains]] feature_codes`).
+    #[serde(default)]
+    pub feature_codes: pbx_features::FeatureCodes,
     /// Call traces: the SIP messages of recent calls, kept for the API.
     #[serde(default)]
     pub trace: TraceConfig,
@@ -268,6 +275,58 @@ pub struct DnsConfig {
     /// Per-query timeout in milliseconds (default 2000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// `[blf]`: busy lamp (`SUBSCRIBE` to the `dialog` package) expiries, in
+/// seconds, and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlfConfig {
+    /// Shortest expiry taken (423 below).
+    pub min_expires: u32,
+    /// Longest expiry granted.
+    pub max_expires: u32,
+    /// Expiry of a SUBSCRIBE without Expires.
+    pub default_expires: u32,
+    /// Subscriptions one AOR may hold (403 beyond).
+    pub max_per_subscriber: usize,
+    /// Subscriptions of one extension or group (480 beyond).
+    pub max_per_watched: usize,
+    /// Subscriptions in all (503 beyond).
+    pub max_total: usize,
+    /// Dialogs one document lists.
+    pub max_dialogs_shown: usize,
+}
+
+impl Default for BlfConfig {
+    fn default() -> Self {
+        let d = pbx_features::NotifierSettings::default();
+        BlfConfig {
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+            default_expires: d.default_expires,
+            max_per_subscriber: d.max_per_subscriber,
+            max_per_watched: d.max_per_watched,
+            max_total: d.max_total,
+            max_dialogs_shown: d.max_dialogs_shown,
+        }
+    }
+}
+
+impl BlfConfig {
+    /// The notifier's settings.
+    pub fn settings(&self) -> pbx_features::NotifierSettings {
+        pbx_features::NotifierSettings {
+            min_expires: self.min_expires,
+            max_expires: self.max_expires,
+            default_expires: self.default_expires,
+            max_per_subscriber: self.max_per_subscriber,
+            max_per_watched: self.max_per_watched,
+            max_total: self.max_total,
+            max_dialogs_shown: self.max_dialogs_shown,
+            ..Default::default()
+        }
+    }
 }
 
 /// `[overload]`: admission control (see the switch crate's `admission.rs`).
@@ -556,6 +615,9 @@ pub struct DomainConfig {
     pub aliases: Vec<String>,
     /// Owning customer's id.
     pub customer_id: uuid::Uuid,
+    /// This domain's feature codes, instead of `[feature_codes]`.
+    #[serde(default)]
+    pub feature_codes: Option<pbx_features::FeatureCodes>,
 }
 
 /// `[[extensions]]`: give `password`, or `ha1_md5` and/or `ha1_sha256`.
@@ -1002,6 +1064,8 @@ impl Config {
         self.check_storage_and_timers()?;
         self.check_accounts()?;
         self.check_provisioning()?;
+        self.check_feature_codes()?;
+        self.blf.settings().check().map_err(|e| ("blf", e.key, e.reason))?;
         self.check_registrar()?;
         self.check_routes()?;
         self.check_calls_and_log()?;
@@ -1173,6 +1237,53 @@ impl Config {
             provisioning::check_ring_group(g, &known).map_err(|i| broken("groups", &name, i))?;
         }
         Ok(())
+    }
+
+    /// `[feature_codes]` and each domain's own: well formed, and no code
+    /// clashes with another or with an extension or group number of the
+    /// domain.
+    fn check_feature_codes(&self) -> Result<(), Broken> {
+        if let Some(e) = self.feature_codes.check([]).into_iter().next() {
+            return Err(("feature_codes", e.key, e.reason));
+        }
+        let settings = self.feature_code_settings();
+        for d in &self.domains {
+            let codes = settings.for_domain(&d.name);
+            let extensions = self
+                .extensions
+                .iter()
+                .filter(|e| e.domain.eq_ignore_ascii_case(&d.name))
+                .map(|e| pbx_features::Dialable::Extension(&e.name));
+            let groups = self
+                .groups
+                .iter()
+                .filter(|g| g.domain.eq_ignore_ascii_case(&d.name))
+                .map(|g| pbx_features::Dialable::RingGroup(&g.number));
+            if let Some(e) = codes.check(extensions.chain(groups)).into_iter().next() {
+                let own = d.feature_codes.is_some();
+                let (table, key) =
+                    if own { ("domains", "feature_codes") } else { ("feature_codes", e.key) };
+                let reason = if own {
+                    format!("{}: {}: {}", d.name, e.key, e.reason)
+                } else {
+                    format!("in domain {}: {}", d.name, e.reason)
+                };
+                return Err((table, key, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// The feature codes of every domain, for the switch core.
+    pub fn feature_code_settings(&self) -> pbx_features::FeatureCodeSettings {
+        pbx_features::FeatureCodeSettings {
+            default: self.feature_codes.clone(),
+            per_domain: self
+                .domains
+                .iter()
+                .filter_map(|d| Some((d.name.clone(), d.feature_codes.clone()?)))
+                .collect(),
+        }
     }
 
     /// `[registrar]`.
@@ -1412,6 +1523,8 @@ impl Config {
             send_100rel_to_caller: calls.send_100rel_to_caller,
         };
         c.registrar = self.registrar();
+        c.feature_codes = self.feature_code_settings();
+        c.blf = self.blf.settings();
         let o = &self.overload;
         c.admission = switch::AdmissionConfig {
             max_queue_delay: Duration::from_millis(o.max_queue_delay_ms),
@@ -1500,6 +1613,36 @@ mod tests {
         assert_eq!(e, "f.toml:4: media.timeout_ms: must be 10..=60000");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\non_failure = \"shrug\"\n");
         assert!(e.starts_with("f.toml:4: "), "{e}");
+    }
+
+    #[test]
+    fn feature_code_clashes_name_file_line_key() {
+        let c = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+        let base = format!(
+            "[sip]\nudp = [\"127.0.0.1:1\"]\n[[customers]]\nid = \"{c}\"\n\
+             [[groups]]\nnumber = \"**1\"\ndomain = \"test\"\nring_method = \"ring_all\"\n\
+             destinations = [{{ type = \"sip\", target = \"sip:a@192.0.2.1\" }}]\n\
+             [[domains]]\nname = \"test\"\ncustomer_id = \"{c}\"\n"
+        );
+        // The default directed pickup prefix starts ring group **1's number.
+        let e = err(&format!("{base}[feature_codes]\ndirected_pickup = \"**\"\n"));
+        assert!(e.starts_with("f.toml:14: feature_codes.directed_pickup: in domain test: "), "{e}");
+        // The domain's own codes: group pickup is the group's number.
+        let e = err(&format!(
+            "{base}feature_codes = {{ group_pickup = \"**1\", directed_pickup = \"*7\" }}\n"
+        ));
+        assert!(e.starts_with("f.toml:13: domains.feature_codes: test: group_pickup: "), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[blf]\nmin_expires = 600\nmax_expires = 60\n");
+        assert_eq!(e, "f.toml:5: blf.max_expires: must not be below min_expires");
+        // Codes that clash with each other.
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[feature_codes]\ngroup_pickup = \"*4\"\nlogin_toggle = \"*4\"\n");
+        assert!(e.starts_with("f.toml:5: feature_codes.login_toggle: "), "{e}");
+        // A domain with codes of its own that clash with nothing.
+        let ok = format!("{base}feature_codes = {{ directed_pickup = \"*7\" }}\n");
+        let cfg = Config::parse(Path::new("f.toml"), &ok).expect("no clash");
+        let codes = cfg.feature_code_settings();
+        assert_eq!(codes.for_domain("test").directed_pickup, "*7");
+        assert_eq!(codes.for_domain("other").directed_pickup, "**");
     }
 
     /// `[[extensions]]` with `extra`, after a customer and domain `test`

@@ -236,6 +236,10 @@ impl Shell {
                         let _ = reply.send(outcome);
                     }
                 }
+                Output::Event(Event::GroupcallMissed(m)) => {
+                    debug!(groupcall = %m.groupcall_id, members = m.members.len(), "groupcall missed");
+                    self.webhooks.publish_missed(&m);
+                }
                 Output::Media(t) => {
                     // A datagram that cannot go now is a loss: the ng
                     // client sends it again (same cookie) or fails over.

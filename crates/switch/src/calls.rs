@@ -139,6 +139,22 @@ impl ForkedCall {
         }
     }
 
+    /// The B2BUA's handle of the call.
+    pub(crate) fn cref(&self) -> CallRef {
+        self.cref
+    }
+
+    /// When the caller's INVITE was taken.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Fork leg `leg` is B2BUA leg `lr` (a pickup's leg, made outside
+    /// `dial`).
+    pub(crate) fn map_leg(&mut self, leg: LegId, lr: LegRef) {
+        self.legs.insert(leg, lr);
+    }
+
     /// A click-to-call: `source` is the B2BUA leg rung first, for at most
     /// until `deadline`.
     pub(crate) fn with_source(mut self, source: LegRef, deadline: Instant) -> Self {
@@ -209,6 +225,16 @@ impl ForkedCall {
         if recorded {
             out.push_back(Output::Persist(Persist::Call(c.clone())));
         }
+    }
+
+    /// The missed-groupcall notice of a call to a ring group that is over
+    /// and was never answered (`None` otherwise).
+    pub(crate) fn missed(&self) -> Option<pbx_features::GroupcallMissed> {
+        if self.inbound.destination.kind != records::AddressType::Groupcall {
+            return None;
+        }
+        let legs: Vec<Call> = self.fork.legs().map(|(_, _, c)| c.clone()).collect();
+        pbx_features::GroupcallMissed::from_records(self.fork.root(), Some(&self.inbound), &legs)
     }
 
     /// How the call went, for the counters (once it is over).
@@ -295,18 +321,20 @@ impl Switch {
     /// step may use the whole switch), then settles the call.
     pub(crate) fn on_forked_call(
         &mut self,
+        now: Now,
         cref: CallRef,
         step: impl FnOnce(&mut Switch, &mut ForkedCall),
     ) {
         let Some(mut call) = self.calls.take(cref) else { return };
         step(self, &mut call);
+        self.show_call(now, &call);
         self.calls.put_back(cref, call);
         self.settle_call(cref);
     }
 
     /// A B2BUA event, into its call's fork; then the fork's actions.
     pub(crate) fn on_call_event(&mut self, now: Now, ev: CallEvent) {
-        self.on_forked_call(ev.call(), |sw, call| {
+        self.on_forked_call(now, ev.call(), |sw, call| {
             match ev {
                 CallEvent::LegFailed { leg, .. }
                 | CallEvent::LegNoResponse { leg, .. }
@@ -331,7 +359,7 @@ impl Switch {
 
     /// Applies a call's pending fork actions, then settles it.
     pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
-        self.on_forked_call(cref, |sw, call| sw.apply_actions(now, call));
+        self.on_forked_call(now, cref, |sw, call| sw.apply_actions(now, call));
     }
 
     /// What the click-to-call source did: its record moves on; its answer
@@ -492,7 +520,9 @@ impl Switch {
         call.advance(&mut self.out, now, CallStatus::Progressing, NOT_ENDED);
         let setup = now.at.saturating_duration_since(call.started);
         self.counters.setup_seconds.observe(setup.as_secs_f64());
-        if let Some(LegTarget::Contact { aor, .. }) = call.fork.leg_target(leg) {
+        if let Some(LegTarget::Contact { aor, .. } | LegTarget::Pickup { aor }) =
+            call.fork.leg_target(leg)
+        {
             let aor = aor.clone();
             call.occupy(&mut self.occupancy, &aor);
         }
@@ -629,6 +659,11 @@ impl Calls {
             .iter()
             .find(|(_, s)| s.fork.groupcall(id).is_some() || s.fork.call(id).is_some())
             .map(|(c, _)| *c)
+    }
+
+    /// Every call served, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ForkedCall> {
+        self.served.values().map(|c| &**c)
     }
 
     /// Live calls.

@@ -255,7 +255,8 @@ impl Dialer<'_> {
             }
             LegTarget::Hop { hop } => Ok(Dialed { target: self.hop(hop, from)?, relay_node: None }),
             // The directory gives hops for every `sip`/`tel` destination.
-            LegTarget::Sip { .. } | LegTarget::Tel { .. } => Err(500),
+            // A pickup's leg is never dialed.
+            LegTarget::Sip { .. } | LegTarget::Tel { .. } | LegTarget::Pickup { .. } => Err(500),
         }
     }
 

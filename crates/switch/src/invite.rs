@@ -74,7 +74,19 @@ impl Switch {
                     Ok(who) => who,
                     Err(refusal) => return self.refuse(now, key, &req, &peer, refusal),
                 };
-                match self.route(&req, &who) {
+                let user = dialed_user(&req);
+                let asked = match self.pickup_asked(&who, &req, &user) {
+                    Ok(a) => a,
+                    Err(code) => {
+                        let resp = self.local.status(&req, code);
+                        return self.respond(now, key, resp);
+                    }
+                };
+                if let Some(ask) = asked {
+                    let invite = b2bua::PickupInvite { key, request: req, peer };
+                    return self.pick_up(now, invite, &who, ask);
+                }
+                match self.route(&who, &user) {
                     Ok(r) => (who, r),
                     Err(code) => {
                         let resp = self.local.status(&req, code);
@@ -138,17 +150,10 @@ impl Switch {
     /// Where the INVITE goes: the group to ring, what was dialed (for the
     /// inbound record), and the carrier targets routing already found for a
     /// PSTN number. `Err` is the status to answer.
-    fn route(&mut self, req: &Message, who: &Identified) -> Result<Routed, u16> {
-        let user = match req.request_uri() {
-            Some(Ok(u)) => match u.scheme {
-                sip_message::Scheme::Tel => u.phone_digits().unwrap_or_default(),
-                _ => u.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default(),
-            },
-            _ => String::new(),
-        };
+    fn route(&mut self, who: &Identified, user: &str) -> Result<Routed, u16> {
         let accounts = self.registrar.accounts();
         let decision =
-            self.routes.route(&who.caller, &user, |n, d| accounts.extension(n, d).is_some());
+            self.routes.route(&who.caller, user, |n, d| accounts.extension(n, d).is_some());
         Ok(match decision {
             Decision::Extension { aor } => {
                 let dest = Address::new(AddressType::Endpoint, aor);
@@ -238,7 +243,7 @@ impl Switch {
         GroupDef::new(id, RingMethod::RingAll, vec![d])
     }
 
-    fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
+    pub(crate) fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
         let resp = match r {
             Refusal::Status(code) => self.local.status(req, code),
             Refusal::Banned => match self.registrar.limiter().config().action {
@@ -254,10 +259,25 @@ impl Switch {
             }
             Refusal::AuthFailed { user } => {
                 self.counters.auth_failures += 1;
-                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, "INVITE");
+                let method = match req.method() {
+                    Some(sip_message::Method::Subscribe) => "SUBSCRIBE",
+                    _ => "INVITE",
+                };
+                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, method);
                 self.local.status(req, 403)
             }
         };
         self.respond(now, key, resp);
+    }
+}
+
+/// The user part the Request-URI dials (a `tel:` URI's digits).
+fn dialed_user(req: &Message) -> String {
+    match req.request_uri() {
+        Some(Ok(u)) => match u.scheme {
+            sip_message::Scheme::Tel => u.phone_digits().unwrap_or_default(),
+            _ => u.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default(),
+        },
+        _ => String::new(),
     }
 }

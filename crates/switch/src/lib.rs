@@ -80,11 +80,19 @@
 //! (carriers, DNS targets) is a linear child of the fork, visible in the
 //! records. Persistence is an output: the switch holds no store.
 //!
+//! The PBX features around ring groups (`pbx-features`) are composed here
+//! too: call pickup by feature code or `Replaces` (`pickup.rs`, through the
+//! fork's one-answer rule), busy lamps (`blf.rs`: SUBSCRIBE answered, every
+//! call's dialogs shown to the notifier, its NOTIFYs sent in client
+//! transactions of their own, its deadline in the one timer queue) and the
+//! missed-groupcall notice ([`Event::GroupcallMissed`]).
+//!
 //! Main types: [`Switch`], [`SwitchConfig`], [`SwitchState`], [`Input`],
 //! [`Output`], [`Command`], [`Event`], [`Persist`].
 #![deny(missing_docs)]
 
 mod admission;
+mod blf;
 mod caller;
 mod calls;
 mod cluster;
@@ -100,6 +108,7 @@ mod local;
 mod media;
 mod occupancy;
 mod output;
+mod pickup;
 mod provision;
 pub mod received;
 mod requests;

@@ -541,7 +541,7 @@ impl crate::Switch {
                 return;
             }
         };
-        self.on_forked_call(call, |sw, fc| {
+        self.on_forked_call(now, call, |sw, fc| {
             match step {
                 MediaStep::Dial { leg, target, .. } => sw.dial_now(now, fc, leg, *target),
                 MediaStep::FailLeg { leg, .. } => {

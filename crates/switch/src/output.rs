@@ -105,6 +105,21 @@ pub enum Event {
         /// Its root groupcall record.
         groupcall: Uuid,
     },
+    /// A ringing call was answered by a pickup (group, directed or
+    /// `Replaces`): its root groupcall's `answer_call_id` names the
+    /// pickup's call record, whose destination is the picker.
+    CallPickedUp {
+        /// The inbound call record.
+        call: Uuid,
+        /// Its root groupcall record.
+        groupcall: Uuid,
+        /// The AOR of the extension that picked it up.
+        picker: String,
+    },
+    /// A call to a ring group ended with nobody answering: the
+    /// `groupcall_missed` webhook's data (the members rung and how each
+    /// leg ended).
+    GroupcallMissed(Box<pbx_features::GroupcallMissed>),
     /// A served call is completely over.
     CallEnded {
         /// The inbound call record.

@@ -42,6 +42,8 @@ pub struct SwitchStats {
     pub timers: usize,
     /// DNS questions in flight.
     pub dns_queries: usize,
+    /// Busy lamp subscriptions held.
+    pub subscriptions: usize,
 }
 
 /// The switch core. See the crate documentation for the contract.
@@ -77,6 +79,10 @@ pub struct Switch {
     pub(crate) occupancy: crate::occupancy::Occupancy,
     /// This node's cluster; `None`: a single node.
     pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// The feature codes of every domain.
+    pub(crate) feature_codes: pbx_features::FeatureCodeSettings,
+    /// Busy lamp subscriptions.
+    pub(crate) lamps: crate::blf::Lamps,
     /// Media anchoring through rtpengine; `None`: off (SDP end to end).
     pub(crate) media: Option<crate::media::MediaControl>,
 }
@@ -172,6 +178,8 @@ impl Switch {
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
             cluster: cfg.cluster.map(crate::cluster::Cluster::new),
+            feature_codes: cfg.feature_codes,
+            lamps: crate::blf::Lamps::new(cfg.blf),
             media,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
@@ -200,6 +208,7 @@ impl Switch {
             Input::ConnectionClosed { conn } => {
                 // Requests still waiting for an answer over it fail now.
                 self.tx.connection_closed(now.at, conn);
+                self.subscribers_gone(pbx_features::SubscriberGone::Connection(conn));
                 let count = self.registrar.location_mut().connection_closed(conn);
                 if count > 0 {
                     self.out.push_back(Output::Event(Event::BindingsUnreachable { count }));
@@ -272,6 +281,7 @@ impl Switch {
             bindings: self.registrar.location().len(),
             timers: self.timers.queue.len(),
             dns_queries: self.dns.len(),
+            subscriptions: self.lamps.notifier.len(),
         }
     }
 
@@ -315,6 +325,11 @@ impl Switch {
                 TimerKey::Fork(c) => self.fork_timer(now, c, at),
                 TimerKey::Job(j) if self.timers.jobs.is_current(j, at) => self.run_job(now, j),
                 TimerKey::Job(_) => {}
+                TimerKey::Subscriptions if self.lamps.deadline == Some(at) => {
+                    self.lamps.deadline = None;
+                    self.lamps.notifier.handle_timeout(now.at);
+                }
+                TimerKey::Subscriptions => {}
                 TimerKey::Media => {
                     if let Some(m) = self.media.as_mut().filter(|m| m.filed == Some(at)) {
                         m.handle_timeout(now.at);
@@ -416,6 +431,9 @@ impl Switch {
                 busy = true;
                 self.transmit(st.peer, st.message, Token::NONE);
             }
+            if self.send_notifies(now) {
+                busy = true;
+            }
             while let Some(t) = self.tx.poll_transmit() {
                 busy = true;
                 self.transmit(t.peer, t.message, token_of(t.key));
@@ -443,9 +461,30 @@ impl Switch {
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
                 BindingChange::Upsert(b) => Persist::Binding(*b),
-                BindingChange::Remove { aor, contact } => Persist::BindingRemoved { aor, contact },
+                BindingChange::Remove { aor, contact } => {
+                    if self.registrar.location().lookup(&aor, now.wall).is_empty() {
+                        self.subscribers_gone(pbx_features::SubscriberGone::Aor(&aor));
+                    }
+                    Persist::BindingRemoved { aor, contact }
+                }
             };
             self.out.push_back(Output::Persist(p));
+        }
+        // The last NOTIFYs of subscriptions that ended just now.
+        if self.send_notifies(now) {
+            while let Some(t) = self.tx.poll_transmit() {
+                self.transmit(t.peer, t.message, token_of(t.key));
+            }
+            while let Some((at, k)) = self.tx.poll_timer() {
+                self.timers.queue.push(at, TimerKey::Transaction(k));
+            }
+        }
+        let next = self.lamps.notifier.poll_timeout();
+        if next != self.lamps.deadline {
+            self.lamps.deadline = next;
+            if let Some(at) = next {
+                self.timers.queue.push(at, TimerKey::Subscriptions);
+            }
         }
         while let Some(n) = self.b2bua.poll_notice() {
             self.out.push_back(Output::Event(Event::Oversize(n)));
@@ -476,6 +515,9 @@ impl Switch {
         }
         if let Some(call) = self.calls.remove_if_over(cref) {
             call.release(&mut self.occupancy);
+            if let Some(missed) = call.missed() {
+                self.out.push_back(Output::Event(Event::GroupcallMissed(Box::new(missed))));
+            }
             self.counters.call_ended(call.outcome());
             self.counters.legs_per_groupcall.observe(call.fork.dialed_legs() as f64);
             self.out.push_back(Output::Event(Event::CallEnded { call: call.inbound.id }));
@@ -485,16 +527,18 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, b2bua, calls, media, .. } = self;
+        let Switch { timers, tx, b2bua, calls, lamps, media, .. } = self;
         let jobs = &timers.jobs;
+        let lamps_at = lamps.deadline;
         let current = |at: Instant, k: TimerKey| match k {
             TimerKey::Transaction(t) => tx.timer_is_current(at, t),
             TimerKey::Dialogs(c) => b2bua.timer_is_current(at, c),
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
+            TimerKey::Subscriptions => lamps_at == Some(at),
             TimerKey::Media => media.as_ref().is_some_and(|m| m.filed == Some(at)),
         };
-        let live = tx.len() + b2bua.len() + calls.len() + 3;
+        let live = tx.len() + b2bua.len() + calls.len() + 5;
         timers.queue.purge_if_bloated(live, current);
         timers.queue.prune(current);
         // The sweep job always runs, so there is always a deadline; an hour
