@@ -308,6 +308,10 @@ pub enum CallEvent {
     CallerCancelled {
         /// The call.
         call: CallRef,
+        /// The caller's CANCEL said the call was answered elsewhere (RFC
+        /// 3326 `Reason: SIP;cause=200`): a cluster node relaying the leg
+        /// passes that on to the phone.
+        completed_elsewhere: bool,
     },
     /// The caller hung up after the answer (BYE answered 200, or a 481, 408
     /// or no response to a request relayed to it); the bridged leg gets a
@@ -363,7 +367,7 @@ impl CallEvent {
             | CallEvent::LegCancelled { call, .. }
             | CallEvent::LegHungUp { call, .. }
             | CallEvent::LegEnded { call, .. }
-            | CallEvent::CallerCancelled { call }
+            | CallEvent::CallerCancelled { call, .. }
             | CallEvent::CallerHungUp { call }
             | CallEvent::CallerNoAck { call }
             | CallEvent::RelayOffer { call, .. }

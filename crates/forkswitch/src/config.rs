@@ -83,6 +83,39 @@ pub struct Config {
     /// Media anchoring through rtpengine (`mode = "off"` by default).
     #[serde(default)]
     pub media: media_anchor::MediaSection,
+    /// This node's place in a cluster of nodes sharing one PostgreSQL;
+    /// none: a single node.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: several forkswitch nodes on one PostgreSQL (README
+/// "Cluster").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (1..=64 of letters, digits,
+    /// `.`, `_`, `-`): in every record and binding it writes. A restarted
+    /// node takes it back.
+    pub node_id: String,
+    /// The UDP address other nodes send this node the legs it relays to
+    /// its phones (one of `[sip] udp`, or its port on a wildcard one).
+    pub advertise: SocketAddr,
+    /// How often the node renews its lease.
+    #[serde(default = "heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How long a lease lasts unrenewed: then the node is dead for the
+    /// others (its live records closed, its bindings unreachable, legs
+    /// through it failed). At least three heartbeats.
+    #[serde(default = "lease_ms")]
+    pub lease_ms: u64,
+}
+
+fn heartbeat_ms() -> u64 {
+    1000
+}
+fn lease_ms() -> u64 {
+    5000
 }
 
 /// `[trace]`: every SIP message received and sent, kept in memory for
@@ -1037,7 +1070,48 @@ impl Config {
         self.check_routes()?;
         self.check_calls_and_log()?;
         self.check_capture()?;
+        self.check_cluster()?;
         self.check_media()
+    }
+
+    /// `[cluster]`: PostgreSQL, a usable node id, an advertised address this
+    /// node listens on, a lease of at least three heartbeats.
+    fn check_cluster(&self) -> Result<(), Broken> {
+        let Some(c) = &self.cluster else { return Ok(()) };
+        let postgres = self
+            .database
+            .url
+            .as_deref()
+            .is_some_and(|u| matches!(store::parse_url(u), Ok(store::Backend::Postgres(_))));
+        if !postgres {
+            let why = "a cluster shares PostgreSQL: set [database] url = \"postgres://...\"";
+            return Err(("cluster", "node_id", why.into()));
+        }
+        let name_ok = (1..=64).contains(&c.node_id.len())
+            && c.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            let why = "must be 1..=64 of letters, digits, '.', '_', '-'";
+            return Err(("cluster", "node_id", why.into()));
+        }
+        let listens = self.sip.udp.iter().any(|a| {
+            a.port() == c.advertise.port()
+                && (a.ip() == c.advertise.ip() || a.ip().is_unspecified())
+        });
+        if c.advertise.ip().is_unspecified() || c.advertise.port() == 0 || !listens {
+            let why = format!(
+                "{} must be an address other nodes reach this one at, one of [sip] udp",
+                c.advertise
+            );
+            return Err(("cluster", "advertise", why));
+        }
+        if c.heartbeat_ms < 10 {
+            return Err(("cluster", "heartbeat_ms", "must be at least 10".into()));
+        }
+        if c.lease_ms < 3 * c.heartbeat_ms {
+            let why = "must be at least three heartbeats (3 * heartbeat_ms)";
+            return Err(("cluster", "lease_ms", why.into()));
+        }
+        Ok(())
     }
 
     /// `[media]`: the rtpengine ng addresses, timeouts, what a call gets
@@ -1668,6 +1742,44 @@ mod tests {
         assert!(e.ends_with("groups.number: 800@test: ring group 800@test exists already"), "{e}");
         let e = with_groups(&format!("{ok}{ok}")).expect_err("twice");
         assert!(e.ends_with("groups.number: 800@test: defined twice (same id)"), "{e}");
+    }
+
+    #[test]
+    fn cluster_needs_postgres_and_an_address_it_listens_on() {
+        let base = "[sip]\nudp = [\"127.0.0.2:5060\"]\n";
+        let pg = "[database]\nurl = \"postgres://fs@127.0.0.1/fs\"\n";
+        let cluster = |extra: &str| {
+            format!("[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.2:5060\"\n{extra}")
+        };
+        let e = err(&format!("{base}{}", cluster("")));
+        assert_eq!(
+            e,
+            "f.toml:4: cluster.node_id: a cluster shares PostgreSQL: set [database] url = \"postgres://...\""
+        );
+        let e = err(&format!("{base}[database]\nurl = \"sqlite:x.db\"\n{}", cluster("")));
+        assert!(e.starts_with("f.toml:6: cluster.node_id: a cluster shares PostgreSQL"), "{e}");
+        let ok = Config::parse(Path::new("f.toml"), &format!("{base}{pg}{}", cluster("")))
+            .expect("valid");
+        let c = ok.cluster.expect("cluster");
+        assert_eq!((c.heartbeat_ms, c.lease_ms), (1000, 5000));
+        let e = err(&format!("{base}{pg}{}", cluster("lease_ms = 2000\n")));
+        assert_eq!(
+            e,
+            "f.toml:8: cluster.lease_ms: must be at least three heartbeats (3 * heartbeat_ms)"
+        );
+        let e = err(&format!(
+            "{base}{pg}[cluster]\nnode_id = \"n 1\"\nadvertise = \"127.0.0.2:5060\"\n"
+        ));
+        assert!(e.starts_with("f.toml:6: cluster.node_id: must be 1..=64"), "{e}");
+        let e = err(&format!(
+            "{base}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.3:5060\"\n"
+        ));
+        assert!(e.starts_with("f.toml:7: cluster.advertise: 127.0.0.3:5060 must be"), "{e}");
+        let e = err(&format!("{base}{pg}[cluster]\nnode_id = \"n1\"\n"));
+        assert!(e.starts_with("f.toml:") && e.contains("advertise"), "{e}");
+        let wild = "[sip]\nudp = [\"0.0.0.0:5070\"]\n";
+        let ok = format!("{wild}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"192.0.2.5:5070\"\n");
+        Config::parse(Path::new("f.toml"), &ok).expect("a wildcard listener");
     }
 
     #[test]

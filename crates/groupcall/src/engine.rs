@@ -231,6 +231,17 @@ impl Fork {
         self.settle(now);
     }
 
+    /// The caller cancelled because the call was answered elsewhere (a
+    /// cluster node relaying a leg for the node that carries the call):
+    /// the legs get CANCEL with that Reason, the caller 487.
+    pub fn caller_cancelled_elsewhere(&mut self, now: Now) {
+        if !self.is_pending() {
+            return;
+        }
+        self.stop(now, CancelCause::CompletedElsewhere, 487);
+        self.settle(now);
+    }
+
     /// The caller sent BYE. After the answer the winner gets a BYE; before
     /// it, this is a caller cancel.
     pub fn caller_hung_up(&mut self, now: Now) {

@@ -22,7 +22,7 @@ pub(crate) enum Col<'a> {
 }
 
 /// The columns of `groupcalls`, in the order of [`groupcall_cols`].
-pub(crate) const GROUPCALL_COLUMNS: [&str; 20] = [
+pub(crate) const GROUPCALL_COLUMNS: [&str; 21] = [
     "id",
     "customer_id",
     "source_type",
@@ -43,10 +43,11 @@ pub(crate) const GROUPCALL_COLUMNS: [&str; 20] = [
     "tm_create",
     "tm_update",
     "tm_delete",
+    "node_id",
 ];
 
 /// The columns of `calls`, in the order of [`call_cols`].
-pub(crate) const CALL_COLUMNS: [&str; 24] = [
+pub(crate) const CALL_COLUMNS: [&str; 26] = [
     "id",
     "customer_id",
     "groupcall_id",
@@ -71,6 +72,8 @@ pub(crate) const CALL_COLUMNS: [&str; 24] = [
     "tm_create",
     "tm_update",
     "tm_delete",
+    "node_id",
+    "relay_node_id",
 ];
 
 fn json(v: &impl serde::Serialize) -> String {
@@ -88,7 +91,7 @@ fn address(a: &Address) -> [Col<'_>; 5] {
 }
 
 /// A groupcall's column values.
-pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 20] {
+pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 21] {
     let [st, sg, sn, sname, sd] = address(&g.source);
     [
         Col::Uuid(g.id),
@@ -111,11 +114,12 @@ pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 20] {
         Col::Time(g.tm_create),
         Col::Time(g.tm_update),
         Col::Time(g.tm_delete),
+        Col::Text(&g.node_id),
     ]
 }
 
 /// A call's column values.
-pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 24] {
+pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
     let [st, sg, sn, sname, sd] = address(&c.source);
     let [dt, dg, dn, dname, dd] = address(&c.destination);
     [
@@ -143,12 +147,14 @@ pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 24] {
         Col::Time(c.tm_create),
         Col::Time(c.tm_update),
         Col::Time(c.tm_delete),
+        Col::Text(&c.node_id),
+        Col::Text(&c.relay_node_id),
     ]
 }
 
 /// The column values of a set's groupcalls and calls (in key order), for
 /// a bulk upsert.
-pub(crate) type Rows<'a> = (Vec<[Col<'a>; 20]>, Vec<[Col<'a>; 24]>);
+pub(crate) type Rows<'a> = (Vec<[Col<'a>; 21]>, Vec<[Col<'a>; 26]>);
 
 /// [`Rows`] of `set`.
 pub(crate) fn rows(set: &crate::window::RecordSet) -> Rows<'_> {
@@ -202,6 +208,7 @@ pub(crate) fn groupcall_from_row(r: &dyn Row) -> Result<Groupcall, String> {
             tm_create: r.time(17)?,
             tm_update: r.time(18)?,
             tm_delete: r.time(19)?,
+            node_id: r.text(20)?,
         })
     })()
     .map_err(ctx)
@@ -229,6 +236,8 @@ pub(crate) fn call_from_row(r: &dyn Row) -> Result<Call, String> {
             tm_create: r.time(21)?,
             tm_update: r.time(22)?,
             tm_delete: r.time(23)?,
+            node_id: r.text(24)?,
+            relay_node_id: r.text(25)?,
         })
     })()
     .map_err(ctx)

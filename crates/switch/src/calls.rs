@@ -54,6 +54,15 @@ impl LegMap {
     }
 }
 
+/// A leg relayed through another cluster node, as its record is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Relay {
+    /// Its INVITE is not out yet (its offer is being anchored).
+    Dialing(LegId),
+    /// Out, with this SIP Call-ID (in its record).
+    Dialed(String),
+}
+
 /// Who stands for the caller of a forked call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallerLeg {
@@ -91,6 +100,12 @@ pub(crate) struct ForkedCall {
     /// The extensions this call is counted on in the [`Occupancy`] (the
     /// caller, the one that answered), released when it is forgotten.
     occupies: Vec<String>,
+    /// Legs relayed through another cluster node (to a phone registered
+    /// there) and that node, for the leg's record.
+    relays: Vec<(Relay, String)>,
+    /// This call is one leg another cluster node relays through this one
+    /// (that node's id): its records are that node's to write, none here.
+    pub(crate) relayed_for: Option<String>,
 }
 
 /// How an inbound call record ends: who hung up and why.
@@ -119,6 +134,8 @@ impl ForkedCall {
             fork_deadline: None,
             started,
             occupies: Vec::new(),
+            relays: Vec::new(),
+            relayed_for: None,
         }
     }
 
@@ -195,6 +212,7 @@ impl ForkedCall {
         }
         c.status = status;
         c.tm_update = now.wall;
+        let recorded = self.relayed_for.is_none();
         match status {
             CallStatus::Ringing => c.tm_ringing = now.wall,
             CallStatus::Progressing => c.tm_progressing = now.wall,
@@ -204,7 +222,9 @@ impl ForkedCall {
             }
             _ => {}
         }
-        out.push_back(Output::Persist(Persist::Call(c.clone())));
+        if recorded {
+            out.push_back(Output::Persist(Persist::Call(c.clone())));
+        }
     }
 
     /// The missed-groupcall notice of a call to a ring group that is over
@@ -255,9 +275,15 @@ impl ForkedCall {
     fn feed_fork(&mut self, now: Now, ev: CallEvent, out: &mut VecDeque<Output>) -> bool {
         match ev {
             CallEvent::CallEnded { .. } => self.dialogs_over = true,
-            CallEvent::CallerCancelled { .. } => {
+            CallEvent::CallerCancelled { completed_elsewhere, .. } => {
                 self.caller = CallerLeg::InboundCancelled;
-                self.fork.caller_cancelled(now.into())
+                // A relayed leg passes on the calling node's "answered
+                // elsewhere" to the phone.
+                if completed_elsewhere && self.relayed_for.is_some() {
+                    self.fork.caller_cancelled_elsewhere(now.into())
+                } else {
+                    self.fork.caller_cancelled(now.into())
+                }
             }
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 self.fork.caller_hung_up(now.into());
@@ -466,11 +492,16 @@ impl Switch {
                 call.advance(out, now, CallStatus::Hangup, end);
                 self.b2bua.bye_caller(tx, at, cref)
             }
+            Action::RecordChanged(_) if call.relayed_for.is_some() => Ok(()),
             Action::RecordChanged(Record::Groupcall(g)) => {
                 out.push_back(Output::Persist(Persist::Groupcall(g)));
                 Ok(())
             }
-            Action::RecordChanged(Record::Call(c)) => {
+            Action::RecordChanged(Record::Call(mut c)) => {
+                let dialed = Relay::Dialed(c.sip_call_id.clone());
+                if let Some((_, node)) = call.relays.iter().find(|(r, _)| *r == dialed) {
+                    c.relay_node_id.clone_from(node);
+                }
                 out.push_back(Output::Persist(Persist::Call(c)));
                 Ok(())
             }
@@ -533,10 +564,14 @@ impl Switch {
             routes: &self.routes,
             locals: &self.listen,
             wall: now.wall,
+            cluster: self.cluster.as_ref(),
         };
         match dialer.target(target, &call.from) {
-            Ok(dt) => {
-                if let Some(dt) = self.offer_leg(now, call, leg, dt) {
+            Ok(d) => {
+                if let Some(node) = d.relay_node {
+                    call.relays.push((Relay::Dialing(leg), node));
+                }
+                if let Some(dt) = self.offer_leg(now, call, leg, d.target) {
                     self.dial_now(now, call, leg, dt);
                 }
             }
@@ -552,6 +587,10 @@ impl Switch {
             Ok(lr) => {
                 call.legs.insert(leg, lr);
                 if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
+                    let dialing = Relay::Dialing(leg);
+                    if let Some(r) = call.relays.iter_mut().find(|(r, _)| *r == dialing) {
+                        r.0 = Relay::Dialed(id.to_owned());
+                    }
                     call.fork.leg_dialed(now.into(), leg, id);
                 }
             }

@@ -150,6 +150,26 @@ pub enum Event {
         /// How many.
         count: usize,
     },
+    /// A cluster node went down (its lease ran out, or it restarted): its
+    /// bindings are unreachable and what waited for its answers failed.
+    NodeDown {
+        /// Its id.
+        node: String,
+        /// Its bindings made unreachable.
+        bindings: usize,
+    },
+    /// How many bindings of other cluster nodes this node holds changed
+    /// (their phones registered or went away there).
+    ClusterBindings {
+        /// Held now.
+        held: usize,
+    },
+    /// Provisioning read from the shared database was not taken (ring
+    /// group numbers clash): the held one stays.
+    ProvisioningRefused {
+        /// Why.
+        reason: String,
+    },
     /// A failed authentication, a ban or its end (for the operator's
     /// `security` log and fail2ban).
     Security(registrar::SecurityEvent),

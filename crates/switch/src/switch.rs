@@ -77,6 +77,8 @@ pub struct Switch {
     pub(crate) hunt: crate::dialer::HuntMemories,
     /// How many calls each extension is on (`max_calls`).
     pub(crate) occupancy: crate::occupancy::Occupancy,
+    /// This node's cluster; `None`: a single node.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
     /// The feature codes of every domain.
     pub(crate) feature_codes: pbx_features::FeatureCodeSettings,
     /// Busy lamp subscriptions.
@@ -119,8 +121,11 @@ impl Switch {
         let routes = state.route_table()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
-        let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
-        registrar.location_mut().load(state.bindings);
+        let own = cfg.cluster.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
+        let registrar_cfg =
+            registrar::RegistrarConfig { node_id: own.clone(), ..cfg.registrar.clone() };
+        let mut registrar = Registrar::new(registrar_cfg, accounts, rng.next_u64());
+        registrar.location_mut().load_as(state.bindings, &own);
         let media = match &cfg.media {
             media_anchor::MediaSettings::Off => None,
             media_anchor::MediaSettings::Rtpengine { rtpengine, default } => {
@@ -172,6 +177,7 @@ impl Switch {
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
+            cluster: cfg.cluster.map(crate::cluster::Cluster::new),
             feature_codes: cfg.feature_codes,
             lamps: crate::blf::Lamps::new(cfg.blf),
             media,
@@ -212,6 +218,7 @@ impl Switch {
                 let outcome = self.on_command(now, command);
                 self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
             }
+            Input::Cluster(change) => self.on_cluster(now, change),
             Input::MediaDatagram { from, bytes } => {
                 if let Some(m) = &mut self.media {
                     m.handle_datagram(now.at, from, &bytes);
@@ -226,9 +233,22 @@ impl Switch {
     /// again until another input comes.
     pub fn poll_output(&mut self) -> Output {
         match self.out.pop_front() {
+            Some(Output::Persist(p)) => Output::Persist(self.stamped(p)),
             Some(o) => o,
             None => Output::Timeout(self.next_deadline()),
         }
+    }
+
+    /// A groupcall or call record as this node writes it: carried by this
+    /// node (`node_id`, empty without a cluster).
+    fn stamped(&self, mut p: Persist) -> Persist {
+        let own = self.node_id();
+        match &mut p {
+            Persist::Call(c) if c.node_id != own => c.node_id = own.to_owned(),
+            Persist::Groupcall(g) if g.node_id != own => g.node_id = own.to_owned(),
+            _ => {}
+        }
+        p
     }
 
     /// The shell's measure of load, reported before the datagram it was
@@ -440,7 +460,7 @@ impl Switch {
         }
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
-                BindingChange::Upsert(b) => Persist::Binding(b),
+                BindingChange::Upsert(b) => Persist::Binding(*b),
                 BindingChange::Remove { aor, contact } => {
                     if self.registrar.location().lookup(&aor, now.wall).is_empty() {
                         self.subscribers_gone(pbx_features::SubscriberGone::Aor(&aor));

@@ -334,6 +334,9 @@ fn binding(at: &str) -> records::Binding {
         source: addr(at),
         local: addr(US),
         user_agent: String::new(),
+        node_id: String::new(),
+        conn: None,
+        unreachable: false,
     }
 }
 
