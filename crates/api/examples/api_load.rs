@@ -39,6 +39,7 @@ fn seed(db: &str, customer: &str, n: usize) -> Result<(), Box<dyn std::error::Er
             tm_create: t,
             tm_update: t,
             tm_delete: Timestamp::NOT_YET,
+            node_id: String::new(),
         };
         s.upsert_groupcall(&g);
         if i % 10_000 == 9_999 {

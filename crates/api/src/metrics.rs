@@ -180,6 +180,7 @@ impl Collector for Scrape {
             let events = zip(&SECURITY_EVENTS, &c.security_events);
             labelled(&mut e, "security_events", h, "event", &events)?;
             counter(&mut e, "calls_started", "Inbound calls served", c.calls_started)?;
+            counter(&mut e, "call_pickups", "Ringing calls answered by a pickup", c.pickups)?;
             let h = "Calls ended, by outcome";
             labelled(&mut e, "calls", h, "outcome", &zip(&OUTCOMES, &c.calls_ended))?;
             let h = "Setup time of answered calls (INVITE to answer)";
@@ -193,6 +194,8 @@ impl Collector for Scrape {
             let h = "Live SIP transactions";
             gauge(&mut e, "sip_transactions_active", h, signed(st.transactions))?;
             gauge(&mut e, "registrations", "Registered bindings", signed(st.bindings))?;
+            let h = "Busy lamp (dialog package) subscriptions held";
+            gauge(&mut e, "blf_subscriptions", h, signed(st.subscriptions))?;
             gauge(&mut e, "timers", "Entries in the timer queue", signed(st.timers))?;
             gauge(
                 &mut e,

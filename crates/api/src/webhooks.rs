@@ -97,6 +97,7 @@ struct Target {
 enum Resource {
     Groupcall(Box<Groupcall>),
     Call(Box<Call>),
+    Missed(Box<pbx_features::GroupcallMissed>),
 }
 
 struct Queued {
@@ -248,6 +249,14 @@ impl Webhooks {
             switch::Persist::Groupcall(g) => self.groupcall(g),
             switch::Persist::Call(c) => self.call(c),
             _ => {}
+        }
+    }
+
+    /// Queues `groupcall_missed`: a ring group call nobody answered.
+    pub fn publish_missed(&self, m: &pbx_features::GroupcallMissed) {
+        if self.hooked(m.customer_id) {
+            let data = Resource::Missed(Box::new(m.clone()));
+            self.enqueue(m.customer_id, pbx_features::missed::EVENT_TYPE, data);
         }
     }
 

@@ -204,6 +204,7 @@ fn groupcall(customer: Uuid, tm: Timestamp) -> Groupcall {
         tm_create: tm,
         tm_update: tm,
         tm_delete: Timestamp::NOT_YET,
+        node_id: String::new(),
     }
 }
 
@@ -862,6 +863,9 @@ async fn registrations_are_the_customers_bindings() {
         source: "192.0.2.10:5062".parse().expect("addr"),
         local: "192.0.2.1:5060".parse().expect("addr"),
         user_agent: "Phone".into(),
+        node_id: String::new(),
+        conn: None,
+        unreachable: false,
     };
     h.db.upsert_binding(&b("test11@test", "UDP"));
     h.db.upsert_binding(&b("test12@test", "TCP"));

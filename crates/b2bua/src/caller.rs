@@ -200,6 +200,12 @@ impl CallTurn<'_> {
     /// (or nothing, for `None`). A bridged leg (2xx held for a PRACK) is
     /// hung up.
     pub(crate) fn caller_lost(&mut self, code: Option<u16>, no_ack: bool) {
+        self.caller_ended(code, no_ack, false);
+    }
+
+    /// [`Self::caller_lost`]; `completed_elsewhere`: by a CANCEL that says
+    /// the call was answered elsewhere.
+    fn caller_ended(&mut self, code: Option<u16>, no_ack: bool, completed_elsewhere: bool) {
         let answered = matches!(self.call.caller.state(), CallerState::AnswerHeld(..));
         match code {
             Some(code) => self.close_caller(code),
@@ -216,7 +222,7 @@ impl CallTurn<'_> {
                 self.bye_side(Side::Leg(b));
             }
         } else {
-            self.wire.emit(CallEvent::CallerCancelled { call });
+            self.wire.emit(CallEvent::CallerCancelled { call, completed_elsewhere });
         }
     }
 
@@ -227,7 +233,8 @@ impl CallTurn<'_> {
         self.wire.respond(key, ok);
         self.wire.index.detach(key);
         if self.call.caller.is_early() {
-            self.caller_lost(Some(487), false);
+            let elsewhere = cancel.header_values(HeaderName::Reason).any(completed_elsewhere);
+            self.caller_ended(Some(487), false, elsewhere);
         }
     }
 
@@ -409,4 +416,12 @@ impl CallTurn<'_> {
             self.bye_side(Side::Caller);
         }
     }
+}
+
+/// Whether a `Reason` header value is RFC 3326's "answered elsewhere":
+/// protocol `SIP`, `cause=200`.
+fn completed_elsewhere(value: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(value).to_ascii_lowercase();
+    let mut parts = text.split(';').map(str::trim);
+    parts.next() == Some("sip") && parts.any(|p| p.replace(' ', "") == "cause=200")
 }

@@ -107,6 +107,28 @@ impl Dialog {
         }
     }
 
+    /// The UAS side of the dialog an INVITE makes (12.1.1) once we answer
+    /// it with our tag `local_tag` (its `local_seq` is 0: none sent yet).
+    pub(crate) fn uas(invite: &Message, local_tag: Bytes, peer: Peer) -> Dialog {
+        let to = invite.header_bytes(HeaderName::To).unwrap_or_default();
+        let remote_target = contact_uri(invite)
+            .or_else(|| invite.from_header().ok().map(|f| Bytes::copy_from_slice(f.uri.raw)))
+            .unwrap_or_else(|| Bytes::from(format!("sip:{}", peer.remote)));
+        Dialog {
+            // Copies: the dialog outlives the INVITE's datagram.
+            call_id: Bytes::copy_from_slice(invite.header(HeaderName::CallId).unwrap_or_default()),
+            local: with_tag(&to, &local_tag),
+            local_tag,
+            remote_tag: Bytes::copy_from_slice(invite.from_tag().unwrap_or_default()),
+            remote: Bytes::copy_from_slice(invite.header(HeaderName::From).unwrap_or_default()),
+            local_seq: 0,
+            remote_seq: invite.cseq().ok().map(|c| c.seq),
+            remote_target,
+            route_set: record_route(invite, false),
+            peer,
+        }
+    }
+
     /// A target refresh: the Contact of `m` becomes the remote target.
     pub(crate) fn refresh_target(&mut self, m: &Message) {
         if let Some(t) = contact_uri(m) {

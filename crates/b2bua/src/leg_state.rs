@@ -111,6 +111,9 @@ pub(crate) enum LegAck {
     Held,
     /// Sent; sent again for each retransmission of the 2xx.
     Sent(Stored),
+    /// None of ours: the leg's INVITE came to us (a call pickup), and the
+    /// ACK is the phone's, for our 2xx.
+    Theirs,
 }
 
 /// An answered leg: its confirmed dialog and what came with the 2xx.
@@ -184,6 +187,18 @@ impl Leg {
             template,
             invite_key: key,
             state: LegState::Calling(inviting),
+            forks: Default::default(),
+        }
+    }
+
+    /// A leg whose INVITE came to us (server transaction `key`) and was
+    /// answered at once with our 2xx (a call pickup): `Confirmed` in
+    /// `dialog`, with the phone's offer to go to the caller.
+    pub(crate) fn picked(template: LegTemplate, key: TxKey, answered: Answered) -> Leg {
+        Leg {
+            template,
+            invite_key: key,
+            state: LegState::Confirmed(Box::new(answered)),
             forks: Default::default(),
         }
     }

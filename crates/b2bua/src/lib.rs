@@ -23,6 +23,11 @@
 //!   Reason (RFC 3326), and the 64*T1 give-up;
 //! - the caller's 2xx is retransmitted until its ACK (13.3.1.4); delayed
 //!   offers hold the winner's ACK until the caller's ACK brings the answer;
+//! - a call pickup ([`CallManager::pick_up`]): another phone's INVITE
+//!   becomes an answered leg of a ringing call (`pickup.rs`);
+//! - a dialog made by a request outside any call (a subscription:
+//!   [`UasDialog`]) and its in-dialog requests (NOTIFY) through the same
+//!   builder as the legs' ([`CallManager::dialog_request`]);
 //! - once bridged, in-dialog requests (BYE, and those
 //!   [`sip_message::SUPPORTED`] marks relayed: re-INVITE, UPDATE, INFO,
 //!   OPTIONS) are relayed between the two dialogs and their responses
@@ -76,14 +81,18 @@ mod leg_state;
 mod legs;
 pub mod limits;
 mod manager;
+mod pickup;
 mod relay;
 mod settings;
 mod state;
 mod timers;
 mod turn;
+mod uas_dialog;
 
 pub use limits::CopyLimits;
 pub use manager::CallManager;
+pub use pickup::PickupInvite;
+pub use uas_dialog::{DialogRequest, UasDialog};
 
 use sip_message::{Message, Peer, Transport};
 use std::fmt;
@@ -205,6 +214,17 @@ pub struct CallerMedia {
     pub transport: Transport,
 }
 
+/// A leg's early dialog (RFC 3261 12.1), by its identifiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EarlyDialog<'a> {
+    /// The leg's Call-ID.
+    pub call_id: &'a str,
+    /// The phone's To tag.
+    pub phone_tag: &'a str,
+    /// Our From tag.
+    pub our_tag: &'a str,
+}
+
 /// What happened to a call. Every leg gets exactly one terminal event
 /// (`LegFailed`, `LegNoResponse`, `LegCancelled`, `LegHungUp` or
 /// `LegEnded`), and every call ends with [`CallEvent::CallEnded`].
@@ -288,6 +308,10 @@ pub enum CallEvent {
     CallerCancelled {
         /// The call.
         call: CallRef,
+        /// The caller's CANCEL said the call was answered elsewhere (RFC
+        /// 3326 `Reason: SIP;cause=200`): a cluster node relaying the leg
+        /// passes that on to the phone.
+        completed_elsewhere: bool,
     },
     /// The caller hung up after the answer (BYE answered 200, or a 481, 408
     /// or no response to a request relayed to it); the bridged leg gets a
@@ -343,7 +367,7 @@ impl CallEvent {
             | CallEvent::LegCancelled { call, .. }
             | CallEvent::LegHungUp { call, .. }
             | CallEvent::LegEnded { call, .. }
-            | CallEvent::CallerCancelled { call }
+            | CallEvent::CallerCancelled { call, .. }
             | CallEvent::CallerHungUp { call }
             | CallEvent::CallerNoAck { call }
             | CallEvent::RelayOffer { call, .. }
@@ -397,6 +421,9 @@ pub enum B2buaError {
     BadTarget(&'static str),
     /// The transaction layer refused the request.
     Transaction(sip_transaction::Error),
+    /// A call pickup needs an offer in both INVITEs (the caller's and the
+    /// picking phone's): one had none.
+    NoOffer,
 }
 
 impl fmt::Display for B2buaError {
@@ -404,6 +431,7 @@ impl fmt::Display for B2buaError {
         match self {
             B2buaError::UnknownCall => f.write_str("unknown call"),
             B2buaError::UnknownLeg => f.write_str("unknown leg"),
+            B2buaError::NoOffer => f.write_str("a pickup needs an offer from both phones"),
             B2buaError::InvalidState(why) => write!(f, "invalid state: {why}"),
             B2buaError::TooManyLegs(n) => write!(f, "a call holds at most {n} legs"),
             B2buaError::BadStatus(c) => write!(f, "status code {c} not allowed here"),

@@ -5,19 +5,20 @@
 //! `events.rs`.
 
 use crate::caller_state::{Caller, InboundInvite, Offer, Reliable};
-use crate::dialog::{self, Body, Dialog};
+use crate::dialog::{Body, Dialog};
 use crate::index::CallIndex;
 use crate::settings::{Settings, Tokens};
 use crate::state::{Call, Origin, Role, Side};
 use crate::turn::{CallTurn, Outputs, Wire};
+use crate::LocalContact;
 use crate::{limits::Notice, Stateless};
 use crate::{
-    B2buaConfig, B2buaError, CallEvent, CallRef, CallerMedia, DialTarget, LegRef, LocalContact,
+    B2buaConfig, B2buaError, CallEvent, CallRef, CallerMedia, DialTarget, EarlyDialog, LegRef,
     RelayRef,
 };
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use sip_message::{HeaderName, Message, Method, Peer};
+use sip_message::{Message, Method, Peer};
 use sip_transaction::{TransactionLayer, TxKey};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -109,23 +110,7 @@ impl CallManager {
         let id = CallRef(self.next_call);
         self.next_call += 1;
         let local_tag = self.tokens.token(10);
-        let to = invite.header_bytes(HeaderName::To).unwrap_or_default();
-        let remote_target = dialog::contact_uri(&invite)
-            .or_else(|| invite.from_header().ok().map(|f| Bytes::copy_from_slice(f.uri.raw)))
-            .unwrap_or_else(|| Bytes::from(format!("sip:{}", peer.remote)));
-        let d = Dialog {
-            // Copies: the dialog outlives the INVITE's datagram.
-            call_id: Bytes::copy_from_slice(invite.header(HeaderName::CallId).unwrap_or_default()),
-            local_tag: local_tag.clone(),
-            remote_tag: Bytes::copy_from_slice(invite.from_tag().unwrap_or_default()),
-            local: dialog::with_tag(&to, &local_tag),
-            remote: Bytes::copy_from_slice(invite.header(HeaderName::From).unwrap_or_default()),
-            local_seq: 0,
-            remote_seq: invite.cseq().ok().map(|c| c.seq),
-            remote_target,
-            route_set: dialog::record_route(&invite, false),
-            peer,
-        };
+        let d = Dialog::uas(&invite, local_tag, peer);
         let cfg = &self.settings.cfg;
         let reliable =
             invite.requires("100rel") || (cfg.send_100rel_to_caller && invite.supports("100rel"));
@@ -316,6 +301,22 @@ impl CallManager {
         self.with_call(tx, now, call, |t| t.answer_caller(leg.0))
     }
 
+    /// A phone picks up ringing call `call` (group, directed or `Replaces`
+    /// pickup): its INVITE becomes a new leg, answered at once with a 200
+    /// carrying the caller's offer (see `pickup.rs`). Then answer the
+    /// caller with that leg ([`CallManager::answer_caller`]) and cancel the
+    /// others. `Err` (the call is not ringing, [`B2buaError::NoOffer`]...)
+    /// leaves the INVITE unanswered: the owner answers it.
+    pub fn pick_up(
+        &mut self,
+        tx: &mut TransactionLayer,
+        now: Instant,
+        call: CallRef,
+        picker: &crate::PickupInvite,
+    ) -> Result<LegRef, B2buaError> {
+        self.with_call(tx, now, call, |t| t.pick_up(picker))
+    }
+
     /// A final failure (300-699) to the caller.
     pub fn reject_caller(
         &mut self,
@@ -448,6 +449,20 @@ impl CallManager {
         std::str::from_utf8(&l.template().call_id).ok()
     }
 
+    /// The first early dialog of a leg still ringing, as its phone sees it
+    /// (what a busy lamp shows and a `Replaces` names): Call-ID, the
+    /// phone's tag, our tag. `None` once its INVITE is over or before a
+    /// provisional response with a tag.
+    pub fn leg_early_dialog(&self, call: CallRef, leg: LegRef) -> Option<EarlyDialog<'_>> {
+        let early = self.calls.get(&call)?.leg(leg.0)?.inviting()?.early.first()?;
+        let d = &early.dialog;
+        Some(EarlyDialog {
+            call_id: std::str::from_utf8(&d.call_id).ok()?,
+            phone_tag: std::str::from_utf8(&d.remote_tag).ok()?,
+            our_tag: std::str::from_utf8(&d.local_tag).ok()?,
+        })
+    }
+
     /// The SIP Call-ID of the caller's dialog.
     pub fn caller_sip_call_id(&self, call: CallRef) -> Option<&str> {
         std::str::from_utf8(&self.calls.get(&call)?.caller.dialog.call_id).ok()
@@ -522,6 +537,14 @@ impl CallManager {
     }
 
     // ----- internals --------------------------------------------------------
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn tokens_mut(&mut self) -> &mut Tokens {
+        &mut self.tokens
+    }
 
     /// The calls, and the wire their steps act through at `now`.
     pub(crate) fn split<'a>(

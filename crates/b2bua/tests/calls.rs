@@ -460,7 +460,10 @@ fn caller_cancel_gets_200_and_487_then_legs_are_cancelled() {
     assert_eq!(out[1].msg.to_tag(), r180.to_tag());
     assert_eq!(
         w.take_events(),
-        [CallEvent::LegRinging { call, leg: a }, CallEvent::CallerCancelled { call }]
+        [
+            CallEvent::LegRinging { call, leg: a },
+            CallEvent::CallerCancelled { call, completed_elsewhere: false }
+        ]
     );
     // Too late for anything else toward the caller.
     assert!(w.cm.answer_caller(&mut w.tx, w.now, call, a).is_err());
@@ -936,7 +939,7 @@ fn caller_bye_on_the_early_dialog_is_a_cancel() {
         w.take_events(),
         [
             CallEvent::LegRinging { call, leg: a },
-            CallEvent::CallerCancelled { call },
+            CallEvent::CallerCancelled { call, completed_elsewhere: false },
             CallEvent::LegCancelled { call, leg: a },
             CallEvent::CallEnded { call },
         ]

@@ -67,6 +67,13 @@ pub struct Config {
     /// Ring groups.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// `[blf]`: busy lamp subscriptions (expiries and limits).
+    #[serde(default)]
+    pub blf: BlfConfig,
+    /// `[feature_codes]`: call pickup and login codes of every domain
+    /// that sets none of its own (`[[domains]] feature_codes`).
+    #[serde(default)]
+    pub feature_codes: pbx_features::FeatureCodes,
     /// Call traces: the SIP messages of recent calls, kept for the API.
     #[serde(default)]
     pub trace: TraceConfig,
@@ -76,6 +83,39 @@ pub struct Config {
     /// Media anchoring through rtpengine (`mode = "off"` by default).
     #[serde(default)]
     pub media: media_anchor::MediaSection,
+    /// This node's place in a cluster of nodes sharing one PostgreSQL;
+    /// none: a single node.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: several forkswitch nodes on one PostgreSQL (README
+/// "Cluster").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (1..=64 of letters, digits,
+    /// `.`, `_`, `-`): in every record and binding it writes. A restarted
+    /// node takes it back.
+    pub node_id: String,
+    /// The UDP address other nodes send this node the legs it relays to
+    /// its phones (one of `[sip] udp`, or its port on a wildcard one).
+    pub advertise: SocketAddr,
+    /// How often the node renews its lease.
+    #[serde(default = "heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How long a lease lasts unrenewed: then the node is dead for the
+    /// others (its live records closed, its bindings unreachable, legs
+    /// through it failed). At least three heartbeats.
+    #[serde(default = "lease_ms")]
+    pub lease_ms: u64,
+}
+
+fn heartbeat_ms() -> u64 {
+    1000
+}
+fn lease_ms() -> u64 {
+    5000
 }
 
 /// `[trace]`: every SIP message received and sent, kept in memory for
@@ -235,6 +275,58 @@ pub struct DnsConfig {
     /// Per-query timeout in milliseconds (default 2000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// `[blf]`: busy lamp (`SUBSCRIBE` to the `dialog` package) expiries, in
+/// seconds, and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlfConfig {
+    /// Shortest expiry taken (423 below).
+    pub min_expires: u32,
+    /// Longest expiry granted.
+    pub max_expires: u32,
+    /// Expiry of a SUBSCRIBE without Expires.
+    pub default_expires: u32,
+    /// Subscriptions one AOR may hold (403 beyond).
+    pub max_per_subscriber: usize,
+    /// Subscriptions of one extension or group (480 beyond).
+    pub max_per_watched: usize,
+    /// Subscriptions in all (503 beyond).
+    pub max_total: usize,
+    /// Dialogs one document lists.
+    pub max_dialogs_shown: usize,
+}
+
+impl Default for BlfConfig {
+    fn default() -> Self {
+        let d = pbx_features::NotifierSettings::default();
+        BlfConfig {
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+            default_expires: d.default_expires,
+            max_per_subscriber: d.max_per_subscriber,
+            max_per_watched: d.max_per_watched,
+            max_total: d.max_total,
+            max_dialogs_shown: d.max_dialogs_shown,
+        }
+    }
+}
+
+impl BlfConfig {
+    /// The notifier's settings.
+    pub fn settings(&self) -> pbx_features::NotifierSettings {
+        pbx_features::NotifierSettings {
+            min_expires: self.min_expires,
+            max_expires: self.max_expires,
+            default_expires: self.default_expires,
+            max_per_subscriber: self.max_per_subscriber,
+            max_per_watched: self.max_per_watched,
+            max_total: self.max_total,
+            max_dialogs_shown: self.max_dialogs_shown,
+            ..Default::default()
+        }
+    }
 }
 
 /// `[overload]`: admission control (see the switch crate's `admission.rs`).
@@ -523,6 +615,9 @@ pub struct DomainConfig {
     pub aliases: Vec<String>,
     /// Owning customer's id.
     pub customer_id: uuid::Uuid,
+    /// This domain's feature codes, instead of `[feature_codes]`.
+    #[serde(default)]
+    pub feature_codes: Option<pbx_features::FeatureCodes>,
 }
 
 /// `[[extensions]]`: give `password`, or `ha1_md5` and/or `ha1_sha256`.
@@ -969,11 +1064,54 @@ impl Config {
         self.check_storage_and_timers()?;
         self.check_accounts()?;
         self.check_provisioning()?;
+        self.check_feature_codes()?;
+        self.blf.settings().check().map_err(|e| ("blf", e.key, e.reason))?;
         self.check_registrar()?;
         self.check_routes()?;
         self.check_calls_and_log()?;
         self.check_capture()?;
+        self.check_cluster()?;
         self.check_media()
+    }
+
+    /// `[cluster]`: PostgreSQL, a usable node id, an advertised address this
+    /// node listens on, a lease of at least three heartbeats.
+    fn check_cluster(&self) -> Result<(), Broken> {
+        let Some(c) = &self.cluster else { return Ok(()) };
+        let postgres = self
+            .database
+            .url
+            .as_deref()
+            .is_some_and(|u| matches!(store::parse_url(u), Ok(store::Backend::Postgres(_))));
+        if !postgres {
+            let why = "a cluster shares PostgreSQL: set [database] url = \"postgres://...\"";
+            return Err(("cluster", "node_id", why.into()));
+        }
+        let name_ok = (1..=64).contains(&c.node_id.len())
+            && c.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            let why = "must be 1..=64 of letters, digits, '.', '_', '-'";
+            return Err(("cluster", "node_id", why.into()));
+        }
+        let listens = self.sip.udp.iter().any(|a| {
+            a.port() == c.advertise.port()
+                && (a.ip() == c.advertise.ip() || a.ip().is_unspecified())
+        });
+        if c.advertise.ip().is_unspecified() || c.advertise.port() == 0 || !listens {
+            let why = format!(
+                "{} must be an address other nodes reach this one at, one of [sip] udp",
+                c.advertise
+            );
+            return Err(("cluster", "advertise", why));
+        }
+        if c.heartbeat_ms < 10 {
+            return Err(("cluster", "heartbeat_ms", "must be at least 10".into()));
+        }
+        if c.lease_ms < 3 * c.heartbeat_ms {
+            let why = "must be at least three heartbeats (3 * heartbeat_ms)";
+            return Err(("cluster", "lease_ms", why.into()));
+        }
+        Ok(())
     }
 
     /// `[media]`: the rtpengine ng addresses, timeouts, what a call gets
@@ -1099,6 +1237,53 @@ impl Config {
             provisioning::check_ring_group(g, &known).map_err(|i| broken("groups", &name, i))?;
         }
         Ok(())
+    }
+
+    /// `[feature_codes]` and each domain's own: well formed, and no code
+    /// clashes with another or with an extension or group number of the
+    /// domain.
+    fn check_feature_codes(&self) -> Result<(), Broken> {
+        if let Some(e) = self.feature_codes.check([]).into_iter().next() {
+            return Err(("feature_codes", e.key, e.reason));
+        }
+        let settings = self.feature_code_settings();
+        for d in &self.domains {
+            let codes = settings.for_domain(&d.name);
+            let extensions = self
+                .extensions
+                .iter()
+                .filter(|e| e.domain.eq_ignore_ascii_case(&d.name))
+                .map(|e| pbx_features::Dialable::Extension(&e.name));
+            let groups = self
+                .groups
+                .iter()
+                .filter(|g| g.domain.eq_ignore_ascii_case(&d.name))
+                .map(|g| pbx_features::Dialable::RingGroup(&g.number));
+            if let Some(e) = codes.check(extensions.chain(groups)).into_iter().next() {
+                let own = d.feature_codes.is_some();
+                let (table, key) =
+                    if own { ("domains", "feature_codes") } else { ("feature_codes", e.key) };
+                let reason = if own {
+                    format!("{}: {}: {}", d.name, e.key, e.reason)
+                } else {
+                    format!("in domain {}: {}", d.name, e.reason)
+                };
+                return Err((table, key, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// The feature codes of every domain, for the switch core.
+    pub fn feature_code_settings(&self) -> pbx_features::FeatureCodeSettings {
+        pbx_features::FeatureCodeSettings {
+            default: self.feature_codes.clone(),
+            per_domain: self
+                .domains
+                .iter()
+                .filter_map(|d| Some((d.name.clone(), d.feature_codes.clone()?)))
+                .collect(),
+        }
     }
 
     /// `[registrar]`.
@@ -1338,6 +1523,8 @@ impl Config {
             send_100rel_to_caller: calls.send_100rel_to_caller,
         };
         c.registrar = self.registrar();
+        c.feature_codes = self.feature_code_settings();
+        c.blf = self.blf.settings();
         let o = &self.overload;
         c.admission = switch::AdmissionConfig {
             max_queue_delay: Duration::from_millis(o.max_queue_delay_ms),
@@ -1426,6 +1613,36 @@ mod tests {
         assert_eq!(e, "f.toml:4: media.timeout_ms: must be 10..=60000");
         let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[media]\non_failure = \"shrug\"\n");
         assert!(e.starts_with("f.toml:4: "), "{e}");
+    }
+
+    #[test]
+    fn feature_code_clashes_name_file_line_key() {
+        let c = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+        let base = format!(
+            "[sip]\nudp = [\"127.0.0.1:1\"]\n[[customers]]\nid = \"{c}\"\n\
+             [[groups]]\nnumber = \"**1\"\ndomain = \"test\"\nring_method = \"ring_all\"\n\
+             destinations = [{{ type = \"sip\", target = \"sip:a@192.0.2.1\" }}]\n\
+             [[domains]]\nname = \"test\"\ncustomer_id = \"{c}\"\n"
+        );
+        // The default directed pickup prefix starts ring group **1's number.
+        let e = err(&format!("{base}[feature_codes]\ndirected_pickup = \"**\"\n"));
+        assert!(e.starts_with("f.toml:14: feature_codes.directed_pickup: in domain test: "), "{e}");
+        // The domain's own codes: group pickup is the group's number.
+        let e = err(&format!(
+            "{base}feature_codes = {{ group_pickup = \"**1\", directed_pickup = \"*7\" }}\n"
+        ));
+        assert!(e.starts_with("f.toml:13: domains.feature_codes: test: group_pickup: "), "{e}");
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[blf]\nmin_expires = 600\nmax_expires = 60\n");
+        assert_eq!(e, "f.toml:5: blf.max_expires: must not be below min_expires");
+        // Codes that clash with each other.
+        let e = err("[sip]\nudp = [\"127.0.0.1:1\"]\n[feature_codes]\ngroup_pickup = \"*4\"\nlogin_toggle = \"*4\"\n");
+        assert!(e.starts_with("f.toml:5: feature_codes.login_toggle: "), "{e}");
+        // A domain with codes of its own that clash with nothing.
+        let ok = format!("{base}feature_codes = {{ directed_pickup = \"*7\" }}\n");
+        let cfg = Config::parse(Path::new("f.toml"), &ok).expect("no clash");
+        let codes = cfg.feature_code_settings();
+        assert_eq!(codes.for_domain("test").directed_pickup, "*7");
+        assert_eq!(codes.for_domain("other").directed_pickup, "**");
     }
 
     /// `[[extensions]]` with `extra`, after a customer and domain `test`
@@ -1525,6 +1742,44 @@ mod tests {
         assert!(e.ends_with("groups.number: 800@test: ring group 800@test exists already"), "{e}");
         let e = with_groups(&format!("{ok}{ok}")).expect_err("twice");
         assert!(e.ends_with("groups.number: 800@test: defined twice (same id)"), "{e}");
+    }
+
+    #[test]
+    fn cluster_needs_postgres_and_an_address_it_listens_on() {
+        let base = "[sip]\nudp = [\"127.0.0.2:5060\"]\n";
+        let pg = "[database]\nurl = \"postgres://fs@127.0.0.1/fs\"\n";
+        let cluster = |extra: &str| {
+            format!("[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.2:5060\"\n{extra}")
+        };
+        let e = err(&format!("{base}{}", cluster("")));
+        assert_eq!(
+            e,
+            "f.toml:4: cluster.node_id: a cluster shares PostgreSQL: set [database] url = \"postgres://...\""
+        );
+        let e = err(&format!("{base}[database]\nurl = \"sqlite:x.db\"\n{}", cluster("")));
+        assert!(e.starts_with("f.toml:6: cluster.node_id: a cluster shares PostgreSQL"), "{e}");
+        let ok = Config::parse(Path::new("f.toml"), &format!("{base}{pg}{}", cluster("")))
+            .expect("valid");
+        let c = ok.cluster.expect("cluster");
+        assert_eq!((c.heartbeat_ms, c.lease_ms), (1000, 5000));
+        let e = err(&format!("{base}{pg}{}", cluster("lease_ms = 2000\n")));
+        assert_eq!(
+            e,
+            "f.toml:8: cluster.lease_ms: must be at least three heartbeats (3 * heartbeat_ms)"
+        );
+        let e = err(&format!(
+            "{base}{pg}[cluster]\nnode_id = \"n 1\"\nadvertise = \"127.0.0.2:5060\"\n"
+        ));
+        assert!(e.starts_with("f.toml:6: cluster.node_id: must be 1..=64"), "{e}");
+        let e = err(&format!(
+            "{base}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"127.0.0.3:5060\"\n"
+        ));
+        assert!(e.starts_with("f.toml:7: cluster.advertise: 127.0.0.3:5060 must be"), "{e}");
+        let e = err(&format!("{base}{pg}[cluster]\nnode_id = \"n1\"\n"));
+        assert!(e.starts_with("f.toml:") && e.contains("advertise"), "{e}");
+        let wild = "[sip]\nudp = [\"0.0.0.0:5070\"]\n";
+        let ok = format!("{wild}{pg}[cluster]\nnode_id = \"n1\"\nadvertise = \"192.0.2.5:5070\"\n");
+        Config::parse(Path::new("f.toml"), &ok).expect("a wildcard listener");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod capture;
+mod cluster;
 mod config;
 mod dns;
 mod gen_cert;

@@ -236,6 +236,10 @@ impl Shell {
                         let _ = reply.send(outcome);
                     }
                 }
+                Output::Event(Event::GroupcallMissed(m)) => {
+                    debug!(groupcall = %m.groupcall_id, members = m.members.len(), "groupcall missed");
+                    self.webhooks.publish_missed(&m);
+                }
                 Output::Media(t) => {
                     // A datagram that cannot go now is a loss: the ng
                     // client sends it again (same cookie) or fails over.
@@ -287,6 +291,8 @@ struct Channels {
     /// Datagrams from the rtpengines' ng ports.
     ng: mpsc::UnboundedReceiver<(std::net::SocketAddr, bytes::Bytes)>,
     requests: mpsc::Receiver<PortRequest>,
+    /// What other cluster nodes changed (never yields without a cluster).
+    cluster: mpsc::UnboundedReceiver<switch::ClusterChange>,
     /// The stop signal's name.
     stop: oneshot::Receiver<&'static str>,
 }
@@ -410,6 +416,11 @@ impl SwitchLoop {
             more |= i + 1 == CHANNEL_TURN;
         }
         for i in 0..CHANNEL_TURN {
+            let Some(change) = ready(c.cluster.poll_recv(&mut cx)) else { break };
+            shell.feed(Input::Cluster(change));
+            more |= i + 1 == CHANNEL_TURN;
+        }
+        for i in 0..CHANNEL_TURN {
             let Some(r) = running.then(|| c.requests.poll_recv(&mut cx)).and_then(ready) else {
                 break;
             };
@@ -485,9 +496,13 @@ fn ready<T>(p: Poll<Option<T>>) -> Option<T> {
 pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
     let _io = io.enter();
     let db = open_store(&cfg)?;
+    let joined = crate::cluster::join(&cfg)?;
     let start = now().wall;
-    // Records a previous run left live (a crash, kill -9) are closed now.
-    let closed = db.close_live_records(start).map_err(|e| format!("cannot close records: {e}"))?;
+    // Records a previous run left live (a crash, kill -9) are closed now
+    // (in a cluster, only this node's).
+    let own = cfg.cluster.as_ref().map(|c| c.node_id.as_str());
+    let closed =
+        db.close_live_records(start, own).map_err(|e| format!("cannot close records: {e}"))?;
     if closed.groupcalls > 0 || closed.calls > 0 {
         warn!(
             groupcalls = closed.groupcalls,
@@ -532,8 +547,24 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
     for fd in udp.fds() {
         poller.set(fd, Interest { read: true, write: false });
     }
-    let sw = Switch::new(cfg.switch(addrs), state, rand::random(), now())
+    let mut switch_cfg = cfg.switch(addrs);
+    switch_cfg.cluster = joined.as_ref().map(|j| j.settings.clone());
+    let loaded = records::Provisioning {
+        customers: state.customers.clone(),
+        domains: state.domains.clone(),
+        extensions: state.extensions.clone(),
+        ring_groups: state.ring_groups.clone(),
+    };
+    let sw = Switch::new(switch_cfg, state, rand::random(), now())
         .map_err(|e| format!("{}.{}: {}", e.table, e.key, e.reason))?;
+    let (cluster, cluster_rx) = match joined {
+        Some(j) => {
+            let (thread, rx) = crate::cluster::start(j, loaded)?;
+            (Some(thread), rx)
+        }
+        // No cluster: a receiver that never yields.
+        None => (None, mpsc::unbounded_channel().1),
+    };
     let mut shell = Shell {
         sw,
         deadline: Instant::now(),
@@ -554,7 +585,15 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
         udp,
         waker: poller.waker(),
         poller,
-        channels: Channels { stream, notices, resolved, ng: ng_rx, requests: http.requests, stop },
+        channels: Channels {
+            stream,
+            notices,
+            resolved,
+            ng: ng_rx,
+            requests: http.requests,
+            cluster: cluster_rx,
+            stop,
+        },
         write_wait: None,
         ready: Vec::new(),
         next_stats: Instant::now() + STATS_EVERY,
@@ -584,6 +623,7 @@ pub fn run(cfg: Config, io: &tokio::runtime::Runtime) -> Result<(), String> {
     }
     lp.flush();
     http.server.stop();
+    drop(cluster);
     if let Err(e) = db.flush() {
         warn!(error = %e, "store flush at shutdown failed");
     }
@@ -607,6 +647,10 @@ fn log_event(e: &Event) {
         }
         Event::Security(ev) => log_security(ev),
         Event::Media(ev) => log_media(ev),
+        Event::NodeDown { node, bindings } => {
+            warn!(%node, bindings, "cluster: node down: its bindings unreachable, legs through it failed")
+        }
+        Event::ClusterBindings { held } => info!(held, "cluster: other nodes' bindings"),
         Event::Overload { began: true, queue_delay, queue_depth, .. } => {
             let delay_ms = queue_delay.as_millis() as u64;
             warn!(target: "security", event = "overload", src = "", user = "", method = "INVITE",

@@ -42,25 +42,13 @@ fn group(number: &str, skip_busy: bool, members: &[&str]) -> String {
     )
 }
 
-/// A SIPp phone playing `scenario` for one call, registered as `user`
-/// (password `pw<nn>`) from the port it listens on.
-fn phone(server: &Server, user: &str, scenario: &str, args: &[&str]) -> Phone {
-    let pw = format!("pw{}", user.trim_start_matches("test"));
-    let register = |sock: &std::net::UdpSocket| {
-        let resp = register_from(sock, server.udp, user, &pw);
-        assert!(resp.starts_with("SIP/2.0 200"), "{user}: {resp}");
-    };
-    let unregister = |_lost_port| unregister_all(server.udp, user, &pw);
-    Phone::start_announced(server.dir.path(), scenario, args, None, register, unregister)
-}
-
 #[test]
 fn skip_busy_rings_only_free_members_and_an_all_busy_group_answers_486() {
     let groups =
         format!("{}{}", group("820", true, &["test12", "test13"]), group("821", true, &["test12"]));
     let server = Server::start_with(&config(&groups));
-    let busy = phone(&server, "test12", "uas_answer.xml", &[]);
-    let free = phone(&server, "test13", "uas_answer.xml", &[]);
+    let busy = phone_registered_on(&server, "test12", "uas_answer.xml", &[]);
+    let free = phone_registered_on(&server, "test13", "uas_answer.xml", &[]);
     // Call 1 puts test12 on a call (its limit): held 8 s.
     let mut first =
         start_caller(server.dir.path(), server.udp, "test12", "uac_hold.xml", &["-d", "8000"]);
@@ -101,7 +89,7 @@ fn dnd_rejects_direct_calls_with_486_and_groups_skip_it() {
     let t = Instant::now();
     caller(server.dir.path(), server.udp, "test14", "uac_expect_486.xml", &[]);
     assert!(t.elapsed() < Duration::from_secs(3), "486 came after {:?}", t.elapsed());
-    let answering = phone(&server, "test13", "uas_answer.xml", &[]);
+    let answering = phone_registered_on(&server, "test13", "uas_answer.xml", &[]);
     caller(server.dir.path(), server.udp, "822", "uac.xml", &[]);
     answering.assert_ok();
     let (root, legs) = finished_root(&server, &["test14@test", "test13@test"]);
@@ -113,8 +101,8 @@ fn dnd_rejects_direct_calls_with_486_and_groups_skip_it() {
 #[test]
 fn forward_on_no_answer_rings_the_forward_after_the_extension_rang() {
     let server = Server::start_with(&config(""));
-    let ringing = phone(&server, "test15", "uas_ring_cancel.xml", &[]);
-    let forward = phone(&server, "test13", "uas_answer.xml", &[]);
+    let ringing = phone_registered_on(&server, "test15", "uas_ring_cancel.xml", &[]);
+    let forward = phone_registered_on(&server, "test13", "uas_answer.xml", &[]);
     caller(server.dir.path(), server.udp, "test15", "uac.xml", &[]);
     ringing.assert_ok();
     forward.assert_ok();

@@ -73,6 +73,7 @@ impl RecordMaker {
             tm_create: wall,
             tm_update: wall,
             tm_delete: Timestamp::NOT_YET,
+            node_id: String::new(),
         }
     }
 }

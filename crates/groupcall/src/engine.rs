@@ -245,6 +245,17 @@ impl Fork {
         self.settle(now);
     }
 
+    /// The caller cancelled because the call was answered elsewhere (a
+    /// cluster node relaying a leg for the node that carries the call):
+    /// the legs get CANCEL with that Reason, the caller 487.
+    pub fn caller_cancelled_elsewhere(&mut self, now: Now) {
+        if !self.is_pending() {
+            return;
+        }
+        self.stop(now, CancelCause::CompletedElsewhere, 487);
+        self.settle(now);
+    }
+
     /// The caller sent BYE. After the answer the winner gets a BYE; before
     /// it, this is a caller cancel.
     pub fn caller_hung_up(&mut self, now: Now) {
@@ -322,6 +333,46 @@ impl Fork {
             _ => {}
         }
         self.settle(now);
+    }
+
+    /// `true` while the fork hunts and nobody answered: a pickup may take
+    /// the call.
+    pub fn is_ringing(&self) -> bool {
+        self.is_live()
+    }
+
+    /// Every leg dialed (or picked up), in leg order: where it goes and its
+    /// call record (whose status says ringing, answered or over).
+    pub fn legs(&self) -> impl Iterator<Item = (LegId, &LegTarget, &Call)> {
+        self.tree.legs.iter().filter_map(|n| Some((n.id, &n.target, n.rec.as_ref()?)))
+    }
+
+    /// The legs dialed and not over yet (ringing, or not answered yet), in
+    /// leg order, with where they go.
+    pub fn ringing_legs(&self) -> impl Iterator<Item = (LegId, &LegTarget)> {
+        self.tree.legs.iter().filter(|n| n.phase == LegPhase::Live).map(|n| (n.id, &n.target))
+    }
+
+    /// A phone picked the call up (group, directed or `Replaces` pickup):
+    /// it becomes the answer through the same one-answer rule as a leg
+    /// that answers. A leg of the root group is added for it (its call
+    /// record, `destination` the picker, goes `progressing` at once and is
+    /// the root groupcall's `answer_call_id`); the caller is answered with
+    /// it (`AnswerCaller`), and every leg still ringing is CANCELed with
+    /// `Reason: SIP;cause=200;text="Call completed elsewhere"`. `None`
+    /// (nothing changed) unless the call is still ringing.
+    pub fn pick_up(&mut self, now: Now, picker: records::Address) -> Option<LegId> {
+        if !self.is_live() {
+            return None;
+        }
+        let target = LegTarget::Pickup { aor: picker.target.clone() };
+        // One more than the limit: a pickup always fits, and comes once.
+        let limit = self.cfg.max_legs.saturating_add(1);
+        let l = self.tree.add_leg(limit, &mut self.maker, 0, target, picker).ok()?;
+        let (id, _) = self.go_live(now, l)?;
+        self.win(now, l);
+        self.settle(now);
+        Some(id)
     }
 
     /// The hops asked for by [`Action::Resolve`] `query`, in failover
@@ -852,6 +903,16 @@ impl Fork {
         if leg.phase != LegPhase::Idle {
             return;
         }
+        let (g, target) = (leg.group, leg.target.clone());
+        let Some((id, call_id)) = self.go_live(now, l) else { return };
+        self.touch_group(now, g);
+        self.actions.push_back(Action::Dial { leg: id, call_id, target });
+    }
+
+    /// Leg `l` goes live: its call record is made (emitted) and listed in
+    /// its group's `call_ids`. Returns its id and record id.
+    fn go_live(&mut self, now: Now, l: usize) -> Option<(LegId, Uuid)> {
+        let leg = self.tree.legs.get_mut(l)?;
         leg.phase = LegPhase::Live;
         let g = leg.group;
         let groupcall_id = self.tree.groups.get(g).map_or(NIL, |n| n.rec.id);
@@ -866,14 +927,13 @@ impl Fork {
                 now.wall,
             )
         };
-        let (id, call_id, target) = (leg.id, leg.call_id, leg.target.clone());
+        let (id, call_id) = (leg.id, leg.call_id);
         leg.rec = Some(rec.clone());
         self.actions.push_back(Action::RecordChanged(Record::Call(rec)));
         if let Some(n) = self.tree.groups.get_mut(g) {
             n.rec.call_ids.push(call_id);
         }
-        self.touch_group(now, g);
-        self.actions.push_back(Action::Dial { leg: id, call_id, target });
+        Some((id, call_id))
     }
 
     fn on_live(&mut self, now: Now, l: usize, ev: LegEvent) {

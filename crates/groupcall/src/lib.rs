@@ -495,6 +495,12 @@ pub enum LegTarget {
         /// The hop.
         hop: Hop,
     },
+    /// A phone that picked the call up ([`Fork::pick_up`]): its INVITE
+    /// came to the switch, nothing is dialed.
+    Pickup {
+        /// The picking extension's AOR.
+        aor: String,
+    },
 }
 
 /// A leg of a fork, stable for the fork's life.

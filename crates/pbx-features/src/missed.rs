@@ -172,6 +172,7 @@ mod tests {
             tm_create: t("2024-05-01 09:00:00.000000"),
             tm_update: t("2024-05-01 09:00:21.000000"),
             tm_delete: Timestamp::NOT_YET,
+            node_id: String::new(),
         }
     }
 

@@ -269,6 +269,10 @@ pub struct Groupcall {
     pub tm_update: Timestamp,
     /// Deleted.
     pub tm_delete: Timestamp,
+    /// The cluster node that carries it (`[cluster] node_id`); empty
+    /// without a cluster (and then not in the JSON).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
 }
 
 /// Call status: only moves forward.
@@ -422,6 +426,15 @@ pub struct Call {
     pub tm_update: Timestamp,
     /// Deleted.
     pub tm_delete: Timestamp,
+    /// The cluster node that carries the call and writes this record
+    /// (`[cluster] node_id`); empty without a cluster (and then not in the
+    /// JSON).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    /// A leg to a phone registered on another node: that node, which
+    /// relayed the leg over its flow to the phone. Empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub relay_node_id: String,
     /// The rtpengine (its ng address, `IP:port`) that anchors this leg's
     /// media; empty when its media is not anchored.
     #[serde(default)]
@@ -461,6 +474,8 @@ impl Call {
             tm_create: wall,
             tm_update: wall,
             tm_delete: Timestamp::NOT_YET,
+            node_id: String::new(),
+            relay_node_id: String::new(),
             media_anchor: String::new(),
             media_address: String::new(),
         }
@@ -570,6 +585,33 @@ mod tests {
         assert_eq!(r.origin, Origin::Config);
         assert!(r.tm_delete.is_not_yet());
         assert_eq!(Origin::from_str_lossy(Origin::Api.as_str()), Origin::Api);
+    }
+    #[test]
+    fn hunt_memories_merge_in_any_order() {
+        let m = |t: &str| Address::new(AddressType::Endpoint, t);
+        let at = Timestamp::from_micros;
+        let a = HuntMemoryRecord {
+            group_id: Uuid::nil(),
+            last_answered: Some(m("x@t")),
+            answered_at: vec![(m("x@t"), at(5)), (m("y@t"), at(1))],
+        };
+        let b = HuntMemoryRecord {
+            group_id: Uuid::nil(),
+            last_answered: Some(m("y@t")),
+            answered_at: vec![(m("y@t"), at(7)), (m("z@t"), at(2))],
+        };
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        ab.merge(&b);
+        ba.merge(&a);
+        assert_eq!(ab.last_answered, Some(m("y@t")));
+        assert_eq!(ba.last_answered, Some(m("y@t")));
+        let sorted = |r: &HuntMemoryRecord| {
+            let mut v = r.answered_at.clone();
+            v.sort_by(|x, y| x.0.target.cmp(&y.0.target));
+            v
+        };
+        assert_eq!(sorted(&ab), [(m("x@t"), at(5)), (m("y@t"), at(7)), (m("z@t"), at(2))]);
+        assert_eq!(sorted(&ab), sorted(&ba));
     }
 }
 
@@ -703,6 +745,20 @@ pub struct Binding {
     /// User-Agent of the phone.
     #[serde(default)]
     pub user_agent: String,
+    /// The cluster node whose flow reaches the phone (it registered there):
+    /// calls from other nodes are relayed through it. Empty without a
+    /// cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    /// The stream connection (on `node_id`) it registered over: the flow
+    /// (RFC 5626) that reaches it; `None` over UDP (the flow is `source`
+    /// and `local`) or once that connection is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<u64>,
+    /// Its node's lease ran out (the node died): no node reaches it until
+    /// the phone registers again (or its node comes back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreachable: bool,
 }
 
 /// Where a configuration record (extension, ring group, webhook, API key)
@@ -850,10 +906,24 @@ pub struct RingGroup {
     pub tm_delete: Timestamp,
 }
 
+/// Accounts and ring groups as the database holds them now: what a
+/// cluster node reads of what any node (its API, its config file) made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provisioning {
+    /// Customers.
+    pub customers: Vec<Customer>,
+    /// Domains.
+    pub domains: Vec<Domain>,
+    /// Extensions.
+    pub extensions: Vec<Extension>,
+    /// Ring groups.
+    pub ring_groups: Vec<RingGroup>,
+}
+
 /// What a `round_robin` or `least_recent` ring group remembers of its past
 /// calls (who answered last, and when each member last answered), stored
 /// so that the rotation survives a restart. Members are destinations.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HuntMemoryRecord {
     /// The ring group's id.
     pub group_id: Uuid,
@@ -861,6 +931,33 @@ pub struct HuntMemoryRecord {
     pub last_answered: Option<Address>,
     /// When each member last answered a call of the group.
     pub answered_at: Vec<(Address, Timestamp)>,
+}
+
+impl HuntMemoryRecord {
+    /// Folds in what another node remembers of the same group (cluster):
+    /// each member keeps its latest answer time, and the last answered is
+    /// the member with the latest one (this record's on a tie). The order
+    /// of merging does not matter, so nodes that answer calls of one group
+    /// at the same time converge on the same memory.
+    pub fn merge(&mut self, other: &HuntMemoryRecord) {
+        for (member, at) in &other.answered_at {
+            match self.answered_at.iter_mut().find(|(m, _)| m == member) {
+                Some((_, mine)) => *mine = (*mine).max(*at),
+                None => self.answered_at.push((member.clone(), *at)),
+            }
+        }
+        let latest = self.answered_at.iter().max_by_key(|(_, at)| *at).map(|(m, _)| m.clone());
+        let ours = self
+            .last_answered
+            .as_ref()
+            .and_then(|m| self.answered_at.iter().find(|(x, _)| x == m).map(|(_, at)| *at));
+        let newest = self.answered_at.iter().map(|(_, at)| *at).max();
+        if latest.is_some() && (ours.is_none() || ours < newest) {
+            self.last_answered = latest;
+        } else if self.last_answered.is_none() {
+            self.last_answered.clone_from(&other.last_answered);
+        }
+    }
 }
 
 /// Where a customer's events are posted. The secret is stored as given:

@@ -50,8 +50,14 @@ fn main() {
             source: "127.0.0.1:5070".parse().expect("addr"),
             local: "127.0.0.1:5060".parse().expect("addr"),
             user_agent: "SIPp".into(),
+            node_id: String::new(),
+            conn: None,
+            unreachable: false,
         };
-        store.apply(&aor, vec![Change::Upsert(Location { binding: b, conn: None, closed: false })]);
+        store.apply(
+            &aor,
+            vec![Change::Upsert(Location { binding: b, conn: None, closed: false, via: None })],
+        );
         while let Some(change) = store.poll_change() {
             std::hint::black_box(change);
         }

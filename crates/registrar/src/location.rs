@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BindingChange {
     /// A binding was added or refreshed (keyed by `aor` and `contact`).
-    Upsert(Binding),
+    Upsert(Box<Binding>),
     /// The binding `contact` of `aor` was removed.
     Remove {
         /// The address-of-record.
@@ -39,9 +39,13 @@ pub struct Location {
     /// The stream (TCP, TLS, WS) connection it was registered over (memory only).
     pub conn: Option<ConnId>,
     /// The stream connection this binding was registered over has closed (an
-    /// RFC 5626 flow failure): it cannot be reached until it registers again
-    /// (memory only).
+    /// RFC 5626 flow failure), or its node died: it cannot be reached until
+    /// it registers again (memory only).
     pub closed: bool,
+    /// Another cluster node's binding (its `node_id`): that node holds the
+    /// flow, so requests go through it; `None` for this node's own
+    /// (memory only: the stored binding names its node).
+    pub via: Option<String>,
 }
 
 impl Location {
@@ -113,6 +117,26 @@ fn contact_address(contact: &str, transport: Transport) -> Option<std::net::Sock
     Some(std::net::SocketAddr::new(ip, uri.port.unwrap_or(if secure { 5061 } else { 5060 })))
 }
 
+/// Whether `b` belongs to another cluster node than `own` (never without
+/// a cluster).
+fn is_remote(b: &Binding, own: &str) -> bool {
+    !own.is_empty() && !b.node_id.is_empty() && b.node_id != own
+}
+
+/// Another node's binding as held here.
+fn remote(b: Binding) -> Location {
+    let via = Some(b.node_id.clone());
+    Location { closed: b.unreachable, binding: b, conn: None, via }
+}
+
+/// Puts `loc` in `list`, replacing the binding with the same contact.
+fn put(list: &mut Vec<Location>, loc: Location) {
+    match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
+        Some(slot) => *slot = loc,
+        None => list.push(loc),
+    }
+}
+
 /// A change to an AOR's bindings.
 // Changes are few and short-lived: boxing the location is not worth it.
 #[allow(clippy::large_enum_variant)]
@@ -166,7 +190,7 @@ fn apply_to(
                 if loc.binding.aor != aor {
                     loc.binding.aor = aor.to_owned();
                 }
-                out.push_back(BindingChange::Upsert(loc.binding.clone()));
+                out.push_back(BindingChange::Upsert(Box::new(loc.binding.clone())));
                 match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
                     Some(slot) => *slot = loc,
                     None => list.push(loc),
@@ -236,7 +260,7 @@ impl LocationStore {
         let mut seen: HashSet<Peer> = HashSet::new();
         let mut out: Vec<Peer> = Vec::new();
         for list in self.map.values() {
-            for l in list.iter().filter(|l| !l.is_expired(wall)) {
+            for l in list.iter().filter(|l| !l.is_expired(wall) && l.via.is_none()) {
                 let t = l.target();
                 if t.transport == Transport::Udp && seen.insert(t) {
                     out.push(t);
@@ -290,10 +314,13 @@ impl LocationStore {
             let Some(list) = self.map.get_mut(&aor) else { continue };
             list.retain(|l| {
                 if l.is_expired(wall) {
-                    self.changes.push_back(BindingChange::Remove {
-                        aor: aor.clone(),
-                        contact: l.binding.contact.clone(),
-                    });
+                    // Another node's binding is its node's to remove.
+                    if l.via.is_none() {
+                        self.changes.push_back(BindingChange::Remove {
+                            aor: aor.clone(),
+                            contact: l.binding.contact.clone(),
+                        });
+                    }
                     gone.push((aor.clone(), l.binding.clone()));
                     false
                 } else {
@@ -326,15 +353,69 @@ impl LocationStore {
     /// [`Location::closed`]: that connection is gone with the old process, so
     /// it is skipped until it registers again (browsers reconnect and do).
     pub fn load(&mut self, bindings: Vec<Binding>) {
+        self.load_as(bindings, "");
+    }
+
+    /// [`LocationStore::load`] on cluster node `own`: the bindings of other
+    /// nodes are held as theirs ([`Location::via`], unreachable when their
+    /// node's lease ran out); this node's own are restored as after a
+    /// restart. Without a cluster (`own` empty) every binding is this node's.
+    pub fn load_as(&mut self, bindings: Vec<Binding>, own: &str) {
         for b in bindings {
-            let list = self.map.entry(b.aor.clone()).or_default();
-            let mut loc = Location { binding: b, conn: None, closed: false };
-            loc.closed = loc.reached_only_by_its_flow();
-            match list.iter_mut().find(|l| l.binding.contact == loc.binding.contact) {
-                Some(slot) => *slot = loc,
-                None => list.push(loc),
+            let loc = if is_remote(&b, own) {
+                remote(b)
+            } else {
+                let mut loc = Location { binding: b, conn: None, closed: false, via: None };
+                loc.closed = loc.reached_only_by_its_flow();
+                loc
+            };
+            put(self.map.entry(loc.binding.aor.clone()).or_default(), loc);
+        }
+    }
+
+    /// Another node's view of `aor` (cluster): `stored` are its bindings as
+    /// the shared database holds them now, whatever node made them. Every
+    /// binding of `aor` held for another node is replaced by them; one of
+    /// this node's that another node now holds (the phone registered there
+    /// since) becomes that node's; this node's others stay (what it wrote
+    /// last is the database's truth, or will be). Queues nothing.
+    pub fn replace_remote(&mut self, aor: &str, stored: Vec<Binding>, own: &str) {
+        let list = self.map.entry(aor.to_owned()).or_default();
+        list.retain(|l| l.via.is_none());
+        for b in stored {
+            if b.aor != aor {
+                continue;
+            }
+            if is_remote(&b, own) {
+                put(list, remote(b));
             }
         }
+        if list.is_empty() {
+            self.map.remove(aor);
+        }
+    }
+
+    /// Every AOR with a binding of another node (cluster).
+    pub fn remote_aors(&self) -> Vec<String> {
+        self.map
+            .iter()
+            .filter(|(_, list)| list.iter().any(|l| l.via.is_some()))
+            .map(|(aor, _)| aor.clone())
+            .collect()
+    }
+
+    /// Cluster node `node` died (its lease ran out): its bindings are
+    /// unreachable ([`Location::closed`]) until they are stored again.
+    /// Returns how many were marked.
+    pub fn node_down(&mut self, node: &str) -> usize {
+        let mut n = 0;
+        for list in self.map.values_mut() {
+            for l in list.iter_mut().filter(|l| l.via.as_deref() == Some(node) && !l.closed) {
+                l.closed = true;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Stream connection `conn` closed (an RFC 5626 flow failure): every
@@ -400,6 +481,9 @@ mod tests {
             source: "192.0.2.1:5060".parse().expect("addr"),
             local: "192.0.2.100:5060".parse().expect("addr"),
             user_agent: String::new(),
+            node_id: String::new(),
+            conn: None,
+            unreachable: false,
         }
     }
 
@@ -448,6 +532,7 @@ mod tests {
             binding: with("sip:a@192.0.2.7:5070;transport=tcp", "TCP"),
             conn: Some(3),
             closed: false,
+            via: None,
         };
         assert_eq!(
             (live.target().remote.to_string(), live.target().conn),
@@ -463,6 +548,7 @@ mod tests {
             binding: binding(aor, c, 1000, exp),
             conn: Some(9),
             closed: false,
+            via: None,
         };
         store.apply(aor, vec![Change::Upsert(loc("sip:a@1", 100))]);
         store.apply(aor, vec![Change::Upsert(loc("sip:a@1", 200))]);
@@ -524,7 +610,7 @@ mod tests {
         let b = binding("a@test", "sip:a@1", 1000, 100);
         store.apply(
             "a@test",
-            vec![Change::Upsert(Location { binding: b, conn: Some(4), closed: false })],
+            vec![Change::Upsert(Location { binding: b, conn: Some(4), closed: false, via: None })],
         );
         let l = store.locations("a@test", at(0));
         assert_eq!(l[0].target().conn, Some(4));
@@ -536,7 +622,7 @@ mod tests {
     }
 
     fn tcp(b: Binding, conn: ConnId) -> Change {
-        Change::Upsert(Location { binding: b, conn: Some(conn), closed: false })
+        Change::Upsert(Location { binding: b, conn: Some(conn), closed: false, via: None })
     }
 
     #[test]
@@ -629,5 +715,52 @@ mod tests {
             vec!["remove a@test sip:x@1", "remove b@test sip:x@1", "remove c@test sip:x@1"]
         );
         assert_eq!(store.len(), 3);
+    }
+
+    fn on(node: &str, b: Binding) -> Binding {
+        Binding { node_id: node.into(), transport: "UDP".into(), ..b }
+    }
+
+    /// A cluster node holds other nodes' bindings as theirs: loaded or
+    /// replaced, never written back, not pinged, not expired into removals;
+    /// a phone that registers elsewhere moves there; a dead node's are
+    /// unreachable until stored again.
+    #[test]
+    fn other_nodes_bindings_are_held_as_theirs() {
+        let mut store = LocationStore::new();
+        store.load_as(
+            vec![
+                on("n1", binding("a@test", "sip:a@1", 1000, 100)),
+                on("n2", binding("a@test", "sip:a@2", 1000, 100)),
+                Binding { unreachable: true, ..on("n3", binding("b@test", "sip:b@3", 1000, 100)) },
+            ],
+            "n1",
+        );
+        let via = |store: &LocationStore, aor: &str| -> Vec<String> {
+            store
+                .reachable(aor, at(0))
+                .iter()
+                .map(|l| format!("{} {:?}", l.binding.contact, l.via))
+                .collect()
+        };
+        assert_eq!(via(&store, "a@test"), ["sip:a@1 None", "sip:a@2 Some(\"n2\")"]);
+        assert!(via(&store, "b@test").is_empty(), "n3's lease ran out");
+        assert_eq!(store.udp_targets(at(0)).len(), 1, "only this node's flows are pinged");
+        assert_eq!(store.remote_aors(), ["a@test", "b@test"]);
+
+        // a@1 registered on n2 since; a@2 is gone; a@4 is n3's.
+        let now = vec![
+            on("n2", binding("a@test", "sip:a@1", 1000, 200)),
+            on("n3", binding("a@test", "sip:a@4", 1000, 200)),
+        ];
+        store.replace_remote("a@test", now, "n1");
+        assert_eq!(via(&store, "a@test"), ["sip:a@1 Some(\"n2\")", "sip:a@4 Some(\"n3\")"]);
+        assert_eq!(store.node_down("n3"), 1);
+        assert_eq!(via(&store, "a@test"), ["sip:a@1 Some(\"n2\")"]);
+        assert!(
+            store.expire(at(300)).len() == 3 && take(&mut store).is_empty(),
+            "theirs to remove"
+        );
+        assert!(store.is_empty());
     }
 }

@@ -60,6 +60,9 @@ pub struct RegistrarConfig {
     pub algorithms: Vec<Algorithm>,
     /// Failed-authentication bans.
     pub ban: BanConfig,
+    /// The cluster node this registrar runs on (`[cluster] node_id`),
+    /// written in every binding it makes; empty without a cluster.
+    pub node_id: String,
 }
 
 impl Default for RegistrarConfig {
@@ -74,6 +77,7 @@ impl Default for RegistrarConfig {
             max_tracked_nonces: 65_536,
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             ban: BanConfig::default(),
+            node_id: String::new(),
         }
     }
 }
@@ -338,7 +342,10 @@ impl Registrar {
             return Err(Reject::new(403));
         };
         let requested = requested_bindings(&self.cfg, req)?;
-        let template = binding_template(req, &r, peer, ext.aor(), wall);
+        let template = Binding {
+            node_id: self.cfg.node_id.clone(),
+            ..binding_template(req, &r, peer, ext.aor(), wall)
+        };
         let after = self.apply(&template, &requested, peer, wall)?;
         let outbound = requested.opens_flows() && req.supports("outbound");
         Ok(self.listing(req, after, wall, outbound))
@@ -398,7 +405,7 @@ impl Registrar {
         wall: Timestamp,
     ) -> Result<Vec<Location>, Reject> {
         let conn = if peer.transport.is_reliable() { peer.conn } else { None };
-        let new = Location { binding: template.clone(), conn, closed: false };
+        let new = Location { binding: template.clone(), conn, closed: false, via: None };
         let max_bindings = self.cfg.max_bindings_per_aor;
         let (after, ()) = self.location.update(&template.aor, |current| {
             let changes = match requested {
@@ -565,6 +572,9 @@ fn binding_template(
         source: peer.remote,
         local: peer.local,
         user_agent,
+        node_id: String::new(),
+        conn: peer.conn,
+        unreachable: false,
     }
 }
 
@@ -643,7 +653,7 @@ fn plan(
             b.expires_at = Timestamp::from_micros(
                 wall.micros().saturating_add(i64::from(c.expires) * 1_000_000),
             );
-            work.push((Location { binding: b, conn: made.conn, closed: false }, true));
+            work.push((Location { binding: b, conn: made.conn, closed: false, via: None }, true));
         }
     }
     // Too many: drop the older bindings closest to expiry.

@@ -266,7 +266,9 @@ impl RouteTable {
         groups.len() != self.groups.len() && self.set_groups(groups).is_ok()
     }
 
-    fn set_groups(&mut self, groups: Vec<RingGroup>) -> Result<(), RouteError> {
+    /// Replaces every ring group (another cluster node changed them); `Err`
+    /// and nothing changes when a number is used twice in a domain.
+    pub fn set_groups(&mut self, groups: Vec<RingGroup>) -> Result<(), RouteError> {
         (self.by_number, self.by_id) = index(&groups)?;
         self.groups = groups;
         Ok(())

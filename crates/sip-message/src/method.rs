@@ -148,6 +148,7 @@ pub const SUPPORTED: &[(Method, InDialog)] = &[
     (Method::Prack, InDialog::Local),
     (Method::Update, InDialog::Relayed),
     (Method::Info, InDialog::Relayed),
+    (Method::Subscribe, InDialog::Local),
 ];
 
 /// Option tags forkswitch supports: its `Supported` header, and the 420
@@ -178,7 +179,10 @@ mod tests {
 
     #[test]
     fn allow_lists_every_supported_method_once_in_order() {
-        assert_eq!(allow(), "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO");
+        assert_eq!(
+            allow(),
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, SUBSCRIBE"
+        );
         let relayed: Vec<&str> = SUPPORTED
             .iter()
             .filter(|(m, _)| m.is_relayed_in_dialog())

@@ -269,6 +269,19 @@ impl TransactionLayer {
     /// waiting for Timer B or F. Server transactions keep going: their
     /// responses can be sent over a new connection (18.2.2).
     pub fn connection_closed(&mut self, now: Instant, conn: sip_message::ConnId) {
+        self.fail_waiting(now, |peer| peer.conn == Some(conn));
+    }
+
+    /// The peer at `remote` is gone (a cluster node whose lease ran out):
+    /// every client transaction still waiting for a final response from it
+    /// fails at once, as when a connection closes.
+    pub fn peer_lost(&mut self, now: Instant, remote: std::net::SocketAddr) {
+        self.fail_waiting(now, |peer| peer.remote == remote);
+    }
+
+    /// Fails the client transactions waiting for a final response from a
+    /// peer that `gone` picks.
+    fn fail_waiting(&mut self, now: Instant, gone: impl Fn(&sip_message::Peer) -> bool) {
         let waiting: Vec<TxKey> = self
             .slots
             .iter()
@@ -277,7 +290,7 @@ impl TransactionLayer {
                 let tx = s.tx.as_ref()?;
                 let pending = tx.kind.is_client()
                     && matches!(tx.state, TxState::Calling | TxState::Trying | TxState::Proceeding);
-                (pending && tx.peer.conn == Some(conn)).then(|| TxKey::new(i as u32, s.gen))
+                (pending && gone(&tx.peer)).then(|| TxKey::new(i as u32, s.gen))
             })
             .collect();
         for key in waiting {

@@ -74,13 +74,14 @@ fn upsert_binding(db: &mut dyn Db, b: &Binding) -> Result<(), DbError> {
     let (source, local) = (b.source.to_string(), b.local.to_string());
     db.execute(
         "INSERT INTO bindings (aor, contact, instance, reg_id, q, expires_at, call_id, \
-         cseq, transport, source, \"local\", user_agent) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         cseq, transport, source, \"local\", user_agent, node_id, conn, unreachable) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT (aor, contact) DO UPDATE SET instance = excluded.instance, \
          reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, \
          call_id = excluded.call_id, cseq = excluded.cseq, \
          transport = excluded.transport, source = excluded.source, \
-         \"local\" = excluded.\"local\", user_agent = excluded.user_agent",
+         \"local\" = excluded.\"local\", user_agent = excluded.user_agent, \
+         node_id = excluded.node_id, conn = excluded.conn, unreachable = excluded.unreachable",
         &[
             Value::Text(&b.aor),
             Value::Text(&b.contact),
@@ -94,6 +95,9 @@ fn upsert_binding(db: &mut dyn Db, b: &Binding) -> Result<(), DbError> {
             Value::Text(&source),
             Value::Text(&local),
             Value::Text(&b.user_agent),
+            Value::Text(&b.node_id),
+            b.conn.map_or(Value::Null, |c| Value::Int(i64::try_from(c).unwrap_or(i64::MAX))),
+            Value::Int(i64::from(b.unreachable)),
         ],
     )
     .map(drop)
@@ -309,23 +313,42 @@ fn replace_config_webhooks(db: &mut dyn Db, hooks: &[Webhook]) -> Result<(), DbE
     Ok(())
 }
 
-/// Crash reconciliation: every live groupcall and call record closed at
-/// `at` (one transaction).
-pub(crate) fn close_live(db: &mut dyn Db, at: Timestamp) -> Result<crate::Closed, DbError> {
+/// Crash reconciliation: every live groupcall and call record (of cluster
+/// node `node` only, when given) closed at `at` (one transaction).
+pub(crate) fn close_live(
+    db: &mut dyn Db,
+    at: Timestamp,
+    node: Option<&str>,
+) -> Result<crate::Closed, DbError> {
     crate::db::begin(db)?;
-    let r = (|| {
-        let groupcalls = db.execute(
+    let r = close_live_in(db, at, node);
+    finish(db, r)
+}
+
+/// [`close_live`] inside the caller's transaction.
+pub(crate) fn close_live_in(
+    db: &mut dyn Db,
+    at: Timestamp,
+    node: Option<&str>,
+) -> Result<crate::Closed, DbError> {
+    let (groupcalls, calls) = match node {
+        None => (
             "UPDATE groupcalls SET status = 'hangup', tm_update = ?1 WHERE status <> 'hangup'",
-            &[Value::RecordTime(at)],
-        )?;
-        let calls = db.execute(
             "UPDATE calls SET status = 'hangup', hangup_by = 'local', hangup_reason = 'failed', \
              tm_hangup = ?1, tm_update = ?1 WHERE status <> 'hangup'",
-            &[Value::RecordTime(at)],
-        )?;
-        Ok(crate::Closed { groupcalls, calls })
-    })();
-    finish(db, r)
+        ),
+        Some(_) => (
+            "UPDATE groupcalls SET status = 'hangup', tm_update = ?1 \
+             WHERE status <> 'hangup' AND node_id = ?2",
+            "UPDATE calls SET status = 'hangup', hangup_by = 'local', hangup_reason = 'failed', \
+             tm_hangup = ?1, tm_update = ?1 WHERE status <> 'hangup' AND node_id = ?2",
+        ),
+    };
+    let mut params = vec![Value::RecordTime(at)];
+    params.extend(node.map(Value::Text));
+    let groupcalls = db.execute(groupcalls, &params)?;
+    let calls = db.execute(calls, &params)?;
+    Ok(crate::Closed { groupcalls, calls })
 }
 
 /// Retention: deletes at most `limit` ended groupcall and call records

@@ -22,7 +22,7 @@ pub(crate) enum Col<'a> {
 }
 
 /// The columns of `groupcalls`, in the order of [`groupcall_cols`].
-pub(crate) const GROUPCALL_COLUMNS: [&str; 20] = [
+pub(crate) const GROUPCALL_COLUMNS: [&str; 21] = [
     "id",
     "customer_id",
     "source_type",
@@ -43,10 +43,11 @@ pub(crate) const GROUPCALL_COLUMNS: [&str; 20] = [
     "tm_create",
     "tm_update",
     "tm_delete",
+    "node_id",
 ];
 
 /// The columns of `calls`, in the order of [`call_cols`].
-pub(crate) const CALL_COLUMNS: [&str; 26] = [
+pub(crate) const CALL_COLUMNS: [&str; 28] = [
     "id",
     "customer_id",
     "groupcall_id",
@@ -71,6 +72,8 @@ pub(crate) const CALL_COLUMNS: [&str; 26] = [
     "tm_create",
     "tm_update",
     "tm_delete",
+    "node_id",
+    "relay_node_id",
     "media_anchor",
     "media_address",
 ];
@@ -90,7 +93,7 @@ fn address(a: &Address) -> [Col<'_>; 5] {
 }
 
 /// A groupcall's column values.
-pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 20] {
+pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 21] {
     let [st, sg, sn, sname, sd] = address(&g.source);
     [
         Col::Uuid(g.id),
@@ -113,11 +116,12 @@ pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 20] {
         Col::Time(g.tm_create),
         Col::Time(g.tm_update),
         Col::Time(g.tm_delete),
+        Col::Text(&g.node_id),
     ]
 }
 
 /// A call's column values.
-pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
+pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 28] {
     let [st, sg, sn, sname, sd] = address(&c.source);
     let [dt, dg, dn, dname, dd] = address(&c.destination);
     [
@@ -145,6 +149,8 @@ pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
         Col::Time(c.tm_create),
         Col::Time(c.tm_update),
         Col::Time(c.tm_delete),
+        Col::Text(&c.node_id),
+        Col::Text(&c.relay_node_id),
         Col::Text(&c.media_anchor),
         Col::Text(&c.media_address),
     ]
@@ -152,7 +158,7 @@ pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
 
 /// The column values of a set's groupcalls and calls (in key order), for
 /// a bulk upsert.
-pub(crate) type Rows<'a> = (Vec<[Col<'a>; 20]>, Vec<[Col<'a>; 26]>);
+pub(crate) type Rows<'a> = (Vec<[Col<'a>; 21]>, Vec<[Col<'a>; 28]>);
 
 /// [`Rows`] of `set`.
 pub(crate) fn rows(set: &crate::window::RecordSet) -> Rows<'_> {
@@ -206,6 +212,7 @@ pub(crate) fn groupcall_from_row(r: &dyn Row) -> Result<Groupcall, String> {
             tm_create: r.time(17)?,
             tm_update: r.time(18)?,
             tm_delete: r.time(19)?,
+            node_id: r.text(20)?,
         })
     })()
     .map_err(ctx)
@@ -233,8 +240,10 @@ pub(crate) fn call_from_row(r: &dyn Row) -> Result<Call, String> {
             tm_create: r.time(21)?,
             tm_update: r.time(22)?,
             tm_delete: r.time(23)?,
-            media_anchor: r.text(24)?,
-            media_address: r.text(25)?,
+            node_id: r.text(24)?,
+            relay_node_id: r.text(25)?,
+            media_anchor: r.text(26)?,
+            media_address: r.text(27)?,
         })
     })()
     .map_err(ctx)

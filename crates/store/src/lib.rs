@@ -76,14 +76,15 @@
 //! need a runtime the callers do not have. A connection that breaks is made
 //! again on its next use.
 //!
-//! ## Several nodes later (issue 25)
+//! ## Several nodes (issue 25)
 //!
 //! The writer, the coalescing window and the schema are node-agnostic:
-//! bindings keyed `(aor, contact)` can gain an owning `node_id` and flow
-//! column (a migration), rows are written in key order (no lock-order
-//! deadlocks between nodes), ids are client-made UUIDs (no sequences), and
-//! migrations take an advisory lock. LISTEN/NOTIFY wants a dedicated
-//! connection, one more thread like the readers.
+//! bindings keyed `(aor, contact)` carry their owning `node_id` and flow,
+//! records the node that carries them; rows are written in key order (no
+//! lock-order deadlocks between nodes), ids are client-made UUIDs (no
+//! sequences), and migrations take an advisory lock. [`Membership`] (its
+//! own connection) keeps a node's lease, reads the live nodes, the
+//! bindings and the provisioning, and reaps dead nodes.
 //!
 //! ## API keys
 //!
@@ -104,6 +105,7 @@
 mod apply;
 mod columns;
 mod db;
+mod membership;
 mod memory;
 mod op;
 mod pg_schema;
@@ -115,6 +117,7 @@ mod sqlite;
 mod window;
 mod writer;
 
+pub use membership::{Membership, NodeLease, Reaped};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -434,8 +437,10 @@ pub trait Store: Send + Sync {
     /// and call record a previous run left not in `hangup` is closed at `at`
     /// (groupcalls: status `hangup`, `tm_update`; calls: also hangup_by
     /// `local`, hangup_reason `failed`, `tm_hangup`). Everything queued
-    /// before is applied first; returns how many were closed.
-    fn close_live_records(&self, at: Timestamp) -> Result<Closed, StoreError>;
+    /// before is applied first; returns how many were closed. `node`: only
+    /// the records that cluster node carried (a restarted node closes its
+    /// own, never the live calls of the others).
+    fn close_live_records(&self, at: Timestamp, node: Option<&str>) -> Result<Closed, StoreError>;
     /// The groupcall with this id (deleted ones included).
     fn groupcall(&self, id: Uuid) -> Result<Option<Groupcall>, StoreError>;
     /// A page of the customer's groupcalls not deleted (`tm_delete` is

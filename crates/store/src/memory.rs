@@ -360,15 +360,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn close_live_records(&self, at: Timestamp) -> Result<Closed, StoreError> {
+    fn close_live_records(&self, at: Timestamp, node: Option<&str>) -> Result<Closed, StoreError> {
         let mut maps = self.maps();
         let mut closed = Closed::default();
-        for g in maps.groupcalls.values_mut().filter(|g| g.status != GroupcallStatus::Hangup) {
+        let of = |n: &str| match node {
+            Some(node) => node == n,
+            None => true,
+        };
+        let live = |g: &&mut Groupcall| g.status != GroupcallStatus::Hangup && of(&g.node_id);
+        for g in maps.groupcalls.values_mut().filter(live) {
             g.status = GroupcallStatus::Hangup;
             g.tm_update = at;
             closed.groupcalls += 1;
         }
-        for c in maps.calls.values_mut().filter(|c| c.status != CallStatus::Hangup) {
+        for c in
+            maps.calls.values_mut().filter(|c| c.status != CallStatus::Hangup && of(&c.node_id))
+        {
             close_call(c, at);
             closed.calls += 1;
         }

@@ -132,7 +132,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_paging ON calls (customer_id, tm_create DESC, id DESC);
     CREATE INDEX calls_destination ON calls (destination_target, tm_create);
     CREATE INDEX calls_status ON calls (status, tm_create);",
-    // 2: which rtpengine anchors a leg's media, and the address it gave
+    // 2: several nodes (issue 25). A binding's owning node, its flow's
+    // connection and whether its node's lease ran out; the node carrying
+    // each record (partial indexes: a dead node's live records are found
+    // without scanning ended ones) and the node a leg was relayed through;
+    // the nodes and their leases; the cluster's secret (node-to-node hop
+    // tokens), made by the first node.
+    "ALTER TABLE bindings ADD COLUMN node_id text NOT NULL DEFAULT '';
+    ALTER TABLE bindings ADD COLUMN conn bigint;
+    ALTER TABLE bindings ADD COLUMN unreachable smallint NOT NULL DEFAULT 0;
+    CREATE INDEX bindings_node ON bindings (node_id);
+    ALTER TABLE groupcalls ADD COLUMN node_id text NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN node_id text NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN relay_node_id text NOT NULL DEFAULT '';
+    CREATE INDEX groupcalls_node_live ON groupcalls (node_id) WHERE status <> 'hangup';
+    CREATE INDEX calls_node_live ON calls (node_id) WHERE status <> 'hangup';
+    CREATE TABLE cluster_nodes (
+        node_id text PRIMARY KEY,
+        advertise text NOT NULL,
+        incarnation bigint NOT NULL,
+        state text NOT NULL,
+        lease_until timestamptz NOT NULL,
+        started_at timestamptz NOT NULL
+    );
+    CREATE TABLE cluster_secret (
+        id integer PRIMARY KEY CHECK (id = 1),
+        secret text NOT NULL
+    );",
+    // 3: which rtpengine anchors a leg's media, and the address it gave
     // the leg ('' when media is not anchored).
     "ALTER TABLE calls ADD COLUMN media_anchor text NOT NULL DEFAULT '';
     ALTER TABLE calls ADD COLUMN media_address text NOT NULL DEFAULT '';",

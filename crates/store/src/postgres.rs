@@ -181,7 +181,7 @@ pub(crate) struct PgConn {
 }
 
 impl PgConn {
-    fn new(config: tokio_postgres::Config) -> Result<PgConn, StoreError> {
+    pub(crate) fn new(config: tokio_postgres::Config) -> Result<PgConn, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(PgConn { rt, config, client: None, prepared: HashMap::new() })
     }

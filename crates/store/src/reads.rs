@@ -23,7 +23,7 @@ fn cursor(after: Option<Cursor>) -> (Timestamp, Uuid) {
 }
 
 const BINDING_COLUMNS: &str = "aor, contact, instance, reg_id, q, expires_at, call_id, cseq, \
-     transport, source, \"local\", user_agent";
+     transport, source, \"local\", user_agent, node_id, conn, unreachable";
 
 fn binding_from_row(r: &dyn Row) -> Result<Binding, String> {
     let aor = r.text(0)?;
@@ -48,6 +48,9 @@ fn binding_from_row(r: &dyn Row) -> Result<Binding, String> {
         source: r.text(9).map_err(ctx)?.parse().map_err(a).map_err(ctx)?,
         local: r.text(10).map_err(ctx)?.parse().map_err(a).map_err(ctx)?,
         user_agent: r.text(11).map_err(ctx)?,
+        node_id: r.text(12).map_err(ctx)?,
+        conn: r.opt_int(13).map_err(ctx)?.and_then(|c| u64::try_from(c).ok()),
+        unreachable: r.int(14).map_err(ctx)? != 0,
         aor,
         contact,
     })
@@ -80,16 +83,16 @@ pub(crate) fn list_bindings(
     let sql = match db.dialect() {
         Dialect::Sqlite => {
             "SELECT aor, contact, instance, reg_id, q, expires_at, call_id, cseq, transport, \
-             source, \"local\", user_agent FROM bindings WHERE expires_at > ?1 \
-             AND (aor, contact) > (?2, ?3) \
+             source, \"local\", user_agent, node_id, conn, unreachable FROM bindings \
+             WHERE expires_at > ?1 AND (aor, contact) > (?2, ?3) \
              AND lower(substr(aor, instr(aor, '@') + 1)) IN \
                  (SELECT lower(name) FROM domains WHERE customer_id = ?4) \
              ORDER BY aor, contact LIMIT ?5"
         }
         Dialect::Postgres => {
             "SELECT aor, contact, instance, reg_id, q, expires_at, call_id, cseq, transport, \
-             source, \"local\", user_agent FROM bindings WHERE expires_at > ?1 \
-             AND (aor, contact) > (?2, ?3) \
+             source, \"local\", user_agent, node_id, conn, unreachable FROM bindings \
+             WHERE expires_at > ?1 AND (aor, contact) > (?2, ?3) \
              AND lower(substr(aor, strpos(aor, '@') + 1)) IN \
                  (SELECT lower(name) FROM domains WHERE customer_id = ?4) \
              ORDER BY aor, contact LIMIT ?5"

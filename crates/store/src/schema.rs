@@ -220,7 +220,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_paging ON calls (customer_id, tm_create DESC, id DESC);
     CREATE INDEX calls_destination ON calls (destination_target, tm_create);
     CREATE INDEX calls_status ON calls (status, tm_create);",
-    // 7: which rtpengine anchors a leg's media, and the address it gave
+    // 7: several nodes (issue 25): a binding's owning node, its flow's
+    // connection and whether its node's lease ran out; the node carrying
+    // each record, and the node a leg was relayed through. (The cluster
+    // itself needs PostgreSQL: SQLite only keeps the columns, empty.)
+    "ALTER TABLE bindings ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE bindings ADD COLUMN conn INTEGER;
+    ALTER TABLE bindings ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groupcalls ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN relay_node_id TEXT NOT NULL DEFAULT '';",
+    // 8: which rtpengine anchors a leg's media, and the address it gave
     // the leg ('' when media is not anchored).
     "ALTER TABLE calls ADD COLUMN media_anchor TEXT NOT NULL DEFAULT '';
     ALTER TABLE calls ADD COLUMN media_address TEXT NOT NULL DEFAULT '';",

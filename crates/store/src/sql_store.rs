@@ -75,8 +75,12 @@ macro_rules! impl_sql_store {
             fn flush(&self) -> Result<(), StoreError> {
                 self.queue.flush()
             }
-            fn close_live_records(&self, at: records::Timestamp) -> Result<Closed, StoreError> {
-                self.queue.close_live(at)
+            fn close_live_records(
+                &self,
+                at: records::Timestamp,
+                node: Option<&str>,
+            ) -> Result<Closed, StoreError> {
+                self.queue.close_live(at, node)
             }
             fn stats(&self) -> $crate::StoreStats {
                 self.queue.stats()

@@ -318,6 +318,9 @@ mod tests {
             source: "127.0.0.1:5060".parse().expect("addr"),
             local: "127.0.0.1:5060".parse().expect("addr"),
             user_agent: String::new(),
+            node_id: String::new(),
+            conn: None,
+            unreachable: false,
         };
         w.absorb(Op::UpsertBinding(Box::new(b)));
         let removed = Op::RemoveBinding { aor: "a@t".into(), contact: "sip:a".into() };

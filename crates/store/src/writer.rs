@@ -87,8 +87,9 @@ enum Msg {
     /// Commit everything before; answer with the writes that failed since
     /// the previous flush, or why nothing could be committed.
     Flush(mpsc::SyncSender<Result<u64, StoreError>>),
-    /// Commit everything before, then close the live records.
-    Close(Timestamp, mpsc::SyncSender<Result<Closed, StoreError>>),
+    /// Commit everything before, then close the live records (of one
+    /// cluster node, when named).
+    Close(Timestamp, Option<String>, mpsc::SyncSender<Result<Closed, StoreError>>),
     /// Delete ended records created before this, in small batches.
     Expire(Timestamp),
 }
@@ -172,8 +173,13 @@ impl Queue {
     }
 
     /// Commits everything queued before, then closes the live records.
-    pub(crate) fn close_live(&self, at: Timestamp) -> Result<Closed, StoreError> {
-        self.ask(|done| Msg::Close(at, done))
+    pub(crate) fn close_live(
+        &self,
+        at: Timestamp,
+        node: Option<&str>,
+    ) -> Result<Closed, StoreError> {
+        let node = node.map(str::to_owned);
+        self.ask(|done| Msg::Close(at, node, done))
     }
 
     /// Starts (or moves) the retention pass.
@@ -265,10 +271,11 @@ impl<D: Db> Writer<D> {
                 let r = self.commit_all().map(|()| std::mem::take(&mut self.failed_since_flush));
                 let _ = done.send(r);
             }
-            Msg::Close(at, done) => {
+            Msg::Close(at, node, done) => {
+                let node = node.as_deref();
                 let r = self
                     .commit_all()
-                    .and_then(|()| apply::close_live(&mut self.db, at).map_err(Into::into));
+                    .and_then(|()| apply::close_live(&mut self.db, at, node).map_err(Into::into));
                 let _ = done.send(r);
             }
             Msg::Expire(before) => {

@@ -36,6 +36,9 @@ fn binding(aor: &str, contact: &str, expires_at: Timestamp) -> Binding {
         source: "192.0.2.10:5062".parse().expect("addr"),
         local: "[2001:db8::1]:5060".parse().expect("addr"),
         user_agent: "Phone/1.0".into(),
+        node_id: String::new(),
+        conn: None,
+        unreachable: false,
     }
 }
 
@@ -66,6 +69,7 @@ fn groupcall(customer_id: Uuid, tm_create: Timestamp, tm_delete: Timestamp) -> G
         tm_create,
         tm_update: Timestamp::from_micros(tm_create.micros() + 123_456),
         tm_delete,
+        node_id: String::new(),
     }
 }
 
@@ -87,6 +91,8 @@ fn call(customer_id: Uuid, tm_create: Timestamp, tm_delete: Timestamp) -> Call {
         tm_create,
         tm_update: Timestamp::from_micros(tm_create.micros() + 3),
         tm_delete,
+        node_id: String::new(),
+        relay_node_id: String::new(),
         media_anchor: "127.0.0.1:2223".into(),
         media_address: "192.0.2.7:30000".into(),
     }
@@ -510,7 +516,7 @@ fn closes_live_records(s: &dyn Store) {
         s.upsert_call(x);
     }
     // Queued, not flushed: reconciliation applies them first.
-    let closed = s.close_live_records(ts(60)).expect("close");
+    let closed = s.close_live_records(ts(60), None).expect("close");
     assert_eq!(closed, Closed { groupcalls: 2, calls: 2 });
     for g in [&live_g, &hanging_g] {
         let r = s.groupcall(g.id).expect("read").expect("there");
@@ -529,9 +535,9 @@ fn closes_live_records(s: &dyn Store) {
     }
     assert_eq!(s.call(done.id).expect("read"), Some(done.clone()));
     // Nothing is live any more; a record written later is live again.
-    assert_eq!(s.close_live_records(ts(61)).expect("close"), Closed::default());
+    assert_eq!(s.close_live_records(ts(61), None).expect("close"), Closed::default());
     s.upsert_call(&ringing);
-    assert_eq!(s.close_live_records(ts(62)).expect("close").calls, 1);
+    assert_eq!(s.close_live_records(ts(62), None).expect("close").calls, 1);
 }
 
 fn extension_records(s: &dyn Store) {
@@ -1113,12 +1119,12 @@ fn postgres_schema_versions() {
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
         )
     };
-    assert_eq!(versions().trim(), "1,2");
+    assert_eq!(versions().trim(), "1,2,3");
     drop(PgStore::open(&url).expect("reopen"));
-    assert_eq!(versions().trim(), "1,2", "nothing applied twice");
-    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (3)");
+    assert_eq!(versions().trim(), "1,2,3", "nothing applied twice");
+    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (4)");
     match PgStore::open(&url) {
-        Err(store::StoreError::SchemaTooNew { found: 3, known: 2 }) => {}
+        Err(store::StoreError::SchemaTooNew { found: 4, known: 3 }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }

@@ -65,6 +65,9 @@ fn switch(world: &World, start: Now) -> Switch {
             source: phone_addr(*octet),
             local: world.switch_addr,
             user_agent: String::new(),
+            node_id: String::new(),
+            conn: None,
+            unreachable: false,
         })
         .collect();
     Switch::new(cfg, state, 1, start).expect("the bench world's switch")

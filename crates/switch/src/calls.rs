@@ -54,6 +54,15 @@ impl LegMap {
     }
 }
 
+/// A leg relayed through another cluster node, as its record is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Relay {
+    /// Its INVITE is not out yet (its offer is being anchored).
+    Dialing(LegId),
+    /// Out, with this SIP Call-ID (in its record).
+    Dialed(String),
+}
+
 /// Who stands for the caller of a forked call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallerLeg {
@@ -91,6 +100,12 @@ pub(crate) struct ForkedCall {
     /// The extensions this call is counted on in the [`Occupancy`] (the
     /// caller, the one that answered), released when it is forgotten.
     occupies: Vec<String>,
+    /// Legs relayed through another cluster node (to a phone registered
+    /// there) and that node, for the leg's record.
+    relays: Vec<(Relay, String)>,
+    /// This call is one leg another cluster node relays through this one
+    /// (that node's id): its records are that node's to write, none here.
+    pub(crate) relayed_for: Option<String>,
 }
 
 /// How an inbound call record ends: who hung up and why.
@@ -119,7 +134,25 @@ impl ForkedCall {
             fork_deadline: None,
             started,
             occupies: Vec::new(),
+            relays: Vec::new(),
+            relayed_for: None,
         }
+    }
+
+    /// The B2BUA's handle of the call.
+    pub(crate) fn cref(&self) -> CallRef {
+        self.cref
+    }
+
+    /// When the caller's INVITE was taken.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Fork leg `leg` is B2BUA leg `lr` (a pickup's leg, made outside
+    /// `dial`).
+    pub(crate) fn map_leg(&mut self, leg: LegId, lr: LegRef) {
+        self.legs.insert(leg, lr);
     }
 
     /// A click-to-call: `source` is the B2BUA leg rung first, for at most
@@ -179,6 +212,7 @@ impl ForkedCall {
         }
         c.status = status;
         c.tm_update = now.wall;
+        let recorded = self.relayed_for.is_none();
         match status {
             CallStatus::Ringing => c.tm_ringing = now.wall,
             CallStatus::Progressing => c.tm_progressing = now.wall,
@@ -188,7 +222,19 @@ impl ForkedCall {
             }
             _ => {}
         }
-        out.push_back(Output::Persist(Persist::Call(c.clone())));
+        if recorded {
+            out.push_back(Output::Persist(Persist::Call(c.clone())));
+        }
+    }
+
+    /// The missed-groupcall notice of a call to a ring group that is over
+    /// and was never answered (`None` otherwise).
+    pub(crate) fn missed(&self) -> Option<pbx_features::GroupcallMissed> {
+        if self.inbound.destination.kind != records::AddressType::Groupcall {
+            return None;
+        }
+        let legs: Vec<Call> = self.fork.legs().map(|(_, _, c)| c.clone()).collect();
+        pbx_features::GroupcallMissed::from_records(self.fork.root(), Some(&self.inbound), &legs)
     }
 
     /// The caller's media is anchored at rtpengine `anchor` (its ng
@@ -248,9 +294,15 @@ impl ForkedCall {
     fn feed_fork(&mut self, now: Now, ev: CallEvent, out: &mut VecDeque<Output>) -> bool {
         match ev {
             CallEvent::CallEnded { .. } => self.dialogs_over = true,
-            CallEvent::CallerCancelled { .. } => {
+            CallEvent::CallerCancelled { completed_elsewhere, .. } => {
                 self.caller = CallerLeg::InboundCancelled;
-                self.fork.caller_cancelled(now.into())
+                // A relayed leg passes on the calling node's "answered
+                // elsewhere" to the phone.
+                if completed_elsewhere && self.relayed_for.is_some() {
+                    self.fork.caller_cancelled_elsewhere(now.into())
+                } else {
+                    self.fork.caller_cancelled(now.into())
+                }
             }
             CallEvent::CallerHungUp { .. } | CallEvent::CallerNoAck { .. } => {
                 self.fork.caller_hung_up(now.into());
@@ -288,18 +340,20 @@ impl Switch {
     /// step may use the whole switch), then settles the call.
     pub(crate) fn on_forked_call(
         &mut self,
+        now: Now,
         cref: CallRef,
         step: impl FnOnce(&mut Switch, &mut ForkedCall),
     ) {
         let Some(mut call) = self.calls.take(cref) else { return };
         step(self, &mut call);
+        self.show_call(now, &call);
         self.calls.put_back(cref, call);
         self.settle_call(cref);
     }
 
     /// A B2BUA event, into its call's fork; then the fork's actions.
     pub(crate) fn on_call_event(&mut self, now: Now, ev: CallEvent) {
-        self.on_forked_call(ev.call(), |sw, call| {
+        self.on_forked_call(now, ev.call(), |sw, call| {
             match ev {
                 CallEvent::LegFailed { leg, .. }
                 | CallEvent::LegNoResponse { leg, .. }
@@ -324,7 +378,7 @@ impl Switch {
 
     /// Applies a call's pending fork actions, then settles it.
     pub(crate) fn run_call(&mut self, now: Now, cref: CallRef) {
-        self.on_forked_call(cref, |sw, call| sw.apply_actions(now, call));
+        self.on_forked_call(now, cref, |sw, call| sw.apply_actions(now, call));
     }
 
     /// What the click-to-call source did: its record moves on; its answer
@@ -457,11 +511,16 @@ impl Switch {
                 call.advance(out, now, CallStatus::Hangup, end);
                 self.b2bua.bye_caller(tx, at, cref)
             }
+            Action::RecordChanged(_) if call.relayed_for.is_some() => Ok(()),
             Action::RecordChanged(Record::Groupcall(g)) => {
                 out.push_back(Output::Persist(Persist::Groupcall(g)));
                 Ok(())
             }
-            Action::RecordChanged(Record::Call(c)) => {
+            Action::RecordChanged(Record::Call(mut c)) => {
+                let dialed = Relay::Dialed(c.sip_call_id.clone());
+                if let Some((_, node)) = call.relays.iter().find(|(r, _)| *r == dialed) {
+                    c.relay_node_id.clone_from(node);
+                }
                 out.push_back(Output::Persist(Persist::Call(c)));
                 Ok(())
             }
@@ -480,7 +539,9 @@ impl Switch {
         call.advance(&mut self.out, now, CallStatus::Progressing, NOT_ENDED);
         let setup = now.at.saturating_duration_since(call.started);
         self.counters.setup_seconds.observe(setup.as_secs_f64());
-        if let Some(LegTarget::Contact { aor, .. }) = call.fork.leg_target(leg) {
+        if let Some(LegTarget::Contact { aor, .. } | LegTarget::Pickup { aor }) =
+            call.fork.leg_target(leg)
+        {
             let aor = aor.clone();
             call.occupy(&mut self.occupancy, &aor);
         }
@@ -522,10 +583,14 @@ impl Switch {
             routes: &self.routes,
             locals: &self.listen,
             wall: now.wall,
+            cluster: self.cluster.as_ref(),
         };
         match dialer.target(target, &call.from) {
-            Ok(dt) => {
-                if let Some(dt) = self.offer_leg(now, call, leg, dt) {
+            Ok(d) => {
+                if let Some(node) = d.relay_node {
+                    call.relays.push((Relay::Dialing(leg), node));
+                }
+                if let Some(dt) = self.offer_leg(now, call, leg, d.target) {
                     self.dial_now(now, call, leg, dt);
                 }
             }
@@ -541,6 +606,10 @@ impl Switch {
             Ok(lr) => {
                 call.legs.insert(leg, lr);
                 if let Some(id) = self.b2bua.leg_sip_call_id(call.cref, lr) {
+                    let dialing = Relay::Dialing(leg);
+                    if let Some(r) = call.relays.iter_mut().find(|(r, _)| *r == dialing) {
+                        r.0 = Relay::Dialed(id.to_owned());
+                    }
                     call.fork.leg_dialed(now.into(), leg, id);
                 }
             }
@@ -609,6 +678,11 @@ impl Calls {
             .iter()
             .find(|(_, s)| s.fork.groupcall(id).is_some() || s.fork.call(id).is_some())
             .map(|(c, _)| *c)
+    }
+
+    /// Every call served, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ForkedCall> {
+        self.served.values().map(|c| &**c)
     }
 
     /// Live calls.

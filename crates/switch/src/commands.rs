@@ -105,10 +105,12 @@ impl Switch {
             routes: &self.routes,
             locals: &self.listen,
             wall: now.wall,
+            cluster: self.cluster.as_ref(),
         };
         let dial = dialer
             .target(&src.target, &shown)
-            .map_err(|code| format!("{} cannot be reached ({code})", src.aor))?;
+            .map_err(|code| format!("{} cannot be reached ({code})", src.aor))?
+            .target;
         let (cref, leg) = self
             .b2bua
             .originate(&mut self.tx, now.at, dial)

@@ -36,6 +36,12 @@ pub struct SwitchConfig {
     pub carrier_dns_interval: Duration,
     /// Overload control and per-source rate limits.
     pub admission: crate::AdmissionConfig,
+    /// This node's cluster (`[cluster]`); `None`: a single node.
+    pub cluster: Option<crate::ClusterSettings>,
+    /// The feature codes (call pickup...) of every domain.
+    pub feature_codes: pbx_features::FeatureCodeSettings,
+    /// Busy lamp subscriptions: expiries and limits.
+    pub blf: pbx_features::NotifierSettings,
     /// Media anchoring through rtpengine (`[media]`); off by default.
     pub media: media_anchor::MediaSettings,
 }
@@ -103,6 +109,9 @@ impl SwitchConfig {
             keepalive_interval: None,
             carrier_dns_interval: Duration::from_secs(300),
             admission: crate::AdmissionConfig::default(),
+            cluster: None,
+            feature_codes: Default::default(),
+            blf: Default::default(),
             media: media_anchor::MediaSettings::Off,
         }
     }

@@ -131,6 +131,8 @@ pub struct Counters {
     pub calls_started: u64,
     /// Ended calls by outcome, indexed by [`CallOutcome`] order.
     pub calls_ended: [u64; 5],
+    /// Ringing calls answered by a pickup (group, directed or `Replaces`).
+    pub pickups: u64,
     /// Setup time of answered calls (INVITE received to answer), seconds.
     pub setup_seconds: Histogram<10>,
     /// Legs dialed per root groupcall, counted when the call ends.
@@ -196,6 +198,7 @@ impl Default for Counters {
             security_events: [0; 4],
             calls_started: 0,
             calls_ended: [0; 5],
+            pickups: 0,
             setup_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
             legs_per_groupcall: Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 64.0]),
             media: MediaCounters::default(),

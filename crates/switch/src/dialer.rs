@@ -74,6 +74,10 @@ pub(crate) struct CallDirectory<'a> {
     pub(crate) accounts: &'a registrar::Accounts,
     /// How many calls each extension is on.
     pub(crate) occupancy: &'a crate::occupancy::Occupancy,
+    /// A leg another cluster node relays through this one rings only this
+    /// contact, one of this node's own (never back through another node),
+    /// with no call handling of its own (the calling node applied it).
+    pub(crate) only_contact: Option<String>,
 }
 
 impl<'a> CallDirectory<'a> {
@@ -94,6 +98,7 @@ impl<'a> CallDirectory<'a> {
             hunt: &switch.hunt,
             accounts: switch.registrar.accounts(),
             occupancy: &switch.occupancy,
+            only_contact: None,
         }
     }
 }
@@ -127,6 +132,10 @@ impl Directory for CallDirectory<'_> {
         self.location
             .reachable(aor, self.wall)
             .into_iter()
+            .filter(|l| match &self.only_contact {
+                Some(c) => l.via.is_none() && l.binding.contact == *c,
+                None => true,
+            })
             .map(|l| ContactTarget {
                 binding_key: l.binding.contact.clone(),
                 uri: l.binding.contact,
@@ -140,7 +149,8 @@ impl Directory for CallDirectory<'_> {
     }
 
     fn endpoint_policy(&self, aor: &str) -> groupcall::EndpointPolicy {
-        let Some(ext) = self.accounts.extension_of(aor) else {
+        let ext = self.accounts.extension_of(aor).filter(|_| self.only_contact.is_none());
+        let Some(ext) = ext else {
             return groupcall::EndpointPolicy::default();
         };
         let h = &ext.handling;
@@ -205,11 +215,21 @@ pub(crate) struct Dialer<'a> {
     pub(crate) routes: &'a RouteTable,
     pub(crate) locals: &'a [(Transport, SocketAddr)],
     pub(crate) wall: Timestamp,
+    /// This node's cluster: a contact another node holds is dialed through
+    /// that node.
+    pub(crate) cluster: Option<&'a crate::cluster::Cluster>,
+}
+
+/// What a leg dials, and the cluster node it is relayed through (a phone
+/// registered on another node).
+pub(crate) struct Dialed {
+    pub(crate) target: DialTarget,
+    pub(crate) relay_node: Option<String>,
 }
 
 impl Dialer<'_> {
     /// The dial target of `target`, presenting `from` to the callee.
-    pub(crate) fn target(&self, target: &LegTarget, from: &str) -> Result<DialTarget, u16> {
+    pub(crate) fn target(&self, target: &LegTarget, from: &str) -> Result<Dialed, u16> {
         match target {
             LegTarget::Contact { aor, contact } => {
                 let loc = self
@@ -218,7 +238,7 @@ impl Dialer<'_> {
                     .into_iter()
                     .find(|l| l.binding.contact == contact.binding_key)
                     .ok_or(480u16)?;
-                Ok(DialTarget {
+                let mut target = DialTarget {
                     request_uri: contact.uri.clone(),
                     to: format!("<sip:{aor}>"),
                     from: from.to_owned(),
@@ -226,12 +246,33 @@ impl Dialer<'_> {
                     credentials: None,
                     extra_headers: Vec::new(),
                     sdp: None,
-                })
+                };
+                let relay_node = loc.via.clone();
+                if let Some(node) = &relay_node {
+                    self.through(node, aor, &mut target)?;
+                }
+                Ok(Dialed { target, relay_node })
             }
-            LegTarget::Hop { hop } => self.hop(hop, from),
+            LegTarget::Hop { hop } => Ok(Dialed { target: self.hop(hop, from)?, relay_node: None }),
             // The directory gives hops for every `sip`/`tel` destination.
-            LegTarget::Sip { .. } | LegTarget::Tel { .. } => Err(500),
+            // A pickup's leg is never dialed.
+            LegTarget::Sip { .. } | LegTarget::Tel { .. } | LegTarget::Pickup { .. } => Err(500),
         }
+    }
+
+    /// Sends a leg to a phone that `node` holds through that node: to its
+    /// advertised address, with the token that lets it in. 480 when the
+    /// node is not live (its bindings are unreachable then anyway).
+    fn through(&self, node: &str, aor: &str, target: &mut DialTarget) -> Result<(), u16> {
+        let cluster = self.cluster.ok_or(480u16)?;
+        let remote = cluster.node_sip(node).ok_or(480u16)?;
+        let local = local_for(self.locals, Transport::Udp, remote).ok_or(503u16)?;
+        target.next_hop = Peer { transport: Transport::Udp, remote, local, conn: None };
+        let own = &cluster.settings;
+        let token =
+            crate::hop::token(&own.secret, &own.node_id, self.wall, &target.request_uri, aor);
+        target.extra_headers.push((crate::hop::HEADER.to_owned(), token));
+        Ok(())
     }
 
     fn hop(&self, hop: &Hop, from: &str) -> Result<DialTarget, u16> {

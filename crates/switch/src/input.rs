@@ -173,6 +173,9 @@ pub enum Input {
         /// What to do.
         command: Command,
     },
+    /// What another node of the cluster changed (ignored without
+    /// [`crate::SwitchConfig::cluster`]).
+    Cluster(crate::ClusterChange),
     /// A datagram read from the ng socket (an rtpengine's reply).
     MediaDatagram {
         /// Where it came from.

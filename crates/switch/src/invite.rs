@@ -25,6 +25,20 @@ struct Routed {
     dialed: Address,
     /// Carrier targets routing found for a PSTN number (used once).
     carriers: Option<(String, Vec<CarrierTarget>)>,
+    /// A leg another cluster node relays through this one.
+    relayed: Option<RelayedLeg>,
+}
+
+/// A leg another cluster node sends through this one, to a phone whose
+/// flow this node holds (`hop.rs`).
+#[derive(Clone, Debug)]
+struct RelayedLeg {
+    /// The node that carries the call.
+    node: String,
+    /// The phone's AOR.
+    aor: String,
+    /// The binding's Contact (the Request-URI), the one contact rung.
+    contact: String,
 }
 
 impl Switch {
@@ -47,22 +61,47 @@ impl Switch {
             let resp = self.local.status(&req, code);
             return self.respond(now, key, resp);
         }
-        let who = match caller::identify(&mut self.registrar, &self.routes, now.at, &req, &peer) {
-            Ok(who) => who,
-            Err(refusal) => return self.refuse(now, key, &req, &peer, refusal),
-        };
-        let routed = match self.route(&req, &who) {
-            Ok(r) => r,
-            Err(code) => {
+        let (who, routed) = match self.relayed_leg(now, &req) {
+            Some(Ok(leg)) => self.relay_route(leg),
+            Some(Err(code)) => {
                 let resp = self.local.status(&req, code);
                 return self.respond(now, key, resp);
             }
+            None => {
+                let identified =
+                    caller::identify(&mut self.registrar, &self.routes, now.at, &req, &peer);
+                let who = match identified {
+                    Ok(who) => who,
+                    Err(refusal) => return self.refuse(now, key, &req, &peer, refusal),
+                };
+                let user = dialed_user(&req);
+                let asked = match self.pickup_asked(&who, &req, &user) {
+                    Ok(a) => a,
+                    Err(code) => {
+                        let resp = self.local.status(&req, code);
+                        return self.respond(now, key, resp);
+                    }
+                };
+                if let Some(ask) = asked {
+                    let invite = b2bua::PickupInvite { key, request: req, peer };
+                    return self.pick_up(now, invite, &who, ask);
+                }
+                match self.route(&who, &user) {
+                    Ok(r) => (who, r),
+                    Err(code) => {
+                        let resp = self.local.status(&req, code);
+                        return self.respond(now, key, resp);
+                    }
+                }
+            }
         };
+        let relayed_for = routed.relayed.as_ref().map(|l| l.node.clone());
         match self.fork_for(now, &req, &peer, &who, routed) {
             Ok((fork, inbound, from)) => {
                 let cref = self.b2bua.accept_inbound(key, req, peer);
                 self.counters.calls_started += 1;
                 let mut call = ForkedCall::new(cref, fork, inbound, from, now.at);
+                call.relayed_for = relayed_for;
                 if call.inbound.source.kind == AddressType::Endpoint {
                     let aor = call.inbound.source.target.clone();
                     call.occupy(&mut self.occupancy, &aor);
@@ -77,29 +116,59 @@ impl Switch {
         }
     }
 
+    /// A leg another cluster node relays through this one: the INVITE
+    /// carries a hop token (`hop.rs`) for its Request-URI and To. `None`
+    /// for any other INVITE (and for every INVITE without a cluster);
+    /// `Err` is the status to answer a token that does not prove a node
+    /// of this cluster (forged, stale, for another phone).
+    fn relayed_leg(&self, now: Now, req: &Message) -> Option<Result<RelayedLeg, u16>> {
+        let cluster = self.cluster.as_ref()?;
+        let value = req.header_named(crate::hop::HEADER)?;
+        let Some(uri) = req.request_uri_bytes() else { return Some(Err(400)) };
+        let Ok(to) = req.to_header() else { return Some(Err(400)) };
+        let user = String::from_utf8_lossy(to.uri.user.unwrap_or_default());
+        let aor = format!("{user}@{}", String::from_utf8_lossy(to.uri.host));
+        let secret = &cluster.settings.secret;
+        let leg = crate::hop::check(secret, value, uri, aor.as_bytes(), now.wall).map(|hop| {
+            RelayedLeg { node: hop.node, aor, contact: String::from_utf8_lossy(uri).into_owned() }
+        });
+        Some(leg.ok_or(403))
+    }
+
+    /// Who calls and what rings for a relayed leg: the calling node, and
+    /// the one contact of this node's it names.
+    fn relay_route(&mut self, leg: RelayedLeg) -> (Identified, Routed) {
+        let domain = leg.aor.rsplit('@').next().unwrap_or_default().to_owned();
+        let caller = routing::Caller::Carrier { name: format!("node {}", leg.node) };
+        let dest = Address::new(AddressType::Endpoint, leg.aor.clone());
+        let id = self.new_id();
+        let group = GroupDef::new(id, RingMethod::RingAll, vec![Destination::new(dest.clone())]);
+        let routed = Routed { group, dialed: dest, carriers: None, relayed: Some(leg) };
+        (Identified { caller, domain }, routed)
+    }
+
     /// Where the INVITE goes: the group to ring, what was dialed (for the
     /// inbound record), and the carrier targets routing already found for a
     /// PSTN number. `Err` is the status to answer.
-    fn route(&mut self, req: &Message, who: &Identified) -> Result<Routed, u16> {
-        let user = match req.request_uri() {
-            Some(Ok(u)) => match u.scheme {
-                sip_message::Scheme::Tel => u.phone_digits().unwrap_or_default(),
-                _ => u.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default(),
-            },
-            _ => String::new(),
-        };
+    fn route(&mut self, who: &Identified, user: &str) -> Result<Routed, u16> {
         let accounts = self.registrar.accounts();
         let decision =
-            self.routes.route(&who.caller, &user, |n, d| accounts.extension(n, d).is_some());
+            self.routes.route(&who.caller, user, |n, d| accounts.extension(n, d).is_some());
         Ok(match decision {
             Decision::Extension { aor } => {
                 let dest = Address::new(AddressType::Endpoint, aor);
-                Routed { group: self.single(dest.clone()), dialed: dest, carriers: None }
+                Routed {
+                    group: self.single(dest.clone()),
+                    dialed: dest,
+                    carriers: None,
+                    relayed: None,
+                }
             }
             Decision::Group(g) => Routed {
                 group: GroupDef::from(&*g),
                 dialed: Address::new(AddressType::Groupcall, format!("{}@{}", g.number, g.domain)),
                 carriers: None,
+                relayed: None,
             },
             Decision::Tel { number, targets } => {
                 let dest = Address::new(AddressType::Tel, number.clone());
@@ -107,6 +176,7 @@ impl Switch {
                     group: self.single(dest.clone()),
                     dialed: dest,
                     carriers: Some((number, targets)),
+                    relayed: None,
                 }
             }
             Decision::NotFound | Decision::AuthRequired => return Err(404),
@@ -132,7 +202,9 @@ impl Switch {
         let group = routed.group;
         let spec = GroupSpec { customer_id, source: source.clone(), master_call_id: master, group };
         let seed = self.rng.next_u64();
-        let dir = CallDirectory::of(self, &who.domain, now.wall, routed.carriers);
+        let mut dir = CallDirectory::of(self, &who.domain, now.wall, routed.carriers);
+        let recorded = routed.relayed.is_none();
+        dir.only_contact = routed.relayed.map(|l| l.contact);
         let mut fork =
             Fork::build(spec, &dir, self.fork_cfg.clone(), now.into(), seed).map_err(|e| {
                 debug!(error = %e, "cannot build the fork");
@@ -144,9 +216,11 @@ impl Switch {
             sip_call_id,
             ..Call::dialing(master, customer_id, source, routed.dialed, now.wall)
         };
-        self.out.push_back(Output::Persist(Persist::Call(inbound.clone())));
-        let groupcall = fork.root().id;
-        self.out.push_back(Output::Event(Event::CallStarted { call: master, groupcall }));
+        if recorded {
+            self.out.push_back(Output::Persist(Persist::Call(inbound.clone())));
+            let groupcall = fork.root().id;
+            self.out.push_back(Output::Event(Event::CallStarted { call: master, groupcall }));
+        }
         fork.start(now.into());
         Ok((fork, inbound, from))
     }
@@ -169,7 +243,7 @@ impl Switch {
         GroupDef::new(id, RingMethod::RingAll, vec![d])
     }
 
-    fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
+    pub(crate) fn refuse(&mut self, now: Now, key: TxKey, req: &Message, peer: &Peer, r: Refusal) {
         let resp = match r {
             Refusal::Status(code) => self.local.status(req, code),
             Refusal::Banned => match self.registrar.limiter().config().action {
@@ -185,10 +259,25 @@ impl Switch {
             }
             Refusal::AuthFailed { user } => {
                 self.counters.auth_failures += 1;
-                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, "INVITE");
+                let method = match req.method() {
+                    Some(sip_message::Method::Subscribe) => "SUBSCRIBE",
+                    _ => "INVITE",
+                };
+                self.registrar.auth_failed(now.at, peer.remote.ip(), &user, method);
                 self.local.status(req, 403)
             }
         };
         self.respond(now, key, resp);
+    }
+}
+
+/// The user part the Request-URI dials (a `tel:` URI's digits).
+fn dialed_user(req: &Message) -> String {
+    match req.request_uri() {
+        Some(Ok(u)) => match u.scheme {
+            sip_message::Scheme::Tel => u.phone_digits().unwrap_or_default(),
+            _ => u.user.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default(),
+        },
+        _ => String::new(),
     }
 }

@@ -32,6 +32,9 @@
 //!     registered over it become unreachable);
 //!   - [`Input::Command`]: a [`Command`] from the API, with a [`CommandId`];
 //!     its outcome comes back as [`Event::CommandDone`] with that id;
+//!   - [`Input::Cluster`]: what another node of the cluster changed (a
+//!     [`ClusterChange`]: live nodes, bindings, provisioning), read by the
+//!     shell from the shared database (see `cluster.rs`).
 //!   - [`Input::MediaDatagram`]: a datagram read from the ng socket (media
 //!     anchoring: an rtpengine's reply).
 //! - **Load**: before handing in a datagram, the shell may report how long
@@ -77,24 +80,35 @@
 //! (carriers, DNS targets) is a linear child of the fork, visible in the
 //! records. Persistence is an output: the switch holds no store.
 //!
+//! The PBX features around ring groups (`pbx-features`) are composed here
+//! too: call pickup by feature code or `Replaces` (`pickup.rs`, through the
+//! fork's one-answer rule), busy lamps (`blf.rs`: SUBSCRIBE answered, every
+//! call's dialogs shown to the notifier, its NOTIFYs sent in client
+//! transactions of their own, its deadline in the one timer queue) and the
+//! missed-groupcall notice ([`Event::GroupcallMissed`]).
+//!
 //! Main types: [`Switch`], [`SwitchConfig`], [`SwitchState`], [`Input`],
 //! [`Output`], [`Command`], [`Event`], [`Persist`].
 #![deny(missing_docs)]
 
 mod admission;
+mod blf;
 mod caller;
 mod calls;
+mod cluster;
 mod commands;
 mod config;
 pub mod counters;
 mod dialer;
 mod dns;
+mod hop;
 mod input;
 mod invite;
 mod local;
 mod media;
 mod occupancy;
 mod output;
+mod pickup;
 mod provision;
 pub mod received;
 mod requests;
@@ -102,11 +116,13 @@ mod switch;
 mod timers;
 
 pub use admission::{AdmissionConfig, Load};
+pub use cluster::{ClusterChange, ClusterSettings, Node};
 pub use config::{CallSettings, SipTimers, SwitchConfig, SwitchState};
 pub use counters::Counters;
 pub use input::{ClickDestination, ClickToCall, Command, CommandId, Datagram, Input, Now, Target};
 pub use local::LocalIdentity;
 pub use media::{MediaEvent, MediaTransmit};
 pub use output::{CommandOutcome, Event, Output, Persist, Query, QueryId, Token, Transmit};
+pub use records::Provisioning;
 pub use routing::{Carrier, Route, RouteError};
 pub use switch::{Switch, SwitchStats};

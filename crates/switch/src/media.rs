@@ -568,7 +568,7 @@ impl crate::Switch {
                 return;
             }
         };
-        self.on_forked_call(call, |sw, fc| {
+        self.on_forked_call(now, call, |sw, fc| {
             match step {
                 MediaStep::Dial { leg, target, anchor, .. } => {
                     sw.dial_now(now, fc, leg, *target);

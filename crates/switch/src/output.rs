@@ -105,6 +105,21 @@ pub enum Event {
         /// Its root groupcall record.
         groupcall: Uuid,
     },
+    /// A ringing call was answered by a pickup (group, directed or
+    /// `Replaces`): its root groupcall's `answer_call_id` names the
+    /// pickup's call record, whose destination is the picker.
+    CallPickedUp {
+        /// The inbound call record.
+        call: Uuid,
+        /// Its root groupcall record.
+        groupcall: Uuid,
+        /// The AOR of the extension that picked it up.
+        picker: String,
+    },
+    /// A call to a ring group ended with nobody answering: the
+    /// `groupcall_missed` webhook's data (the members rung and how each
+    /// leg ended).
+    GroupcallMissed(Box<pbx_features::GroupcallMissed>),
     /// A served call is completely over.
     CallEnded {
         /// The inbound call record.
@@ -134,6 +149,26 @@ pub enum Event {
     BindingsUnreachable {
         /// How many.
         count: usize,
+    },
+    /// A cluster node went down (its lease ran out, or it restarted): its
+    /// bindings are unreachable and what waited for its answers failed.
+    NodeDown {
+        /// Its id.
+        node: String,
+        /// Its bindings made unreachable.
+        bindings: usize,
+    },
+    /// How many bindings of other cluster nodes this node holds changed
+    /// (their phones registered or went away there).
+    ClusterBindings {
+        /// Held now.
+        held: usize,
+    },
+    /// Provisioning read from the shared database was not taken (ring
+    /// group numbers clash): the held one stays.
+    ProvisioningRefused {
+        /// Why.
+        reason: String,
     },
     /// A failed authentication, a ban or its end (for the operator's
     /// `security` log and fail2ban).

@@ -7,6 +7,7 @@ use crate::input::{Datagram, Now};
 use crate::output::{Event, Output, Token};
 use crate::received::stamp_received;
 use crate::switch::Switch;
+use pbx_features::NotifyOutcome;
 use sip_message::{validate, Message, Method, Peer, Verdict};
 use sip_transaction::{Event as TxEvent, TxKey};
 use tracing::debug;
@@ -113,6 +114,16 @@ impl Switch {
     }
 
     pub(crate) fn on_tx_event(&mut self, now: Now, ev: TxEvent) {
+        // SUBSCRIBE (new, refresh or unsubscribe) is the busy lamps'
+        // business, never a call's.
+        let ev = match ev {
+            TxEvent::NewRequest { key, request, peer }
+                if request.method() == Some(&Method::Subscribe) =>
+            {
+                return self.on_subscribe(now, key, request, peer);
+            }
+            ev => ev,
+        };
         let Some(ev) = self.b2bua.handle_event(&mut self.tx, now.at, ev) else { return };
         match ev {
             TxEvent::NewRequest { key, request, peer } => self.on_request(now, key, request, peer),
@@ -127,12 +138,25 @@ impl Switch {
             TxEvent::Stray { message, peer } => {
                 debug!(%peer, method = ?message.method(), status = ?message.status(), "stray message");
             }
-            TxEvent::Response { key, .. } => {
-                debug!(%key, "response for an unknown client transaction")
+            TxEvent::Response { key, response } => {
+                let code = response.status().unwrap_or_default();
+                if !self.notify_outcome(now, key, NotifyOutcome::Response(code)) {
+                    debug!(%key, "response for an unknown client transaction")
+                }
             }
-            TxEvent::Timeout { key } => debug!(%key, "transaction timeout"),
-            TxEvent::TransportError { key } => debug!(%key, "transaction transport error"),
-            TxEvent::Terminated { .. } => {}
+            TxEvent::Timeout { key } => {
+                if !self.notify_outcome(now, key, NotifyOutcome::Timeout) {
+                    debug!(%key, "transaction timeout")
+                }
+            }
+            TxEvent::TransportError { key } => {
+                if !self.notify_outcome(now, key, NotifyOutcome::TransportError) {
+                    debug!(%key, "transaction transport error")
+                }
+            }
+            TxEvent::Terminated { key } => {
+                self.notify_terminated(key);
+            }
         }
     }
 

@@ -42,6 +42,8 @@ pub struct SwitchStats {
     pub timers: usize,
     /// DNS questions in flight.
     pub dns_queries: usize,
+    /// Busy lamp subscriptions held.
+    pub subscriptions: usize,
 }
 
 /// The switch core. See the crate documentation for the contract.
@@ -75,6 +77,12 @@ pub struct Switch {
     pub(crate) hunt: crate::dialer::HuntMemories,
     /// How many calls each extension is on (`max_calls`).
     pub(crate) occupancy: crate::occupancy::Occupancy,
+    /// This node's cluster; `None`: a single node.
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
+    /// The feature codes of every domain.
+    pub(crate) feature_codes: pbx_features::FeatureCodeSettings,
+    /// Busy lamp subscriptions.
+    pub(crate) lamps: crate::blf::Lamps,
     /// Media anchoring through rtpengine; `None`: off (SDP end to end).
     pub(crate) media: Option<crate::media::MediaControl>,
 }
@@ -113,8 +121,11 @@ impl Switch {
         let routes = state.route_table()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let accounts = Accounts::new(state.customers, state.domains, state.extensions);
-        let mut registrar = Registrar::new(cfg.registrar.clone(), accounts, rng.next_u64());
-        registrar.location_mut().load(state.bindings);
+        let own = cfg.cluster.as_ref().map(|c| c.node_id.clone()).unwrap_or_default();
+        let registrar_cfg =
+            registrar::RegistrarConfig { node_id: own.clone(), ..cfg.registrar.clone() };
+        let mut registrar = Registrar::new(registrar_cfg, accounts, rng.next_u64());
+        registrar.location_mut().load_as(state.bindings, &own);
         let media = match &cfg.media {
             media_anchor::MediaSettings::Off => None,
             media_anchor::MediaSettings::Rtpengine { rtpengine, default } => {
@@ -166,6 +177,9 @@ impl Switch {
             admission: crate::admission::Admission::new(cfg.admission, now.at),
             hunt: state.hunt.into_iter().map(crate::dialer::hunt_from_record).collect(),
             occupancy: Default::default(),
+            cluster: cfg.cluster.map(crate::cluster::Cluster::new),
+            feature_codes: cfg.feature_codes,
+            lamps: crate::blf::Lamps::new(cfg.blf),
             media,
         };
         sw.timers.reschedule_job(Job::Sweep, now.at);
@@ -194,6 +208,7 @@ impl Switch {
             Input::ConnectionClosed { conn } => {
                 // Requests still waiting for an answer over it fail now.
                 self.tx.connection_closed(now.at, conn);
+                self.subscribers_gone(pbx_features::SubscriberGone::Connection(conn));
                 let count = self.registrar.location_mut().connection_closed(conn);
                 if count > 0 {
                     self.out.push_back(Output::Event(Event::BindingsUnreachable { count }));
@@ -203,6 +218,7 @@ impl Switch {
                 let outcome = self.on_command(now, command);
                 self.out.push_back(Output::Event(Event::CommandDone { id, outcome }));
             }
+            Input::Cluster(change) => self.on_cluster(now, change),
             Input::MediaDatagram { from, bytes } => {
                 if let Some(m) = &mut self.media {
                     m.handle_datagram(now.at, from, &bytes);
@@ -217,9 +233,22 @@ impl Switch {
     /// again until another input comes.
     pub fn poll_output(&mut self) -> Output {
         match self.out.pop_front() {
+            Some(Output::Persist(p)) => Output::Persist(self.stamped(p)),
             Some(o) => o,
             None => Output::Timeout(self.next_deadline()),
         }
+    }
+
+    /// A groupcall or call record as this node writes it: carried by this
+    /// node (`node_id`, empty without a cluster).
+    fn stamped(&self, mut p: Persist) -> Persist {
+        let own = self.node_id();
+        match &mut p {
+            Persist::Call(c) if c.node_id != own => c.node_id = own.to_owned(),
+            Persist::Groupcall(g) if g.node_id != own => g.node_id = own.to_owned(),
+            _ => {}
+        }
+        p
     }
 
     /// The shell's measure of load, reported before the datagram it was
@@ -252,6 +281,7 @@ impl Switch {
             bindings: self.registrar.location().len(),
             timers: self.timers.queue.len(),
             dns_queries: self.dns.len(),
+            subscriptions: self.lamps.notifier.len(),
         }
     }
 
@@ -295,6 +325,11 @@ impl Switch {
                 TimerKey::Fork(c) => self.fork_timer(now, c, at),
                 TimerKey::Job(j) if self.timers.jobs.is_current(j, at) => self.run_job(now, j),
                 TimerKey::Job(_) => {}
+                TimerKey::Subscriptions if self.lamps.deadline == Some(at) => {
+                    self.lamps.deadline = None;
+                    self.lamps.notifier.handle_timeout(now.at);
+                }
+                TimerKey::Subscriptions => {}
                 TimerKey::Media => {
                     if let Some(m) = self.media.as_mut().filter(|m| m.filed == Some(at)) {
                         m.handle_timeout(now.at);
@@ -396,6 +431,9 @@ impl Switch {
                 busy = true;
                 self.transmit(st.peer, st.message, Token::NONE);
             }
+            if self.send_notifies(now) {
+                busy = true;
+            }
             while let Some(t) = self.tx.poll_transmit() {
                 busy = true;
                 self.transmit(t.peer, t.message, token_of(t.key));
@@ -422,10 +460,31 @@ impl Switch {
         }
         while let Some(change) = self.registrar.poll_change() {
             let p = match change {
-                BindingChange::Upsert(b) => Persist::Binding(b),
-                BindingChange::Remove { aor, contact } => Persist::BindingRemoved { aor, contact },
+                BindingChange::Upsert(b) => Persist::Binding(*b),
+                BindingChange::Remove { aor, contact } => {
+                    if self.registrar.location().lookup(&aor, now.wall).is_empty() {
+                        self.subscribers_gone(pbx_features::SubscriberGone::Aor(&aor));
+                    }
+                    Persist::BindingRemoved { aor, contact }
+                }
             };
             self.out.push_back(Output::Persist(p));
+        }
+        // The last NOTIFYs of subscriptions that ended just now.
+        if self.send_notifies(now) {
+            while let Some(t) = self.tx.poll_transmit() {
+                self.transmit(t.peer, t.message, token_of(t.key));
+            }
+            while let Some((at, k)) = self.tx.poll_timer() {
+                self.timers.queue.push(at, TimerKey::Transaction(k));
+            }
+        }
+        let next = self.lamps.notifier.poll_timeout();
+        if next != self.lamps.deadline {
+            self.lamps.deadline = next;
+            if let Some(at) = next {
+                self.timers.queue.push(at, TimerKey::Subscriptions);
+            }
         }
         while let Some(n) = self.b2bua.poll_notice() {
             self.out.push_back(Output::Event(Event::Oversize(n)));
@@ -456,6 +515,9 @@ impl Switch {
         }
         if let Some(call) = self.calls.remove_if_over(cref) {
             call.release(&mut self.occupancy);
+            if let Some(missed) = call.missed() {
+                self.out.push_back(Output::Event(Event::GroupcallMissed(Box::new(missed))));
+            }
             self.counters.call_ended(call.outcome());
             self.counters.legs_per_groupcall.observe(call.fork.dialed_legs() as f64);
             self.out.push_back(Output::Event(Event::CallEnded { call: call.inbound.id }));
@@ -465,16 +527,18 @@ impl Switch {
     /// The next deadline, after dropping stale entries off the queue's top
     /// (and purging them all when they pile up).
     fn next_deadline(&mut self) -> Instant {
-        let Switch { timers, tx, b2bua, calls, media, .. } = self;
+        let Switch { timers, tx, b2bua, calls, lamps, media, .. } = self;
         let jobs = &timers.jobs;
+        let lamps_at = lamps.deadline;
         let current = |at: Instant, k: TimerKey| match k {
             TimerKey::Transaction(t) => tx.timer_is_current(at, t),
             TimerKey::Dialogs(c) => b2bua.timer_is_current(at, c),
             TimerKey::Fork(c) => calls.get(c).is_some_and(|s| s.fork_deadline == Some(at)),
             TimerKey::Job(j) => jobs.is_current(j, at),
+            TimerKey::Subscriptions => lamps_at == Some(at),
             TimerKey::Media => media.as_ref().is_some_and(|m| m.filed == Some(at)),
         };
-        let live = tx.len() + b2bua.len() + calls.len() + 3;
+        let live = tx.len() + b2bua.len() + calls.len() + 5;
         timers.queue.purge_if_bloated(live, current);
         timers.queue.prune(current);
         // The sweep job always runs, so there is always a deadline; an hour

@@ -21,6 +21,8 @@ pub(crate) enum TimerKey {
     Fork(CallRef),
     /// Housekeeping.
     Job(Job),
+    /// Busy lamp subscriptions: expiries and NOTIFY give-ups.
+    Subscriptions,
     /// The ng client's retransmissions, timeouts and health probes.
     Media,
 }

@@ -334,6 +334,9 @@ fn binding(at: &str) -> records::Binding {
         source: addr(at),
         local: addr(US),
         user_agent: String::new(),
+        node_id: String::new(),
+        conn: None,
+        unreachable: false,
     }
 }
 
@@ -855,6 +858,348 @@ fn provisioning_commands_are_checked_applied_and_persisted_before_their_outcome(
     assert_eq!((p, outcome), (vec![gone.clone()], CommandOutcome::Done));
     let (p, outcome) = command(&mut w, 9, remove());
     assert_eq!((p, outcome), (vec![gone], CommandOutcome::NotFound));
+}
+
+// ----- pickers and busy lamps, in virtual time ------------------------------
+
+/// The caller (a trusted carrier source), the members' phones, the second
+/// phone of e3 that picks up, and e1's phone with busy lamps.
+const OFFICE_CALLER: &str = "198.51.100.7:5060";
+const E2: &str = "192.0.2.62:5060";
+const E3: &str = "192.0.2.63:5060";
+const PICKER: &str = "192.0.2.73:5060";
+const WATCHER: &str = "192.0.2.71:5060";
+
+fn endpoint(aor: &str) -> RingGroupDestination {
+    RingGroupDestination {
+        kind: records::AddressType::Endpoint,
+        target: aor.into(),
+        ring_timeout_secs: None,
+        delay_secs: None,
+    }
+}
+
+/// Group 800 rings e2 and e3 (registered); e1 watches, e3 picks up.
+fn office_state() -> SwitchState {
+    let mut st = state(
+        vec![ring_group("800", vec![endpoint("e2@test"), endpoint("e3@test")])],
+        vec![],
+        vec![],
+    );
+    st.extensions.push(registrar::extension_with_password("e2", "test", "pw2"));
+    st.extensions.push(registrar::extension_with_password("e3", "test", "pw3"));
+    let bind = |aor: &str, at: &str| records::Binding {
+        aor: format!("{aor}@test"),
+        contact: format!("sip:{aor}@{at}"),
+        ..binding(at)
+    };
+    st.bindings = vec![bind("e2", E2), bind("e3", E3)];
+    st
+}
+
+/// Sends `text` (CSeq n, its branch ending in n) from `at`, then again
+/// (CSeq n+1) with the digest of `user` (password `pw`) over the 407: the
+/// outputs of both.
+fn authorized(w: &mut World, at: &str, text: &str, (user, pw): (&str, &str)) -> Vec<Output> {
+    let mut out = w.datagram(at, text);
+    let challenge = transmits(&out)
+        .into_iter()
+        .map(|(_, m, _)| m)
+        .find(|m| m.status() == Some(407))
+        .expect("407");
+    let pa = String::from_utf8_lossy(challenge.header(HeaderName::ProxyAuthenticate).expect("pa"))
+        .into_owned();
+    let nonce = pa.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce");
+    let (method, rest) = text.split_once(' ').expect("method");
+    let uri = rest.split(' ').next().expect("uri");
+    let resp = RequestDigest {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        qop: Some(QopAuth { nc: b"00000001", cnonce: b"x", qop: b"auth" }),
+        method: method.as_bytes(),
+        uri: uri.as_bytes(),
+    }
+    .hex(&registrar::ha1_md5(user, "test", pw));
+    let auth = format!("Proxy-Authorization: Digest username=\"{user}\", realm=\"test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"x\"\r\n");
+    let n: u32 = text
+        .split("CSeq: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("CSeq");
+    let again = text
+        .replacen(&format!("{n};rport"), &format!("{};rport", n + 1), 1)
+        .replacen(&format!("CSeq: {n} "), &format!("CSeq: {} ", n + 1), 1)
+        .replacen("Content-Length:", &format!("{auth}Content-Length:"), 1);
+    out.extend(w.datagram(at, &again));
+    out
+}
+
+/// A SUBSCRIBE from e1's phone to `user`'s dialogs, with CSeq `seq`; a
+/// refresh when `to_tag` is the switch's tag.
+fn subscribe_text(call_id: &str, (user, to_tag): (&str, &str), expires: u32, seq: u32) -> String {
+    let tag = if to_tag.is_empty() { String::new() } else { format!(";tag={to_tag}") };
+    format!(
+        "SUBSCRIBE sip:{user}@test SIP/2.0\r\nVia: SIP/2.0/UDP {WATCHER};branch=z9hG4bK{call_id}{seq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:e1@test>;tag=w{call_id}\r\nTo: <sip:{user}@test>{tag}\r\nCall-ID: {call_id}\r\nCSeq: {seq} SUBSCRIBE\r\nContact: <sip:e1@{WATCHER}>\r\nEvent: dialog\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// An ACK from `at` for `resp` (a final response to an INVITE): in the
+/// dialog for a 2xx, hop by hop (its Via) otherwise.
+fn ack_for(resp: &Message, at: &str) -> String {
+    let h = |n| String::from_utf8_lossy(resp.header(n).unwrap_or_default()).into_owned();
+    let seq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+    let (ruri, via) = if resp.status().is_some_and(|s| s < 300) {
+        let contact = h(HeaderName::Contact);
+        let target = contact.trim_matches(|c| c == '<' || c == '>').to_owned();
+        (target, format!("SIP/2.0/UDP {at};branch=z9hG4bKack{seq}{}", h(HeaderName::CallId)))
+    } else {
+        ("sip:x@test".to_owned(), h(HeaderName::Via))
+    };
+    format!(
+        "ACK {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n",
+        h(HeaderName::From),
+        h(HeaderName::To),
+        h(HeaderName::CallId)
+    )
+}
+
+/// What the phones saw, and the invariants broken.
+#[derive(Default)]
+struct Office {
+    /// INVITEs the members' phones got, by phone, not answered yet.
+    ringing: Vec<(String, Message)>,
+    /// 2xx To tags the caller got.
+    caller_answers: Vec<String>,
+    /// The 2xx the caller got (to hang up with).
+    caller_ok: Option<Message>,
+    picker_answered: bool,
+    /// Subscriptions accepted (Call-ID, the switch's tag), and those ended
+    /// by a NOTIFY.
+    subscribed: Vec<(String, String)>,
+    ended: Vec<String>,
+    /// The answer of each groupcall, once set.
+    answers: Vec<(Uuid, Uuid)>,
+    /// Leg call records that were answered, by groupcall.
+    answered_legs: Vec<(Uuid, Uuid)>,
+    broken: Vec<String>,
+}
+
+impl Office {
+    /// Plays every phone's part in `out` (and in what that causes).
+    fn react(&mut self, w: &mut World, out: Vec<Output>) {
+        let mut queue = std::collections::VecDeque::from(out);
+        while let Some(o) = queue.pop_front() {
+            let more = match o {
+                Output::Transmit(t) => self.phone(w, &t.peer.remote.to_string(), &t.message),
+                Output::Persist(p) => {
+                    self.record(&p);
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+            queue.extend(more);
+        }
+    }
+
+    fn record(&mut self, p: &Persist) {
+        match p {
+            Persist::Groupcall(g) if g.answer_call_id != NIL => {
+                match self.answers.iter().find(|(id, _)| *id == g.id) {
+                    Some((_, a)) if *a != g.answer_call_id => {
+                        self.broken.push(format!("groupcall {} answered twice", g.id))
+                    }
+                    Some(_) => {}
+                    None => self.answers.push((g.id, g.answer_call_id)),
+                }
+            }
+            Persist::Call(c) if c.groupcall_id != NIL && !c.tm_progressing.is_not_yet() => {
+                if !self.answered_legs.contains(&(c.groupcall_id, c.id)) {
+                    self.answered_legs.push((c.groupcall_id, c.id));
+                }
+                let n = self.answered_legs.iter().filter(|(g, _)| *g == c.groupcall_id).count();
+                if n > 1 {
+                    self.broken.push(format!("groupcall {}: {n} legs answered", c.groupcall_id));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the phone at `at` does with `m`.
+    fn phone(&mut self, w: &mut World, at: &str, m: &Message) -> Vec<Output> {
+        let method = m.method().cloned();
+        let status = m.status();
+        let cseq = m.cseq().map(|c| c.method).ok();
+        match (at, method, status) {
+            (E2 | E3, Some(Method::Invite), _) => {
+                let tag = if at == E2 { "e2tag" } else { "e3tag" };
+                self.ringing.push((at.to_owned(), m.clone()));
+                w.datagram(at, &reply(m, 180, tag, None, at))
+            }
+            (E2 | E3, Some(Method::Cancel), _) => {
+                let mut out = w.datagram(at, &reply(m, 200, "x", None, at));
+                let cid = m.call_id().map(|c| c.to_vec()).unwrap_or_default();
+                if let Some(i) = self.ringing.iter().position(|(p, inv)| {
+                    p == at && inv.call_id().map(|c| c.to_vec()).unwrap_or_default() == cid
+                }) {
+                    let (_, inv) = self.ringing.remove(i);
+                    let tag = if at == E2 { "e2tag" } else { "e3tag" };
+                    out.extend(w.datagram(at, &reply(&inv, 487, tag, None, at)));
+                }
+                out
+            }
+            (_, Some(Method::Bye), _) => w.datagram(at, &reply(m, 200, "x", None, at)),
+            (WATCHER, Some(Method::Notify), _) => {
+                self.notified(m);
+                w.datagram(at, &reply(m, 200, "x", None, at))
+            }
+            (WATCHER, None, Some(200)) if cseq == Some(Method::Subscribe) => {
+                let cid = String::from_utf8_lossy(m.call_id().unwrap_or_default()).into_owned();
+                let tag = String::from_utf8_lossy(m.to_tag().unwrap_or_default()).into_owned();
+                if !self.subscribed.iter().any(|(c, _)| *c == cid) {
+                    self.subscribed.push((cid, tag));
+                }
+                Vec::new()
+            }
+            (OFFICE_CALLER | PICKER, None, Some(s)) if s >= 200 && cseq == Some(Method::Invite) => {
+                if (200..300).contains(&s) {
+                    let tag = String::from_utf8_lossy(m.to_tag().unwrap_or_default()).into_owned();
+                    if at == OFFICE_CALLER {
+                        if !self.caller_answers.contains(&tag) {
+                            self.caller_answers.push(tag);
+                        }
+                        self.caller_ok = Some(m.clone());
+                    } else {
+                        self.picker_answered = true;
+                    }
+                }
+                w.datagram(at, &ack_for(m, at))
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn notified(&mut self, n: &Message) {
+        let cid = String::from_utf8_lossy(n.call_id().unwrap_or_default()).into_owned();
+        let state = n
+            .headers()
+            .find(|h| h.raw_name.eq_ignore_ascii_case(b"subscription-state"))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .unwrap_or_default();
+        if self.ended.contains(&cid) {
+            self.broken.push(format!("NOTIFY in {cid} after its subscription ended: {state}"));
+        }
+        if state.starts_with("terminated") && !self.ended.contains(&cid) {
+            self.ended.push(cid);
+        }
+    }
+
+    /// Advances virtual time to `to`, in steps, playing every phone.
+    fn until(&mut self, w: &mut World, to: Duration) {
+        while w.now < to {
+            let step = (to - w.now).min(Duration::from_millis(50));
+            let out = w.advance(step);
+            self.react(w, out);
+        }
+    }
+}
+
+/// One seed: e1 watches e2 and group 800; a carrier call rings 800; at
+/// random instants e2 answers, e3's other phone picks up (group or
+/// directed), the caller gives up, a lamp unsubscribes; then everything
+/// runs out.
+fn office_run(seed: u64) -> Office {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut w, first) = World::new(office_state(), seed);
+    let mut o = Office::default();
+    o.react(&mut w, first);
+    let exp = rng.gen_range(60..=120);
+    for (cid, user) in [("lamp-e2", "e2"), ("lamp-800", "800")] {
+        let text = subscribe_text(cid, (user, ""), exp, 1);
+        let out = authorized(&mut w, WATCHER, &text, ("e1", "pw1"));
+        o.react(&mut w, out);
+    }
+    o.until(&mut w, Duration::from_millis(100));
+    let out = w.datagram(OFFICE_CALLER, &invite(OFFICE_CALLER, "sip:800@test", "office-call"));
+    o.react(&mut w, out);
+    // Each step at its own instant (ms), or never.
+    let at =
+        |rng: &mut rand::rngs::StdRng, p: f64| rng.gen_bool(p).then(|| rng.gen_range(150..3000u64));
+    let mut steps: Vec<(u64, u8)> = Vec::new();
+    steps.extend(at(&mut rng, 0.5).map(|t| (t, 0)));
+    steps.extend(at(&mut rng, 0.7).map(|t| (t, 1)));
+    steps.extend(at(&mut rng, 0.2).map(|t| (t, 2)));
+    steps.extend(at(&mut rng, 0.3).map(|t| (t, 3)));
+    steps.sort();
+    let directed = rng.gen_bool(0.5);
+    for (t, what) in steps {
+        o.until(&mut w, Duration::from_millis(t));
+        let out = match what {
+            0 => match o.ringing.iter().position(|(p, _)| p == E2) {
+                Some(i) => {
+                    let (_, inv) = o.ringing.remove(i);
+                    let sdp = "v=0\r\no=e2 1 1 IN IP4 192.0.2.62\r\ns=-\r\nc=IN IP4 192.0.2.62\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+                    w.datagram(E2, &reply(&inv, 200, "e2tag", Some(sdp), E2))
+                }
+                None => Vec::new(),
+            },
+            1 => {
+                let code = if directed { "**e2" } else { "*8" };
+                let text = invite(PICKER, &format!("sip:{code}@test"), "office-pick")
+                    .replace("From: <sip:+15550001@pstn>;tag=c1", "From: <sip:e3@test>;tag=p1")
+                    .replace("branch=z9hG4bKoffice-pick", "branch=z9hG4bKoffice-pick1");
+                authorized(&mut w, PICKER, &text, ("e3", "pw3"))
+            }
+            2 => {
+                let text = invite(OFFICE_CALLER, "sip:800@test", "office-call")
+                    .replacen("INVITE sip:800@test", "CANCEL sip:800@test", 1)
+                    .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+                let head = text.split("Content-Type:").next().unwrap_or_default().to_owned();
+                w.datagram(OFFICE_CALLER, &format!("{head}Content-Length: 0\r\n\r\n"))
+            }
+            _ => {
+                // e1 unsubscribes from e2's lamp (Expires: 0).
+                let tag = o.subscribed.iter().find(|(c, _)| c == "lamp-e2").map(|(_, t)| t.clone());
+                let text = subscribe_text("lamp-e2", ("e2", &tag.unwrap_or_default()), 0, 3);
+                authorized(&mut w, WATCHER, &text, ("e1", "pw1"))
+            }
+        };
+        o.react(&mut w, out);
+    }
+    // The caller hangs up an answered call a little later.
+    o.until(&mut w, Duration::from_secs(5));
+    if let Some(ok) = o.caller_ok.clone() {
+        let bye =
+            ack_for(&ok, OFFICE_CALLER).replace("ACK ", "BYE ").replace(" ACK\r\n", " BYE\r\n");
+        let bye = bye
+            .replace(&format!("CSeq: {} BYE", 1), "CSeq: 2 BYE")
+            .replace("branch=z9hG4bKack", "branch=z9hG4bKbye");
+        let out = w.datagram(OFFICE_CALLER, &bye);
+        o.react(&mut w, out);
+    }
+    o.until(&mut w, Duration::from_secs(300));
+    o
+}
+
+#[test]
+fn pickers_and_lamps_keep_one_answer_and_every_subscription_ends() {
+    let mut pickups = 0;
+    for seed in 1..=40 {
+        let o = office_run(seed);
+        assert!(o.broken.is_empty(), "seed {seed}: {:?}", o.broken);
+        assert!(o.caller_answers.len() <= 1, "seed {seed}: caller answered {:?}", o.caller_answers);
+        assert_eq!(o.subscribed.len(), 2, "seed {seed}: both lamps subscribed");
+        for (cid, _) in &o.subscribed {
+            assert!(o.ended.contains(cid), "seed {seed}: subscription {cid} never ended");
+        }
+        if o.picker_answered {
+            assert_eq!(o.caller_answers.len(), 1, "seed {seed}: a pickup answers the caller");
+        }
+        pickups += usize::from(o.picker_answered);
+    }
+    assert!(pickups > 0, "some seeds picked up");
 }
 
 // ----- media anchoring (a simulated rtpengine) ------------------------------

@@ -105,6 +105,9 @@ fn state() -> SwitchState {
         source: addr(PHONE),
         local: addr(US),
         user_agent: String::new(),
+        node_id: String::new(),
+        conn: None,
+        unreachable: false,
     };
     SwitchState {
         customers: vec![records::Customer { id: CUSTOMER, name: "c".into(), api_keys: Vec::new() }],

@@ -150,6 +150,20 @@ impl Server {
         Self::start_config(tempfile::tempdir().expect("tempdir"), &text, Stderr::Inherit)
     }
 
+    /// Starts the server on exactly the config `text` (it must listen on UDP
+    /// and TCP) in a new temporary directory; its stderr goes to
+    /// `stderr.log` there.
+    pub fn start_text(text: &str) -> Server {
+        Self::start_config(tempfile::tempdir().expect("tempdir"), text, Stderr::Logged)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown work at all) and waits
+    /// for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn start_config(dir: tempfile::TempDir, text: &str, stderr: Stderr) -> Server {
         let store_url = text
             .lines()
@@ -520,6 +534,18 @@ impl Phone {
         let err = self.sipp.stderr();
         assert!(st.success(), "phone {} on {} failed: {st:?} {err}", self.name, self.port);
     }
+}
+
+/// A SIPp phone playing `scenario` for one call, registered on `server` as
+/// `user` (password `pw<nn>` for `test<nn>`) from the port it answers on.
+pub fn phone_registered_on(server: &Server, user: &str, scenario: &str, args: &[&str]) -> Phone {
+    let pw = format!("pw{}", user.trim_start_matches("test"));
+    let register = |sock: &UdpSocket| {
+        let resp = register_from(sock, server.udp, user, &pw);
+        assert!(resp.starts_with("SIP/2.0 200"), "{user}: {resp}");
+    };
+    let unregister = |_lost_port| unregister_all(server.udp, user, &pw);
+    Phone::start_announced(server.dir.path(), scenario, args, None, register, unregister)
 }
 
 /// SIPp answering `scenario_file` on 127.0.0.1:`port`, for one call.

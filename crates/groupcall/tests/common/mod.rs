@@ -453,6 +453,19 @@ impl H {
         ops(&self.drain())
     }
 
+    /// `picker` picks the call up; the pickup's leg counts as dialed (it
+    /// is answered without a Dial). Returns it and the actions.
+    pub fn pick_up(&mut self, picker: &str) -> (Option<LegId>, Vec<Action>) {
+        let now = self.now();
+        let address = records::Address::new(records::AddressType::Endpoint, picker);
+        let leg = self.fork.pick_up(now, address);
+        if let Some(l) = leg {
+            let call_id = self.fork.leg_call_id(l).expect("the pickup's record");
+            self.check.dialed.insert(l, call_id);
+        }
+        (leg, ops(&self.drain()))
+    }
+
     /// Jumps to the next deadline and runs it; returns (seconds, actions).
     pub fn tick(&mut self) -> (u64, Vec<Action>) {
         let d = self.fork.poll_timeout().expect("a deadline");
