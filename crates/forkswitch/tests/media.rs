@@ -305,6 +305,7 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     // The caller is answered with rtpengine's address, not the phone's.
     let to_caller = body(&ok);
     let caller_sends_to = audio_port(to_caller);
+    let first_answer = caller_sends_to;
     assert!(in_range(caller_sends_to, &rtpengine), "rtpengine's port: {to_caller}");
     assert_ne!(caller_sends_to, p0_port, "the caller never sees the phone's port");
     // p1's early media reached the caller answered by rtpengine too.
@@ -369,9 +370,29 @@ fn a_forked_call_is_anchored_the_loser_deleted_and_nothing_left() {
     answering.join().expect("the answering phone");
     let empty = wait_for(|| ng.list(media_anchor::InstanceId(0)).is_empty());
     assert!(empty, "the call deleted at rtpengine: {}", rtpengine.log());
+    // The legs' call records name the rtpengine and the address each got.
+    let (_root, calls) = common::finished_groupcall(&server);
+    let legs: Vec<_> =
+        calls.iter().filter(|c| c.direction == records::Direction::Outgoing).collect();
+    let mut addresses: Vec<&str> = legs.iter().map(|c| c.media_address.as_str()).collect();
+    addresses.sort_unstable();
+    let mut offered = [offered0.port, offered1.port].map(|p| format!("{LOOPBACK}:{p}"));
+    offered.sort_unstable();
+    assert_eq!(addresses, offered, "{legs:?}");
+    for c in &legs {
+        assert_eq!(c.media_anchor, rtpengine.ng_addr().to_string(), "{c:?}");
+    }
+    // And the caller's record the address the caller was answered with
+    // (the first answer's; the re-INVITE's is another port).
+    let api = common::http::Api::new(server.http, fork::KEY);
+    let all = api.get_ok("/v1.0/calls?page_size=100");
+    let inbound =
+        all["result"].as_array().and_then(|r| r.iter().find(|c| c["direction"] == "incoming"));
+    let inbound = inbound.unwrap_or_else(|| panic!("the caller's record in {all}"));
+    assert_eq!(inbound["media_anchor"], rtpengine.ng_addr().to_string(), "{inbound}");
+    assert_eq!(inbound["media_address"], format!("{LOOPBACK}:{first_answer}"), "{inbound}");
     assert_eq!(relay(&moved, caller_sends_to, &p0_rtp, 1), 0, "no relay after the call");
     // What the operator sees: every request by command and result.
-    let api = common::http::Api::new(server.http, fork::KEY);
     let metrics = api.get("/metrics").body;
     for line in [
         "media_ng_requests_total{command=\"offer\",result=\"ok\"} 3",

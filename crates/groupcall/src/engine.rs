@@ -221,6 +221,20 @@ impl Fork {
         });
     }
 
+    /// Leg `leg`'s media is anchored: rtpengine `anchor` (its ng address)
+    /// holds it and gave it `address` (`IP:port`, empty when its SDP named
+    /// none); on the leg's call record (emitted). Ignored for unknown or
+    /// undialed legs and once the fork is finished.
+    pub fn leg_media(&mut self, now: Now, leg: LegId, anchor: &str, address: &str) {
+        if self.is_finished() {
+            return;
+        }
+        self.update_call(now, leg.0 as usize, |r| {
+            r.media_anchor = anchor.to_owned();
+            r.media_address = address.to_owned();
+        });
+    }
+
     /// The caller CANCELed before an answer: every leg is cancelled and the
     /// caller gets 487. Ignored once the caller's side is settled.
     pub fn caller_cancelled(&mut self, now: Now) {

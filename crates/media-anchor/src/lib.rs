@@ -63,6 +63,7 @@ pub mod command;
 pub mod options;
 pub mod profile;
 pub mod reply;
+pub mod sdp;
 pub mod settings;
 pub mod sim;
 
@@ -74,6 +75,7 @@ pub use codec::{CodecError, Cookie};
 pub use command::{Answer, Command, CommandKind, Delete, Offer, Query, SdpOptions};
 pub use profile::{LegMedia, Profile, SdpRole};
 pub use reply::{CallStats, PacketCounts, Reply, ReplyBody};
+pub use sdp::audio_address;
 pub use settings::{
     Anchoring, DestinationMedia, InstanceSpec, MediaMode, MediaSection, MediaSettings, OnFailure,
     RtpengineSettings, SettingsError,

@@ -435,6 +435,14 @@ pub struct Call {
     /// relayed the leg over its flow to the phone. Empty otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub relay_node_id: String,
+    /// The rtpengine (its ng address, `IP:port`) that anchors this leg's
+    /// media; empty when its media is not anchored.
+    #[serde(default)]
+    pub media_anchor: String,
+    /// The media address (`IP:port` of the first audio stream) rtpengine
+    /// gave this leg in its SDP; empty when its media is not anchored.
+    #[serde(default)]
+    pub media_address: String,
 }
 
 impl Call {
@@ -468,6 +476,8 @@ impl Call {
             tm_delete: Timestamp::NOT_YET,
             node_id: String::new(),
             relay_node_id: String::new(),
+            media_anchor: String::new(),
+            media_address: String::new(),
         }
     }
 }

@@ -39,10 +39,11 @@ static STARTED: AtomicU32 = AtomicU32::new(0);
 static DRIVERS: AtomicU64 = AtomicU64::new(0);
 
 /// `true` when process `pid` has a socket bound to UDP `port` on
-/// 127.0.0.1: the inode of that socket in `/proc/net/udp` is one of the
-/// process's file descriptors.
+/// 127.0.0.1: the inode of that socket in `/proc/<pid>/net/udp` (the table
+/// of the process's own network namespace, which may be a test's private
+/// one) is one of the process's file descriptors.
 pub fn holds_udp_port(pid: u32, port: u16) -> io::Result<bool> {
-    let table = std::fs::read_to_string("/proc/net/udp")?;
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp"))?;
     let local = format!("0100007F:{port:04X}");
     let inodes: Vec<String> = table
         .lines()

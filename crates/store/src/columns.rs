@@ -47,7 +47,7 @@ pub(crate) const GROUPCALL_COLUMNS: [&str; 21] = [
 ];
 
 /// The columns of `calls`, in the order of [`call_cols`].
-pub(crate) const CALL_COLUMNS: [&str; 26] = [
+pub(crate) const CALL_COLUMNS: [&str; 28] = [
     "id",
     "customer_id",
     "groupcall_id",
@@ -74,6 +74,8 @@ pub(crate) const CALL_COLUMNS: [&str; 26] = [
     "tm_delete",
     "node_id",
     "relay_node_id",
+    "media_anchor",
+    "media_address",
 ];
 
 fn json(v: &impl serde::Serialize) -> String {
@@ -119,7 +121,7 @@ pub(crate) fn groupcall_cols(g: &Groupcall) -> [Col<'_>; 21] {
 }
 
 /// A call's column values.
-pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
+pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 28] {
     let [st, sg, sn, sname, sd] = address(&c.source);
     let [dt, dg, dn, dname, dd] = address(&c.destination);
     [
@@ -149,12 +151,14 @@ pub(crate) fn call_cols(c: &Call) -> [Col<'_>; 26] {
         Col::Time(c.tm_delete),
         Col::Text(&c.node_id),
         Col::Text(&c.relay_node_id),
+        Col::Text(&c.media_anchor),
+        Col::Text(&c.media_address),
     ]
 }
 
 /// The column values of a set's groupcalls and calls (in key order), for
 /// a bulk upsert.
-pub(crate) type Rows<'a> = (Vec<[Col<'a>; 21]>, Vec<[Col<'a>; 26]>);
+pub(crate) type Rows<'a> = (Vec<[Col<'a>; 21]>, Vec<[Col<'a>; 28]>);
 
 /// [`Rows`] of `set`.
 pub(crate) fn rows(set: &crate::window::RecordSet) -> Rows<'_> {
@@ -238,6 +242,8 @@ pub(crate) fn call_from_row(r: &dyn Row) -> Result<Call, String> {
             tm_delete: r.time(23)?,
             node_id: r.text(24)?,
             relay_node_id: r.text(25)?,
+            media_anchor: r.text(26)?,
+            media_address: r.text(27)?,
         })
     })()
     .map_err(ctx)

@@ -159,6 +159,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         id integer PRIMARY KEY CHECK (id = 1),
         secret text NOT NULL
     );",
+    // 3: which rtpengine anchors a leg's media, and the address it gave
+    // the leg ('' when media is not anchored).
+    "ALTER TABLE calls ADD COLUMN media_anchor text NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN media_address text NOT NULL DEFAULT '';",
 ];
 
 /// A constant of ours for `pg_advisory_xact_lock`.

@@ -230,6 +230,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE groupcalls ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE calls ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE calls ADD COLUMN relay_node_id TEXT NOT NULL DEFAULT '';",
+    // 8: which rtpengine anchors a leg's media, and the address it gave
+    // the leg ('' when media is not anchored).
+    "ALTER TABLE calls ADD COLUMN media_anchor TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN media_address TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version of a database with every migration applied.

@@ -93,6 +93,8 @@ fn call(customer_id: Uuid, tm_create: Timestamp, tm_delete: Timestamp) -> Call {
         tm_delete,
         node_id: String::new(),
         relay_node_id: String::new(),
+        media_anchor: "127.0.0.1:2223".into(),
+        media_address: "192.0.2.7:30000".into(),
     }
 }
 
@@ -1111,14 +1113,18 @@ fn postgres_schema_versions() {
     let url = cluster.database();
     let db = url.rsplit('/').next().expect("name").to_owned();
     drop(PgStore::open(&url).expect("open"));
-    let versions =
-        || cluster.psql_in(&db, "SELECT string_agg(version::text, ',') FROM schema_migrations");
-    assert_eq!(versions().trim(), "1,2");
+    let versions = || {
+        cluster.psql_in(
+            &db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
+        )
+    };
+    assert_eq!(versions().trim(), "1,2,3");
     drop(PgStore::open(&url).expect("reopen"));
-    assert_eq!(versions().trim(), "1,2", "nothing applied twice");
-    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (3)");
+    assert_eq!(versions().trim(), "1,2,3", "nothing applied twice");
+    cluster.psql_in(&db, "INSERT INTO schema_migrations (version) VALUES (4)");
     match PgStore::open(&url) {
-        Err(store::StoreError::SchemaTooNew { found: 3, known: 2 }) => {}
+        Err(store::StoreError::SchemaTooNew { found: 4, known: 3 }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }

@@ -237,6 +237,25 @@ impl ForkedCall {
         pbx_features::GroupcallMissed::from_records(self.fork.root(), Some(&self.inbound), &legs)
     }
 
+    /// The caller's media is anchored at rtpengine `anchor` (its ng
+    /// address), which gave the caller `address`: on the inbound call
+    /// record, queued for the store when it changed.
+    pub(crate) fn anchor_inbound(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        now: Now,
+        (anchor, address): (&str, &str),
+    ) {
+        let c = &mut self.inbound;
+        if c.media_anchor == anchor && c.media_address == address {
+            return;
+        }
+        c.media_anchor = anchor.to_owned();
+        c.media_address = address.to_owned();
+        c.tm_update = now.wall;
+        out.push_back(Output::Persist(Persist::Call(c.clone())));
+    }
+
     /// How the call went, for the counters (once it is over).
     pub(crate) fn outcome(&self) -> CallOutcome {
         if !self.inbound.tm_progressing.is_not_yet() {

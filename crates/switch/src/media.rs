@@ -120,17 +120,37 @@ enum Awaited {
 #[derive(Debug)]
 pub(crate) enum MediaStep {
     /// Dial the leg (with rtpengine's offer, or the caller's one when
-    /// `on_failure = "passthrough"` let it through unanchored).
-    Dial { call: CallRef, leg: LegId, target: Box<DialTarget> },
+    /// `on_failure = "passthrough"` let it through unanchored: no
+    /// `anchor`).
+    Dial { call: CallRef, leg: LegId, target: Box<DialTarget>, anchor: Option<LegAnchor> },
     /// The leg's offer failed and `on_failure = "reject"`: fail the leg and
     /// refuse the call (503).
     FailLeg { call: CallRef, leg: LegId },
     /// Send the leg's 183 or 2xx to the caller, with rtpengine's SDP
     /// (`None`: the leg's own, when the answer failed).
-    Relay { call: CallRef, leg: LegId, early: bool, sdp: Option<Bytes> },
+    /// `anchor`: where the caller's media is, when rtpengine answered.
+    Relay { call: CallRef, leg: LegId, early: bool, sdp: Option<Bytes>, anchor: Option<LegAnchor> },
     /// Let a held in-dialog relay go on with rtpengine's SDP (`None`: its
     /// own: an established call is never torn down for its media).
     Release { call: CallRef, relay: RelayRef, sdp: Option<Bytes> },
+}
+
+/// Where a leg's media is anchored, for its call record.
+#[derive(Debug)]
+pub(crate) struct LegAnchor {
+    /// The ng address of the rtpengine that holds it.
+    pub(crate) rtpengine: SocketAddr,
+    /// The audio address rtpengine's offer gives the leg.
+    pub(crate) address: Option<SocketAddr>,
+}
+
+impl LegAnchor {
+    /// Its rtpengine and address as the call record has them (`IP:port`;
+    /// no address: empty).
+    fn texts(&self) -> (String, String) {
+        let address = self.address.map(|a| a.to_string()).unwrap_or_default();
+        (self.rtpengine.to_string(), address)
+    }
 }
 
 /// A re-INVITE's or UPDATE's SDP (or its 2xx's) held by the B2BUA.
@@ -404,10 +424,17 @@ impl MediaControl {
         if sdp.is_none() && !matches!(awaited, Awaited::Delete) {
             self.failed(done.command.as_str(), &awaited, &done.outcome);
         }
+        let rtpengine = done.instance.and_then(|id| {
+            self.client.instances().find_map(|(i, addr, _)| (i == id).then_some(addr))
+        });
+        let anchor = sdp.as_ref().zip(rtpengine).map(|(sdp, rtpengine)| LegAnchor {
+            rtpengine,
+            address: media_anchor::audio_address(sdp),
+        });
         match awaited {
-            Awaited::Offer { call, leg } => self.offer_done(now, call, leg, sdp),
+            Awaited::Offer { call, leg } => self.offer_done(now, (call, leg), sdp, anchor),
             Awaited::Answer { call, leg, early } => {
-                Some(MediaStep::Relay { call, leg, early, sdp })
+                Some(MediaStep::Relay { call, leg, early, sdp, anchor })
             }
             Awaited::Relay { call, relay } => Some(MediaStep::Release { call, relay, sdp }),
             Awaited::Delete => None,
@@ -438,9 +465,9 @@ impl MediaControl {
     fn offer_done(
         &mut self,
         now: Instant,
-        call: CallRef,
-        leg: LegId,
+        (call, leg): (CallRef, LegId),
         sdp: Option<Bytes>,
+        anchor: Option<LegAnchor>,
     ) -> Option<MediaStep> {
         let mc = self.calls.get_mut(&call)?;
         let state = mc.legs.get_mut(&leg)?;
@@ -449,10 +476,10 @@ impl MediaControl {
             (LegMedia::Offering(mut target), Some(sdp)) => {
                 *state = LegMedia::Anchored(target.next_hop.transport);
                 target.sdp = Some(sdp);
-                Some(MediaStep::Dial { call, leg, target })
+                Some(MediaStep::Dial { call, leg, target, anchor })
             }
             (LegMedia::Offering(target), None) => match self.on_failure {
-                OnFailure::Passthrough => Some(MediaStep::Dial { call, leg, target }),
+                OnFailure::Passthrough => Some(MediaStep::Dial { call, leg, target, anchor: None }),
                 OnFailure::Reject => Some(MediaStep::FailLeg { call, leg }),
             },
             (LegMedia::Abandoned, Some(_)) => {
@@ -543,14 +570,24 @@ impl crate::Switch {
         };
         self.on_forked_call(now, call, |sw, fc| {
             match step {
-                MediaStep::Dial { leg, target, .. } => sw.dial_now(now, fc, leg, *target),
+                MediaStep::Dial { leg, target, anchor, .. } => {
+                    sw.dial_now(now, fc, leg, *target);
+                    if let Some(a) = anchor {
+                        let (rtpengine, address) = a.texts();
+                        fc.fork.leg_media(now.into(), leg, &rtpengine, &address);
+                    }
+                }
                 MediaStep::FailLeg { leg, .. } => {
                     // No relay for the caller's offer: no leg can be
                     // anchored, the caller gets 503.
                     fc.fork.refuse(now.into(), 503);
                     fc.fork.leg_event(now.into(), leg, LegEvent::Failed { code: 503 });
                 }
-                MediaStep::Relay { leg, early, sdp, .. } => {
+                MediaStep::Relay { leg, early, sdp, anchor, .. } => {
+                    if let Some(a) = anchor.filter(|_| !early) {
+                        let (rtpengine, address) = a.texts();
+                        fc.anchor_inbound(&mut sw.out, now, (&rtpengine, &address));
+                    }
                     sw.relay_anchored(now, fc, leg, (early, sdp))
                 }
                 MediaStep::Release { .. } => {}

@@ -1321,6 +1321,10 @@ fn an_anchored_fork_offers_per_leg_answers_the_winner_and_deletes_every_offer_on
     for i in &invites {
         let s = sdp_text(i);
         assert!(s.contains(&format!("c=IN IP4 {RELAY_IP}")) && !s.contains(CALLER_MEDIA), "{s}");
+        // The leg's record names rtpengine and the address offered to it.
+        let offered = media_anchor::audio_address(i.body()).expect("an audio address");
+        let leg = last_call(&out, |c| c.media_address == offered.to_string());
+        assert_eq!((leg.media_anchor.as_str(), leg.direction), (NG, records::Direction::Outgoing));
     }
     let (b, c) = (&invites[0], &invites[1]);
     // c rings, b answers: the caller's 2xx carries rtpengine's answer.
@@ -1342,6 +1346,10 @@ fn an_anchored_fork_offers_per_leg_answers_the_winner_and_deletes_every_offer_on
         .1;
     let s = sdp_text(&ok);
     assert!(s.contains(&format!("c=IN IP4 {RELAY_IP}")) && !s.contains("203.0.113.9"), "{s}");
+    // The caller's record: rtpengine, and the address it was answered with.
+    let answered = media_anchor::audio_address(ok.body()).expect("an audio address").to_string();
+    let caller = last_call(&out, |c| c.direction == records::Direction::Incoming);
+    assert_eq!((caller.media_anchor.as_str(), caller.media_address), (NG, answered));
     // c is CANCELed and ends (487): its branch is deleted.
     let cancel = transmits(&out)
         .into_iter()

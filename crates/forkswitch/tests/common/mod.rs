@@ -118,11 +118,22 @@ impl Server {
     /// Starts the server on the shipped `config/forkswitch.toml` (its
     /// extensions test11-test13, ring groups 800-802), every listener on
     /// port 0, with `sip` added to its `[sip]` table and `extra` appended.
+    /// A `[table]` of `extra` replaces the shipped one (`[media]` with
+    /// `mode = "rtpengine"`).
     pub fn start_default_config(sip: &str, extra: &str) -> Server {
         let shipped = std::fs::read_to_string(repo_root().join("config/forkswitch.toml"))
             .expect("config/forkswitch.toml");
+        let replaced: Vec<&str> =
+            extra.lines().filter(|l| l.starts_with('[') && !l.starts_with("[[")).collect();
         let mut text = String::new();
+        let mut skipping = false;
         for line in shipped.lines() {
+            if line.starts_with('[') {
+                skipping = replaced.contains(&line.trim_end());
+            }
+            if skipping {
+                continue;
+            }
             let line = match line {
                 l if l.starts_with("udp = [") => "udp = [\"127.0.0.1:0\"]",
                 l if l.starts_with("tcp = [") => "tcp = [\"127.0.0.1:0\"]",
